@@ -1,0 +1,13 @@
+//! guard: lets language interpreters run only trusted code.
+//!
+//! The library holds everything that is not an edge: the signature format and keys, the
+//! policy, the pure decision engine, and the fact gathering from open file descriptors. The
+//! `guard` binary wires them to the command line and to the kernel.
+
+pub mod digest;
+pub mod engine;
+pub mod facts;
+pub mod ima;
+pub mod keys;
+pub mod policy;
+pub mod sniff;
