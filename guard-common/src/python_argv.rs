@@ -201,10 +201,23 @@ mod tests {
 
     #[test]
     fn descriptor_links() {
-        for link in ["/dev/fd/3", "/dev/stdin", "/proc/self/fd/0", "/proc/123/fd/4", "/proc/thread-self/fd/9", "/proc/1/task/1/fd/3"] {
+        for link in [
+            "/dev/fd/3",
+            "/dev/stdin",
+            "/proc/self/fd/0",
+            "/proc/123/fd/4",
+            "/proc/thread-self/fd/9",
+            "/proc/1/task/1/fd/3",
+        ] {
             assert!(is_descriptor_link(link.as_bytes()), "{link}");
         }
-        for file in ["/dev/fdx", "/proc/self/fdinfo/3", "/proc/cpuinfo", "x.py", "/proc/self/fd"] {
+        for file in [
+            "/dev/fdx",
+            "/proc/self/fdinfo/3",
+            "/proc/cpuinfo",
+            "x.py",
+            "/proc/self/fd",
+        ] {
             assert!(!is_descriptor_link(file.as_bytes()), "{file}");
         }
         assert!(run(&["/dev/fd/63"]).script_is_descriptor_link());

@@ -1,1 +1,814 @@
-//! (being written)
+//! The decision engine: one pure function from facts to a verdict with its reasons.
+//!
+//! Both enforcement backends, `guard explain` and the tests call it; nothing here touches
+//! the system. Facts are gathered elsewhere ([`crate::facts`]) from opened descriptors.
+
+use std::fmt;
+
+use guard_common::Rule;
+use guard_common::python_argv::Invocation;
+
+use crate::ima::SignatureError;
+use crate::keys::Verified;
+use crate::policy::{Mode, Permission, Policy, Profile};
+
+/// Identity of a file: what the kernel calls it, not what a path says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl fmt::Display for FileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}",
+            libc::major(self.dev),
+            libc::minor(self.dev),
+            self.ino
+        )
+    }
+}
+
+/// The kind of object behind a descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Regular,
+    Directory,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+    Symlink,
+    /// A pipe, memfd-less anonymous inode or anything without a filesystem home.
+    Anonymous,
+}
+
+impl FileKind {
+    pub fn from_mode(mode: u32) -> FileKind {
+        match mode & libc::S_IFMT {
+            libc::S_IFREG => FileKind::Regular,
+            libc::S_IFDIR => FileKind::Directory,
+            libc::S_IFIFO => FileKind::Fifo,
+            libc::S_IFSOCK => FileKind::Socket,
+            libc::S_IFCHR => FileKind::CharDevice,
+            libc::S_IFBLK => FileKind::BlockDevice,
+            libc::S_IFLNK => FileKind::Symlink,
+            _ => FileKind::Anonymous,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            FileKind::Regular => "a regular file",
+            FileKind::Directory => "a directory",
+            FileKind::Fifo => "a FIFO (named pipe)",
+            FileKind::Socket => "a socket",
+            FileKind::CharDevice => "a character device",
+            FileKind::BlockDevice => "a block device",
+            FileKind::Symlink => "a symbolic link",
+            FileKind::Anonymous => "an anonymous inode (pipe, memfd or similar)",
+        }
+    }
+}
+
+/// Why an opened file counts as code for the subject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CodeKind {
+    /// Not code: a data read.
+    NotCode,
+    /// The interpreter's main script operand, whatever its name.
+    MainScript,
+    /// Matched one of the profile's code patterns.
+    Source,
+    /// Bytecode, recognised by its magic number.
+    Bytecode,
+    /// A zip archive (zipimport runs code from it).
+    Archive,
+    /// A native object (ELF) loaded by the interpreter.
+    Native,
+    /// An executable being exec'd.
+    Executable,
+}
+
+impl CodeKind {
+    pub fn is_code(self) -> bool {
+        self != CodeKind::NotCode
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CodeKind::NotCode => "not-code",
+            CodeKind::MainScript => "main-script",
+            CodeKind::Source => "source",
+            CodeKind::Bytecode => "bytecode",
+            CodeKind::Archive => "archive",
+            CodeKind::Native => "native",
+            CodeKind::Executable => "executable",
+        }
+    }
+}
+
+/// Who is opening.
+#[derive(Clone, Debug, Default)]
+pub struct Subject {
+    /// Effective (filesystem) uid of the process.
+    pub uid: u32,
+    /// Effective gid and supplementary groups.
+    pub gids: Vec<u32>,
+    /// Index of the interpreter profile the executable matched, if any.
+    pub profile: Option<usize>,
+}
+
+/// The signature fact, as far as it was established.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SignatureFact {
+    Verified(Verified),
+    Failed(SignatureError),
+    /// Not looked at, because an earlier check already decided.
+    NotChecked,
+}
+
+/// What is being opened, all read from the opened descriptor.
+#[derive(Clone, Debug)]
+pub struct Object {
+    pub kind: FileKind,
+    pub id: FileId,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub size: u64,
+    pub nlink: u64,
+    /// `statfs.f_type`.
+    pub fs_magic: u64,
+    pub code: CodeKind,
+    pub signature: SignatureFact,
+    /// SHA-256 of the content, when the allow-list or an exception needs it.
+    pub sha256: Option<Vec<u8>>,
+}
+
+/// One check, passed or failed, with a reason a human can act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    pub rule: Rule,
+    pub passed: bool,
+    pub reason: String,
+}
+
+/// The engine's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// What the kernel is told: false only when the policy refuses and is enforced.
+    pub allow: bool,
+    /// What the policy says, enforced or not.
+    pub policy_allows: bool,
+    /// False in permissive mode.
+    pub enforced: bool,
+    /// The rule that decided: the first failed check, or what made it pass.
+    pub rule: Rule,
+    pub checks: Vec<Check>,
+}
+
+impl Verdict {
+    fn from_checks(policy: &Policy, checks: Vec<Check>, pass_rule: Rule) -> Verdict {
+        let failed = checks.iter().find(|c| !c.passed).map(|c| c.rule);
+        let policy_allows = failed.is_none();
+        let enforced = policy.mode == Mode::Enforce;
+        Verdict {
+            allow: policy_allows || !enforced,
+            policy_allows,
+            enforced,
+            rule: failed.unwrap_or(pass_rule),
+            checks,
+        }
+    }
+
+    /// The reason of the deciding check.
+    pub fn reason(&self) -> &str {
+        self.checks
+            .iter()
+            .find(|c| c.rule == self.rule && !c.passed)
+            .or_else(|| self.checks.iter().find(|c| c.rule == self.rule))
+            .map(|c| c.reason.as_str())
+            .unwrap_or("")
+    }
+
+    /// Whether a decision still waits for the signature fact.
+    pub fn needs_signature(&self) -> bool {
+        self.policy_allows
+            && self
+                .checks
+                .iter()
+                .any(|c| c.rule == Rule::ValidSignature && c.reason == SIGNATURE_PENDING)
+    }
+}
+
+const SIGNATURE_PENDING: &str = "signature not checked yet";
+
+fn check(rule: Rule, passed: bool, reason: impl Into<String>) -> Check {
+    Check {
+        rule,
+        passed,
+        reason: reason.into(),
+    }
+}
+
+/// Decides an open. `policy` is the whole policy, `subject` and `object` the facts.
+///
+/// When the structural checks pass but the signature was not checked
+/// ([`SignatureFact::NotChecked`]), the verdict allows with [`Verdict::needs_signature`] set:
+/// callers gather the signature and decide again. Structural failures need no hashing.
+pub fn decide_open(policy: &Policy, subject: &Subject, object: &Object) -> Verdict {
+    if !object.code.is_code() {
+        let why = if subject.profile.is_some() {
+            "the interpreter opens it as data"
+        } else {
+            "the process is not a profiled interpreter"
+        };
+        return Verdict::from_checks(policy, vec![check(Rule::NotCode, true, why)], Rule::NotCode);
+    }
+
+    let mut checks = Vec::with_capacity(6);
+    let regular = object.kind == FileKind::Regular;
+    checks.push(if regular {
+        check(Rule::RegularFile, true, "a regular file")
+    } else {
+        check(
+            Rule::RegularFile,
+            false,
+            format!(
+                "{} is not a regular file; code must come from one",
+                object.kind.describe()
+            ),
+        )
+    });
+    if !regular {
+        // Ownership, mode and signatures of pipes and devices mean nothing.
+        return Verdict::from_checks(policy, checks, Rule::ValidSignature);
+    }
+
+    checks.push(if object.nlink == 0 {
+        check(
+            Rule::NotDeleted,
+            false,
+            "the file has been deleted (no name links to it)",
+        )
+    } else {
+        check(Rule::NotDeleted, true, "the file has a name")
+    });
+
+    let exception = object
+        .sha256
+        .as_ref()
+        .and_then(|digest| policy.exceptions.iter().find(|e| &e.sha256 == digest));
+    let waived = |rule: Rule| exception.filter(|e| e.waive.contains(&rule));
+    let mut waivers_used = false;
+    let mut waivable = |rule: Rule, passed: bool, reason: String| -> Check {
+        match waived(rule) {
+            Some(e) if !passed => {
+                waivers_used = true;
+                check(
+                    rule,
+                    true,
+                    format!("{reason}; waived by exception: {}", e.reason),
+                )
+            }
+            _ => check(rule, passed, reason),
+        }
+    };
+
+    let owner_trusted = policy.trust.owners.contains(&object.uid);
+    checks.push(waivable(
+        Rule::TrustedOwner,
+        owner_trusted,
+        if owner_trusted {
+            format!("owned by trusted uid {}", object.uid)
+        } else {
+            format!(
+                "owned by uid {}, which is not a trusted owner {:?}",
+                object.uid, policy.trust.owners
+            )
+        },
+    ));
+
+    checks.push(writability_check(policy, subject, object));
+
+    let fs_trusted = policy
+        .trust
+        .filesystems
+        .iter()
+        .find(|(_, magic)| *magic == object.fs_magic);
+    let fs_name = guard_common::filesystem_name(object.fs_magic)
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("unknown filesystem 0x{:x}", object.fs_magic));
+    checks.push(waivable(
+        Rule::TrustedFilesystem,
+        fs_trusted.is_some(),
+        match fs_trusted {
+            Some((name, _)) => format!("on a trusted filesystem ({name})"),
+            None => format!("on {fs_name}, which the policy does not trust"),
+        },
+    ));
+
+    let allow_listed = object
+        .sha256
+        .as_ref()
+        .is_some_and(|digest| policy.trust.allowed_sha256.contains(digest));
+    let signature_check = match (&object.signature, allow_listed) {
+        (_, true) => check(
+            Rule::ValidSignature,
+            true,
+            "sha256 digest is on the allow-list",
+        ),
+        (SignatureFact::Verified(v), _) => check(
+            Rule::ValidSignature,
+            true,
+            format!(
+                "valid signature by key {:08x} ({})",
+                v.key_id,
+                v.algo.name()
+            ),
+        ),
+        (SignatureFact::Failed(e), _) => waivable(Rule::ValidSignature, false, e.to_string()),
+        (SignatureFact::NotChecked, _) => {
+            let structural_ok = checks.iter().all(|c| c.passed);
+            if structural_ok {
+                check(Rule::ValidSignature, true, SIGNATURE_PENDING)
+            } else {
+                check(
+                    Rule::ValidSignature,
+                    false,
+                    "not checked: an earlier check already refused the file",
+                )
+            }
+        }
+    };
+    checks.push(signature_check);
+
+    let pass_rule = if waivers_used {
+        Rule::Exception
+    } else {
+        Rule::ValidSignature
+    };
+    Verdict::from_checks(policy, checks, pass_rule)
+}
+
+/// W^X: the runner must not be able to change the code it runs. Trusted owners are exempt
+/// as runners (root running root's files), never as writers through group or world bits.
+fn writability_check(policy: &Policy, subject: &Subject, object: &Object) -> Check {
+    let mode = object.mode;
+    if mode & 0o002 != 0 {
+        return check(
+            Rule::NotWritableByRunner,
+            false,
+            format!("mode {:04o}: writable by everyone", mode & 0o7777),
+        );
+    }
+    if mode & 0o020 != 0 && subject.gids.contains(&object.gid) {
+        return check(
+            Rule::NotWritableByRunner,
+            false,
+            format!(
+                "mode {:04o}: writable by group {}, which the runner (uid {}) is in",
+                mode & 0o7777,
+                object.gid,
+                subject.uid
+            ),
+        );
+    }
+    let runner_trusted = policy.trust.owners.contains(&subject.uid);
+    if object.uid == subject.uid && !runner_trusted {
+        return check(
+            Rule::NotWritableByRunner,
+            false,
+            format!(
+                "owned by the runner (uid {}), who can rewrite it",
+                subject.uid
+            ),
+        );
+    }
+    check(
+        Rule::NotWritableByRunner,
+        true,
+        format!("mode {:04o}: not writable by the runner", mode & 0o7777),
+    )
+}
+
+/// What an interpreter's launch looks like, for the invocation rules.
+#[derive(Clone, Debug)]
+pub struct Launch<'a> {
+    pub invocation: Invocation<'a>,
+    /// Names of the environment variables set.
+    pub env_names: Vec<String>,
+    /// Whether standard input is a terminal; `None` when unknown (the kernel exec gate).
+    pub stdin_is_terminal: Option<bool>,
+}
+
+/// Decides an interpreter launch: `-c`, stdin, interactive use, environment, script operand.
+pub fn decide_launch(policy: &Policy, profile: &Profile, launch: &Launch<'_>) -> Verdict {
+    let mut checks = Vec::with_capacity(5);
+    let invocation = &launch.invocation;
+
+    if profile.inline_code == Permission::Deny {
+        checks.push(if invocation.inline_code {
+            check(Rule::NoInlineCode, false, "inline code (-c) is refused")
+        } else {
+            check(Rule::NoInlineCode, true, "no inline code")
+        });
+    }
+
+    let reads_stdin = invocation.reads_stdin();
+    let terminal = launch.stdin_is_terminal;
+    if profile.stdin == Permission::Deny {
+        // Unknown terminal-ness counts as code on stdin unless interactive use is allowed.
+        let stdin_code = reads_stdin
+            && match terminal {
+                Some(tty) => !tty,
+                None => profile.interactive == Permission::Deny || invocation.script.is_some(),
+            };
+        checks.push(if stdin_code {
+            check(
+                Rule::NoStdinCode,
+                false,
+                "code from standard input is refused",
+            )
+        } else {
+            check(Rule::NoStdinCode, true, "no code from standard input")
+        });
+    }
+
+    if profile.interactive == Permission::Deny {
+        let inspect_env = launch.env_names.iter().any(|n| n == "PYTHONINSPECT");
+        let console = reads_stdin && invocation.script.is_none() && terminal != Some(false);
+        let reason = if invocation.inspect {
+            Some("interactive inspection (-i) is refused")
+        } else if inspect_env {
+            Some("interactive inspection (PYTHONINSPECT) is refused")
+        } else if console {
+            Some("an interactive console is refused")
+        } else {
+            None
+        };
+        checks.push(match reason {
+            Some(reason) => check(Rule::NoInteractive, false, reason),
+            None => check(Rule::NoInteractive, true, "not interactive"),
+        });
+    }
+
+    let refused: Vec<&str> = launch
+        .env_names
+        .iter()
+        .filter(|n| profile.deny_env.iter().any(|d| d == *n))
+        .map(String::as_str)
+        .collect();
+    checks.push(if refused.is_empty() {
+        check(
+            Rule::NoCodeEnvironment,
+            true,
+            "no refused environment variable",
+        )
+    } else {
+        check(
+            Rule::NoCodeEnvironment,
+            false,
+            format!("refused environment variable(s): {}", refused.join(", ")),
+        )
+    });
+
+    checks.push(if invocation.script_is_descriptor_link() {
+        check(
+            Rule::ScriptIsFile,
+            false,
+            format!(
+                "the script operand {:?} names a file descriptor, not a file",
+                String::from_utf8_lossy(invocation.script.unwrap_or_default())
+            ),
+        )
+    } else {
+        check(Rule::ScriptIsFile, true, "the script operand is a path")
+    });
+
+    Verdict::from_checks(policy, checks, Rule::NotCode)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use guard_common::python_argv;
+
+    use super::*;
+    use crate::digest::HashAlgo;
+    use crate::policy::Policy;
+
+    const EXT4: u64 = 0xEF53;
+    const FUSE: u64 = 0x6573_5546;
+
+    fn policy(text: &str) -> Policy {
+        Policy::parse(text, "test.toml", Path::new("/")).unwrap()
+    }
+
+    fn default_policy() -> Policy {
+        policy(
+            r#"
+[trust]
+owners = [0]
+filesystems = ["ext4", "tmpfs"]
+[[interpreter]]
+name = "python"
+executables = ["/usr/bin/python3*"]
+code_patterns = ["*.py"]
+sniff = ["pyc", "zip"]
+deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
+"#,
+        )
+    }
+
+    fn runner() -> Subject {
+        Subject {
+            uid: 1000,
+            gids: vec![1000, 27],
+            profile: Some(0),
+        }
+    }
+
+    fn signed() -> SignatureFact {
+        SignatureFact::Verified(Verified {
+            key_id: 0x1234_abcd,
+            algo: HashAlgo::Sha256,
+        })
+    }
+
+    fn good_file() -> Object {
+        Object {
+            kind: FileKind::Regular,
+            id: FileId { dev: 2049, ino: 42 },
+            uid: 0,
+            gid: 0,
+            mode: libc::S_IFREG | 0o644,
+            size: 100,
+            nlink: 1,
+            fs_magic: EXT4,
+            code: CodeKind::Source,
+            signature: signed(),
+            sha256: None,
+        }
+    }
+
+    fn failed(verdict: &Verdict) -> Vec<Rule> {
+        verdict
+            .checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.rule)
+            .collect()
+    }
+
+    #[test]
+    fn signed_root_owned_file_is_allowed() {
+        let v = decide_open(&default_policy(), &runner(), &good_file());
+        assert!(v.allow && v.policy_allows && v.enforced, "{v:?}");
+        assert_eq!(v.rule, Rule::ValidSignature);
+        assert!(v.reason().contains("1234abcd"));
+        assert!(failed(&v).is_empty());
+    }
+
+    #[test]
+    fn data_reads_are_not_checked() {
+        let mut object = good_file();
+        object.code = CodeKind::NotCode;
+        object.mode = libc::S_IFREG | 0o666;
+        object.signature = SignatureFact::Failed(SignatureError::Missing);
+        let v = decide_open(&default_policy(), &runner(), &object);
+        assert!(v.allow);
+        assert_eq!(v.rule, Rule::NotCode);
+    }
+
+    #[test]
+    fn every_non_regular_kind_is_refused() {
+        for (mode, kind) in [
+            (libc::S_IFIFO, FileKind::Fifo),
+            (libc::S_IFSOCK, FileKind::Socket),
+            (libc::S_IFCHR, FileKind::CharDevice),
+            (libc::S_IFBLK, FileKind::BlockDevice),
+            (libc::S_IFDIR, FileKind::Directory),
+            (libc::S_IFLNK, FileKind::Symlink),
+            (0, FileKind::Anonymous),
+        ] {
+            assert_eq!(FileKind::from_mode(mode | 0o644), kind);
+            let mut object = good_file();
+            object.kind = kind;
+            object.mode = mode | 0o644;
+            object.code = CodeKind::MainScript;
+            let v = decide_open(&default_policy(), &runner(), &object);
+            assert!(!v.allow, "{kind:?} allowed");
+            assert_eq!(v.rule, Rule::RegularFile);
+            assert!(v.reason().contains("not a regular file"), "{}", v.reason());
+        }
+    }
+
+    #[test]
+    fn deleted_files_are_refused() {
+        let mut object = good_file();
+        object.nlink = 0;
+        let v = decide_open(&default_policy(), &runner(), &object);
+        assert!(!v.allow);
+        assert_eq!(v.rule, Rule::NotDeleted);
+    }
+
+    #[test]
+    fn untrusted_owner_is_refused_even_when_signed() {
+        let mut object = good_file();
+        object.uid = 1001;
+        let v = decide_open(&default_policy(), &runner(), &object);
+        assert!(!v.allow);
+        assert_eq!(v.rule, Rule::TrustedOwner);
+        assert!(v.reason().contains("uid 1001"), "{}", v.reason());
+    }
+
+    #[test]
+    fn world_writable_is_refused() {
+        let mut object = good_file();
+        object.mode = libc::S_IFREG | 0o666;
+        let v = decide_open(&default_policy(), &runner(), &object);
+        assert!(!v.allow);
+        assert_eq!(v.rule, Rule::NotWritableByRunner);
+        assert!(
+            v.reason().contains("writable by everyone"),
+            "{}",
+            v.reason()
+        );
+    }
+
+    #[test]
+    fn group_writable_matters_only_for_members() {
+        let mut object = good_file();
+        object.mode = libc::S_IFREG | 0o664;
+        object.gid = 27;
+        let v = decide_open(&default_policy(), &runner(), &object);
+        assert_eq!(v.rule, Rule::NotWritableByRunner);
+        assert!(!v.allow);
+        object.gid = 50;
+        let v = decide_open(&default_policy(), &runner(), &object);
+        assert!(v.allow, "{v:?}");
+    }
+
+    #[test]
+    fn runner_owned_is_refused_unless_runner_is_trusted_owner() {
+        let mut object = good_file();
+        object.uid = 1000;
+        let v = decide_open(&default_policy(), &runner(), &object);
+        assert!(!v.allow);
+        assert_eq!(
+            failed(&v),
+            vec![Rule::TrustedOwner, Rule::NotWritableByRunner]
+        );
+        let owner_check = &v.checks[3];
+        assert!(
+            owner_check.reason.contains("owned by the runner"),
+            "{owner_check:?}"
+        );
+        // A trusted owner running its own files (root running root's) is not refused.
+        let root = Subject {
+            uid: 0,
+            gids: vec![0],
+            profile: Some(0),
+        };
+        let v = decide_open(&default_policy(), &root, &good_file());
+        assert!(v.allow, "root running root's file: {v:?}");
+    }
+
+    #[test]
+    fn untrusted_filesystem_is_refused() {
+        let mut object = good_file();
+        object.fs_magic = FUSE;
+        let v = decide_open(&default_policy(), &runner(), &object);
+        assert!(!v.allow);
+        assert_eq!(v.rule, Rule::TrustedFilesystem);
+        assert!(v.reason().contains("fuse"), "{}", v.reason());
+        object.fs_magic = 0xdead;
+        let v = decide_open(&default_policy(), &runner(), &object);
+        assert!(
+            v.reason().contains("unknown filesystem 0xdead"),
+            "{}",
+            v.reason()
+        );
+    }
+
+    #[test]
+    fn signature_failures_are_refused_with_their_reason() {
+        for error in [
+            SignatureError::Missing,
+            SignatureError::Truncated(2),
+            SignatureError::NotASignature(4),
+            SignatureError::UnsupportedVersion(3),
+            SignatureError::UnsupportedAlgorithm(17),
+            SignatureError::UnknownKeyId(7),
+            SignatureError::BadSignature,
+            SignatureError::DigestMismatch,
+        ] {
+            let mut object = good_file();
+            object.signature = SignatureFact::Failed(error.clone());
+            let v = decide_open(&default_policy(), &runner(), &object);
+            assert!(!v.allow);
+            assert_eq!(v.rule, Rule::ValidSignature);
+            assert_eq!(v.reason(), error.to_string());
+        }
+    }
+
+    #[test]
+    fn signature_is_asked_for_only_when_structure_passes() {
+        let mut object = good_file();
+        object.signature = SignatureFact::NotChecked;
+        let v = decide_open(&default_policy(), &runner(), &object);
+        assert!(v.needs_signature());
+        object.mode = libc::S_IFREG | 0o666;
+        let v = decide_open(&default_policy(), &runner(), &object);
+        assert!(!v.needs_signature());
+        assert!(!v.allow);
+        assert_eq!(v.rule, Rule::NotWritableByRunner);
+    }
+
+    #[test]
+    fn allow_list_replaces_a_signature() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.sha256"),
+            format!("{}  x\n", "11".repeat(32)),
+        )
+        .unwrap();
+        let policy =
+            Policy::parse("[trust]\nallow_digests = [\"a.sha256\"]\n", "p", dir.path()).unwrap();
+        let mut object = good_file();
+        object.signature = SignatureFact::Failed(SignatureError::Missing);
+        object.sha256 = Some(vec![0x11; 32]);
+        let v = decide_open(&policy, &runner(), &object);
+        assert!(v.allow, "{v:?}");
+        object.sha256 = Some(vec![0x12; 32]);
+        assert!(!decide_open(&policy, &runner(), &object).allow);
+    }
+
+    #[test]
+    fn exceptions_waive_only_what_they_name() {
+        let hex = "22".repeat(32);
+        let policy = policy(&format!(
+            "[[exception]]\ndigest = \"sha256:{hex}\"\nwaive = [\"valid-signature\"]\nreason = \"SEC-1\"\n"
+        ));
+        let mut object = good_file();
+        object.signature = SignatureFact::Failed(SignatureError::Missing);
+        object.sha256 = Some(vec![0x22; 32]);
+        let v = decide_open(&policy, &runner(), &object);
+        assert!(v.allow, "{v:?}");
+        assert_eq!(v.rule, Rule::Exception);
+        object.mode = libc::S_IFREG | 0o666;
+        let v = decide_open(&policy, &runner(), &object);
+        assert!(!v.allow);
+        assert_eq!(v.rule, Rule::NotWritableByRunner);
+    }
+
+    #[test]
+    fn permissive_mode_reports_without_refusing() {
+        let policy = policy("mode = \"permissive\"\n");
+        let mut object = good_file();
+        object.signature = SignatureFact::Failed(SignatureError::Missing);
+        let v = decide_open(&policy, &runner(), &object);
+        assert!(v.allow && !v.policy_allows && !v.enforced);
+        assert_eq!(v.rule, Rule::ValidSignature);
+    }
+
+    fn launch(args: &'static [&'static str], env: &[&str], tty: Option<bool>) -> Verdict {
+        let policy = default_policy();
+        let invocation = python_argv::parse(args.iter().map(|a| a.as_bytes()));
+        let launch = Launch {
+            invocation,
+            env_names: env.iter().map(|s| s.to_string()).collect(),
+            stdin_is_terminal: tty,
+        };
+        decide_launch(&policy, &policy.interpreters[0], &launch)
+    }
+
+    #[test]
+    fn launches() {
+        assert!(launch(&["s.py", "-c", "x"], &[], Some(false)).allow);
+        assert!(launch(&["-m", "json.tool"], &[], None).allow);
+        let v = launch(&["-Ic", "x"], &[], None);
+        assert_eq!((v.allow, v.rule), (false, Rule::NoInlineCode));
+        let v = launch(&[], &[], Some(false));
+        assert_eq!((v.allow, v.rule), (false, Rule::NoStdinCode));
+        let v = launch(&["-"], &[], None);
+        assert_eq!((v.allow, v.rule), (false, Rule::NoStdinCode));
+        let v = launch(&[], &[], Some(true));
+        assert_eq!((v.allow, v.rule), (false, Rule::NoInteractive));
+        let v = launch(&["-i", "s.py"], &[], Some(true));
+        assert_eq!((v.allow, v.rule), (false, Rule::NoInteractive));
+        let v = launch(&["s.py"], &["PYTHONINSPECT"], Some(true));
+        assert!(!v.allow);
+        let v = launch(&["s.py"], &["PYTHONSTARTUP", "HOME"], Some(true));
+        assert_eq!((v.allow, v.rule), (false, Rule::NoCodeEnvironment));
+        assert!(v.reason().contains("PYTHONSTARTUP"));
+        let v = launch(&["/dev/fd/63"], &[], None);
+        assert_eq!((v.allow, v.rule), (false, Rule::ScriptIsFile));
+    }
+}

@@ -1,1 +1,275 @@
-//! (being written)
+//! Fact gathering: everything the engine decides on, read from an opened descriptor
+//! (fstat, fstatfs, fgetxattr, the digest of the same descriptor) or from the kernel's
+//! view of a process. Paths are used to name things in logs and to match code patterns on
+//! a file's name, never to decide whether content is trusted.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::digest::{Digest, HashAlgo, digest_reader};
+use crate::engine::{CodeKind, FileId, FileKind, Object, SignatureFact, Subject, Verdict};
+use crate::ima::{SignatureError, XATTR_NAME};
+use crate::policy::{Policy, Profile, Sniff};
+use crate::sniff::{PositionalReader, sniff};
+
+/// Structural facts of an opened file. The signature is left [`SignatureFact::NotChecked`].
+pub fn object_of(file: &File, code: CodeKind) -> io::Result<Object> {
+    let meta = file.metadata()?;
+    let statfs = nix::sys::statfs::fstatfs(file.as_fd()).map_err(io::Error::from)?;
+    Ok(Object {
+        kind: FileKind::from_mode(meta.mode()),
+        id: FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        },
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mode: meta.mode(),
+        size: meta.size(),
+        nlink: meta.nlink(),
+        fs_magic: statfs.filesystem_type().0 as u64,
+        code,
+        signature: SignatureFact::NotChecked,
+        sha256: None,
+    })
+}
+
+/// What makes `file` code for an interpreter with `profile`: being its main script, a
+/// code pattern on its name, or its content.
+pub fn classify(
+    profile: &Profile,
+    file: &File,
+    size: u64,
+    name: Option<&str>,
+    is_main_script: bool,
+) -> io::Result<CodeKind> {
+    if is_main_script && profile.main_script_is_code {
+        return Ok(CodeKind::MainScript);
+    }
+    if let Some(name) = name
+        && profile.code_patterns.iter().any(|p| p.matches(name))
+    {
+        return Ok(CodeKind::Source);
+    }
+    Ok(match sniff(file, size, &profile.sniff)? {
+        Some(Sniff::Pyc) => CodeKind::Bytecode,
+        Some(Sniff::Zip) => CodeKind::Archive,
+        Some(Sniff::Elf) => CodeKind::Native,
+        None => CodeKind::NotCode,
+    })
+}
+
+/// Reads the signature xattr of `file`, verifies it and, when the policy needs one, takes
+/// the SHA-256 of the same descriptor. The file is hashed at most once per algorithm, and
+/// any change to it while it is hashed makes the signature fail: bytes that were not
+/// verified are never allowed.
+pub fn check_signature(policy: &Policy, file: &File, object: &mut Object) {
+    let before = match file.metadata() {
+        Ok(meta) => meta,
+        Err(e) => {
+            object.signature = SignatureFact::Failed(SignatureError::Unreadable(e.to_string()));
+            return;
+        }
+    };
+    let mut sha256: Option<Digest> = None;
+    let mut hash = |algo: HashAlgo| -> io::Result<Digest> {
+        if let Some(d) = sha256.as_ref().filter(|d| d.algo == algo) {
+            return Ok(d.clone());
+        }
+        let digest = digest_reader(PositionalReader::new(file), algo)?;
+        if algo == HashAlgo::Sha256 {
+            sha256 = Some(digest.clone());
+        }
+        Ok(digest)
+    };
+
+    let fact = match read_signature_xattr(file) {
+        Ok(Some(value)) => match policy.trust.keyring.verify(&value, &mut hash) {
+            Ok(verified) => SignatureFact::Verified(verified),
+            Err(e) => SignatureFact::Failed(e),
+        },
+        Ok(None) => SignatureFact::Failed(SignatureError::Missing),
+        Err(e) => SignatureFact::Failed(SignatureError::Unreadable(format!(
+            "cannot read {XATTR_NAME}: {e}"
+        ))),
+    };
+    let signature_ok = matches!(fact, SignatureFact::Verified(_));
+    if !signature_ok && policy.wants_sha256() {
+        object.sha256 = hash(HashAlgo::Sha256).ok().map(|d| d.bytes);
+    } else if policy.wants_sha256() {
+        object.sha256 = sha256.map(|d| d.bytes);
+    }
+    object.signature = fact;
+
+    let changed = match file.metadata() {
+        Ok(after) => {
+            after.size() != before.size()
+                || after.mtime_nsec() != before.mtime_nsec()
+                || after.mtime() != before.mtime()
+                || after.ctime_nsec() != before.ctime_nsec()
+                || after.ctime() != before.ctime()
+        }
+        Err(_) => true,
+    };
+    if changed {
+        object.sha256 = None;
+        object.signature = SignatureFact::Failed(SignatureError::Unreadable(
+            "the file changed while it was being verified".into(),
+        ));
+    }
+}
+
+/// `security.ima` of an open file; `None` when it has none.
+pub fn read_signature_xattr(file: &File) -> io::Result<Option<Vec<u8>>> {
+    use xattr::FileExt;
+    file.get_xattr(XATTR_NAME)
+}
+
+/// Decides an open of `file` by `subject`, gathering the signature only when the
+/// structural checks leave the decision to it.
+pub fn decide_file(
+    policy: &Policy,
+    subject: &Subject,
+    file: &File,
+    code: CodeKind,
+) -> io::Result<(Object, Verdict)> {
+    let mut object = object_of(file, code)?;
+    let mut verdict = crate::engine::decide_open(policy, subject, &object);
+    // An exception can waive a structural failure, but only for content it names: then the
+    // digest is needed even though the structure already failed.
+    let exception_may_apply = !verdict.policy_allows
+        && object.kind == FileKind::Regular
+        && code.is_code()
+        && !policy.exceptions.is_empty();
+    if verdict.needs_signature() || exception_may_apply {
+        check_signature(policy, file, &mut object);
+        verdict = crate::engine::decide_open(policy, subject, &object);
+    }
+    Ok((object, verdict))
+}
+
+/// File identities of every executable the profiles name, with the profile index.
+/// Symlinks are followed (python3 -> python3.11), so the identity is the real binary.
+pub fn resolve_interpreters(policy: &Policy) -> Vec<(FileId, usize)> {
+    let mut found = Vec::new();
+    for (index, profile) in policy.interpreters.iter().enumerate() {
+        for pattern in &profile.executables {
+            let Ok(paths) = glob::glob(pattern) else {
+                continue;
+            };
+            for path in paths.flatten() {
+                if let Ok(meta) = std::fs::metadata(&path)
+                    && meta.is_file()
+                    && meta.mode() & 0o111 != 0
+                {
+                    let id = FileId {
+                        dev: meta.dev(),
+                        ino: meta.ino(),
+                    };
+                    if !found.iter().any(|(f, _)| *f == id) {
+                        found.push((id, index));
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The profile an executable file belongs to, if any.
+pub fn profile_of_executable(interpreters: &[(FileId, usize)], exe: FileId) -> Option<usize> {
+    interpreters
+        .iter()
+        .find(|(id, _)| *id == exe)
+        .map(|(_, index)| *index)
+}
+
+/// Uid and groups of a user, for `--user`.
+pub fn user_credentials(user: &str) -> Result<(u32, Vec<u32>), String> {
+    let found = match user.parse::<u32>() {
+        Ok(uid) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)),
+        Err(_) => nix::unistd::User::from_name(user),
+    };
+    let entry = match found {
+        Ok(Some(entry)) => entry,
+        Ok(None) => {
+            return match user.parse::<u32>() {
+                // A uid without a passwd entry still has an identity and its own gid.
+                Ok(uid) => Ok((uid, vec![uid])),
+                Err(_) => Err(format!("unknown user {user:?}")),
+            };
+        }
+        Err(e) => return Err(format!("cannot look up user {user:?}: {e}")),
+    };
+    let name = std::ffi::CString::new(entry.name.clone()).map_err(|e| e.to_string())?;
+    let mut gids: Vec<u32> = nix::unistd::getgrouplist(&name, entry.gid)
+        .map(|groups| groups.into_iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_else(|_| vec![entry.gid.as_raw()]);
+    if !gids.contains(&entry.gid.as_raw()) {
+        gids.push(entry.gid.as_raw());
+    }
+    Ok((entry.uid.as_raw(), gids))
+}
+
+/// Opens a path for inspection without blocking on FIFOs or acquiring a terminal. Sockets
+/// cannot be opened for reading; they get an `O_PATH` descriptor, enough for fstat.
+pub fn open_for_inspection(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path);
+    match opened {
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+            .open(path),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_facts_come_from_the_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.py");
+        std::fs::write(&path, b"print(1)\n").unwrap();
+        let file = File::open(&path).unwrap();
+        // Renaming and replacing the path does not change what the descriptor is.
+        std::fs::rename(&path, dir.path().join("old.py")).unwrap();
+        std::fs::write(&path, b"other content, longer\n").unwrap();
+        let object = object_of(&file, CodeKind::Source).unwrap();
+        assert_eq!(object.size, 9);
+        assert_eq!(object.kind, FileKind::Regular);
+        assert_eq!(object.nlink, 1);
+        std::fs::remove_file(dir.path().join("old.py")).unwrap();
+        assert_eq!(object_of(&file, CodeKind::Source).unwrap().nlink, 0);
+    }
+
+    #[test]
+    fn fifos_open_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let file = open_for_inspection(&path).unwrap();
+        assert_eq!(
+            object_of(&file, CodeKind::MainScript).unwrap().kind,
+            FileKind::Fifo
+        );
+    }
+
+    #[test]
+    fn root_has_credentials() {
+        let (uid, gids) = user_credentials("root").unwrap();
+        assert_eq!(uid, 0);
+        assert!(gids.contains(&0));
+        assert!(user_credentials("no-such-user-x").is_err());
+        assert_eq!(user_credentials("54321").unwrap(), (54321, vec![54321]));
+    }
+}

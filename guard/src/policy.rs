@@ -1,1 +1,674 @@
-//! (being written)
+//! The policy: parsing and validation of the TOML file into a checked, ready-to-use form.
+//!
+//! Parsing is kept apart from decisions: the engine only ever sees a [`Policy`] that has
+//! been fully validated (keys loaded, owners resolved, allow-lists read), so a policy that
+//! loads is a policy that can be enforced. Every error names the file, line and column.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::digest::HashAlgo;
+use crate::keys::Keyring;
+
+/// The complete default policy, embedded so the agent can enforce with no file at all.
+pub const DEFAULT_POLICY: &str = include_str!("../policy/default.toml");
+/// Name used for the embedded policy in messages.
+pub const DEFAULT_ORIGIN: &str = "<embedded default policy>";
+
+/// Why a policy cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{origin}: cannot read: {source}")]
+    Read {
+        origin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}:{line}:{column}: {message}")]
+    At {
+        origin: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Enforce,
+    Permissive,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Enforce => "enforce",
+            Mode::Permissive => "permissive",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    Allow,
+    Deny,
+}
+
+/// Content sniffers that make a file code whatever its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sniff {
+    /// CPython bytecode (any version's magic: two bytes, then `\r\n`).
+    Pyc,
+    /// Zip archives (zipimport runs code from them whatever their extension).
+    Zip,
+    /// ELF objects (extension modules, ctypes libraries).
+    Elf,
+}
+
+/// How the interpreter's command line is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArgvDialect {
+    Python,
+}
+
+// ---------------------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default = "default_mode")]
+    mode: Mode,
+    #[serde(default)]
+    trust: RawTrust,
+    #[serde(default, rename = "interpreter")]
+    interpreters: Vec<RawProfile>,
+    #[serde(default, rename = "exception")]
+    exceptions: Vec<RawException>,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+fn default_mode() -> Mode {
+    Mode::Enforce
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTrust {
+    #[serde(default)]
+    keys: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow_digests: Vec<Spanned<String>>,
+    #[serde(default)]
+    owners: Option<Vec<Spanned<OwnerSpec>>>,
+    #[serde(default)]
+    filesystems: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OwnerSpec {
+    Uid(u32),
+    Name(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    name: String,
+    executables: Vec<String>,
+    #[serde(default = "default_dialect")]
+    argv: ArgvDialect,
+    #[serde(default)]
+    code_patterns: Vec<Spanned<String>>,
+    #[serde(default)]
+    sniff: Vec<Sniff>,
+    #[serde(default = "yes")]
+    main_script_is_code: bool,
+    #[serde(default = "deny")]
+    inline_code: Permission,
+    #[serde(default = "deny")]
+    stdin: Permission,
+    #[serde(default = "deny")]
+    interactive: Permission,
+    #[serde(default)]
+    deny_env: Vec<String>,
+}
+
+fn default_dialect() -> ArgvDialect {
+    ArgvDialect::Python
+}
+fn yes() -> bool {
+    true
+}
+fn deny() -> Permission {
+    Permission::Deny
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawException {
+    digest: Spanned<String>,
+    waive: Vec<Spanned<String>>,
+    reason: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    file: Option<PathBuf>,
+    #[serde(default)]
+    log_allows: bool,
+}
+
+// ---------------------------------------------------------------------------------------
+// The checked policy.
+
+/// A validated policy, ready for the engine.
+pub struct Policy {
+    pub mode: Mode,
+    pub trust: Trust,
+    pub interpreters: Vec<Profile>,
+    pub exceptions: Vec<Exception>,
+    pub audit: Audit,
+    /// Where the policy came from (a path or [`DEFAULT_ORIGIN`]).
+    pub origin: String,
+    /// The policy text as loaded, for `guard policy show`.
+    pub text: String,
+}
+
+pub struct Trust {
+    /// Key files the keyring was built from (globs expanded).
+    pub key_files: Vec<PathBuf>,
+    pub keyring: Keyring,
+    /// SHA-256 digests allowed without a signature.
+    pub allowed_sha256: HashSet<Vec<u8>>,
+    pub owners: Vec<u32>,
+    /// Trusted filesystem types, by name and magic.
+    pub filesystems: Vec<(String, u64)>,
+}
+
+pub struct Profile {
+    pub name: String,
+    /// Executable path globs; resolved to file identities by the agent at start and reload.
+    pub executables: Vec<String>,
+    pub argv: ArgvDialect,
+    pub code_patterns: Vec<glob::Pattern>,
+    pub sniff: Vec<Sniff>,
+    pub main_script_is_code: bool,
+    pub inline_code: Permission,
+    pub stdin: Permission,
+    pub interactive: Permission,
+    pub deny_env: Vec<String>,
+}
+
+pub struct Exception {
+    pub sha256: Vec<u8>,
+    pub waive: Vec<guard_common::Rule>,
+    pub reason: String,
+}
+
+pub struct Audit {
+    pub file: Option<PathBuf>,
+    pub log_allows: bool,
+}
+
+/// The filesystem types trusted when the policy names none.
+pub const DEFAULT_FILESYSTEMS: &[&str] = &["ext4", "xfs", "btrfs", "f2fs", "tmpfs"];
+
+/// Rules an exception may waive: content and placement, never file kind or W^X.
+const WAIVABLE: &[guard_common::Rule] = &[
+    guard_common::Rule::ValidSignature,
+    guard_common::Rule::TrustedFilesystem,
+    guard_common::Rule::TrustedOwner,
+];
+
+impl Policy {
+    /// Loads and validates a policy file.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            origin: origin.clone(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("/"));
+        Policy::parse(&text, &origin, base)
+    }
+
+    /// The embedded default policy.
+    pub fn embedded_default() -> Result<Policy, PolicyError> {
+        Policy::parse(DEFAULT_POLICY, DEFAULT_ORIGIN, Path::new("/"))
+    }
+
+    /// Loads `path` if given, else the embedded default.
+    pub fn load_or_default(path: Option<&Path>) -> Result<Policy, PolicyError> {
+        match path {
+            Some(path) => Policy::load(path),
+            None => Policy::embedded_default(),
+        }
+    }
+
+    /// Parses and validates policy text. Relative paths inside are relative to `base`.
+    pub fn parse(text: &str, origin: &str, base: &Path) -> Result<Policy, PolicyError> {
+        let at = |span: Option<std::ops::Range<usize>>, message: String| {
+            let (line, column) = line_column(text, span.map(|s| s.start).unwrap_or(0));
+            PolicyError::At {
+                origin: origin.to_string(),
+                line,
+                column,
+                message,
+            }
+        };
+        let raw: RawPolicy =
+            toml::from_str(text).map_err(|e| at(e.span(), e.message().to_string()))?;
+
+        let mut key_files = Vec::new();
+        let mut keyring = Keyring::new();
+        for pattern in &raw.trust.keys {
+            let files = expand(base, pattern.get_ref())
+                .map_err(|message| at(Some(pattern.span()), message))?;
+            for file in files {
+                keyring
+                    .add_file(&file)
+                    .map_err(|e| at(Some(pattern.span()), format!("trusted key: {e}")))?;
+                key_files.push(file);
+            }
+        }
+
+        let mut allowed_sha256 = HashSet::new();
+        for pattern in &raw.trust.allow_digests {
+            let files = expand(base, pattern.get_ref())
+                .map_err(|message| at(Some(pattern.span()), message))?;
+            for file in files {
+                read_sha256_list(&file, &mut allowed_sha256)
+                    .map_err(|message| at(Some(pattern.span()), message))?;
+            }
+        }
+
+        let owners = match &raw.trust.owners {
+            None => vec![0],
+            Some(specs) => {
+                let mut owners = Vec::new();
+                for spec in specs {
+                    let uid = match spec.get_ref() {
+                        OwnerSpec::Uid(uid) => *uid,
+                        OwnerSpec::Name(name) => {
+                            resolve_user(name).map_err(|message| at(Some(spec.span()), message))?
+                        }
+                    };
+                    owners.push(uid);
+                }
+                owners
+            }
+        };
+
+        let filesystems = match &raw.trust.filesystems {
+            None => DEFAULT_FILESYSTEMS
+                .iter()
+                .map(|name| {
+                    let magic = guard_common::filesystem_magic(name).unwrap_or_default();
+                    (name.to_string(), magic)
+                })
+                .collect(),
+            Some(names) => {
+                let mut filesystems = Vec::new();
+                for name in names {
+                    let magic =
+                        guard_common::filesystem_magic(name.get_ref()).ok_or_else(|| {
+                            at(
+                                Some(name.span()),
+                                format!(
+                                    "unknown filesystem type {:?} (known: {})",
+                                    name.get_ref(),
+                                    known_filesystems()
+                                ),
+                            )
+                        })?;
+                    filesystems.push((name.get_ref().clone(), magic));
+                }
+                filesystems
+            }
+        };
+
+        let mut interpreters = Vec::new();
+        for profile in raw.interpreters {
+            let mut code_patterns = Vec::new();
+            for pattern in &profile.code_patterns {
+                code_patterns.push(
+                    glob::Pattern::new(pattern.get_ref())
+                        .map_err(|e| at(Some(pattern.span()), format!("bad code pattern: {e}")))?,
+                );
+            }
+            interpreters.push(Profile {
+                name: profile.name,
+                executables: profile.executables,
+                argv: profile.argv,
+                code_patterns,
+                sniff: profile.sniff,
+                main_script_is_code: profile.main_script_is_code,
+                inline_code: profile.inline_code,
+                stdin: profile.stdin,
+                interactive: profile.interactive,
+                deny_env: profile.deny_env,
+            });
+        }
+
+        let mut exceptions = Vec::new();
+        for exception in raw.exceptions {
+            let sha256 = parse_sha256_spec(exception.digest.get_ref())
+                .map_err(|message| at(Some(exception.digest.span()), message))?;
+            let mut waive = Vec::new();
+            for rule in &exception.waive {
+                let found = WAIVABLE
+                    .iter()
+                    .find(|r| r.id() == rule.get_ref())
+                    .ok_or_else(|| {
+                        let names: Vec<_> = WAIVABLE.iter().map(|r| r.id()).collect();
+                        at(
+                            Some(rule.span()),
+                            format!(
+                                "rule {:?} cannot be waived (waivable: {})",
+                                rule.get_ref(),
+                                names.join(", ")
+                            ),
+                        )
+                    })?;
+                waive.push(*found);
+            }
+            exceptions.push(Exception {
+                sha256,
+                waive,
+                reason: exception.reason,
+            });
+        }
+
+        Ok(Policy {
+            mode: raw.mode,
+            trust: Trust {
+                key_files,
+                keyring,
+                allowed_sha256,
+                owners,
+                filesystems,
+            },
+            interpreters,
+            exceptions,
+            audit: Audit {
+                file: raw.audit.file,
+                log_allows: raw.audit.log_allows,
+            },
+            origin: origin.to_string(),
+            text: text.to_string(),
+        })
+    }
+
+    /// Adds keys given on the command line (`--key`), on top of the policy's.
+    pub fn add_keys(&mut self, paths: &[PathBuf]) -> Result<(), crate::keys::KeyError> {
+        for path in paths {
+            self.trust.keyring.add_file(path)?;
+            self.trust.key_files.push(path.clone());
+        }
+        Ok(())
+    }
+
+    /// Whether the digest allow-list or an exception needs a SHA-256 of code files.
+    pub fn wants_sha256(&self) -> bool {
+        !self.trust.allowed_sha256.is_empty() || !self.exceptions.is_empty()
+    }
+
+    /// A summary of the effective policy, for `guard policy show`.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(out, "# effective policy from {}", self.origin);
+        let _ = writeln!(out, "# mode: {}", self.mode);
+        let _ = writeln!(out, "# trusted keys: {}", self.trust.keyring.len());
+        for file in &self.trust.key_files {
+            let _ = writeln!(out, "#   {}", file.display());
+        }
+        let _ = writeln!(
+            out,
+            "# allow-listed digests: {}",
+            self.trust.allowed_sha256.len()
+        );
+        let _ = writeln!(out, "# trusted owners (uid): {:?}", self.trust.owners);
+        let names: Vec<_> = self
+            .trust
+            .filesystems
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let _ = writeln!(out, "# trusted filesystems: {}", names.join(", "));
+        for profile in &self.interpreters {
+            let _ = writeln!(
+                out,
+                "# interpreter {}: {} executable pattern(s), {} code pattern(s)",
+                profile.name,
+                profile.executables.len(),
+                profile.code_patterns.len()
+            );
+        }
+        let _ = writeln!(out, "# exceptions: {}", self.exceptions.len());
+        out.push_str(&self.text);
+        out
+    }
+}
+
+fn known_filesystems() -> String {
+    let names: Vec<_> = guard_common::FILESYSTEM_MAGICS
+        .iter()
+        .map(|(n, _)| *n)
+        .collect();
+    names.join(", ")
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let column = text[line_start..offset].chars().count() + 1;
+    (line, column)
+}
+
+/// Expands a path or glob (relative to `base`). A plain path must exist; a glob may match
+/// nothing (a keys directory that is still empty is not an error).
+fn expand(base: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
+    let full = base.join(pattern);
+    let full_text = full.to_string_lossy().to_string();
+    let is_glob = pattern.contains(['*', '?', '[']);
+    if !is_glob {
+        let meta = std::fs::metadata(&full).map_err(|e| format!("{full_text}: {e}"))?;
+        if meta.is_dir() {
+            return Err(format!("{full_text}: is a directory, expected a file"));
+        }
+        return Ok(vec![full]);
+    }
+    let mut files = Vec::new();
+    for entry in glob::glob(&full_text).map_err(|e| format!("bad pattern {pattern:?}: {e}"))? {
+        let path = entry.map_err(|e| format!("{e}"))?;
+        if path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn resolve_user(name: &str) -> Result<u32, String> {
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        Ok(None) => Err(format!("unknown user {name:?}")),
+        Err(e) => Err(format!("cannot look up user {name:?}: {e}")),
+    }
+}
+
+/// `sha256:<64 hex>` or bare hex.
+fn parse_sha256_spec(spec: &str) -> Result<Vec<u8>, String> {
+    let hex = spec.strip_prefix("sha256:").unwrap_or(spec);
+    parse_hex(hex, HashAlgo::Sha256).ok_or_else(|| format!("not a sha256 digest: {spec:?}"))
+}
+
+fn parse_hex(hex: &str, algo: HashAlgo) -> Option<Vec<u8>> {
+    let expected = match algo {
+        HashAlgo::Sha1 => 20,
+        HashAlgo::Sha256 => 32,
+        HashAlgo::Sha384 => 48,
+        HashAlgo::Sha512 => 64,
+    };
+    if hex.len() != expected * 2 || !hex.is_ascii() {
+        return None;
+    }
+    (0..expected)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}
+
+/// Reads a `sha256sum` output file (`<hex>  <name>` per line; `#` comments allowed).
+fn read_sha256_list(path: &Path, into: &mut HashSet<Vec<u8>>) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let hex = line.split_whitespace().next().unwrap_or_default();
+        let digest = parse_hex(hex, HashAlgo::Sha256).ok_or_else(|| {
+            format!(
+                "{}:{}: not a sha256sum line (expected 64 hex digits, then the file name)",
+                path.display(),
+                number + 1
+            )
+        })?;
+        into.insert(digest);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy, PolicyError> {
+        Policy::parse(text, "test.toml", Path::new("/"))
+    }
+
+    fn error_of(text: &str) -> String {
+        match parse(text) {
+            Ok(_) => panic!("policy should be refused:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn embedded_default_is_complete() {
+        let policy = Policy::embedded_default().unwrap();
+        assert_eq!(policy.mode, Mode::Enforce);
+        assert_eq!(policy.trust.owners, vec![0]);
+        let python = &policy.interpreters[0];
+        assert_eq!(python.name, "python");
+        assert_eq!(python.inline_code, Permission::Deny);
+        assert_eq!(python.stdin, Permission::Deny);
+        assert_eq!(python.interactive, Permission::Deny);
+        assert!(python.sniff.contains(&Sniff::Pyc));
+        assert!(python.sniff.contains(&Sniff::Zip));
+        for var in ["PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONPYCACHEPREFIX"] {
+            assert!(python.deny_env.iter().any(|v| v == var), "{var}");
+        }
+    }
+
+    #[test]
+    fn empty_policy_has_safe_defaults() {
+        let policy = parse("").unwrap();
+        assert_eq!(policy.mode, Mode::Enforce);
+        assert_eq!(policy.trust.owners, vec![0]);
+        assert!(policy.trust.filesystems.iter().any(|(n, _)| n == "ext4"));
+        assert!(!policy.trust.filesystems.iter().any(|(n, _)| n == "fuse"));
+    }
+
+    #[test]
+    fn unknown_key_has_line_and_column() {
+        let e = error_of("mode = \"enforce\"\n[trust]\n  ownerz = [\"root\"]\n");
+        assert!(e.starts_with("test.toml:3:3: "), "{e}");
+        assert!(e.contains("ownerz"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_has_line_and_column() {
+        let e = error_of("mode = 3\n");
+        assert!(e.starts_with("test.toml:1:8: "), "{e}");
+        let e = error_of("mode = \"sometimes\"\n");
+        assert!(e.starts_with("test.toml:1:8: "), "{e}");
+    }
+
+    #[test]
+    fn unreadable_key_file_is_located() {
+        let e = error_of("[trust]\nkeys = [\"/nonexistent/key.pem\"]\n");
+        assert!(e.starts_with("test.toml:2:9: "), "{e}");
+        assert!(e.contains("/nonexistent/key.pem"), "{e}");
+        let e = error_of("[trust]\nkeys = [\"/etc\"]\n");
+        assert!(e.contains("is a directory"), "{e}");
+    }
+
+    #[test]
+    fn unknown_owner_and_filesystem_are_located() {
+        let e = error_of("[trust]\nowners = [\"root\", \"no-such-user-here\"]\n");
+        assert!(e.starts_with("test.toml:2:19: "), "{e}");
+        let e = error_of("[trust]\nfilesystems = [\"ext5\"]\n");
+        assert!(e.starts_with("test.toml:2:16: "), "{e}");
+    }
+
+    #[test]
+    fn owners_by_name_and_uid() {
+        let policy = parse("[trust]\nowners = [\"root\", 998]\n").unwrap();
+        assert_eq!(policy.trust.owners, vec![0, 998]);
+    }
+
+    #[test]
+    fn exceptions_are_validated() {
+        let hex = "ab".repeat(32);
+        let ok = format!(
+            "[[exception]]\ndigest = \"sha256:{hex}\"\nwaive = [\"valid-signature\"]\nreason = \"vendor blob\"\n"
+        );
+        let policy = parse(&ok).unwrap();
+        assert_eq!(policy.exceptions[0].sha256, vec![0xab; 32]);
+        let e = error_of(&ok.replace("valid-signature", "regular-file"));
+        assert!(e.contains("cannot be waived"), "{e}");
+        let e = error_of(&ok.replace(&hex, "abc"));
+        assert!(e.starts_with("test.toml:2:10: "), "{e}");
+    }
+
+    #[test]
+    fn allow_lists_read_sha256sum_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("allow.sha256");
+        let hex = "01".repeat(32);
+        std::fs::write(&list, format!("# vendor\n{hex}  /opt/x.py\n")).unwrap();
+        let text = "[trust]\nallow_digests = [\"allow.sha256\"]\n";
+        let policy = Policy::parse(text, "p.toml", dir.path()).unwrap();
+        assert!(policy.trust.allowed_sha256.contains(&vec![1u8; 32]));
+        std::fs::write(&list, "zz  /opt/x.py\n").unwrap();
+        let e = Policy::parse(text, "p.toml", dir.path())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("allow.sha256:1: not a sha256sum line"), "{e}");
+    }
+
+    #[test]
+    fn bad_code_pattern_is_located() {
+        let e =
+            error_of("[[interpreter]]\nname = \"p\"\nexecutables = []\ncode_patterns = [\"[\"]\n");
+        assert!(e.starts_with("test.toml:4:18: "), "{e}");
+    }
+}

@@ -1,19 +1,61 @@
 //! Command-line surface. Each subcommand lives in its own module.
 
+mod explain;
+mod policy;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use guard::policy::Policy;
 
 #[derive(Parser)]
-#[command(name = "guard", version, about = "Lets language interpreters run only trusted, signed code")]
+#[command(
+    name = "guard",
+    version,
+    about = "Lets language interpreters run only trusted, signed code",
+    long_about = "guard lets interpreters (Python first) run code only from regular files that are \
+owned by a trusted owner, not writable by the user running them, on a trusted filesystem, and \
+signed with an IMA signature (security.ima) by a trusted key."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Show every check the policy makes on a file, and the verdict (exit 0 allow, 1 deny, 2 error).
+    Explain(explain::ExplainArgs),
+    /// Check or show a policy.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+}
+
+/// Where the policy and extra trusted keys come from.
+#[derive(Args, Clone, Debug, Default)]
+pub struct PolicyArgs {
+    /// Policy file (TOML); the embedded default policy when absent.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Trust this public key or certificate in addition to the policy's (repeatable).
+    #[arg(long = "key", value_name = "PUB")]
+    pub keys: Vec<PathBuf>,
+}
+
+impl PolicyArgs {
+    pub fn load(&self) -> anyhow::Result<Policy> {
+        let mut policy = Policy::load_or_default(self.policy.as_deref())?;
+        policy.add_keys(&self.keys).context("--key")?;
+        Ok(policy)
+    }
+}
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Explain(args) => explain::run(&args),
+        Command::Policy(command) => policy::run(&command),
+    }
 }
