@@ -141,6 +141,10 @@ pub struct Object {
     pub mode: u32,
     pub size: u64,
     pub nlink: u64,
+    /// Modification and change times (seconds, nanoseconds): with size they tell whether
+    /// content or metadata changed since a cached verification.
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
     /// `statfs.f_type`.
     pub fs_magic: u64,
     pub code: CodeKind,
@@ -355,6 +359,16 @@ pub fn decide_open(policy: &Policy, subject: &Subject, object: &Object) -> Verdi
     Verdict::from_checks(policy, checks, pass_rule)
 }
 
+/// The verdict when the facts cannot be established (descriptor exhaustion, a process
+/// that vanished, an I/O error): refuse, in enforce mode, saying why.
+pub fn facts_unavailable(policy: &Policy, reason: impl Into<String>) -> Verdict {
+    Verdict::from_checks(
+        policy,
+        vec![check(Rule::FactsUnavailable, false, reason)],
+        Rule::FactsUnavailable,
+    )
+}
+
 /// W^X: the runner must not be able to change the code it runs. Trusted owners are exempt
 /// as runners (root running root's files), never as writers through group or world bits.
 fn writability_check(policy: &Policy, subject: &Subject, object: &Object) -> Check {
@@ -550,6 +564,8 @@ deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
             mode: libc::S_IFREG | 0o644,
             size: 100,
             nlink: 1,
+            mtime: (0, 0),
+            ctime: (0, 0),
             fs_magic: EXT4,
             code: CodeKind::Source,
             signature: signed(),

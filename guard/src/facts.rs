@@ -9,6 +9,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use crate::cache::{ContentFacts, ContentKey, VerificationCache};
 use crate::digest::{Digest, HashAlgo, digest_reader};
 use crate::engine::{CodeKind, FileId, FileKind, Object, SignatureFact, Subject, Verdict};
 use crate::ima::{SignatureError, XATTR_NAME};
@@ -30,6 +31,8 @@ pub fn object_of(file: &File, code: CodeKind) -> io::Result<Object> {
         mode: meta.mode(),
         size: meta.size(),
         nlink: meta.nlink(),
+        mtime: (meta.mtime(), meta.mtime_nsec()),
+        ctime: (meta.ctime(), meta.ctime_nsec()),
         fs_magic: statfs.filesystem_type().0 as u64,
         code,
         signature: SignatureFact::NotChecked,
@@ -67,13 +70,6 @@ pub fn classify(
 /// any change to it while it is hashed makes the signature fail: bytes that were not
 /// verified are never allowed.
 pub fn check_signature(policy: &Policy, file: &File, object: &mut Object) {
-    let before = match file.metadata() {
-        Ok(meta) => meta,
-        Err(e) => {
-            object.signature = SignatureFact::Failed(SignatureError::Unreadable(e.to_string()));
-            return;
-        }
-    };
     let mut sha256: Option<Digest> = None;
     let mut hash = |algo: HashAlgo| -> io::Result<Digest> {
         if let Some(d) = sha256.as_ref().filter(|d| d.algo == algo) {
@@ -104,13 +100,12 @@ pub fn check_signature(policy: &Policy, file: &File, object: &mut Object) {
     }
     object.signature = fact;
 
+    // Compared with the facts the decision (and its cache key) was made on.
     let changed = match file.metadata() {
         Ok(after) => {
-            after.size() != before.size()
-                || after.mtime_nsec() != before.mtime_nsec()
-                || after.mtime() != before.mtime()
-                || after.ctime_nsec() != before.ctime_nsec()
-                || after.ctime() != before.ctime()
+            after.size() != object.size
+                || (after.mtime(), after.mtime_nsec()) != object.mtime
+                || (after.ctime(), after.ctime_nsec()) != object.ctime
         }
         Err(_) => true,
     };
@@ -129,14 +124,16 @@ pub fn read_signature_xattr(file: &File) -> io::Result<Option<Vec<u8>>> {
 }
 
 /// Decides an open of `file` by `subject`, gathering the signature only when the
-/// structural checks leave the decision to it.
+/// structural checks leave the decision to it, and through `cache` when one is given.
 pub fn decide_file(
     policy: &Policy,
     subject: &Subject,
     file: &File,
     code: CodeKind,
-) -> io::Result<(Object, Verdict)> {
+    cache: Option<&VerificationCache>,
+) -> io::Result<(Object, Verdict, Lookup)> {
     let mut object = object_of(file, code)?;
+    let mut lookup = Lookup::NotNeeded;
     let mut verdict = crate::engine::decide_open(policy, subject, &object);
     // An exception can waive a structural failure, but only for content it names: then the
     // digest is needed even though the structure already failed.
@@ -145,10 +142,38 @@ pub fn decide_file(
         && code.is_code()
         && !policy.exceptions.is_empty();
     if verdict.needs_signature() || exception_may_apply {
-        check_signature(policy, file, &mut object);
+        let key = ContentKey::of(&object);
+        match cache.and_then(|c| c.get(&key)) {
+            Some(known) => {
+                lookup = Lookup::Hit;
+                object.signature = known.signature;
+                object.sha256 = known.sha256;
+            }
+            None => {
+                lookup = Lookup::Miss;
+                check_signature(policy, file, &mut object);
+                if let Some(cache) = cache {
+                    cache.put(
+                        key,
+                        ContentFacts {
+                            signature: object.signature.clone(),
+                            sha256: object.sha256.clone(),
+                        },
+                    );
+                }
+            }
+        }
         verdict = crate::engine::decide_open(policy, subject, &object);
     }
-    Ok((object, verdict))
+    Ok((object, verdict, lookup))
+}
+
+/// Whether a decision needed the content verification, and where it came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    NotNeeded,
+    Hit,
+    Miss,
 }
 
 /// File identities of every executable the profiles name, with the profile index.

@@ -4,6 +4,8 @@
 //! policy, the pure decision engine, and the fact gathering from open file descriptors. The
 //! `guard` binary wires them to the command line and to the kernel.
 
+pub mod agent;
+pub mod cache;
 pub mod digest;
 pub mod engine;
 pub mod facts;

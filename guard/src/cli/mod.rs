@@ -2,6 +2,7 @@
 
 mod explain;
 mod policy;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +33,10 @@ pub enum Command {
     /// Check or show a policy.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Run the enforcing agent (fanotify; BPF LSM where available).
+    Run(run::RunArgs),
+    /// Show the running agent's counters.
+    Status(run::StatusArgs),
 }
 
 /// Where the policy and extra trusted keys come from.
@@ -57,5 +62,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Explain(args) => explain::run(&args),
         Command::Policy(command) => policy::run(&command),
+        Command::Run(args) => run::run(args),
+        Command::Status(args) => run::status(&args),
     }
 }

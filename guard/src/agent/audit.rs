@@ -1,0 +1,141 @@
+//! The audit trail: one JSON object per decision line, plus a human line in the log.
+//!
+//! Records are handed to a dedicated thread over a bounded queue. A worker never waits for
+//! the log: when the queue is full the record is dropped and counted, because the opener
+//! the log would wait for may be the very process blocked on our answer.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use serde::Serialize;
+
+use super::stats::{Stats, bump};
+
+#[derive(Serialize, Clone, Debug)]
+pub struct CheckRecord {
+    pub rule: &'static str,
+    pub passed: bool,
+    pub reason: String,
+}
+
+/// One decision, as written to the audit file.
+#[derive(Serialize, Clone, Debug)]
+pub struct AuditRecord {
+    /// Seconds since the epoch, with milliseconds.
+    pub time: f64,
+    pub pid: i32,
+    /// The subject's executable, for humans (identity decided, not the name).
+    pub exe: String,
+    pub uid: u32,
+    /// The object's path, for humans only.
+    pub path: String,
+    /// `major:minor:inode` of the object.
+    pub id: String,
+    pub code: &'static str,
+    pub decision: &'static str,
+    pub enforced: bool,
+    pub rule: &'static str,
+    pub reason: String,
+    pub checks: Vec<CheckRecord>,
+}
+
+pub fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| (d.as_millis() as f64) / 1000.0)
+        .unwrap_or(0.0)
+}
+
+/// The sending side, cheap to clone into workers.
+#[derive(Clone)]
+pub struct AuditSender {
+    queue: Sender<AuditRecord>,
+    stats: Arc<Stats>,
+}
+
+impl AuditSender {
+    /// Queues a record without ever blocking.
+    pub fn send(&self, record: AuditRecord) {
+        match self.queue.try_send(record) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                bump(&self.stats.audit_dropped)
+            }
+        }
+    }
+}
+
+/// Starts the audit thread. `file` receives the JSON lines; the human lines go to `log`.
+pub fn start(
+    file: Option<PathBuf>,
+    stats: Arc<Stats>,
+) -> anyhow::Result<(AuditSender, JoinHandle<()>)> {
+    let sink = match &file {
+        Some(path) => Some(open_audit_file(path)?),
+        None => None,
+    };
+    let (queue, receiver) = bounded(16 * 1024);
+    let handle = std::thread::Builder::new()
+        .name("guard-audit".into())
+        .spawn(move || drain(receiver, sink))?;
+    Ok((AuditSender { queue, stats }, handle))
+}
+
+fn open_audit_file(path: &Path) -> anyhow::Result<BufWriter<File>> {
+    use anyhow::Context;
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("audit log directory {}", dir.display()))?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("audit log {}", path.display()))?;
+    Ok(BufWriter::new(file))
+}
+
+fn drain(receiver: Receiver<AuditRecord>, mut sink: Option<BufWriter<File>>) {
+    while let Ok(record) = receiver.recv() {
+        log_human(&record);
+        if let Some(out) = sink.as_mut() {
+            if let Ok(line) = serde_json::to_string(&record) {
+                let _ = writeln!(out, "{line}");
+            }
+            // Flush when the queue is drained, so the file is current without a write per line.
+            if receiver.is_empty() {
+                let _ = out.flush();
+            }
+        }
+    }
+    if let Some(out) = sink.as_mut() {
+        let _ = out.flush();
+    }
+}
+
+fn log_human(record: &AuditRecord) {
+    let line = format!(
+        "{} pid={} uid={} exe={} path={} id={} code={} rule={}: {}",
+        record.decision,
+        record.pid,
+        record.uid,
+        record.exe,
+        record.path,
+        record.id,
+        record.code,
+        record.rule,
+        record.reason
+    );
+    match (record.decision, record.enforced) {
+        ("deny", true) => log::warn!("{line}"),
+        ("deny", false) => log::warn!("{line} (permissive: not enforced)"),
+        _ => log::info!("{line}"),
+    }
+}

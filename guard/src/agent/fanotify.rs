@@ -1,0 +1,457 @@
+//! The fanotify backend: one `FAN_CLASS_CONTENT` group with filesystem marks, permission
+//! events answered by a pool of workers.
+//!
+//! The reading thread only sorts events: the agent's own opens are allowed on the spot
+//! (anything else would deadlock it), the rest go to workers, which gather facts, ask the
+//! engine, answer the kernel, and only then hand the record to the audit thread.
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use anyhow::Context;
+use crossbeam_channel::{Receiver, bounded};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::fanotify::{
+    EventFFlags, Fanotify, FanotifyEvent, FanotifyResponse, InitFlags, MarkFlags, MaskFlags,
+    Response,
+};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use super::audit::{AuditRecord, CheckRecord};
+use super::stats::bump;
+use super::{Config, Loaded, State, log_policy, mounts, process, status};
+use crate::engine::{CodeKind, Subject, Verdict, facts_unavailable};
+use crate::facts::{self, Lookup};
+
+const PERMISSION_EVENTS: MaskFlags = MaskFlags::FAN_OPEN_PERM.union(MaskFlags::FAN_OPEN_EXEC_PERM);
+
+/// Runs the fanotify backend until SIGTERM or SIGINT.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    // Signals are read from a signalfd in the loop; block them before any thread starts so
+    // every thread inherits the mask.
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGINT] {
+        signals.add(signal);
+    }
+    signals.thread_block().context("blocking signals")?;
+    let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .context("signalfd")?;
+
+    let loaded = config.load()?;
+    log_policy(&loaded);
+    let stats = Arc::new(super::stats::Stats::default());
+    let audit_file = config
+        .audit
+        .clone()
+        .or_else(|| loaded.policy.audit.file.clone());
+    let (audit, audit_thread) = super::audit::start(audit_file, stats.clone())?;
+    let state = Arc::new(State::new(
+        loaded,
+        config.cache_capacity,
+        stats.clone(),
+        audit,
+        "fanotify",
+    ));
+
+    let group = Arc::new(
+        Fanotify::init(
+            InitFlags::FAN_CLASS_CONTENT | InitFlags::FAN_CLOEXEC | InitFlags::FAN_NONBLOCK,
+            EventFFlags::O_RDONLY
+                | EventFFlags::O_LARGEFILE
+                | EventFFlags::O_CLOEXEC
+                | EventFFlags::O_NOATIME,
+        )
+        .context("fanotify_init (needs CAP_SYS_ADMIN and a kernel with permission events)")?,
+    );
+    let watched = mark_filesystems(&group, &config, &state)?;
+
+    let (queue, jobs) = bounded::<(FanotifyEvent, Instant)>(4096);
+    let mut workers = Vec::new();
+    for index in 0..config.workers.max(1) {
+        let group = group.clone();
+        let state = state.clone();
+        let jobs = jobs.clone();
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("guard-worker-{index}"))
+                .spawn(move || work(&group, &state, &jobs))?,
+        );
+    }
+    drop(jobs);
+
+    status::serve(&config.socket, state.clone())?;
+    log::info!(
+        "enforcing with fanotify on {} filesystem(s); status on {}",
+        watched,
+        config.socket.display()
+    );
+
+    let own_pid = std::process::id() as i32;
+    let mut stop = false;
+    while !stop {
+        let mut fds = [
+            PollFd::new(group.as_fd(), PollFlags::POLLIN),
+            PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::from(1000u16)) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("poll"),
+        }
+        let group_ready = fds[0].any().unwrap_or(false);
+        let signal_ready = fds[1].any().unwrap_or(false);
+        if group_ready {
+            read_events(&group, &state, &queue, own_pid);
+        }
+        if signal_ready {
+            while let Ok(Some(info)) = signal_fd.read_signal() {
+                match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGHUP) => reload(&config, &state),
+                    Ok(signal) => {
+                        log::info!("{signal}: stopping");
+                        stop = true;
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+
+    // Workers drain what is queued and answer it; then closing the group lets the kernel
+    // allow anything still pending (fanotify's own semantics: see the README).
+    drop(queue);
+    for worker in workers {
+        let _ = worker.join();
+    }
+    let _ = std::fs::remove_file(&config.socket);
+    drop(state);
+    let _ = audit_thread.join();
+    log::info!("stopped");
+    Ok(())
+}
+
+fn mark_filesystems(group: &Fanotify, config: &Config, state: &State) -> anyhow::Result<usize> {
+    let targets = if config.watch.is_empty() {
+        let text =
+            std::fs::read_to_string("/proc/self/mountinfo").context("/proc/self/mountinfo")?;
+        let loaded = state.loaded();
+        let types: Vec<String> = loaded
+            .policy
+            .trust
+            .filesystems
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect();
+        mounts::trusted_filesystems(&mounts::parse_mountinfo(&text), &types)
+    } else {
+        mounts::filesystems_of(&config.watch)?
+    };
+    let mut marked = 0;
+    for target in &targets {
+        match mark(group, &target.mount_point) {
+            Ok(()) => {
+                marked += 1;
+                log::info!(
+                    "marked {} filesystem at {}",
+                    target.fs_type,
+                    target.mount_point.display()
+                );
+            }
+            Err(e) => log::warn!(
+                "cannot mark {} filesystem at {}: {e}",
+                target.fs_type,
+                target.mount_point.display()
+            ),
+        }
+    }
+    if marked == 0 {
+        anyhow::bail!("no filesystem could be marked: nothing would be enforced");
+    }
+    state
+        .stats
+        .marked_filesystems
+        .store(marked as u64, Ordering::Relaxed);
+    Ok(marked)
+}
+
+fn mark(group: &Fanotify, path: &Path) -> nix::Result<()> {
+    // Filesystem marks, not mount marks: bind mounts and new mount namespaces see the same
+    // superblock and cannot step around the mark.
+    group.mark(
+        MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_FILESYSTEM,
+        PERMISSION_EVENTS,
+        nix::fcntl::AT_FDCWD,
+        Some(path),
+    )
+}
+
+fn read_events(
+    group: &Fanotify,
+    state: &State,
+    queue: &crossbeam_channel::Sender<(FanotifyEvent, Instant)>,
+    own_pid: i32,
+) {
+    loop {
+        let events = match group.read_events() {
+            Ok(events) => events,
+            Err(nix::errno::Errno::EAGAIN) => return,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                // EMFILE/ENFILE: the kernel could not open the event's file for us; it has
+                // dropped that event. Say so and keep serving.
+                bump(&state.stats.errors);
+                log::error!("reading fanotify events: {e}");
+                return;
+            }
+        };
+        if events.is_empty() {
+            return;
+        }
+        let received = Instant::now();
+        for event in events {
+            bump(&state.stats.events);
+            let Some(fd) = event.fd() else {
+                // The kernel's queue overflowed; dropped permission events were allowed.
+                bump(&state.stats.overflows);
+                log::error!("fanotify queue overflow: the kernel allowed events guard never saw");
+                continue;
+            };
+            if event.pid() == own_pid {
+                bump(&state.stats.own_events);
+                respond(group, state, fd, true);
+                continue;
+            }
+            state.queued.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = queue.send((event, received)) {
+                // Workers are gone (shutting down): answer here rather than leave it hanging.
+                state.queued.fetch_sub(1, Ordering::Relaxed);
+                let (event, _) = e.into_inner();
+                if let Some(fd) = event.fd() {
+                    respond(group, state, fd, true);
+                }
+            }
+        }
+    }
+}
+
+fn respond(group: &Fanotify, state: &State, fd: BorrowedFd<'_>, allow: bool) {
+    let response = if allow {
+        Response::FAN_ALLOW
+    } else {
+        Response::FAN_DENY
+    };
+    if let Err(e) = group.write_response(FanotifyResponse::new(fd, response)) {
+        bump(&state.stats.errors);
+        log::error!("answering the kernel: {e}");
+    }
+}
+
+fn work(group: &Fanotify, state: &State, jobs: &Receiver<(FanotifyEvent, Instant)>) {
+    while let Ok((event, received)) = jobs.recv() {
+        state.queued.fetch_sub(1, Ordering::Relaxed);
+        let Some(fd) = event.fd() else { continue };
+        let decision = evaluate(state, event.pid(), fd);
+        respond(group, state, fd, decision.allow);
+        let elapsed = received.elapsed();
+        state.stats.latency.record(elapsed);
+        match decision.lookup {
+            Lookup::Hit => state.stats.hit_latency.record(elapsed),
+            Lookup::Miss => state.stats.miss_latency.record(elapsed),
+            Lookup::NotNeeded => {}
+        }
+        if let Some(record) = decision.record {
+            state.audit.send(record);
+        }
+        drop(event); // closes the event's descriptor
+    }
+}
+
+struct Decision {
+    allow: bool,
+    lookup: Lookup,
+    record: Option<AuditRecord>,
+}
+
+const PLAIN_ALLOW: Decision = Decision {
+    allow: true,
+    lookup: Lookup::NotNeeded,
+    record: None,
+};
+
+fn evaluate(state: &State, pid: i32, fd: BorrowedFd<'_>) -> Decision {
+    let loaded = state.loaded();
+    // Not an interpreter (or already gone): nothing in the policy applies to it.
+    let Ok(exe) = process::executable(pid) else {
+        return PLAIN_ALLOW;
+    };
+    let Some(profile_index) = facts::profile_of_executable(&loaded.interpreters, exe) else {
+        return PLAIN_ALLOW;
+    };
+    match evaluate_interpreter(state, &loaded, pid, fd, profile_index) {
+        Ok(decision) => decision,
+        Err(e) => {
+            bump(&state.stats.errors);
+            let verdict =
+                facts_unavailable(&loaded.policy, format!("cannot establish the facts: {e}"));
+            let path = descriptor_path(fd);
+            finish(
+                state,
+                &loaded,
+                pid,
+                0,
+                &path,
+                "?",
+                CodeKind::NotCode,
+                verdict,
+                Lookup::NotNeeded,
+                true,
+            )
+        }
+    }
+}
+
+fn evaluate_interpreter(
+    state: &State,
+    loaded: &Loaded,
+    pid: i32,
+    fd: BorrowedFd<'_>,
+    profile_index: usize,
+) -> std::io::Result<Decision> {
+    let policy = &loaded.policy;
+    let profile = &policy.interpreters[profile_index];
+    let file = File::from(fd.try_clone_to_owned()?);
+    let meta = file.metadata()?;
+    let path = descriptor_path(fd);
+    let name = Path::new(path.trim_end_matches(" (deleted)"))
+        .file_name()
+        .and_then(|n| n.to_str());
+    let mut code = facts::classify(profile, &file, meta.len(), name, false)?;
+    if code == CodeKind::NotCode && profile.main_script_is_code {
+        use std::os::unix::fs::MetadataExt;
+        let id = crate::engine::FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        if process::main_script(pid) == Some(id) {
+            code = CodeKind::MainScript;
+        }
+    }
+    if !code.is_code() {
+        if policy.audit.log_allows {
+            let verdict = crate::engine::decide_open(
+                policy,
+                &Subject::default(),
+                &facts::object_of(&file, code)?,
+            );
+            return Ok(finish(
+                state,
+                loaded,
+                pid,
+                0,
+                &path,
+                "",
+                code,
+                verdict,
+                Lookup::NotNeeded,
+                false,
+            ));
+        }
+        return Ok(PLAIN_ALLOW);
+    }
+    let (uid, gids) = process::credentials(pid)?;
+    let subject = Subject {
+        uid,
+        gids,
+        profile: Some(profile_index),
+    };
+    let (object, verdict, lookup) =
+        facts::decide_file(policy, &subject, &file, code, Some(&state.cache))?;
+    let id = object.id.to_string();
+    Ok(finish(
+        state, loaded, pid, uid, &path, &id, code, verdict, lookup, true,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    state: &State,
+    loaded: &Loaded,
+    pid: i32,
+    uid: u32,
+    path: &str,
+    id: &str,
+    code: CodeKind,
+    verdict: Verdict,
+    lookup: Lookup,
+    is_decision: bool,
+) -> Decision {
+    if is_decision {
+        bump(&state.stats.code_decisions);
+        if !verdict.policy_allows {
+            if verdict.enforced {
+                bump(&state.stats.denies);
+            } else {
+                bump(&state.stats.would_deny);
+            }
+        }
+    }
+    let log_it = !verdict.policy_allows || code.is_code() || loaded.policy.audit.log_allows;
+    let record = log_it.then(|| AuditRecord {
+        time: super::audit::now(),
+        pid,
+        exe: process::executable_path(pid),
+        uid,
+        path: path.to_string(),
+        id: id.to_string(),
+        code: code.name(),
+        decision: if verdict.policy_allows {
+            "allow"
+        } else {
+            "deny"
+        },
+        enforced: verdict.enforced,
+        rule: verdict.rule.id(),
+        reason: verdict.reason().to_string(),
+        checks: verdict
+            .checks
+            .iter()
+            .map(|c| CheckRecord {
+                rule: c.rule.id(),
+                passed: c.passed,
+                reason: c.reason.clone(),
+            })
+            .collect(),
+    });
+    Decision {
+        allow: verdict.allow,
+        lookup,
+        record,
+    }
+}
+
+/// The path of an event's file, for humans and code-pattern matching only.
+fn descriptor_path(fd: BorrowedFd<'_>) -> String {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn reload(config: &Config, state: &State) {
+    match config.load() {
+        Ok(loaded) => {
+            log_policy(&loaded);
+            state.replace(loaded);
+            bump(&state.stats.reloads);
+            log::info!("SIGHUP: policy reloaded");
+        }
+        Err(e) => {
+            bump(&state.stats.reload_failures);
+            log::error!("SIGHUP: policy not reloaded, the previous one stays in force: {e:#}");
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The enforcing agent (`guard run`): loads the policy, starts a backend, serves status,
+//! reloads on SIGHUP and stops on SIGTERM/SIGINT.
+
+pub mod audit;
+pub mod fanotify;
+pub mod mounts;
+pub mod process;
+pub mod stats;
+pub mod status;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use anyhow::Context;
+
+use crate::cache::VerificationCache;
+use crate::engine::FileId;
+use crate::facts;
+use crate::policy::{Mode, Policy};
+
+use audit::AuditSender;
+use stats::Stats;
+
+/// Which enforcement backend to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// BPF LSM when the kernel offers it, else fanotify.
+    Auto,
+    /// fanotify permission events.
+    Fanotify,
+    /// BPF LSM programs.
+    Bpf,
+}
+
+/// How the agent was asked to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub policy_path: Option<PathBuf>,
+    pub extra_keys: Vec<PathBuf>,
+    pub permissive: bool,
+    pub watch: Vec<PathBuf>,
+    pub audit: Option<PathBuf>,
+    pub socket: PathBuf,
+    pub workers: usize,
+    pub cache_capacity: usize,
+    pub backend: Backend,
+}
+
+impl Config {
+    /// Loads, checks and resolves the policy. Any error leaves the caller's state untouched.
+    pub fn load(&self) -> anyhow::Result<Loaded> {
+        let mut policy = Policy::load_or_default(self.policy_path.as_deref())?;
+        policy.add_keys(&self.extra_keys).context("--key")?;
+        if self.permissive {
+            policy.mode = Mode::Permissive;
+        }
+        let interpreters = facts::resolve_interpreters(&policy);
+        Ok(Loaded {
+            policy,
+            interpreters,
+        })
+    }
+}
+
+/// A policy with the host facts it needs resolved (interpreter identities).
+pub struct Loaded {
+    pub policy: Policy,
+    pub interpreters: Vec<(FileId, usize)>,
+}
+
+/// What the event loop and workers share.
+pub struct State {
+    loaded: RwLock<Arc<Loaded>>,
+    pub cache: VerificationCache,
+    pub stats: Arc<Stats>,
+    pub audit: AuditSender,
+    pub backend: String,
+    pub queued: AtomicU64,
+    exec_gate: Mutex<String>,
+}
+
+impl State {
+    pub fn new(
+        loaded: Loaded,
+        cache_capacity: usize,
+        stats: Arc<Stats>,
+        audit: AuditSender,
+        backend: &str,
+    ) -> State {
+        State {
+            loaded: RwLock::new(Arc::new(loaded)),
+            cache: VerificationCache::new(cache_capacity),
+            stats,
+            audit,
+            backend: backend.to_string(),
+            queued: AtomicU64::new(0),
+            exec_gate: Mutex::new("not running".into()),
+        }
+    }
+
+    /// The policy in force. Decisions hold their own reference, so a reload never
+    /// changes the rules under a decision in progress.
+    pub fn loaded(&self) -> Arc<Loaded> {
+        self.loaded
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Installs a new policy. Cached verifications are dropped: trusted keys may differ.
+    pub fn replace(&self, loaded: Loaded) {
+        *self
+            .loaded
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(loaded);
+        self.cache.clear();
+    }
+
+    pub fn queue_depth(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    pub fn set_exec_gate_status(&self, status: impl Into<String>) {
+        *self.exec_gate.lock().unwrap_or_else(|p| p.into_inner()) = status.into();
+    }
+
+    pub fn exec_gate_status(&self) -> String {
+        self.exec_gate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Whether the running kernel has BPF LSM active.
+pub fn bpf_lsm_active() -> bool {
+    std::fs::read_to_string("/sys/kernel/security/lsm")
+        .map(|list| list.trim().split(',').any(|lsm| lsm == "bpf"))
+        .unwrap_or(false)
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let backend = match config.backend {
+        Backend::Fanotify => Backend::Fanotify,
+        Backend::Bpf => anyhow::bail!(
+            "the BPF LSM backend is not available in this build; use --backend fanotify"
+        ),
+        Backend::Auto => {
+            if bpf_lsm_active() {
+                log::warn!(
+                    "BPF LSM is active on this kernel but guard's LSM backend is not built yet: \
+                     running the fanotify backend"
+                );
+            } else {
+                log::warn!("no BPF LSM on this kernel: running the fanotify backend");
+            }
+            Backend::Fanotify
+        }
+    };
+    debug_assert_eq!(backend, Backend::Fanotify);
+    fanotify::run(config)
+}
+
+pub(crate) fn log_policy(loaded: &Loaded) {
+    let policy = &loaded.policy;
+    log::info!(
+        "policy {} ({} mode): {} trusted key(s), {} interpreter executable(s)",
+        policy.origin,
+        policy.mode,
+        policy.trust.keyring.len(),
+        loaded.interpreters.len()
+    );
+    if policy.trust.keyring.is_empty() {
+        log::warn!("no trusted key: every signature will be refused");
+    }
+    if loaded.interpreters.is_empty() {
+        log::warn!("no interpreter executable found for the policy's profiles");
+    }
+}

@@ -1,0 +1,108 @@
+//! Facts about the process behind an event, from the kernel's view in /proc.
+//!
+//! The subject is identified by its executable's identity (`/proc/PID/exe` is the kernel's
+//! reference to the mapped binary, not a name), never by `comm` or argv[0].
+
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use guard_common::python_argv;
+
+use crate::engine::FileId;
+
+/// Identity of the executable a process runs.
+pub fn executable(pid: i32) -> io::Result<FileId> {
+    let meta = std::fs::metadata(format!("/proc/{pid}/exe"))?;
+    Ok(FileId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
+}
+
+/// Path of the executable, for logs.
+pub fn executable_path(pid: i32) -> String {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Effective uid and all groups (effective gid plus supplementary) of a process.
+pub fn credentials(pid: i32) -> io::Result<(u32, Vec<u32>)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    parse_credentials(&status)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc status"))
+}
+
+fn parse_credentials(status: &str) -> Option<(u32, Vec<u32>)> {
+    let mut uid = None;
+    let mut gids = Vec::new();
+    for line in status.lines() {
+        // Uid/Gid lines: real, effective, saved, filesystem. Access checks use the fs ids.
+        if let Some(rest) = line.strip_prefix("Uid:") {
+            uid = rest.split_whitespace().nth(3)?.parse().ok();
+        } else if let Some(rest) = line.strip_prefix("Gid:") {
+            gids.push(rest.split_whitespace().nth(3)?.parse().ok()?);
+        } else if let Some(rest) = line.strip_prefix("Groups:") {
+            for gid in rest.split_whitespace() {
+                gids.push(gid.parse().ok()?);
+            }
+        }
+    }
+    Some((uid?, gids))
+}
+
+/// Identity of the interpreter's main script operand, if its command line names one.
+///
+/// This resolves the operand path again, so it can race: a process that swaps the operand
+/// (a symlink flip between the interpreter's open and this lookup) can make a script whose
+/// name matches no code pattern and whose content sniffs as text be taken for data. Files
+/// with a code name or bytecode/zip/ELF content are code regardless. The README lists this
+/// among the host-mode limits; the kernel layer sees the open itself.
+pub fn main_script(pid: i32) -> Option<FileId> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let invocation = python_argv::parse(args.iter().skip(1).copied().filter(|a| !a.is_empty()));
+    let script = invocation.script?;
+    if script == b"-" {
+        return None;
+    }
+    let script = std::ffi::OsStr::from_bytes(script);
+    // Resolve as the process would: relative to its cwd, absolute within its root.
+    let path: PathBuf = if script.as_bytes().starts_with(b"/") {
+        PathBuf::from(format!("/proc/{pid}/root"))
+            .join(std::path::Path::new(script).strip_prefix("/").ok()?)
+    } else {
+        PathBuf::from(format!("/proc/{pid}/cwd")).join(script)
+    };
+    let meta = std::fs::metadata(path).ok()?;
+    Some(FileId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_use_filesystem_ids_and_all_groups() {
+        let status =
+            "Name:\tx\nUid:\t1000\t1001\t1002\t1003\nGid:\t50\t51\t52\t53\nGroups:\t4 24 27 \n";
+        assert_eq!(parse_credentials(status), Some((1003, vec![53, 4, 24, 27])));
+        assert_eq!(parse_credentials("Name:\tx\n"), None);
+        assert_eq!(parse_credentials("Uid:\tx\n"), None);
+    }
+
+    #[test]
+    fn own_process_facts() {
+        let pid = std::process::id() as i32;
+        let exe = executable(pid).unwrap();
+        let meta = std::fs::metadata(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(exe.ino, meta.ino());
+        let (uid, _) = credentials(pid).unwrap();
+        assert_eq!(uid, nix::unistd::geteuid().as_raw());
+    }
+}

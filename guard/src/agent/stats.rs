@@ -1,0 +1,163 @@
+//! Counters the running agent exposes through `guard status`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Sub-buckets per power of two: about 9% resolution on latency percentiles.
+const SUB_BUCKETS: usize = 8;
+/// Covers 1 ns .. 2^40 ns (about 18 minutes).
+const POWERS: usize = 40;
+
+/// A lock-free log-linear latency histogram.
+pub struct Histogram {
+    buckets: Vec<AtomicU64>,
+    max_ns: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: (0..POWERS * SUB_BUCKETS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            max_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    fn index(ns: u64) -> usize {
+        let ns = ns.max(1);
+        let power = 63 - ns.leading_zeros() as usize;
+        let sub = if power >= 3 {
+            ((ns >> (power - 3)) & (SUB_BUCKETS as u64 - 1)) as usize
+        } else {
+            0
+        };
+        (power * SUB_BUCKETS + sub).min(POWERS * SUB_BUCKETS - 1)
+    }
+
+    /// Upper bound of a bucket, in nanoseconds.
+    fn bound(index: usize) -> u64 {
+        let power = index / SUB_BUCKETS;
+        let sub = (index % SUB_BUCKETS) as u64;
+        if power >= 3 {
+            (1u64 << power) + ((sub + 1) << (power - 3))
+        } else {
+            1u64 << (power + 1)
+        }
+    }
+
+    pub fn record(&self, elapsed: Duration) {
+        let ns = elapsed.as_nanos().min(u64::MAX as u128) as u64;
+        self.buckets[Self::index(ns)].fetch_add(1, Ordering::Relaxed);
+        self.max_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    /// The `q` quantile (0..1) in nanoseconds, as a bucket's upper bound; 0 when empty.
+    pub fn quantile(&self, q: f64) -> u64 {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, count) in counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Self::bound(i).min(self.max_ns.load(Ordering::Relaxed).max(1));
+            }
+        }
+        self.max_ns.load(Ordering::Relaxed)
+    }
+
+    pub fn max(&self) -> u64 {
+        self.max_ns.load(Ordering::Relaxed)
+    }
+}
+
+/// Everything the agent counts.
+pub struct Stats {
+    pub started: Instant,
+    pub events: AtomicU64,
+    pub own_events: AtomicU64,
+    pub code_decisions: AtomicU64,
+    pub denies: AtomicU64,
+    pub would_deny: AtomicU64,
+    pub errors: AtomicU64,
+    pub overflows: AtomicU64,
+    pub audit_dropped: AtomicU64,
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
+    pub marked_filesystems: AtomicU64,
+    /// Latency of every answer (event read to response written).
+    pub latency: Histogram,
+    /// Latency of answers that needed a signature check (cache misses).
+    pub miss_latency: Histogram,
+    /// Latency of code answers served from the cache.
+    pub hit_latency: Histogram,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            started: Instant::now(),
+            events: AtomicU64::new(0),
+            own_events: AtomicU64::new(0),
+            code_decisions: AtomicU64::new(0),
+            denies: AtomicU64::new(0),
+            would_deny: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            overflows: AtomicU64::new(0),
+            audit_dropped: AtomicU64::new(0),
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
+            marked_filesystems: AtomicU64::new(0),
+            latency: Histogram::default(),
+            miss_latency: Histogram::default(),
+            hit_latency: Histogram::default(),
+        }
+    }
+}
+
+pub fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_within_a_bucket() {
+        let h = Histogram::default();
+        assert_eq!(h.quantile(0.5), 0);
+        for us in 1..=100u64 {
+            h.record(Duration::from_micros(us));
+        }
+        let p50 = h.quantile(0.5) as f64;
+        assert!((50_000.0..=50_000.0 * 1.13).contains(&p50), "p50 {p50}");
+        let p99 = h.quantile(0.99) as f64;
+        assert!((99_000.0..=100_000.0 * 1.13).contains(&p99), "p99 {p99}");
+        assert_eq!(h.max(), 100_000);
+    }
+
+    #[test]
+    fn buckets_are_monotonic() {
+        // Below 8 ns only the first bucket of each power is used.
+        let mut last = 0;
+        for i in 3 * SUB_BUCKETS..POWERS * SUB_BUCKETS {
+            let b = Histogram::bound(i);
+            assert!(b > last, "bucket {i}");
+            last = b;
+        }
+        for ns in [1u64, 2, 7, 8, 9, 1000, 123_456_789] {
+            assert!(Histogram::bound(Histogram::index(ns)) >= ns, "{ns}");
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! `guard status`: the running agent answers with its counters over a unix socket.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::State;
+
+/// Default socket path.
+pub const DEFAULT_SOCKET: &str = "/run/guard/guard.sock";
+
+/// What `guard status` reports.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Report {
+    pub pid: u32,
+    pub uptime_s: f64,
+    pub backend: String,
+    pub mode: String,
+    pub policy: String,
+    pub marked_filesystems: u64,
+    pub events: u64,
+    pub own_events: u64,
+    pub decisions: u64,
+    pub denies: u64,
+    pub would_deny: u64,
+    pub errors: u64,
+    pub overflows: u64,
+    pub audit_dropped: u64,
+    pub reloads: u64,
+    pub reload_failures: u64,
+    pub cache_entries: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub queue_depth: u64,
+    pub latency_p50_us: f64,
+    pub latency_p99_us: f64,
+    pub latency_max_us: f64,
+    pub hit_p50_us: f64,
+    pub hit_p99_us: f64,
+    pub miss_p50_us: f64,
+    pub miss_p99_us: f64,
+    pub miss_max_us: f64,
+    pub exec_gate: String,
+}
+
+pub fn report(state: &State) -> Report {
+    let stats = &state.stats;
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let loaded = state.loaded();
+    Report {
+        pid: std::process::id(),
+        uptime_s: stats.started.elapsed().as_secs_f64(),
+        backend: state.backend.clone(),
+        mode: loaded.policy.mode.to_string(),
+        policy: loaded.policy.origin.clone(),
+        marked_filesystems: stats.marked_filesystems.load(Ordering::Relaxed),
+        events: stats.events.load(Ordering::Relaxed),
+        own_events: stats.own_events.load(Ordering::Relaxed),
+        decisions: stats.code_decisions.load(Ordering::Relaxed),
+        denies: stats.denies.load(Ordering::Relaxed),
+        would_deny: stats.would_deny.load(Ordering::Relaxed),
+        errors: stats.errors.load(Ordering::Relaxed),
+        overflows: stats.overflows.load(Ordering::Relaxed),
+        audit_dropped: stats.audit_dropped.load(Ordering::Relaxed),
+        reloads: stats.reloads.load(Ordering::Relaxed),
+        reload_failures: stats.reload_failures.load(Ordering::Relaxed),
+        cache_entries: state.cache.len() as u64,
+        cache_hits: state.cache.hits.load(Ordering::Relaxed),
+        cache_misses: state.cache.misses.load(Ordering::Relaxed),
+        queue_depth: state.queue_depth(),
+        latency_p50_us: us(stats.latency.quantile(0.5)),
+        latency_p99_us: us(stats.latency.quantile(0.99)),
+        latency_max_us: us(stats.latency.max()),
+        hit_p50_us: us(stats.hit_latency.quantile(0.5)),
+        hit_p99_us: us(stats.hit_latency.quantile(0.99)),
+        miss_p50_us: us(stats.miss_latency.quantile(0.5)),
+        miss_p99_us: us(stats.miss_latency.quantile(0.99)),
+        miss_max_us: us(stats.miss_latency.max()),
+        exec_gate: state.exec_gate_status(),
+    }
+}
+
+/// Binds the socket and serves reports on a thread. The socket is created only once
+/// enforcement is in place, so a successful `guard status` means the agent is enforcing.
+pub fn serve(path: &Path, state: Arc<State>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+    }
+    // A stale socket from a dead agent would make bind fail.
+    if UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("status socket {}", path.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+    std::thread::Builder::new()
+        .name("guard-status".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+                if let Ok(text) = serde_json::to_string(&report(&state)) {
+                    let _ = stream.write_all(text.as_bytes());
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Asks a running agent for its report.
+pub fn query(path: &Path) -> anyhow::Result<Report> {
+    use anyhow::Context;
+    let mut stream = UnixStream::connect(path)
+        .with_context(|| format!("no agent answers on {}", path.display()))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    serde_json::from_str(&text).with_context(|| format!("bad answer on {}", path.display()))
+}
+
+pub fn default_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_SOCKET)
+}

@@ -1,0 +1,110 @@
+//! `guard run` and `guard status`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use guard::agent::{self, Backend, status};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Policy file (TOML); the embedded default policy when absent.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Trust this public key or certificate in addition to the policy's (repeatable).
+    #[arg(long = "key", value_name = "PUB")]
+    pub keys: Vec<PathBuf>,
+    /// Log what would be refused, refuse nothing.
+    #[arg(long)]
+    pub permissive: bool,
+    /// Enforcement backend.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: Backend,
+    /// Mark only the filesystems holding these paths (repeatable); default: every mounted
+    /// filesystem of a trusted type.
+    #[arg(long, value_name = "PATH")]
+    pub watch: Vec<PathBuf>,
+    /// JSON audit log (one object per line); overrides the policy's `audit.file`.
+    #[arg(long, value_name = "FILE")]
+    pub audit: Option<PathBuf>,
+    /// Unix socket `guard status` reads.
+    #[arg(long, value_name = "PATH", default_value = status::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Decision worker threads.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Cached content verifications (signature checks) kept.
+    #[arg(long, default_value_t = 131_072)]
+    pub cache_size: usize,
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    agent::run(agent::Config {
+        policy_path: args.policy,
+        extra_keys: args.keys,
+        permissive: args.permissive,
+        watch: args.watch,
+        audit: args.audit,
+        socket: args.socket,
+        workers: args.workers,
+        cache_capacity: args.cache_size,
+        backend: args.backend,
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Unix socket of the running agent.
+    #[arg(long, value_name = "PATH", default_value = status::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Print the raw JSON report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let report = status::query(&args.socket)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "agent:        pid {}, up {:.0} s, backend {}, {} mode",
+        report.pid, report.uptime_s, report.backend, report.mode
+    );
+    println!("policy:       {}", report.policy);
+    println!("filesystems:  {} marked", report.marked_filesystems);
+    println!("exec gate:    {}", report.exec_gate);
+    println!(
+        "events:       {} ({} from guard itself)",
+        report.events, report.own_events
+    );
+    println!(
+        "decisions:    {} on code, {} denied, {} would be denied (permissive)",
+        report.decisions, report.denies, report.would_deny
+    );
+    println!(
+        "cache:        {} entries, {} hits, {} misses",
+        report.cache_entries, report.cache_hits, report.cache_misses
+    );
+    println!("queue depth:  {}", report.queue_depth);
+    println!(
+        "latency:      p50 {:.1} us, p99 {:.1} us, max {:.1} us (all answers)",
+        report.latency_p50_us, report.latency_p99_us, report.latency_max_us
+    );
+    println!(
+        "  cache hit:  p50 {:.1} us, p99 {:.1} us",
+        report.hit_p50_us, report.hit_p99_us
+    );
+    println!(
+        "  cache miss: p50 {:.1} us, p99 {:.1} us, max {:.1} us",
+        report.miss_p50_us, report.miss_p99_us, report.miss_max_us
+    );
+    println!(
+        "problems:     {} errors, {} queue overflows, {} audit records dropped, {} failed reloads",
+        report.errors, report.overflows, report.audit_dropped, report.reload_failures
+    );
+    Ok(ExitCode::SUCCESS)
+}
