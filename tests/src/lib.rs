@@ -1,1 +1,327 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests: the real guard binary, real filesystems the
+//! tests mount themselves, real signing keys, and everything bounded by timeouts.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The guard binary under test (`cargo xtask test` sets GUARD_BIN).
+pub fn guard_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("GUARD_BIN") {
+        return PathBuf::from(path);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/guard")
+}
+
+/// The interpreter the default-like test policy profiles.
+pub const PYTHON: &str = "/usr/bin/python3";
+
+/// Unprivileged identity scripts run as.
+pub const NOBODY: u32 = 65534;
+
+/// Runs a command to completion with a deadline; on timeout it is killed and the test fails.
+pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    wait_with_timeout(child, limit).unwrap_or_else(|| panic!("{cmd:?} did not finish within {limit:?}"))
+}
+
+/// Waits for a child with a deadline; kills it and returns None on timeout.
+pub fn wait_with_timeout(mut child: Child, limit: Duration) -> Option<Output> {
+    let deadline = Instant::now() + limit;
+    // Drain pipes on threads so a chatty child cannot block on a full pipe.
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.read_to_end(&mut buf);
+        }
+        buf
+    });
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                return Some(Output {
+                    status,
+                    stdout: out.join().unwrap_or_default(),
+                    stderr: err.join().unwrap_or_default(),
+                });
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts a guard invocation printed no panic.
+pub fn assert_no_panic(output: &Output) {
+    let stderr = text(&output.stderr);
+    assert!(!stderr.contains("panicked"), "guard panicked:\n{stderr}");
+}
+
+/// A tmpfs the test mounts itself and lazily unmounts when dropped.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn new() -> Tmpfs {
+        let dir = tempfile::Builder::new().prefix("guard-fs-").tempdir().expect("tempdir");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "mode=0755,size=256m", "guard-test"])
+            .arg(dir.path())
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mounting a tmpfs needs root");
+        Tmpfs { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a root-owned 0644 file (creating parent directories 0755).
+    pub fn write(&self, relative: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.dir.path().join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&path, content).expect("write");
+        set_mode(&path, 0o644);
+        path
+    }
+}
+
+impl Default for Tmpfs {
+    fn default() -> Self {
+        Tmpfs::new()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+pub fn chown(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown");
+}
+
+/// A signing key pair (EC P-256) with a self-signed certificate, made once per test run
+/// with openssl, the way an operator would.
+pub struct Keys {
+    pub private: PathBuf,
+    pub cert_pem: PathBuf,
+    pub cert_der: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let dir = tempfile::Builder::new().prefix("guard-keys-").tempdir().expect("tempdir");
+        let private = dir.path().join("signing.key");
+        let cert_pem = dir.path().join("signing.crt");
+        let cert_der = dir.path().join("signing.der");
+        let run = |args: &[&str]| {
+            let out = run_with_timeout(Command::new("openssl").args(args), Duration::from_secs(30));
+            assert!(out.status.success(), "openssl {args:?}: {}", text(&out.stderr));
+        };
+        run(&[
+            "req", "-new", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt",
+            "ec_paramgen_curve:P-256", "-subj", "/CN=guard test signing key", "-days", "30",
+            "-addext", "subjectKeyIdentifier=hash", "-keyout",
+            private.to_str().unwrap(), "-out", cert_pem.to_str().unwrap(),
+        ]);
+        run(&[
+            "x509", "-in", cert_pem.to_str().unwrap(), "-outform", "DER", "-out",
+            cert_der.to_str().unwrap(),
+        ]);
+        Keys {
+            private,
+            cert_pem,
+            cert_der,
+            _dir: dir,
+        }
+    })
+}
+
+/// Signs a file with evmctl (the reference implementation of the format).
+pub fn sign(path: &Path) {
+    let keys = keys();
+    let out = run_with_timeout(
+        Command::new("evmctl")
+            .args(["ima_sign", "--hashalgo", "sha256", "--key"])
+            .arg(&keys.private)
+            .arg(path),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "evmctl ima_sign {}: {}{}",
+        path.display(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// A running `guard run`, killed when dropped.
+pub struct Agent {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    pub audit: PathBuf,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts the agent marking only `watch`, trusting the test key, and waits until
+    /// `guard status` answers (marks in place).
+    pub fn start(watch: &Path, extra: &[&str]) -> Agent {
+        let dir = tempfile::Builder::new().prefix("guard-agent-").tempdir().expect("tempdir");
+        let socket = dir.path().join("guard.sock");
+        let audit = dir.path().join("audit.jsonl");
+        let log = dir.path().join("agent.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(guard_bin())
+            .args(["run", "--backend", "fanotify", "--watch"])
+            .arg(watch)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--audit")
+            .arg(&audit)
+            .arg("--key")
+            .arg(&keys().cert_pem)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("dup"))
+            .stderr(log_file)
+            .spawn()
+            .expect("start guard run");
+        let mut agent = Agent {
+            child: Some(child),
+            socket,
+            audit,
+            log,
+            _dir: dir,
+        };
+        agent.wait_ready();
+        agent
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("guard run exited early ({status}):\n{}", self.log_text());
+            }
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("guard run not ready within 20 s:\n{}", self.log_text());
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The audit records written so far (the audit thread flushes when idle).
+    pub fn audit_lines(&self) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            let now = std::fs::read_to_string(&self.audit).unwrap_or_default();
+            if !now.is_empty() && now == last {
+                break;
+            }
+            last = now;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        last.lines().map(str::to_string).collect()
+    }
+
+    /// `guard status --json` of this agent.
+    pub fn status(&self) -> String {
+        let out = run_with_timeout(
+            Command::new(guard_bin()).args(["status", "--json", "--socket"]).arg(&self.socket),
+            Duration::from_secs(10),
+        );
+        assert!(out.status.success(), "guard status: {}", text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal);
+    }
+
+    /// Stops the agent with SIGTERM and returns its exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let child = self.child.take().expect("running");
+        let out = wait_with_timeout(child, Duration::from_secs(10)).expect("guard run stops on SIGTERM");
+        out.status
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A command running python3 as an unprivileged user (with the given supplementary groups),
+/// from `cwd`.
+pub fn python_as(uid: u32, groups: &[u32], cwd: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={uid}")).arg(format!("--regid={uid}"));
+    if groups.is_empty() {
+        cmd.arg("--clear-groups");
+    } else {
+        let list: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        cmd.arg(format!("--groups={}", list.join(",")));
+    }
+    cmd.arg("--").arg(PYTHON).args(args).current_dir(cwd);
+    cmd.env_clear().env("PATH", "/usr/bin:/bin").env("HOME", "/nonexistent");
+    cmd
+}
+
+/// Runs python3 as nobody with a 30 s bound.
+pub fn python(cwd: &Path, args: &[&str]) -> Output {
+    run_with_timeout(&mut python_as(NOBODY, &[], cwd, args), Duration::from_secs(30))
+}

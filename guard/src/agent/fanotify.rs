@@ -135,48 +135,102 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn mark_filesystems(group: &Fanotify, config: &Config, state: &State) -> anyhow::Result<usize> {
-    let targets = if config.watch.is_empty() {
-        let text =
-            std::fs::read_to_string("/proc/self/mountinfo").context("/proc/self/mountinfo")?;
-        let loaded = state.loaded();
-        let types: Vec<String> = loaded
-            .policy
-            .trust
-            .filesystems
-            .iter()
-            .map(|(name, _)| name.clone())
-            .collect();
-        mounts::trusted_filesystems(&mounts::parse_mountinfo(&text), &types)
+fn mark_filesystems(group: &Arc<Fanotify>, config: &Config, state: &Arc<State>) -> anyhow::Result<usize> {
+    let (targets, follow_mounts) = if config.watch.is_empty() {
+        (trusted_mounts(state)?, true)
     } else {
-        mounts::filesystems_of(&config.watch)?
+        (mounts::filesystems_of(&config.watch)?, false)
     };
-    let mut marked = 0;
+    let mut marked_devs = std::collections::HashSet::new();
     for target in &targets {
-        match mark(group, &target.mount_point) {
-            Ok(()) => {
-                marked += 1;
-                log::info!(
-                    "marked {} filesystem at {}",
-                    target.fs_type,
-                    target.mount_point.display()
-                );
-            }
-            Err(e) => log::warn!(
-                "cannot mark {} filesystem at {}: {e}",
-                target.fs_type,
-                target.mount_point.display()
-            ),
-        }
+        mark_one(group, target, &mut marked_devs);
     }
-    if marked == 0 {
+    if marked_devs.is_empty() {
         anyhow::bail!("no filesystem could be marked: nothing would be enforced");
     }
+    let count = marked_devs.len();
     state
         .stats
         .marked_filesystems
-        .store(marked as u64, Ordering::Relaxed);
-    Ok(marked)
+        .store(count as u64, Ordering::Relaxed);
+    if follow_mounts {
+        let group = group.clone();
+        let state = state.clone();
+        std::thread::Builder::new()
+            .name("guard-mounts".into())
+            .spawn(move || follow_new_mounts(&group, &state, marked_devs))?;
+    }
+    Ok(count)
+}
+
+fn trusted_mounts(state: &State) -> anyhow::Result<Vec<mounts::Mount>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").context("/proc/self/mountinfo")?;
+    let loaded = state.loaded();
+    let types: Vec<String> = loaded
+        .policy
+        .trust
+        .filesystems
+        .iter()
+        .map(|(name, _)| name.clone())
+        .collect();
+    Ok(mounts::trusted_filesystems(&mounts::parse_mountinfo(&text), &types))
+}
+
+fn mark_one(group: &Fanotify, target: &mounts::Mount, marked: &mut std::collections::HashSet<u64>) {
+    if marked.contains(&target.dev) {
+        return;
+    }
+    match mark(group, &target.mount_point) {
+        Ok(()) => {
+            marked.insert(target.dev);
+            log::info!(
+                "marked {} filesystem at {}",
+                target.fs_type,
+                target.mount_point.display()
+            );
+        }
+        Err(e) => log::warn!(
+            "cannot mark {} filesystem at {}: {e}",
+            target.fs_type,
+            target.mount_point.display()
+        ),
+    }
+}
+
+/// The kernel flags `/proc/self/mountinfo` with POLLPRI when the mount table changes:
+/// mark filesystems of trusted types that appear later (a disk mounted after boot).
+fn follow_new_mounts(group: &Fanotify, state: &State, mut marked: std::collections::HashSet<u64>) {
+    let Ok(table) = File::open("/proc/self/mountinfo") else {
+        log::error!("cannot watch the mount table: new filesystems will not be marked");
+        return;
+    };
+    loop {
+        let mut fds = [PollFd::new(table.as_fd(), PollFlags::POLLPRI)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                log::error!("watching the mount table: {e}");
+                return;
+            }
+        }
+        // Reading the table again re-arms the notification.
+        match trusted_mounts(state) {
+            Ok(targets) => {
+                for target in &targets {
+                    mark_one(group, target, &mut marked);
+                }
+                state
+                    .stats
+                    .marked_filesystems
+                    .store(marked.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => log::error!("reading the mount table: {e:#}"),
+        }
+        // Re-arm: POLLPRI stays set until the file is read from the start.
+        let _ = std::io::Read::read_to_end(&mut &table, &mut Vec::new());
+        let _ = std::io::Seek::seek(&mut &table, std::io::SeekFrom::Start(0));
+    }
 }
 
 fn mark(group: &Fanotify, path: &Path) -> nix::Result<()> {
@@ -255,7 +309,16 @@ fn work(group: &Fanotify, state: &State, jobs: &Receiver<(FanotifyEvent, Instant
     while let Ok((event, received)) = jobs.recv() {
         state.queued.fetch_sub(1, Ordering::Relaxed);
         let Some(fd) = event.fd() else { continue };
-        let decision = evaluate(state, event.pid(), fd);
+        // A bug must not leave an open hanging or crash the agent: refuse, say so, go on.
+        let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            evaluate(state, event.pid(), fd)
+        }))
+        .unwrap_or_else(|_| {
+            bump(&state.stats.errors);
+            let loaded = state.loaded();
+            let verdict = facts_unavailable(&loaded.policy, "internal error while deciding (see the log)");
+            finish(state, &loaded, event.pid(), 0, &descriptor_path(fd), "?", CodeKind::NotCode, verdict, Lookup::NotNeeded, true)
+        });
         respond(group, state, fd, decision.allow);
         let elapsed = received.elapsed();
         state.stats.latency.record(elapsed);
