@@ -178,11 +178,13 @@ impl PublicKey {
             }
             PublicKey::P256(key) => {
                 let sig = p256::ecdsa::Signature::from_der(signature).map_err(|_| not_der())?;
-                key.verify_prehash(digest, &sig).map_err(|_| ecdsa_mismatch())
+                key.verify_prehash(digest, &sig)
+                    .map_err(|_| ecdsa_mismatch())
             }
             PublicKey::P384(key) => {
                 let sig = p384::ecdsa::Signature::from_der(signature).map_err(|_| not_der())?;
-                key.verify_prehash(digest, &sig).map_err(|_| ecdsa_mismatch())
+                key.verify_prehash(digest, &sig)
+                    .map_err(|_| ecdsa_mismatch())
             }
         }
     }
@@ -574,7 +576,9 @@ impl Keyring {
                     });
                 }
                 // A recovered DigestInfo is the more telling diagnosis; keep it.
-                Err(SignatureError::DigestMismatch) => failure = Some(SignatureError::DigestMismatch),
+                Err(SignatureError::DigestMismatch) => {
+                    failure = Some(SignatureError::DigestMismatch)
+                }
                 Err(e) => {
                     failure.get_or_insert(e);
                 }
