@@ -49,8 +49,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("{}: cannot create directory", args.out.display()))?;
 
     let signer = Signer::generate(kind)?;
-    let cert = signer.self_signed_certificate(&format!("guard signing key {}", args.name), args.days)?;
-    let cert_pem = cert.to_pem(LineEnding::LF).context("cannot encode the certificate")?;
+    let cert =
+        signer.self_signed_certificate(&format!("guard signing key {}", args.name), args.days)?;
+    let cert_pem = cert
+        .to_pem(LineEnding::LF)
+        .context("cannot encode the certificate")?;
     let cert_der = der::Encode::to_der(&cert).context("cannot encode the certificate")?;
 
     write_new(&key_path, signer.private_key_pem()?.as_bytes(), 0o600)?;

@@ -128,10 +128,7 @@ fn collect(path: &Path, recursive: bool, items: &mut Vec<Item>) {
             }
             Err(e) => {
                 let at = e.path().unwrap_or(path).to_path_buf();
-                let reason = e
-                    .io_error()
-                    .map(io_reason)
-                    .unwrap_or_else(|| e.to_string());
+                let reason = e.io_error().map(io_reason).unwrap_or_else(|| e.to_string());
                 items.push(Item::Fail(at, reason));
             }
         }
