@@ -54,11 +54,12 @@ pub enum SignatureError {
     SizeMismatch { declared: usize, actual: usize },
     #[error("unknown key id {0:08x}")]
     UnknownKeyId(u32),
-    /// The signature is not one the key made over any digest we can tell. The message says
-    /// what was observed (for ECDSA that cannot distinguish a changed file from a forged or
-    /// damaged signature).
-    #[error("bad signature: {0}")]
-    BadSignature(String),
+    /// The key did not make this signature over this content. ECDSA verification recovers
+    /// nothing, so for ECDSA a changed file and a damaged or forged signature are the same
+    /// failure; for RSA a changed file is `DigestMismatch` instead. The detail (for RSA:
+    /// which part failed) is logged at debug level, keeping the variant's shape stable.
+    #[error("bad signature: the file's content or the signature does not match")]
+    BadSignature,
     #[error("digest mismatch: the file's content is not what was signed")]
     DigestMismatch,
     #[error("cannot read the file to hash it: {0}")]

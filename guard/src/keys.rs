@@ -191,13 +191,18 @@ impl PublicKey {
 }
 
 fn not_der() -> SignatureError {
-    SignatureError::BadSignature("not a DER-encoded ECDSA signature".into())
+    bad_signature("not a DER-encoded ECDSA signature")
 }
 
 fn ecdsa_mismatch() -> SignatureError {
-    SignatureError::BadSignature(
-        "the file's content or the signature does not match (ECDSA cannot tell which)".into(),
-    )
+    // ECDSA verification recovers no digest: a changed file cannot be told from a bad
+    // signature.
+    SignatureError::BadSignature
+}
+
+fn bad_signature(why: &str) -> SignatureError {
+    log::debug!("bad signature: {why}");
+    SignatureError::BadSignature
 }
 
 fn check_rsa_bits(bits: usize) -> Result<(), String> {
@@ -229,10 +234,10 @@ fn classify_rsa_failure(
     digest: &[u8],
     signature: &[u8],
 ) -> SignatureError {
-    let bad = |why: &str| SignatureError::BadSignature(why.into());
+    let bad = bad_signature;
     let k = key.size();
     if signature.len() != k {
-        return SignatureError::BadSignature(format!(
+        return bad(&format!(
             "{} bytes of signature for a {k}-byte RSA key",
             signature.len()
         ));
@@ -267,7 +272,7 @@ fn classify_rsa_failure(
             SignatureError::DigestMismatch
         }
         Some(_) => bad("malformed DigestInfo"),
-        None => SignatureError::BadSignature(format!(
+        None => bad(&format!(
             "the signed DigestInfo is not a {} digest",
             algo.name()
         )),
@@ -584,7 +589,7 @@ impl Keyring {
                 }
             }
         }
-        Err(failure.unwrap_or_else(|| SignatureError::BadSignature("no key matched".into())))
+        Err(failure.unwrap_or(SignatureError::BadSignature))
     }
 
     /// Verifies an open file: its `security.ima` (read from the descriptor) against the

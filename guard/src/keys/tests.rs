@@ -109,7 +109,7 @@ fn rsa_round_trip_and_failure_classes() {
         damaged[20] ^= 1;
         let (result, _) = check(&ring, &damaged, b"code");
         assert!(
-            matches!(result, Err(SignatureError::BadSignature(_))),
+            matches!(result, Err(SignatureError::BadSignature)),
             "{result:?}"
         );
     }
@@ -124,10 +124,7 @@ fn rsa_signature_for_another_algorithm_is_bad() {
         .unwrap();
     xattr[2] = HashAlgo::Sha512.ima_id();
     let (result, _) = check(&ring, &xattr, b"code");
-    match result {
-        Err(SignatureError::BadSignature(why)) => assert!(why.contains("sha512"), "{why}"),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(result, Err(SignatureError::BadSignature));
 }
 
 #[test]
@@ -148,17 +145,15 @@ fn ecdsa_round_trips() {
             );
             // ECDSA recovers no digest: other content is reported as a bad signature
             // whose message says it may be either.
-            match check(&ring, &xattr, b"codf").0 {
-                Err(SignatureError::BadSignature(why)) => {
-                    assert!(why.contains("content or the signature"), "{why}")
-                }
-                other => panic!("{kind:?}: {other:?}"),
-            }
+            assert_eq!(
+                check(&ring, &xattr, b"codf").0,
+                Err(SignatureError::BadSignature)
+            );
             let mut damaged = xattr.clone();
             *damaged.last_mut().unwrap() ^= 0x40;
             assert!(matches!(
                 check(&ring, &damaged, b"code").0,
-                Err(SignatureError::BadSignature(_))
+                Err(SignatureError::BadSignature)
             ));
         }
     }
