@@ -325,3 +325,32 @@ pub fn python_as(uid: u32, groups: &[u32], cwd: &Path, args: &[&str]) -> Command
 pub fn python(cwd: &Path, args: &[&str]) -> Output {
     run_with_timeout(&mut python_as(NOBODY, &[], cwd, args), Duration::from_secs(30))
 }
+
+/// Runs a command to completion (bounded). A missing tool is a test failure, never a skip:
+/// the interoperability tests mean nothing without it.
+pub fn run(program: impl AsRef<std::ffi::OsStr>, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let program = program.as_ref();
+    let mut cmd = Command::new(program);
+    for arg in args {
+        cmd.arg(arg);
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program:?} (is it installed?): {e}"));
+    wait_with_timeout(child, Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("{program:?} did not finish within 120 s"))
+}
+
+/// Runs guard with `args`.
+pub fn guard(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    run(guard_bin(), args)
+}
+
+pub fn stdout(out: &Output) -> String {
+    text(&out.stdout)
+}
+
+pub fn stderr(out: &Output) -> String {
+    text(&out.stderr)
+}

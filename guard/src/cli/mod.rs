@@ -1,8 +1,11 @@
 //! Command-line surface. Each subcommand lives in its own module.
 
 mod explain;
+mod keygen;
 mod policy;
 mod run;
+mod sign;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +40,12 @@ pub enum Command {
     Run(run::RunArgs),
     /// Show the running agent's counters.
     Status(run::StatusArgs),
+    /// Sign files: write an IMA v2 signature (security.ima), as `evmctl ima_sign` does.
+    Sign(sign::Args),
+    /// Check files' IMA signatures against public keys or certificates.
+    Verify(verify::Args),
+    /// Make a signing key, its public key and a self-signed certificate.
+    Keygen(keygen::Args),
 }
 
 /// Where the policy and extra trusted keys come from.
@@ -64,5 +73,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(command) => policy::run(&command),
         Command::Run(args) => run::run(args),
         Command::Status(args) => run::status(&args),
+        Command::Sign(args) => sign::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Keygen(args) => keygen::run(args),
     }
 }

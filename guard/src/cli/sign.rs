@@ -1,0 +1,180 @@
+//! `guard sign`: writes IMA v2 signatures, as `evmctl ima_sign` does.
+
+use std::fs::File;
+use std::io::IsTerminal;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use guard::digest::{HashAlgo, digest_reader};
+use guard::ima::XATTR_NAME;
+use guard::keys::Signer;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use walkdir::WalkDir;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Private key: PEM PKCS#8, "RSA PRIVATE KEY" or "EC PRIVATE KEY".
+    #[arg(long, value_name = "KEY")]
+    key: PathBuf,
+    /// Certificate whose Subject Key Identifier gives the key id (default: from the key).
+    #[arg(long, value_name = "CERT")]
+    cert: Option<PathBuf>,
+    /// Digest the signature covers.
+    #[arg(long, value_name = "ALGO", default_value = "sha256",
+          value_parser = clap::builder::PossibleValuesParser::new(["sha256", "sha384", "sha512"]))]
+    hash: String,
+    /// Sign the regular files under directories. Symbolic links are never followed.
+    #[arg(short = 'r', long)]
+    recursive: bool,
+    /// Files (or, with -r, directories) to sign.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+}
+
+/// What to do with one path, decided before any signing so the progress bar knows the total.
+enum Item {
+    Sign(PathBuf),
+    Skip(PathBuf, String),
+    Fail(PathBuf, String),
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let algo = HashAlgo::from_name(&args.hash).context("unsupported hash algorithm")?;
+    let signer = Signer::from_files(&args.key, args.cert.as_deref())?;
+
+    let mut items = Vec::new();
+    for path in &args.paths {
+        collect(path, args.recursive, &mut items);
+    }
+    let total = items.iter().filter(|i| matches!(i, Item::Sign(_))).count();
+    let target = if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(Some(total as u64), target);
+    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} {wide_msg}") {
+        bar.set_style(style);
+    }
+    // `ProgressBar::println` is silent when the bar is hidden; suspend-and-print is not.
+    let report = |line: String| bar.suspend(|| eprintln!("{line}"));
+
+    let (mut signed, mut skipped, mut failed) = (0usize, 0usize, 0usize);
+    for item in items {
+        match item {
+            Item::Sign(path) => {
+                bar.set_message(path.display().to_string());
+                match sign_file(&path, &signer, algo) {
+                    Ok(()) => signed += 1,
+                    Err(reason) => {
+                        failed += 1;
+                        report(format!("guard: {}: {reason}", path.display()));
+                    }
+                }
+                bar.inc(1);
+            }
+            Item::Skip(path, reason) => {
+                skipped += 1;
+                report(format!("guard: {}: skipped: {reason}", path.display()));
+            }
+            Item::Fail(path, reason) => {
+                failed += 1;
+                report(format!("guard: {}: {reason}", path.display()));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    println!(
+        "signed {signed} file{} (key id {:08x}, {}), skipped {skipped}, failed {failed}",
+        if signed == 1 { "" } else { "s" },
+        signer.key_id(),
+        algo.name()
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn collect(path: &Path, recursive: bool, items: &mut Vec<Item>) {
+    let meta = match path.symlink_metadata() {
+        Ok(meta) => meta,
+        Err(e) => return items.push(Item::Fail(path.into(), io_reason(&e))),
+    };
+    let kind = meta.file_type();
+    if kind.is_file() {
+        return items.push(Item::Sign(path.into()));
+    }
+    if !kind.is_dir() {
+        // Named explicitly, a path that is not signable is an error, not a skip.
+        return items.push(Item::Fail(path.into(), not_regular(&kind)));
+    }
+    if !recursive {
+        return items.push(Item::Fail(path.into(), "is a directory (use -r)".into()));
+    }
+    // walkdir does not follow symbolic links unless asked, so the walk stays in the tree.
+    for entry in WalkDir::new(path).follow_links(false).sort_by_file_name() {
+        match entry {
+            Ok(entry) => {
+                let kind = entry.file_type();
+                if kind.is_file() {
+                    items.push(Item::Sign(entry.into_path()));
+                } else if !kind.is_dir() {
+                    items.push(Item::Skip(entry.into_path(), not_regular(&kind)));
+                }
+            }
+            Err(e) => {
+                let at = e.path().unwrap_or(path).to_path_buf();
+                let reason = e.io_error().map(io_reason).unwrap_or_else(|| e.to_string());
+                items.push(Item::Fail(at, reason));
+            }
+        }
+    }
+}
+
+fn not_regular(kind: &std::fs::FileType) -> String {
+    let what = if kind.is_symlink() {
+        "symbolic link, not followed"
+    } else if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_socket() {
+        "socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "device"
+    } else {
+        "unknown file type"
+    };
+    format!("not a regular file ({what})")
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => "no such file".into(),
+        Some(libc::EACCES) => "permission denied".into(),
+        Some(libc::ELOOP) => "not a regular file (symbolic link, not followed)".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Hashes and labels one file through a single descriptor, so a file swapped between the
+/// walk and the signing is either the one hashed and labelled, or refused.
+fn sign_file(path: &Path, signer: &Signer, algo: HashAlgo) -> Result<(), String> {
+    use xattr::FileExt;
+    let file = File::options()
+        .read(true)
+        // O_NONBLOCK: a FIFO swapped in after the walk must not hang the open.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| io_reason(&e))?;
+    let meta = file.metadata().map_err(|e| io_reason(&e))?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta.file_type()));
+    }
+    let digest = digest_reader(&file, algo).map_err(|e| format!("cannot read: {e}"))?;
+    let value = signer.sign_digest(&digest).map_err(|e| e.to_string())?;
+    file.set_xattr(XATTR_NAME, &value)
+        .map_err(|e| format!("cannot write {XATTR_NAME}: {e}"))
+}
