@@ -12,7 +12,8 @@ use std::path::Path;
 use crate::cache::{ContentFacts, ContentKey, VerificationCache};
 use crate::digest::{Digest, HashAlgo, digest_reader};
 use crate::engine::{CodeKind, FileId, FileKind, Object, SignatureFact, Subject, Verdict};
-use crate::ima::{SignatureError, XATTR_NAME};
+use crate::ima::SignatureError;
+use crate::keys::read_signature;
 use crate::policy::{Policy, Profile, Sniff};
 use crate::sniff::{PositionalReader, sniff};
 
@@ -82,15 +83,12 @@ pub fn check_signature(policy: &Policy, file: &File, object: &mut Object) {
         Ok(digest)
     };
 
-    let fact = match read_signature_xattr(file) {
-        Ok(Some(value)) => match policy.trust.keyring.verify(&value, &mut hash) {
+    let fact = match read_signature(file) {
+        Ok(value) => match policy.trust.keyring.verify(&value, &mut hash) {
             Ok(verified) => SignatureFact::Verified(verified),
             Err(e) => SignatureFact::Failed(e),
         },
-        Ok(None) => SignatureFact::Failed(SignatureError::Missing),
-        Err(e) => SignatureFact::Failed(SignatureError::Unreadable(format!(
-            "cannot read {XATTR_NAME}: {e}"
-        ))),
+        Err(e) => SignatureFact::Failed(e),
     };
     let signature_ok = matches!(fact, SignatureFact::Verified(_));
     if !signature_ok && policy.wants_sha256() {
@@ -115,12 +113,6 @@ pub fn check_signature(policy: &Policy, file: &File, object: &mut Object) {
             "the file changed while it was being verified".into(),
         ));
     }
-}
-
-/// `security.ima` of an open file; `None` when it has none.
-pub fn read_signature_xattr(file: &File) -> io::Result<Option<Vec<u8>>> {
-    use xattr::FileExt;
-    file.get_xattr(XATTR_NAME)
 }
 
 /// Decides an open of `file` by `subject`, gathering the signature only when the

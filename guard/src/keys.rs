@@ -10,7 +10,7 @@
 //! same id as their bare key.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use der::asn1::ObjectIdentifier;
@@ -597,9 +597,7 @@ impl Keyring {
     pub fn verify_file(&self, file: &File) -> Result<Verified, SignatureError> {
         let xattr = read_signature(file)?;
         self.verify(&xattr, &mut |algo| {
-            let mut reader = file;
-            reader.seek(SeekFrom::Start(0))?;
-            digest_reader(reader, algo)
+            digest_reader(crate::sniff::PositionalReader::new(file), algo)
         })
     }
 }

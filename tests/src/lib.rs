@@ -23,9 +23,14 @@ pub const NOBODY: u32 = 65534;
 
 /// Runs a command to completion with a deadline; on timeout it is killed and the test fails.
 pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Output {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-    wait_with_timeout(child, limit).unwrap_or_else(|| panic!("{cmd:?} did not finish within {limit:?}"))
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    wait_with_timeout(child, limit)
+        .unwrap_or_else(|| panic!("{cmd:?} did not finish within {limit:?}"))
 }
 
 /// Waits for a child with a deadline; kills it and returns None on timeout.
@@ -84,7 +89,10 @@ pub struct Tmpfs {
 
 impl Tmpfs {
     pub fn new() -> Tmpfs {
-        let dir = tempfile::Builder::new().prefix("guard-fs-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("guard-fs-")
+            .tempdir()
+            .expect("tempdir");
         let status = Command::new("mount")
             .args(["-t", "tmpfs", "-o", "mode=0755,size=256m", "guard-test"])
             .arg(dir.path())
@@ -118,7 +126,10 @@ impl Default for Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -143,22 +154,48 @@ pub struct Keys {
 pub fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("guard-keys-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("guard-keys-")
+            .tempdir()
+            .expect("tempdir");
         let private = dir.path().join("signing.key");
         let cert_pem = dir.path().join("signing.crt");
         let cert_der = dir.path().join("signing.der");
         let run = |args: &[&str]| {
             let out = run_with_timeout(Command::new("openssl").args(args), Duration::from_secs(30));
-            assert!(out.status.success(), "openssl {args:?}: {}", text(&out.stderr));
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                text(&out.stderr)
+            );
         };
         run(&[
-            "req", "-new", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt",
-            "ec_paramgen_curve:P-256", "-subj", "/CN=guard test signing key", "-days", "30",
-            "-addext", "subjectKeyIdentifier=hash", "-keyout",
-            private.to_str().unwrap(), "-out", cert_pem.to_str().unwrap(),
+            "req",
+            "-new",
+            "-x509",
+            "-nodes",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-subj",
+            "/CN=guard test signing key",
+            "-days",
+            "30",
+            "-addext",
+            "subjectKeyIdentifier=hash",
+            "-keyout",
+            private.to_str().unwrap(),
+            "-out",
+            cert_pem.to_str().unwrap(),
         ]);
         run(&[
-            "x509", "-in", cert_pem.to_str().unwrap(), "-outform", "DER", "-out",
+            "x509",
+            "-in",
+            cert_pem.to_str().unwrap(),
+            "-outform",
+            "DER",
+            "-out",
             cert_der.to_str().unwrap(),
         ]);
         Keys {
@@ -202,7 +239,10 @@ impl Agent {
     /// Starts the agent marking only `watch`, trusting the test key, and waits until
     /// `guard status` answers (marks in place).
     pub fn start(watch: &Path, extra: &[&str]) -> Agent {
-        let dir = tempfile::Builder::new().prefix("guard-agent-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("guard-agent-")
+            .tempdir()
+            .expect("tempdir");
         let socket = dir.path().join("guard.sock");
         let audit = dir.path().join("audit.jsonl");
         let log = dir.path().join("agent.log");
@@ -276,11 +316,25 @@ impl Agent {
     /// `guard status --json` of this agent.
     pub fn status(&self) -> String {
         let out = run_with_timeout(
-            Command::new(guard_bin()).args(["status", "--json", "--socket"]).arg(&self.socket),
+            Command::new(guard_bin())
+                .args(["status", "--json", "--socket"])
+                .arg(&self.socket),
             Duration::from_secs(10),
         );
         assert!(out.status.success(), "guard status: {}", text(&out.stderr));
         text(&out.stdout)
+    }
+
+    /// One numeric field of `guard status --json`.
+    pub fn status_field(&self, name: &str) -> u64 {
+        let status = self.status();
+        let needle = format!("\"{name}\": ");
+        status
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&needle))
+            .and_then(|v| v.trim_end_matches(',').parse::<f64>().ok())
+            .map(|v| v as u64)
+            .unwrap_or_else(|| panic!("no {name} in status:\n{status}"))
     }
 
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
@@ -291,7 +345,8 @@ impl Agent {
     pub fn stop(mut self) -> std::process::ExitStatus {
         self.signal(nix::sys::signal::Signal::SIGTERM);
         let child = self.child.take().expect("running");
-        let out = wait_with_timeout(child, Duration::from_secs(10)).expect("guard run stops on SIGTERM");
+        let out =
+            wait_with_timeout(child, Duration::from_secs(10)).expect("guard run stops on SIGTERM");
         out.status
     }
 }
@@ -309,7 +364,8 @@ impl Drop for Agent {
 /// from `cwd`.
 pub fn python_as(uid: u32, groups: &[u32], cwd: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new("setpriv");
-    cmd.arg(format!("--reuid={uid}")).arg(format!("--regid={uid}"));
+    cmd.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"));
     if groups.is_empty() {
         cmd.arg("--clear-groups");
     } else {
@@ -317,13 +373,18 @@ pub fn python_as(uid: u32, groups: &[u32], cwd: &Path, args: &[&str]) -> Command
         cmd.arg(format!("--groups={}", list.join(",")));
     }
     cmd.arg("--").arg(PYTHON).args(args).current_dir(cwd);
-    cmd.env_clear().env("PATH", "/usr/bin:/bin").env("HOME", "/nonexistent");
+    cmd.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", "/nonexistent");
     cmd
 }
 
 /// Runs python3 as nobody with a 30 s bound.
 pub fn python(cwd: &Path, args: &[&str]) -> Output {
-    run_with_timeout(&mut python_as(NOBODY, &[], cwd, args), Duration::from_secs(30))
+    run_with_timeout(
+        &mut python_as(NOBODY, &[], cwd, args),
+        Duration::from_secs(30),
+    )
 }
 
 /// Runs a command to completion (bounded). A missing tool is a test failure, never a skip:
@@ -334,7 +395,9 @@ pub fn run(program: impl AsRef<std::ffi::OsStr>, args: &[&dyn AsRef<std::ffi::Os
     for arg in args {
         cmd.arg(arg);
     }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {program:?} (is it installed?): {e}"));

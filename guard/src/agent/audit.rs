@@ -54,19 +54,33 @@ pub fn now() -> f64 {
 /// The sending side, cheap to clone into workers.
 #[derive(Clone)]
 pub struct AuditSender {
-    queue: Sender<AuditRecord>,
+    queue: Sender<Message>,
     stats: Arc<Stats>,
+}
+
+enum Message {
+    Record(Box<AuditRecord>),
+    /// Flush and end the audit thread (the agent is stopping).
+    Stop,
 }
 
 impl AuditSender {
     /// Queues a record without ever blocking.
     pub fn send(&self, record: AuditRecord) {
-        match self.queue.try_send(record) {
+        match self.queue.try_send(Message::Record(Box::new(record))) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 bump(&self.stats.audit_dropped)
             }
         }
+    }
+
+    /// Asks the audit thread to write what it has and stop. Blocks briefly if the queue is
+    /// full: by then no answer to the kernel depends on it.
+    pub fn stop(&self) {
+        let _ = self
+            .queue
+            .send_timeout(Message::Stop, std::time::Duration::from_secs(5));
     }
 }
 
@@ -102,11 +116,11 @@ fn open_audit_file(path: &Path) -> anyhow::Result<BufWriter<File>> {
     Ok(BufWriter::new(file))
 }
 
-fn drain(receiver: Receiver<AuditRecord>, mut sink: Option<BufWriter<File>>) {
-    while let Ok(record) = receiver.recv() {
+fn drain(receiver: Receiver<Message>, mut sink: Option<BufWriter<File>>) {
+    while let Ok(Message::Record(record)) = receiver.recv() {
         log_human(&record);
         if let Some(out) = sink.as_mut() {
-            if let Ok(line) = serde_json::to_string(&record) {
+            if let Ok(line) = serde_json::to_string(&*record) {
                 let _ = writeln!(out, "{line}");
             }
             // Flush when the queue is drained, so the file is current without a write per line.

@@ -129,13 +129,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let _ = worker.join();
     }
     let _ = std::fs::remove_file(&config.socket);
-    drop(state);
+    state.audit.stop();
     let _ = audit_thread.join();
     log::info!("stopped");
     Ok(())
 }
 
-fn mark_filesystems(group: &Arc<Fanotify>, config: &Config, state: &Arc<State>) -> anyhow::Result<usize> {
+fn mark_filesystems(
+    group: &Arc<Fanotify>,
+    config: &Config,
+    state: &Arc<State>,
+) -> anyhow::Result<usize> {
     let (targets, follow_mounts) = if config.watch.is_empty() {
         (trusted_mounts(state)?, true)
     } else {
@@ -173,7 +177,10 @@ fn trusted_mounts(state: &State) -> anyhow::Result<Vec<mounts::Mount>> {
         .iter()
         .map(|(name, _)| name.clone())
         .collect();
-    Ok(mounts::trusted_filesystems(&mounts::parse_mountinfo(&text), &types))
+    Ok(mounts::trusted_filesystems(
+        &mounts::parse_mountinfo(&text),
+        &types,
+    ))
 }
 
 fn mark_one(group: &Fanotify, target: &mounts::Mount, marked: &mut std::collections::HashSet<u64>) {
@@ -316,8 +323,22 @@ fn work(group: &Fanotify, state: &State, jobs: &Receiver<(FanotifyEvent, Instant
         .unwrap_or_else(|_| {
             bump(&state.stats.errors);
             let loaded = state.loaded();
-            let verdict = facts_unavailable(&loaded.policy, "internal error while deciding (see the log)");
-            finish(state, &loaded, event.pid(), 0, &descriptor_path(fd), "?", CodeKind::NotCode, verdict, Lookup::NotNeeded, true)
+            let verdict = facts_unavailable(
+                &loaded.policy,
+                "internal error while deciding (see the log)",
+            );
+            finish(
+                state,
+                &loaded,
+                event.pid(),
+                0,
+                &descriptor_path(fd),
+                "?",
+                CodeKind::NotCode,
+                verdict,
+                Lookup::NotNeeded,
+                true,
+            )
         });
         respond(group, state, fd, decision.allow);
         let elapsed = received.elapsed();

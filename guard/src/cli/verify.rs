@@ -1,8 +1,6 @@
 //! `guard verify`: checks IMA signatures, as `evmctl ima_verify` does.
 
-use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -10,20 +8,24 @@ use guard::keys::{Keyring, Verified};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Public key (PEM) or certificate (PEM or DER); repeat for several keys.
-    #[arg(long = "key", value_name = "PUB", required = true)]
-    keys: Vec<PathBuf>,
+    /// Trusted keys: the policy's (the embedded default's when no --policy), plus every --key.
+    #[command(flatten)]
+    trust: super::PolicyArgs,
     /// Files to check.
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut keyring = Keyring::new();
-    for key in &args.keys {
-        keyring.add_file(key)?;
+    let policy = args.trust.load()?;
+    let keyring = &policy.trust.keyring;
+    if keyring.is_empty() {
+        anyhow::bail!(
+            "no trusted key: give --key PUB, or a --policy whose keys exist ({} has none)",
+            policy.origin
+        );
     }
-    let all_ok = verify_paths(&keyring, &args.paths, &mut std::io::stdout().lock())?;
+    let all_ok = verify_paths(keyring, &args.paths, &mut std::io::stdout().lock())?;
     Ok(if all_ok {
         ExitCode::SUCCESS
     } else {
@@ -59,16 +61,11 @@ pub fn verify_paths(
 
 /// Verifies what `path` opens to: the signature and the content come from one descriptor.
 pub fn verify_path(keyring: &Keyring, path: &Path) -> Result<Verified, String> {
-    let file = File::options()
-        .read(true)
-        // O_NONBLOCK: opening a FIFO must not hang; it is refused below.
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => "no such file".to_string(),
-            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-            _ => format!("cannot open: {e}"),
-        })?;
+    let file = guard::facts::open_for_inspection(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => format!("cannot open: {e}"),
+    })?;
     let meta = file.metadata().map_err(|e| format!("cannot stat: {e}"))?;
     if meta.is_dir() {
         return Err("not a regular file (directory)".into());

@@ -1,0 +1,267 @@
+//! `guard explain` and `guard policy` on real files: each verdict with its reason on screen.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use guard_tests::*;
+
+struct RsaKey {
+    private: PathBuf,
+    cert: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// RSA, so that a changed file is told apart from a bad signature (the digest is
+/// recoverable from an RSA signature, not from an ECDSA one).
+fn rsa_key() -> RsaKey {
+    let dir = tempfile::tempdir().unwrap();
+    let private = dir.path().join("rsa.key");
+    let cert = dir.path().join("rsa.crt");
+    let out = run_with_timeout(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-new",
+                "-x509",
+                "-nodes",
+                "-newkey",
+                "rsa:2048",
+                "-subj",
+                "/CN=explain",
+                "-days",
+                "2",
+                "-addext",
+                "subjectKeyIdentifier=hash",
+                "-keyout",
+            ])
+            .arg(&private)
+            .arg("-out")
+            .arg(&cert),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    RsaKey {
+        private,
+        cert,
+        _dir: dir,
+    }
+}
+
+fn explain(path: &Path, key: &RsaKey, extra: &[&str]) -> Output {
+    let out = run_with_timeout(
+        Command::new(guard_bin())
+            .arg("explain")
+            .arg(path)
+            .arg("--key")
+            .arg(&key.cert)
+            .args(extra),
+        Duration::from_secs(30),
+    );
+    assert_no_panic(&out);
+    out
+}
+
+fn assert_verdict(out: &Output, code: i32, rule: &str, reason: &str) {
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{stdout}{}",
+        text(&out.stderr)
+    );
+    let verdict = stdout
+        .lines()
+        .find(|l| l.starts_with("verdict:"))
+        .unwrap_or_else(|| panic!("no verdict:\n{stdout}"));
+    assert!(verdict.contains(rule), "expected rule {rule}: {verdict}");
+    assert!(
+        verdict.contains(reason),
+        "expected reason {reason:?}: {verdict}"
+    );
+}
+
+#[test]
+fn explain_gives_each_verdict_with_its_reason() {
+    let key = rsa_key();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tool.py");
+    std::fs::write(&file, "print('tool')\n").unwrap();
+    set_mode(&file, 0o644);
+    let out = run_with_timeout(
+        Command::new("evmctl")
+            .args(["ima_sign", "--hashalgo", "sha256", "--key"])
+            .arg(&key.private)
+            .arg(&file),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = explain(&file, &key, &["--user", "nobody"]);
+    assert_verdict(
+        &out,
+        0,
+        "ALLOW by rule valid-signature",
+        "valid signature by key",
+    );
+    assert!(text(&out.stdout).contains("[pass] trusted-owner"));
+
+    set_mode(&file, 0o666);
+    assert_verdict(
+        &explain(&file, &key, &["--user", "nobody"]),
+        1,
+        "not-writable-by-runner",
+        "writable by everyone",
+    );
+    set_mode(&file, 0o644);
+
+    chown(&file, NOBODY, NOBODY);
+    assert_verdict(
+        &explain(&file, &key, &["--user", "root"]),
+        1,
+        "trusted-owner",
+        "owned by uid 65534",
+    );
+    chown(&file, 0, 0);
+
+    let mut content = std::fs::read(&file).unwrap();
+    content[0] ^= 1;
+    std::fs::write(&file, &content).unwrap();
+    assert_verdict(
+        &explain(&file, &key, &[]),
+        1,
+        "valid-signature",
+        "digest mismatch",
+    );
+
+    let unsigned = dir.path().join("unsigned.py");
+    std::fs::write(&unsigned, "print(1)\n").unwrap();
+    assert_verdict(
+        &explain(&unsigned, &key, &[]),
+        1,
+        "valid-signature",
+        "no security.ima signature",
+    );
+
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    assert_verdict(&explain(&fifo, &key, &[]), 1, "regular-file", "FIFO");
+}
+
+#[test]
+fn explain_reports_a_truncated_signature() {
+    let key = rsa_key();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.py");
+    std::fs::write(&file, "x = 1\n").unwrap();
+    let status = Command::new("setfattr")
+        .args(["-n", "security.ima", "-v", "0x0302"])
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_verdict(
+        &explain(&file, &key, &[]),
+        1,
+        "valid-signature",
+        "truncated",
+    );
+}
+
+#[test]
+fn bad_inputs_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN PUBLIC KEY-----\nnot base64 at all!\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    let file = dir.path().join("f.py");
+    std::fs::write(&file, "x = 1\n").unwrap();
+    for key in [garbage.as_path(), dir.path()] {
+        let out = run_with_timeout(
+            Command::new(guard_bin())
+                .arg("explain")
+                .arg(&file)
+                .arg("--key")
+                .arg(key),
+            Duration::from_secs(30),
+        );
+        assert_no_panic(&out);
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = text(&out.stderr);
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "not one line: {stderr}"
+        );
+        assert!(
+            stderr.contains(key.to_str().unwrap()),
+            "error does not name the file: {stderr}"
+        );
+    }
+    let out = run_with_timeout(
+        Command::new(guard_bin()).args(["explain", "/nonexistent/x.py"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("/nonexistent/x.py"));
+}
+
+#[test]
+fn policy_check_locates_errors_and_show_prints_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.toml");
+    std::fs::write(
+        &policy,
+        "mode = \"enforce\"\n[trust]\nowners = [\"root\"]\nkeyz = []\n",
+    )
+    .unwrap();
+    let out = run_with_timeout(
+        Command::new(guard_bin())
+            .args(["policy", "check"])
+            .arg(&policy),
+        Duration::from_secs(30),
+    );
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:4:1:", policy.display())),
+        "{stderr}"
+    );
+
+    std::fs::write(&policy, "[trust]\nkeys = [\"missing.pem\"]\n").unwrap();
+    let out = run_with_timeout(
+        Command::new(guard_bin())
+            .args(["policy", "check"])
+            .arg(&policy),
+        Duration::from_secs(30),
+    );
+    assert!(
+        text(&out.stderr).contains(":2:9:") && text(&out.stderr).contains("missing.pem"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    std::fs::write(&policy, "mode = \"permissive\"\n").unwrap();
+    let out = run_with_timeout(
+        Command::new(guard_bin())
+            .args(["policy", "check"])
+            .arg(&policy),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = run_with_timeout(
+        Command::new(guard_bin()).args(["policy", "show"]),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success());
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("[[interpreter]]") && shown.contains("mode = \"enforce\""),
+        "{shown}"
+    );
+}
