@@ -239,6 +239,18 @@ impl Agent {
     /// Starts the agent marking only `watch`, trusting the test key, and waits until
     /// `guard status` answers (marks in place).
     pub fn start(watch: &Path, extra: &[&str]) -> Agent {
+        let mut args = vec!["--watch", watch.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        Agent::start_with(&args)
+    }
+
+    /// Starts the agent without `--watch`: it marks every filesystem of a type the policy
+    /// trusts, and follows new mounts. Only for policies trusting types nothing else uses.
+    pub fn start_unwatched(extra: &[&str]) -> Agent {
+        Agent::start_with(extra)
+    }
+
+    fn start_with(extra: &[&str]) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("guard-agent-")
             .tempdir()
@@ -248,8 +260,7 @@ impl Agent {
         let log = dir.path().join("agent.log");
         let log_file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(guard_bin())
-            .args(["run", "--backend", "fanotify", "--watch"])
-            .arg(watch)
+            .args(["run", "--backend", "fanotify"])
             .arg("--socket")
             .arg(&socket)
             .arg("--audit")

@@ -357,8 +357,12 @@ fn killing_the_agent_releases_waiting_opens() {
     let mut cmd = python_as(NOBODY, &[], &fs.path().join("k"), &["main.py"]);
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().unwrap();
+    let mut child = cmd.spawn().unwrap();
     std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the open did not wait for the agent"
+    );
     agent.signal(Signal::SIGKILL);
     let out = wait_with_timeout(child, Duration::from_secs(20))
         .expect("open still blocked after the agent died");
@@ -388,4 +392,51 @@ fn status_reports_counters_and_sigterm_stops_cleanly() {
     let socket = agent.socket.clone();
     assert!(agent.stop().success());
     assert!(!socket.exists(), "socket left behind");
+}
+
+#[test]
+fn filesystems_mounted_later_are_marked() {
+    // ramfs is used by nothing else here, so following it cannot touch the host's files.
+    let policy_dir = tempfile::tempdir().unwrap();
+    let policy = policy_dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[trust]\nfilesystems = [\"ramfs\"]\n[[interpreter]]\nname = \"python\"\nexecutables = [\"/usr/bin/python3*\"]\ncode_patterns = [\"*.py\"]\n",
+    )
+    .unwrap();
+    let mount_point = tempfile::tempdir().unwrap();
+    let agent = Agent::start_unwatched(&["--policy", policy.to_str().unwrap()]);
+    assert_eq!(agent.status_field("marked_filesystems"), 0);
+
+    let status = Command::new("mount")
+        .args(["-t", "ramfs", "-o", "mode=0755", "guard-late"])
+        .arg(mount_point.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount_point.path());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while agent.status_field("marked_filesystems") != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new mount not marked:\n{}",
+            agent.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let script = mount_point.path().join("late.py");
+    std::fs::write(&script, "print('unchecked')\n").unwrap();
+    set_mode(&script, 0o644);
+    let out = python(mount_point.path(), &["late.py"]);
+    assert!(
+        !out.status.success(),
+        "unsigned script on a later mount ran"
+    );
+    assert!(!denies_for(&agent, "late.py").is_empty());
 }

@@ -150,7 +150,12 @@ fn mark_filesystems(
         mark_one(group, target, &mut marked_devs);
     }
     if marked_devs.is_empty() {
-        anyhow::bail!("no filesystem could be marked: nothing would be enforced");
+        if !follow_mounts {
+            anyhow::bail!("no filesystem could be marked: nothing would be enforced");
+        }
+        log::warn!(
+            "no mounted filesystem of a trusted type: nothing is enforced until one is mounted"
+        );
     }
     let count = marked_devs.len();
     state
