@@ -16,8 +16,8 @@ use walkdir::WalkDir;
 #[derive(clap::Args)]
 pub struct Args {
     /// Private key: PEM PKCS#8, "RSA PRIVATE KEY" or "EC PRIVATE KEY".
-    #[arg(long, value_name = "KEY")]
-    key: PathBuf,
+    #[arg(long, value_name = "KEY", required_unless_present = "list")]
+    key: Option<PathBuf>,
     /// Certificate whose Subject Key Identifier gives the key id (default: from the key).
     #[arg(long, value_name = "CERT")]
     cert: Option<PathBuf>,
@@ -28,8 +28,16 @@ pub struct Args {
     /// Sign the regular files under directories. Symbolic links are never followed.
     #[arg(short = 'r', long)]
     recursive: bool,
+    /// Sign everything this interpreter runs: every directory on its module path (stdlib,
+    /// lib-dynload, site- and dist-packages, with their __pycache__) and every shared library
+    /// it or its extension modules load (per ldd). Run it before enforcing.
+    #[arg(long, value_name = "EXE")]
+    python: Vec<PathBuf>,
+    /// Print the files that would be signed, one per line, and sign nothing.
+    #[arg(long)]
+    list: bool,
     /// Files (or, with -r, directories) to sign.
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required_unless_present = "python", value_name = "PATH")]
     paths: Vec<PathBuf>,
 }
 
@@ -42,12 +50,34 @@ enum Item {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let algo = HashAlgo::from_name(&args.hash).context("unsupported hash algorithm")?;
-    let signer = Signer::from_files(&args.key, args.cert.as_deref())?;
 
     let mut items = Vec::new();
     for path in &args.paths {
         collect(path, args.recursive, &mut items);
     }
+    for exe in &args.python {
+        let layout = python_layout(exe)?;
+        for dir in &layout.module_dirs {
+            collect(dir, true, &mut items);
+        }
+        for library in layout.libraries {
+            items.push(Item::Sign(library));
+        }
+    }
+    if args.list {
+        for item in &items {
+            match item {
+                Item::Sign(path) => println!("{}", path.display()),
+                Item::Skip(path, reason) => {
+                    eprintln!("guard: {}: skipped: {reason}", path.display())
+                }
+                Item::Fail(path, reason) => eprintln!("guard: {}: {reason}", path.display()),
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let key = args.key.as_deref().context("--key is required to sign")?;
+    let signer = Signer::from_files(key, args.cert.as_deref())?;
     let total = items.iter().filter(|i| matches!(i, Item::Sign(_))).count();
     let target = if std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()
@@ -177,4 +207,87 @@ fn sign_file(path: &Path, signer: &Signer, algo: HashAlgo) -> Result<(), String>
     let value = signer.sign_digest(&digest).map_err(|e| e.to_string())?;
     file.set_xattr(XATTR_NAME, &value)
         .map_err(|e| format!("cannot write {XATTR_NAME}: {e}"))
+}
+
+/// What an installed Python runs: its module path and the shared libraries it maps.
+struct PythonLayout {
+    module_dirs: Vec<PathBuf>,
+    libraries: Vec<PathBuf>,
+}
+
+/// Asks the interpreter itself for its module path (`-I`: no user site, no environment),
+/// then follows ldd from the binary and every extension module under that path.
+fn python_layout(exe: &Path) -> anyhow::Result<PythonLayout> {
+    let out = std::process::Command::new(exe)
+        .args(["-I", "-c", "import sys\nfor p in sys.path: print(p)"])
+        .output()
+        .with_context(|| format!("{}: cannot run", exe.display()))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{}: cannot read its module path: {}",
+            exe.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let mut module_dirs: Vec<PathBuf> = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let path = PathBuf::from(line);
+        if path.is_dir() && !module_dirs.iter().any(|d| path.starts_with(d)) {
+            module_dirs.retain(|d| !d.starts_with(&path));
+            module_dirs.push(path);
+        }
+    }
+    let mut objects = vec![exe.to_path_buf()];
+    let mut libraries: Vec<PathBuf> = Vec::new();
+    for dir in &module_dirs {
+        for entry in WalkDir::new(dir).follow_links(false).into_iter().flatten() {
+            let name = entry.file_name().to_string_lossy();
+            let kind = entry.file_type();
+            if kind.is_file() && (name.ends_with(".so") || name.contains(".so.")) {
+                objects.push(entry.into_path());
+            } else if kind.is_symlink() {
+                // The interpreter follows links in its own tree (Debian's sitecustomize.py
+                // points into /etc): what it will open is the target, so sign that.
+                if let Ok(real) = entry.path().canonicalize()
+                    && real.is_file()
+                    && !module_dirs.iter().any(|d| real.starts_with(d))
+                    && !libraries.contains(&real)
+                {
+                    libraries.push(real);
+                }
+            }
+        }
+    }
+    for object in &objects {
+        for library in shared_libraries(object) {
+            // Symlinks such as libc.so.6 -> libc-2.36.so name one file: sign that file.
+            if let Ok(real) = library.canonicalize()
+                && !libraries.contains(&real)
+                && !module_dirs.iter().any(|d| real.starts_with(d))
+            {
+                libraries.push(real);
+            }
+        }
+    }
+    libraries.sort();
+    Ok(PythonLayout {
+        module_dirs,
+        libraries,
+    })
+}
+
+/// The libraries ld.so would load for `object`, per `ldd` (absolute paths only).
+fn shared_libraries(object: &Path) -> Vec<PathBuf> {
+    let Ok(out) = std::process::Command::new("ldd").arg(object).output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            // "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+            let candidate = line.split("=>").nth(1).unwrap_or(line).trim();
+            let path = candidate.split_whitespace().next()?;
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
 }
