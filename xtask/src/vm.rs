@@ -25,6 +25,9 @@ pub struct VmOpts {
     /// Host directory to make visible in the guest at the same path (virtiofs).
     #[arg(long = "share", value_name = "DIR")]
     shares: Vec<PathBuf>,
+    /// Number of guest CPUs.
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 2048)]
     memory: u32,
@@ -422,16 +425,19 @@ fn boot(
     if !opts.verbose {
         cmdline.push_str(" quiet");
     }
+    // thread=single: with one host thread per vCPU, TCG sometimes runs stale
+    // code after the kernel live-patches itself (text_poke), and the 6.12
+    // kernel oopses on a leftover int3 during boot. Round-robin vCPUs avoid it.
     qemu.args([
         "-accel",
-        "tcg",
+        "tcg,thread=single",
         "-cpu",
         "max",
-        "-smp",
-        "2",
         "-nodefaults",
         "-no-reboot",
     ])
+    .arg("-smp")
+    .arg(opts.cpus.to_string())
     .args(["-display", "none", "-serial", "stdio"])
     .arg("-m")
     .arg(opts.memory.to_string())

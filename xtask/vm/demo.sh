@@ -14,7 +14,8 @@ printf 'print("hello from a signed script")\n' > "$work/signed.py"
 printf 'print("hello from an unsigned script")\n' > "$work/unsigned.py"
 
 demo uname -r
-demo cat /sys/kernel/security/lsm
+lsm() { cat /sys/kernel/security/lsm; echo; }
+demo lsm
 echo
 demo evmctl ima_sign --hashalgo sha256 --key "$GUARD_KEY" "$work/signed.py"
 demo getfattr -e hex -n security.ima "$work/signed.py"
