@@ -371,7 +371,15 @@ fn boot(
             .arg(format!("source={}", dir.display()))
             // chroot sandbox: namespaces are not available in every container.
             .args(["-o", "cache=none", "-o", "xattr", "-o", "sandbox=chroot"])
+            // Writing security.ima on the host needs CAP_SYS_ADMIN, which
+            // virtiofsd drops by default.
+            .args(["-o", "modcaps=+sys_admin"])
             .stdout(Stdio::null())
+            .stderr(if opts.verbose {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .context("starting virtiofsd")?;
         daemons.push(Reaper(d));
