@@ -406,15 +406,15 @@ fn boot(
             .args(["-numa", "node,memdev=mem"]);
     }
     fs::write(payload_dir.join("shares"), shares)?;
-    if let Ok(cwd) = std::env::current_dir() {
-        if opts
+    // Commands given relative paths under a share work as on the host.
+    if let Ok(cwd) = std::env::current_dir()
+        && opts
             .shares
             .iter()
             .filter_map(|s| s.canonicalize().ok())
             .any(|s| cwd.starts_with(s))
-        {
-            env.push_str(&format!("GUARD_VM_CWD={}\n", cwd.display()));
-        }
+    {
+        env.push_str(&format!("GUARD_VM_CWD={}\n", cwd.display()));
     }
     fs::write(payload_dir.join("env"), env)?;
 
@@ -520,7 +520,7 @@ fn boot(
                 if code.is_some() {
                     status = code;
                 }
-                if !quiet && !(code.is_some() && text.is_empty()) {
+                if !(quiet || code.is_some() && text.is_empty()) {
                     let mut o = out.lock();
                     let _ = writeln!(o, "{text}");
                     let _ = o.flush();
