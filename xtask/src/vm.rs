@@ -40,6 +40,10 @@ pub struct VmOpts {
     /// Do not build guard; boot without it.
     #[arg(long)]
     no_guard: bool,
+    /// Put guard in the VM but do not start its agent (always so for vm-test:
+    /// tests start it themselves).
+    #[arg(long)]
+    no_agent: bool,
 }
 
 #[derive(Args, Debug)]
@@ -205,7 +209,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     std::process::exit(code);
 }
 
-pub fn vm_test(args: VmTestArgs) -> Result<()> {
+pub fn vm_test(mut args: VmTestArgs) -> Result<()> {
+    // Each test decides whether it needs a running agent (and with which
+    // options), and tests that load their own BPF programs must not race one.
+    args.opts.no_agent = true;
     let prepared = prepare(&args.kernels, &args.opts)?;
     let tests_dir = crate::workspace_root().join("tests/vm");
     let mut tests: Vec<PathBuf> = fs::read_dir(&tests_dir)
@@ -329,6 +336,9 @@ fn boot(
         rootfs::GUEST_CERT,
         rootfs::GUEST_CERT_DER
     );
+    if opts.no_agent {
+        env.push_str("GUARD_VM_AGENT=0\n");
+    }
     if let Some(guard) = &prepared.guard {
         fs::copy(guard, payload_dir.join("guard"))
             .with_context(|| format!("copying {}", guard.display()))?;

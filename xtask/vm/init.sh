@@ -46,6 +46,10 @@ fi
 AGENT_PID=
 # The one place that starts guard's agent in the VM.
 start_agent() {
+    if [ "${GUARD_VM_AGENT:-1}" = 0 ]; then
+        echo "guard-vm: agent not started (--no-agent)"
+        return 0
+    fi
     if [ ! -x /usr/local/bin/guard ]; then
         echo "guard-vm: no guard binary in the VM; running without the agent"
         return 0
