@@ -1,6 +1,18 @@
 //! The test VM behind `cargo xtask run` and `cargo xtask vm-test`: a Debian
 //! cloud kernel and a debootstrap userland booted in QEMU (TCG, since KVM does
 //! not work on the development hosts), everything cached under target/vm.
+//!
+//! Boot: kernel + a tiny busybox initramfs (loads virtio_blk, the one driver
+//! the cloud kernels build as a module) -> root image on /dev/vda (opened with
+//! snapshot=on, so guest writes never reach the cache) -> a per-run disk on
+//! /dev/vdb mounted at /mnt/vm with init.sh (PID 1), guard, the command and
+//! the tests. The guest prints the command's status behind a per-run marker
+//! on the serial console; a boot that never prints it (panic, hang, lost
+//! agent) fails. The agent is started in exactly one place: `start_agent` in
+//! xtask/vm/init.sh.
+//!
+//! VM tests are tests/vm/*.sh, run by bash as root with GUARD_BIN, GUARD_KEY,
+//! GUARD_CERT (PEM) and GUARD_CERT_DER set; exit 0 passes.
 
 mod cpio;
 mod kernel;
