@@ -6,6 +6,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod vm;
+
 #[derive(Parser)]
 #[command(about = "guard's development tasks")]
 struct Cli {
@@ -21,12 +23,18 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Boot the test VM and run a command (or a demo) in it as root.
+    Run(vm::RunArgs),
+    /// Boot each test kernel and run tests/vm/*.sh in the VM.
+    VmTest(vm::VmTestArgs),
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.task {
         Task::Test { args } => test(&args),
+        Task::Run(args) => vm::run(args),
+        Task::VmTest(args) => vm::vm_test(args),
     }
 }
 

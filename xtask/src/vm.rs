@@ -1,0 +1,578 @@
+//! The test VM behind `cargo xtask run` and `cargo xtask vm-test`: a Debian
+//! cloud kernel and a debootstrap userland booted in QEMU (TCG, since KVM does
+//! not work on the development hosts), everything cached under target/vm.
+//!
+//! Boot: kernel + a tiny busybox initramfs (loads virtio_blk, the one driver
+//! the cloud kernels build as a module) -> root image on /dev/vda (opened with
+//! snapshot=on, so guest writes never reach the cache) -> a per-run disk on
+//! /dev/vdb mounted at /mnt/vm with init.sh (PID 1), guard, the command and
+//! the tests. The guest prints the command's status behind a per-run marker
+//! on the serial console; a boot that never prints it (panic, hang, lost
+//! agent) fails. The agent is started in exactly one place: `start_agent` in
+//! xtask/vm/init.sh.
+//!
+//! VM tests are tests/vm/*.sh, run by bash as root with GUARD_BIN, GUARD_KEY,
+//! GUARD_CERT (PEM) and GUARD_CERT_DER set; exit 0 passes.
+
+mod cpio;
+mod kernel;
+mod rootfs;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+/// Options shared by `run` and `vm-test`.
+#[derive(Args, Clone, Debug)]
+pub struct VmOpts {
+    /// Overall limit in seconds; the VM is killed and the run fails after it.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// Host directory to make visible in the guest at the same path (virtiofs).
+    #[arg(long = "share", value_name = "DIR")]
+    shares: Vec<PathBuf>,
+    /// Number of guest CPUs.
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 2048)]
+    memory: u32,
+    /// Debian suite of the guest userland.
+    #[arg(long, default_value = "bookworm")]
+    suite: String,
+    /// Show kernel boot messages.
+    #[arg(long)]
+    verbose: bool,
+    /// Do not build guard; boot without it.
+    #[arg(long)]
+    no_guard: bool,
+    /// Put guard in the VM but do not start its agent (always so for vm-test:
+    /// tests start it themselves).
+    #[arg(long)]
+    no_agent: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// `newest` (trixie-backports), `6.12` (bookworm-security) or an exact release.
+    #[arg(long, default_value = "newest")]
+    kernel: String,
+    #[command(flatten)]
+    opts: VmOpts,
+    /// Command to run as root in the guest; without one, a demo runs.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    cmd: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct VmTestArgs {
+    /// Kernels to boot, each as for `run --kernel`.
+    #[arg(long = "kernel", default_values = ["6.12", "newest"])]
+    kernels: Vec<String>,
+    #[command(flatten)]
+    opts: VmOpts,
+    /// Only run tests/vm/*.sh whose file name contains one of these.
+    filters: Vec<String>,
+}
+
+fn vm_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target"));
+    target.join("vm")
+}
+
+pub(crate) fn step(msg: &str) {
+    eprintln!("xtask vm: {msg}");
+}
+
+pub(crate) fn run_checked(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Writes through a temporary name so an interrupted run never leaves a
+/// truncated file that a later run would take for finished.
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+pub(crate) fn replace_dir(tmp: &Path, dst: &Path) -> Result<()> {
+    if dst.exists() {
+        fs::remove_dir_all(dst).with_context(|| format!("removing {}", dst.display()))?;
+    }
+    fs::rename(tmp, dst).with_context(|| format!("renaming {} to {}", tmp.display(), dst.display()))
+}
+
+fn check_host_tools() -> Result<()> {
+    for (tool, package) in [
+        ("qemu-system-x86_64", "qemu-system-x86"),
+        ("mkfs.ext4", "e2fsprogs"),
+        ("dpkg-deb", "dpkg"),
+        ("apt-get", "apt"),
+        ("openssl", "openssl"),
+        ("xz", "xz-utils"),
+    ] {
+        if Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
+        {
+            bail!("{tool} is missing on the host: apt-get install {package}");
+        }
+    }
+    Ok(())
+}
+
+/// Everything a boot needs that is shared between boots.
+struct Prepared {
+    kernels: Vec<kernel::Kernel>,
+    image: PathBuf,
+    guard: Option<PathBuf>,
+}
+
+fn prepare(specs: &[String], opts: &VmOpts) -> Result<Prepared> {
+    check_host_tools()?;
+    let started = Instant::now();
+    let dir = vm_dir();
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let apt = kernel::Apt::new(&dir)?;
+    apt.update_if_stale()?;
+    // The image carries the modules of both default kernels, so switching
+    // between them never rebuilds it.
+    let mut releases = Vec::new();
+    for spec in ["6.12", "newest"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(specs.iter().cloned())
+    {
+        let r = kernel::resolve(&apt, &spec)?;
+        if !releases.contains(&r) {
+            releases.push(r);
+        }
+    }
+    let all: Vec<kernel::Kernel> = releases
+        .iter()
+        .map(|r| kernel::ensure(&dir, &apt, r))
+        .collect::<Result<_>>()?;
+    let keys = rootfs::ensure_keys(&dir)?;
+    let tree = rootfs::ensure_tree(&dir, &opts.suite)?;
+    let image = rootfs::ensure_image(&dir, &tree, &opts.suite, &keys, &all)?;
+    let mut kernels = Vec::new();
+    for spec in specs {
+        let r = kernel::resolve(&apt, spec)?;
+        let k = all
+            .iter()
+            .find(|k| k.release == r)
+            .expect("resolved above")
+            .clone();
+        step(&format!("kernel {spec} is {}", k.release));
+        kernels.push(k);
+    }
+    let guard = if opts.no_guard {
+        None
+    } else {
+        step("building guard (cargo build --release -p guard)");
+        crate::run(crate::cargo().args(["build", "--release", "--package", "guard"]))?;
+        let bin = dir
+            .parent()
+            .expect("target/vm has a parent")
+            .join("release/guard");
+        Some(bin)
+    };
+    step(&format!(
+        "setup done ({:.1} s)",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(Prepared {
+        kernels,
+        image,
+        guard,
+    })
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let prepared = prepare(std::slice::from_ref(&args.kernel), &args.opts)?;
+    let outcome = boot(
+        &prepared,
+        &prepared.kernels[0],
+        &args.opts,
+        &Payload::Cmd(args.cmd.clone()),
+    )?;
+    let code = outcome.status.unwrap_or(1);
+    if outcome.status.is_none() {
+        step("the guest ended without reporting an exit status (panic, crash or agent loss)");
+    }
+    std::process::exit(code);
+}
+
+pub fn vm_test(mut args: VmTestArgs) -> Result<()> {
+    // Each test decides whether it needs a running agent (and with which
+    // options), and tests that load their own BPF programs must not race one.
+    args.opts.no_agent = true;
+    let prepared = prepare(&args.kernels, &args.opts)?;
+    let tests_dir = crate::workspace_root().join("tests/vm");
+    let mut tests: Vec<PathBuf> = fs::read_dir(&tests_dir)
+        .with_context(|| format!("reading {}", tests_dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    tests.retain(|p| {
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        name.ends_with(".sh")
+            && (args.filters.is_empty() || args.filters.iter().any(|f| name.contains(f.as_str())))
+    });
+    tests.sort();
+    if tests.is_empty() {
+        bail!("no tests in {}", tests_dir.display());
+    }
+    let (mut passed, mut failed) = (0, 0);
+    let mut failures = Vec::new();
+    for k in &prepared.kernels {
+        step(&format!("vm-test on {}", k.release));
+        let outcome = boot(&prepared, k, &args.opts, &Payload::Tests(tests.clone()))?;
+        let mut seen = 0;
+        for line in &outcome.lines {
+            let Some(rest) = line.strip_prefix("GUARD-VM-TEST ") else {
+                continue;
+            };
+            seen += 1;
+            match rest.split_once(' ') {
+                Some(("PASS", _)) => passed += 1,
+                Some((_, name)) => {
+                    failed += 1;
+                    failures.push(format!("{} on {}", name, k.release));
+                }
+                None => {}
+            }
+        }
+        if seen < tests.len() {
+            failed += tests.len() - seen;
+            failures.push(format!(
+                "{} test(s) never reported on {} (guest status {:?})",
+                tests.len() - seen,
+                k.release,
+                outcome.status
+            ));
+        }
+    }
+    for f in &failures {
+        println!("FAILED: {f}");
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+enum Payload {
+    /// Empty: the demo.
+    Cmd(Vec<String>),
+    Tests(Vec<PathBuf>),
+}
+
+struct Outcome {
+    /// None when the guest never printed its exit marker.
+    status: Option<i32>,
+    lines: Vec<String>,
+}
+
+/// Kills a child when dropped, so no error path leaves a VM or virtiofsd behind.
+struct Reaper(Child);
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct RunDir(PathBuf);
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn virtiofsd() -> Result<PathBuf> {
+    // bookworm ships the C daemon with qemu, trixie the Rust one on its own.
+    ["/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .context("--share needs virtiofsd (apt-get install qemu-system-common or virtiofsd)")
+}
+
+fn boot(
+    prepared: &Prepared,
+    kernel: &kernel::Kernel,
+    opts: &VmOpts,
+    payload: &Payload,
+) -> Result<Outcome> {
+    let nonce = format!(
+        "{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .subsec_nanos()
+    );
+    let run_dir = RunDir(vm_dir().join("runs").join(&nonce));
+    let payload_dir = run_dir.0.join("payload");
+    fs::create_dir_all(&payload_dir)?;
+
+    // The guest init and helpers travel on a per-run disk, so editing them
+    // never forces a root image rebuild.
+    fs::write(payload_dir.join("init.sh"), include_str!("../vm/init.sh"))?;
+    fs::write(payload_dir.join("demo.sh"), include_str!("../vm/demo.sh"))?;
+    fs::write(
+        payload_dir.join("run-tests.sh"),
+        include_str!("../vm/run-tests.sh"),
+    )?;
+    let mut env = format!(
+        "GUARD_VM_MARKER=GUARD-VM-EXIT-{nonce}\nGUARD_KEY={}\nGUARD_CERT={}\nGUARD_CERT_DER={}\n",
+        rootfs::GUEST_KEY,
+        rootfs::GUEST_CERT,
+        rootfs::GUEST_CERT_DER
+    );
+    if opts.no_agent {
+        env.push_str("GUARD_VM_AGENT=0\n");
+    }
+    if let Some(guard) = &prepared.guard {
+        fs::copy(guard, payload_dir.join("guard"))
+            .with_context(|| format!("copying {}", guard.display()))?;
+    }
+    match payload {
+        Payload::Cmd(cmd) => {
+            let mut argv = Vec::new();
+            for a in cmd {
+                argv.extend_from_slice(a.as_bytes());
+                argv.push(0);
+            }
+            if !cmd.is_empty() {
+                fs::write(payload_dir.join("cmd"), argv)?;
+            }
+        }
+        Payload::Tests(tests) => {
+            let dir = payload_dir.join("tests");
+            fs::create_dir_all(&dir)?;
+            for t in tests {
+                fs::copy(t, dir.join(t.file_name().expect("a file")))?;
+            }
+            fs::write(
+                payload_dir.join("cmd"),
+                b"/bin/bash\0/mnt/vm/run-tests.sh\0",
+            )?;
+        }
+    }
+
+    let mut shares = String::new();
+    let mut daemons = Vec::new();
+    let mut qemu = Command::new("qemu-system-x86_64");
+    for (i, dir) in opts.shares.iter().enumerate() {
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("--share {}", dir.display()))?;
+        let sock = run_dir.0.join(format!("vfs{i}.sock"));
+        let d = Command::new(virtiofsd()?)
+            .arg(format!("--socket-path={}", sock.display()))
+            .arg("-o")
+            .arg(format!("source={}", dir.display()))
+            // chroot sandbox: namespaces are not available in every container.
+            .args(["-o", "cache=none", "-o", "xattr", "-o", "sandbox=chroot"])
+            // Writing security.ima on the host needs CAP_SYS_ADMIN, which
+            // virtiofsd drops by default.
+            .args(["-o", "modcaps=+sys_admin"])
+            .stdout(Stdio::null())
+            .stderr(if opts.verbose {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .context("starting virtiofsd")?;
+        daemons.push(Reaper(d));
+        let until = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            if Instant::now() > until {
+                bail!("virtiofsd for {} did not create its socket", dir.display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        qemu.arg("-chardev")
+            .arg(format!("socket,id=vfs{i},path={}", sock.display()))
+            .arg("-device")
+            .arg(format!("vhost-user-fs-pci,chardev=vfs{i},tag=share{i}"));
+        shares.push_str(&format!("share{i} {}\n", dir.display()));
+    }
+    if !opts.shares.is_empty() {
+        // vhost-user needs guest memory the daemon can map.
+        qemu.arg("-object")
+            .arg(format!(
+                "memory-backend-memfd,id=mem,size={}M,share=on",
+                opts.memory
+            ))
+            .args(["-numa", "node,memdev=mem"]);
+    }
+    fs::write(payload_dir.join("shares"), shares)?;
+    // Commands given relative paths under a share work as on the host.
+    if let Ok(cwd) = std::env::current_dir()
+        && opts
+            .shares
+            .iter()
+            .filter_map(|s| s.canonicalize().ok())
+            .any(|s| cwd.starts_with(s))
+    {
+        env.push_str(&format!("GUARD_VM_CWD={}\n", cwd.display()));
+    }
+    fs::write(payload_dir.join("env"), env)?;
+
+    let run_img = run_dir.0.join("run.img");
+    let size_kib = (payload_size(&payload_dir)? >> 10) * 5 / 4 + 32 * 1024;
+    run_checked(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", "guard-run", "-d"])
+            .arg(&payload_dir)
+            .arg(&run_img)
+            .arg(format!("{size_kib}k"))
+            .stdout(Stdio::null()),
+    )?;
+
+    let mut cmdline = String::from("console=ttyS0 panic=1 oops=panic rdinit=/init");
+    if !opts.verbose {
+        cmdline.push_str(" quiet");
+    }
+    // thread=single: with one host thread per vCPU, TCG sometimes runs stale
+    // code after the kernel live-patches itself (text_poke), and the 6.12
+    // kernel oopses on a leftover int3 during boot. Round-robin vCPUs avoid it.
+    qemu.args([
+        "-accel",
+        "tcg,thread=single",
+        "-cpu",
+        "max",
+        "-nodefaults",
+        "-no-reboot",
+    ])
+    .arg("-smp")
+    .arg(opts.cpus.to_string())
+    .args(["-display", "none", "-serial", "stdio"])
+    .arg("-m")
+    .arg(opts.memory.to_string())
+    .arg("-kernel")
+    .arg(kernel.vmlinuz())
+    .arg("-initrd")
+    .arg(kernel.initrd())
+    .arg("-append")
+    .arg(&cmdline)
+    // snapshot=on: guest writes go to a throwaway overlay, so every boot
+    // starts from the same cached image.
+    .arg("-drive")
+    .arg(format!(
+        "file={},format=raw,if=virtio,snapshot=on",
+        prepared.image.display()
+    ))
+    .arg("-drive")
+    .arg(format!("file={},format=raw,if=virtio", run_img.display()))
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped());
+    step(&format!(
+        "booting {} (timeout {} s)",
+        kernel.release, opts.timeout
+    ));
+    let started = Instant::now();
+    let mut child = Reaper(qemu.spawn().context("starting qemu-system-x86_64")?);
+    let stdout = child.0.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf)
+                        .trim_end_matches(['\n', '\r'])
+                        .to_owned();
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let marker = format!("GUARD-VM-EXIT-{nonce}=");
+    let deadline = started + Duration::from_secs(opts.timeout);
+    let mut lines = Vec::new();
+    let mut status = None;
+    let out = std::io::stdout();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if line.contains("GUARD-VM-INIT-STARTED") {
+                    step(&format!(
+                        "guest init running after {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    ));
+                    continue;
+                }
+                let (text, code) = match line.find(&marker) {
+                    Some(at) => (
+                        &line[..at],
+                        line[at + marker.len()..].trim().parse::<i32>().ok(),
+                    ),
+                    None => (line.as_str(), None),
+                };
+                // After the marker only the power-off messages follow.
+                let quiet = status.is_some() && !opts.verbose;
+                if code.is_some() {
+                    status = code;
+                }
+                if !(quiet || code.is_some() && text.is_empty()) {
+                    let mut o = out.lock();
+                    let _ = writeln!(o, "{text}");
+                    let _ = o.flush();
+                }
+                lines.push(text.to_owned());
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                step(&format!("timeout after {} s: killing the VM", opts.timeout));
+                return Ok(Outcome {
+                    status: None,
+                    lines,
+                });
+            }
+        }
+    }
+    let qemu_status = child.0.wait()?;
+    step(&format!(
+        "VM ran {:.1} s, qemu {qemu_status}",
+        started.elapsed().as_secs_f64()
+    ));
+    drop(daemons);
+    Ok(Outcome { status, lines })
+}
+
+fn payload_size(p: &Path) -> Result<u64> {
+    let mut n = 0;
+    for e in fs::read_dir(p)? {
+        let m = e?.metadata()?;
+        n += if m.is_dir() { 1 << 20 } else { m.len() };
+    }
+    Ok(n.max(1 << 20))
+}
