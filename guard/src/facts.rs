@@ -56,7 +56,7 @@ pub fn classify(
     if let Some(name) = name
         && profile.code_patterns.iter().any(|p| p.matches(name))
     {
-        return Ok(CodeKind::Source);
+        return Ok(kind_by_name(name));
     }
     Ok(match sniff(file, size, &profile.sniff)? {
         Some(Sniff::Pyc) => CodeKind::Bytecode,
@@ -64,6 +64,19 @@ pub fn classify(
         Some(Sniff::Elf) => CodeKind::Native,
         None => CodeKind::NotCode,
     })
+}
+
+/// What a file matched by a code pattern is, for the audit trail, from its name alone:
+/// reading it again on every cache hit only to label it would cost an I/O per decision.
+fn kind_by_name(name: &str) -> CodeKind {
+    let extension = name.rsplit('.').next().unwrap_or_default();
+    let shared_object = name.ends_with(".so") || name.contains(".so.");
+    match extension {
+        "pyc" | "pyo" => CodeKind::Bytecode,
+        "zip" | "whl" | "egg" | "pyz" => CodeKind::Archive,
+        _ if shared_object => CodeKind::Native,
+        _ => CodeKind::Source,
+    }
 }
 
 /// Reads the signature xattr of `file`, verifies it and, when the policy needs one, takes
@@ -267,6 +280,19 @@ mod tests {
         assert_eq!(object.nlink, 1);
         std::fs::remove_file(dir.path().join("old.py")).unwrap();
         assert_eq!(object_of(&file, CodeKind::Source).unwrap().nlink, 0);
+    }
+
+    #[test]
+    fn pattern_matches_are_labelled_by_name() {
+        assert_eq!(kind_by_name("os.py"), CodeKind::Source);
+        assert_eq!(kind_by_name("os.cpython-311.pyc"), CodeKind::Bytecode);
+        assert_eq!(kind_by_name("libm.so.6"), CodeKind::Native);
+        assert_eq!(
+            kind_by_name("_ssl.cpython-311-x86_64-linux-gnu.so"),
+            CodeKind::Native
+        );
+        assert_eq!(kind_by_name("app.whl"), CodeKind::Archive);
+        assert_eq!(kind_by_name("a.pth"), CodeKind::Source);
     }
 
     #[test]

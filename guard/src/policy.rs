@@ -588,6 +588,27 @@ mod tests {
     }
 
     #[test]
+    fn default_code_patterns_match_libraries_but_not_their_cache() {
+        let policy = Policy::embedded_default().unwrap();
+        let python = &policy.interpreters[0];
+        let is_code = |name: &str| python.code_patterns.iter().any(|p| p.matches(name));
+        for code in [
+            "os.py",
+            "os.cpython-311.pyc",
+            "a.pth",
+            "_ssl.cpython-311-x86_64-linux-gnu.so",
+            "libm.so.6",
+            "lib.zip",
+            "x.whl",
+        ] {
+            assert!(is_code(code), "{code}");
+        }
+        for data in ["ld.so.cache", "pyvenv.cfg", "notes.txt", "LC_CTYPE"] {
+            assert!(!is_code(data), "{data}");
+        }
+    }
+
+    #[test]
     fn empty_policy_has_safe_defaults() {
         let policy = parse("").unwrap();
         assert_eq!(policy.mode, Mode::Enforce);

@@ -170,20 +170,6 @@ fn prepare(specs: &[String], opts: &VmOpts) -> Result<Prepared> {
         .iter()
         .map(|r| kernel::ensure(&dir, &apt, r))
         .collect::<Result<_>>()?;
-    let keys = rootfs::ensure_keys(&dir)?;
-    let tree = rootfs::ensure_tree(&dir, &opts.suite)?;
-    let image = rootfs::ensure_image(&dir, &tree, &opts.suite, &keys, &all)?;
-    let mut kernels = Vec::new();
-    for spec in specs {
-        let r = kernel::resolve(&apt, spec)?;
-        let k = all
-            .iter()
-            .find(|k| k.release == r)
-            .expect("resolved above")
-            .clone();
-        step(&format!("kernel {spec} is {}", k.release));
-        kernels.push(k);
-    }
     let guard = if opts.no_guard {
         None
     } else {
@@ -195,6 +181,20 @@ fn prepare(specs: &[String], opts: &VmOpts) -> Result<Prepared> {
             .join("release/guard");
         Some(bin)
     };
+    let keys = rootfs::ensure_keys(&dir)?;
+    let tree = rootfs::ensure_tree(&dir, &opts.suite)?;
+    let image = rootfs::ensure_image(&dir, &tree, &opts.suite, &keys, &all, guard.as_deref())?;
+    let mut kernels = Vec::new();
+    for spec in specs {
+        let r = kernel::resolve(&apt, spec)?;
+        let k = all
+            .iter()
+            .find(|k| k.release == r)
+            .expect("resolved above")
+            .clone();
+        step(&format!("kernel {spec} is {}", k.release));
+        kernels.push(k);
+    }
     step(&format!(
         "setup done ({:.1} s)",
         started.elapsed().as_secs_f64()

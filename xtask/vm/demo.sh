@@ -29,8 +29,8 @@ echo 'print("hello from a pipe")' | python3
 echo "### exit status: $?"
 echo
 if [ -s /var/log/guard/audit.jsonl ]; then
-    echo "### audit log"
-    cat /var/log/guard/audit.jsonl
+    echo "### audit log: $(grep -c '"decision":"allow"' /var/log/guard/audit.jsonl) allowed code loads (signed stdlib and libraries), and the refusals:"
+    grep '"decision":"deny"' /var/log/guard/audit.jsonl
 else
     echo "### no audit lines (agent not running or nothing logged)"
 fi

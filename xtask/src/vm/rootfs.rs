@@ -26,7 +26,7 @@ const PACKAGES: &[&str] = &[
 ];
 
 /// Bump when the image contents change in a way the inputs below do not show.
-const IMAGE_LAYOUT: &str = "1";
+const IMAGE_LAYOUT: &str = "2";
 
 /// Free space in the guest root on top of what the tree needs.
 const IMAGE_SLACK: u64 = 1 << 30;
@@ -174,8 +174,18 @@ pub fn ensure_image(
     suite: &str,
     keys: &Keys,
     kernels: &[Kernel],
+    signer: Option<&Path>,
 ) -> Result<PathBuf> {
     let mut h = fnv(IMAGE_LAYOUT.as_bytes(), 0xcbf2_9ce4_8422_2325);
+    // Signatures depend on content and key only, not on the guard build that wrote them.
+    h = fnv(
+        if signer.is_some() {
+            b"signed"
+        } else {
+            b"unsigned"
+        },
+        h,
+    );
     h = fnv(&fs::read(tree.join(".guard-debootstrap-done"))?, h);
     for f in [&keys.key, &keys.cert] {
         h = fnv(&fs::read(f)?, h);
@@ -195,6 +205,9 @@ pub fn ensure_image(
         releases.join(", ")
     ));
     customise(tree, keys, kernels)?;
+    if let Some(guard) = signer {
+        sign_python(tree, guard)?;
+    }
     let size = dir_size(tree)? * 5 / 4 + IMAGE_SLACK;
     let tmp = image.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
@@ -229,6 +242,24 @@ pub fn ensure_image(
         started.elapsed().as_secs_f64()
     ));
     Ok(image)
+}
+
+/// Signs everything the guest's python3 runs (stdlib, extension modules, the libraries
+/// they load) with the VM key, so the agent's embedded default policy can enforce on a
+/// real Debian userland. Runs guard inside the tree so the layout is the guest's.
+fn sign_python(tree: &Path, guard: &Path) -> Result<()> {
+    step("signing the guest's python3 with the VM key (guard sign --python)");
+    let inside = "tmp/guard-sign";
+    let copy = tree.join(inside);
+    fs::copy(guard, &copy).with_context(|| format!("copying {}", guard.display()))?;
+    let result = run_checked(
+        Command::new("chroot")
+            .arg(tree)
+            .arg(format!("/{inside}"))
+            .args(["sign", "--python", "/usr/bin/python3", "--key", GUEST_KEY]),
+    );
+    let _ = fs::remove_file(&copy);
+    result
 }
 
 /// Idempotent changes to the debootstrap tree before imaging it.
