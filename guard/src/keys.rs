@@ -495,7 +495,14 @@ fn parse_der(bytes: &[u8]) -> Result<Material, String> {
 
 fn load_public(path: &Path) -> Result<(PublicKey, u32), KeyError> {
     let bytes = read_key_file(path)?;
-    match parse_key_file(&bytes).map_err(|r| KeyError::new(path, r))? {
+    public_of_bytes(&bytes, path)
+}
+
+fn public_of_bytes(bytes: &[u8], origin: &Path) -> Result<(PublicKey, u32), KeyError> {
+    if bytes.len() as u64 > MAX_KEY_FILE {
+        return Err(KeyError::new(origin, "too large for a key or certificate"));
+    }
+    match parse_key_file(bytes).map_err(|r| KeyError::new(origin, r))? {
         Material::Public(key, id) => Ok((key, id)),
         Material::Private(key) => {
             let public = key.public();
@@ -525,6 +532,15 @@ impl Keyring {
     /// accepted too and contributes its public half. Returns the key id.
     pub fn add_file(&mut self, path: &Path) -> Result<u32, KeyError> {
         let (key, key_id) = load_public(path)?;
+        self.add_key(key, key_id);
+        Ok(key_id)
+    }
+
+    /// Adds a key or certificate from the bytes of a key file (what [`Keyring::add_file`]
+    /// reads); `origin` only names the bytes in errors. Lets key material that does not
+    /// come from a file (and the fuzzer) take the same path.
+    pub fn add_bytes(&mut self, bytes: &[u8], origin: &Path) -> Result<u32, KeyError> {
+        let (key, key_id) = public_of_bytes(bytes, origin)?;
         self.add_key(key, key_id);
         Ok(key_id)
     }

@@ -1,5 +1,7 @@
 //! Project automation: `cargo xtask test`, `cargo xtask run`, ...
 
+mod fuzz;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -27,6 +29,21 @@ enum Task {
     Run(vm::RunArgs),
     /// Boot each test kernel and run tests/vm/*.sh in the VM.
     VmTest(vm::VmTestArgs),
+    /// Run the libFuzzer harnesses (nightly; installs cargo-fuzz when missing).
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+        /// Only this target (repeatable); all by default.
+        #[arg(long)]
+        target: Vec<String>,
+    },
+    /// The load test: 32 interpreters, rewrites and reloads against the real agent.
+    Stress {
+        /// Seconds of load.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -35,6 +52,15 @@ fn main() -> Result<()> {
         Task::Test { args } => test(&args),
         Task::Run(args) => vm::run(args),
         Task::VmTest(args) => vm::vm_test(args),
+        Task::Fuzz { time, target } => {
+            let targets = if target.is_empty() {
+                fuzz::TARGETS.iter().map(|t| t.to_string()).collect()
+            } else {
+                target
+            };
+            fuzz::fuzz(time, &targets).map(|_| ())
+        }
+        Task::Stress { time } => stress(time),
     }
 }
 
@@ -78,5 +104,27 @@ fn test(extra: &[String]) -> Result<()> {
         .args(["test", "--workspace"])
         .args(extra)
         .env("GUARD_BIN", &guard_bin))?;
+    // A short run of every harness, replaying the kept crash inputs.
+    let targets: Vec<String> = fuzz::TARGETS.iter().map(|t| t.to_string()).collect();
+    fuzz::fuzz(FUZZ_SECONDS_IN_TEST, &targets)?;
     Ok(())
+}
+
+const FUZZ_SECONDS_IN_TEST: u64 = 5;
+
+/// The full-length stress test (the test suite runs a short one).
+fn stress(seconds: u64) -> Result<()> {
+    run(cargo().args(["build", "--package", "guard"]))?;
+    run(cargo()
+        .args([
+            "test",
+            "--package",
+            "guard-tests",
+            "--test",
+            "stress",
+            "--",
+            "--nocapture",
+        ])
+        .env("GUARD_BIN", workspace_root().join("target/debug/guard"))
+        .env("GUARD_STRESS_SECONDS", seconds.to_string()))
 }

@@ -1,0 +1,19 @@
+//! The CPython command-line reader shared with the kernel exec gate. The input is split on
+//! NUL like /proc/PID/cmdline.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let args: Vec<&[u8]> = data.split(|b| *b == 0).collect();
+    let invocation = guard_common::python_argv::parse(args.iter().copied());
+    let _ = invocation.reads_stdin();
+    let _ = invocation.script_is_descriptor_link();
+    // Whatever it reports must come from the command line itself.
+    for part in [invocation.script, invocation.module].into_iter().flatten() {
+        assert!(
+            args.iter().any(|a| a.ends_with(part)),
+            "{part:?} is not in {args:?}"
+        );
+    }
+});
