@@ -104,6 +104,12 @@ pub fn fuzz(seconds: u64, targets: &[String]) -> Result<Vec<Outcome>> {
             seconds,
         });
     }
+    for o in &outcomes {
+        eprintln!(
+            "xtask: fuzz summary: {:<8} {:>10} executions in {} s",
+            o.target, o.executions, o.seconds
+        );
+    }
     Ok(outcomes)
 }
 

@@ -268,10 +268,14 @@ fn read_events(
             Err(nix::errno::Errno::EAGAIN) => return,
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => {
-                // EMFILE/ENFILE: the kernel could not open the event's file for us; it has
-                // dropped that event. Say so and keep serving.
+                // EMFILE/ENFILE/ENOMEM: the kernel could not open the event's file for us and
+                // has answered that permission event FAN_DENY itself (fail closed). Only the
+                // error reaches us: no pid, no path. Say so and keep serving.
                 bump(&state.stats.errors);
-                log::error!("reading fanotify events: {e}");
+                log::error!(
+                    "reading fanotify events: {e}: the kernel refused an open guard could not \
+                     receive"
+                );
                 return;
             }
         };
@@ -426,7 +430,7 @@ fn evaluate_interpreter(
             dev: meta.dev(),
             ino: meta.ino(),
         };
-        if process::main_script(pid) == Some(id) {
+        if process::main_script(pid)? == Some(id) {
             code = CodeKind::MainScript;
         }
     }

@@ -60,27 +60,45 @@ fn parse_credentials(status: &str) -> Option<(u32, Vec<u32>)> {
 /// name matches no code pattern and whose content sniffs as text be taken for data. Files
 /// with a code name or bytecode/zip/ELF content are code regardless. The README lists this
 /// among the host-mode limits; the kernel layer sees the open itself.
-pub fn main_script(pid: i32) -> Option<FileId> {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+///
+/// `Ok(None)` means the command line names no script file; an error means the agent could
+/// not find out (out of descriptors or memory), which must not pass for "not the script".
+pub fn main_script(pid: i32) -> io::Result<Option<FileId>> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     let invocation = python_argv::parse(args.iter().skip(1).copied().filter(|a| !a.is_empty()));
-    let script = invocation.script?;
+    let Some(script) = invocation.script else {
+        return Ok(None);
+    };
     if script == b"-" {
-        return None;
+        return Ok(None);
     }
     let script = std::ffi::OsStr::from_bytes(script);
     // Resolve as the process would: relative to its cwd, absolute within its root.
     let path: PathBuf = if script.as_bytes().starts_with(b"/") {
-        PathBuf::from(format!("/proc/{pid}/root"))
-            .join(std::path::Path::new(script).strip_prefix("/").ok()?)
+        let Ok(relative) = std::path::Path::new(script).strip_prefix("/") else {
+            return Ok(None);
+        };
+        PathBuf::from(format!("/proc/{pid}/root")).join(relative)
     } else {
         PathBuf::from(format!("/proc/{pid}/cwd")).join(script)
     };
-    let meta = std::fs::metadata(path).ok()?;
-    Some(FileId {
-        dev: meta.dev(),
-        ino: meta.ino(),
-    })
+    match std::fs::metadata(path) {
+        Ok(meta) => Ok(Some(FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })),
+        // The operand names nothing that exists or that can be reached: not this file.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::ENOTDIR | libc::EACCES | libc::ELOOP | libc::ENAMETOOLONG)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

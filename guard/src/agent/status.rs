@@ -106,7 +106,12 @@ pub fn serve(path: &Path, state: Arc<State>) -> anyhow::Result<()> {
         .name("guard-status".into())
         .spawn(move || {
             for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
+                let Ok(mut stream) = stream else {
+                    // EMFILE leaves the connection pending: retrying at once would spin a
+                    // core while the workers need it.
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                };
                 let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
                 if let Ok(text) = serde_json::to_string(&report(&state)) {
                     let _ = stream.write_all(text.as_bytes());
