@@ -67,6 +67,12 @@ fn assert_denied_with(agent: &Agent, file: &str, reason: &str) {
     );
 }
 
+/// How python reports an open the agent refused: PermissionError for an import,
+/// "[Errno 1] Operation not permitted" for the main script.
+fn refused(stderr: &str) -> bool {
+    stderr.contains("PermissionError") || stderr.contains("Operation not permitted")
+}
+
 fn assert_agent_healthy(agent: &Agent) {
     let log = agent.log_text();
     assert!(!log.contains("panicked"), "the agent panicked:\n{log}");
@@ -149,7 +155,7 @@ fn a_file_rewritten_while_it_is_hashed_is_never_allowed() {
     let out = python(&dir, &["big.py"]);
     let stderr = text(&out.stderr);
     assert!(
-        !stderr.contains("PermissionError"),
+        !refused(&stderr),
         "the signed file itself is refused: {stderr}\n{}",
         agent.log_text()
     );
@@ -178,7 +184,7 @@ fn a_file_rewritten_while_it_is_hashed_is_never_allowed() {
         let out = python(&dir, &["big.py"]);
         let stderr = text(&out.stderr);
         assert!(
-            stderr.contains("PermissionError"),
+            refused(&stderr),
             "attempt {attempt}: a file changing while hashed was allowed: {stderr}"
         );
     }
@@ -248,7 +254,7 @@ fn hostile_files_are_denied_with_a_reason_without_panic_or_descriptor_leak() {
         let out = python(&dir, &[file]);
         assert!(!out.status.success(), "{file} ran");
         assert!(
-            text(&out.stderr).contains("PermissionError"),
+            refused(&text(&out.stderr)),
             "{file}: {}",
             text(&out.stderr)
         );
@@ -280,8 +286,7 @@ fn a_filesystem_that_vanishes_under_a_running_interpreter() {
         &format!(
             "import os, sys, time\nimport good\nsys.stdout.write('imported\\n'); sys.stdout.flush()\n\
              while not os.path.exists({flag:?}): time.sleep(0.02)\n\
-             sys.path.insert(0, '.')\n\
-             try:\n    import late\nexcept Exception as e:\n    print('refused', type(e).__name__)\n",
+             try:\n    exec(compile(open('late.py').read(), 'late.py', 'exec'))\nexcept Exception as e:\n    print('refused', type(e).__name__)\n",
             flag = flag.to_str().unwrap()
         ),
     );
@@ -417,7 +422,9 @@ fn set_nofile(pid: i32, limit: usize) {
     let out = run_with_timeout(
         Command::new("prlimit")
             .arg(format!("--pid={pid}"))
-            .arg(format!("--nofile={limit}:{limit}")),
+            // Soft limit only: raising a hard limit back needs CAP_SYS_RESOURCE, which root
+            // may lack in a container.
+            .arg(format!("--nofile={limit}:")),
         Duration::from_secs(10),
     );
     assert!(out.status.success(), "prlimit: {}", text(&out.stderr));
@@ -437,12 +444,18 @@ fn out_of_descriptors_the_agent_still_answers_and_refuses() {
     let pid = agent.pid();
     let errors_before = agent.status_field("errors");
     std::thread::sleep(Duration::from_millis(300));
-    let open = fd_count(pid);
+    // The limit bounds descriptor numbers, not their count: `spare` free descriptors means
+    // a limit at the `spare`-th unused number.
+    let used: Vec<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let free: Vec<usize> = (0..).filter(|n| !used.contains(n)).take(4).collect();
 
     // No spare descriptor, then one, two, three: each step starves a different read (the
     // event's own descriptor in the kernel, the agent's dup, /proc/PID/cmdline, ...).
     for spare in 0..4 {
-        set_nofile(pid, open + spare);
+        set_nofile(pid, free[spare]);
         for _ in 0..2 {
             let started = Instant::now();
             let out = python(&dir, &["noext"]);
