@@ -112,7 +112,10 @@ fn agent_killed_under_load_releases_everyone_and_a_new_agent_enforces() {
         }));
     }
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(agent.status_field("decisions") > 0, "no load reached the agent");
+    assert!(
+        agent.status_field("decisions") > 0,
+        "no load reached the agent"
+    );
     agent.signal(Signal::SIGKILL);
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
@@ -228,7 +231,12 @@ fn hostile_files_are_denied_with_a_reason_without_panic_or_descriptor_leak() {
     let big_xattr = fs.write("x/bigxattr.py", "print('big xattr')\n");
     let xattr_size = set_largest_xattr(&big_xattr, &signature[..9]);
     let truncated = fs.write("x/truncated.py", "print('valid')\n");
-    xattr::set(&truncated, "security.ima", &signature[..signature.len() - 7]).unwrap();
+    xattr::set(
+        &truncated,
+        "security.ima",
+        &signature[..signature.len() - 7],
+    )
+    .unwrap();
     let header_only = fs.write("x/header.py", "print('valid')\n");
     xattr::set(&header_only, "security.ima", &signature[..5]).unwrap();
     let unknown_key = fs.write("x/unknownkey.py", "print('valid')\n");
@@ -253,11 +261,7 @@ fn hostile_files_are_denied_with_a_reason_without_panic_or_descriptor_leak() {
         let started = Instant::now();
         let out = python(&dir, &[file]);
         assert!(!out.status.success(), "{file} ran");
-        assert!(
-            refused(&text(&out.stderr)),
-            "{file}: {}",
-            text(&out.stderr)
-        );
+        assert!(refused(&text(&out.stderr)), "{file}: {}", text(&out.stderr));
         assert!(started.elapsed() < Duration::from_secs(10), "{file} slow");
         assert_denied_with(&agent, file, reason);
     }
@@ -268,7 +272,10 @@ fn hostile_files_are_denied_with_a_reason_without_panic_or_descriptor_leak() {
 
     assert_agent_healthy(&agent);
     let after = settled_fd_count(agent.pid(), baseline);
-    assert!(after <= baseline, "descriptor leak: {baseline} before, {after} after");
+    assert!(
+        after <= baseline,
+        "descriptor leak: {baseline} before, {after} after"
+    );
 }
 
 #[test]
@@ -318,11 +325,17 @@ fn a_filesystem_that_vanishes_under_a_running_interpreter() {
         text(&out.stderr),
         agent.log_text()
     );
-    assert!(!ran.exists(), "unsigned code ran from a detached filesystem");
+    assert!(
+        !ran.exists(),
+        "unsigned code ran from a detached filesystem"
+    );
     assert_denied_with(&agent, "late.py", "no security.ima signature");
     assert_agent_healthy(&agent);
     let after = settled_fd_count(agent.pid(), baseline);
-    assert!(after <= baseline, "descriptor leak: {baseline} before, {after} after");
+    assert!(
+        after <= baseline,
+        "descriptor leak: {baseline} before, {after} after"
+    );
 }
 
 fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
@@ -379,7 +392,10 @@ fn a_key_file_deleted_at_runtime() {
         .unwrap()
     };
     // Named by a glob: a deleted key is simply no longer trusted after the reload.
-    write_policy(&format!("{:?}", keys_dir.path().join("*.pem").to_str().unwrap()));
+    write_policy(&format!(
+        "{:?}",
+        keys_dir.path().join("*.pem").to_str().unwrap()
+    ));
     let agent = Agent::start(fs.path(), &["--policy", policy.to_str().unwrap()]);
     let dir = fs.path().join("r");
     assert!(python(&dir, &["second.py"]).status.success());
@@ -415,7 +431,10 @@ fn a_key_file_deleted_at_runtime() {
 
     assert_agent_healthy(&agent);
     let after = settled_fd_count(agent.pid(), baseline);
-    assert!(after <= baseline, "descriptor leak: {baseline} before, {after} after");
+    assert!(
+        after <= baseline,
+        "descriptor leak: {baseline} before, {after} after"
+    );
 }
 
 fn set_nofile(pid: i32, limit: usize) {

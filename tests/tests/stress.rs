@@ -217,7 +217,7 @@ fn thirty_two_interpreters_under_churn_and_reloads() {
             let mut reloads = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_secs(2));
-                std::fs::write(&policy, policy_text(reloads % 2 == 0)).unwrap();
+                std::fs::write(&policy, policy_text(reloads.is_multiple_of(2))).unwrap();
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGHUP);
                 reloads += 1;
             }

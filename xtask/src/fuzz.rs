@@ -53,7 +53,10 @@ pub fn setup() -> Result<()> {
 pub fn fuzz(seconds: u64, targets: &[String]) -> Result<Vec<Outcome>> {
     for target in targets {
         if !TARGETS.contains(&target.as_str()) {
-            bail!("unknown fuzz target {target:?} (known: {})", TARGETS.join(", "));
+            bail!(
+                "unknown fuzz target {target:?} (known: {})",
+                TARGETS.join(", ")
+            );
         }
     }
     setup()?;
@@ -65,8 +68,7 @@ pub fn fuzz(seconds: u64, targets: &[String]) -> Result<Vec<Outcome>> {
         let corpus = fuzz_dir.join("corpus").join(target);
         let regressions = fuzz_dir.join("regressions").join(target);
         std::fs::create_dir_all(&corpus).with_context(|| corpus.display().to_string())?;
-        std::fs::create_dir_all(&regressions)
-            .with_context(|| regressions.display().to_string())?;
+        std::fs::create_dir_all(&regressions).with_context(|| regressions.display().to_string())?;
         let mut cmd = cargo_nightly();
         cmd.args(["fuzz", "run", "--debug-assertions", target])
             .arg(&corpus)

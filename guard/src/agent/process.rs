@@ -92,7 +92,9 @@ pub fn main_script(pid: i32) -> io::Result<Option<FileId>> {
         Err(e)
             if matches!(
                 e.raw_os_error(),
-                Some(libc::ENOENT | libc::ENOTDIR | libc::EACCES | libc::ELOOP | libc::ENAMETOOLONG)
+                Some(
+                    libc::ENOENT | libc::ENOTDIR | libc::EACCES | libc::ELOOP | libc::ENAMETOOLONG
+                )
             ) =>
         {
             Ok(None)
