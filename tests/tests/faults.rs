@@ -473,8 +473,8 @@ fn out_of_descriptors_the_agent_still_answers_and_refuses() {
 
     // No spare descriptor, then one, two, three: each step starves a different read (the
     // event's own descriptor in the kernel, the agent's dup, /proc/PID/cmdline, ...).
-    for spare in 0..4 {
-        set_nofile(pid, free[spare]);
+    for (spare, limit) in free.iter().enumerate() {
+        set_nofile(pid, *limit);
         for _ in 0..2 {
             let started = Instant::now();
             let out = python(&dir, &["noext"]);
