@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod vm;
+mod bench;
 
 #[derive(Parser)]
 #[command(about = "guard's development tasks")]
@@ -44,6 +45,8 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         time: u64,
     },
+    /// Measure guard against no guard and fapolicyd (about 10 minutes; root).
+    Bench(bench::Options),
 }
 
 fn main() -> Result<()> {
@@ -61,6 +64,7 @@ fn main() -> Result<()> {
             fuzz::fuzz(time, &targets).map(|_| ())
         }
         Task::Stress { time } => stress(time),
+        Task::Bench(options) => bench::run(&workspace_root(), &options),
     }
 }
 

@@ -1,0 +1,635 @@
+//! `cargo xtask bench`: guard's cost against no guard and against fapolicyd (issue #7).
+//!
+//! Everything runs on a private ext2 image the harness mounts under target/bench: a copy
+//! of the Python standard library (signed by guard, trusted by fapolicyd), a source tree
+//! for the non-Python workload, 100 k tiny modules for the memory test. The host's own
+//! files are never signed or trusted, and only the bench filesystem is marked, by guard
+//! (`--watch`) and by fapolicyd (`watch_fs` = a type only the bench uses).
+
+mod contender;
+mod host;
+mod report;
+mod util;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use contender::{Kind, Running};
+use report::{Latency, Memory, Signing};
+use util::{Ran, check_interrupted, drop_caches, must, run_timed};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Options {
+    /// Rounds: each round runs every contender once, in the same order (A/B/C/D, A/B/C/D...).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Timed runs of each warm workload per contender and round (after one warm-up run).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Stdlib modules the import storm imports.
+    #[arg(long, default_value_t = 150)]
+    modules: usize,
+    /// Signed files for the memory test (P6).
+    #[arg(long, default_value_t = 100_000)]
+    p6_files: usize,
+    /// Leave fapolicyd out (its columns then say "not measured: skipped by --no-fapolicyd").
+    #[arg(long)]
+    no_fapolicyd: bool,
+}
+
+/// The unprivileged identity every workload runs as: root with a trusted executable is
+/// allowed everything by fapolicyd's 20-dracut rule, which would measure nothing.
+const NOBODY: u32 = 65534;
+
+/// Where everything is.
+pub struct Layout {
+    pub work: PathBuf,
+    pub root: PathBuf,
+    pub guard: PathBuf,
+    pub policy: PathBuf,
+    key: PathBuf,
+    /// PYTHONHOME: `lib/python3.11` is a copy of the host's stdlib.
+    prefix: PathBuf,
+    stdlib: PathBuf,
+    app: PathBuf,
+    /// An untrusted copy of /bin/true: fapolicyd's readiness probe.
+    pub probe_exec: PathBuf,
+}
+
+pub fn run(workspace: &Path, options: &Options) -> Result<()> {
+    if !nix_is_root() {
+        bail!("cargo xtask bench needs root (mounts, fanotify, fapolicyd, drop_caches)");
+    }
+    util::catch_interrupts();
+    let started = Instant::now();
+    let work = workspace.join("target/bench");
+    std::fs::create_dir_all(&work)?;
+
+    eprintln!("bench: building guard (release)");
+    must(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(workspace)
+            .args(["build", "--release", "--package", "guard"]),
+        Duration::from_secs(3600),
+    )?;
+    let guard = workspace.join("target/release/guard");
+
+    // Order matters for Drop: the bench filesystem is unmounted after fapolicyd's state
+    // is restored (fields drop last-declared first... locals drop in reverse order).
+    let fapolicyd_host = if options.no_fapolicyd {
+        None
+    } else {
+        Some(host::FapolicydHost::prepare(&work)?)
+    };
+    let fs = host::BenchFs::mount(&work)?;
+    let machine = host::machine();
+
+    let layout = setup(&work, &fs.root, &guard, options)?;
+    let mut fapolicyd_unavailable = options
+        .no_fapolicyd
+        .then(|| "skipped by --no-fapolicyd".to_string());
+    let mut fapolicyd_rules = String::new();
+    if fapolicyd_host.is_some() {
+        eprintln!("bench: trusting the bench files in fapolicyd (fapolicyd-cli --file add)");
+        match contender::configure_fapolicyd(&[&layout.prefix, &layout.app]) {
+            Ok(rules) => fapolicyd_rules = rules,
+            Err(e) => fapolicyd_unavailable = Some(format!("{e:#}")),
+        }
+    }
+
+    let kinds: Vec<Kind> = Kind::ALL
+        .into_iter()
+        .filter(|k| !k.is_fapolicyd() || fapolicyd_unavailable.is_none())
+        .collect();
+    let mut samples: BTreeMap<(&str, Kind), Vec<f64>> = BTreeMap::new();
+    let mut latency_rounds = Vec::new();
+    let mut checks = Vec::new();
+    for round in 1..=options.rounds {
+        for &kind in &kinds {
+            eprintln!(
+                "bench: round {round}/{}: {} ({:.0} s elapsed)",
+                options.rounds,
+                kind.label(),
+                started.elapsed().as_secs_f64()
+            );
+            let outcome = one_round(&layout, kind, options, &mut samples)?;
+            if let Some(latency) = outcome.latency {
+                latency_rounds.push(latency);
+            }
+            if round == 1 {
+                checks.push(outcome.check);
+            }
+        }
+    }
+
+    eprintln!("bench: P5 signing throughput");
+    let signing = p5_signing(&layout, options)?;
+    eprintln!(
+        "bench: P6 agent memory with {} cached verdicts",
+        options.p6_files
+    );
+    let memory = p6_memory(&layout, options)?;
+
+    drop(fs);
+    drop(fapolicyd_host);
+
+    let results = report::build(report::Inputs {
+        machine,
+        options: format!(
+            "{} rounds, {} timed runs per warm workload per round, {} modules, {} P6 files",
+            options.rounds, options.runs, options.modules, options.p6_files
+        ),
+        samples: &samples,
+        fapolicyd_unavailable: fapolicyd_unavailable.as_deref(),
+        latency_rounds: &latency_rounds,
+        signing,
+        memory,
+        checks,
+        fapolicyd_rules,
+        stdlib_files: layout.stdlib_files(),
+        elapsed_s: started.elapsed().as_secs_f64(),
+    });
+    let markdown = report::write(&work, &results)?;
+    println!("{markdown}");
+    eprintln!(
+        "bench: done in {:.0} s: {}, {}, {}",
+        started.elapsed().as_secs_f64(),
+        work.join("report.md").display(),
+        work.join("results.json").display(),
+        work.join("ratios.svg").display()
+    );
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid(2) cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+impl Layout {
+    fn stdlib_files(&self) -> usize {
+        util::count_files(&self.stdlib)
+    }
+
+    /// `python3 -S SCRIPT` as nobody, importing only from the bench copy of the stdlib.
+    fn python(&self, script: &str) -> Command {
+        let mut cmd = Command::new("setpriv");
+        cmd.arg(format!("--reuid={NOBODY}"))
+            .arg(format!("--regid={NOBODY}"))
+            .arg("--clear-groups")
+            .args(["--", "/usr/bin/python3", "-S", script])
+            .current_dir(&self.app)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", "/nonexistent")
+            .env("PYTHONHOME", &self.prefix);
+        cmd
+    }
+}
+
+/// Modules never imported by the storm: side effects (browsers, GUIs, printing) or
+/// packages that only warn.
+const SKIP_MODULES: &[&str] = &[
+    "antigravity",
+    "this",
+    "idlelib",
+    "tkinter",
+    "turtle",
+    "turtledemo",
+    "test",
+    "lib2to3",
+    "ensurepip",
+    "pydoc_data",
+    "msilib",
+    "nntplib",
+    "telnetlib",
+];
+
+fn setup(work: &Path, root: &Path, guard: &Path, options: &Options) -> Result<Layout> {
+    let layout = Layout {
+        work: work.to_path_buf(),
+        root: root.to_path_buf(),
+        guard: guard.to_path_buf(),
+        policy: work.join("policy.toml"),
+        key: work.join("keys/guard.key"),
+        prefix: root.join("prefix"),
+        stdlib: root.join("prefix/lib/python3.11"),
+        app: root.join("app"),
+        probe_exec: root.join("probe/untrusted-true"),
+    };
+    eprintln!("bench: copying /usr/lib/python3.11 to the bench filesystem");
+    std::fs::create_dir_all(layout.prefix.join("lib"))?;
+    // -L: symlinks into the host's tree (_sysconfigdata, sitecustomize) become copies, so
+    // nothing the workload imports lives outside the bench filesystem.
+    must(
+        Command::new("cp")
+            .args(["-aL", "/usr/lib/python3.11"])
+            .arg(layout.prefix.join("lib")),
+        Duration::from_secs(300),
+    )?;
+    std::fs::create_dir_all(&layout.app)?;
+    std::fs::create_dir_all(layout.probe_exec.parent().unwrap_or(root))?;
+    std::fs::copy("/bin/true", &layout.probe_exec)?;
+
+    // Which modules import cleanly here (unguarded), to build a storm that cannot fail.
+    let probe = format!(
+        "import sys, importlib, io, contextlib\n\
+         skip = set({SKIP_MODULES:?})\n\
+         ok = []\n\
+         for name in sorted(sys.stdlib_module_names):\n\
+         \x20   if name.startswith('_') or name in skip:\n\
+         \x20       continue\n\
+         \x20   try:\n\
+         \x20       with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n\
+         \x20           importlib.import_module(name)\n\
+         \x20       ok.append(name)\n\
+         \x20   except BaseException:\n\
+         \x20       pass\n\
+         print(' '.join(ok))\n"
+    );
+    std::fs::write(layout.app.join("probe_modules.py"), probe)?;
+    let ran = must(
+        &mut layout.python("probe_modules.py"),
+        Duration::from_secs(120),
+    )?;
+    let modules: Vec<String> = ran
+        .stdout()
+        .split_whitespace()
+        .take(options.modules)
+        .map(str::to_string)
+        .collect();
+    if modules.len() < options.modules {
+        bail!(
+            "only {} stdlib modules import cleanly, {} wanted",
+            modules.len(),
+            options.modules
+        );
+    }
+    let mut storm = String::from("# P1/P2: import storm over the signed stdlib copy\n");
+    for module in &modules {
+        storm.push_str(&format!("import {module}\n"));
+    }
+    storm.push_str("import sys\nprint(len(sys.modules))\n");
+    std::fs::write(layout.app.join("storm.py"), storm)?;
+    std::fs::write(
+        layout.app.join("planted_main.py"),
+        "import planted\nprint('planted module ran')\n",
+    )?;
+
+    eprintln!("bench: keys and signatures (guard keygen, guard sign -r)");
+    let keys = work.join("keys");
+    let _ = std::fs::remove_dir_all(&keys);
+    must(
+        Command::new(guard)
+            .args(["keygen", "--type", "p256", "--out"])
+            .arg(&keys),
+        Duration::from_secs(60),
+    )?;
+    must(
+        Command::new(guard)
+            .args(["sign", "-r", "--key"])
+            .arg(&layout.key)
+            .arg(&layout.prefix)
+            .arg(&layout.app),
+        Duration::from_secs(600),
+    )?;
+    // Planted after signing and outside every trust list: the enforcement check.
+    // The shebang makes fapolicyd's file-type detection call it text/x-python.
+    std::fs::write(
+        layout.app.join("planted.py"),
+        "#!/usr/bin/python3\nimport os\nprint('untrusted code ran')\n",
+    )?;
+    std::fs::write(
+        &layout.policy,
+        format!(
+            "# cargo xtask bench: the default policy's python profile, the bench key, the\n\
+             # bench filesystem (ext2 has ext4's magic), and the interpreter by its real path.\n\
+             mode = \"enforce\"\n\n\
+             [trust]\n\
+             keys = [{:?}]\n\
+             owners = [\"root\"]\n\
+             filesystems = [\"ext4\", \"tmpfs\"]\n\n\
+             [[interpreter]]\n\
+             name = \"python\"\n\
+             executables = [\"/usr/bin/python3*\"]\n\
+             argv = \"python\"\n\
+             code_patterns = [\"*.py\", \"*.pyc\", \"*.pyo\", \"*.pyw\", \"*.pth\", \"*.so\", \"*.so.*\", \"*.zip\", \"*.whl\", \"*.egg\", \"*.pyz\"]\n\
+             sniff = [\"pyc\", \"zip\", \"elf\"]\n\
+             main_script_is_code = true\n\
+             inline_code = \"deny\"\n\
+             stdin = \"deny\"\n\
+             interactive = \"deny\"\n\
+             deny_env = [\"PYTHONSTARTUP\", \"PYTHONINSPECT\", \"PYTHONPYCACHEPREFIX\"]\n\n\
+             [audit]\n\
+             log_allows = false\n",
+            keys.join("guard.crt").display().to_string()
+        ),
+    )?;
+    must(
+        Command::new(guard)
+            .args(["policy", "check"])
+            .arg(&layout.policy),
+        Duration::from_secs(30),
+    )?;
+    // Sanity without any guard: the storm runs, the planted module runs (so refusing it
+    // later means something).
+    let ran = must(&mut layout.python("storm.py"), Duration::from_secs(60))?;
+    eprintln!(
+        "bench: storm imports {} modules ({} in sys.modules)",
+        modules.len(),
+        ran.stdout().trim()
+    );
+    must(
+        &mut layout.python("planted_main.py"),
+        Duration::from_secs(60),
+    )
+    .context("the planted module must run without a guard")?;
+    Ok(layout)
+}
+
+struct RoundOutcome {
+    latency: Option<Latency>,
+    check: String,
+}
+
+fn timed_ok(ran: Ran, what: &str) -> Result<f64> {
+    if !ran.output.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            ran.output.status,
+            ran.stderr()
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+    }
+    Ok(ran.elapsed.as_secs_f64() * 1000.0)
+}
+
+fn one_round<'a>(
+    layout: &Layout,
+    kind: Kind,
+    options: &Options,
+    samples: &mut BTreeMap<(&'a str, Kind), Vec<f64>>,
+) -> Result<RoundOutcome> {
+    let limit = Duration::from_secs(120);
+    let running = Running::start(kind, layout)?;
+    let tar = || {
+        let mut cmd = Command::new("setpriv");
+        cmd.arg(format!("--reuid={NOBODY}"))
+            .arg(format!("--regid={NOBODY}"))
+            .args(["--clear-groups", "--", "tar", "-cf", "-", "-C"])
+            .arg(&layout.prefix)
+            .arg("lib");
+        cmd
+    };
+
+    // P2: a fresh daemon (caches empty) and an empty page cache.
+    drop_caches()?;
+    let cold = timed_ok(
+        run_timed(&mut layout.python("storm.py"), limit, false)?,
+        "cold import storm",
+    )?;
+    samples.entry(("P2", kind)).or_default().push(cold);
+
+    // P1: warm (one untimed run first).
+    timed_ok(
+        run_timed(&mut layout.python("storm.py"), limit, false)?,
+        "warm-up",
+    )?;
+    for _ in 0..options.runs {
+        let ms = timed_ok(
+            run_timed(&mut layout.python("storm.py"), limit, false)?,
+            "warm import storm",
+        )?;
+        samples.entry(("P1", kind)).or_default().push(ms);
+    }
+
+    // P4: tar of the tree, not an interpreter: the tax every process pays.
+    timed_ok(run_timed(&mut tar(), limit, true)?, "tar warm-up")?;
+    for _ in 0..options.runs {
+        let ms = timed_ok(run_timed(&mut tar(), limit, true)?, "tar")?;
+        samples.entry(("P4", kind)).or_default().push(ms);
+    }
+    check_interrupted()?;
+
+    let mut latency = None;
+    let mut check = String::new();
+    if kind == Kind::Guard {
+        let status = running.guard_status(layout)?;
+        let field = |name: &str| status[name].as_f64().unwrap_or(f64::NAN);
+        if field("decisions") < 1.0 || field("denies") != 0.0 || field("errors") != 0.0 {
+            bail!(
+                "guard did not decide the signed workload cleanly (decisions {}, denies {}, \
+                 errors {}): measuring it would be measuring the wrong thing",
+                field("decisions"),
+                field("denies"),
+                field("errors")
+            );
+        }
+        latency = Some(Latency {
+            decisions: field("decisions"),
+            events: field("events"),
+            cache_hits: field("cache_hits"),
+            cache_misses: field("cache_misses"),
+            hit_p50_us: field("hit_p50_us"),
+            hit_p99_us: field("hit_p99_us"),
+            miss_p50_us: field("miss_p50_us"),
+            miss_p99_us: field("miss_p99_us"),
+            miss_max_us: field("miss_max_us"),
+            all_p50_us: field("latency_p50_us"),
+            all_p99_us: field("latency_p99_us"),
+            all_max_us: field("latency_max_us"),
+        });
+        check = format!(
+            "guard: {} code decisions, 0 denies on the signed workload; ",
+            field("decisions")
+        );
+    }
+
+    // The enforcement check: the planted, unsigned and untrusted module.
+    let planted = run_timed(&mut layout.python("planted_main.py"), limit, false)?;
+    let refused = !planted.output.status.success()
+        && planted.stderr().contains("PermissionError")
+        && !planted.stdout().contains("planted module ran");
+    match kind {
+        Kind::None if refused => bail!("the planted module was refused with no guard running"),
+        Kind::None => check.push_str("no guard: the planted module runs"),
+        _ if !refused => bail!(
+            "{} did not refuse the planted unsigned module: it is not enforcing, its numbers \
+             would be meaningless (exit {}, stderr: {})",
+            kind.label(),
+            planted.output.status,
+            planted.stderr()
+        ),
+        _ => check.push_str(&format!(
+            "{}: the planted module is refused ({})",
+            kind.label(),
+            planted.stderr().lines().last().unwrap_or_default().trim()
+        )),
+    }
+    if kind == Kind::Guard {
+        let status = running.guard_status(layout)?;
+        if status["denies"].as_f64().unwrap_or(0.0) < 1.0 {
+            bail!("guard refused the planted module but counted no deny");
+        }
+    }
+    running.stop()?;
+    Ok(RoundOutcome { latency, check })
+}
+
+fn p5_signing(layout: &Layout, options: &Options) -> Result<Signing> {
+    let tree = layout.root.join("sigtree");
+    let _ = std::fs::remove_dir_all(&tree);
+    must(
+        Command::new("cp")
+            .args(["-aL"])
+            .arg(&layout.stdlib)
+            .arg(&tree),
+        Duration::from_secs(300),
+    )?;
+    let files = util::count_files(&tree);
+    let bytes: u64 = walk_bytes(&tree);
+    let tools: [(&str, Box<dyn Fn() -> Command>); 3] = [
+        (
+            "sha256sum",
+            Box::new(|| {
+                let mut cmd = Command::new("sh");
+                cmd.arg("-c")
+                    .arg("find \"$1\" -type f -print0 | xargs -0 sha256sum > /dev/null")
+                    .arg("sh")
+                    .arg(&tree);
+                cmd
+            }),
+        ),
+        (
+            "guard sign -r",
+            Box::new(|| {
+                let mut cmd = Command::new(&layout.guard);
+                cmd.args(["sign", "-r", "--key"])
+                    .arg(&layout.key)
+                    .arg(&tree);
+                cmd
+            }),
+        ),
+        (
+            "evmctl ima_sign -r",
+            Box::new(|| {
+                let mut cmd = Command::new("evmctl");
+                cmd.args(["ima_sign", "-r", "--hashalgo", "sha256", "--key"])
+                    .arg(&layout.key)
+                    .arg(&tree);
+                cmd
+            }),
+        ),
+    ];
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); tools.len()];
+    let rounds = options.rounds.clamp(1, 3);
+    for round in 0..=rounds {
+        for (i, (name, make)) in tools.iter().enumerate() {
+            let ms = timed_ok(
+                run_timed(&mut make(), Duration::from_secs(600), true)?,
+                name,
+            )?;
+            // Round 0 warms the page cache.
+            if round > 0 {
+                samples[i].push(ms);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tree);
+    Ok(Signing {
+        files,
+        bytes,
+        tools: tools
+            .iter()
+            .zip(samples)
+            .map(|((name, _), s)| (name.to_string(), s))
+            .collect(),
+    })
+}
+
+fn walk_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                total += walk_bytes(&entry.path());
+            } else if meta.is_file() {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
+fn p6_memory(layout: &Layout, options: &Options) -> Result<Memory> {
+    let dir = layout.root.join("p6");
+    let _ = std::fs::remove_dir_all(&dir);
+    let per_dir = 1000;
+    for i in 0..options.p6_files {
+        let sub = dir.join(format!("d{:03}", i / per_dir));
+        if i % per_dir == 0 {
+            std::fs::create_dir_all(&sub)?;
+            check_interrupted()?;
+        }
+        std::fs::write(sub.join(format!("m{i:06}.py")), format!("X = {i}\n"))?;
+    }
+    std::fs::write(
+        dir.join("open_all.py"),
+        "import io, os, sys\n\
+         n = 0\n\
+         for sub in sorted(os.scandir(sys.argv[1]), key=lambda e: e.name):\n\
+         \x20   if sub.is_dir():\n\
+         \x20       for entry in os.scandir(sub.path):\n\
+         \x20           io.open_code(entry.path).close()\n\
+         \x20           n += 1\n\
+         print(n)\n",
+    )?;
+    let sign = must(
+        Command::new(&layout.guard)
+            .args(["sign", "-r", "--key"])
+            .arg(&layout.key)
+            .arg(&dir),
+        Duration::from_secs(1800),
+    )?;
+    let running = Running::start(Kind::Guard, layout)?;
+    let pid = running.pid().context("agent pid")?;
+    let idle_kib = util::vm_hwm_kib(pid)?;
+    let mut cmd = layout.python(dir.join("open_all.py").to_str().context("path")?);
+    cmd.arg(&dir);
+    let ran = run_timed(&mut cmd, Duration::from_secs(1800), false)?;
+    let open_ms = timed_ok(ran, "P6 opening every file")?;
+    let status = running.guard_status(layout)?;
+    let peak_kib = util::vm_hwm_kib(pid)?;
+    let field = |name: &str| status[name].as_f64().unwrap_or(f64::NAN);
+    if field("denies") != 0.0 || field("decisions") < options.p6_files as f64 {
+        bail!(
+            "P6: guard made {} decisions and {} denies for {} signed files",
+            field("decisions"),
+            field("denies"),
+            options.p6_files
+        );
+    }
+    let memory = Memory {
+        files: options.p6_files,
+        sign_s: sign.elapsed.as_secs_f64(),
+        open_all_s: open_ms / 1000.0,
+        cache_entries: field("cache_entries"),
+        cache_misses: field("cache_misses"),
+        idle_hwm_kib: idle_kib,
+        peak_hwm_kib: peak_kib,
+        miss_p50_us: field("miss_p50_us"),
+        miss_p99_us: field("miss_p99_us"),
+    };
+    running.stop()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(memory)
+}
