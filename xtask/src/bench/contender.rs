@@ -141,6 +141,9 @@ impl Running {
             "none"
         };
         write_fapolicyd_config(integrity)?;
+        // systemd-tmpfiles makes it at boot; without it fapolicyd cannot create its FIFO.
+        // (It is restored, or removed again, with the rest of fapolicyd's state.)
+        std::fs::create_dir_all("/run/fapolicyd").context("/run/fapolicyd")?;
         // Foreground, logging only denials; it reads compiled.rules and the trust file.
         self.spawn_logged(Command::new("fapolicyd").arg("--debug-deny"))?;
         // Ready when an untrusted program on the bench filesystem can no longer run

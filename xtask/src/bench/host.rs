@@ -27,7 +27,10 @@ impl BenchFs {
         let root = work.join("fs");
         let image = work.join("fs.img");
         // A leftover from an interrupted run.
-        let _ = Command::new("umount").arg(&root).status();
+        let _ = Command::new("umount")
+            .arg(&root)
+            .stderr(std::process::Stdio::null())
+            .status();
         std::fs::create_dir_all(&root)?;
         if mounts_of_type(BENCH_FS_TYPE)?
             .iter()
@@ -211,6 +214,15 @@ pub struct Machine {
     pub memory_mib: u64,
     pub python: String,
     pub fapolicyd: String,
+    /// /proc/loadavg when the bench started: other work on the host is noise.
+    pub load_before: String,
+}
+
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 pub fn machine() -> Machine {
@@ -244,6 +256,7 @@ pub fn machine() -> Machine {
         cpu,
         memory_mib,
         python: out(Command::new("/usr/bin/python3").arg("--version")),
+        load_before: loadavg(),
         fapolicyd: out(Command::new("dpkg-query").args(["-W", "-f", "${Version}", "fapolicyd"])),
     }
 }

@@ -28,7 +28,7 @@ pub struct Options {
     #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Timed runs of each warm workload per contender and round (after one warm-up run).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     runs: usize,
     /// Stdlib modules the import storm imports.
     #[arg(long, default_value_t = 150)]
@@ -95,7 +95,14 @@ pub fn run(workspace: &Path, options: &Options) -> Result<()> {
     let mut fapolicyd_rules = String::new();
     if fapolicyd_host.is_some() {
         eprintln!("bench: trusting the bench files in fapolicyd (fapolicyd-cli --file add)");
-        match contender::configure_fapolicyd(&[&layout.prefix, &layout.app]) {
+        // The app's scripts one by one: the planted module next to them must stay untrusted.
+        let trusted = [
+            layout.prefix.clone(),
+            layout.app.join("storm.py"),
+            layout.app.join("planted_main.py"),
+        ];
+        let trusted: Vec<&Path> = trusted.iter().map(PathBuf::as_path).collect();
+        match contender::configure_fapolicyd(&trusted) {
             Ok(rules) => fapolicyd_rules = rules,
             Err(e) => fapolicyd_unavailable = Some(format!("{e:#}")),
         }
@@ -134,6 +141,8 @@ pub fn run(workspace: &Path, options: &Options) -> Result<()> {
     );
     let memory = p6_memory(&layout, options)?;
 
+    let stdlib_files = layout.stdlib_files();
+    let load_after = host::loadavg();
     drop(fs);
     drop(fapolicyd_host);
 
@@ -150,7 +159,8 @@ pub fn run(workspace: &Path, options: &Options) -> Result<()> {
         memory,
         checks,
         fapolicyd_rules,
-        stdlib_files: layout.stdlib_files(),
+        stdlib_files,
+        load_after,
         elapsed_s: started.elapsed().as_secs_f64(),
     });
     let markdown = report::write(&work, &results)?;

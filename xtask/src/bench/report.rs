@@ -106,6 +106,7 @@ pub struct Inputs<'a> {
     pub checks: Vec<String>,
     pub fapolicyd_rules: String,
     pub stdlib_files: usize,
+    pub load_after: String,
     pub elapsed_s: f64,
 }
 
@@ -255,6 +256,11 @@ pub fn build(inputs: Inputs<'_>) -> Results {
             inputs.machine.kernel,
             inputs.machine.python,
             inputs.machine.fapolicyd
+        ),
+        format!(
+            "load average (/proc/loadavg) before: {}, after: {} (the host is shared: other \
+             work on it is noise in every column alike, interleaving spreads it)",
+            inputs.machine.load_before, inputs.load_after
         ),
         format!("options: {}", inputs.options),
         "contenders run interleaved: each round runs no guard, guard, fapolicyd (none), \
