@@ -382,11 +382,11 @@ fn timed_ok(ran: Ran, what: &str) -> Result<f64> {
     Ok(ran.elapsed.as_secs_f64() * 1000.0)
 }
 
-fn one_round<'a>(
+fn one_round(
     layout: &Layout,
     kind: Kind,
     options: &Options,
-    samples: &mut BTreeMap<(&'a str, Kind), Vec<f64>>,
+    samples: &mut BTreeMap<(&str, Kind), Vec<f64>>,
 ) -> Result<RoundOutcome> {
     let limit = Duration::from_secs(120);
     let running = Running::start(kind, layout)?;
@@ -494,6 +494,9 @@ fn one_round<'a>(
     Ok(RoundOutcome { latency, check })
 }
 
+/// Builds a fresh command for each timed run.
+type MakeCommand<'a> = Box<dyn Fn() -> Command + 'a>;
+
 fn p5_signing(layout: &Layout, options: &Options) -> Result<Signing> {
     let tree = layout.root.join("sigtree");
     let _ = std::fs::remove_dir_all(&tree);
@@ -506,7 +509,7 @@ fn p5_signing(layout: &Layout, options: &Options) -> Result<Signing> {
     )?;
     let files = util::count_files(&tree);
     let bytes: u64 = walk_bytes(&tree);
-    let tools: [(&str, Box<dyn Fn() -> Command>); 3] = [
+    let tools: [(&str, MakeCommand); 3] = [
         (
             "sha256sum",
             Box::new(|| {
