@@ -8,8 +8,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
-mod vm;
 mod bench;
+mod vm;
 
 #[derive(Parser)]
 #[command(about = "guard's development tasks")]
