@@ -68,6 +68,9 @@ pub fn run(workspace: &Path, options: &Options) -> Result<()> {
     let started = Instant::now();
     let work = workspace.join("target/bench");
     std::fs::create_dir_all(&work)?;
+    // guard appends to its audit file: start each bench with an empty one (P6 alone
+    // writes 100 k records).
+    let _ = std::fs::remove_file(work.join("guard-audit.jsonl"));
 
     eprintln!("bench: building guard (release)");
     must(
