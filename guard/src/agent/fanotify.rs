@@ -70,7 +70,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     );
     let watched = mark_filesystems(&group, &config, &state)?;
 
-    let (queue, jobs) = bounded::<(FanotifyEvent, Instant)>(4096);
+    let (queue, jobs) = bounded::<Job>(4096);
     let mut workers = Vec::new();
     for index in 0..config.workers.max(1) {
         let group = group.clone();
@@ -256,10 +256,19 @@ fn mark(group: &Fanotify, path: &Path) -> nix::Result<()> {
     )
 }
 
+/// An interpreter's event, for a worker. It carries the policy it was sorted under, so a
+/// reload between sorting and deciding cannot mismatch the profile.
+struct Job {
+    event: FanotifyEvent,
+    received: Instant,
+    loaded: Arc<Loaded>,
+    profile: usize,
+}
+
 fn read_events(
     group: &Fanotify,
     state: &State,
-    queue: &crossbeam_channel::Sender<(FanotifyEvent, Instant)>,
+    queue: &crossbeam_channel::Sender<Job>,
     own_pid: i32,
 ) {
     loop {
@@ -283,6 +292,7 @@ fn read_events(
             return;
         }
         let received = Instant::now();
+        let loaded = state.loaded();
         for event in events {
             bump(&state.stats.events);
             let Some(fd) = event.fd() else {
@@ -291,17 +301,33 @@ fn read_events(
                 log::error!("fanotify queue overflow: the kernel allowed events guard never saw");
                 continue;
             };
-            if event.pid() == own_pid {
+            let pid = event.pid();
+            if pid == own_pid {
                 bump(&state.stats.own_events);
                 respond(group, state, fd, true);
                 continue;
             }
+            // The hot path of the whole host: an opener that is not a profiled interpreter
+            // (or is already gone) is answered here, with one stat and no hop to a worker.
+            let profile = process::executable(pid)
+                .ok()
+                .and_then(|exe| facts::profile_of_executable(&loaded.interpreters, exe));
+            let Some(profile) = profile else {
+                respond(group, state, fd, true);
+                state.stats.latency.record(received.elapsed());
+                continue;
+            };
             state.queued.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = queue.send((event, received)) {
+            let job = Job {
+                event,
+                received,
+                loaded: loaded.clone(),
+                profile,
+            };
+            if let Err(e) = queue.send(job) {
                 // Workers are gone (shutting down): answer here rather than leave it hanging.
                 state.queued.fetch_sub(1, Ordering::Relaxed);
-                let (event, _) = e.into_inner();
-                if let Some(fd) = event.fd() {
+                if let Some(fd) = e.into_inner().event.fd() {
                     respond(group, state, fd, true);
                 }
             }
@@ -321,91 +347,122 @@ fn respond(group: &Fanotify, state: &State, fd: BorrowedFd<'_>, allow: bool) {
     }
 }
 
-fn work(group: &Fanotify, state: &State, jobs: &Receiver<(FanotifyEvent, Instant)>) {
-    while let Ok((event, received)) = jobs.recv() {
+fn work(group: &Fanotify, state: &State, jobs: &Receiver<Job>) {
+    while let Ok(job) = jobs.recv() {
         state.queued.fetch_sub(1, Ordering::Relaxed);
-        let Some(fd) = event.fd() else { continue };
+        let Some(fd) = job.event.fd() else { continue };
+        let pid = job.event.pid();
+        let loaded = &job.loaded;
         // A bug must not leave an open hanging or crash the agent: refuse, say so, go on.
-        let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            evaluate(state, event.pid(), fd)
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            evaluate(state, loaded, pid, fd, job.profile)
         }))
         .unwrap_or_else(|_| {
-            bump(&state.stats.errors);
-            let loaded = state.loaded();
-            let verdict = facts_unavailable(
-                &loaded.policy,
-                "internal error while deciding (see the log)",
-            );
-            finish(
-                state,
-                &loaded,
-                event.pid(),
-                0,
-                &descriptor_path(fd),
-                "?",
-                CodeKind::NotCode,
-                verdict,
-                Lookup::NotNeeded,
-                true,
-            )
+            Outcome::unavailable(loaded, fd, "internal error while deciding (see the log)")
         });
-        respond(group, state, fd, decision.allow);
-        let elapsed = received.elapsed();
+        // Answer first: everything below is bookkeeping the opener must not wait for.
+        respond(group, state, fd, outcome.verdict.allow);
+        let elapsed = job.received.elapsed();
         state.stats.latency.record(elapsed);
-        match decision.lookup {
+        match outcome.lookup {
             Lookup::Hit => state.stats.hit_latency.record(elapsed),
             Lookup::Miss => state.stats.miss_latency.record(elapsed),
             Lookup::NotNeeded => {}
         }
-        if let Some(record) = decision.record {
-            state.audit.send(record);
+        count(state, &outcome);
+        if outcome.worth_logging(&loaded.policy) {
+            state.audit.send(outcome.record(pid));
         }
-        drop(event); // closes the event's descriptor
+        drop(job); // closes the event's descriptor
     }
 }
 
-struct Decision {
-    allow: bool,
+/// A decision on an interpreter's open, with what the audit trail needs.
+struct Outcome {
+    code: CodeKind,
+    verdict: Verdict,
     lookup: Lookup,
-    record: Option<AuditRecord>,
+    uid: u32,
+    path: String,
+    id: String,
 }
 
-const PLAIN_ALLOW: Decision = Decision {
-    allow: true,
-    lookup: Lookup::NotNeeded,
-    record: None,
-};
-
-fn evaluate(state: &State, pid: i32, fd: BorrowedFd<'_>) -> Decision {
-    let loaded = state.loaded();
-    // Not an interpreter (or already gone): nothing in the policy applies to it.
-    let Ok(exe) = process::executable(pid) else {
-        return PLAIN_ALLOW;
-    };
-    let Some(profile_index) = facts::profile_of_executable(&loaded.interpreters, exe) else {
-        return PLAIN_ALLOW;
-    };
-    match evaluate_interpreter(state, &loaded, pid, fd, profile_index) {
-        Ok(decision) => decision,
-        Err(e) => {
-            bump(&state.stats.errors);
-            let verdict =
-                facts_unavailable(&loaded.policy, format!("cannot establish the facts: {e}"));
-            let path = descriptor_path(fd);
-            finish(
-                state,
-                &loaded,
-                pid,
-                0,
-                &path,
-                "?",
-                CodeKind::NotCode,
-                verdict,
-                Lookup::NotNeeded,
-                true,
-            )
+impl Outcome {
+    fn unavailable(loaded: &Loaded, fd: BorrowedFd<'_>, reason: &str) -> Outcome {
+        Outcome {
+            code: CodeKind::NotCode,
+            verdict: facts_unavailable(&loaded.policy, reason),
+            lookup: Lookup::NotNeeded,
+            uid: 0,
+            path: descriptor_path(fd),
+            id: "?".into(),
         }
     }
+
+    /// Refusals always; an allowed code load when its content was verified (a cache miss),
+    /// not each repeat served from the cache; everything with `audit.log_allows`.
+    fn worth_logging(&self, policy: &crate::policy::Policy) -> bool {
+        !self.verdict.policy_allows
+            || (self.code.is_code() && self.lookup == Lookup::Miss)
+            || policy.audit.log_allows
+    }
+
+    fn record(&self, pid: i32) -> AuditRecord {
+        let verdict = &self.verdict;
+        AuditRecord {
+            time: super::audit::now(),
+            pid,
+            exe: process::executable_path(pid),
+            uid: self.uid,
+            path: self.path.clone(),
+            id: self.id.clone(),
+            code: self.code.name(),
+            decision: if verdict.policy_allows {
+                "allow"
+            } else {
+                "deny"
+            },
+            enforced: verdict.enforced,
+            rule: verdict.rule.id(),
+            reason: verdict.reason().to_string(),
+            checks: verdict
+                .checks
+                .iter()
+                .map(|c| CheckRecord {
+                    rule: c.rule.id(),
+                    passed: c.passed,
+                    reason: c.reason.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn count(state: &State, outcome: &Outcome) {
+    if !outcome.code.is_code() && outcome.verdict.policy_allows {
+        return;
+    }
+    bump(&state.stats.code_decisions);
+    if !outcome.verdict.policy_allows {
+        if outcome.verdict.enforced {
+            bump(&state.stats.denies);
+        } else {
+            bump(&state.stats.would_deny);
+        }
+    }
+}
+
+fn evaluate(
+    state: &State,
+    loaded: &Loaded,
+    pid: i32,
+    fd: BorrowedFd<'_>,
+    profile: usize,
+) -> Outcome {
+    evaluate_interpreter(state, loaded, pid, fd, profile).unwrap_or_else(|e| {
+        bump(&state.stats.errors);
+        Outcome::unavailable(loaded, fd, &format!("cannot establish the facts: {e}"))
+    })
 }
 
 fn evaluate_interpreter(
@@ -414,7 +471,7 @@ fn evaluate_interpreter(
     pid: i32,
     fd: BorrowedFd<'_>,
     profile_index: usize,
-) -> std::io::Result<Decision> {
+) -> std::io::Result<Outcome> {
     let policy = &loaded.policy;
     let profile = &policy.interpreters[profile_index];
     let file = File::from(fd.try_clone_to_owned()?);
@@ -434,97 +491,29 @@ fn evaluate_interpreter(
             code = CodeKind::MainScript;
         }
     }
-    if !code.is_code() {
-        if policy.audit.log_allows {
-            let verdict = crate::engine::decide_open(
-                policy,
-                &Subject::default(),
-                &facts::object_of(&file, code)?,
-            );
-            return Ok(finish(
-                state,
-                loaded,
-                pid,
-                0,
-                &path,
-                "",
-                code,
-                verdict,
-                Lookup::NotNeeded,
-                false,
-            ));
+    let uid;
+    let subject = if code.is_code() {
+        let (process_uid, gids) = process::credentials(pid)?;
+        uid = process_uid;
+        Subject {
+            uid,
+            gids,
+            profile: Some(profile_index),
         }
-        return Ok(PLAIN_ALLOW);
-    }
-    let (uid, gids) = process::credentials(pid)?;
-    let subject = Subject {
-        uid,
-        gids,
-        profile: Some(profile_index),
+    } else {
+        uid = 0;
+        Subject::default()
     };
     let (object, verdict, lookup) =
         facts::decide_file(policy, &subject, &file, code, Some(&state.cache))?;
-    let id = object.id.to_string();
-    Ok(finish(
-        state, loaded, pid, uid, &path, &id, code, verdict, lookup, true,
-    ))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    state: &State,
-    loaded: &Loaded,
-    pid: i32,
-    uid: u32,
-    path: &str,
-    id: &str,
-    code: CodeKind,
-    verdict: Verdict,
-    lookup: Lookup,
-    is_decision: bool,
-) -> Decision {
-    if is_decision {
-        bump(&state.stats.code_decisions);
-        if !verdict.policy_allows {
-            if verdict.enforced {
-                bump(&state.stats.denies);
-            } else {
-                bump(&state.stats.would_deny);
-            }
-        }
-    }
-    let log_it = !verdict.policy_allows || code.is_code() || loaded.policy.audit.log_allows;
-    let record = log_it.then(|| AuditRecord {
-        time: super::audit::now(),
-        pid,
-        exe: process::executable_path(pid),
-        uid,
-        path: path.to_string(),
-        id: id.to_string(),
-        code: code.name(),
-        decision: if verdict.policy_allows {
-            "allow"
-        } else {
-            "deny"
-        },
-        enforced: verdict.enforced,
-        rule: verdict.rule.id(),
-        reason: verdict.reason().to_string(),
-        checks: verdict
-            .checks
-            .iter()
-            .map(|c| CheckRecord {
-                rule: c.rule.id(),
-                passed: c.passed,
-                reason: c.reason.clone(),
-            })
-            .collect(),
-    });
-    Decision {
-        allow: verdict.allow,
+    Ok(Outcome {
+        code,
+        verdict,
         lookup,
-        record,
-    }
+        uid,
+        path,
+        id: object.id.to_string(),
+    })
 }
 
 /// The path of an event's file, for humans and code-pattern matching only.

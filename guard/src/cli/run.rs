@@ -95,8 +95,8 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         report.latency_p50_us, report.latency_p99_us, report.latency_max_us
     );
     println!(
-        "  cache hit:  p50 {:.1} us, p99 {:.1} us",
-        report.hit_p50_us, report.hit_p99_us
+        "  cache hit:  p50 {:.1} us, p99 {:.1} us, max {:.1} us",
+        report.hit_p50_us, report.hit_p99_us, report.hit_max_us
     );
     println!(
         "  cache miss: p50 {:.1} us, p99 {:.1} us, max {:.1} us",
