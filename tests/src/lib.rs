@@ -239,18 +239,23 @@ impl Agent {
     /// Starts the agent marking only `watch`, trusting the test key, and waits until
     /// `guard status` answers (marks in place).
     pub fn start(watch: &Path, extra: &[&str]) -> Agent {
+        Agent::start_with_env(watch, extra, &[])
+    }
+
+    /// [`Agent::start`] with extra environment variables (NOTIFY_SOCKET, WATCHDOG_USEC...).
+    pub fn start_with_env(watch: &Path, extra: &[&str], env: &[(&str, &str)]) -> Agent {
         let mut args = vec!["--watch", watch.to_str().expect("utf-8 path")];
         args.extend_from_slice(extra);
-        Agent::start_with(&args)
+        Agent::start_with(&args, env)
     }
 
     /// Starts the agent without `--watch`: it marks every filesystem of a type the policy
     /// trusts, and follows new mounts. Only for policies trusting types nothing else uses.
     pub fn start_unwatched(extra: &[&str]) -> Agent {
-        Agent::start_with(extra)
+        Agent::start_with(extra, &[])
     }
 
-    fn start_with(extra: &[&str]) -> Agent {
+    fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("guard-agent-")
             .tempdir()
@@ -269,6 +274,7 @@ impl Agent {
             .arg(&keys().cert_pem)
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("dup"))
             .stderr(log_file)

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod package;
 mod vm;
 
 #[derive(Parser)]
@@ -47,6 +48,16 @@ enum Task {
     },
     /// Measure guard against no guard and fapolicyd (about 10 minutes; root).
     Bench(bench::Options),
+    /// Build the Debian package (cargo-deb) into target/package/.
+    Package {
+        /// Package the debug binary instead of a release build (quick, for checks).
+        #[arg(long)]
+        debug: bool,
+        /// Also check it end to end: contents, install on this host (root), run the
+        /// installed agent as its unit would, purge.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -65,6 +76,18 @@ fn main() -> Result<()> {
         }
         Task::Stress { time } => stress(time),
         Task::Bench(options) => bench::run(&workspace_root(), &options),
+        Task::Package { debug, check } => {
+            let profile = if debug {
+                package::Profile::Dev
+            } else {
+                package::Profile::Release
+            };
+            if check {
+                package::check(profile)
+            } else {
+                package::build(profile).map(|_| ())
+            }
+        }
     }
 }
 
@@ -111,6 +134,8 @@ fn test(extra: &[String]) -> Result<()> {
     // A short run of every harness, replaying the kept crash inputs.
     let targets: Vec<String> = fuzz::TARGETS.iter().map(|t| t.to_string()).collect();
     fuzz::fuzz(FUZZ_SECONDS_IN_TEST, &targets)?;
+    // The package, end to end, from the debug binary just tested (see package::Profile).
+    package::check(package::Profile::Dev)?;
     Ok(())
 }
 

@@ -90,10 +90,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         watched,
         config.socket.display()
     );
+    let heartbeat = super::notify::ready(&format!("enforcing on {watched} filesystem(s)"));
 
     let own_pid = std::process::id() as i32;
     let mut stop = false;
     while !stop {
+        heartbeat.beat();
         let mut fds = [
             PollFd::new(group.as_fd(), PollFlags::POLLIN),
             PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN),
@@ -122,6 +124,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
     }
 
+    super::notify::stopping();
     // Workers drain what is queued and answer it; then closing the group lets the kernel
     // allow anything still pending (fanotify's own semantics: see the README).
     drop(queue);

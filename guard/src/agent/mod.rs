@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod fanotify;
 pub mod mounts;
+pub mod notify;
 pub mod process;
 pub mod stats;
 pub mod status;

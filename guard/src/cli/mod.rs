@@ -1,6 +1,7 @@
 //! Command-line surface. Each subcommand lives in its own module.
 
 mod explain;
+mod generate;
 mod keygen;
 mod policy;
 mod run;
@@ -46,6 +47,12 @@ pub enum Command {
     Verify(verify::Args),
     /// Make a signing key, its public key and a self-signed certificate.
     Keygen(keygen::Args),
+    /// Write man pages for guard and every subcommand (used to build packages).
+    #[command(hide = true)]
+    GenerateMan(generate::OutDir),
+    /// Write bash, zsh and fish completions (used to build packages).
+    #[command(hide = true)]
+    GenerateCompletions(generate::OutDir),
 }
 
 /// Where the policy and extra trusted keys come from.
@@ -76,5 +83,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sign(args) => sign::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Keygen(args) => keygen::run(args),
+        Command::GenerateMan(args) => generate::man(&args),
+        Command::GenerateCompletions(args) => generate::completions(&args),
     }
 }

@@ -1,0 +1,54 @@
+//! The files the Debian package ships, checked with the binary: distribution policies
+//! validate, and the unit file names the binary's real options.
+
+use std::path::PathBuf;
+
+use guard_tests::*;
+
+fn packaging(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../packaging")
+        .join(relative)
+}
+
+#[test]
+fn distribution_policies_validate() {
+    for name in ["debian", "rhel"] {
+        let path = packaging(&format!("policies/{name}.toml"));
+        let out = guard(&[&"policy", &"check", &path]);
+        assert_no_panic(&out);
+        // Key globs that match nothing are fine (no keys installed on a CI host).
+        assert!(
+            out.status.success() && stdout(&out).contains(": OK (enforce mode"),
+            "{name}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let shown = guard(&[&"policy", &"show", &path]);
+        assert!(shown.status.success(), "{}", stderr(&shown));
+    }
+    let rhel = std::fs::read_to_string(packaging("policies/rhel.toml")).unwrap();
+    assert!(rhel.contains("/usr/libexec/platform-python*") && rhel.contains("/usr/lib64/python3"));
+    let debian = std::fs::read_to_string(packaging("policies/debian.toml")).unwrap();
+    assert!(debian.contains("/usr/lib/python3/dist-packages"));
+}
+
+#[test]
+fn unit_runs_real_options_of_the_agent() {
+    let unit = std::fs::read_to_string(packaging("guard.service")).unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    let mut words = exec.split_whitespace();
+    assert_eq!(words.next(), Some("/usr/sbin/guard"));
+    // Parse the same options with `--help` appended: clap validates them without starting.
+    let args: Vec<&str> = words.chain(["--help"]).collect();
+    let args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+        args.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>).collect();
+    let out = guard(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for needle in ["Type=notify", "WatchdogSec=", "Restart=always", "OOMScoreAdjust=-1000"] {
+        assert!(unit.contains(needle), "unit lacks {needle}");
+    }
+}

@@ -1,0 +1,657 @@
+//! `cargo xtask package`: the Debian package (cargo-deb), and `--check`: build it, look inside,
+//! install it on this host, run the installed agent the way its unit does, purge it.
+//!
+//! The check installs into the real root with `dpkg -i` (this is a disposable CI machine, run
+//! as root) because that is what exercises the maintainer scripts, `systemd-analyze verify`
+//! against the installed binary and man pages, and man-db; it always purges afterwards and
+//! then proves nothing is left.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+
+use crate::{cargo, run, workspace_root};
+
+/// Which cargo profile to package.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Release,
+    /// The debug binary `cargo xtask test` has already built: the package is byte-for-byte
+    /// the same except for the binary's optimisation, and the check then takes seconds
+    /// instead of a multi-minute release build.
+    Dev,
+}
+
+impl Profile {
+    fn cargo_name(self) -> &'static str {
+        match self {
+            Profile::Release => "release",
+            Profile::Dev => "dev",
+        }
+    }
+
+    fn dir(self) -> &'static str {
+        match self {
+            Profile::Release => "release",
+            Profile::Dev => "debug",
+        }
+    }
+}
+
+/// Every page `guard generate-man` must produce: one per visible (sub)command.
+const MAN_PAGES: &[&str] = &[
+    "guard",
+    "guard-explain",
+    "guard-policy",
+    "guard-policy-check",
+    "guard-policy-show",
+    "guard-run",
+    "guard-status",
+    "guard-sign",
+    "guard-verify",
+    "guard-keygen",
+];
+
+const UNIT: &str = "/lib/systemd/system/guard.service";
+
+/// Builds the .deb and returns its path.
+pub fn build(profile: Profile) -> Result<PathBuf> {
+    ensure_cargo_deb()?;
+    let root = workspace_root();
+    run(cargo().args(["build", "--package", "guard", "--profile", profile.cargo_name()]))?;
+    let out = root.join("target").join(profile.dir());
+    let bin = out.join("guard");
+
+    // Documentation comes from the binary being packaged, so it matches its options exactly.
+    let doc = out.join("guard-doc");
+    if doc.exists() {
+        std::fs::remove_dir_all(&doc).with_context(|| format!("removing {}", doc.display()))?;
+    }
+    run(Command::new(&bin).arg("generate-man").arg(doc.join("man")))?;
+    run(Command::new(&bin)
+        .arg("generate-completions")
+        .arg(doc.join("completions")))?;
+    for page in MAN_PAGES {
+        let path = doc.join("man").join(format!("{page}.1"));
+        ensure!(path.is_file(), "guard generate-man did not write {}", path.display());
+    }
+
+    let dist = root.join("target/package");
+    std::fs::create_dir_all(&dist)?;
+    let deb = dist.join(format!(
+        "guard_{}_{}.deb",
+        env!("CARGO_PKG_VERSION"),
+        deb_arch()?
+    ));
+    let _ = std::fs::remove_file(&deb);
+    let started = Instant::now();
+    run(cargo()
+        .args(["deb", "--package", "guard", "--no-build", "--profile"])
+        .arg(profile.cargo_name())
+        .arg("--output")
+        .arg(&deb))?;
+    let size = std::fs::metadata(&deb)
+        .with_context(|| format!("cargo deb wrote no {}", deb.display()))?
+        .len();
+    eprintln!(
+        "xtask: {} ({} KiB, packaged in {:.1} s)",
+        deb.display(),
+        size / 1024,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(deb)
+}
+
+fn deb_arch() -> Result<String> {
+    Ok(output(Command::new("dpkg").arg("--print-architecture"))?
+        .trim()
+        .to_string())
+}
+
+fn ensure_cargo_deb() -> Result<()> {
+    let present = cargo()
+        .args(["deb", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !present {
+        run(cargo().args(["install", "--locked", "cargo-deb"]))?;
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its standard output; fails with its standard error.
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    ensure!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Installs the Debian packages the check uses when they are missing (man, systemd-analyze).
+fn ensure_tools() -> Result<()> {
+    let mut missing = Vec::new();
+    for (tool, package) in [
+        ("man", "man-db"),
+        ("systemd-analyze", "systemd"),
+        ("setpriv", "util-linux"),
+        ("unshare", "util-linux"),
+        ("python3", "python3"),
+    ] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !found {
+            missing.push(package);
+        }
+    }
+    if !missing.is_empty() {
+        run(Command::new("apt-get").args(["update", "-qq"]))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    Ok(())
+}
+
+/// Builds the package from `profile` and checks it end to end on this host.
+pub fn check(profile: Profile) -> Result<()> {
+    ensure!(
+        nix_is_root(),
+        "the package check installs the package: run it as root"
+    );
+    ensure_tools()?;
+    let deb = build(profile)?;
+    let started = Instant::now();
+    check_contents(&deb)?;
+    if is_installed("guard") {
+        // A previous check interrupted half-way; start from a clean host.
+        eprintln!("xtask: guard is installed already: purging it first");
+        run(Command::new("dpkg").args(["--purge", "guard"]))?;
+    }
+    run(Command::new("dpkg").arg("--install").arg(&deb))?;
+    let installed = check_installed().and_then(|()| check_agent());
+    let purged = purge_and_check_clean();
+    installed?;
+    purged?;
+    eprintln!(
+        "xtask: package check passed in {:.1} s after the build",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn is_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f", "${db:Status-Status}", package])
+        .output()
+        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "installed")
+        .unwrap_or(false)
+}
+
+/// The paths, modes and metadata inside the .deb, before anything touches the host.
+fn check_contents(deb: &Path) -> Result<()> {
+    let listing = output(Command::new("dpkg-deb").arg("--contents").arg(deb))?;
+    let entries: BTreeSet<String> = listing
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .map(|p| p.trim_start_matches('.').to_string())
+        .collect();
+    let mode_of = |path: &str| {
+        listing
+            .lines()
+            .find(|l| l.split_whitespace().nth(5) == Some(&format!(".{path}")))
+            .and_then(|l| l.split_whitespace().next())
+            .map(str::to_string)
+    };
+    let mut expected: Vec<String> = [
+        "/usr/sbin/guard",
+        UNIT,
+        "/etc/guard/policy.toml",
+        "/usr/share/guard/policies/debian.toml",
+        "/usr/share/guard/policies/rhel.toml",
+        "/usr/share/bash-completion/completions/guard",
+        "/usr/share/zsh/vendor-completions/_guard",
+        "/usr/share/fish/vendor_completions.d/guard.fish",
+        "/usr/share/doc/guard/operations.md",
+        "/usr/share/doc/guard/copyright",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    expected.extend(
+        MAN_PAGES
+            .iter()
+            .map(|p| format!("/usr/share/man/man1/{p}.1.gz")),
+    );
+    let missing: Vec<&String> = expected.iter().filter(|p| !entries.contains(*p)).collect();
+    ensure!(missing.is_empty(), "missing from the package: {missing:?}\n{listing}");
+    ensure!(
+        mode_of("/usr/sbin/guard").as_deref() == Some("-rwxr-xr-x"),
+        "/usr/sbin/guard is not 0755:\n{listing}"
+    );
+    ensure!(
+        mode_of(UNIT).as_deref() == Some("-rw-r--r--"),
+        "the unit is not 0644:\n{listing}"
+    );
+    // Nothing of the build host leaks in (absolute target paths, test keys...).
+    for entry in &entries {
+        ensure!(
+            !entry.contains("target") && !entry.contains("/root"),
+            "unexpected entry {entry}"
+        );
+    }
+
+    let control = output(Command::new("dpkg-deb").args(["--field"]).arg(deb))?;
+    for needle in [
+        "Package: guard",
+        "Recommends: ima-evm-utils",
+        "Section: admin",
+    ] {
+        ensure!(control.contains(needle), "control lacks {needle:?}:\n{control}");
+    }
+    ensure!(
+        !control.contains("Depends: python"),
+        "guard must not depend on python:\n{control}"
+    );
+    let conffiles = extract_control_file(deb, "conffiles")?;
+    ensure!(
+        conffiles.lines().any(|l| l.trim() == "/etc/guard/policy.toml"),
+        "policy.toml is not a conffile: {conffiles:?}"
+    );
+    for script in ["postinst", "prerm", "postrm"] {
+        extract_control_file(deb, script).with_context(|| format!("no {script}"))?;
+    }
+
+    // The shipped policy is the embedded default, byte for byte.
+    let shipped = output(
+        Command::new("sh")
+            .arg("-c")
+            .arg("dpkg-deb --fsys-tarfile \"$1\" | tar -xO ./etc/guard/policy.toml")
+            .arg("sh")
+            .arg(deb),
+    )?;
+    let embedded = std::fs::read_to_string(workspace_root().join("guard/policy/default.toml"))?;
+    ensure!(
+        shipped == embedded,
+        "/etc/guard/policy.toml differs from guard/policy/default.toml"
+    );
+    eprintln!("xtask: package contents OK ({} entries)", entries.len());
+    Ok(())
+}
+
+fn extract_control_file(deb: &Path, name: &str) -> Result<String> {
+    output(Command::new("dpkg-deb").arg("--info").arg(deb).arg(name))
+}
+
+/// What the installed package provides, checked with the installed files only.
+fn check_installed() -> Result<()> {
+    let version = output(Command::new("/usr/sbin/guard").arg("--version"))?;
+    ensure!(
+        version.starts_with("guard "),
+        "guard --version: {version:?}"
+    );
+    let checked = output(Command::new("/usr/sbin/guard").args(["policy", "check", "/etc/guard/policy.toml"]))?;
+    ensure!(checked.contains(": OK"), "{checked}");
+    for policy in ["debian", "rhel"] {
+        output(
+            Command::new("/usr/sbin/guard")
+                .args(["policy", "check"])
+                .arg(format!("/usr/share/guard/policies/{policy}.toml")),
+        )?;
+    }
+    ensure!(Path::new("/etc/guard/keys").is_dir(), "no /etc/guard/keys");
+    ensure!(Path::new("/var/log/guard").is_dir(), "no /var/log/guard");
+    // postinst enabled the unit although systemd is not running (deb-systemd-helper).
+    if Path::new("/usr/bin/deb-systemd-helper").exists() {
+        let wants = Path::new("/etc/systemd/system/multi-user.target.wants/guard.service");
+        ensure!(
+            wants.symlink_metadata().is_ok(),
+            "postinst did not enable the unit ({} missing)",
+            wants.display()
+        );
+    }
+
+    for page in MAN_PAGES {
+        let path = format!("/usr/share/man/man1/{page}.1.gz");
+        let rendered = output(
+            Command::new("man")
+                .args(["-l", &path])
+                .env("MANWIDTH", "100")
+                .env("MAN_KEEP_FORMATTING", "0")
+                .env("PAGER", "cat"),
+        )?;
+        ensure!(
+            rendered.contains("NAME") && rendered.contains(page),
+            "man -l {path} rendered nothing useful:\n{rendered}"
+        );
+    }
+    // The bash completion loads and registers the command.
+    let complete = output(Command::new("bash").args([
+        "-c",
+        "source /usr/share/bash-completion/completions/guard && complete -p guard",
+    ]))?;
+    ensure!(complete.contains("guard"), "{complete}");
+
+    // Passes only with the binary and the man pages it names in place.
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", UNIT])
+        .output()
+        .context("systemd-analyze")?;
+    let messages = String::from_utf8_lossy(&verify.stderr).into_owned();
+    ensure!(
+        verify.status.success() && !messages.contains("guard.service"),
+        "systemd-analyze verify {UNIT}:\n{messages}"
+    );
+    eprintln!("xtask: installed files OK (binary, policies, man pages, completions, unit)");
+    Ok(())
+}
+
+/// Key=value settings of the installed unit's [Service] section (last one wins; repeated
+/// keys such as Condition* are not needed here).
+fn unit_settings() -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(UNIT).context(UNIT)?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#') && !l.starts_with('['))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect())
+}
+
+fn setting<'a>(settings: &'a [(String, String)], key: &str) -> Result<&'a str> {
+    settings
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .with_context(|| format!("{UNIT} has no {key}="))
+}
+
+/// A tmpfs mounted for the check, unmounted when dropped.
+struct Mounted(tempfile::TempDir);
+
+impl Mounted {
+    fn new(prefix: &str) -> Result<Mounted> {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir()?;
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "mode=0755,size=64m", "guard-pkg"])
+            .arg(dir.path()))?;
+        Ok(Mounted(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+/// The agent as systemd would run it, without systemd (not PID 1 here): the unit's ExecStart,
+/// under the unit's capability bounding set and no_new_privs, in a mount namespace whose root
+/// is read-only (ProtectSystem=strict), with NOTIFY_SOCKET and WATCHDOG_USEC set. Only
+/// `--watch` (one tmpfs, not the whole host), the socket and the audit path are added.
+fn check_agent() -> Result<()> {
+    let settings = unit_settings()?;
+    let exec_start = setting(&settings, "ExecStart")?;
+    let caps = setting(&settings, "CapabilityBoundingSet")?;
+    ensure!(setting(&settings, "Type")? == "notify", "the unit is not Type=notify");
+    let bounding: Vec<String> = caps
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+
+    let code = Mounted::new("guard-pkg-code-")?;
+    // Writable paths of the agent, like RuntimeDirectory= and LogsDirectory=.
+    let state = Mounted::new("guard-pkg-state-")?;
+    let keys = state.path().join("keys");
+    let guard = |args: &[&str]| output(Command::new("/usr/sbin/guard").args(args));
+    guard(&["keygen", "--type", "p256", "--out", keys.to_str().unwrap_or_default()])?;
+    let key = first_with_extension(&keys, "key")?;
+    let cert = first_with_extension(&keys, "crt")?;
+    let app = code.path().join("app");
+    std::fs::create_dir_all(&app)?;
+    let marker = state.path().join("out");
+    std::fs::create_dir_all(&marker)?;
+    set_mode(&marker, 0o1777)?;
+    std::fs::write(app.join("signed.py"), "print('signed ran')\n")?;
+    let unsigned_ran = marker.join("unsigned-ran");
+    std::fs::write(
+        app.join("unsigned.py"),
+        format!("open({:?}, 'w').write('ran')\n", unsigned_ran.to_string_lossy()),
+    )?;
+    for file in ["signed.py", "unsigned.py"] {
+        set_mode(&app.join(file), 0o644)?;
+    }
+    guard(&[
+        "sign",
+        "--key",
+        key.to_str().unwrap_or_default(),
+        app.join("signed.py").to_str().unwrap_or_default(),
+    ])?;
+
+    let notify_path = state.path().join("notify.sock");
+    let manager = UnixDatagram::bind(&notify_path)?;
+    let socket = state.path().join("guard.sock");
+    let audit = state.path().join("audit.jsonl");
+    let log = state.path().join("agent.log");
+
+    // Everything after `--` is the unit's command line, split as systemd would (no quoting
+    // in ours), plus the test-only options.
+    let script = r#"set -e
+mount --make-rslave /
+mount -o remount,bind,ro /
+exec setpriv --bounding-set=-all,"$BOUNDING" --inh-caps=-all --no-new-privs -- "$@""#;
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--", "sh", "-c", script, "sh"])
+        .args(exec_start.split_whitespace())
+        .arg("--watch")
+        .arg(code.path())
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--audit")
+        .arg(&audit)
+        .arg("--key")
+        .arg(&cert)
+        .env("BOUNDING", bounding.join(","))
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null());
+    // stdout and stderr share one file (as journald would interleave them).
+    let log_file = std::fs::File::create(&log)?;
+    cmd.stdout(log_file.try_clone()?).stderr(log_file);
+    let mut agent = Running(cmd.spawn().context("starting the agent")?);
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let ready = wait_datagram(&manager, "READY=1", Duration::from_secs(20), &mut agent.0)
+        .with_context(log_text)?;
+    // READY means enforcing: the status socket answers at once.
+    let status = guard(&["status", "--socket", socket.to_str().unwrap_or_default()])
+        .with_context(log_text)?;
+    ensure!(status.contains("fanotify"), "{status}");
+    wait_datagram(&manager, "WATCHDOG=1", Duration::from_secs(5), &mut agent.0)
+        .with_context(log_text)?;
+
+    let python = |script: &str| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", "/usr/bin/python3"])
+            .arg(script)
+            .current_dir(&app)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .output()
+    };
+    let signed = python("signed.py")?;
+    ensure!(
+        signed.status.success() && String::from_utf8_lossy(&signed.stdout) == "signed ran\n",
+        "signed script refused under the unit's sandbox: {}\n{}",
+        String::from_utf8_lossy(&signed.stderr),
+        log_text()
+    );
+    let unsigned = python("unsigned.py")?;
+    ensure!(
+        !unsigned.status.success() && !unsigned_ran.exists(),
+        "unsigned script ran under the installed agent:\n{}",
+        log_text()
+    );
+    let audit_text = wait_for_text(&audit, "unsigned.py", Duration::from_secs(3));
+    ensure!(
+        audit_text.contains("\"decision\":\"deny\"") && audit_text.contains("valid-signature"),
+        "no deny in the audit trail:\n{audit_text}"
+    );
+
+    // systemd stops with SIGTERM: STOPPING=1, then a clean exit.
+    nix_kill(agent.0.id(), libc::SIGTERM)?;
+    wait_datagram(&manager, "STOPPING=1", Duration::from_secs(10), &mut agent.0)
+        .with_context(log_text)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(status) = agent.0.try_wait()? {
+            break status;
+        }
+        ensure!(Instant::now() < deadline, "agent did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    ensure!(exit.success(), "agent exit {exit}:\n{}", log_text());
+    eprintln!(
+        "xtask: installed agent OK under the unit's sandbox ({}): {}",
+        bounding.join(","),
+        ready.replace('\n', " ")
+    );
+    Ok(())
+}
+
+/// Kills the agent if the check fails half-way.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn nix_kill(pid: u32, signal: i32) -> Result<()> {
+    let pid = i32::try_from(pid).context("pid")?;
+    // SAFETY: kill(2) with a child's pid we still own (not yet reaped), no memory involved.
+    let rc = unsafe { libc::kill(pid, signal) };
+    ensure!(rc == 0, "kill -{signal} {pid}: {}", std::io::Error::last_os_error());
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", path.display()))
+}
+
+fn first_with_extension(dir: &Path, extension: &str) -> Result<PathBuf> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == extension) {
+            return Ok(path);
+        }
+    }
+    bail!("guard keygen wrote no *.{extension} in {}", dir.display())
+}
+
+/// Receives notifications until one has the line `needle`; fails if the agent exits first.
+fn wait_datagram(
+    socket: &UnixDatagram,
+    needle: &str,
+    limit: Duration,
+    agent: &mut Child,
+) -> Result<String> {
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let deadline = Instant::now() + limit;
+    let mut buf = vec![0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok(n) = socket.recv(&mut buf) {
+            let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if message.lines().any(|l| l == needle) {
+                return Ok(message);
+            }
+        }
+        if let Some(status) = agent.try_wait()? {
+            bail!("the agent exited ({status}) before sending {needle}");
+        }
+    }
+    bail!("no {needle} from the agent within {limit:?}")
+}
+
+fn wait_for_text(path: &Path, needle: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut text = String::new();
+        if let Ok(mut file) = std::fs::File::open(path) {
+            let _ = file.read_to_string(&mut text);
+        }
+        if text.contains(needle) || Instant::now() >= deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Purges the package and proves the host is as before: no files, no unit links, no state.
+fn purge_and_check_clean() -> Result<()> {
+    run(Command::new("dpkg").args(["--purge", "guard"]))?;
+    ensure!(!is_installed("guard"), "guard still installed after purge");
+    let mut left = Vec::new();
+    for path in [
+        "/usr/sbin/guard",
+        UNIT,
+        "/etc/guard",
+        "/var/log/guard",
+        "/run/guard",
+        "/usr/share/guard",
+        "/usr/share/doc/guard",
+        "/usr/share/man/man1/guard.1.gz",
+        "/usr/share/bash-completion/completions/guard",
+        "/etc/systemd/system/multi-user.target.wants/guard.service",
+        "/etc/systemd/system/guard.service",
+        "/var/lib/systemd/deb-systemd-helper-enabled/guard.service.dsh-also",
+        "/var/lib/systemd/deb-systemd-helper-enabled/multi-user.target.wants/guard.service",
+        "/var/lib/systemd/deb-systemd-helper-masked/guard.service",
+    ] {
+        if Path::new(path).symlink_metadata().is_ok() {
+            left.push(path);
+        }
+    }
+    ensure!(left.is_empty(), "left behind after dpkg --purge guard: {left:?}");
+    eprintln!("xtask: purged, nothing left");
+    Ok(())
+}
