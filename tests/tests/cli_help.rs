@@ -28,15 +28,22 @@ fn section(help: &str, title: &str) -> Vec<(String, bool)> {
             }
             continue;
         }
+        // Items start at column 2 (`  -x, --long`, `  <ARG>`, `  name` for commands) or 6
+        // (`      --long` without a short form); deeper lines are descriptions.
         let indent = line.len() - line.trim_start().len();
-        if indent != 2 {
-            continue; // a continuation line of the item above
-        }
         let item = line.trim();
+        let is_item = if title == "Commands:" {
+            indent == 2
+        } else {
+            indent <= 6 && item.starts_with(['-', '<', '['])
+        };
+        if !is_item {
+            continue;
+        }
         let inline = item.contains("  ");
-        let next_line = lines
-            .get(i + 1)
-            .is_some_and(|next| next.len() - next.trim_start().len() > 2 && !next.trim().is_empty());
+        let next_line = lines.get(i + 1).is_some_and(|next| {
+            next.len() - next.trim_start().len() > indent && !next.trim().is_empty()
+        });
         items.push((item.to_string(), inline || next_line));
     }
     items
@@ -89,4 +96,13 @@ fn every_subcommand_option_and_argument_has_a_description() {
         }
     }
     assert!(checked > 30, "only {checked} options seen: is the parser right?");
+}
+
+#[test]
+fn the_help_parser_sees_an_undocumented_option() {
+    let help = "Usage: guard x\n\nOptions:\n      --documented <V>\n          Says what it does\n\n      --bare\n\n  -h, --help\n          Print help\n";
+    let items = section(help, "Options:");
+    assert_eq!(items.len(), 3, "{items:?}");
+    assert_eq!(items.iter().filter(|(_, described)| !described).count(), 1);
+    assert!(items[1].0.contains("--bare") && !items[1].1);
 }
