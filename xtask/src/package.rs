@@ -64,14 +64,24 @@ pub fn build(profile: Profile) -> Result<PathBuf> {
     ensure_cargo_deb()?;
     let root = workspace_root();
     run(cargo().args(["build", "--package", "guard", "--profile", profile.cargo_name()]))?;
-    let out = root.join("target").join(profile.dir());
+    let built = root.join("target").join(profile.dir()).join("guard");
+
+    // cargo-deb packages `target/release/*` of the target directory it is given. Staging the
+    // binary we just built (of either profile) in a target directory of its own lets the
+    // same metadata package both, without cargo-deb's objection to dev profiles and without
+    // writing into the real target/release.
+    let stage = root.join("target/package/stage");
+    if stage.exists() {
+        std::fs::remove_dir_all(&stage).with_context(|| format!("removing {}", stage.display()))?;
+    }
+    let out = stage.join("release");
+    std::fs::create_dir_all(&out)?;
     let bin = out.join("guard");
+    std::fs::copy(&built, &bin)
+        .with_context(|| format!("copying {} to {}", built.display(), bin.display()))?;
 
     // Documentation comes from the binary being packaged, so it matches its options exactly.
     let doc = out.join("guard-doc");
-    if doc.exists() {
-        std::fs::remove_dir_all(&doc).with_context(|| format!("removing {}", doc.display()))?;
-    }
     run(Command::new(&bin).arg("generate-man").arg(doc.join("man")))?;
     run(Command::new(&bin)
         .arg("generate-completions")
@@ -79,6 +89,9 @@ pub fn build(profile: Profile) -> Result<PathBuf> {
     for page in MAN_PAGES {
         let path = doc.join("man").join(format!("{page}.1"));
         ensure!(path.is_file(), "guard generate-man did not write {}", path.display());
+        // Debian policy: man pages gzip -9n (no name or time stamp: reproducible). cargo-deb
+        // compresses only assets it does not take for build products, which these are.
+        run(Command::new("gzip").arg("-9n").arg(&path))?;
     }
 
     let dist = root.join("target/package");
@@ -91,10 +104,11 @@ pub fn build(profile: Profile) -> Result<PathBuf> {
     let _ = std::fs::remove_file(&deb);
     let started = Instant::now();
     run(cargo()
-        .args(["deb", "--package", "guard", "--no-build", "--profile"])
-        .arg(profile.cargo_name())
-        .arg("--output")
-        .arg(&deb))?;
+        // Stripped: `[profile.release] debug = 1` is for profiling in the tree, and would
+        // otherwise triple the package. (`--dbgsym` would ship the symbols separately.)
+        .args(["deb", "--package", "guard", "--no-build", "--strip", "--output"])
+        .arg(&deb)
+        .env("CARGO_TARGET_DIR", &stage))?;
     let size = std::fs::metadata(&deb)
         .with_context(|| format!("cargo deb wrote no {}", deb.display()))?
         .len();
@@ -345,6 +359,7 @@ fn check_installed() -> Result<()> {
                 .env("MAN_KEEP_FORMATTING", "0")
                 .env("PAGER", "cat"),
         )?;
+        let rendered = without_overstrike(&rendered);
         ensure!(
             rendered.contains("NAME") && rendered.contains(page),
             "man -l {path} rendered nothing useful:\n{rendered}"
@@ -369,6 +384,19 @@ fn check_installed() -> Result<()> {
     );
     eprintln!("xtask: installed files OK (binary, policies, man pages, completions, unit)");
     Ok(())
+}
+
+/// grotty's bold and underline for a non-terminal: `X\bX`, `_\bX`. Keeps the plain text.
+fn without_overstrike(text: &str) -> String {
+    let mut out: Vec<char> = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        if c == '\u{8}' {
+            out.pop();
+        } else {
+            out.push(c);
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// Key=value settings of the installed unit's [Service] section (last one wins; repeated
