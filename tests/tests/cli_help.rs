@@ -56,7 +56,11 @@ fn help_of(path: &[&str]) -> String {
     }
     let out = guard(&args);
     assert_no_panic(&out);
-    assert!(out.status.success(), "guard help {path:?}: {}", stderr(&out));
+    assert!(
+        out.status.success(),
+        "guard help {path:?}: {}",
+        stderr(&out)
+    );
     stdout(&out)
 }
 
@@ -64,7 +68,9 @@ fn help_of(path: &[&str]) -> String {
 fn every_subcommand_option_and_argument_has_a_description() {
     let top = help_of(&[]);
     let mut commands: Vec<Vec<String>> = subcommands(&top).into_iter().map(|c| vec![c]).collect();
-    for expected in ["explain", "policy", "run", "status", "sign", "verify", "keygen"] {
+    for expected in [
+        "explain", "policy", "run", "status", "sign", "verify", "keygen",
+    ] {
         assert!(
             commands.iter().any(|c| c[0] == expected),
             "{expected} missing from guard help:\n{top}"
@@ -95,7 +101,10 @@ fn every_subcommand_option_and_argument_has_a_description() {
             }
         }
     }
-    assert!(checked > 30, "only {checked} options seen: is the parser right?");
+    assert!(
+        checked > 30,
+        "only {checked} options seen: is the parser right?"
+    );
 }
 
 #[test]

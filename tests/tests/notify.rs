@@ -56,7 +56,11 @@ fn ready_watchdog_and_stopping_reach_the_service_manager() {
     wait_for(&manager, "WATCHDOG=1", Duration::from_secs(5));
     wait_for(&manager, "WATCHDOG=1", Duration::from_secs(5));
     // Two pings at half the interval: well under two intervals.
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
 
     let status = agent.stop();
     assert!(status.success(), "{status}");
@@ -69,11 +73,7 @@ fn no_watchdog_pings_unless_asked_and_no_notify_socket_is_harmless() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notify.sock");
     let manager = UnixDatagram::bind(&path).unwrap();
-    let agent = Agent::start_with_env(
-        fs.path(),
-        &[],
-        &[("NOTIFY_SOCKET", path.to_str().unwrap())],
-    );
+    let agent = Agent::start_with_env(fs.path(), &[], &[("NOTIFY_SOCKET", path.to_str().unwrap())]);
     wait_for(&manager, "READY=1", Duration::from_secs(10));
     manager
         .set_read_timeout(Some(Duration::from_millis(1500)))
@@ -96,16 +96,15 @@ fn no_watchdog_pings_unless_asked_and_no_notify_socket_is_harmless() {
         ],
     );
     wait_for(&manager, "READY=1", Duration::from_secs(10));
-    assert!(manager.recv(&mut buf).is_err(), "pinged another pid's watchdog");
+    assert!(
+        manager.recv(&mut buf).is_err(),
+        "pinged another pid's watchdog"
+    );
     assert!(agent.stop().success());
 
     // A socket nobody listens on: the agent logs and keeps enforcing.
     let gone = dir.path().join("gone.sock");
-    let agent = Agent::start_with_env(
-        fs.path(),
-        &[],
-        &[("NOTIFY_SOCKET", gone.to_str().unwrap())],
-    );
+    let agent = Agent::start_with_env(fs.path(), &[], &[("NOTIFY_SOCKET", gone.to_str().unwrap())]);
     assert!(agent.status_field("marked_filesystems") >= 1);
     assert!(agent.stop().success());
 }

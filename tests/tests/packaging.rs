@@ -44,11 +44,18 @@ fn unit_runs_real_options_of_the_agent() {
     assert_eq!(words.next(), Some("/usr/sbin/guard"));
     // Parse the same options with `--help` appended: clap validates them without starting.
     let args: Vec<&str> = words.chain(["--help"]).collect();
-    let args: Vec<&dyn AsRef<std::ffi::OsStr>> =
-        args.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>).collect();
+    let args: Vec<&dyn AsRef<std::ffi::OsStr>> = args
+        .iter()
+        .map(|a| a as &dyn AsRef<std::ffi::OsStr>)
+        .collect();
     let out = guard(&args);
     assert!(out.status.success(), "{}", stderr(&out));
-    for needle in ["Type=notify", "WatchdogSec=", "Restart=always", "OOMScoreAdjust=-1000"] {
+    for needle in [
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=always",
+        "OOMScoreAdjust=-1000",
+    ] {
         assert!(unit.contains(needle), "unit lacks {needle}");
     }
 }

@@ -63,7 +63,13 @@ const UNIT: &str = "/lib/systemd/system/guard.service";
 pub fn build(profile: Profile) -> Result<PathBuf> {
     ensure_cargo_deb()?;
     let root = workspace_root();
-    run(cargo().args(["build", "--package", "guard", "--profile", profile.cargo_name()]))?;
+    run(cargo().args([
+        "build",
+        "--package",
+        "guard",
+        "--profile",
+        profile.cargo_name(),
+    ]))?;
     let built = root.join("target").join(profile.dir()).join("guard");
 
     // cargo-deb packages `target/release/*` of the target directory it is given. Staging the
@@ -88,7 +94,11 @@ pub fn build(profile: Profile) -> Result<PathBuf> {
         .arg(doc.join("completions")))?;
     for page in MAN_PAGES {
         let path = doc.join("man").join(format!("{page}.1"));
-        ensure!(path.is_file(), "guard generate-man did not write {}", path.display());
+        ensure!(
+            path.is_file(),
+            "guard generate-man did not write {}",
+            path.display()
+        );
         // Debian policy: man pages gzip -9n (no name or time stamp: reproducible). cargo-deb
         // compresses only assets it does not take for build products, which these are.
         run(Command::new("gzip").arg("-9n").arg(&path))?;
@@ -106,7 +116,14 @@ pub fn build(profile: Profile) -> Result<PathBuf> {
     run(cargo()
         // Stripped: `[profile.release] debug = 1` is for profiling in the tree, and would
         // otherwise triple the package. (`--dbgsym` would ship the symbols separately.)
-        .args(["deb", "--package", "guard", "--no-build", "--strip", "--output"])
+        .args([
+            "deb",
+            "--package",
+            "guard",
+            "--no-build",
+            "--strip",
+            "--output",
+        ])
         .arg(&deb)
         .env("CARGO_TARGET_DIR", &stage))?;
     let size = std::fs::metadata(&deb)
@@ -263,7 +280,10 @@ fn check_contents(deb: &Path) -> Result<()> {
             .map(|p| format!("/usr/share/man/man1/{p}.1.gz")),
     );
     let missing: Vec<&String> = expected.iter().filter(|p| !entries.contains(*p)).collect();
-    ensure!(missing.is_empty(), "missing from the package: {missing:?}\n{listing}");
+    ensure!(
+        missing.is_empty(),
+        "missing from the package: {missing:?}\n{listing}"
+    );
     ensure!(
         mode_of("/usr/sbin/guard").as_deref() == Some("-rwxr-xr-x"),
         "/usr/sbin/guard is not 0755:\n{listing}"
@@ -286,7 +306,10 @@ fn check_contents(deb: &Path) -> Result<()> {
         "Recommends: ima-evm-utils",
         "Section: admin",
     ] {
-        ensure!(control.contains(needle), "control lacks {needle:?}:\n{control}");
+        ensure!(
+            control.contains(needle),
+            "control lacks {needle:?}:\n{control}"
+        );
     }
     ensure!(
         !control.contains("Depends: python"),
@@ -294,7 +317,9 @@ fn check_contents(deb: &Path) -> Result<()> {
     );
     let conffiles = extract_control_file(deb, "conffiles")?;
     ensure!(
-        conffiles.lines().any(|l| l.trim() == "/etc/guard/policy.toml"),
+        conffiles
+            .lines()
+            .any(|l| l.trim() == "/etc/guard/policy.toml"),
         "policy.toml is not a conffile: {conffiles:?}"
     );
     for script in ["postinst", "prerm", "postrm"] {
@@ -329,7 +354,11 @@ fn check_installed() -> Result<()> {
         version.starts_with("guard "),
         "guard --version: {version:?}"
     );
-    let checked = output(Command::new("/usr/sbin/guard").args(["policy", "check", "/etc/guard/policy.toml"]))?;
+    let checked = output(Command::new("/usr/sbin/guard").args([
+        "policy",
+        "check",
+        "/etc/guard/policy.toml",
+    ]))?;
     ensure!(checked.contains(": OK"), "{checked}");
     for policy in ["debian", "rhel"] {
         output(
@@ -452,7 +481,10 @@ fn check_agent() -> Result<()> {
     let settings = unit_settings()?;
     let exec_start = setting(&settings, "ExecStart")?;
     let caps = setting(&settings, "CapabilityBoundingSet")?;
-    ensure!(setting(&settings, "Type")? == "notify", "the unit is not Type=notify");
+    ensure!(
+        setting(&settings, "Type")? == "notify",
+        "the unit is not Type=notify"
+    );
     let bounding: Vec<String> = caps
         .split_whitespace()
         .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
@@ -463,7 +495,13 @@ fn check_agent() -> Result<()> {
     let state = Mounted::new("guard-pkg-state-")?;
     let keys = state.path().join("keys");
     let guard = |args: &[&str]| output(Command::new("/usr/sbin/guard").args(args));
-    guard(&["keygen", "--type", "p256", "--out", keys.to_str().unwrap_or_default()])?;
+    guard(&[
+        "keygen",
+        "--type",
+        "p256",
+        "--out",
+        keys.to_str().unwrap_or_default(),
+    ])?;
     let key = first_with_extension(&keys, "key")?;
     let cert = first_with_extension(&keys, "crt")?;
     let app = code.path().join("app");
@@ -475,7 +513,10 @@ fn check_agent() -> Result<()> {
     let unsigned_ran = marker.join("unsigned-ran");
     std::fs::write(
         app.join("unsigned.py"),
-        format!("open({:?}, 'w').write('ran')\n", unsigned_ran.to_string_lossy()),
+        format!(
+            "open({:?}, 'w').write('ran')\n",
+            unsigned_ran.to_string_lossy()
+        ),
     )?;
     for file in ["signed.py", "unsigned.py"] {
         set_mode(&app.join(file), 0o644)?;
@@ -532,7 +573,13 @@ exec setpriv --bounding-set=-all,"$BOUNDING" --inh-caps=-all --no-new-privs -- "
 
     let python = |script: &str| {
         Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", "/usr/bin/python3"])
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+                "/usr/bin/python3",
+            ])
             .arg(script)
             .current_dir(&app)
             .env_clear()
@@ -561,8 +608,13 @@ exec setpriv --bounding-set=-all,"$BOUNDING" --inh-caps=-all --no-new-privs -- "
 
     // systemd stops with SIGTERM: STOPPING=1, then a clean exit.
     nix_kill(agent.0.id(), libc::SIGTERM)?;
-    wait_datagram(&manager, "STOPPING=1", Duration::from_secs(10), &mut agent.0)
-        .with_context(log_text)?;
+    wait_datagram(
+        &manager,
+        "STOPPING=1",
+        Duration::from_secs(10),
+        &mut agent.0,
+    )
+    .with_context(log_text)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     let exit = loop {
         if let Some(status) = agent.0.try_wait()? {
@@ -596,7 +648,11 @@ fn nix_kill(pid: u32, signal: i32) -> Result<()> {
     let pid = i32::try_from(pid).context("pid")?;
     // SAFETY: kill(2) with a child's pid we still own (not yet reaped), no memory involved.
     let rc = unsafe { libc::kill(pid, signal) };
-    ensure!(rc == 0, "kill -{signal} {pid}: {}", std::io::Error::last_os_error());
+    ensure!(
+        rc == 0,
+        "kill -{signal} {pid}: {}",
+        std::io::Error::last_os_error()
+    );
     Ok(())
 }
 
@@ -679,7 +735,10 @@ fn purge_and_check_clean() -> Result<()> {
             left.push(path);
         }
     }
-    ensure!(left.is_empty(), "left behind after dpkg --purge guard: {left:?}");
+    ensure!(
+        left.is_empty(),
+        "left behind after dpkg --purge guard: {left:?}"
+    );
     eprintln!("xtask: purged, nothing left");
     Ok(())
 }
