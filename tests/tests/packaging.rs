@@ -27,6 +27,23 @@ fn distribution_policies_validate() {
         let shown = guard(&[&"policy", &"show", &path]);
         assert!(shown.status.success(), "{}", stderr(&shown));
     }
+    // Only the layout differs (interpreter paths, filesystem types): every other setting
+    // follows the embedded default, so a change there must be made here too.
+    let default = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guard/policy/default.toml"),
+    )
+    .unwrap();
+    let settings = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.contains(" = "))
+            .filter(|l| !l.starts_with("executables") && !l.starts_with("filesystems"))
+            .map(str::to_string)
+            .collect()
+    };
+    for name in ["debian", "rhel"] {
+        let text = std::fs::read_to_string(packaging(&format!("policies/{name}.toml"))).unwrap();
+        assert_eq!(settings(&text), settings(&default), "{name}.toml drifted");
+    }
     let rhel = std::fs::read_to_string(packaging("policies/rhel.toml")).unwrap();
     assert!(rhel.contains("/usr/libexec/platform-python*") && rhel.contains("/usr/lib64/python3"));
     let debian = std::fs::read_to_string(packaging("policies/debian.toml")).unwrap();
