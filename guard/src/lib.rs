@@ -12,4 +12,5 @@ pub mod facts;
 pub mod ima;
 pub mod keys;
 pub mod policy;
+pub mod signed_policy;
 pub mod sniff;

@@ -113,7 +113,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         if signal_ready {
             while let Ok(Some(info)) = signal_fd.read_signal() {
                 match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGHUP) => reload(&config, &state),
+                    // Not on this thread: reading the policy and keys opens files on
+                    // marked filesystems (/etc), and their permission events are answered
+                    // by this very loop; reloading here deadlocked the agent.
+                    Ok(Signal::SIGHUP) => {
+                        let (config, state) = (config.clone(), state.clone());
+                        let spawned = std::thread::Builder::new()
+                            .name("guard-reload".into())
+                            .spawn(move || reload(&config, &state));
+                        if let Err(e) = spawned {
+                            log::error!("SIGHUP: cannot start the reload: {e}");
+                        }
+                    }
                     Ok(signal) => {
                         log::info!("{signal}: stopping");
                         stop = true;

@@ -46,12 +46,19 @@ pub struct Config {
     pub workers: usize,
     pub cache_capacity: usize,
     pub backend: Backend,
+    /// The policy file must be IMA-signed by one of `extra_keys` (checked at every load).
+    pub require_signed_policy: bool,
 }
 
 impl Config {
     /// Loads, checks and resolves the policy. Any error leaves the caller's state untouched.
     pub fn load(&self) -> anyhow::Result<Loaded> {
-        let mut policy = Policy::load_or_default(self.policy_path.as_deref())?;
+        let mut policy = match &self.policy_path {
+            Some(path) if self.require_signed_policy => {
+                crate::signed_policy::load(path, &self.extra_keys)?
+            }
+            _ => Policy::load_or_default(self.policy_path.as_deref())?,
+        };
         policy.add_keys(&self.extra_keys).context("--key")?;
         if self.permissive {
             policy.mode = Mode::Permissive;

@@ -15,6 +15,10 @@ pub struct RunArgs {
     /// Trust this public key or certificate in addition to the policy's (repeatable).
     #[arg(long = "key", value_name = "PUB")]
     pub keys: Vec<PathBuf>,
+    /// Refuse a policy file without a valid IMA signature (security.ima) by one of the
+    /// --key keys (not the policy's own keys); checked at start and at every reload.
+    #[arg(long, requires_all = ["policy", "keys"])]
+    pub require_signed_policy: bool,
     /// Log what would be refused, refuse nothing.
     #[arg(long)]
     pub permissive: bool,
@@ -50,6 +54,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         workers: args.workers,
         cache_capacity: args.cache_size,
         backend: args.backend,
+        require_signed_policy: args.require_signed_policy,
     })?;
     Ok(ExitCode::SUCCESS)
 }
