@@ -475,7 +475,8 @@ impl Drop for Mounted {
 
 /// The agent as systemd would run it, without systemd (not PID 1 here): the unit's ExecStart,
 /// under the unit's capability bounding set and no_new_privs, in a mount namespace whose root
-/// is read-only (ProtectSystem=strict), with NOTIFY_SOCKET and WATCHDOG_USEC set. Only
+/// is read-only (ProtectSystem=strict) and a network namespace of its own (PrivateNetwork),
+/// with NOTIFY_SOCKET and WATCHDOG_USEC set. (The seccomp filter is not reproduced.) Only
 /// `--watch` (one tmpfs, not the whole host), the socket and the audit path are added.
 fn check_agent() -> Result<()> {
     let settings = unit_settings()?;
@@ -541,7 +542,8 @@ mount --make-rslave /
 mount -o remount,bind,ro /
 exec setpriv --bounding-set=-all,"$BOUNDING" --inh-caps=-all --no-new-privs -- "$@""#;
     let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--", "sh", "-c", script, "sh"])
+    // --net: PrivateNetwork=yes (the notification and status sockets are path sockets).
+    cmd.args(["--mount", "--net", "--", "sh", "-c", script, "sh"])
         .args(exec_start.split_whitespace())
         .arg("--watch")
         .arg(code.path())
