@@ -104,26 +104,13 @@ pub fn ready(status: &str) -> Heartbeat {
     notify(&format!("READY=1\nMAINPID={pid}\nSTATUS={status}"));
     if let Some(interval) = watchdog_interval() {
         let period = interval / 2;
-        // A loop turn takes at most about a second (its poll timeout) plus one batch of
-        // events; stale beyond the whole interval means it is stuck.
-        let stale = interval.max(Duration::from_secs(3));
-        let beats = heartbeat.clone();
-        let spawned = std::thread::Builder::new()
-            .name("guard-watchdog".into())
-            .spawn(move || {
-                loop {
-                    let age = beats.age();
-                    if age <= stale {
-                        notify("WATCHDOG=1");
-                    } else {
-                        log::error!(
-                            "event loop silent for {:.1} s: withholding the watchdog ping",
-                            age.as_secs_f64()
-                        );
-                    }
-                    std::thread::sleep(period);
-                }
-            });
+        // A loop turn takes about a second at most (its poll timeout) plus the events read
+        // in it. Silent for half the interval means stuck: the next ping is withheld and
+        // systemd kills the agent within one interval of the last good ping, not two.
+        let stale = period.max(Duration::from_secs(3));
+        let spawned = spawn_watchdog(heartbeat.clone(), period, stale, || {
+            notify("WATCHDOG=1");
+        });
         match spawned {
             Ok(_) => log::info!(
                 "systemd watchdog: pinging every {:.1} s",
@@ -133,6 +120,31 @@ pub fn ready(status: &str) -> Heartbeat {
         }
     }
     heartbeat
+}
+
+/// Every `period`, calls `ping` if the heartbeat is younger than `stale`.
+fn spawn_watchdog(
+    beats: Heartbeat,
+    period: Duration,
+    stale: Duration,
+    ping: impl Fn() + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("guard-watchdog".into())
+        .spawn(move || {
+            loop {
+                let age = beats.age();
+                if age < stale {
+                    ping();
+                } else {
+                    log::error!(
+                        "event loop silent for {:.1} s: withholding the watchdog ping",
+                        age.as_secs_f64()
+                    );
+                }
+                std::thread::sleep(period);
+            }
+        })
 }
 
 /// Tells systemd the agent is stopping (so a SIGTERM-driven stop is not seen as a crash).
@@ -155,6 +167,47 @@ mod tests {
         assert_eq!(&buf[..n], b"READY=1");
         assert!(send(std::ffi::OsStr::new("relative"), "READY=1").is_err());
         assert!(send(std::ffi::OsStr::new(""), "READY=1").is_err());
+    }
+
+    #[test]
+    fn a_silent_loop_stops_the_pings() {
+        let heartbeat = Heartbeat {
+            started: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        };
+        let pings = Arc::new(AtomicU64::new(0));
+        let counter = pings.clone();
+        spawn_watchdog(
+            heartbeat.clone(),
+            Duration::from_millis(10),
+            Duration::from_millis(100),
+            move || {
+                counter.fetch_add(1, Ordering::Relaxed);
+            },
+        )
+        .unwrap();
+        // Beating: pings flow.
+        for _ in 0..10 {
+            heartbeat.beat();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let while_beating = pings.load(Ordering::Relaxed);
+        assert!(while_beating >= 3, "{while_beating}");
+        // Silent: after the stale time, no more pings.
+        std::thread::sleep(Duration::from_millis(150));
+        let stalled = pings.load(Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(
+            pings.load(Ordering::Relaxed),
+            stalled,
+            "pinged while silent"
+        );
+        // Beating again: pings resume.
+        for _ in 0..10 {
+            heartbeat.beat();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(pings.load(Ordering::Relaxed) > stalled);
     }
 
     #[test]
