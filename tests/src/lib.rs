@@ -255,7 +255,19 @@ impl Agent {
         Agent::start_with(extra, &[])
     }
 
+    /// Starts the agent through a wrapper command (for example `setpriv` dropping a
+    /// capability), marking only `watch`.
+    pub fn start_wrapped(wrapper: &[&str], watch: &Path, extra: &[&str]) -> Agent {
+        let mut args = vec!["--watch", watch.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        Agent::start_full(wrapper, &args, &[])
+    }
+
     fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Agent {
+        Agent::start_full(&[], extra, env)
+    }
+
+    fn start_full(wrapper: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("guard-agent-")
             .tempdir()
@@ -264,7 +276,15 @@ impl Agent {
         let audit = dir.path().join("audit.jsonl");
         let log = dir.path().join("agent.log");
         let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(guard_bin())
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(guard_bin());
+                command
+            }
+            None => Command::new(guard_bin()),
+        };
+        let child = command
             .args(["run", "--backend", "fanotify"])
             .arg("--socket")
             .arg(&socket)

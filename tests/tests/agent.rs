@@ -440,3 +440,32 @@ fn filesystems_mounted_later_are_marked() {
     );
     assert!(!denies_for(&agent, "late.py").is_empty());
 }
+
+#[test]
+fn an_agent_that_cannot_identify_processes_refuses_instead_of_guessing() {
+    let fs = Tmpfs::new();
+    let ran = marker(&fs, "unidentified-ran");
+    fs.write("c/unsigned.py", payload(&ran));
+    // Without CAP_SYS_PTRACE, /proc/PID/exe of another user's process cannot be read.
+    let agent = Agent::start_wrapped(
+        &[
+            "setpriv",
+            "--bounding-set=-sys_ptrace",
+            "--inh-caps=-sys_ptrace",
+        ],
+        fs.path(),
+        &[],
+    );
+    let out = python(&fs.path().join("c"), &["unsigned.py"]);
+    assert!(!out.status.success(), "ran: {}", text(&out.stdout));
+    assert!(
+        !ran.exists(),
+        "unsigned code ran while its opener could not be identified"
+    );
+    let denies = denies_for(&agent, "unsigned.py");
+    assert!(
+        denies[0].contains("facts-unavailable") && denies[0].contains("cannot identify"),
+        "{denies:?}"
+    );
+    assert!(agent.status_field("errors") >= 1);
+}

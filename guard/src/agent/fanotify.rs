@@ -276,7 +276,8 @@ struct Job {
     event: FanotifyEvent,
     received: Instant,
     loaded: Arc<Loaded>,
-    profile: usize,
+    /// `None` when the process's executable could not be identified.
+    profile: Option<usize>,
 }
 
 fn read_events(
@@ -323,13 +324,24 @@ fn read_events(
             }
             // The hot path of the whole host: an opener that is not a profiled interpreter
             // (or is already gone) is answered here, with one stat and no hop to a worker.
-            let profile = process::executable(pid)
-                .ok()
-                .and_then(|exe| facts::profile_of_executable(&loaded.interpreters, exe));
-            let Some(profile) = profile else {
-                respond(group, state, fd, true);
-                state.stats.latency.record(received.elapsed());
-                continue;
+            let profile = match process::executable(pid) {
+                Ok(exe) => match facts::profile_of_executable(&loaded.interpreters, exe) {
+                    Some(profile) => Some(profile),
+                    None => {
+                        respond(group, state, fd, true);
+                        state.stats.latency.record(received.elapsed());
+                        continue;
+                    }
+                },
+                // Gone (or a kernel thread): nothing will run what it opened.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    respond(group, state, fd, true);
+                    state.stats.latency.record(received.elapsed());
+                    continue;
+                }
+                // Cannot tell who it is (missing capability, /proc hidden): a worker
+                // refuses it with the reason, rather than guess it is no interpreter.
+                Err(_) => None,
             };
             state.queued.fetch_add(1, Ordering::Relaxed);
             let job = Job {
@@ -471,8 +483,16 @@ fn evaluate(
     loaded: &Loaded,
     pid: i32,
     fd: BorrowedFd<'_>,
-    profile: usize,
+    profile: Option<usize>,
 ) -> Outcome {
+    let Some(profile) = profile else {
+        bump(&state.stats.errors);
+        let reason = match process::executable(pid) {
+            Err(e) => format!("cannot identify the process's executable: {e}"),
+            Ok(_) => "cannot identify the process's executable".to_string(),
+        };
+        return Outcome::unavailable(loaded, fd, &reason);
+    };
     evaluate_interpreter(state, loaded, pid, fd, profile).unwrap_or_else(|e| {
         bump(&state.stats.errors);
         Outcome::unavailable(loaded, fd, &format!("cannot establish the facts: {e}"))
