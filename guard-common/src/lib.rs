@@ -5,6 +5,7 @@
 //! same rule the user-space engine reports: the layers cannot drift apart.
 #![no_std]
 
+pub mod exec_gate;
 pub mod python_argv;
 
 /// Every check the decision engine can make. The discriminants are part of the kernel ABI

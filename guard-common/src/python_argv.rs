@@ -39,33 +39,229 @@ impl Invocation<'_> {
 }
 
 /// `/dev/fd/*`, `/dev/std{in,out,err}`, `/proc/*/fd/*` (also `/proc/self/fd`, `/proc/thread-self/fd`).
+///
+/// Written with explicit indices and no slice comparisons: the kernel exec gate runs this very
+/// function, and the BPF verifier needs loops it can bound (and no `memcmp` calls).
 pub fn is_descriptor_link(path: &[u8]) -> bool {
-    if path.starts_with(b"/dev/fd/")
-        || path == b"/dev/stdin"
-        || path == b"/dev/stdout"
-        || path == b"/dev/stderr"
+    if starts_with(path, b"/dev/fd/")
+        || bytes_eq(path, b"/dev/stdin")
+        || bytes_eq(path, b"/dev/stdout")
+        || bytes_eq(path, b"/dev/stderr")
     {
         return true;
     }
-    if let Some(rest) = path.strip_prefix(b"/proc/") {
-        // /proc/<pid|self|thread-self>/fd/<n>  or /proc/<pid>/task/<tid>/fd/<n>
-        let mut saw_fd = false;
-        for component in rest.split(|b| *b == b'/') {
-            if saw_fd {
+    if !starts_with(path, b"/proc/") {
+        return false;
+    }
+    // /proc/<pid|self|thread-self>/fd/<n>  or /proc/<pid>/task/<tid>/fd/<n>: an "fd"
+    // component followed by another component.
+    let mut component_start = 6;
+    let mut i = 6;
+    while i < path.len() {
+        if path[i] == b'/' {
+            if i - component_start == 2 && path[component_start] == b'f' && path[i - 1] == b'd' {
                 return true;
             }
-            if component == b"fd" {
-                saw_fd = true;
-            }
+            component_start = i + 1;
         }
+        i += 1;
     }
     false
 }
 
+fn starts_with(bytes: &[u8], prefix: &[u8]) -> bool {
+    if bytes.len() < prefix.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < prefix.len() {
+        if bytes[i] != prefix[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && starts_with(a, b)
+}
+
 /// CPython options that take an argument (attached, as in `-Wd`, or as the next word).
 const SHORT_WITH_ARGUMENT: &[u8] = b"cmWX";
-/// Long options that take an argument (`--opt VALUE` or `--opt=VALUE`).
-const LONG_WITH_ARGUMENT: &[&[u8]] = &[b"--check-hash-based-pycs"];
+/// The long option that takes an argument (`--opt VALUE`; `--opt=VALUE` is one word).
+const LONG_WITH_ARGUMENT: &[u8] = b"--check-hash-based-pycs";
+
+/// What one word of the command line turned out to be, as [`Reader::feed`] classified it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Word<'a> {
+    /// Options read to their last byte (a reader that saw only a prefix of the word must
+    /// assume the rest could hold `c`).
+    Options,
+    /// Options whose last one took the rest of the word, or the next word, as its argument.
+    OptionsWithArgument,
+    /// The argument of the previous word's option.
+    Argument,
+    /// `-c`: the rest of the command line is code and arguments.
+    InlineCode,
+    /// `-m`: the module name, attached to this word or in the next one.
+    Module(Option<&'a [u8]>),
+    /// The script operand.
+    Script(&'a [u8]),
+    /// After the program was found: belongs to the program.
+    Program,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Expect {
+    #[default]
+    Option,
+    /// The argument of `-W`, `-X` or the long option.
+    Argument,
+    /// The code of `-c`.
+    InlineCode,
+    /// The module name of `-m`.
+    Module,
+    /// The word after `--`.
+    Script,
+    /// The program is known; the rest is its argv.
+    Done,
+}
+
+/// Reads a CPython argv (without `argv[0]`) one word at a time, holding nothing borrowed:
+/// the kernel exec gate can only look at one word at a time, and [`parse`] is built on it so
+/// both read a command line identically.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reader {
+    expect: Expect,
+    /// `-c` was seen.
+    pub inline_code: bool,
+    /// `-m` was seen.
+    pub module: bool,
+    /// A script operand was seen.
+    pub script: bool,
+    /// `-i` was seen.
+    pub inspect: bool,
+}
+
+impl Reader {
+    pub const fn new() -> Self {
+        Reader {
+            expect: Expect::Option,
+            inline_code: false,
+            module: false,
+            script: false,
+            inspect: false,
+        }
+    }
+
+    /// True once the words that follow belong to the program: no later word can change
+    /// what the interpreter runs.
+    pub fn done(&self) -> bool {
+        matches!(self.expect, Expect::Done)
+    }
+
+    /// Reads the next word.
+    pub fn feed<'a>(&mut self, arg: &'a [u8]) -> Word<'a> {
+        match self.expect {
+            Expect::Done => return Word::Program,
+            Expect::Argument => {
+                self.expect = Expect::Option;
+                return Word::Argument;
+            }
+            Expect::InlineCode => {
+                self.expect = Expect::Done;
+                return Word::Argument;
+            }
+            Expect::Module => {
+                self.expect = Expect::Done;
+                return Word::Module(Some(arg));
+            }
+            Expect::Script => {
+                self.expect = Expect::Done;
+                self.script = true;
+                return Word::Script(arg);
+            }
+            Expect::Option => {}
+        }
+        let len = arg.len();
+        if len == 2 && arg[0] == b'-' && arg[1] == b'-' {
+            self.expect = Expect::Script;
+            return Word::Options;
+        }
+        if len == 0 || arg[0] != b'-' || len == 1 {
+            self.expect = Expect::Done;
+            self.script = true;
+            return Word::Script(arg);
+        }
+        if arg[1] == b'-' {
+            if bytes_eq(arg, LONG_WITH_ARGUMENT) {
+                self.expect = Expect::Argument;
+                return Word::OptionsWithArgument;
+            }
+            return Word::Options;
+        }
+        // A cluster of short options: "-Ic", "-Esc", "-Wdefault", "-mjson".
+        let mut i = 1;
+        while i < len {
+            let option = arg[i];
+            i += 1;
+            if option == b'i' {
+                self.inspect = true;
+            }
+            if !takes_argument(option) {
+                continue;
+            }
+            let attached = i < len;
+            if option == b'c' {
+                self.inline_code = true;
+                self.expect = if attached { Expect::Done } else { Expect::InlineCode };
+                return Word::InlineCode;
+            }
+            if option == b'm' {
+                self.module = true;
+                if attached {
+                    self.expect = Expect::Done;
+                    return Word::Module(Some(&arg[i..]));
+                }
+                self.expect = Expect::Module;
+                return Word::Module(None);
+            }
+            // -W / -X: the rest of the cluster, or the next word, is their argument.
+            if !attached {
+                self.expect = Expect::Argument;
+            }
+            return Word::OptionsWithArgument;
+        }
+        Word::Options
+    }
+
+    /// True when an option that needs an argument came last with none: CPython refuses to
+    /// start.
+    pub fn truncated(&self) -> bool {
+        matches!(
+            self.expect,
+            Expect::Argument | Expect::InlineCode | Expect::Module
+        )
+    }
+
+    /// True when the interpreter reads its program from standard input: no script (or `-`),
+    /// no `-c` and no `-m`.
+    pub fn reads_stdin_without_script(&self) -> bool {
+        !self.script && !self.inline_code && !self.module
+    }
+}
+
+fn takes_argument(option: u8) -> bool {
+    let mut i = 0;
+    while i < SHORT_WITH_ARGUMENT.len() {
+        if SHORT_WITH_ARGUMENT[i] == option {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
 
 /// Reads a CPython argv (without `argv[0]`). Everything after the script operand, `-c CMD`
 /// or `-m MOD` belongs to the program and is not interpreted.
@@ -73,58 +269,21 @@ pub fn parse<'a, I>(args: I) -> Invocation<'a>
 where
     I: IntoIterator<Item = &'a [u8]>,
 {
+    let mut reader = Reader::new();
     let mut invocation = Invocation::default();
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        if arg == b"--" {
-            invocation.script = args.next();
-            return invocation;
+    for arg in args {
+        match reader.feed(arg) {
+            Word::Script(script) => invocation.script = Some(script),
+            Word::Module(Some(module)) => invocation.module = Some(module),
+            _ => {}
         }
-        if arg == b"-" || arg.first() != Some(&b'-') {
-            invocation.script = Some(arg);
-            return invocation;
-        }
-        if arg.starts_with(b"--") {
-            let takes_argument = LONG_WITH_ARGUMENT.contains(&arg);
-            if takes_argument && args.next().is_none() {
-                invocation.truncated = true;
-            }
-            continue;
-        }
-        // A cluster of short options: "-Ic", "-Esc", "-Wdefault", "-mjson".
-        let cluster = &arg[1..];
-        for (i, option) in cluster.iter().enumerate() {
-            if *option == b'i' {
-                invocation.inspect = true;
-            }
-            if !SHORT_WITH_ARGUMENT.contains(option) {
-                continue;
-            }
-            let attached = &cluster[i + 1..];
-            let value = if attached.is_empty() {
-                match args.next() {
-                    Some(next) => Some(next),
-                    None => {
-                        invocation.truncated = true;
-                        None
-                    }
-                }
-            } else {
-                Some(attached)
-            };
-            match option {
-                b'c' => {
-                    invocation.inline_code = true;
-                    return invocation;
-                }
-                b'm' => {
-                    invocation.module = value;
-                    return invocation;
-                }
-                _ => break, // -W / -X: the rest of the cluster was their argument
-            }
+        if reader.done() {
+            break;
         }
     }
+    invocation.inline_code = reader.inline_code;
+    invocation.inspect = reader.inspect;
+    invocation.truncated = reader.truncated();
     invocation
 }
 

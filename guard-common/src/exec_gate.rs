@@ -1,0 +1,364 @@
+//! The exec gate's wire format and its judgement of a CPython command line.
+//!
+//! The kernel program (`guard-ebpf`, `tp_btf/sched_process_exec`) and user space share this
+//! module: the structs cross the BPF boundary, and [`ArgvJudge`] / [`EnvPattern`] are the
+//! very code the kernel runs, so `guard`'s own tests pin down what the kernel decides.
+
+use crate::Rule;
+use crate::python_argv::{Reader, Word, is_descriptor_link};
+
+/// Refuse `-c` (also inside clusters such as `-Ic`).
+pub const DENY_INLINE_CODE: u32 = 1 << 0;
+/// Refuse code from standard input: `-` as the script, or no script, `-c` or `-m`.
+pub const DENY_STDIN_CODE: u32 = 1 << 1;
+/// Refuse `-i` (inspect interactively).
+pub const DENY_INTERACTIVE: u32 = 1 << 2;
+/// Refuse a script operand that names a descriptor (`/dev/fd/*`, `/dev/stdin`, `/proc/*/fd/*`).
+pub const DENY_DESCRIPTOR_SCRIPT: u32 = 1 << 3;
+/// Report refusals but do not kill.
+pub const PERMISSIVE: u32 = 1 << 4;
+
+/// How many words after `argv[0]` the kernel reads before it must have found the program.
+/// CPython command lines with more options than this before the script are refused
+/// ([`Rule::FactsUnavailable`]): padding must not push `-c` out of sight.
+pub const MAX_ARGS: u32 = 32;
+/// How many environment entries the kernel reads. A longer environment is refused when env
+/// names are configured, for the same reason.
+pub const MAX_ENV: u32 = 256;
+/// Bytes of one argv word the kernel reads (including the terminating NUL).
+pub const ARG_BUFFER: usize = 128;
+/// How many refused environment variable names the policy may hold.
+pub const MAX_ENV_NAMES: usize = 8;
+/// Longest refused name: the name, its `=` and the NUL the kernel's string read always
+/// writes fit in four 64-bit words.
+pub const MAX_ENV_NAME_LEN: usize = 30;
+
+/// Key of the interpreter map: the executable's identity as the kernel sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InterpreterKey {
+    /// `inode->i_ino`.
+    pub ino: u64,
+    /// `sb->s_dev` in the kernel's encoding (`major << 20 | minor`), not `st_dev`.
+    pub dev: u32,
+    /// Always 0: the kernel hashes all key bytes.
+    pub pad: u32,
+}
+
+/// Byte offsets of the kernel struct members the program reads, taken from the running
+/// kernel's BTF at load time (Rust BPF has no CO-RE).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub bprm_file: u32,
+    pub bprm_p: u32,
+    pub bprm_argc: u32,
+    pub bprm_envc: u32,
+    pub file_inode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
+}
+
+/// A refused environment variable, matched word-wise: `NAME=` padded with zeros, and the
+/// mask of its bytes. Comparing four words keeps the kernel loop free of byte loops.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EnvPattern {
+    pub words: [u64; 4],
+    pub mask: [u64; 4],
+}
+
+impl EnvPattern {
+    /// `None` when the name is empty, too long, or holds `=` or NUL.
+    pub fn new(name: &[u8]) -> Option<EnvPattern> {
+        if name.is_empty() || name.len() > MAX_ENV_NAME_LEN {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        let mut mask = [0u8; 32];
+        for (i, b) in name.iter().enumerate() {
+            if *b == b'=' || *b == 0 {
+                return None;
+            }
+            bytes[i] = *b;
+            mask[i] = 0xff;
+        }
+        bytes[name.len()] = b'=';
+        mask[name.len()] = 0xff;
+        Some(EnvPattern {
+            words: pack(&bytes),
+            mask: pack(&mask),
+        })
+    }
+
+    /// Whether an environment entry (`NAME=value`, first 32 bytes as read by the kernel,
+    /// zero-padded) sets this variable.
+    #[inline(always)]
+    pub fn matches(&self, entry: &[u64; 4]) -> bool {
+        (entry[0] & self.mask[0]) == self.words[0]
+            && (entry[1] & self.mask[1]) == self.words[1]
+            && (entry[2] & self.mask[2]) == self.words[2]
+            && (entry[3] & self.mask[3]) == self.words[3]
+    }
+
+    /// Whether an environment entry sets this variable (user-space form of [`Self::matches`]).
+    pub fn matches_entry(&self, entry: &[u8]) -> bool {
+        let mut bytes = [0u8; 32];
+        let n = if entry.len() < 31 { entry.len() } else { 31 };
+        bytes[..n].copy_from_slice(&entry[..n]);
+        self.matches(&pack(&bytes))
+    }
+}
+
+fn pack(bytes: &[u8; 32]) -> [u64; 4] {
+    let mut words = [0u64; 4];
+    for (i, word) in words.iter_mut().enumerate() {
+        let mut chunk = [0u8; 8];
+        chunk.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+        *word = u64::from_ne_bytes(chunk);
+    }
+    words
+}
+
+/// Everything the program needs besides the interpreter map: a read-only global set by the
+/// loader.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GateSettings {
+    pub offsets: KernelOffsets,
+    /// `DENY_*` and `PERMISSIVE` bits.
+    pub flags: u32,
+    /// How many of `env` are in use.
+    pub env_count: u32,
+    pub env: [EnvPattern; MAX_ENV_NAMES],
+}
+
+/// One refusal, reported through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GateEvent {
+    /// Process id (thread group id).
+    pub tgid: u32,
+    /// Thread id.
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// A [`Rule`] discriminant.
+    pub rule: u32,
+    /// 1 when the process was sent SIGKILL, 0 when only reported (permissive).
+    pub killed: u32,
+    /// The interpreter's identity.
+    pub ino: u64,
+    pub dev: u32,
+    pub pad: u32,
+}
+
+/// What the judge concluded so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Needs the next word.
+    More,
+    /// The command line is acceptable.
+    Allow,
+    /// The command line is refused by this rule.
+    Refuse(Rule),
+}
+
+/// Judges a CPython argv (without `argv[0]`) one word at a time, as the kernel reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgvJudge {
+    reader: Reader,
+    flags: u32,
+}
+
+impl ArgvJudge {
+    pub const fn new(flags: u32) -> Self {
+        ArgvJudge {
+            reader: Reader::new(),
+            flags,
+        }
+    }
+
+    /// Reads one word. `whole` is false when the reader saw only a prefix of it (the word is
+    /// longer than the kernel's buffer): a judgement that depends on the unseen rest refuses.
+    #[inline(always)]
+    pub fn feed(&mut self, word: &[u8], whole: bool) -> Step {
+        match self.reader.feed(word) {
+            Word::InlineCode if self.flags & DENY_INLINE_CODE != 0 => {
+                return Step::Refuse(Rule::NoInlineCode);
+            }
+            Word::Options if !whole => return Step::Refuse(Rule::FactsUnavailable),
+            Word::Script(script) => {
+                if script.len() == 1 && script[0] == b'-' && self.flags & DENY_STDIN_CODE != 0 {
+                    return Step::Refuse(Rule::NoStdinCode);
+                }
+                if self.flags & DENY_DESCRIPTOR_SCRIPT != 0
+                    && (is_descriptor_link(script) || (!whole && is_proc_path(script)))
+                {
+                    return Step::Refuse(Rule::ScriptIsFile);
+                }
+            }
+            _ => {}
+        }
+        if self.reader.done() {
+            return self.finish();
+        }
+        Step::More
+    }
+
+    /// The end of the command line (or the program was found).
+    #[inline(always)]
+    pub fn finish(&self) -> Step {
+        if self.reader.inspect && self.flags & DENY_INTERACTIVE != 0 {
+            return Step::Refuse(Rule::NoInteractive);
+        }
+        if self.reader.reads_stdin_without_script() && self.flags & DENY_STDIN_CODE != 0 {
+            return Step::Refuse(Rule::NoStdinCode);
+        }
+        Step::Allow
+    }
+
+    /// Judges a whole argv (without `argv[0]`) in user space, exactly as the kernel would,
+    /// with the kernel's limits.
+    pub fn judge<'a, I>(flags: u32, args: I) -> Step
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+    {
+        let mut judge = ArgvJudge::new(flags);
+        for (i, arg) in args.into_iter().enumerate() {
+            if i as u32 >= MAX_ARGS - 1 {
+                return Step::Refuse(Rule::FactsUnavailable);
+            }
+            let whole = arg.len() < ARG_BUFFER - 1;
+            let seen = if whole { arg } else { &arg[..ARG_BUFFER - 1] };
+            match judge.feed(seen, whole) {
+                Step::More => {}
+                verdict => return verdict,
+            }
+        }
+        judge.finish()
+    }
+}
+
+fn is_proc_path(path: &[u8]) -> bool {
+    path.len() >= 6
+        && path[0] == b'/'
+        && path[1] == b'p'
+        && path[2] == b'r'
+        && path[3] == b'o'
+        && path[4] == b'c'
+        && path[5] == b'/'
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all four are `repr(C)`, made only of integers with explicit padding fields, so
+    // every bit pattern is valid and there are no implicit padding bytes.
+    unsafe impl aya::Pod for super::InterpreterKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::GateSettings {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::GateEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: u32 = DENY_INLINE_CODE | DENY_STDIN_CODE | DENY_INTERACTIVE | DENY_DESCRIPTOR_SCRIPT;
+
+    fn judge(args: &[&str]) -> Step {
+        ArgvJudge::judge(ALL, args.iter().map(|a| a.as_bytes()))
+    }
+
+    #[test]
+    fn refusals() {
+        let refused = |args: &[&str], rule| assert_eq!(judge(args), Step::Refuse(rule), "{args:?}");
+        refused(&["-c", "print(1)"], Rule::NoInlineCode);
+        refused(&["-Ic", "x"], Rule::NoInlineCode);
+        refused(&["-E", "-X", "dev", "-c", "x"], Rule::NoInlineCode);
+        refused(&["-c"], Rule::NoInlineCode);
+        refused(&[], Rule::NoStdinCode);
+        refused(&["-"], Rule::NoStdinCode);
+        refused(&["-I"], Rule::NoStdinCode);
+        refused(&["-i", "s.py"], Rule::NoInteractive);
+        refused(&["-i"], Rule::NoInteractive);
+        refused(&["/dev/fd/63"], Rule::ScriptIsFile);
+        refused(&["/dev/stdin"], Rule::ScriptIsFile);
+        refused(&["/proc/self/fd/0", "a"], Rule::ScriptIsFile);
+        refused(&["--", "/dev/fd/3"], Rule::ScriptIsFile);
+        let padded: [&str; 40] = core::array::from_fn(|i| if i == 39 { "-c" } else { "-E" });
+        refused(&padded, Rule::FactsUnavailable);
+        let long_cluster = "-EEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEc";
+        refused(&[long_cluster, "x"], Rule::FactsUnavailable);
+        let long_proc = "/proc/self/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/../fd/0";
+        refused(&[long_proc], Rule::ScriptIsFile);
+    }
+
+    #[test]
+    fn allowed() {
+        let allowed = |args: &[&str]| assert_eq!(judge(args), Step::Allow, "{args:?}");
+        allowed(&["script.py", "arg1", "-c", "x"]);
+        allowed(&["-m", "json.tool", "file"]);
+        allowed(&["-mjson.tool"]);
+        allowed(&["-W", "c", "s.py"]);
+        allowed(&["-Wc", "s.py"]);
+        allowed(&["-X", "-c", "s.py"]);
+        allowed(&["--check-hash-based-pycs", "always", "s.py"]);
+        allowed(&["-I", "-E", "s.py", "-i"]);
+        allowed(&["/proc/self/cwd/s.py"]);
+        assert_eq!(ArgvJudge::judge(0, ["-c".as_bytes(), b"x"]), Step::Allow);
+        assert_eq!(ArgvJudge::judge(0, [b"-".as_slice()]), Step::Allow);
+    }
+
+    #[test]
+    fn judge_agrees_with_parse() {
+        use crate::python_argv::parse;
+        let cases: &[&[&str]] = &[
+            &["-c", "x"],
+            &["-Ic", "x"],
+            &["-"],
+            &[],
+            &["-i", "s.py"],
+            &["s.py", "-c"],
+            &["-m", "m"],
+            &["-W", "c", "s.py"],
+            &["/dev/fd/3"],
+            &["--", "-c"],
+        ];
+        for case in cases {
+            let inv = parse(case.iter().map(|a| a.as_bytes()));
+            let expected = if inv.inline_code {
+                Step::Refuse(Rule::NoInlineCode)
+            } else if inv.script_is_descriptor_link() {
+                Step::Refuse(Rule::ScriptIsFile)
+            } else if inv.inspect {
+                Step::Refuse(Rule::NoInteractive)
+            } else if inv.reads_stdin() {
+                Step::Refuse(Rule::NoStdinCode)
+            } else {
+                Step::Allow
+            };
+            assert_eq!(judge(case), expected, "{case:?}");
+        }
+    }
+
+    #[test]
+    fn env_patterns() {
+        let p = EnvPattern::new(b"PYTHONSTARTUP").unwrap();
+        assert!(p.matches_entry(b"PYTHONSTARTUP=x"));
+        assert!(p.matches_entry(b"PYTHONSTARTUP="));
+        assert!(!p.matches_entry(b"PYTHONSTARTUPX=x"));
+        assert!(!p.matches_entry(b"PYTHONSTARTUP"));
+        assert!(!p.matches_entry(b"XPYTHONSTARTUP=x"));
+        let long = EnvPattern::new(b"A23456789012345678901234567890").unwrap();
+        assert!(long.matches_entry(b"A23456789012345678901234567890=1"));
+        assert!(!long.matches_entry(b"A23456789012345678901234567890"));
+        assert!(EnvPattern::new(b"A234567890123456789012345678901").is_none());
+        assert!(EnvPattern::new(b"A=B").is_none());
+        assert!(EnvPattern::new(b"").is_none());
+    }
+}
