@@ -27,6 +27,9 @@ pub const MAX_ARGS: u32 = 32;
 pub const MAX_ENV: u32 = 256;
 /// Bytes of one argv word the kernel reads (including the terminating NUL).
 pub const ARG_BUFFER: usize = 128;
+/// Option letters of one cluster the kernel reads (`-EIc` has three); a longer cluster is
+/// refused ([`Rule::FactsUnavailable`]).
+pub const MAX_CLUSTER: usize = 15;
 /// How many refused environment variable names the policy may hold.
 pub const MAX_ENV_NAMES: usize = 8;
 /// Longest refused name: the name, its `=` and the NUL the kernel's string read always
@@ -175,7 +178,7 @@ pub struct ArgvJudge {
 impl ArgvJudge {
     pub const fn new(flags: u32) -> Self {
         ArgvJudge {
-            reader: Reader::new(),
+            reader: Reader::with_cluster_limit(MAX_CLUSTER),
             flags,
         }
     }
@@ -189,6 +192,7 @@ impl ArgvJudge {
                 return Step::Refuse(Rule::NoInlineCode);
             }
             Word::Options if !whole => return Step::Refuse(Rule::FactsUnavailable),
+            Word::Unread => return Step::Refuse(Rule::FactsUnavailable),
             Word::Script(script) => {
                 if script.len() == 1 && script[0] == b'-' && self.flags & DENY_STDIN_CODE != 0 {
                     return Step::Refuse(Rule::NoStdinCode);
@@ -226,10 +230,12 @@ impl ArgvJudge {
         I: IntoIterator<Item = &'a [u8]>,
     {
         let mut judge = ArgvJudge::new(flags);
-        for (i, arg) in args.into_iter().enumerate() {
-            if i as u32 >= MAX_ARGS - 1 {
-                return Step::Refuse(Rule::FactsUnavailable);
-            }
+        let mut args = args.into_iter();
+        // The kernel's bpf_loop: MAX_ARGS steps, each reads one word or finds the end.
+        for _ in 0..MAX_ARGS {
+            let Some(arg) = args.next() else {
+                return judge.finish();
+            };
             let whole = arg.len() < ARG_BUFFER - 1;
             let seen = if whole { arg } else { &arg[..ARG_BUFFER - 1] };
             match judge.feed(seen, whole) {
@@ -237,7 +243,7 @@ impl ArgvJudge {
                 verdict => return verdict,
             }
         }
-        judge.finish()
+        Step::Refuse(Rule::FactsUnavailable)
     }
 }
 
@@ -296,6 +302,16 @@ mod tests {
         refused(&[long_cluster, "x"], Rule::FactsUnavailable);
         let long_proc = "/proc/self/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/../fd/0";
         refused(&[long_proc], Rule::ScriptIsFile);
+    }
+
+    fn allowed_at_limit() {
+        // 32 words are read: a script as the 32nd is judged, a 33rd word is not reached.
+        let mut words = ["-E"; 32];
+        words[31] = "s.py";
+        assert_eq!(judge(&words), Step::Allow);
+        let mut words = ["-E"; 33];
+        words[32] = "s.py";
+        assert_eq!(judge(&words), Step::Refuse(Rule::FactsUnavailable));
     }
 
     #[test]

@@ -54,15 +54,18 @@ pub fn is_descriptor_link(path: &[u8]) -> bool {
         return false;
     }
     // /proc/<pid|self|thread-self>/fd/<n>  or /proc/<pid>/task/<tid>/fd/<n>: an "fd"
-    // component followed by another component.
-    let mut component_start = 6;
+    // component followed by another one, that is "/fd/" from the slash ending "/proc" on.
+    // A rolling window rather than component bookkeeping: the BPF verifier walks this loop
+    // once per byte, and one variable keeps it from forking states; and only `path[i]` with
+    // `i < len` is indexed, as any other index keeps a panic call that makes the program
+    // unloadable.
+    let needle = u32::from_be_bytes(*b"/fd/");
+    let mut window: u32 = u32::from_be_bytes(*b"roc/");
     let mut i = 6;
     while i < path.len() {
-        if path[i] == b'/' {
-            if i - component_start == 2 && path[component_start] == b'f' && path[i - 1] == b'd' {
-                return true;
-            }
-            component_start = i + 1;
+        window = (window << 8) | path[i] as u32;
+        if window == needle {
+            return true;
         }
         i += 1;
     }
@@ -110,6 +113,8 @@ pub enum Word<'a> {
     Script(&'a [u8]),
     /// After the program was found: belongs to the program.
     Program,
+    /// An option cluster longer than the reader's limit: what it asks for is unknown.
+    Unread,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -131,7 +136,7 @@ enum Expect {
 /// Reads a CPython argv (without `argv[0]`) one word at a time, holding nothing borrowed:
 /// the kernel exec gate can only look at one word at a time, and [`parse`] is built on it so
 /// both read a command line identically.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reader {
     expect: Expect,
     /// `-c` was seen.
@@ -142,16 +147,33 @@ pub struct Reader {
     pub script: bool,
     /// `-i` was seen.
     pub inspect: bool,
+    /// How many option letters of one cluster are read.
+    cluster_limit: usize,
+}
+
+impl Default for Reader {
+    fn default() -> Self {
+        Reader::new()
+    }
 }
 
 impl Reader {
+    /// Reads command lines exactly as CPython does.
     pub const fn new() -> Self {
+        Reader::with_cluster_limit(usize::MAX)
+    }
+
+    /// Reads at most `limit` option letters per cluster (`-EIc` has three), reporting
+    /// [`Word::Unread`] beyond. The BPF verifier's cost grows faster than linearly with the
+    /// bytes a loop may scan, so the kernel bounds it; no real command line comes close.
+    pub const fn with_cluster_limit(limit: usize) -> Self {
         Reader {
             expect: Expect::Option,
             inline_code: false,
             module: false,
             script: false,
             inspect: false,
+            cluster_limit: limit,
         }
     }
 
@@ -204,18 +226,24 @@ impl Reader {
         // A cluster of short options: "-Ic", "-Esc", "-Wdefault", "-mjson".
         let mut i = 1;
         while i < len {
+            if i > self.cluster_limit {
+                return Word::Unread;
+            }
             let option = arg[i];
             i += 1;
-            if option == b'i' {
-                self.inspect = true;
-            }
+            // Branch-free so the verifier does not fork a state per byte.
+            self.inspect |= option == b'i';
             if !takes_argument(option) {
                 continue;
             }
             let attached = i < len;
             if option == b'c' {
                 self.inline_code = true;
-                self.expect = if attached { Expect::Done } else { Expect::InlineCode };
+                self.expect = if attached {
+                    Expect::Done
+                } else {
+                    Expect::InlineCode
+                };
                 return Word::InlineCode;
             }
             if option == b'm' {

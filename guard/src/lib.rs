@@ -6,8 +6,10 @@
 
 pub mod agent;
 pub mod cache;
+pub mod btf;
 pub mod digest;
 pub mod engine;
+pub mod exec_gate;
 pub mod facts;
 pub mod ima;
 pub mod keys;

@@ -1,0 +1,248 @@
+//! `tp_btf/sched_process_exec`: refuses CPython invocations the policy forbids.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
+        bpf_probe_read_user, generated,
+    },
+    macros::{btf_tracepoint, map},
+    maps::{HashMap, RingBuf},
+    programs::BtfTracePointContext,
+};
+use guard_common::{
+    Rule,
+    exec_gate::{
+        ARG_BUFFER, ArgvJudge, GateEvent, GateSettings, InterpreterKey, MAX_ARGS, MAX_ENV,
+        MAX_ENV_NAMES, PERMISSIVE, Step,
+    },
+};
+
+const SIGKILL: u32 = 9;
+
+/// Set by the loader (`EbpfLoader::set_global`); lives in `.rodata`, so the verifier treats
+/// its contents as constants and prunes disabled checks.
+#[unsafe(no_mangle)]
+static GATE_SETTINGS: GateSettings = GateSettings {
+    offsets: guard_common::exec_gate::KernelOffsets {
+        bprm_file: 0,
+        bprm_p: 0,
+        bprm_argc: 0,
+        bprm_envc: 0,
+        file_inode: 0,
+        inode_ino: 0,
+        inode_sb: 0,
+        sb_dev: 0,
+    },
+    flags: 0,
+    env_count: 0,
+    env: [guard_common::exec_gate::EnvPattern {
+        words: [0; 4],
+        mask: [0; 4],
+    }; MAX_ENV_NAMES],
+};
+
+/// The profiled interpreters, by executable identity. The value is unused (reserved for a
+/// per-interpreter policy).
+#[map]
+static INTERPRETERS: HashMap<InterpreterKey, u32> = HashMap::with_max_entries(64, 0);
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+macro_rules! setting {
+    ($($field:tt)+) => {
+        // SAFETY: a plain read of the loader-initialised global; volatile so the compiler
+        // does not fold in the zeroes it was compiled with.
+        unsafe { core::ptr::read_volatile(&raw const GATE_SETTINGS.$($field)+) }
+    };
+}
+
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
+    // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+    let bprm: *const u8 = ctx.arg(2);
+    let _ = try_exec(bprm);
+    0
+}
+
+/// Reads `*(base + offset)` from kernel memory.
+#[inline(always)]
+fn kread<T>(base: *const u8, offset: u32) -> Result<T, i32> {
+    // SAFETY: bpf_probe_read_kernel tolerates any address; a bad one is an error, not a fault.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) }
+}
+
+fn try_exec(bprm: *const u8) -> Result<(), i32> {
+    let file: *const u8 = kread(bprm, setting!(offsets.bprm_file))?;
+    let inode: *const u8 = kread(file, setting!(offsets.file_inode))?;
+    let ino: u64 = kread(inode, setting!(offsets.inode_ino))?;
+    let sb: *const u8 = kread(inode, setting!(offsets.inode_sb))?;
+    let dev: u32 = kread(sb, setting!(offsets.sb_dev))?;
+    let key = InterpreterKey { ino, dev, pad: 0 };
+    // SAFETY: the value is only tested for presence, never read through.
+    if unsafe { INTERPRETERS.get(&key) }.is_none() {
+        return Ok(());
+    }
+
+    // After create_elf_tables, bprm->p is the new user stack pointer: argc, then argv[],
+    // NULL, envp[], NULL. Reading pointers from there needs no scan of the string area.
+    let sp: u64 = kread(bprm, setting!(offsets.bprm_p))?;
+    let argc: i32 = kread(bprm, setting!(offsets.bprm_argc))?;
+    let envc: i32 = kread(bprm, setting!(offsets.bprm_envc))?;
+    let flags = setting!(flags);
+
+    let verdict = match judge_argv(sp, argc, flags) {
+        Step::Refuse(rule) => Some(rule),
+        _ => judge_env(sp, argc, envc),
+    };
+    if let Some(rule) = verdict {
+        refuse(rule, flags, &key);
+    }
+    Ok(())
+}
+
+/// State of the argv walk, on the program's stack and handed to each `bpf_loop` step.
+struct ArgvWalk {
+    sp: u64,
+    argc: i32,
+    judge: ArgvJudge,
+    verdict: Step,
+    buf: [u8; ARG_BUFFER],
+}
+
+// The verifier would walk an open-coded loop over words, each with a loop over its bytes,
+// once per word and combination of judge states: over its million-instruction budget.
+// A `bpf_loop` callback is verified once, whatever the number of words.
+fn judge_argv(sp: u64, argc: i32, flags: u32) -> Step {
+    let mut walk = ArgvWalk {
+        sp,
+        argc,
+        judge: ArgvJudge::new(flags),
+        verdict: Step::More,
+        buf: [0; ARG_BUFFER],
+    };
+    // SAFETY: `argv_step` has the callback signature bpf_loop expects, and `walk` outlives
+    // the call.
+    unsafe {
+        generated::bpf_loop(
+            MAX_ARGS,
+            argv_step as *mut core::ffi::c_void,
+            (&raw mut walk).cast(),
+            0,
+        )
+    };
+    match walk.verdict {
+        // Words left that the walk did not reach: padding must not hide `-c`.
+        Step::More => Step::Refuse(Rule::FactsUnavailable),
+        verdict => verdict,
+    }
+}
+
+/// One `bpf_loop` step: word `index + 1` (argv[0] is the name the interpreter was started
+/// under, not an option). Returns 1 to stop.
+extern "C" fn argv_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `ctx` is the `ArgvWalk` judge_argv passed to bpf_loop, alive and unaliased
+    // for the duration of the loop.
+    let walk = unsafe { &mut *ctx.cast::<ArgvWalk>() };
+    let i = index + 1;
+    if i >= walk.argc as u64 {
+        walk.verdict = walk.judge.finish();
+        return 1;
+    }
+    let Ok(word) = read_user_word(walk.sp + 8 * (1 + i), &mut walk.buf) else {
+        walk.verdict = Step::Refuse(Rule::FactsUnavailable);
+        return 1;
+    };
+    // A word that filled the buffer may go on beyond it.
+    let whole = word.len() < ARG_BUFFER - 1;
+    match walk.judge.feed(word, whole) {
+        Step::More => 0,
+        verdict => {
+            walk.verdict = verdict;
+            1
+        }
+    }
+}
+
+fn judge_env(sp: u64, argc: i32, envc: i32) -> Option<Rule> {
+    let count = setting!(env_count);
+    if count == 0 {
+        return None;
+    }
+    if envc < 0 || envc as u32 > MAX_ENV {
+        return Some(Rule::FactsUnavailable);
+    }
+    let envp = sp + 8 * (1 + argc as u64 + 1);
+    let mut j: u32 = 0;
+    while j < MAX_ENV {
+        if j as i32 >= envc {
+            return None;
+        }
+        // SAFETY: reads a user pointer of the exec'ing task; a bad address is an error.
+        let Ok(ptr) = (unsafe { bpf_probe_read_user((envp + 8 * j as u64) as *const u64) }) else {
+            return Some(Rule::FactsUnavailable);
+        };
+        // Zero-filled: bytes after the NUL must not match a pattern's tail.
+        let mut entry = [0u64; 4];
+        // SAFETY: writes at most 32 bytes into `entry`, which is 32 bytes long.
+        let n = unsafe {
+            generated::bpf_probe_read_user_str(
+                entry.as_mut_ptr().cast(),
+                32,
+                ptr as *const core::ffi::c_void,
+            )
+        };
+        if n < 0 {
+            return Some(Rule::FactsUnavailable);
+        }
+        let mut k = 0;
+        while k < MAX_ENV_NAMES {
+            if k as u32 >= count {
+                break;
+            }
+            if env_pattern(k).matches(&entry) {
+                return Some(Rule::NoCodeEnvironment);
+            }
+            k += 1;
+        }
+        j += 1;
+    }
+    None
+}
+
+#[inline(always)]
+fn env_pattern(k: usize) -> guard_common::exec_gate::EnvPattern {
+    setting!(env[k])
+}
+
+/// Reads the user string that `argv`/`envp` slot `slot` points to.
+#[inline(always)]
+fn read_user_word(slot: u64, buf: &mut [u8; ARG_BUFFER]) -> Result<&[u8], i32> {
+    // SAFETY: reads a user pointer of the exec'ing task; a bad address is an error.
+    let ptr: u64 = unsafe { bpf_probe_read_user(slot as *const u64) }?;
+    // SAFETY: as above; the helper writes at most `buf.len()` bytes.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user_str_bytes(ptr as *const u8, buf) }
+}
+
+fn refuse(rule: Rule, flags: u32, key: &InterpreterKey) {
+    let killed = flags & PERMISSIVE == 0;
+    if killed {
+        // SAFETY: signals the current task, which is the one that exec'd the interpreter.
+        unsafe { generated::bpf_send_signal(SIGKILL) };
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    let event = GateEvent {
+        tgid: (pid_tgid >> 32) as u32,
+        pid: pid_tgid as u32,
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        rule: rule as u32,
+        killed: killed as u32,
+        ino: key.ino,
+        dev: key.dev,
+        pad: 0,
+    };
+    // A full ring buffer loses the report, never the kill.
+    let _ = EVENTS.output::<GateEvent>(&event, 0);
+}

@@ -1,0 +1,323 @@
+//! The exec gate: the kernel program that kills forbidden interpreter invocations at exec.
+//!
+//! Where BPF LSM is unavailable, `tp_btf/sched_process_exec` still sees every new process
+//! before its first user instruction. For executables whose identity (dev, ino) the agent
+//! registered, it reads argv/envp and sends SIGKILL to invocations the policy refuses
+//! (`-c`, code on stdin, `-i`, a descriptor as the script, refused environment variables),
+//! reporting each refusal through a ring buffer. The judgement itself is
+//! [`guard_common::exec_gate::ArgvJudge`], shared with the kernel.
+//!
+//! Dropping [`ExecGate`] detaches the program.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{HashMap, MapData, MapError, RingBuf};
+use aya::programs::{BtfTracePoint, ProgramError};
+use aya::{Ebpf, EbpfError, EbpfLoader};
+use guard_common::Rule;
+use guard_common::exec_gate::{
+    DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE, DENY_STDIN_CODE, EnvPattern,
+    GateSettings, InterpreterKey, KernelOffsets, MAX_ENV_NAME_LEN, MAX_ENV_NAMES, PERMISSIVE,
+};
+
+use crate::btf::{Btf, BtfError};
+
+/// The kernel programs, built for the BPF target by `build.rs`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guard-ebpf"));
+
+const PROGRAM: &str = "sched_process_exec";
+const INTERPRETERS_MAP: &str = "INTERPRETERS";
+const EVENTS_MAP: &str = "EVENTS";
+const SETTINGS_GLOBAL: &str = "GATE_SETTINGS";
+/// Size of the kernel's interpreter map.
+pub const MAX_INTERPRETERS: usize = 64;
+
+/// Why the gate could not be loaded. The caller decides whether that is fatal.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecGateError {
+    #[error("cannot read kernel BTF for struct offsets: {0}")]
+    Btf(#[from] BtfError),
+    #[error("cannot read kernel BTF for the tracepoint: {0}")]
+    AyaBtf(#[from] aya::BtfError),
+    #[error("cannot load the exec gate object: {0}")]
+    Load(#[from] EbpfError),
+    #[error("the exec gate program was refused: {0}")]
+    Program(#[from] ProgramError),
+    #[error("exec gate map error: {0}")]
+    Map(#[from] MapError),
+    #[error("the exec gate object has no {0}")]
+    Missing(&'static str),
+    #[error("cannot identify interpreter {path}: {source}")]
+    Interpreter {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("too many interpreters ({0}, at most {MAX_INTERPRETERS})")]
+    TooManyInterpreters(usize),
+    #[error(
+        "refused environment variable name {0:?} is empty, longer than {MAX_ENV_NAME_LEN} bytes or holds '='"
+    )]
+    EnvName(String),
+    #[error("too many refused environment variables ({0}, at most {MAX_ENV_NAMES})")]
+    TooManyEnvNames(usize),
+}
+
+/// An executable's identity as `stat(2)` reports it (`st_dev` in user-space encoding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl Identity {
+    /// The identity of the file `path` resolves to (symlinks followed: `/usr/bin/python3`
+    /// is the `python3.11` it points at).
+    pub fn of_path(path: &Path) -> Result<Identity, ExecGateError> {
+        let meta = std::fs::metadata(path).map_err(|source| ExecGateError::Interpreter {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Identity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
+    /// `sb->s_dev` is `MKDEV(major, minor)` = `major << 20 | minor`, while `st_dev` is
+    /// `new_encode_dev` (minor split around the major): the same device, other bits.
+    fn kernel_key(self) -> InterpreterKey {
+        let major = libc::major(self.dev) as u32;
+        let minor = libc::minor(self.dev) as u32;
+        InterpreterKey {
+            ino: self.ino,
+            dev: (major << 20) | (minor & 0xf_ffff),
+            pad: 0,
+        }
+    }
+
+    fn from_kernel(dev: u32, ino: u64) -> Identity {
+        Identity {
+            dev: libc::makedev(dev >> 20, dev & 0xf_ffff),
+            ino,
+        }
+    }
+}
+
+/// What the gate refuses, and for which executables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecGateConfig {
+    /// The profiled interpreters. Other executables are never touched.
+    pub interpreters: Vec<Identity>,
+    pub deny_inline_code: bool,
+    pub deny_stdin_code: bool,
+    pub deny_interactive: bool,
+    /// Refuse a script operand naming a descriptor (`/dev/fd/*`, `/dev/stdin`, `/proc/*/fd/*`).
+    pub deny_descriptor_script: bool,
+    /// Environment variables whose presence is refused (at most [`MAX_ENV_NAMES`]).
+    pub refused_env: Vec<String>,
+    /// Report refusals, do not kill.
+    pub permissive: bool,
+}
+
+impl ExecGateConfig {
+    /// Everything refused, for these interpreters, with the environment variables that make
+    /// CPython run extra code or load code from elsewhere.
+    pub fn strict(interpreters: Vec<Identity>) -> ExecGateConfig {
+        ExecGateConfig {
+            interpreters,
+            deny_inline_code: true,
+            deny_stdin_code: true,
+            deny_interactive: true,
+            deny_descriptor_script: true,
+            refused_env: ["PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONPYCACHEPREFIX"]
+                .map(String::from)
+                .to_vec(),
+            permissive: false,
+        }
+    }
+
+    fn settings(&self, offsets: KernelOffsets) -> Result<GateSettings, ExecGateError> {
+        if self.refused_env.len() > MAX_ENV_NAMES {
+            return Err(ExecGateError::TooManyEnvNames(self.refused_env.len()));
+        }
+        let mut settings = GateSettings {
+            offsets,
+            ..Default::default()
+        };
+        for (slot, name) in settings.env.iter_mut().zip(&self.refused_env) {
+            *slot = EnvPattern::new(name.as_bytes())
+                .ok_or_else(|| ExecGateError::EnvName(name.clone()))?;
+        }
+        settings.env_count = self.refused_env.len() as u32;
+        for (on, bit) in [
+            (self.deny_inline_code, DENY_INLINE_CODE),
+            (self.deny_stdin_code, DENY_STDIN_CODE),
+            (self.deny_interactive, DENY_INTERACTIVE),
+            (self.deny_descriptor_script, DENY_DESCRIPTOR_SCRIPT),
+            (self.permissive, PERMISSIVE),
+        ] {
+            if on {
+                settings.flags |= bit;
+            }
+        }
+        Ok(settings)
+    }
+}
+
+/// One refusal, as the kernel reported it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GateEvent {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rule: Rule,
+    /// False in permissive mode.
+    pub killed: bool,
+    pub interpreter: Identity,
+}
+
+/// The loaded and attached exec gate. Detached when dropped.
+pub struct ExecGate {
+    events: RingBuf<MapData>,
+    // Owns the program and its link; dropped after `events`.
+    _ebpf: Ebpf,
+}
+
+fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
+    Ok(KernelOffsets {
+        bprm_file: btf.member_offset("linux_binprm", "file", 8)?,
+        bprm_p: btf.member_offset("linux_binprm", "p", 8)?,
+        bprm_argc: btf.member_offset("linux_binprm", "argc", 4)?,
+        bprm_envc: btf.member_offset("linux_binprm", "envc", 4)?,
+        file_inode: btf.member_offset("file", "f_inode", 8)?,
+        inode_ino: btf.member_offset("inode", "i_ino", 8)?,
+        inode_sb: btf.member_offset("inode", "i_sb", 8)?,
+        sb_dev: btf.member_offset("super_block", "s_dev", 4)?,
+    })
+}
+
+impl ExecGate {
+    /// Loads, configures and attaches the gate. Needs CAP_BPF/CAP_PERFMON (root) and kernel
+    /// BTF.
+    pub fn load(config: &ExecGateConfig) -> Result<ExecGate, ExecGateError> {
+        if config.interpreters.len() > MAX_INTERPRETERS {
+            return Err(ExecGateError::TooManyInterpreters(
+                config.interpreters.len(),
+            ));
+        }
+        let offsets = kernel_offsets(&Btf::from_kernel()?)?;
+        let settings = config.settings(offsets)?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global(SETTINGS_GLOBAL, &settings, true)
+            .load(EBPF_OBJECT)?;
+
+        // Identities first, attach last: the program must never run with a half-filled map.
+        let mut interpreters: HashMap<_, InterpreterKey, u32> = HashMap::try_from(
+            ebpf.map_mut(INTERPRETERS_MAP)
+                .ok_or(ExecGateError::Missing(INTERPRETERS_MAP))?,
+        )?;
+        for identity in &config.interpreters {
+            interpreters.insert(identity.kernel_key(), 0, 0)?;
+        }
+        let events = RingBuf::try_from(
+            ebpf.take_map(EVENTS_MAP)
+                .ok_or(ExecGateError::Missing(EVENTS_MAP))?,
+        )?;
+
+        let btf = aya::Btf::from_sys_fs()?;
+        let program: &mut BtfTracePoint = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(ExecGateError::Missing(PROGRAM))?
+            .try_into()?;
+        program.load(PROGRAM, &btf)?;
+        program.attach()?;
+        Ok(ExecGate {
+            events,
+            _ebpf: ebpf,
+        })
+    }
+
+    /// The refusals reported since the last call (non-blocking; poll [`Self::as_fd`] for
+    /// readability to wait).
+    pub fn events(&mut self) -> impl Iterator<Item = GateEvent> + '_ {
+        std::iter::from_fn(move || {
+            loop {
+                let item = self.events.next()?;
+                if item.len() < size_of::<guard_common::exec_gate::GateEvent>() {
+                    log::warn!("exec gate: short event ({} bytes)", item.len());
+                    continue;
+                }
+                // SAFETY: the kernel wrote a whole GateEvent (length checked above), a
+                // repr(C) struct of integers valid for any bit pattern; the ring buffer gives
+                // no alignment guarantee, hence read_unaligned.
+                let raw: guard_common::exec_gate::GateEvent =
+                    unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                let Some(rule) = Rule::from_u32(raw.rule) else {
+                    log::warn!("exec gate: unknown rule id {}", raw.rule);
+                    continue;
+                };
+                return Some(GateEvent {
+                    pid: raw.tgid,
+                    tid: raw.pid,
+                    uid: raw.uid,
+                    gid: raw.gid,
+                    rule,
+                    killed: raw.killed != 0,
+                    interpreter: Identity::from_kernel(raw.dev, raw.ino),
+                });
+            }
+        })
+    }
+}
+
+impl AsFd for ExecGate {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.events.as_fd()
+    }
+}
+
+impl AsRawFd for ExecGate {
+    fn as_raw_fd(&self) -> RawFd {
+        self.events.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_encodings_round_trip() {
+        // 254:0 (virtio disk) and a device whose minor needs more than 8 bits.
+        for (major, minor) in [(254u32, 0u32), (8, 1), (259, 300), (0, 0x1_2345)] {
+            let identity = Identity {
+                dev: libc::makedev(major, minor),
+                ino: 7,
+            };
+            let key = identity.kernel_key();
+            assert_eq!(key.dev, (major << 20) | minor);
+            assert_eq!(Identity::from_kernel(key.dev, key.ino), identity);
+        }
+    }
+
+    #[test]
+    fn settings_reject_bad_env_names() {
+        let mut config = ExecGateConfig::strict(vec![]);
+        assert!(config.settings(KernelOffsets::default()).is_ok());
+        config.refused_env.push("A=B".into());
+        assert!(matches!(
+            config.settings(KernelOffsets::default()),
+            Err(ExecGateError::EnvName(_))
+        ));
+        config.refused_env = (0..9).map(|i| format!("V{i}")).collect();
+        assert!(matches!(
+            config.settings(KernelOffsets::default()),
+            Err(ExecGateError::TooManyEnvNames(9))
+        ));
+    }
+}
