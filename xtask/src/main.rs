@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod package;
+mod setup;
 mod vm;
 
 #[derive(Parser)]
@@ -21,6 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
+    /// Install the eBPF toolchain (rust-src, bpf-linker) and the host packages tests need.
+    Setup,
     /// Build everything and run every test (unit, integration, interop).
     Test {
         /// Extra arguments passed to `cargo test`.
@@ -63,6 +66,7 @@ enum Task {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.task {
+        Task::Setup => setup::setup(),
         Task::Test { args } => test(&args),
         Task::Run(args) => vm::run(args),
         Task::VmTest(args) => vm::vm_test(args),
@@ -116,6 +120,7 @@ fn run(cmd: &mut Command) -> Result<()> {
 }
 
 fn test(extra: &[String]) -> Result<()> {
+    setup::setup()?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args([
         "clippy",
