@@ -300,6 +300,11 @@ mod tests {
         refused(&padded, Rule::FactsUnavailable);
         let long_cluster = "-EEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEc";
         refused(&[long_cluster, "x"], Rule::FactsUnavailable);
+        // MAX_CLUSTER letters are read, one more is not.
+        refused(&["-EEEEEEEEEEEEEEc", "x"], Rule::NoInlineCode);
+        refused(&["-EEEEEEEEEEEEEEEc", "x"], Rule::FactsUnavailable);
+        refused(&["-EEEEEEEEEEEEEEEs", "x.py"], Rule::FactsUnavailable);
+        allowed_at_limit();
         let long_proc = "/proc/self/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/../fd/0";
         refused(&[long_proc], Rule::ScriptIsFile);
     }

@@ -5,8 +5,8 @@
 //! `guard` binary wires them to the command line and to the kernel.
 
 pub mod agent;
-pub mod cache;
 pub mod btf;
+pub mod cache;
 pub mod digest;
 pub mod engine;
 pub mod exec_gate;
