@@ -193,8 +193,13 @@ fn dash_script_from_a_file_is_killed() {
 fn process_substitution_script_is_killed() {
     let case = Case::new();
     let payload = case.file("payload.py", &case.payload());
-    // `exec` keeps bash's pid, so the event can be matched to the child.
-    let script = format!("exec {} <(cat {})", python().display(), payload.display());
+    // `exec` keeps bash's pid, so the event can be matched to the child. cat may outlive
+    // the test's files (python is killed before it reads): silence it.
+    let script = format!(
+        "exec {} <(cat {} 2>/dev/null)",
+        python().display(),
+        payload.display()
+    );
     let child = spawn(Command::new("bash").arg("-c").arg(script));
     case.assert_killed(child, Rule::ScriptIsFile);
 }
