@@ -185,7 +185,7 @@ pub struct GateEvent {
 pub struct ExecGate {
     events: RingBuf<MapData>,
     // Owns the program and its link; dropped after `events`.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
 }
 
 fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
@@ -236,10 +236,17 @@ impl ExecGate {
             .try_into()?;
         program.load(PROGRAM, &btf)?;
         program.attach()?;
-        Ok(ExecGate {
-            events,
-            _ebpf: ebpf,
-        })
+        Ok(ExecGate { events, ebpf })
+    }
+
+    /// Instructions the verifier processed to accept the program (its budget is one
+    /// million): how close the argv walk is to being refused on a new kernel.
+    pub fn verified_instructions(&self) -> Option<u32> {
+        self.ebpf
+            .program(PROGRAM)?
+            .info()
+            .ok()?
+            .verified_instruction_count()
     }
 
     /// The refusals reported since the last call (non-blocking; poll [`Self::as_fd`] for

@@ -43,6 +43,9 @@ fn shared() -> MutexGuard<'static, Shared> {
             let python = python_copy(dir.path());
             let config = ExecGateConfig::strict(vec![Identity::of_path(&python).unwrap()]);
             let gate = ExecGate::load(&config).expect("exec gate loads (needs root)");
+            if let Some(count) = gate.verified_instructions() {
+                eprintln!("exec gate: verifier processed {count} instructions");
+            }
             Mutex::new(Shared {
                 gate,
                 seen: Vec::new(),
