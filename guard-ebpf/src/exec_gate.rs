@@ -80,7 +80,7 @@ fn try_exec(bprm: *const u8) -> Result<(), i32> {
     let dev: u32 = kread(sb, setting!(offsets.sb_dev))?;
     let key = InterpreterKey { ino, dev, pad: 0 };
     // SAFETY: the value is only tested for presence, never read through.
-    if unsafe { INTERPRETERS.get(&key) }.is_none() {
+    if unsafe { INTERPRETERS.get(key) }.is_none() {
         return Ok(());
     }
 
