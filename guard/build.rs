@@ -7,7 +7,11 @@ use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
+    // guard's own workspace, also when guard is built as a dependency of another one
+    // (the fuzz harnesses are a workspace of their own).
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
     let metadata = cargo_metadata::MetadataCommand::new()
+        .manifest_path(manifest)
         .no_deps()
         .exec()
         .context("cargo metadata")?;
