@@ -267,7 +267,25 @@ impl Agent {
         Agent::start_full(&[], extra, env)
     }
 
+    /// Starts the agent with its exec gate. The gate acts host-wide on the policy's
+    /// interpreter identities: give a policy whose interpreter is a private copy, so the
+    /// host's own `python3 -c` (other tests, other users) is left alone.
+    pub fn start_with_exec_gate(watch: &Path, extra: &[&str]) -> Agent {
+        let mut args = vec!["--watch", watch.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        Agent::start_inner(&[], &args, &[], true)
+    }
+
     fn start_full(wrapper: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Agent {
+        Agent::start_inner(wrapper, extra, env, false)
+    }
+
+    fn start_inner(
+        wrapper: &[&str],
+        extra: &[&str],
+        env: &[(&str, &str)],
+        exec_gate: bool,
+    ) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("guard-agent-")
             .tempdir()
@@ -286,6 +304,11 @@ impl Agent {
         };
         let child = command
             .args(["run", "--backend", "fanotify"])
+            .args(if exec_gate {
+                &[][..]
+            } else {
+                &["--no-exec-gate"][..]
+            })
             .arg("--socket")
             .arg(&socket)
             .arg("--audit")

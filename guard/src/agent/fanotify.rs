@@ -84,6 +84,24 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     drop(jobs);
 
+    let gate_thread = if config.exec_gate {
+        // Loaded before readiness is announced: ready means every layer is in place.
+        let generation = state.generation();
+        let gate = super::launch::load(&state, &state.loaded());
+        let state = state.clone();
+        Some(
+            std::thread::Builder::new()
+                .name("guard-exec-gate".into())
+                .spawn(move || super::launch::run(state, gate, generation))?,
+        )
+    } else {
+        state.set_exec_gate_status("disabled (--no-exec-gate)");
+        log::warn!(
+            "exec gate disabled: python3 -c, code on stdin and descriptor scripts are not refused"
+        );
+        None
+    };
+
     status::serve(&config.socket, state.clone())?;
     log::info!(
         "enforcing with fanotify on {} filesystem(s); status on {}",
@@ -136,6 +154,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
 
     super::notify::stopping();
+    state.stop();
+    if let Some(thread) = gate_thread {
+        let _ = thread.join();
+    }
     // Workers drain what is queued and answer it; then closing the group lets the kernel
     // allow anything still pending (fanotify's own semantics: see the README).
     drop(queue);

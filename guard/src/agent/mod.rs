@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod fanotify;
+pub mod launch;
 pub mod mounts;
 pub mod notify;
 pub mod process;
@@ -48,6 +49,8 @@ pub struct Config {
     pub backend: Backend,
     /// The policy file must be IMA-signed by one of `extra_keys` (checked at every load).
     pub require_signed_policy: bool,
+    /// Load the exec gate (refuses `-c`, stdin code and descriptor scripts at exec).
+    pub exec_gate: bool,
 }
 
 impl Config {
@@ -86,6 +89,9 @@ pub struct State {
     pub backend: String,
     pub queued: AtomicU64,
     exec_gate: Mutex<String>,
+    /// Bumped by every policy change, so the layers that hold kernel state follow it.
+    generation: AtomicU64,
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl State {
@@ -104,6 +110,8 @@ impl State {
             backend: backend.to_string(),
             queued: AtomicU64::new(0),
             exec_gate: Mutex::new("not running".into()),
+            generation: AtomicU64::new(0),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -123,6 +131,19 @@ impl State {
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(loaded);
         self.cache.clear();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     pub fn queue_depth(&self) -> u64 {

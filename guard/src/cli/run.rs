@@ -35,6 +35,10 @@ pub struct RunArgs {
     /// Unix socket `guard status` reads.
     #[arg(long, value_name = "PATH", default_value = status::DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    /// Do not load the exec gate (the eBPF program that refuses `-c`, code on stdin and
+    /// descriptor scripts at exec): for debugging, or hosts that forbid BPF.
+    #[arg(long)]
+    pub no_exec_gate: bool,
     /// Decision worker threads.
     #[arg(long, default_value_t = 4)]
     pub workers: usize,
@@ -55,6 +59,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         cache_capacity: args.cache_size,
         backend: args.backend,
         require_signed_policy: args.require_signed_policy,
+        exec_gate: !args.no_exec_gate,
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,170 @@
+//! The agent's side of the exec gate: configure it from the policy, keep it in step with
+//! reloads, and turn its kill reports into audit records.
+//!
+//! Runs on its own thread so that loading a program (the verifier takes a while) never
+//! delays an answer to a fanotify permission event.
+
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use guard_common::Rule;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use super::audit::{AuditRecord, CheckRecord};
+use super::stats::bump;
+use super::{Loaded, State};
+use crate::exec_gate::{ExecGate, ExecGateConfig, GateEvent, Identity};
+use crate::policy::{Mode, Permission};
+
+/// The gate's configuration for a policy: one gate serves every profile, so a behaviour
+/// any profile refuses is refused (only identities the profiles name are ever touched).
+pub fn gate_config(loaded: &Loaded) -> ExecGateConfig {
+    let policy = &loaded.policy;
+    let denies = |permission: fn(&crate::policy::Profile) -> Permission| {
+        policy
+            .interpreters
+            .iter()
+            .any(|p| permission(p) == Permission::Deny)
+    };
+    let mut refused_env: Vec<String> = Vec::new();
+    for profile in &policy.interpreters {
+        for name in &profile.deny_env {
+            if !refused_env.contains(name) {
+                refused_env.push(name.clone());
+            }
+        }
+    }
+    if refused_env.len() > guard_common::exec_gate::MAX_ENV_NAMES {
+        log::warn!(
+            "exec gate: only the first {} refused environment variables are checked at exec",
+            guard_common::exec_gate::MAX_ENV_NAMES
+        );
+        refused_env.truncate(guard_common::exec_gate::MAX_ENV_NAMES);
+    }
+    ExecGateConfig {
+        interpreters: loaded
+            .interpreters
+            .iter()
+            .map(|(id, _)| Identity {
+                dev: id.dev,
+                ino: id.ino,
+            })
+            .collect(),
+        deny_inline_code: denies(|p| p.inline_code),
+        deny_stdin_code: denies(|p| p.stdin),
+        deny_interactive: denies(|p| p.interactive),
+        deny_descriptor_script: !policy.interpreters.is_empty(),
+        refused_env,
+        permissive: policy.mode == Mode::Permissive,
+    }
+}
+
+/// Loads the gate for the policy in force, reporting failure in the log and in status.
+pub fn load(state: &State, loaded: &Loaded) -> Option<ExecGate> {
+    let config = gate_config(loaded);
+    match ExecGate::load(&config) {
+        Ok(gate) => {
+            let mode = if config.permissive {
+                "reporting"
+            } else {
+                "enforcing"
+            };
+            state.set_exec_gate_status(format!(
+                "{mode} on {} interpreter executable(s)",
+                config.interpreters.len()
+            ));
+            log::info!(
+                "exec gate {mode} on {} interpreter executable(s)",
+                config.interpreters.len()
+            );
+            Some(gate)
+        }
+        Err(e) => {
+            bump(&state.stats.errors);
+            state.set_exec_gate_status(format!("FAILED: {e}"));
+            log::error!(
+                "exec gate not loaded: {e}. python3 -c, code on stdin and descriptor scripts \
+                 are NOT refused on this host"
+            );
+            None
+        }
+    }
+}
+
+/// Runs the gate until `state` says the agent is stopping. Reloads replace the gate: the
+/// new one is attached before the old one is dropped, so no exec goes unjudged.
+pub fn run(state: Arc<State>, initial: Option<ExecGate>, mut generation: u64) {
+    let mut gate = initial;
+    while !state.stopping() {
+        if let Some(current) = gate.as_mut() {
+            let mut fds = [PollFd::new(current.as_fd(), PollFlags::POLLIN)];
+            let _ = poll(&mut fds, PollTimeout::from(500u16));
+            let loaded = state.loaded();
+            for event in current.events() {
+                report(&state, &loaded, &event);
+            }
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        let now = state.generation();
+        if now != generation {
+            generation = now;
+            let replacement = load(&state, &state.loaded());
+            if replacement.is_some() {
+                gate = replacement;
+            }
+        }
+    }
+    state.set_exec_gate_status("stopped");
+}
+
+/// Why the gate refused, in words, for the rule it reports.
+pub fn reason(rule: Rule) -> &'static str {
+    match rule {
+        Rule::NoInlineCode => "inline code (-c) is refused",
+        Rule::NoStdinCode => "code from standard input is refused",
+        Rule::NoInteractive => "interactive use (-i, the REPL) is refused",
+        Rule::NoCodeEnvironment => "a refused environment variable is set",
+        Rule::ScriptIsFile => "the script operand names a file descriptor, not a file",
+        Rule::FactsUnavailable => "the command line is beyond what the gate can read: refused",
+        _ => "refused at exec",
+    }
+}
+
+fn report(state: &State, loaded: &Loaded, event: &GateEvent) {
+    bump(&state.stats.code_decisions);
+    if event.killed {
+        bump(&state.stats.denies);
+    } else {
+        bump(&state.stats.would_deny);
+    }
+    let id = crate::engine::FileId {
+        dev: event.interpreter.dev,
+        ino: event.interpreter.ino,
+    };
+    let exe = loaded
+        .interpreters
+        .iter()
+        .find(|(known, _)| *known == id)
+        .and_then(|(_, profile)| loaded.policy.interpreters.get(*profile))
+        .map(|profile| format!("<{} interpreter>", profile.name))
+        .unwrap_or_else(|| "?".into());
+    state.audit.send(AuditRecord {
+        time: super::audit::now(),
+        pid: event.pid as i32,
+        exe,
+        uid: event.uid,
+        path: String::new(),
+        id: id.to_string(),
+        code: "launch",
+        decision: "deny",
+        enforced: event.killed,
+        rule: event.rule.id(),
+        reason: reason(event.rule).to_string(),
+        checks: vec![CheckRecord {
+            rule: event.rule.id(),
+            passed: false,
+            reason: reason(event.rule).to_string(),
+        }],
+    });
+}
