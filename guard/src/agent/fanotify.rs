@@ -430,7 +430,8 @@ struct Outcome {
     code: CodeKind,
     verdict: Verdict,
     lookup: Lookup,
-    uid: u32,
+    /// The runner's uid, when the decision needed it (else read for the record).
+    uid: Option<u32>,
     path: String,
     id: String,
 }
@@ -441,7 +442,7 @@ impl Outcome {
             code: CodeKind::NotCode,
             verdict: facts_unavailable(&loaded.policy, reason),
             lookup: Lookup::NotNeeded,
-            uid: 0,
+            uid: None,
             path: descriptor_path(fd),
             id: "?".into(),
         }
@@ -461,7 +462,10 @@ impl Outcome {
             time: super::audit::now(),
             pid,
             exe: process::executable_path(pid),
-            uid: self.uid,
+            uid: self
+                .uid
+                .or_else(|| process::credentials(pid).ok().map(|(uid, _)| uid))
+                .unwrap_or(u32::MAX),
             path: self.path.clone(),
             id: self.id.clone(),
             code: self.code.name(),
@@ -528,6 +532,7 @@ fn evaluate_interpreter(
     fd: BorrowedFd<'_>,
     profile_index: usize,
 ) -> std::io::Result<Outcome> {
+    use std::os::unix::fs::MetadataExt;
     let policy = &loaded.policy;
     let profile = &policy.interpreters[profile_index];
     let file = File::from(fd.try_clone_to_owned()?);
@@ -538,7 +543,6 @@ fn evaluate_interpreter(
         .and_then(|n| n.to_str());
     let mut code = facts::classify(profile, &file, meta.len(), name, false)?;
     if code == CodeKind::NotCode && profile.main_script_is_code {
-        use std::os::unix::fs::MetadataExt;
         let id = crate::engine::FileId {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -547,18 +551,28 @@ fn evaluate_interpreter(
             code = CodeKind::MainScript;
         }
     }
-    let uid;
-    let subject = if code.is_code() {
-        let (process_uid, gids) = process::credentials(pid)?;
-        uid = process_uid;
-        Subject {
+    // Who runs the interpreter matters only when the file's mode or owner could make it
+    // writable by them: a group-writable file, or an owner the policy does not trust. For
+    // the common case (root's 0644 files) the /proc read is skipped; a file's mode and
+    // owner can only be changed back and forth by its owner, and a trusted owner's file
+    // cannot be made writable to the runner by anyone else.
+    let runner_matters =
+        code.is_code() && (meta.mode() & 0o020 != 0 || !policy.trust.owners.contains(&meta.uid()));
+    let (uid, subject) = if runner_matters {
+        let (uid, gids) = process::credentials(pid)?;
+        let subject = Subject {
             uid,
             gids,
             profile: Some(profile_index),
-        }
+        };
+        (Some(uid), subject)
     } else {
-        uid = 0;
-        Subject::default()
+        let nobody_in_particular = Subject {
+            uid: u32::MAX,
+            gids: Vec::new(),
+            profile: Some(profile_index),
+        };
+        (None, nobody_in_particular)
     };
     let (object, verdict, lookup) =
         facts::decide_file(policy, &subject, &file, code, Some(&state.cache))?;
