@@ -36,17 +36,9 @@ fn cargo_nightly() -> Command {
 
 /// Installs cargo-fuzz when missing (the `setup` half of fuzzing).
 pub fn setup() -> Result<()> {
-    let present = cargo_nightly()
-        .args(["fuzz", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !present {
-        crate::run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
-    }
-    Ok(())
+    let mut probe = cargo_nightly();
+    probe.arg("fuzz");
+    crate::ensure_cargo_tool(probe, "cargo-fuzz")
 }
 
 /// Runs each of `targets` for `seconds` and reports its executions.

@@ -108,6 +108,21 @@ fn cargo() -> Command {
     cmd
 }
 
+/// Installs a cargo subcommand from crates.io when `probe --version` fails.
+fn ensure_cargo_tool(mut probe: Command, package: &str) -> Result<()> {
+    let present = probe
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !present {
+        run(Command::new("cargo").args(["install", "--locked", package]))?;
+    }
+    Ok(())
+}
+
 fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: running {cmd:?}");
     let status = cmd

@@ -145,17 +145,9 @@ fn deb_arch() -> Result<String> {
 }
 
 fn ensure_cargo_deb() -> Result<()> {
-    let present = cargo()
-        .args(["deb", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !present {
-        run(cargo().args(["install", "--locked", "cargo-deb"]))?;
-    }
-    Ok(())
+    let mut probe = cargo();
+    probe.arg("deb");
+    crate::ensure_cargo_tool(probe, "cargo-deb")
 }
 
 /// Runs a command and returns its standard output; fails with its standard error.

@@ -92,16 +92,6 @@ pub(crate) fn step(msg: &str) {
     eprintln!("xtask vm: {msg}");
 }
 
-pub(crate) fn run_checked(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed: {status}");
-    }
-    Ok(())
-}
-
 /// Writes through a temporary name so an interrupted run never leaves a
 /// truncated file that a later run would take for finished.
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
@@ -442,7 +432,7 @@ fn boot(
 
     let run_img = run_dir.0.join("run.img");
     let size_kib = (payload_size(&payload_dir)? >> 10) * 5 / 4 + 32 * 1024;
-    run_checked(
+    crate::run(
         Command::new("mkfs.ext4")
             .args(["-q", "-F", "-L", "guard-run", "-d"])
             .arg(&payload_dir)

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 
-use super::{cpio::Cpio, replace_dir, run_checked, step, write_atomic};
+use super::{cpio::Cpio, replace_dir, step, write_atomic};
 
 /// Both suites are signed by keys in Debian's standard archive keyring.
 const SOURCES: &str = "\
@@ -93,7 +93,7 @@ impl Apt {
             return Ok(());
         }
         step("refreshing the private apt package lists (bookworm-security, trixie-backports)");
-        run_checked(self.cmd("apt-get").arg("-q").arg("update"))?;
+        crate::run(self.cmd("apt-get").arg("-q").arg("update"))?;
         write_atomic(&stamp, b"")?;
         Ok(())
     }
@@ -118,7 +118,7 @@ impl Apt {
 
     fn download(&self, packages: &[String], into: &Path) -> Result<()> {
         fs::create_dir_all(into)?;
-        run_checked(
+        crate::run(
             self.cmd("apt-get")
                 .arg("-q")
                 .arg("download")
@@ -226,7 +226,7 @@ fn fetch(apt: &Apt, kernel: &Kernel) -> Result<()> {
             "extracting {}",
             deb.file_name().unwrap_or_default().to_string_lossy()
         ));
-        run_checked(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
+        crate::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
     }
     let vmlinuz = [
         format!("boot/vmlinuz-{release}"),

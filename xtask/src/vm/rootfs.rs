@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use super::{kernel::Kernel, replace_dir, run_checked, step, write_atomic};
+use super::{kernel::Kernel, replace_dir, step, write_atomic};
 
 const MIRROR: &str = "http://deb.debian.org/debian";
 
@@ -58,7 +58,7 @@ pub fn ensure_keys(vm_dir: &Path) -> Result<Keys> {
     let tmp = dir.with_extension("tmp");
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp)?;
-    run_checked(
+    crate::run(
         Command::new("openssl")
             .args([
                 "genpkey",
@@ -70,7 +70,7 @@ pub fn ensure_keys(vm_dir: &Path) -> Result<Keys> {
             ])
             .arg(tmp.join("signing-key.pem")),
     )?;
-    run_checked(
+    crate::run(
         Command::new("openssl")
             .args([
                 "req",
@@ -89,7 +89,7 @@ pub fn ensure_keys(vm_dir: &Path) -> Result<Keys> {
             .arg("-out")
             .arg(tmp.join("signing-cert.pem")),
     )?;
-    run_checked(
+    crate::run(
         Command::new("openssl")
             .args(["x509", "-outform", "DER", "-in"])
             .arg(tmp.join("signing-cert.pem"))
@@ -120,7 +120,7 @@ pub fn ensure_tree(vm_dir: &Path, suite: &str) -> Result<PathBuf> {
         tmp.display()
     ));
     let started = Instant::now();
-    run_checked(
+    crate::run(
         Command::new("debootstrap")
             .arg("--variant=minbase")
             .arg(format!("--include={}", PACKAGES.join(",")))
@@ -216,7 +216,7 @@ pub fn ensure_image(
         image.display(),
         size >> 20
     ));
-    run_checked(
+    crate::run(
         Command::new("mkfs.ext4")
             .args(["-q", "-F", "-L", "guard-root", "-E", "root_owner=0:0", "-d"])
             .arg(tree)
@@ -252,7 +252,7 @@ fn sign_python(tree: &Path, guard: &Path) -> Result<()> {
     let inside = "tmp/guard-sign";
     let copy = tree.join(inside);
     fs::copy(guard, &copy).with_context(|| format!("copying {}", guard.display()))?;
-    let result = run_checked(
+    let result = crate::run(
         Command::new("chroot")
             .arg(tree)
             .arg(format!("/{inside}"))
@@ -291,9 +291,9 @@ fn customise(tree: &Path, keys: &Keys, kernels: &[Kernel]) -> Result<()> {
         if dst.exists() {
             continue;
         }
-        run_checked(Command::new("cp").arg("-a").arg(k.modules()).arg(&dst))?;
+        crate::run(Command::new("cp").arg("-a").arg(k.modules()).arg(&dst))?;
         // depmod from the guest's own kmod, so the host needs no kmod package.
-        run_checked(
+        crate::run(
             Command::new("chroot")
                 .arg(tree)
                 .args(["depmod", "-a"])
