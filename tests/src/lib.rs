@@ -118,6 +118,31 @@ impl Tmpfs {
     }
 }
 
+impl Tmpfs {
+    /// Writes a root-owned 0644 file and signs it (evmctl, the test key).
+    pub fn signed(&self, relative: &str, content: &str) -> PathBuf {
+        let path = self.write(relative, content);
+        sign(&path);
+        path
+    }
+
+    /// A path in a world-writable directory where a payload may leave its mark.
+    pub fn marker(&self, name: &str) -> PathBuf {
+        let dir = self.path().join("out");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        set_mode(&dir, 0o1777);
+        dir.join(name)
+    }
+}
+
+/// Python that creates `marker` when it runs: the payload whose execution must not happen.
+pub fn payload(marker: &Path) -> String {
+    format!(
+        "open({:?}, 'w').write('ran')\n",
+        marker.to_str().expect("utf-8 path")
+    )
+}
+
 impl Default for Tmpfs {
     fn default() -> Self {
         Tmpfs::new()
@@ -383,6 +408,14 @@ impl Agent {
         );
         assert!(out.status.success(), "guard status: {}", text(&out.stderr));
         text(&out.stdout)
+    }
+
+    /// The deny records of the audit file that mention `needle` (a file name).
+    pub fn denies_for(&self, needle: &str) -> Vec<String> {
+        self.audit_lines()
+            .into_iter()
+            .filter(|l| l.contains("\"decision\":\"deny\"") && l.contains(needle))
+            .collect()
     }
 
     /// One numeric field of `guard status --json`.

@@ -8,50 +8,15 @@ use std::time::Duration;
 use guard_tests::*;
 use nix::sys::signal::Signal;
 
-/// Writes a signed, root-owned 0644 file.
-fn signed(fs: &Tmpfs, relative: &str, content: &str) -> std::path::PathBuf {
-    let path = fs.write(relative, content);
-    sign(&path);
-    path
-}
-
-fn marker(fs: &Tmpfs, name: &str) -> std::path::PathBuf {
-    let dir = fs.path().join("out");
-    std::fs::create_dir_all(&dir).unwrap();
-    set_mode(&dir, 0o1777);
-    dir.join(name)
-}
-
-/// Python that creates `marker` when it runs: the payload whose execution must not happen.
-fn payload(marker: &Path) -> String {
-    format!("open({:?}, 'w').write('ran')\n", marker.to_str().unwrap())
-}
-
-fn denies_for(agent: &Agent, needle: &str) -> Vec<String> {
-    agent
-        .audit_lines()
-        .into_iter()
-        .filter(|l| l.contains("\"decision\":\"deny\"") && l.contains(needle))
-        .collect()
-}
-
 #[test]
 fn signed_code_runs_unsigned_module_and_script_are_refused() {
     let fs = Tmpfs::new();
-    signed(
-        &fs,
-        "app/main.py",
-        "import good\nprint('main', good.VALUE)\n",
-    );
-    signed(&fs, "app/good.py", "VALUE = 42\n");
-    signed(
-        &fs,
-        "app/uses_bad.py",
-        "import bad\nprint('imported bad')\n",
-    );
-    let ran = marker(&fs, "bad-ran");
+    fs.signed("app/main.py", "import good\nprint('main', good.VALUE)\n");
+    fs.signed("app/good.py", "VALUE = 42\n");
+    fs.signed("app/uses_bad.py", "import bad\nprint('imported bad')\n");
+    let ran = fs.marker("bad-ran");
     fs.write("app/bad.py", payload(&ran));
-    let unsigned_main = marker(&fs, "unsigned-main-ran");
+    let unsigned_main = fs.marker("unsigned-main-ran");
     fs.write("app/unsigned_main.py", payload(&unsigned_main));
     let agent = Agent::start(fs.path(), &[]);
     let app = fs.path().join("app");
@@ -74,7 +39,7 @@ fn signed_code_runs_unsigned_module_and_script_are_refused() {
     );
     assert!(!ran.exists(), "unsigned module ran");
     assert!(
-        !denies_for(&agent, "bad.py").is_empty(),
+        !agent.denies_for("bad.py").is_empty(),
         "no deny logged:\n{}",
         agent.log_text()
     );
@@ -83,7 +48,7 @@ fn signed_code_runs_unsigned_module_and_script_are_refused() {
     let out = python(&app, &["unsigned_main.py"]);
     assert!(!out.status.success());
     assert!(!unsigned_main.exists(), "unsigned main script ran");
-    let line = &denies_for(&agent, "unsigned_main.py")[0];
+    let line = &agent.denies_for("unsigned_main.py")[0];
     assert!(
         line.contains("valid-signature") && line.contains("\"enforced\":true"),
         "{line}"
@@ -93,19 +58,19 @@ fn signed_code_runs_unsigned_module_and_script_are_refused() {
 #[test]
 fn code_writable_by_the_runner_is_refused_even_when_signed() {
     let fs = Tmpfs::new();
-    let world = signed(&fs, "w/world.py", "print('world')\n");
+    let world = fs.signed("w/world.py", "print('world')\n");
     set_mode(&world, 0o666);
-    let group = signed(&fs, "w/group.py", "print('group')\n");
+    let group = fs.signed("w/group.py", "print('group')\n");
     set_mode(&group, 0o664);
     chown(&group, 0, 4242);
-    let own = signed(&fs, "w/own.py", "print('own')\n");
+    let own = fs.signed("w/own.py", "print('own')\n");
     chown(&own, NOBODY, NOBODY);
     let agent = Agent::start(fs.path(), &[]);
     let dir = fs.path().join("w");
 
     let out = python(&dir, &["world.py"]);
     assert!(!out.status.success(), "0666 script ran");
-    assert!(denies_for(&agent, "world.py")[0].contains("not-writable-by-runner"));
+    assert!(agent.denies_for("world.py")[0].contains("not-writable-by-runner"));
 
     let out = run_with_timeout(
         &mut python_as(NOBODY, &[4242], &dir, &["group.py"]),
@@ -115,14 +80,14 @@ fn code_writable_by_the_runner_is_refused_even_when_signed() {
         !out.status.success(),
         "group-writable script ran for a group member"
     );
-    assert!(denies_for(&agent, "group.py")[0].contains("not-writable-by-runner"));
+    assert!(agent.denies_for("group.py")[0].contains("not-writable-by-runner"));
     // The same file is fine for a runner outside the group.
     let out = python(&dir, &["group.py"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     let out = python(&dir, &["own.py"]);
     assert!(!out.status.success(), "runner-owned script ran");
-    assert!(denies_for(&agent, "own.py")[0].contains("trusted-owner"));
+    assert!(agent.denies_for("own.py")[0].contains("trusted-owner"));
 }
 
 fn cache_tag() -> String {
@@ -159,8 +124,8 @@ fn forge_pyc(source: &str, for_source: &Path, pyc: &Path) {
 fn forged_pyc_is_refused_and_signed_pyc_is_accepted() {
     let fs = Tmpfs::new();
     let tag = cache_tag();
-    signed(&fs, "p/main.py", "import mod\nprint(mod.WHO)\n");
-    let module = signed(&fs, "p/mod.py", "WHO = 'source'\n");
+    fs.signed("p/main.py", "import mod\nprint(mod.WHO)\n");
+    let module = fs.signed("p/mod.py", "WHO = 'source'\n");
     let pyc = fs.path().join(format!("p/__pycache__/mod.{tag}.pyc"));
     forge_pyc("WHO = 'forged bytecode'\n", &module, &pyc);
     let agent = Agent::start(fs.path(), &[]);
@@ -170,7 +135,7 @@ fn forged_pyc_is_refused_and_signed_pyc_is_accepted() {
     let out = python(&dir, &["main.py"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "source\n", "forged bytecode ran");
-    assert!(!denies_for(&agent, &format!("mod.{tag}.pyc")).is_empty());
+    assert!(!agent.denies_for(&format!("mod.{tag}.pyc")).is_empty());
 
     // A signed pyc is code in its own right and runs.
     sign(&pyc);
@@ -186,13 +151,12 @@ fn forged_pyc_is_refused_and_signed_pyc_is_accepted() {
 #[test]
 fn pth_files_and_zips_on_sys_path_are_code() {
     let fs = Tmpfs::new();
-    let pth_ran = marker(&fs, "pth-ran");
+    let pth_ran = fs.marker("pth-ran");
     fs.write(
         "site/evil.pth",
         format!("import os; {}", payload(&pth_ran).trim()),
     );
-    signed(
-        &fs,
+    fs.signed(
         "z/main.py",
         &format!(
             "import site\nsite.addsitedir({:?})\nimport zipped\nprint('zipped', zipped.V)\n",
@@ -219,7 +183,7 @@ fn pth_files_and_zips_on_sys_path_are_code() {
     let out = run_with_timeout(&mut cmd, Duration::from_secs(30));
     assert!(!pth_ran.exists(), "unsigned .pth ran");
     assert!(
-        !denies_for(&agent, "evil.pth").is_empty(),
+        !agent.denies_for("evil.pth").is_empty(),
         "{}",
         agent.log_text()
     );
@@ -228,7 +192,7 @@ fn pth_files_and_zips_on_sys_path_are_code() {
         "module from an unsigned zip imported"
     );
     assert!(
-        !denies_for(&agent, "lib.txt").is_empty(),
+        !agent.denies_for("lib.txt").is_empty(),
         "{}",
         agent.log_text()
     );
@@ -244,7 +208,7 @@ fn pth_files_and_zips_on_sys_path_are_code() {
 #[test]
 fn same_size_rewrite_with_restored_mtime_is_refused() {
     let fs = Tmpfs::new();
-    let script = signed(&fs, "r/main.py", "print('original')\n");
+    let script = fs.signed("r/main.py", "print('original')\n");
     let agent = Agent::start(fs.path(), &[]);
     let dir = fs.path().join("r");
     let out = python(&dir, &["main.py"]);
@@ -268,7 +232,7 @@ fn same_size_rewrite_with_restored_mtime_is_refused() {
         "rewritten script ran: {}",
         text(&out.stdout)
     );
-    let line = &denies_for(&agent, "main.py")[0];
+    let line = &agent.denies_for("main.py")[0];
     assert!(line.contains("valid-signature"), "{line}");
 }
 
@@ -285,7 +249,7 @@ fn permissive_mode_runs_everything_and_logs_would_be_denies() {
     let out = python(&fs.path().join("m"), &["unsigned.py"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "ran anyway\n");
-    let line = &denies_for(&agent, "unsigned.py")[0];
+    let line = &agent.denies_for("unsigned.py")[0];
     assert!(line.contains("\"enforced\":false"), "{line}");
     assert!(agent.status_field("would_deny") >= 1, "{}", agent.status());
     assert_eq!(agent.status_field("denies"), 0);
@@ -294,7 +258,7 @@ fn permissive_mode_runs_everything_and_logs_would_be_denies() {
 #[test]
 fn reload_with_a_broken_policy_keeps_the_old_one() {
     let fs = Tmpfs::new();
-    signed(&fs, "h/good.py", "print('good')\n");
+    fs.signed("h/good.py", "print('good')\n");
     fs.write("h/bad.py", "print('bad')\n");
     let policy_dir = tempfile::tempdir().unwrap();
     let policy = policy_dir.path().join("policy.toml");
@@ -344,13 +308,13 @@ fn other_programs_read_code_files_normally() {
         Duration::from_secs(10),
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(denies_for(&agent, "unsigned.py").is_empty());
+    assert!(agent.denies_for("unsigned.py").is_empty());
 }
 
 #[test]
 fn killing_the_agent_releases_waiting_opens() {
     let fs = Tmpfs::new();
-    signed(&fs, "k/main.py", "print('released')\n");
+    fs.signed("k/main.py", "print('released')\n");
     let agent = Agent::start(fs.path(), &[]);
     // A stopped agent cannot answer: the open waits in the kernel.
     agent.signal(Signal::SIGSTOP);
@@ -373,7 +337,7 @@ fn killing_the_agent_releases_waiting_opens() {
 #[test]
 fn status_reports_counters_and_sigterm_stops_cleanly() {
     let fs = Tmpfs::new();
-    signed(&fs, "s/main.py", "print(1)\n");
+    fs.signed("s/main.py", "print(1)\n");
     let agent = Agent::start(fs.path(), &[]);
     for _ in 0..3 {
         assert!(python(&fs.path().join("s"), &["main.py"]).status.success());
@@ -438,13 +402,13 @@ fn filesystems_mounted_later_are_marked() {
         !out.status.success(),
         "unsigned script on a later mount ran"
     );
-    assert!(!denies_for(&agent, "late.py").is_empty());
+    assert!(!agent.denies_for("late.py").is_empty());
 }
 
 #[test]
 fn an_agent_that_cannot_identify_processes_refuses_instead_of_guessing() {
     let fs = Tmpfs::new();
-    let ran = marker(&fs, "unidentified-ran");
+    let ran = fs.marker("unidentified-ran");
     fs.write("c/unsigned.py", payload(&ran));
     // Without CAP_SYS_PTRACE, /proc/PID/exe of another user's process cannot be read.
     let agent = Agent::start_wrapped(
@@ -462,7 +426,7 @@ fn an_agent_that_cannot_identify_processes_refuses_instead_of_guessing() {
         !ran.exists(),
         "unsigned code ran while its opener could not be identified"
     );
-    let denies = denies_for(&agent, "unsigned.py");
+    let denies = agent.denies_for("unsigned.py");
     assert!(
         denies[0].contains("facts-unavailable") && denies[0].contains("cannot identify"),
         "{denies:?}"

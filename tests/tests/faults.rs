@@ -13,23 +13,6 @@ use std::time::{Duration, Instant};
 use guard_tests::*;
 use nix::sys::signal::Signal;
 
-fn signed(fs: &Tmpfs, relative: &str, content: &str) -> PathBuf {
-    let path = fs.write(relative, content);
-    sign(&path);
-    path
-}
-
-fn marker(fs: &Tmpfs, name: &str) -> PathBuf {
-    let dir = fs.path().join("out");
-    std::fs::create_dir_all(&dir).unwrap();
-    set_mode(&dir, 0o1777);
-    dir.join(name)
-}
-
-fn payload(marker: &Path) -> String {
-    format!("open({:?}, 'w').write('ran')\n", marker.to_str().unwrap())
-}
-
 fn fd_count(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
@@ -49,17 +32,8 @@ fn settled_fd_count(pid: i32, expected: usize) -> usize {
     }
 }
 
-/// The deny records of the audit file that mention `needle` (a file name).
-fn denies_for(agent: &Agent, needle: &str) -> Vec<String> {
-    agent
-        .audit_lines()
-        .into_iter()
-        .filter(|l| l.contains("\"decision\":\"deny\"") && l.contains(needle))
-        .collect()
-}
-
 fn assert_denied_with(agent: &Agent, file: &str, reason: &str) {
-    let denies = denies_for(agent, file);
+    let denies = agent.denies_for(file);
     assert!(
         denies.iter().any(|l| l.contains(reason)),
         "no deny of {file} with reason {reason:?}; denies: {denies:#?}\nlog:\n{}",
@@ -85,9 +59,9 @@ fn assert_agent_healthy(agent: &Agent) {
 #[test]
 fn agent_killed_under_load_releases_everyone_and_a_new_agent_enforces() {
     let fs = Tmpfs::new();
-    signed(&fs, "k/main.py", "import mod\nprint(mod.V)\n");
-    signed(&fs, "k/mod.py", "V = 1\n");
-    let ran = marker(&fs, "unsigned-ran");
+    fs.signed("k/main.py", "import mod\nprint(mod.V)\n");
+    fs.signed("k/mod.py", "V = 1\n");
+    let ran = fs.marker("unsigned-ran");
     fs.write("k/unsigned.py", payload(&ran));
     let dir = fs.path().join("k");
     let agent = Agent::start(fs.path(), &[]);
@@ -214,7 +188,7 @@ fn set_largest_xattr(path: &Path, head: &[u8]) -> usize {
 #[test]
 fn hostile_files_are_denied_with_a_reason_without_panic_or_descriptor_leak() {
     let fs = Tmpfs::new();
-    let valid = signed(&fs, "x/valid.py", "print('valid')\n");
+    let valid = fs.signed("x/valid.py", "print('valid')\n");
     let signature = xattr::get(&valid, "security.ima").unwrap().unwrap();
 
     // 4 GiB, sparse, unsigned.
@@ -282,14 +256,12 @@ fn hostile_files_are_denied_with_a_reason_without_panic_or_descriptor_leak() {
 fn a_filesystem_that_vanishes_under_a_running_interpreter() {
     let fs = Tmpfs::new();
     let gone = Tmpfs::new();
-    let ran = marker(&fs, "late-unsigned-ran");
-    let flag = marker(&fs, "unmounted");
+    let ran = fs.marker("late-unsigned-ran");
+    let flag = fs.marker("unmounted");
     let _ = std::fs::remove_file(&flag);
     // Imports a signed module, waits until its filesystem is detached, then tries an
     // unsigned one through its working directory.
-    signed(
-        &gone,
-        "v/main.py",
+    gone.signed("v/main.py",
         &format!(
             "import os, sys, time\nimport good\nsys.stdout.write('imported\\n'); sys.stdout.flush()\n\
              while not os.path.exists({flag:?}): time.sleep(0.02)\n\
@@ -297,7 +269,7 @@ fn a_filesystem_that_vanishes_under_a_running_interpreter() {
             flag = flag.to_str().unwrap()
         ),
     );
-    signed(&gone, "v/good.py", "V = 1\n");
+    gone.signed("v/good.py", "V = 1\n");
     gone.write("v/late.py", payload(&ran));
     let agent = Agent::start(
         fs.path(),
@@ -452,8 +424,8 @@ fn set_nofile(pid: i32, limit: usize) {
 #[test]
 fn out_of_descriptors_the_agent_still_answers_and_refuses() {
     let fs = Tmpfs::new();
-    signed(&fs, "n/main.py", "print('signed')\n");
-    let ran = marker(&fs, "noext-ran");
+    fs.signed("n/main.py", "print('signed')\n");
+    let ran = fs.marker("noext-ran");
     // No code name: only the main-script lookup (which needs a descriptor) makes it code.
     fs.write("n/noext", payload(&ran));
     let agent = Agent::start(fs.path(), &["--workers", "1"]);

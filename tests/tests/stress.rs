@@ -37,10 +37,6 @@ fn vm_rss_kb(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
-fn payload(marker: &Path) -> String {
-    format!("open({:?}, 'w').write('ran')\n", marker.to_str().unwrap())
-}
-
 /// Writes `content` next to `path` and renames it over `path`, so a reader that already
 /// has the file open keeps the bytes it was allowed.
 fn replace(path: &Path, content: &str, signed: bool) {
