@@ -1,0 +1,818 @@
+//! The attack catalog (issue #6) against host mode: `guard run --backend fanotify` with its
+//! exec gate. One test per attack family; every attack runs as `nobody`, its payload creates
+//! a marker file that must never appear, every process is bounded, and the signed baseline
+//! keeps working in the same test.
+//!
+//! The policy profiles a private copy of python3 (the exec gate acts host-wide on the
+//! identities the policy names), and the agent marks only the tmpfs mounts of the test.
+//! What host mode does not refuse is listed, with the reason, in docs/threat-model.md.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use guard_tests::*;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// One agent with its exec gate, a private python3 it profiles, and two watched tmpfs
+/// mounts: `fs` (code, the "/tmp"- and "$HOME"-like attacker directories) and `shm` (a
+/// "/dev/shm"-like second filesystem).
+struct Lab {
+    agent: Agent,
+    fs: Tmpfs,
+    shm: Tmpfs,
+    python: PathBuf,
+    bin: tempfile::TempDir,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let fs = Tmpfs::new();
+        let shm = Tmpfs::new();
+        let bin = tempfile::tempdir().unwrap();
+        set_mode(bin.path(), 0o755);
+        let real = std::fs::canonicalize(PYTHON).unwrap();
+        let python = bin.path().join("python3");
+        std::fs::copy(&real, &python).unwrap();
+        set_mode(&python, 0o755);
+        let policy = bin.path().join("policy.toml");
+        std::fs::write(
+            &policy,
+            format!(
+                "mode = \"enforce\"\n\
+                 [trust]\nowners = [\"root\"]\nfilesystems = [\"tmpfs\", \"ext4\"]\n\
+                 [[interpreter]]\nname = \"python\"\nexecutables = [{:?}]\nargv = \"python\"\n\
+                 code_patterns = [\"*.py\", \"*.pyc\", \"*.pyo\", \"*.pyw\", \"*.pth\", \"*.so\", \
+                 \"*.so.[0-9]*\", \"*.zip\", \"*.whl\", \"*.egg\", \"*.pyz\"]\n\
+                 sniff = [\"pyc\", \"zip\", \"elf\"]\nmain_script_is_code = true\n\
+                 inline_code = \"deny\"\nstdin = \"deny\"\ninteractive = \"deny\"\n\
+                 deny_env = [\"PYTHONSTARTUP\", \"PYTHONINSPECT\", \"PYTHONPYCACHEPREFIX\"]\n\
+                 [audit]\nlog_allows = true\n",
+                python.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        for dir in ["out", "tmp"] {
+            let d = fs.path().join(dir);
+            std::fs::create_dir_all(&d).unwrap();
+            set_mode(&d, 0o1777);
+        }
+        set_mode(shm.path(), 0o1777);
+        let shm_path = shm.path().to_str().unwrap().to_string();
+        let agent = Agent::start_with_exec_gate(
+            fs.path(),
+            &["--watch", &shm_path, "--policy", policy.to_str().unwrap()],
+        );
+        let lab = Lab {
+            agent,
+            fs,
+            shm,
+            python,
+            bin,
+        };
+        lab.signed("base/ok.py", "import sys\nprint('ok', *sys.argv[1:])\n");
+        lab
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.fs.path().join(relative)
+    }
+
+    /// A signed, root-owned 0644 file on the watched tmpfs.
+    fn signed(&self, relative: &str, content: &str) -> PathBuf {
+        let path = self.fs.write(relative, content);
+        sign(&path);
+        path
+    }
+
+    /// An attacker's file: owned by nobody, unsigned.
+    fn evil(&self, relative: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.fs.write(relative, content);
+        let mut dir = path.parent().unwrap();
+        while dir != self.fs.path() && !dir.ends_with("tmp") {
+            chown(dir, NOBODY, NOBODY);
+            dir = dir.parent().unwrap();
+        }
+        chown(&path, NOBODY, NOBODY);
+        path
+    }
+
+    fn marker(&self, name: &str) -> PathBuf {
+        self.path("out").join(name)
+    }
+
+    fn py(&self, cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = nobody(cwd, env);
+        cmd.arg(&self.python).args(args);
+        run_with_timeout(&mut cmd, LIMIT)
+    }
+
+    /// A bash script run as nobody, with `$PY` the profiled interpreter.
+    fn sh(&self, cwd: &Path, script: &str, env: &[(&str, &str)]) -> Output {
+        let mut cmd = nobody(cwd, env);
+        cmd.args(["bash", "-c", script]).env("PY", &self.python);
+        run_with_timeout(&mut cmd, LIMIT)
+    }
+
+    /// The signed baseline still runs for nobody.
+    fn baseline(&self) {
+        let out = self.py(&self.path("base"), &["ok.py", "x"], &[]);
+        assert!(
+            out.status.success() && text(&out.stdout) == "ok x\n",
+            "signed baseline refused: {}{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr),
+            self.agent.log_text()
+        );
+    }
+
+    /// Denies the agent audited for a path containing `needle`.
+    fn denies(&self, needle: &str) -> Vec<String> {
+        self.agent
+            .audit_lines()
+            .into_iter()
+            .filter(|l| l.contains("\"decision\":\"deny\"") && l.contains(needle))
+            .collect()
+    }
+}
+
+fn nobody(cwd: &Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        &format!("--reuid={NOBODY}"),
+        &format!("--regid={NOBODY}"),
+        "--clear-groups",
+        "--",
+    ])
+    .current_dir(cwd)
+    .env_clear()
+    .env("PATH", "/usr/bin:/bin")
+    .env("HOME", "/nonexistent")
+    .envs(env.iter().copied());
+    cmd
+}
+
+/// Python that creates `marker` when it runs.
+fn payload(marker: &Path) -> String {
+    format!(
+        "open({:?}, 'w').write('ran')\nprint('PAYLOAD RAN')\n",
+        marker.to_str().unwrap()
+    )
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}
+
+/// Refused at exec by the gate: SIGKILL before any code ran.
+#[track_caller]
+fn assert_killed(what: &str, out: &Output, marker: &Path) {
+    assert!(!marker.exists(), "{what}: payload ran\n{}", describe(out));
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGKILL),
+        "{what}: not killed at exec\n{}",
+        describe(out)
+    );
+}
+
+/// Killed at exec, inside a bash script (bash reports 128 + SIGKILL).
+#[track_caller]
+fn assert_killed_in_shell(what: &str, out: &Output, marker: &Path) {
+    assert!(!marker.exists(), "{what}: payload ran\n{}", describe(out));
+    assert_eq!(
+        out.status.code(),
+        Some(128 + libc::SIGKILL),
+        "{what}: not killed at exec\n{}",
+        describe(out)
+    );
+}
+
+/// Refused: the payload did not run and the interpreter failed.
+#[track_caller]
+fn assert_refused(what: &str, out: &Output, marker: &Path) {
+    assert!(!marker.exists(), "{what}: payload ran\n{}", describe(out));
+    assert!(
+        !out.status.success(),
+        "{what}: succeeded\n{}",
+        describe(out)
+    );
+    assert_ne!(
+        out.status.signal(),
+        Some(libc::SIGKILL),
+        "{what}: killed at exec, expected a refused open\n{}",
+        describe(out)
+    );
+}
+
+/// The payload did not run (the interpreter may go on without the refused file).
+#[track_caller]
+fn assert_not_ran(what: &str, out: &Output, marker: &Path) {
+    assert!(!marker.exists(), "{what}: payload ran\n{}", describe(out));
+    assert!(
+        !text(&out.stdout).contains("PAYLOAD RAN"),
+        "{what}: payload ran\n{}",
+        describe(out)
+    );
+}
+
+/// Family 1: `-c` in every spelling, by identity (a symlink, a hard link, a forged argv[0]).
+#[test]
+fn inline_code_in_every_spelling_is_killed_at_exec() {
+    let lab = Lab::new();
+    let marker = lab.marker("inline");
+    let code = payload(&marker);
+    let cwd = lab.path("tmp");
+    for args in [
+        vec!["-c", &code],
+        vec!["-Ic", &code],
+        vec!["-E", "-X", "dev", "-c", &code],
+        vec!["-Sc", &code],
+        vec!["-Bc", &code],
+        vec!["-W", "ignore", "-c", &code],
+        vec!["-u", "-O", "-c", &code],
+    ] {
+        let out = lab.py(&cwd, &args, &[]);
+        assert_killed(&format!("{args:?}"), &out, &marker);
+    }
+    // Another name for the same file: a symlink, a hard link, a forged argv[0].
+    let link = lab.bin.path().join("py-link");
+    std::os::unix::fs::symlink(&lab.python, &link).unwrap();
+    let hard = lab.bin.path().join("py-hard");
+    std::fs::hard_link(&lab.python, &hard).unwrap();
+    for exe in [&link, &hard] {
+        let mut cmd = nobody(&cwd, &[]);
+        cmd.arg(exe).args(["-c", &code]);
+        let out = run_with_timeout(&mut cmd, LIMIT);
+        assert_killed(&format!("{} -c", exe.display()), &out, &marker);
+    }
+    let out = lab.sh(
+        &cwd,
+        "exec -a /usr/bin/env \"$PY\" -c \"$CODE\"",
+        &[("CODE", &code)],
+    );
+    assert_killed_in_shell("exec -a env $PY -c", &out, &marker);
+    lab.baseline();
+    // An argument `-c` after the script belongs to the script.
+    let out = lab.py(&lab.path("base"), &["ok.py", "-c", "x"], &[]);
+    assert_eq!(text(&out.stdout), "ok -c x\n", "{}", describe(&out));
+}
+
+/// Families 2, 3 and 7: code on standard input, descriptor scripts, `-i`, PYTHONINSPECT,
+/// PYTHONSTARTUP.
+#[test]
+fn stdin_descriptor_and_interactive_code_is_killed_at_exec() {
+    let lab = Lab::new();
+    let marker = lab.marker("stdin");
+    let evil = lab.evil("tmp/evil.py", payload(&marker));
+    let evil = evil.to_str().unwrap();
+    let cwd = lab.path("tmp");
+    let env = [("EVIL", evil)];
+    for script in [
+        // Family 2: stdin.
+        "cat \"$EVIL\" | \"$PY\"",
+        "cat \"$EVIL\" | \"$PY\" -",
+        "cat \"$EVIL\" | \"$PY\" -E -",
+        "\"$PY\" < \"$EVIL\"",
+        "\"$PY\" - < \"$EVIL\"",
+        "\"$PY\" /dev/stdin < \"$EVIL\"",
+        "cat \"$EVIL\" | \"$PY\" /dev/stdin",
+        // Family 3: process substitution and descriptors.
+        "\"$PY\" <(cat \"$EVIL\")",
+        "\"$PY\" /dev/fd/3 3<\"$EVIL\"",
+        "\"$PY\" /dev/fd/3 3< <(cat \"$EVIL\")",
+        "\"$PY\" /proc/self/fd/3 3<\"$EVIL\"",
+        "\"$PY\" -- /dev/fd/3 3<\"$EVIL\"",
+        // Family 7: inspect after a signed script, code on stdin.
+        "cat \"$EVIL\" | \"$PY\" -i ../base/ok.py",
+        "cat \"$EVIL\" | PYTHONINSPECT=1 \"$PY\" ../base/ok.py",
+        "cat \"$EVIL\" | \"$PY\" -i",
+        "PYTHONSTARTUP=\"$EVIL\" \"$PY\" -i ../base/ok.py < /dev/null",
+        "PYTHONSTARTUP=\"$EVIL\" \"$PY\" ../base/ok.py",
+    ] {
+        let out = lab.sh(&cwd, &format!("exec {script}"), &env);
+        assert_killed_in_shell(script, &out, &marker);
+    }
+    lab.baseline();
+    // Data on stdin for a signed script is fine.
+    lab.signed("base/cat.py", "import sys\nprint(sys.stdin.read().upper())\n");
+    let out = lab.sh(
+        &lab.path("base"),
+        "echo data | \"$PY\" cat.py && \"$PY\" cat.py < ok.py",
+        &[],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(text(&out.stdout).starts_with("DATA\n"), "{}", describe(&out));
+}
+
+/// Families 4 and 15: unsigned files wherever the attacker can write them, whatever their
+/// name; signed files the runner could rewrite.
+#[test]
+fn unsigned_or_writable_scripts_are_refused_at_open() {
+    let lab = Lab::new();
+    let marker = lab.marker("unsigned");
+    let code = payload(&marker);
+    lab.evil("tmp/evil.py", &code);
+    lab.evil("home/.cache/evil", &code);
+    lab.evil("home/notes.txt", &code);
+    lab.evil("tmp/app/__main__.py", &code);
+    let shm = lab.shm.path().join("evil.py");
+    std::fs::write(&shm, &code).unwrap();
+    chown(&shm, NOBODY, NOBODY);
+    // Signed, but the runner owns it or anyone may write it.
+    let own = lab.signed("tmp/own.py", &code);
+    chown(&own, NOBODY, NOBODY);
+    let world = lab.signed("base/world.py", &code);
+    set_mode(&world, 0o666);
+    let cwd = lab.path("tmp");
+    for (script, needle) in [
+        ("evil.py", "evil.py"),
+        ("../home/.cache/evil", "evil"),
+        ("../home/notes.txt", "notes.txt"),
+        ("app", "__main__.py"),
+        (shm.to_str().unwrap(), "evil.py"),
+        ("own.py", "own.py"),
+        ("../base/world.py", "world.py"),
+    ] {
+        let out = lab.py(&cwd, &[script], &[]);
+        assert_refused(script, &out, &marker);
+        assert!(
+            !lab.denies(needle).is_empty(),
+            "{script}: no deny audited\n{}",
+            lab.agent.log_text()
+        );
+    }
+    assert!(lab.denies("own.py")[0].contains("trusted-owner"));
+    assert!(lab.denies("world.py")[0].contains("not-writable-by-runner"));
+    lab.baseline();
+}
+
+/// Family 5: memfd and deleted files through /proc/self/fd and /dev/fd.
+#[test]
+fn memfd_and_deleted_file_scripts_are_refused() {
+    let lab = Lab::new();
+    let marker = lab.marker("memfd");
+    let code = payload(&marker);
+    // The host's own python3 (not profiled) plays the attacker's loader: it writes the
+    // payload to a memfd and execs the profiled interpreter on it.
+    let loader = "import os, sys\n\
+                  fd = os.memfd_create('x', 0)\n\
+                  os.write(fd, os.environ['CODE'].encode())\n\
+                  os.lseek(fd, 0, 0)\n\
+                  path = sys.argv[1].format(fd=fd, pid=os.getpid())\n\
+                  os.execv(os.environ['PY'], [os.environ['PY'], path])\n";
+    let cwd = lab.path("tmp");
+    for path in [
+        "/proc/self/fd/{fd}",
+        "/dev/fd/{fd}",
+        "/proc/{pid}/fd/{fd}",
+        "/proc/thread-self/fd/{fd}",
+        "/proc/{pid}/task/{pid}/fd/{fd}",
+    ] {
+        let mut cmd = nobody(&cwd, &[("CODE", &code)]);
+        cmd.args([PYTHON, "-c", loader, path])
+            .env("PY", &lab.python);
+        let out = run_with_timeout(&mut cmd, LIMIT);
+        assert_killed(&format!("memfd as {path}"), &out, &marker);
+    }
+    // A deleted file, still open: by descriptor name (the gate), or through a symlink to
+    // the descriptor (fanotify sees the deleted, unsigned inode).
+    let evil = lab.evil("tmp/deleted.py", &code);
+    let out = lab.sh(
+        &cwd,
+        "exec 3<deleted.py; rm deleted.py; exec \"$PY\" /proc/self/fd/3",
+        &[],
+    );
+    assert_killed_in_shell("deleted file as /proc/self/fd/3", &out, &marker);
+    std::fs::write(&evil, &code).unwrap();
+    chown(&evil, NOBODY, NOBODY);
+    let out = lab.sh(
+        &cwd,
+        "exec 3<deleted.py; rm deleted.py; ln -s /proc/self/fd/3 link.py; \"$PY\" link.py",
+        &[],
+    );
+    assert!(!marker.exists(), "deleted file via symlink ran");
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        !lab.denies("deleted.py").is_empty(),
+        "no deny audited\n{}",
+        lab.agent.log_text()
+    );
+    lab.baseline();
+}
+
+/// Families 8, 9 and 10: module shadowing from the current directory, next to a signed
+/// script, through PYTHONPATH, PYTHONHOME and a user-site .pth.
+#[test]
+fn shadowing_modules_and_code_environment_are_refused() {
+    let lab = Lab::new();
+    let marker = lab.marker("shadow");
+    let code = payload(&marker);
+    // -m from an attacker's current directory.
+    lab.evil("tmp/m/json.py", &code);
+    lab.evil("tmp/m/evilmod.py", &code);
+    let cwd = lab.path("tmp/m");
+    for args in [vec!["-m", "json.tool", "/dev/null"], vec!["-m", "evilmod"]] {
+        let out = lab.py(&cwd, &args, &[]);
+        assert_refused(&format!("{args:?}"), &out, &marker);
+    }
+    assert!(!lab.denies("json.py").is_empty());
+    // A module next to a signed script shadowing the stdlib.
+    lab.signed(
+        "app/uses_json.py",
+        "import json\nprint(json.dumps([1]))\n",
+    );
+    let shadow = lab.evil("app/json.py", &code);
+    let out = lab.py(&lab.path("app"), &["uses_json.py"], &[]);
+    assert_refused("shadowing json.py next to a signed script", &out, &marker);
+    std::fs::remove_file(&shadow).unwrap();
+    let out = lab.py(&lab.path("app"), &["uses_json.py"], &[]);
+    assert_eq!(text(&out.stdout), "[1]\n", "{}", describe(&out));
+    // PYTHONPATH: sitecustomize, usercustomize, a stdlib shadow.
+    lab.evil("tmp/pp/sitecustomize.py", &code);
+    lab.evil("tmp/pp/usercustomize.py", &code);
+    lab.evil("tmp/pp/json.py", &code);
+    let pp = lab.path("tmp/pp");
+    let pp = pp.to_str().unwrap();
+    let out = lab.py(&lab.path("app"), &["uses_json.py"], &[("PYTHONPATH", pp)]);
+    assert_refused("PYTHONPATH", &out, &marker);
+    assert!(!lab.denies("sitecustomize.py").is_empty());
+    // PYTHONHOME with an attacker's encodings package (runs before site).
+    lab.evil("tmp/home/lib/python3.11/encodings/__init__.py", &code);
+    lab.evil("tmp/home/lib/python3.11/os.py", &code);
+    let home = lab.path("tmp/home");
+    let out = lab.py(
+        &lab.path("base"),
+        &["ok.py"],
+        &[("PYTHONHOME", home.to_str().unwrap())],
+    );
+    assert_refused("PYTHONHOME", &out, &marker);
+    // A .pth in the user site of a HOME the attacker owns.
+    let site = "home/nobody/.local/lib/python3.11/site-packages";
+    lab.evil(
+        &format!("{site}/x.pth"),
+        format!("import os; {}", code.lines().next().unwrap()),
+    );
+    lab.evil(&format!("{site}/evil_site.py"), &code);
+    lab.evil(&format!("{site}/y.pth"), "import evil_site\n");
+    let home = lab.path("home/nobody");
+    let out = lab.py(
+        &lab.path("base"),
+        &["ok.py", "site"],
+        &[("HOME", home.to_str().unwrap())],
+    );
+    assert_not_ran("user-site .pth", &out, &marker);
+    assert!(
+        !lab.denies("x.pth").is_empty(),
+        "the user site was not read\n{}",
+        describe(&out)
+    );
+    lab.baseline();
+}
+
+/// Python run as root: builds zips and pycs for the attacks.
+fn build(script: &str, args: &[&Path]) {
+    let mut cmd = Command::new(PYTHON);
+    cmd.args(["-c", script]).args(args);
+    let out = run_with_timeout(&mut cmd, LIMIT);
+    assert!(out.status.success(), "build: {}", describe(&out));
+}
+
+const PYC_OF: &str = "import sys, importlib._bootstrap_external as b, os\n\
+    src, target, kind = sys.argv[1], sys.argv[2], sys.argv[3]\n\
+    source = open(src, 'rb').read() if os.path.exists(src) else b''\n\
+    code = compile(sys.argv[4], src, 'exec')\n\
+    if kind == 'timestamp':\n\
+        st = os.stat(src)\n\
+        data = b._code_to_timestamp_pyc(code, st.st_mtime, st.st_size)\n\
+    else:\n\
+        data = b._code_to_hash_pyc(code, b._imp.source_hash(b._RAW_MAGIC_NUMBER, source), kind == 'checked')\n\
+    os.makedirs(os.path.dirname(target) or '.', exist_ok=True)\n\
+    open(target, 'wb').write(data)\n";
+
+fn pyc(lab: &Lab, source: &Path, target: &Path, kind: &str, code: &str) {
+    let mut cmd = Command::new(PYTHON);
+    cmd.args(["-c", PYC_OF])
+        .arg(source)
+        .arg(target)
+        .args([kind, code]);
+    let out = run_with_timeout(&mut cmd, LIMIT);
+    assert!(out.status.success(), "pyc: {}", describe(&out));
+    let mut dir = target.parent().unwrap();
+    while dir != lab.fs.path() && dir != lab.path("tmp") {
+        chown(dir, NOBODY, NOBODY);
+        dir = dir.parent().unwrap();
+    }
+    chown(target, NOBODY, NOBODY);
+}
+
+fn cache_tag() -> String {
+    let mut cmd = Command::new(PYTHON);
+    cmd.args(["-c", "import sys; print(sys.implementation.cache_tag)"]);
+    text(&run_with_timeout(&mut cmd, LIMIT).stdout)
+        .trim()
+        .to_string()
+}
+
+/// Families 11, 12 and 13: zip and wheel archives, forged pycs in a writable __pycache__
+/// or a pycache prefix, sourceless and renamed pycs, hash-based pycs.
+#[test]
+fn archives_and_forged_bytecode_are_refused() {
+    let lab = Lab::new();
+    let marker = lab.marker("bytecode");
+    let code = payload(&marker);
+    let tag = cache_tag();
+    // Family 11: python x.zip (also without its name), PYTHONPATH=x.whl.
+    let zip = lab.path("tmp/evil.zip");
+    build(
+        "import sys, zipfile\n\
+         with zipfile.ZipFile(sys.argv[1], 'w') as z:\n\
+         \x20   z.writestr('__main__.py', open(sys.argv[2]).read())\n\
+         \x20   z.writestr('json.py', open(sys.argv[2]).read())\n",
+        &[&zip, &lab.evil("tmp/payload.txt", &code)],
+    );
+    chown(&zip, NOBODY, NOBODY);
+    std::fs::copy(&zip, lab.path("tmp/evil.whl")).unwrap();
+    std::fs::copy(&zip, lab.path("tmp/archive.dat")).unwrap();
+    let cwd = lab.path("tmp");
+    for script in ["evil.zip", "archive.dat"] {
+        let out = lab.py(&cwd, &[script], &[]);
+        assert_refused(script, &out, &marker);
+    }
+    lab.signed("app/uses_json.py", "import json\nprint(json.dumps([1]))\n");
+    let whl = lab.path("tmp/evil.whl");
+    let out = lab.py(
+        &lab.path("app"),
+        &["uses_json.py"],
+        &[("PYTHONPATH", whl.to_str().unwrap())],
+    );
+    assert_not_ran("PYTHONPATH=x.whl", &out, &marker);
+    assert!(!lab.denies("evil.whl").is_empty(), "{}", describe(&out));
+
+    // Family 12: a forged pyc in a __pycache__ the attacker can write, next to a signed
+    // module; timestamp, checked-hash and unchecked-hash headers all match the source.
+    let module = lab.signed("lib/mod.py", "WHO = 'signed source'\n");
+    lab.signed("lib/main.py", "import mod\nprint(mod.WHO)\n");
+    let cache = lab.path("lib/__pycache__");
+    std::fs::create_dir_all(&cache).unwrap();
+    chown(&cache, NOBODY, NOBODY);
+    let forged = cache.join(format!("mod.{tag}.pyc"));
+    let evil_module = format!("{code}WHO = 'forged'\n");
+    for (kind, flags) in [
+        ("timestamp", &[][..]),
+        ("checked", &[][..]),
+        ("unchecked", &[][..]),
+        ("checked", &["--check-hash-based-pycs", "always"][..]),
+        ("unchecked", &["--check-hash-based-pycs", "always"][..]),
+    ] {
+        let _ = std::fs::remove_file(&forged);
+        pyc(&lab, &module, &forged, kind, &evil_module);
+        let mut args = flags.to_vec();
+        args.push("main.py");
+        let out = lab.py(&lab.path("lib"), &args, &[("PYTHONDONTWRITEBYTECODE", "1")]);
+        assert_not_ran(&format!("{kind} pyc {flags:?}"), &out, &marker);
+        assert_eq!(
+            text(&out.stdout),
+            "signed source\n",
+            "{kind} pyc {flags:?}: {}",
+            describe(&out)
+        );
+    }
+    assert!(!lab.denies("mod.").is_empty());
+    // -X pycache_prefix (PYTHONPYCACHEPREFIX is refused at exec).
+    let prefix = lab.path("tmp/prefix");
+    let prefixed = prefix.join(format!(
+        "{}/mod.{tag}.pyc",
+        lab.path("lib").to_str().unwrap().trim_start_matches('/')
+    ));
+    pyc(&lab, &module, &prefixed, "timestamp", &evil_module);
+    let x = format!("pycache_prefix={}", prefix.to_str().unwrap());
+    let out = lab.py(&lab.path("lib"), &["-X", &x, "main.py"], &[]);
+    assert_not_ran("-X pycache_prefix", &out, &marker);
+    assert_eq!(text(&out.stdout), "signed source\n", "{}", describe(&out));
+    let out = lab.py(
+        &lab.path("lib"),
+        &["main.py"],
+        &[("PYTHONPYCACHEPREFIX", prefix.to_str().unwrap())],
+    );
+    assert_killed("PYTHONPYCACHEPREFIX", &out, &marker);
+
+    // Family 13: sourceless pycs: imported, run as a script, renamed .txt.
+    let sourceless = lab.path("tmp/sl/evilmod.pyc");
+    pyc(&lab, Path::new("/nonexistent"), &sourceless, "timestamp", &code);
+    std::fs::copy(&sourceless, lab.path("tmp/sl/evil.txt")).unwrap();
+    chown(&lab.path("tmp/sl/evil.txt"), NOBODY, NOBODY);
+    let cwd = lab.path("tmp/sl");
+    for args in [
+        vec!["-m", "evilmod"],
+        vec!["evilmod.pyc"],
+        vec!["evil.txt"],
+        vec!["-c", "import evilmod"],
+    ] {
+        let out = lab.py(&cwd, &args, &[]);
+        if args[0] == "-c" {
+            assert_killed("-c import", &out, &marker);
+        } else {
+            assert_refused(&format!("{args:?}"), &out, &marker);
+        }
+    }
+    assert!(!lab.denies("evil.txt").is_empty());
+    let out = lab.py(
+        &lab.path("app"),
+        &["uses_json.py"],
+        &[("PYTHONPATH", cwd.to_str().unwrap())],
+    );
+    assert_eq!(text(&out.stdout), "[1]\n", "{}", describe(&out));
+    lab.baseline();
+}
+
+/// `python3 -m compileall` then `guard sign -r`: the signed pycs are used, for nobody.
+#[test]
+fn compileall_then_guard_sign_signs_source_and_bytecode() {
+    let lab = Lab::new();
+    lab.signed("pkg/main.py", "import helper\nprint(helper.VALUE)\n");
+    let helper = lab.fs.write("pkg/helper.py", "VALUE = 'from bytecode'\n");
+    let mut cmd = Command::new(&lab.python);
+    cmd.args(["-m", "compileall", "-q"]).arg(lab.path("pkg"));
+    let out = run_with_timeout(&mut cmd, LIMIT);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = guard(&[
+        &"sign",
+        &"-r",
+        &"--key",
+        &keys().private,
+        &lab.path("pkg"),
+    ]);
+    assert!(out.status.success(), "guard sign: {}", describe(&out));
+    // The source is unreadable for nobody: the import can only come from the pyc.
+    set_mode(&helper, 0o600);
+    let out = lab.py(&lab.path("pkg"), &["main.py"], &[]);
+    assert_eq!(
+        text(&out.stdout),
+        "from bytecode\n",
+        "signed pyc not used: {}\n{}",
+        describe(&out),
+        lab.agent.log_text()
+    );
+    let allowed: Vec<String> = lab
+        .agent
+        .audit_lines()
+        .into_iter()
+        .filter(|l| l.contains("helper.") && l.contains(".pyc") && l.contains("\"allow\""))
+        .collect();
+    assert!(!allowed.is_empty(), "{:?}", lab.agent.audit_lines());
+    lab.baseline();
+}
+
+/// Families 14 and 16: copied and look-alike signatures; rewrites, symlink swaps and a
+/// bind mount over a trusted module.
+#[test]
+fn forged_signatures_rewrites_and_swaps_are_refused() {
+    let lab = Lab::new();
+    let marker = lab.marker("forged");
+    let code = payload(&marker);
+    let good = lab.signed("base/good.py", "print('good')\n");
+    let ima = xattr::get(&good, "security.ima").unwrap().unwrap();
+    // security.ima copied onto another file (root did it, or a restore tool).
+    let copied = lab.fs.write("base/copied.py", &code);
+    xattr::set(&copied, "security.ima", &ima).unwrap();
+    // user.ima set by the attacker on his own file (only security.ima counts).
+    let user = lab.evil("tmp/user.py", &code);
+    let out = lab.sh(
+        &lab.path("tmp"),
+        &format!(
+            "setfattr -n user.ima -v 0x{} user.py",
+            ima.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ),
+        &[],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(xattr::get(&user, "user.ima").unwrap().is_some());
+    for (dir, script, rule) in [
+        ("base", "copied.py", "valid-signature"),
+        ("tmp", "user.py", "trusted-owner"),
+    ] {
+        let out = lab.py(&lab.path(dir), &[script], &[]);
+        assert_refused(script, &out, &marker);
+        assert!(
+            lab.denies(script)[0].contains(rule),
+            "{:?}",
+            lab.denies(script)
+        );
+    }
+    // Family 16: same-size rewrite with mtime restored, after a run that cached it.
+    let same = lab.signed("base/same.py", &format!("{:<width$}\n", "print('same')", width = code.len() - 1));
+    let out = lab.py(&lab.path("base"), &["same.py"], &[]);
+    assert_eq!(text(&out.stdout), "same\n", "{}", describe(&out));
+    let before = std::fs::metadata(&same).unwrap();
+    std::fs::write(&same, &code).unwrap();
+    assert_eq!(std::fs::metadata(&same).unwrap().len(), before.len());
+    let mtime = before.modified().unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&same)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let out = lab.py(&lab.path("base"), &["same.py"], &[]);
+    assert_refused("same-size rewrite", &out, &marker);
+    // A symlink the attacker swaps between a signed script and his own, racing the runs:
+    // the decision is on the opened file, so only the signed one ever runs.
+    let evil = lab.evil("tmp/evil.py", &code);
+    let out = lab.sh(
+        &lab.path("tmp"),
+        &format!(
+            "ln -sf {good} link.py\n\
+             ( end=$((SECONDS+3)); while [ $SECONDS -lt $end ]; do \
+               ln -sf {evil} link.new && mv -T link.new link.py; \
+               ln -sf {good} link.new && mv -T link.new link.py; done ) &\n\
+             good=0; for i in $(seq 40); do \"$PY\" link.py 2>/dev/null && good=$((good+1)); done\n\
+             wait; echo runs=$good",
+            good = good.display(),
+            evil = evil.display()
+        ),
+        &[],
+    );
+    assert!(!marker.exists(), "symlink swap ran the payload\n{}", describe(&out));
+    assert!(!text(&out.stdout).contains("PAYLOAD"), "{}", describe(&out));
+    // A bind mount over a trusted module, by root in a private mount namespace and by
+    // nobody in a user namespace: the marked filesystem still sees the evil inode.
+    let trusted = lab.signed("lib/trusted.py", "print('trusted')\n");
+    let out = lab.py(&lab.path("lib"), &["trusted.py"], &[]);
+    assert_eq!(text(&out.stdout), "trusted\n", "{}", describe(&out));
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount --bind {evil} {trusted} && exec setpriv --reuid={NOBODY} --regid={NOBODY} \
+             --clear-groups -- {py} {trusted}",
+            evil = evil.display(),
+            trusted = trusted.display(),
+            py = lab.python.display()
+        ))
+        .current_dir(lab.path("lib"));
+    let out = run_with_timeout(&mut cmd, LIMIT);
+    assert_refused("root bind mount over a trusted module", &out, &marker);
+    let out = lab.sh(
+        &lab.path("lib"),
+        &format!(
+            "exec unshare -Urm sh -c 'mount --bind {evil} {trusted} && exec \"$PY\" {trusted}'",
+            evil = evil.display(),
+            trusted = trusted.display()
+        ),
+        &[],
+    );
+    assert_refused("user-namespace bind mount", &out, &marker);
+    let out = lab.py(&lab.path("lib"), &["trusted.py"], &[]);
+    assert_eq!(text(&out.stdout), "trusted\n", "{}", describe(&out));
+    lab.baseline();
+}
+
+/// Family 19: an unsigned shared library through LD_PRELOAD or ctypes, whatever its name.
+#[test]
+fn unsigned_native_libraries_are_refused() {
+    let lab = Lab::new();
+    let marker = lab.marker("native");
+    let source = lab.path("tmp/evil.c");
+    std::fs::write(
+        &source,
+        format!(
+            "#include <fcntl.h>\n__attribute__((constructor)) static void run(void) {{ \
+             close(open({:?}, O_CREAT | O_WRONLY, 0644)); }}\n",
+            marker.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let so = lab.path("tmp/evil.so");
+    let out = run(
+        "gcc",
+        &[&"-shared", &"-fPIC", &"-o", &so, &source],
+    );
+    assert!(out.status.success(), "gcc: {}", describe(&out));
+    chown(&so, NOBODY, NOBODY);
+    let disguised = lab.path("tmp/evil.dat");
+    std::fs::copy(&so, &disguised).unwrap();
+    chown(&disguised, NOBODY, NOBODY);
+    lab.signed(
+        "base/load.py",
+        "import ctypes, sys\n\
+         try:\n    ctypes.CDLL(sys.argv[1])\n    print('loaded')\n\
+         except OSError as e:\n    print('refused', e)\n",
+    );
+    for lib in [&so, &disguised] {
+        let lib = lib.to_str().unwrap();
+        let out = lab.py(&lab.path("base"), &["ok.py"], &[("LD_PRELOAD", lib)]);
+        assert!(!marker.exists(), "LD_PRELOAD={lib} ran\n{}", describe(&out));
+        let out = lab.py(&lab.path("base"), &["load.py", lib], &[]);
+        assert!(!marker.exists(), "ctypes.CDLL({lib}) ran\n{}", describe(&out));
+        assert!(text(&out.stdout).starts_with("refused"), "{}", describe(&out));
+    }
+    assert!(!lab.denies("evil.dat").is_empty());
+    lab.baseline();
+}
