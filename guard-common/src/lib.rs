@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod exec_gate;
+pub mod lsm;
 pub mod python_argv;
 
 /// Every check the decision engine can make. The discriminants are part of the kernel ABI
@@ -43,10 +44,13 @@ pub enum Rule {
     NoOpenWriters = 14,
     /// The agent could not establish the facts (I/O error, resource exhaustion): fail closed.
     FactsUnavailable = 15,
+    /// Only the executables the configuration names as signers may change a file's
+    /// signature (`security.ima`).
+    SignerOnly = 16,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 15] = [
+    pub const ALL: [Rule; 16] = [
         Rule::RegularFile,
         Rule::NotDeleted,
         Rule::TrustedOwner,
@@ -62,6 +66,7 @@ impl Rule {
         Rule::NotCode,
         Rule::NoOpenWriters,
         Rule::FactsUnavailable,
+        Rule::SignerOnly,
     ];
 
     /// Stable identifier used in logs, the audit trail and `guard explain`.
@@ -82,6 +87,7 @@ impl Rule {
             Rule::NotCode => "not-code",
             Rule::NoOpenWriters => "no-open-writers",
             Rule::FactsUnavailable => "facts-unavailable",
+            Rule::SignerOnly => "signer-only",
         }
     }
 

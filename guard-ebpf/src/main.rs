@@ -11,7 +11,15 @@
 fn main() {}
 
 #[cfg(target_arch = "bpf")]
+mod bprm_creds_for_exec;
+#[cfg(target_arch = "bpf")]
 mod exec_gate;
+#[cfg(target_arch = "bpf")]
+mod file_open;
+#[cfg(target_arch = "bpf")]
+mod inode_xattr;
+#[cfg(target_arch = "bpf")]
+mod lsm_common;
 
 #[cfg(all(target_arch = "bpf", not(test)))]
 #[panic_handler]

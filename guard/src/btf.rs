@@ -20,6 +20,8 @@ pub enum BtfError {
     NoStruct(String),
     #[error("kernel struct {0} has no member {1}")]
     NoMember(String, String),
+    #[error("kernel struct {0} member {1} is a bitfield")]
+    Bitfield(String, String),
     #[error("kernel struct {0} member {1} is {2} bytes, expected {3}")]
     UnexpectedSize(String, String, u32, u32),
 }
@@ -169,8 +171,9 @@ impl Btf {
     }
 
     /// Finds `member` in `ty`, looking inside anonymous struct/union members (as in
-    /// `mm_struct` and `file` on recent kernels). Returns (byte offset, type id).
-    fn find_member(&self, ty: &Type, member: &str, depth: u32) -> Option<(u32, u32)> {
+    /// `mm_struct` and `file` on recent kernels). Returns (bit offset, bitfield size in
+    /// bits or 0 for a plain member, type id).
+    fn find_member(&self, ty: &Type, member: &str, depth: u32) -> Option<(u32, u32, u32)> {
         if depth > 8 {
             return None;
         }
@@ -179,45 +182,73 @@ impl Btf {
             let name_off = read_u32(&self.data, at).ok()?;
             let member_type = read_u32(&self.data, at + 4).ok()?;
             let offset = read_u32(&self.data, at + 8).ok()?;
-            // With kind_flag, the top 8 bits are a bitfield size: never wanted here.
-            let bit_offset = if ty.kind_flag {
-                offset & 0xff_ffff
+            // With kind_flag, the top 8 bits are a bitfield size.
+            let (bit_offset, bits) = if ty.kind_flag {
+                (offset & 0xff_ffff, offset >> 24)
             } else {
-                offset
+                (offset, 0)
             };
-            if ty.kind_flag && offset >> 24 != 0 {
-                continue;
-            }
             let name = self.name(name_off);
             if name == member.as_bytes() {
-                if bit_offset % 8 != 0 {
-                    return None;
-                }
-                return Some((bit_offset / 8, member_type));
+                return Some((bit_offset, bits, member_type));
             }
             if name.is_empty()
+                && bits == 0
                 && let Some(inner) = self.resolve(member_type)
                 && matches!(inner.kind, KIND_STRUCT | KIND_UNION)
-                && let Some((inner_offset, id)) = self.find_member(inner, member, depth + 1)
+                && let Some((inner_offset, inner_bits, id)) =
+                    self.find_member(inner, member, depth + 1)
             {
-                return Some((bit_offset / 8 + inner_offset, id));
+                return Some((bit_offset + inner_offset, inner_bits, id));
             }
         }
         None
     }
 
-    /// Byte offset of `strukt.member`, checking the member's size.
-    pub fn member_offset(&self, strukt: &str, member: &str, size: u32) -> Result<u32, BtfError> {
-        let ty = self
-            .types
+    fn find_struct(&self, strukt: &str) -> Result<&Type, BtfError> {
+        self.types
             .iter()
             .find(|t| {
                 t.kind == KIND_STRUCT && t.vlen > 0 && self.name(t.name_off) == strukt.as_bytes()
             })
-            .ok_or_else(|| BtfError::NoStruct(strukt.to_owned()))?;
-        let (offset, id) = self
+            .ok_or_else(|| BtfError::NoStruct(strukt.to_owned()))
+    }
+
+    /// The byte holding the one-bit bitfield `strukt.member`, and the bit's mask in it
+    /// (little-endian bit numbering, as on x86-64 and arm64).
+    pub fn member_bit(&self, strukt: &str, member: &str) -> Result<(u32, u8), BtfError> {
+        let ty = self.find_struct(strukt)?;
+        let (bit_offset, bits, id) = self
             .find_member(ty, member, 0)
             .ok_or_else(|| BtfError::NoMember(strukt.to_owned(), member.to_owned()))?;
+        // A plain one-byte member (bool) would do as well, but kernels declare these as
+        // `unsigned int x:1`.
+        let bits = if bits == 0 {
+            self.size_of(id).unwrap_or(0) * 8
+        } else {
+            bits
+        };
+        if bits != 1 {
+            return Err(BtfError::UnexpectedSize(
+                strukt.to_owned(),
+                member.to_owned(),
+                bits,
+                1,
+            ));
+        }
+        Ok((bit_offset / 8, 1u8 << (bit_offset % 8)))
+    }
+
+    /// Byte offset of `strukt.member`, checking the member's size.
+    pub fn member_offset(&self, strukt: &str, member: &str, size: u32) -> Result<u32, BtfError> {
+        let ty = self.find_struct(strukt)?;
+        let (bit_offset, bits, id) = self
+            .find_member(ty, member, 0)
+            .ok_or_else(|| BtfError::NoMember(strukt.to_owned(), member.to_owned()))?;
+        if bits != 0 || bit_offset % 8 != 0 {
+            return Err(BtfError::Bitfield(strukt.to_owned(), member.to_owned()));
+        }
+        let offset = bit_offset / 8;
         match self.size_of(id) {
             Some(actual) if actual == size => Ok(offset),
             actual => Err(BtfError::UnexpectedSize(
@@ -258,6 +289,16 @@ mod tests {
         assert_eq!(arg_end, arg_start + 8);
         btf.member_offset("linux_binprm", "file", 8).unwrap();
         btf.member_offset("super_block", "s_dev", 4).unwrap();
+        // Kernels before 6.14 have no is_check; where it exists it is a one-bit field.
+        match btf.member_bit("linux_binprm", "is_check") {
+            Ok((byte, mask)) => {
+                assert!(mask.is_power_of_two());
+                assert!(byte > 0);
+            }
+            Err(BtfError::NoMember(..)) => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert!(btf.member_bit("linux_binprm", "file").is_err());
         assert!(matches!(
             btf.member_offset("linux_binprm", "nope", 8),
             Err(BtfError::NoMember(..))

@@ -25,7 +25,8 @@ use guard_common::exec_gate::{
 use crate::btf::{Btf, BtfError};
 
 /// The kernel programs, built for the BPF target by `build.rs`.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guard-ebpf"));
+pub(crate) static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guard-ebpf"));
 
 const PROGRAM: &str = "sched_process_exec";
 const INTERPRETERS_MAP: &str = "INTERPRETERS";
@@ -87,7 +88,7 @@ impl Identity {
 
     /// `sb->s_dev` is `MKDEV(major, minor)` = `major << 20 | minor`, while `st_dev` is
     /// `new_encode_dev` (minor split around the major): the same device, other bits.
-    fn kernel_key(self) -> InterpreterKey {
+    pub(crate) fn kernel_key(self) -> InterpreterKey {
         let major = libc::major(self.dev) as u32;
         let minor = libc::minor(self.dev) as u32;
         InterpreterKey {
@@ -97,7 +98,7 @@ impl Identity {
         }
     }
 
-    fn from_kernel(dev: u32, ino: u64) -> Identity {
+    pub(crate) fn from_kernel(dev: u32, ino: u64) -> Identity {
         Identity {
             dev: libc::makedev(dev >> 20, dev & 0xf_ffff),
             ino,

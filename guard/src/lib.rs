@@ -13,6 +13,7 @@ pub mod exec_gate;
 pub mod facts;
 pub mod ima;
 pub mod keys;
+pub mod lsm;
 pub mod policy;
 pub mod signed_policy;
 pub mod sniff;

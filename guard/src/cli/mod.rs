@@ -1,5 +1,6 @@
 //! Command-line surface. Each subcommand lives in its own module.
 
+mod debug;
 mod explain;
 mod generate;
 mod keygen;
@@ -53,6 +54,9 @@ pub enum Command {
     /// Write bash, zsh and fish completions (used to build packages).
     #[command(hide = true)]
     GenerateCompletions(generate::OutDir),
+    /// Test kernel layers on their own.
+    #[command(hide = true, subcommand)]
+    Debug(debug::DebugCommand),
 }
 
 /// Where the policy and extra trusted keys come from.
@@ -85,5 +89,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen(args) => keygen::run(args),
         Command::GenerateMan(args) => generate::man(&args),
         Command::GenerateCompletions(args) => generate::completions(&args),
+        Command::Debug(command) => debug::run(command),
     }
 }

@@ -1,0 +1,149 @@
+//! What the LSM hooks share: the loader-set settings, the maps, and the reading of kernel
+//! structs at offsets taken from the running kernel's BTF.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel, generated,
+    },
+    macros::map,
+    maps::{HashMap, RingBuf},
+};
+use guard_common::{
+    Rule,
+    exec_gate::InterpreterKey,
+    lsm::{LsmEvent, LsmOffsets, LsmSettings, PERMISSIVE},
+};
+
+pub const EACCES: i32 = 13;
+pub const EPERM: i32 = 1;
+
+/// Set by the loader (`EbpfLoader::override_global`); in `.rodata`, so the verifier treats
+/// its contents as constants and prunes disabled hooks.
+#[unsafe(no_mangle)]
+pub static LSM_SETTINGS: LsmSettings = LsmSettings {
+    offsets: LsmOffsets {
+        task_mm: 0,
+        mm_exe_file: 0,
+        file_inode: 0,
+        file_mode: 0,
+        inode_mode: 0,
+        inode_nlink: 0,
+        inode_uid: 0,
+        inode_ino: 0,
+        inode_sb: 0,
+        sb_dev: 0,
+        bprm_file: 0,
+        bprm_is_check: 0,
+        bprm_is_check_mask: 0,
+        dentry_inode: 0,
+    },
+    flags: 0,
+    trusted_uid: 0,
+};
+
+/// The profiled interpreters, by executable identity (the value is unused).
+#[map]
+pub static LSM_INTERPRETERS: HashMap<InterpreterKey, u32> = HashMap::with_max_entries(64, 0);
+
+/// Executables allowed to set or remove `security.ima` (the value is unused).
+#[map]
+pub static LSM_SIGNERS: HashMap<InterpreterKey, u32> = HashMap::with_max_entries(16, 0);
+
+#[map]
+pub static LSM_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+macro_rules! setting {
+    ($($field:tt)+) => {
+        // SAFETY: a plain read of the loader-initialised global; volatile so the compiler
+        // does not fold in the zeroes it was compiled with.
+        unsafe { core::ptr::read_volatile(&raw const crate::lsm_common::LSM_SETTINGS.$($field)+) }
+    };
+}
+pub(crate) use setting;
+
+/// Reads `*(base + offset)` from kernel memory.
+#[inline(always)]
+pub fn kread<T>(base: *const u8, offset: u32) -> Result<T, i32> {
+    // SAFETY: bpf_probe_read_kernel tolerates any address; a bad one is an error, not a fault.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) }
+}
+
+/// An inode's identity and the facts the hooks judge.
+pub struct InodeFacts {
+    pub key: InterpreterKey,
+    pub mode: u32,
+    pub nlink: u32,
+}
+
+#[inline(always)]
+pub fn inode_key(inode: *const u8) -> Result<InterpreterKey, i32> {
+    let ino: u64 = kread(inode, setting!(offsets.inode_ino))?;
+    let sb: *const u8 = kread(inode, setting!(offsets.inode_sb))?;
+    let dev: u32 = kread(sb, setting!(offsets.sb_dev))?;
+    Ok(InterpreterKey { ino, dev, pad: 0 })
+}
+
+#[inline(always)]
+pub fn inode_facts(inode: *const u8) -> Result<InodeFacts, i32> {
+    let key = inode_key(inode)?;
+    let mode: u16 = kread(inode, setting!(offsets.inode_mode))?;
+    let nlink: u32 = kread(inode, setting!(offsets.inode_nlink))?;
+    Ok(InodeFacts {
+        key,
+        mode: mode as u32,
+        nlink,
+    })
+}
+
+/// The identity of the current task's executable (`current->mm->exe_file->f_inode`);
+/// `None` for kernel threads.
+#[inline(always)]
+pub fn current_exe() -> Result<Option<InterpreterKey>, i32> {
+    // SAFETY: returns the current task pointer; only read through bpf_probe_read_kernel.
+    let task = unsafe { generated::bpf_get_current_task() } as *const u8;
+    let mm: *const u8 = kread(task, setting!(offsets.task_mm))?;
+    if mm.is_null() {
+        return Ok(None);
+    }
+    let exe: *const u8 = kread(mm, setting!(offsets.mm_exe_file))?;
+    if exe.is_null() {
+        return Ok(None);
+    }
+    let inode: *const u8 = kread(exe, setting!(offsets.file_inode))?;
+    inode_key(inode).map(Some)
+}
+
+#[inline(always)]
+pub fn is_interpreter(key: &InterpreterKey) -> bool {
+    // SAFETY: the value is only tested for presence, never read through.
+    unsafe { LSM_INTERPRETERS.get(key) }.is_some()
+}
+
+#[inline(always)]
+pub fn is_signer(key: &InterpreterKey) -> bool {
+    // SAFETY: as above.
+    unsafe { LSM_SIGNERS.get(key) }.is_some()
+}
+
+/// Reports a refusal and returns what the hook returns: `-errno`, or 0 when permissive.
+#[inline(always)]
+pub fn refuse(hook: u32, rule: Rule, facts: &InodeFacts, errno: i32) -> i32 {
+    let refused = setting!(flags) & PERMISSIVE == 0;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let event = LsmEvent {
+        hook,
+        rule: rule as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        pid: pid_tgid as u32,
+        uid: bpf_get_current_uid_gid() as u32,
+        refused: refused as u32,
+        ino: facts.key.ino,
+        dev: facts.key.dev,
+        mode: facts.mode,
+        nlink: facts.nlink,
+        pad: 0,
+    };
+    // A full ring buffer loses the report, never the refusal.
+    let _ = LSM_EVENTS.output::<LsmEvent>(&event, 0);
+    if refused { -errno } else { 0 }
+}

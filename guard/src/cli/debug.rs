@@ -1,0 +1,95 @@
+//! `guard debug …`: hidden commands for testing kernel layers on their own.
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use guard::exec_gate::Identity;
+use guard::lsm::{LsmConfig, LsmLayer};
+
+#[derive(Subcommand)]
+pub enum DebugCommand {
+    /// Load the BPF LSM layer alone, print its refusals, run until SIGTERM or SIGINT.
+    Lsm(LsmArgs),
+}
+
+#[derive(Args)]
+pub struct LsmArgs {
+    /// An interpreter executable to profile (repeatable; symlinks followed).
+    #[arg(long = "interpreter", value_name = "PATH", required = true)]
+    pub interpreters: Vec<PathBuf>,
+    /// An executable allowed to change security.ima (repeatable); enables the protection.
+    #[arg(long = "signer", value_name = "PATH")]
+    pub signers: Vec<PathBuf>,
+    /// Also refuse execs and AT_EXECVE_CHECKs of files not owned by root, writable by
+    /// others, or unlinked.
+    #[arg(long)]
+    pub exec_check: bool,
+    /// Report, do not refuse.
+    #[arg(long)]
+    pub permissive: bool,
+}
+
+pub fn run(command: DebugCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DebugCommand::Lsm(args) => lsm(args),
+    }
+}
+
+fn identities(paths: &[PathBuf]) -> anyhow::Result<Vec<Identity>> {
+    paths
+        .iter()
+        .map(|p| Identity::of_path(p).with_context(|| p.display().to_string()))
+        .collect()
+}
+
+fn lsm(args: LsmArgs) -> anyhow::Result<ExitCode> {
+    let mut signals = SigSet::empty();
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        signals.add(signal);
+    }
+    signals.thread_block().context("blocking signals")?;
+    let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .context("signalfd")?;
+
+    let mut config = LsmConfig::new(identities(&args.interpreters)?);
+    config.signers = identities(&args.signers)?;
+    config.protect_signatures = !args.signers.is_empty();
+    config.exec_check = args.exec_check;
+    config.permissive = args.permissive;
+    let mut layer = LsmLayer::load(&config).context("loading the LSM layer")?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "lsm: active hooks={}", layer.hooks().join(","))?;
+    for (hook, count) in layer.verified_instructions() {
+        writeln!(out, "lsm: {hook} verified in {count:?} instructions")?;
+    }
+    out.flush()?;
+    loop {
+        let stop = {
+            let mut fds = [
+                PollFd::new(layer.as_fd(), PollFlags::POLLIN),
+                PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e).context("poll"),
+            }
+            fds[1].any().unwrap_or(false)
+        };
+        for event in layer.events() {
+            writeln!(out, "lsm: {event}")?;
+        }
+        out.flush()?;
+        if stop {
+            writeln!(out, "lsm: stopping")?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! The BPF LSM layer: kernel hooks that refuse, synchronously and failing closed, what can
+//! be decided from the inode alone.
+//!
+//! * `file_open` — an interpreter task (recognised by the identity of its executable,
+//!   `current->mm->exe_file`) may read only from a linked regular file: FIFOs, sockets,
+//!   block devices, anonymous inodes, memfds and deleted files are refused with `EACCES`,
+//!   also when reached through `/proc/*/fd` or `/dev/fd` (the opened file is the target).
+//!   The rule is [`guard_common::lsm::judge_open`]. Signatures, owners and modes of regular
+//!   files stay with fanotify, which sees content.
+//!
+//! * `bprm_creds_for_exec` (6.14+, [`LsmConfig::exec_check`]) — an `execveat(fd, "", …,
+//!   AT_EXECVE_CHECK)` of a file not owned by the trusted owner, writable by others, or
+//!   unlinked is refused with `EACCES`. Real execs are not judged.
+//! * `inode_setxattr`/`inode_removexattr` ([`LsmConfig::protect_signatures`]) — only the
+//!   executables named as signers may set or remove `security.ima`; anyone else, root
+//!   included, gets `EPERM` ([`Rule::SignerOnly`]).
+//!
+//! Untrusted filesystems (a superblock owned by a user namespace) are not judged here: the
+//! kernel cannot tell a code open from a data open, and refusing every read-only open on
+//! such a mount would break interpreters reading data there. fanotify judges them.
+//!
+//! Every refusal is reported on a ring buffer: [`LsmLayer::events`], pollable through
+//! [`LsmLayer::as_fd`]. The programs stay attached while the [`LsmLayer`] lives.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
+use aya::maps::{HashMap, MapData, MapError, RingBuf};
+use aya::programs::{Lsm, ProgramError};
+use aya::{Ebpf, EbpfError, EbpfLoader};
+use guard_common::Rule;
+use guard_common::exec_gate::InterpreterKey;
+use guard_common::lsm::{
+    ENFORCE_EXEC_CHECK, ENFORCE_FILE_OPEN, HOOK_BPRM_CREDS_FOR_EXEC, HOOK_FILE_OPEN,
+    HOOK_INODE_REMOVEXATTR, HOOK_INODE_SETXATTR, LsmOffsets, LsmSettings, PERMISSIVE,
+    PROTECT_SIGNATURES,
+};
+
+use crate::btf::{Btf, BtfError};
+use crate::exec_gate::{EBPF_OBJECT, Identity};
+
+const SETTINGS_GLOBAL: &str = "LSM_SETTINGS";
+const INTERPRETERS_MAP: &str = "LSM_INTERPRETERS";
+const SIGNERS_MAP: &str = "LSM_SIGNERS";
+const EVENTS_MAP: &str = "LSM_EVENTS";
+/// Size of the kernel's interpreter map.
+pub const MAX_INTERPRETERS: usize = 64;
+/// Size of the kernel's signer map.
+pub const MAX_SIGNERS: usize = 16;
+
+/// Where the kernel lists its active LSMs.
+const ACTIVE_LSMS: &str = "/sys/kernel/security/lsm";
+
+/// Why the layer could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LsmError {
+    /// The kernel cannot run BPF LSM programs at all (not built in, not in `lsm=`, no BTF).
+    #[error("BPF LSM unsupported: {0}")]
+    Unsupported(String),
+    #[error("cannot read kernel BTF for struct offsets: {0}")]
+    Btf(#[from] BtfError),
+    #[error("cannot read kernel BTF for the hooks: {0}")]
+    AyaBtf(#[from] aya::BtfError),
+    #[error("cannot load the LSM object: {0}")]
+    Load(#[from] EbpfError),
+    #[error("LSM program {0} was refused: {1}")]
+    Program(&'static str, ProgramError),
+    #[error("LSM map error: {0}")]
+    Map(#[from] MapError),
+    #[error("the LSM object has no {0}")]
+    Missing(&'static str),
+    #[error("too many {0} ({1}, at most {2})")]
+    TooMany(&'static str, usize, usize),
+}
+
+/// How the layer stands, for fail-safe reporting (status, logs): the agent keeps running
+/// with fanotify alone when the layer is not active.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LsmStatus {
+    Active,
+    /// The kernel cannot do it: expected on some hosts, not an error.
+    Unsupported(String),
+    /// The kernel should have, but loading failed: an error to report.
+    Failed(String),
+}
+
+impl std::fmt::Display for LsmStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LsmStatus::Active => write!(f, "active"),
+            LsmStatus::Unsupported(why) => write!(f, "unsupported: {why}"),
+            LsmStatus::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+/// What the layer enforces, and for which executables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LsmConfig {
+    /// The profiled interpreters (at most [`MAX_INTERPRETERS`]).
+    pub interpreters: Vec<Identity>,
+    /// `file_open`: refuse interpreters' reads of non-regular and unlinked files.
+    pub file_open: bool,
+    /// `bprm_creds_for_exec`: refuse execs and `AT_EXECVE_CHECK`s of untrusted files.
+    pub exec_check: bool,
+    /// The trusted owner for `exec_check`.
+    pub trusted_uid: u32,
+    /// Only these executables may set or remove `security.ima` (at most [`MAX_SIGNERS`]).
+    pub signers: Vec<Identity>,
+    /// Enforce `signers`.
+    pub protect_signatures: bool,
+    /// Report refusals, do not refuse.
+    pub permissive: bool,
+}
+
+impl LsmConfig {
+    /// `file_open` enforced for these interpreters; the other hooks off.
+    pub fn new(interpreters: Vec<Identity>) -> LsmConfig {
+        LsmConfig {
+            interpreters,
+            file_open: true,
+            exec_check: false,
+            trusted_uid: 0,
+            signers: Vec::new(),
+            protect_signatures: false,
+            permissive: false,
+        }
+    }
+
+    fn settings(&self, offsets: LsmOffsets) -> LsmSettings {
+        let mut flags = 0;
+        for (on, bit) in [
+            (self.permissive, PERMISSIVE),
+            (self.file_open, ENFORCE_FILE_OPEN),
+            (self.exec_check, ENFORCE_EXEC_CHECK),
+            (self.protect_signatures, PROTECT_SIGNATURES),
+        ] {
+            if on {
+                flags |= bit;
+            }
+        }
+        LsmSettings {
+            offsets,
+            flags,
+            trusted_uid: self.trusted_uid,
+        }
+    }
+
+    /// The programs to load (each named after its hook).
+    fn programs(&self, offsets: &LsmOffsets) -> Vec<&'static str> {
+        let mut programs = Vec::new();
+        if self.file_open {
+            programs.push("file_open");
+        }
+        // Kernels before 6.14 have no AT_EXECVE_CHECK to answer.
+        if self.exec_check && offsets.bprm_is_check_mask != 0 {
+            programs.push("bprm_creds_for_exec");
+        }
+        if self.protect_signatures {
+            programs.push("inode_setxattr");
+            programs.push("inode_removexattr");
+        }
+        programs
+    }
+}
+
+/// Which hook refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LsmHook {
+    FileOpen,
+    BprmCredsForExec,
+    InodeSetxattr,
+    InodeRemovexattr,
+}
+
+impl LsmHook {
+    fn from_u32(value: u32) -> Option<LsmHook> {
+        Some(match value {
+            HOOK_FILE_OPEN => LsmHook::FileOpen,
+            HOOK_BPRM_CREDS_FOR_EXEC => LsmHook::BprmCredsForExec,
+            HOOK_INODE_SETXATTR => LsmHook::InodeSetxattr,
+            HOOK_INODE_REMOVEXATTR => LsmHook::InodeRemovexattr,
+            _ => return None,
+        })
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            LsmHook::FileOpen => "file_open",
+            LsmHook::BprmCredsForExec => "bprm_creds_for_exec",
+            LsmHook::InodeSetxattr => "inode_setxattr",
+            LsmHook::InodeRemovexattr => "inode_removexattr",
+        }
+    }
+}
+
+/// One refusal, as the kernel reported it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LsmEvent {
+    pub hook: LsmHook,
+    pub rule: Rule,
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub uid: u32,
+    /// False in permissive mode.
+    pub refused: bool,
+    /// The file opened or exec'd, or the inode whose signature was to change.
+    pub object: Identity,
+    /// The object's `st_mode`.
+    pub mode: u32,
+    pub nlink: u32,
+}
+
+impl std::fmt::Display for LsmEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} rule={} pid={} tid={} uid={} dev={}:{} ino={} mode={:o} nlink={}",
+            self.hook.name(),
+            if self.refused {
+                "refused"
+            } else {
+                "would refuse"
+            },
+            self.rule.id(),
+            self.pid,
+            self.tid,
+            self.uid,
+            libc::major(self.object.dev),
+            libc::minor(self.object.dev),
+            self.object.ino,
+            self.mode,
+            self.nlink,
+        )
+    }
+}
+
+/// Whether `bpf` is among the active LSMs listed in `contents` (of [`ACTIVE_LSMS`]).
+fn bpf_lsm_listed(contents: &str) -> bool {
+    contents.trim().split(',').any(|lsm| lsm == "bpf")
+}
+
+/// Why this kernel cannot run the layer, if it cannot.
+pub fn unsupported_reason() -> Option<String> {
+    match std::fs::read_to_string(ACTIVE_LSMS) {
+        Ok(lsms) if bpf_lsm_listed(&lsms) => {}
+        Ok(lsms) => return Some(format!("bpf is not an active LSM ({})", lsms.trim())),
+        Err(e) => return Some(format!("cannot read {ACTIVE_LSMS}: {e}")),
+    }
+    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Some("the kernel has no BTF (/sys/kernel/btf/vmlinux)".into());
+    }
+    None
+}
+
+fn kernel_offsets(btf: &Btf) -> Result<LsmOffsets, BtfError> {
+    // Before 6.14 there is no AT_EXECVE_CHECK: a zero mask never matches.
+    let (bprm_is_check, mask) = match btf.member_bit("linux_binprm", "is_check") {
+        Ok(found) => found,
+        Err(BtfError::NoMember(..)) => (0, 0),
+        Err(e) => return Err(e),
+    };
+    Ok(LsmOffsets {
+        task_mm: btf.member_offset("task_struct", "mm", 8)?,
+        mm_exe_file: btf.member_offset("mm_struct", "exe_file", 8)?,
+        file_inode: btf.member_offset("file", "f_inode", 8)?,
+        file_mode: btf.member_offset("file", "f_mode", 4)?,
+        inode_mode: btf.member_offset("inode", "i_mode", 2)?,
+        inode_nlink: btf.member_offset("inode", "i_nlink", 4)?,
+        inode_uid: btf.member_offset("inode", "i_uid", 4)?,
+        inode_ino: btf.member_offset("inode", "i_ino", 8)?,
+        inode_sb: btf.member_offset("inode", "i_sb", 8)?,
+        sb_dev: btf.member_offset("super_block", "s_dev", 4)?,
+        bprm_file: btf.member_offset("linux_binprm", "file", 8)?,
+        bprm_is_check,
+        bprm_is_check_mask: mask as u32,
+        dentry_inode: btf.member_offset("dentry", "d_inode", 8)?,
+    })
+}
+
+/// The loaded and attached LSM programs. Detached when dropped.
+pub struct LsmLayer {
+    events: RingBuf<MapData>,
+    // Owns the programs and their links; dropped after `events`.
+    ebpf: Ebpf,
+    hooks: Vec<&'static str>,
+}
+
+impl LsmLayer {
+    /// Loads, configures and attaches the hooks `config` enables. Needs root and a kernel
+    /// with `bpf` among its active LSMs ([`LsmError::Unsupported`] otherwise).
+    pub fn load(config: &LsmConfig) -> Result<LsmLayer, LsmError> {
+        if let Some(why) = unsupported_reason() {
+            return Err(LsmError::Unsupported(why));
+        }
+        if config.interpreters.len() > MAX_INTERPRETERS {
+            return Err(LsmError::TooMany(
+                "interpreters",
+                config.interpreters.len(),
+                MAX_INTERPRETERS,
+            ));
+        }
+        if config.signers.len() > MAX_SIGNERS {
+            return Err(LsmError::TooMany(
+                "signers",
+                config.signers.len(),
+                MAX_SIGNERS,
+            ));
+        }
+        let offsets = kernel_offsets(&Btf::from_kernel()?)?;
+        let settings = config.settings(offsets);
+        let mut ebpf = EbpfLoader::new()
+            .override_global(SETTINGS_GLOBAL, &settings, true)
+            .load(EBPF_OBJECT)?;
+
+        // Maps first, attach last: no program may run with a half-filled map.
+        fill(&mut ebpf, INTERPRETERS_MAP, &config.interpreters)?;
+        fill(&mut ebpf, SIGNERS_MAP, &config.signers)?;
+        let events = RingBuf::try_from(
+            ebpf.take_map(EVENTS_MAP)
+                .ok_or(LsmError::Missing(EVENTS_MAP))?,
+        )?;
+
+        let btf = aya::Btf::from_sys_fs()?;
+        let mut hooks = Vec::new();
+        for name in config.programs(&offsets) {
+            let program: &mut Lsm = ebpf
+                .program_mut(name)
+                .ok_or(LsmError::Missing(name))?
+                .try_into()
+                .map_err(|e| LsmError::Program(name, e))?;
+            program
+                .load(name, &btf)
+                .map_err(|e| LsmError::Program(name, e))?;
+            program.attach().map_err(|e| LsmError::Program(name, e))?;
+            hooks.push(name);
+        }
+        Ok(LsmLayer {
+            events,
+            ebpf,
+            hooks,
+        })
+    }
+
+    /// [`Self::load`] for an agent that runs on regardless: the layer when active, and the
+    /// status to report either way.
+    pub fn start(config: &LsmConfig) -> (Option<LsmLayer>, LsmStatus) {
+        match LsmLayer::load(config) {
+            Ok(layer) => (Some(layer), LsmStatus::Active),
+            Err(LsmError::Unsupported(why)) => (None, LsmStatus::Unsupported(why)),
+            Err(e) => (None, LsmStatus::Failed(e.to_string())),
+        }
+    }
+
+    /// The hooks attached.
+    pub fn hooks(&self) -> &[&'static str] {
+        &self.hooks
+    }
+
+    /// Instructions the verifier processed for each attached program.
+    pub fn verified_instructions(&self) -> Vec<(&'static str, Option<u32>)> {
+        self.hooks
+            .iter()
+            .map(|name| {
+                let count = self
+                    .ebpf
+                    .program(name)
+                    .and_then(|p| p.info().ok())
+                    .and_then(|info| info.verified_instruction_count());
+                (*name, count)
+            })
+            .collect()
+    }
+
+    /// The refusals reported since the last call (non-blocking; poll [`Self::as_fd`] for
+    /// readability to wait).
+    pub fn events(&mut self) -> impl Iterator<Item = LsmEvent> + '_ {
+        std::iter::from_fn(move || {
+            loop {
+                let item = self.events.next()?;
+                if item.len() < size_of::<guard_common::lsm::LsmEvent>() {
+                    log::warn!("lsm: short event ({} bytes)", item.len());
+                    continue;
+                }
+                // SAFETY: the kernel wrote a whole LsmEvent (length checked above), a
+                // repr(C) struct of integers valid for any bit pattern; the ring buffer gives
+                // no alignment guarantee, hence read_unaligned.
+                let raw: guard_common::lsm::LsmEvent =
+                    unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                let (Some(hook), Some(rule)) =
+                    (LsmHook::from_u32(raw.hook), Rule::from_u32(raw.rule))
+                else {
+                    log::warn!("lsm: unknown hook {} or rule {}", raw.hook, raw.rule);
+                    continue;
+                };
+                return Some(LsmEvent {
+                    hook,
+                    rule,
+                    pid: raw.tgid,
+                    tid: raw.pid,
+                    uid: raw.uid,
+                    refused: raw.refused != 0,
+                    object: Identity::from_kernel(raw.dev, raw.ino),
+                    mode: raw.mode,
+                    nlink: raw.nlink,
+                });
+            }
+        })
+    }
+}
+
+fn fill(ebpf: &mut Ebpf, name: &'static str, identities: &[Identity]) -> Result<(), LsmError> {
+    let mut map: HashMap<_, InterpreterKey, u32> =
+        HashMap::try_from(ebpf.map_mut(name).ok_or(LsmError::Missing(name))?)?;
+    for identity in identities {
+        map.insert(identity.kernel_key(), 0, 0)?;
+    }
+    Ok(())
+}
+
+impl AsFd for LsmLayer {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.events.as_fd()
+    }
+}
+
+impl AsRawFd for LsmLayer {
+    fn as_raw_fd(&self) -> RawFd {
+        self.events.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bpf_lsm_detection() {
+        assert!(bpf_lsm_listed(
+            "lockdown,capability,landlock,yama,apparmor,bpf\n"
+        ));
+        assert!(!bpf_lsm_listed(
+            "lockdown,capability,landlock,yama,apparmor\n"
+        ));
+        assert!(!bpf_lsm_listed("bpfx,capability"));
+    }
+
+    #[test]
+    fn offsets_from_the_running_kernel() {
+        let Ok(btf) = Btf::from_kernel() else {
+            eprintln!("no kernel BTF here; skipped");
+            return;
+        };
+        let offsets = kernel_offsets(&btf).unwrap();
+        assert_ne!(offsets.task_mm, 0);
+        assert_ne!(offsets.inode_nlink, offsets.inode_mode);
+    }
+
+    #[test]
+    fn start_degrades_without_bpf_lsm() {
+        // Only where the kernel lacks BPF LSM: elsewhere loading is for the VM tests.
+        if unsupported_reason().is_none() {
+            return;
+        }
+        let (layer, status) = LsmLayer::start(&LsmConfig::new(vec![]));
+        assert!(layer.is_none());
+        assert!(matches!(status, LsmStatus::Unsupported(_)), "{status}");
+    }
+}

@@ -1,0 +1,89 @@
+#!/bin/bash
+# BPF LSM file_open: an interpreter may read code only from a linked regular file.
+# Pipes, FIFOs, memfds and deleted files are refused at open (EACCES), also through
+# /dev/fd and /proc/*/fd magic links, and each refusal is reported with its rule.
+set -u
+fail=0
+check() {
+    local what=$1
+    shift
+    if "$@"; then
+        echo "ok: $what"
+    else
+        echo "not ok: $what"
+        fail=1
+    fi
+}
+# As an unprivileged user, as interpreters usually run.
+user() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+# Succeeds when the command fails with Python's "Permission denied" at open.
+refused() {
+    local out
+    out=$(timeout 20 "$@" 2>&1)
+    local rc=$?
+    echo "  -> rc=$rc ${out:0:160}"
+    [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "Permission denied" <<<"$out"
+}
+
+dir=$(mktemp -d /tmp/lsm.XXXXXX)
+chmod 755 "$dir"
+echo 'print("from a file")' > "$dir/ok.py"
+chmod 644 "$dir/ok.py"
+log=$dir/lsm.log
+
+python=$(readlink -f /usr/bin/python3)
+guard debug lsm --interpreter "$python" > "$log" 2>&1 &
+loader=$!
+for _ in $(seq 1 300); do
+    grep -q "^lsm: active" "$log" && break
+    kill -0 $loader 2>/dev/null || break
+    sleep 0.2
+done
+cat "$log"
+if ! grep -q "^lsm: active" "$log"; then
+    echo "not ok: LSM layer loaded"
+    exit 1
+fi
+echo "ok: LSM layer loaded"
+
+check "python runs a regular file" user python3 "$dir/ok.py"
+check "python reads /dev/null, /dev/urandom, runs a subprocess, uses a temporary file" \
+    user python3 -c '
+import os, subprocess, tempfile
+open("/dev/null").read(); open("/dev/urandom", "rb").read(16)
+subprocess.run(["true"], check=True, stdin=subprocess.DEVNULL)
+with tempfile.TemporaryFile() as f: f.write(b"x"); f.seek(0); assert f.read() == b"x"
+import json, email.parser, sqlite3
+print("stdlib ok")'
+
+check "pipe through /dev/fd refused" refused user bash -c "python3 /dev/fd/3 3< <(echo 'print(\"pipe ran\")')"
+check "pipe through /proc/self/fd refused" refused user bash -c "python3 /proc/self/fd/3 3< <(echo 'print(\"pipe ran\")')"
+
+mkfifo -m 666 "$dir/fifo"
+check "FIFO refused at open (no hang)" refused user python3 "$dir/fifo"
+
+cp "$dir/ok.py" "$dir/gone.py"
+chmod 644 "$dir/gone.py"
+check "deleted file refused" refused user bash -c "exec 4< '$dir/gone.py'; rm -f '$dir/gone.py'; python3 /dev/fd/4"
+
+# memfd_create(2) is syscall 319 on x86-64; no MFD_CLOEXEC, so python inherits it.
+check "memfd refused" refused user perl -e '
+my $name = "code";
+my $fd = syscall(319, $name, 0);
+die "memfd_create: $!" if $fd < 0;
+open(my $fh, ">&=", $fd) or die "fdopen: $!";
+syswrite($fh, "print(\"memfd ran\")\n");
+exec("python3", "/proc/self/fd/$fd") or die "exec: $!";'
+
+check "other programs still read pipes and FIFOs" bash -c "cat /dev/fd/3 3< <(echo hi) | grep -q hi"
+
+sleep 1
+kill -TERM $loader
+wait $loader
+cat "$log"
+check "refusal reported: regular-file (pipe, FIFO)" grep -q "file_open refused rule=regular-file .*uid=65534" "$log"
+check "refusal reported: not-deleted (deleted file, memfd)" grep -q "file_open refused rule=not-deleted" "$log"
+check "python runs from a FIFO again once unloaded (sanity: the layer did it)" \
+    bash -c "(echo 'print(\"fifo ran\")' > '$dir/fifo' &) ; timeout 10 python3 '$dir/fifo' | grep -q 'fifo ran'"
+rm -rf "$dir"
+exit $fail
