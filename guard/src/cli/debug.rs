@@ -18,6 +18,11 @@ use guard::lsm::{LsmConfig, LsmLayer};
 pub enum DebugCommand {
     /// Load the BPF LSM layer alone, print its refusals, run until SIGTERM or SIGINT.
     Lsm(LsmArgs),
+    /// Remove the pins of a pinned LSM layer, detaching it.
+    LsmUnpin {
+        #[arg(long, value_name = "DIR", default_value = guard::lsm::DEFAULT_PIN_DIR)]
+        pin: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -35,11 +40,19 @@ pub struct LsmArgs {
     /// Report, do not refuse.
     #[arg(long)]
     pub permissive: bool,
+    /// Pin the hooks and maps here: they stay attached after the loader exits or dies.
+    #[arg(long, value_name = "DIR")]
+    pub pin: Option<PathBuf>,
 }
 
 pub fn run(command: DebugCommand) -> anyhow::Result<ExitCode> {
     match command {
         DebugCommand::Lsm(args) => lsm(args),
+        DebugCommand::LsmUnpin { pin } => {
+            let removed = LsmLayer::unpin(&pin)?;
+            println!("lsm: removed {removed} pins from {}", pin.display());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -64,6 +77,7 @@ fn lsm(args: LsmArgs) -> anyhow::Result<ExitCode> {
     config.protect_signatures = !args.signers.is_empty();
     config.exec_check = args.exec_check;
     config.permissive = args.permissive;
+    config.pin_dir = args.pin;
     let mut layer = LsmLayer::load(&config).context("loading the LSM layer")?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "lsm: active hooks={}", layer.hooks().join(","))?;

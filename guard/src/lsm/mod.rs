@@ -24,7 +24,11 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
+use std::path::{Path, PathBuf};
+
 use aya::maps::{HashMap, MapData, MapError, RingBuf};
+use aya::pin::PinError;
+use aya::programs::links::FdLink;
 use aya::programs::{Lsm, ProgramError};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use guard_common::Rule;
@@ -68,6 +72,8 @@ pub enum LsmError {
     Map(#[from] MapError),
     #[error("the LSM object has no {0}")]
     Missing(&'static str),
+    #[error("cannot pin under {0}: {1}")]
+    Pin(PathBuf, String),
     #[error("too many {0} ({1}, at most {2})")]
     TooMany(&'static str, usize, usize),
 }
@@ -110,7 +116,15 @@ pub struct LsmConfig {
     pub protect_signatures: bool,
     /// Report refusals, do not refuse.
     pub permissive: bool,
+    /// Pin links and maps in this directory of a BPF filesystem (e.g. [`DEFAULT_PIN_DIR`]):
+    /// the hooks then stay attached, failing closed, when the loader dies. A loader started
+    /// with the same directory takes over: it attaches its own programs first, then replaces
+    /// the pins, so enforcement never lapses.
+    pub pin_dir: Option<PathBuf>,
 }
+
+/// Where the agent pins the layer.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/guard/lsm";
 
 impl LsmConfig {
     /// `file_open` enforced for these interpreters; the other hooks off.
@@ -123,6 +137,7 @@ impl LsmConfig {
             signers: Vec::new(),
             protect_signatures: false,
             permissive: false,
+            pin_dir: None,
         }
     }
 
@@ -282,6 +297,8 @@ fn kernel_offsets(btf: &Btf) -> Result<LsmOffsets, BtfError> {
 /// The loaded and attached LSM programs. Detached when dropped.
 pub struct LsmLayer {
     events: RingBuf<MapData>,
+    /// Dropping an unpinned link detaches its program; a pinned one stays.
+    _links: Vec<FdLink>,
     // Owns the programs and their links; dropped after `events`.
     ebpf: Ebpf,
     hooks: Vec<&'static str>,
@@ -317,13 +334,9 @@ impl LsmLayer {
         // Maps first, attach last: no program may run with a half-filled map.
         fill(&mut ebpf, INTERPRETERS_MAP, &config.interpreters)?;
         fill(&mut ebpf, SIGNERS_MAP, &config.signers)?;
-        let events = RingBuf::try_from(
-            ebpf.take_map(EVENTS_MAP)
-                .ok_or(LsmError::Missing(EVENTS_MAP))?,
-        )?;
-
         let btf = aya::Btf::from_sys_fs()?;
         let mut hooks = Vec::new();
+        let mut links = Vec::new();
         for name in config.programs(&offsets) {
             let program: &mut Lsm = ebpf
                 .program_mut(name)
@@ -333,14 +346,39 @@ impl LsmLayer {
             program
                 .load(name, &btf)
                 .map_err(|e| LsmError::Program(name, e))?;
-            program.attach().map_err(|e| LsmError::Program(name, e))?;
+            let id = program.attach().map_err(|e| LsmError::Program(name, e))?;
+            let link = program
+                .take_link(id)
+                .map_err(|e| LsmError::Program(name, e))?;
+            links.push(FdLink::from(link));
             hooks.push(name);
         }
+        // Everything is attached: only now may the old pins (a previous loader's programs)
+        // go, so enforcement never lapses.
+        if let Some(dir) = &config.pin_dir {
+            links = pin(&ebpf, dir, &hooks, links)?;
+        }
+        let events = RingBuf::try_from(
+            ebpf.take_map(EVENTS_MAP)
+                .ok_or(LsmError::Missing(EVENTS_MAP))?,
+        )?;
         Ok(LsmLayer {
             events,
+            _links: links,
             ebpf,
             hooks,
         })
+    }
+
+    /// Removes the pins under `dir`, detaching the programs no loader holds any more (the
+    /// way to turn a pinned layer off). Returns how many pins were removed.
+    pub fn unpin(dir: &Path) -> Result<usize, LsmError> {
+        let mut removed = 0;
+        for entry in pins(dir)? {
+            std::fs::remove_file(&entry).map_err(|e| LsmError::Pin(entry, e.to_string()))?;
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     /// [`Self::load`] for an agent that runs on regardless: the layer when active, and the
@@ -408,6 +446,56 @@ impl LsmLayer {
             }
         })
     }
+}
+
+const PINNED_MAPS: [&str; 3] = [INTERPRETERS_MAP, SIGNERS_MAP, EVENTS_MAP];
+
+/// The pin files (`link_*`, `map_*`) in `dir`; none when it does not exist.
+fn pins(dir: &Path) -> Result<Vec<PathBuf>, LsmError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(LsmError::Pin(dir.to_owned(), e.to_string())),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| LsmError::Pin(dir.to_owned(), e.to_string()))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("link_") || name.starts_with("map_") {
+            found.push(entry.path());
+        }
+    }
+    Ok(found)
+}
+
+/// Replaces the pins in `dir` with this layer's links and maps.
+fn pin(
+    ebpf: &Ebpf,
+    dir: &Path,
+    hooks: &[&'static str],
+    links: Vec<FdLink>,
+) -> Result<Vec<FdLink>, LsmError> {
+    let err = |e: &dyn std::fmt::Display| LsmError::Pin(dir.to_owned(), e.to_string());
+    std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+    // A previous loader's pins, including hooks this configuration no longer enables.
+    for old in pins(dir)? {
+        std::fs::remove_file(&old).map_err(|e| err(&e))?;
+    }
+    let mut pinned = Vec::new();
+    for (hook, link) in hooks.iter().zip(links) {
+        let link = link
+            .pin(dir.join(format!("link_{hook}")))
+            .map_err(|e: PinError| err(&e))?;
+        pinned.push(FdLink::from(link));
+    }
+    for name in PINNED_MAPS {
+        ebpf.map(name)
+            .ok_or(LsmError::Missing(name))?
+            .pin(dir.join(format!("map_{name}")))
+            .map_err(|e| err(&e))?;
+    }
+    Ok(pinned)
 }
 
 fn fill(ebpf: &mut Ebpf, name: &'static str, identities: &[Identity]) -> Result<(), LsmError> {
