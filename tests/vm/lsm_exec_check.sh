@@ -4,6 +4,8 @@
 # writable by others, or an unlinked one. Linux 6.14+; skipped (passing) on older kernels.
 set -u
 fail=0
+# The VM's devtmpfs has no /dev/fd; bash's <(…) and the tests need it.
+[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
 check() {
     local what=$1
     shift

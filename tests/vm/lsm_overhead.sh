@@ -1,0 +1,36 @@
+#!/bin/bash
+# Measures the file_open hook's cost: 20k opens by python (an interpreter task, so the
+# hook's whole path runs) and by perl (not an interpreter: identity lookup only), without
+# and with the layer. Reports ratios; fails only if the layer does not load.
+set -u
+opens_py() {
+    python3 -c '
+import time
+t = time.perf_counter()
+for _ in range(20000):
+    open("/etc/hostname").close()
+print(f"{time.perf_counter() - t:.4f}")'
+}
+opens_pl() {
+    perl -MTime::HiRes=time -e '
+my $t = time;
+for (1..20000) { open(my $f, "<", "/etc/hostname") or die; close($f); }
+printf("%.4f\n", time - $t);'
+}
+best() { local b=; for _ in 1 2 3; do v=$("$@"); if [ -z "$b" ] || awk "BEGIN{exit !($v < $b)}"; then b=$v; fi; done; echo "$b"; }
+py0=$(best opens_py); pl0=$(best opens_pl)
+log=$(mktemp)
+guard debug lsm --interpreter "$(readlink -f /usr/bin/python3)" > "$log" 2>&1 &
+loader=$!
+for _ in $(seq 1 300); do
+    grep -q "^lsm: active" "$log" && break
+    kill -0 $loader 2>/dev/null || break
+    sleep 0.2
+done
+grep -q "^lsm: active" "$log" || { cat "$log"; echo "not ok: LSM layer loaded"; exit 1; }
+py1=$(best opens_py); pl1=$(best opens_pl)
+kill -TERM $loader
+wait $loader
+echo "LSM-OVERHEAD $(uname -r): 20k opens, interpreter: ${py0}s -> ${py1}s (x$(awk "BEGIN{printf \"%.3f\", $py1/$py0}")), other task: ${pl0}s -> ${pl1}s (x$(awk "BEGIN{printf \"%.3f\", $pl1/$pl0}"))"
+rm -f "$log"
+exit 0
