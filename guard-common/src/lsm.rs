@@ -12,12 +12,17 @@ pub const ENFORCE_FILE_OPEN: u32 = 1 << 1;
 pub const ENFORCE_EXEC_CHECK: u32 = 1 << 2;
 /// `inode_setxattr`/`inode_removexattr`: only named signers may change `security.ima`.
 pub const PROTECT_SIGNATURES: u32 = 1 << 3;
+/// `mmap_file`/`file_mprotect`: refuse interpreters' executable mappings of non-regular and
+/// unlinked files.
+pub const ENFORCE_EXEC_MAP: u32 = 1 << 4;
 
 /// Which hook reported an event.
 pub const HOOK_FILE_OPEN: u32 = 1;
 pub const HOOK_BPRM_CREDS_FOR_EXEC: u32 = 2;
 pub const HOOK_INODE_SETXATTR: u32 = 3;
 pub const HOOK_INODE_REMOVEXATTR: u32 = 4;
+pub const HOOK_MMAP_FILE: u32 = 5;
+pub const HOOK_FILE_MPROTECT: u32 = 6;
 
 /// Byte offsets of the kernel struct members the programs read, from the running kernel's
 /// BTF at load time (Rust BPF has no CO-RE). A bitfield is a byte offset and a mask.
@@ -39,6 +44,8 @@ pub struct LsmOffsets {
     pub bprm_is_check: u32,
     pub bprm_is_check_mask: u32,
     pub dentry_inode: u32,
+    pub vma_file: u32,
+    pub pad: u32,
 }
 
 /// The read-only global the loader sets (`LSM_SETTINGS`).
@@ -119,6 +126,19 @@ pub fn judge_open(f_mode: u32, i_mode: u32, nlink: u32) -> Option<crate::Rule> {
     }
 }
 
+/// The `mmap_file`/`file_mprotect` rule for an executable mapping by an interpreter task:
+/// code must come from a linked regular file. Character devices pass (`/dev/zero` mappings
+/// are anonymous memory in disguise); memfds and deleted files break
+/// [`crate::Rule::NotDeleted`], other types [`crate::Rule::RegularFile`].
+#[inline(always)]
+pub fn judge_exec_map(i_mode: u32, nlink: u32) -> Option<crate::Rule> {
+    match i_mode & S_IFMT {
+        S_IFREG if nlink == 0 => Some(crate::Rule::NotDeleted),
+        S_IFREG | S_IFCHR => None,
+        _ => Some(crate::Rule::RegularFile),
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all three are `repr(C)`, made only of `u32`/`u64` fields laid out without
@@ -151,8 +171,17 @@ mod tests {
     }
 
     #[test]
+    fn exec_map_rule() {
+        assert_eq!(judge_exec_map(S_IFREG | 0o755, 1), None);
+        assert_eq!(judge_exec_map(S_IFREG | 0o777, 0), Some(Rule::NotDeleted));
+        assert_eq!(judge_exec_map(S_IFCHR | 0o666, 1), None);
+        assert_eq!(judge_exec_map(S_IFIFO, 1), Some(Rule::RegularFile));
+        assert_eq!(judge_exec_map(0o600, 1), Some(Rule::RegularFile));
+    }
+
+    #[test]
     fn wire_sizes() {
         assert_eq!(size_of::<LsmEvent>(), 48);
-        assert_eq!(size_of::<LsmSettings>(), 4 * 16);
+        assert_eq!(size_of::<LsmSettings>(), 4 * 18);
     }
 }

@@ -36,6 +36,8 @@ pub static LSM_SETTINGS: LsmSettings = LsmSettings {
         bprm_is_check: 0,
         bprm_is_check_mask: 0,
         dentry_inode: 0,
+        vma_file: 0,
+        pad: 0,
     },
     flags: 0,
     trusted_uid: 0,

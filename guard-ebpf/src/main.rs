@@ -15,6 +15,8 @@ mod bprm_creds_for_exec;
 #[cfg(target_arch = "bpf")]
 mod exec_gate;
 #[cfg(target_arch = "bpf")]
+mod exec_map;
+#[cfg(target_arch = "bpf")]
 mod file_open;
 #[cfg(target_arch = "bpf")]
 mod inode_xattr;

@@ -8,6 +8,10 @@
 //!   The rule is [`guard_common::lsm::judge_open`]. Signatures, owners and modes of regular
 //!   files stay with fanotify, which sees content.
 //!
+//! * `mmap_file`/`file_mprotect` ([`LsmConfig::exec_mappings`]) — an interpreter task may
+//!   map code executable only from a linked regular file: a memfd written and mapped
+//!   `PROT_EXEC` (or `mprotect`ed to it) without any open is refused with `EACCES`.
+//!   Anonymous executable memory (libffi closures) stays allowed.
 //! * `bprm_creds_for_exec` (6.14+, [`LsmConfig::exec_check`]) — an `execveat(fd, "", …,
 //!   AT_EXECVE_CHECK)` of a file not owned by the trusted owner, writable by others, or
 //!   unlinked is refused with `EACCES`. Real execs are not judged.
@@ -34,9 +38,9 @@ use aya::{Ebpf, EbpfError, EbpfLoader};
 use guard_common::Rule;
 use guard_common::exec_gate::InterpreterKey;
 use guard_common::lsm::{
-    ENFORCE_EXEC_CHECK, ENFORCE_FILE_OPEN, HOOK_BPRM_CREDS_FOR_EXEC, HOOK_FILE_OPEN,
-    HOOK_INODE_REMOVEXATTR, HOOK_INODE_SETXATTR, LsmOffsets, LsmSettings, PERMISSIVE,
-    PROTECT_SIGNATURES,
+    ENFORCE_EXEC_CHECK, ENFORCE_EXEC_MAP, ENFORCE_FILE_OPEN, HOOK_BPRM_CREDS_FOR_EXEC,
+    HOOK_FILE_MPROTECT, HOOK_FILE_OPEN, HOOK_INODE_REMOVEXATTR, HOOK_INODE_SETXATTR,
+    HOOK_MMAP_FILE, LsmOffsets, LsmSettings, PERMISSIVE, PROTECT_SIGNATURES,
 };
 
 use crate::btf::{Btf, BtfError};
@@ -106,6 +110,9 @@ pub struct LsmConfig {
     pub interpreters: Vec<Identity>,
     /// `file_open`: refuse interpreters' reads of non-regular and unlinked files.
     pub file_open: bool,
+    /// `mmap_file`/`file_mprotect`: refuse interpreters' executable mappings of
+    /// non-regular and unlinked files (memfd code handed to `ctypes` without an open).
+    pub exec_mappings: bool,
     /// `bprm_creds_for_exec`: refuse execs and `AT_EXECVE_CHECK`s of untrusted files.
     pub exec_check: bool,
     /// The trusted owner for `exec_check`.
@@ -132,6 +139,7 @@ impl LsmConfig {
         LsmConfig {
             interpreters,
             file_open: true,
+            exec_mappings: true,
             exec_check: false,
             trusted_uid: 0,
             signers: Vec::new(),
@@ -146,6 +154,7 @@ impl LsmConfig {
         for (on, bit) in [
             (self.permissive, PERMISSIVE),
             (self.file_open, ENFORCE_FILE_OPEN),
+            (self.exec_mappings, ENFORCE_EXEC_MAP),
             (self.exec_check, ENFORCE_EXEC_CHECK),
             (self.protect_signatures, PROTECT_SIGNATURES),
         ] {
@@ -166,6 +175,10 @@ impl LsmConfig {
         if self.file_open {
             programs.push("file_open");
         }
+        if self.exec_mappings {
+            programs.push("mmap_file");
+            programs.push("file_mprotect");
+        }
         // Kernels before 6.14 have no AT_EXECVE_CHECK to answer.
         if self.exec_check && offsets.bprm_is_check_mask != 0 {
             programs.push("bprm_creds_for_exec");
@@ -185,6 +198,8 @@ pub enum LsmHook {
     BprmCredsForExec,
     InodeSetxattr,
     InodeRemovexattr,
+    MmapFile,
+    FileMprotect,
 }
 
 impl LsmHook {
@@ -194,6 +209,8 @@ impl LsmHook {
             HOOK_BPRM_CREDS_FOR_EXEC => LsmHook::BprmCredsForExec,
             HOOK_INODE_SETXATTR => LsmHook::InodeSetxattr,
             HOOK_INODE_REMOVEXATTR => LsmHook::InodeRemovexattr,
+            HOOK_MMAP_FILE => LsmHook::MmapFile,
+            HOOK_FILE_MPROTECT => LsmHook::FileMprotect,
             _ => return None,
         })
     }
@@ -204,6 +221,8 @@ impl LsmHook {
             LsmHook::BprmCredsForExec => "bprm_creds_for_exec",
             LsmHook::InodeSetxattr => "inode_setxattr",
             LsmHook::InodeRemovexattr => "inode_removexattr",
+            LsmHook::MmapFile => "mmap_file",
+            LsmHook::FileMprotect => "file_mprotect",
         }
     }
 }
@@ -291,6 +310,8 @@ fn kernel_offsets(btf: &Btf) -> Result<LsmOffsets, BtfError> {
         bprm_is_check,
         bprm_is_check_mask: mask as u32,
         dentry_inode: btf.member_offset("dentry", "d_inode", 8)?,
+        vma_file: btf.member_offset("vm_area_struct", "vm_file", 8)?,
+        pad: 0,
     })
 }
 
