@@ -50,12 +50,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .clone()
         .or_else(|| loaded.policy.audit.file.clone());
     let (audit, audit_thread) = super::audit::start(audit_file, stats.clone())?;
+    let (lsm_layer, backend) = start_kernel_layer(&config, &loaded)?;
     let state = Arc::new(State::new(
         loaded,
         config.cache_capacity,
         stats.clone(),
         audit,
-        "fanotify",
+        backend,
     ));
 
     let group = Arc::new(
@@ -83,6 +84,19 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     drop(jobs);
+
+    let lsm_thread = match lsm_layer {
+        Some(layer) => {
+            let generation = state.generation();
+            let state = state.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("guard-lsm".into())
+                    .spawn(move || super::kernel_layer::run(state, layer, generation))?,
+            )
+        }
+        None => None,
+    };
 
     let gate_thread = if config.exec_gate {
         // Loaded before readiness is announced: ready means every layer is in place.
@@ -155,7 +169,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     super::notify::stopping();
     state.stop();
-    if let Some(thread) = gate_thread {
+    for thread in [gate_thread, lsm_thread].into_iter().flatten() {
         let _ = thread.join();
     }
     // Workers drain what is queued and answer it; then closing the group lets the kernel
@@ -169,6 +183,45 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let _ = audit_thread.join();
     log::info!("stopped");
     Ok(())
+}
+
+/// Loads the BPF LSM layer as the backend asks: required (`bpf`), where the kernel has it
+/// (`auto`), or not at all (`fanotify`). Returns the layer and the backend's name.
+fn start_kernel_layer(
+    config: &Config,
+    loaded: &Loaded,
+) -> anyhow::Result<(Option<crate::lsm::LsmLayer>, &'static str)> {
+    use super::Backend;
+    use crate::lsm::LsmStatus;
+    if config.backend == Backend::Fanotify {
+        return Ok((None, "fanotify"));
+    }
+    let (layer, status) = super::kernel_layer::start(loaded);
+    match (status, config.backend) {
+        (LsmStatus::Active, _) => {
+            log::info!(
+                "BPF LSM layer active and pinned under {}",
+                crate::lsm::DEFAULT_PIN_DIR
+            );
+            Ok((layer, "bpf-lsm+fanotify"))
+        }
+        (LsmStatus::Unsupported(why) | LsmStatus::Failed(why), Backend::Bpf) => {
+            anyhow::bail!("--backend bpf: the BPF LSM layer cannot run here: {why}")
+        }
+        (LsmStatus::Unsupported(why), _) => {
+            log::warn!(
+                "no BPF LSM on this kernel ({why}): running the fanotify backend and the exec gate"
+            );
+            Ok((None, "fanotify"))
+        }
+        (LsmStatus::Failed(why), _) => {
+            log::error!(
+                "BPF LSM layer failed to load ({why}): running the fanotify backend and the \
+                 exec gate only"
+            );
+            Ok((None, "fanotify"))
+        }
+    }
 }
 
 fn mark_filesystems(

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod fanotify;
+pub mod kernel_layer;
 pub mod launch;
 pub mod mounts;
 pub mod notify;
@@ -171,24 +172,8 @@ pub fn bpf_lsm_active() -> bool {
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    let backend = match config.backend {
-        Backend::Fanotify => Backend::Fanotify,
-        Backend::Bpf => anyhow::bail!(
-            "the BPF LSM backend is not available in this build; use --backend fanotify"
-        ),
-        Backend::Auto => {
-            if bpf_lsm_active() {
-                log::warn!(
-                    "BPF LSM is active on this kernel but guard's LSM backend is not built yet: \
-                     running the fanotify backend"
-                );
-            } else {
-                log::warn!("no BPF LSM on this kernel: running the fanotify backend");
-            }
-            Backend::Fanotify
-        }
-    };
-    debug_assert_eq!(backend, Backend::Fanotify);
+    // fanotify always runs (signatures are checked in user space); the backend decides
+    // whether the BPF LSM layer runs beside it.
     fanotify::run(config)
 }
 

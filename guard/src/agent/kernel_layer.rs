@@ -1,0 +1,117 @@
+//! The agent's side of the BPF LSM layer: configure it from the policy, pin it so it
+//! outlives the agent (fail closed), keep it in step with reloads, and audit its refusals.
+//!
+//! fanotify still runs beside it: signatures are checked in user space. The kernel layer
+//! refuses what needs no user space (file kinds, unlinked files, executable mappings of
+//! them, writes to `security.ima` by anything but the named signers).
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+use super::audit::{AuditRecord, CheckRecord};
+use super::stats::bump;
+use super::{Loaded, State};
+use crate::exec_gate::Identity;
+use crate::lsm::{DEFAULT_PIN_DIR, LsmConfig, LsmEvent, LsmLayer, LsmStatus};
+use crate::policy::Mode;
+
+/// Executables allowed to write signatures: guard itself and evmctl, where present.
+fn signers() -> Vec<Identity> {
+    let mut paths: Vec<PathBuf> = vec![PathBuf::from("/proc/self/exe")];
+    for candidate in ["/usr/bin/evmctl", "/usr/local/bin/evmctl"] {
+        if Path::new(candidate).exists() {
+            paths.push(PathBuf::from(candidate));
+        }
+    }
+    paths
+        .iter()
+        .filter_map(|p| Identity::of_path(p).ok())
+        .collect()
+}
+
+pub fn config(loaded: &Loaded) -> LsmConfig {
+    let mut config = LsmConfig::new(
+        loaded
+            .interpreters
+            .iter()
+            .map(|(id, _)| Identity {
+                dev: id.dev,
+                ino: id.ino,
+            })
+            .collect(),
+    );
+    config.exec_check = true;
+    config.trusted_uid = loaded.policy.trust.owners.first().copied().unwrap_or(0);
+    config.signers = signers();
+    config.protect_signatures = !config.signers.is_empty();
+    config.permissive = loaded.policy.mode == Mode::Permissive;
+    config.pin_dir = Some(PathBuf::from(DEFAULT_PIN_DIR));
+    config
+}
+
+/// Loads the layer for the policy in force.
+pub fn start(loaded: &Loaded) -> (Option<LsmLayer>, LsmStatus) {
+    LsmLayer::start(&config(loaded))
+}
+
+/// Polls the layer's reports until the agent stops; reloads replace it (the new programs
+/// attach and take over the pins before the old ones go).
+pub fn run(state: Arc<State>, mut layer: LsmLayer, mut generation: u64) {
+    while !state.stopping() {
+        {
+            let mut fds = [PollFd::new(layer.as_fd(), PollFlags::POLLIN)];
+            let _ = poll(&mut fds, PollTimeout::from(500u16));
+        }
+        for event in layer.events() {
+            report(&state, &event);
+        }
+        let now = state.generation();
+        if now != generation {
+            generation = now;
+            match start(&state.loaded()) {
+                (Some(replacement), _) => layer = replacement,
+                (None, status) => {
+                    bump(&state.stats.errors);
+                    log::error!("BPF LSM layer not reloaded, the previous one stays: {status:?}");
+                }
+            }
+        }
+    }
+    // The pinned programs stay attached after the agent exits: enforcement fails closed.
+    // `guard debug lsm-unpin` removes them.
+}
+
+fn report(state: &State, event: &LsmEvent) {
+    bump(&state.stats.code_decisions);
+    if event.refused {
+        bump(&state.stats.denies);
+    } else {
+        bump(&state.stats.would_deny);
+    }
+    let reason = format!("refused in the kernel: {event}");
+    let id = crate::engine::FileId {
+        dev: event.object.dev,
+        ino: event.object.ino,
+    };
+    state.audit.send(AuditRecord {
+        time: super::audit::now(),
+        pid: event.pid as i32,
+        exe: super::process::executable_path(event.pid as i32),
+        uid: event.uid,
+        path: String::new(),
+        id: id.to_string(),
+        code: event.hook.name(),
+        decision: "deny",
+        enforced: event.refused,
+        rule: event.rule.id(),
+        reason: reason.clone(),
+        checks: vec![CheckRecord {
+            rule: event.rule.id(),
+            passed: false,
+            reason,
+        }],
+    });
+}
