@@ -265,3 +265,20 @@ fn policy_check_locates_errors_and_show_prints_the_default() {
         "{shown}"
     );
 }
+
+#[test]
+fn output_cut_short_by_a_pipe_is_not_a_panic() {
+    // `guard sign --list` prints thousands of lines: more than a pipe holds.
+    let script = format!(
+        "{} sign --python {} --list 2>&1 >/dev/null | head -c0; {} sign --python {} --list | head -n1 >/dev/null",
+        guard_bin().display(),
+        PYTHON,
+        guard_bin().display(),
+        PYTHON
+    );
+    let out = run_with_timeout(
+        Command::new("bash").args(["-c", &script]),
+        Duration::from_secs(120),
+    );
+    assert_no_panic(&out);
+}

@@ -156,6 +156,8 @@ fn test(extra: &[String]) -> Result<()> {
     fuzz::fuzz(FUZZ_SECONDS_IN_TEST, &targets)?;
     // The package, end to end, from the debug binary just tested (see package::Profile).
     package::check(package::Profile::Dev)?;
+    // The kernel layer on real kernels with BPF LSM (6.12 and the newest), in the VM.
+    vm::vm_test_in_suite()?;
     Ok(())
 }
 

@@ -8,8 +8,26 @@ use anyhow::{Context, Result, bail};
 
 use crate::{run, workspace_root};
 
-/// Debian packages the tests use (add yours here).
-const DEBIAN_PACKAGES: &[&str] = &["python3", "attr", "ima-evm-utils"];
+/// Debian packages the tests and the test VM use: evmctl (the interop oracle), setfattr,
+/// the python3 the agent profiles, openssl for test keys, setpriv, man and systemd-analyze
+/// for the package check, gcc for the attack tests' native library, and qemu, debootstrap,
+/// mkfs.ext4, xz and busybox for the VM (virtiofsd ships in qemu-system-common).
+const DEBIAN_PACKAGES: &[&str] = &[
+    "python3",
+    "attr",
+    "ima-evm-utils",
+    "openssl",
+    "util-linux",
+    "procps",
+    "man-db",
+    "systemd",
+    "gcc",
+    "qemu-system-x86",
+    "debootstrap",
+    "e2fsprogs",
+    "xz-utils",
+    "busybox-static",
+];
 
 /// The bpf-linker release that matches the aya 0.14 set.
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -52,6 +52,10 @@ pub struct VmOpts {
     /// Do not build guard; boot without it.
     #[arg(long)]
     no_guard: bool,
+    /// Put the debug build of guard in the VM: quicker to build, slower to run (what
+    /// `cargo xtask test` uses, having built it already).
+    #[arg(long)]
+    debug_build: bool,
     /// Put guard in the VM but do not start its agent (always so for vm-test:
     /// tests start it themselves).
     #[arg(long)]
@@ -163,12 +167,18 @@ fn prepare(specs: &[String], opts: &VmOpts) -> Result<Prepared> {
     let guard = if opts.no_guard {
         None
     } else {
-        step("building guard (cargo build --release -p guard)");
-        crate::run(crate::cargo().args(["build", "--release", "--package", "guard"]))?;
+        let (args, profile): (&[&str], &str) = if opts.debug_build {
+            (&["build", "--package", "guard"], "debug")
+        } else {
+            (&["build", "--release", "--package", "guard"], "release")
+        };
+        step(&format!("building guard ({profile})"));
+        crate::run(crate::cargo().args(args))?;
         let bin = dir
             .parent()
             .expect("target/vm has a parent")
-            .join("release/guard");
+            .join(profile)
+            .join("guard");
         Some(bin)
     };
     let keys = rootfs::ensure_keys(&dir)?;
@@ -209,6 +219,25 @@ pub fn run(args: RunArgs) -> Result<()> {
         step("the guest ended without reporting an exit status (panic, crash or agent loss)");
     }
     std::process::exit(code);
+}
+
+/// The VM suite as `cargo xtask test` runs it: both kernels, the debug build it just tested.
+pub fn vm_test_in_suite() -> Result<()> {
+    vm_test(VmTestArgs {
+        kernels: vec!["6.12".into(), "newest".into()],
+        opts: VmOpts {
+            timeout: 900,
+            shares: Vec::new(),
+            cpus: 2,
+            memory: 2048,
+            suite: "bookworm".into(),
+            verbose: false,
+            no_guard: false,
+            debug_build: true,
+            no_agent: true,
+        },
+        filters: Vec::new(),
+    })
 }
 
 pub fn vm_test(mut args: VmTestArgs) -> Result<()> {

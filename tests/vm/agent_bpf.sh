@@ -1,0 +1,63 @@
+#!/bin/bash
+# `guard run` (backend auto) on a kernel with BPF LSM: the kernel layer, the exec gate and
+# fanotify together with the embedded default policy. Signed code runs; unsigned code, a
+# FIFO script and `python3 -c` are refused; after a SIGKILL of the agent the pinned kernel
+# layer keeps refusing the FIFO, and a restarted agent takes over.
+set -u
+fail=0
+[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
+check() {
+    local what=$1
+    shift
+    if "$@"; then echo "ok: $what"; else echo "not ok: $what"; fail=1; fi
+}
+nobody=(setpriv --reuid=65534 --regid=65534 --clear-groups --)
+# Refused: the command ran (not 126/127: not found), failed, and did not time out (124).
+refused() {
+    local out rc
+    out=$(timeout 20 "$@" 2>&1); rc=$?
+    echo "  -> rc=$rc ${out:0:160}"
+    [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $rc -ne 126 ] && [ $rc -ne 127 ]
+}
+agent_log=/var/log/guard/agent-bpf.log
+start_agent() {
+    mkdir -p /var/log/guard
+    guard run --backend auto --key "$GUARD_CERT" --audit /var/log/guard/audit.jsonl >> "$agent_log" 2>&1 &
+    agent=$!
+    for _ in $(seq 1 300); do
+        guard status > /dev/null 2>&1 && return 0
+        kill -0 $agent 2>/dev/null || break
+        sleep 0.2
+    done
+    cat "$agent_log"
+    return 1
+}
+
+dir=$(mktemp -d /tmp/agentbpf.XXXXXX)
+chmod 755 "$dir"
+printf 'print("signed ok")\n' > "$dir/signed.py"
+evmctl ima_sign --hashalgo sha256 --key "$GUARD_KEY" "$dir/signed.py" > /dev/null
+printf 'open("%s/ran", "w")\n' "$dir" > "$dir/unsigned.py"
+chmod 644 "$dir"/*.py
+chmod 1777 "$dir"
+mkfifo -m 666 "$dir/fifo"
+
+check "agent starts" start_agent
+guard status | head -4
+check "backend is bpf-lsm+fanotify" bash -c "guard status | grep -q 'backend bpf-lsm+fanotify'"
+check "signed script runs as nobody" bash -c "${nobody[*]} python3 $dir/signed.py | grep -q 'signed ok'"
+check "unsigned script refused" refused "${nobody[@]}" python3 "$dir/unsigned.py"
+check "python3 -c killed" refused "${nobody[@]}" python3 -c "open('$dir/ran', 'w')"
+check "FIFO script refused without hanging" refused "${nobody[@]}" python3 "$dir/fifo"
+check "no payload ran" test ! -e "$dir/ran"
+sleep 1
+check "kernel refusal audited" grep -q '"rule":"regular-file"' /var/log/guard/audit.jsonl
+kill -KILL $agent
+wait $agent 2>/dev/null
+check "FIFO still refused with the agent SIGKILLed (pinned layer)" refused "${nobody[@]}" python3 "$dir/fifo"
+check "a restarted agent takes over" start_agent
+check "unsigned script refused again" refused "${nobody[@]}" python3 "$dir/unsigned.py"
+kill -TERM $agent
+wait $agent 2>/dev/null
+guard debug lsm-unpin --pin /sys/fs/bpf/guard/lsm > /dev/null 2>&1
+exit $fail
