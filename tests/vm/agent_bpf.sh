@@ -50,6 +50,15 @@ check "unsigned script refused" refused "${nobody[@]}" python3 "$dir/unsigned.py
 check "python3 -c killed" refused "${nobody[@]}" python3 -c "open('$dir/ran', 'w')"
 check "FIFO script refused without hanging" refused "${nobody[@]}" python3 "$dir/fifo"
 check "no payload ran" test ! -e "$dir/ran"
+# A signed module modified in place (same size) after its first import is refused next time.
+printf 'V = "one"\n' > "$dir/mod.py"
+printf 'import mod\nprint(mod.V)\n' > "$dir/imp.py"
+chmod 644 "$dir/mod.py" "$dir/imp.py"
+evmctl ima_sign --hashalgo sha256 --key "$GUARD_KEY" "$dir/mod.py" > /dev/null
+evmctl ima_sign --hashalgo sha256 --key "$GUARD_KEY" "$dir/imp.py" > /dev/null
+check "signed module imports" bash -c "cd $dir && ${nobody[*]} python3 -B imp.py | grep -q one"
+printf 'V = "two"\n' > "$dir/mod.py"
+check "the same module modified in place is refused" refused "${nobody[@]}" python3 -B "$dir/imp.py"
 sleep 1
 check "kernel refusal audited" grep -q '"rule":"regular-file"' /var/log/guard/audit.jsonl
 kill -KILL $agent
