@@ -68,8 +68,10 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Setup => setup::setup(),
         Task::Test { args } => test(&args),
-        Task::Run(args) => vm::run(args),
-        Task::VmTest(args) => vm::vm_test(args),
+        // Both build guard (with its eBPF programs) and boot qemu: a fresh machine needs
+        // the toolchain pieces and packages first.
+        Task::Run(args) => setup::setup().and_then(|()| vm::run(args)),
+        Task::VmTest(args) => setup::setup().and_then(|()| vm::vm_test(args)),
         Task::Fuzz { time, target } => {
             let targets = if target.is_empty() {
                 fuzz::TARGETS.iter().map(|t| t.to_string()).collect()
