@@ -418,6 +418,19 @@ impl Agent {
             .collect()
     }
 
+    /// Waits (10 s at most) until a counter of `guard status` reaches `value`.
+    pub fn wait_for_status(&self, field: &str, value: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.status_field(field) < value {
+            assert!(
+                Instant::now() < deadline,
+                "{field} never reached {value}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// One numeric field of `guard status --json`.
     pub fn status_field(&self, name: &str) -> u64 {
         let status = self.status();

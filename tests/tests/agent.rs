@@ -274,14 +274,7 @@ fn reload_with_a_broken_policy_keeps_the_old_one() {
 
     std::fs::write(&policy, "mode = \"permissive\"\n[trust\n").unwrap();
     agent.signal(Signal::SIGHUP);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while agent.status_field("reload_failures") != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "reload failure not reported"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    agent.wait_for_status("reload_failures", 1);
     assert!(
         !python(&dir, &["bad.py"]).status.success(),
         "broken policy disabled enforcement"
@@ -385,15 +378,7 @@ fn filesystems_mounted_later_are_marked() {
         }
     }
     let _unmount = Unmount(mount_point.path());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while agent.status_field("marked_filesystems") != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "new mount not marked:\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    agent.wait_for_status("marked_filesystems", 1);
     let script = mount_point.path().join("late.py");
     std::fs::write(&script, "print('unchecked')\n").unwrap();
     set_mode(&script, 0o644);

@@ -328,14 +328,6 @@ fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     (key, cert)
 }
 
-fn wait_for(agent: &Agent, field: &str, value: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while agent.status_field(field) < value {
-        assert!(Instant::now() < deadline, "{field} never reached {value}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_key_file_deleted_at_runtime() {
     let fs = Tmpfs::new();
@@ -375,7 +367,7 @@ fn a_key_file_deleted_at_runtime() {
 
     std::fs::remove_file(&cert).unwrap();
     agent.signal(Signal::SIGHUP);
-    wait_for(&agent, "reloads", 1);
+    agent.wait_for_status("reloads", 1);
     assert!(!python(&dir, &["second.py"]).status.success());
     assert_denied_with(&agent, "second.py", "unknown key id");
 
@@ -392,10 +384,10 @@ fn a_key_file_deleted_at_runtime() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     write_policy(&format!("{:?}", cert.to_str().unwrap()));
     agent.signal(Signal::SIGHUP);
-    wait_for(&agent, "reloads", 2);
+    agent.wait_for_status("reloads", 2);
     std::fs::remove_file(&cert).unwrap();
     agent.signal(Signal::SIGHUP);
-    wait_for(&agent, "reload_failures", 1);
+    agent.wait_for_status("reload_failures", 1);
     assert!(agent.log_text().contains("policy not reloaded"));
     assert!(!python(&dir, &["second.py"]).status.success());
     let out = python(&dir, &["third.py"]);

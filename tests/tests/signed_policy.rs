@@ -89,15 +89,7 @@ fn unsigned_or_self_signed_policies_are_refused_signed_ones_run() {
     )
     .unwrap();
     agent.signal(nix::sys::signal::Signal::SIGHUP);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while agent.status_field("reload_failures") == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "reload not refused:\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    agent.wait_for_status("reload_failures", 1);
     assert!(
         agent.status().contains("\"mode\": \"enforce\""),
         "{}",
@@ -144,15 +136,7 @@ fn reload_reads_a_policy_on_a_marked_filesystem() {
     )
     .unwrap();
     agent.signal(nix::sys::signal::Signal::SIGHUP);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while agent.status_field("reloads") == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "reload did not complete:\n{}",
-            agent.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    agent.wait_for_status("reloads", 1);
     assert!(agent.status().contains("\"mode\": \"permissive\""));
     assert!(agent.stop().success(), "agent did not stop after a reload");
 }

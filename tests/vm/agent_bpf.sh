@@ -3,15 +3,8 @@
 # fanotify together with the embedded default policy. Signed code runs; unsigned code, a
 # FIFO script and `python3 -c` are refused; after a SIGKILL of the agent the pinned kernel
 # layer keeps refusing the FIFO, and a restarted agent takes over.
-set -u
-fail=0
-[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
-check() {
-    local what=$1
-    shift
-    if "$@"; then echo "ok: $what"; else echo "not ok: $what"; fail=1; fi
-}
-nobody=(setpriv --reuid=65534 --regid=65534 --clear-groups --)
+# shellcheck source=lib.bash
+. "$(dirname "$0")/lib.bash"
 # Refused: the command ran (not 126/127: not found), failed, and did not time out (124).
 refused() {
     local out rc
@@ -45,10 +38,10 @@ mkfifo -m 666 "$dir/fifo"
 check "agent starts" start_agent
 guard status | head -4
 check "backend is bpf-lsm+fanotify" bash -c "guard status | grep -q 'backend bpf-lsm+fanotify'"
-check "signed script runs as nobody" bash -c "${nobody[*]} python3 $dir/signed.py | grep -q 'signed ok'"
-check "unsigned script refused" refused "${nobody[@]}" python3 "$dir/unsigned.py"
-check "python3 -c killed" refused "${nobody[@]}" python3 -c "open('$dir/ran', 'w')"
-check "FIFO script refused without hanging" refused "${nobody[@]}" python3 "$dir/fifo"
+check "signed script runs as nobody" bash -c "${user[*]} -- python3 $dir/signed.py | grep -q 'signed ok'"
+check "unsigned script refused" refused "${user[@]}" -- python3 "$dir/unsigned.py"
+check "python3 -c killed" refused "${user[@]}" -- python3 -c "open('$dir/ran', 'w')"
+check "FIFO script refused without hanging" refused "${user[@]}" -- python3 "$dir/fifo"
 check "no payload ran" test ! -e "$dir/ran"
 # A signed module modified in place (same size) after its first import is refused next time.
 printf 'V = "one"\n' > "$dir/mod.py"
@@ -56,16 +49,16 @@ printf 'import mod\nprint(mod.V)\n' > "$dir/imp.py"
 chmod 644 "$dir/mod.py" "$dir/imp.py"
 evmctl ima_sign --hashalgo sha256 --key "$GUARD_KEY" "$dir/mod.py" > /dev/null
 evmctl ima_sign --hashalgo sha256 --key "$GUARD_KEY" "$dir/imp.py" > /dev/null
-check "signed module imports" bash -c "cd $dir && ${nobody[*]} python3 -B imp.py | grep -q one"
+check "signed module imports" bash -c "cd $dir && ${user[*]} -- python3 -B imp.py | grep -q one"
 printf 'V = "two"\n' > "$dir/mod.py"
-check "the same module modified in place is refused" refused "${nobody[@]}" python3 -B "$dir/imp.py"
+check "the same module modified in place is refused" refused "${user[@]}" -- python3 -B "$dir/imp.py"
 sleep 1
 check "kernel refusal audited" grep -q '"rule":"regular-file"' /var/log/guard/audit.jsonl
 kill -KILL $agent
 wait $agent 2>/dev/null
-check "FIFO still refused with the agent SIGKILLed (pinned layer)" refused "${nobody[@]}" python3 "$dir/fifo"
+check "FIFO still refused with the agent SIGKILLed (pinned layer)" refused "${user[@]}" -- python3 "$dir/fifo"
 check "a restarted agent takes over" start_agent
-check "unsigned script refused again" refused "${nobody[@]}" python3 "$dir/unsigned.py"
+check "unsigned script refused again" refused "${user[@]}" -- python3 "$dir/unsigned.py"
 kill -TERM $agent
 wait $agent 2>/dev/null
 guard debug lsm-unpin --pin /sys/fs/bpf/guard/lsm > /dev/null 2>&1

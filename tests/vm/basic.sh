@@ -1,17 +1,7 @@
 #!/bin/bash
 # The VM itself: the kernel, BPF LSM, and the signing tools guard relies on.
-set -u
-fail=0
-check() {
-    local what=$1
-    shift
-    if "$@"; then
-        echo "ok: $what"
-    else
-        echo "not ok: $what"
-        fail=1
-    fi
-}
+# shellcheck source=lib.bash
+. "$(dirname "$0")/lib.bash"
 
 echo "kernel: $(uname -r)"
 check "kernel is a Debian cloud kernel" bash -c 'uname -r | grep -q -- "-cloud-amd64$"'

@@ -2,20 +2,8 @@
 # BPF LSM bprm_creds_for_exec: execveat(fd, "", …, AT_EMPTY_PATH | AT_EXECVE_CHECK) answers 0
 # for a root-owned file nobody else may write, EACCES for one owned by another user, one
 # writable by others, or an unlinked one. Linux 6.14+; skipped (passing) on older kernels.
-set -u
-fail=0
-# The VM's devtmpfs has no /dev/fd; bash's <(…) and the tests need it.
-[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
-check() {
-    local what=$1
-    shift
-    if "$@"; then
-        echo "ok: $what"
-    else
-        echo "not ok: $what"
-        fail=1
-    fi
-}
+# shellcheck source=lib.bash
+. "$(dirname "$0")/lib.bash"
 # Prints the errno of execveat(fd of $1, "", NULL, NULL, AT_EMPTY_PATH | AT_EXECVE_CHECK),
 # 0 on success. execveat is syscall 322 on x86-64.
 exec_check() {

@@ -2,19 +2,8 @@
 # BPF LSM mmap_file/file_mprotect: an interpreter may not map a memfd (or any unlinked or
 # non-regular file) executable, neither with mmap(PROT_EXEC) nor by mprotect afterwards;
 # extension modules and anonymous executable memory (ctypes callbacks) keep working.
-set -u
-fail=0
-check() {
-    local what=$1
-    shift
-    if "$@"; then
-        echo "ok: $what"
-    else
-        echo "not ok: $what"
-        fail=1
-    fi
-}
-user=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+# shellcheck source=lib.bash
+. "$(dirname "$0")/lib.bash"
 log=$(mktemp)
 guard debug lsm --interpreter "$(readlink -f /usr/bin/python3)" > "$log" 2>&1 &
 loader=$!

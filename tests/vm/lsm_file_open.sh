@@ -2,22 +2,8 @@
 # BPF LSM file_open: an interpreter may read code only from a linked regular file.
 # Pipes, FIFOs, memfds and deleted files are refused at open (EACCES), also through
 # /dev/fd and /proc/*/fd magic links, and each refusal is reported with its rule.
-set -u
-fail=0
-# The VM's devtmpfs has no /dev/fd; bash's <(…) and the tests need it.
-[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
-check() {
-    local what=$1
-    shift
-    if "$@"; then
-        echo "ok: $what"
-    else
-        echo "not ok: $what"
-        fail=1
-    fi
-}
-# As an unprivileged user, as interpreters usually run.
-user=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+# shellcheck source=lib.bash
+. "$(dirname "$0")/lib.bash"
 # Succeeds when the command fails with Python's "Permission denied" at open.
 refused() {
     local out

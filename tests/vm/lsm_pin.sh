@@ -2,20 +2,8 @@
 # A pinned LSM layer fails closed: after the loader is SIGKILLed its hooks stay attached
 # (python3 on a FIFO is still refused); a restarted loader takes the pins over; only
 # `guard debug lsm-unpin` turns it off.
-set -u
-fail=0
-# The VM's devtmpfs has no /dev/fd; bash's <(…) and the tests need it.
-[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
-check() {
-    local what=$1
-    shift
-    if "$@"; then
-        echo "ok: $what"
-    else
-        echo "not ok: $what"
-        fail=1
-    fi
-}
+# shellcheck source=lib.bash
+. "$(dirname "$0")/lib.bash"
 refused() {
     local out
     out=$(timeout 20 "$@" 2>&1)

@@ -1,20 +1,8 @@
 #!/bin/bash
 # BPF LSM inode_setxattr/inode_removexattr: while loaded, only the named signers (here
 # evmctl and guard) may set or remove security.ima; root with setfattr gets EPERM.
-set -u
-fail=0
-# The VM's devtmpfs has no /dev/fd; bash's <(…) and the tests need it.
-[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
-check() {
-    local what=$1
-    shift
-    if "$@"; then
-        echo "ok: $what"
-    else
-        echo "not ok: $what"
-        fail=1
-    fi
-}
+# shellcheck source=lib.bash
+. "$(dirname "$0")/lib.bash"
 dir=$(mktemp -d /tmp/lsmi.XXXXXX)
 f=$dir/code.py
 echo 'print("signed")' > "$f"

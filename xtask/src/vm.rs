@@ -391,6 +391,10 @@ fn boot(
             for t in tests {
                 fs::copy(t, dir.join(t.file_name().expect("a file")))?;
             }
+            // The helpers every test sources.
+            let lib = crate::workspace_root().join("tests/vm/lib.bash");
+            fs::copy(&lib, dir.join("lib.bash"))
+                .with_context(|| format!("copying {}", lib.display()))?;
             fs::write(
                 payload_dir.join("cmd"),
                 b"/bin/bash\0/mnt/vm/run-tests.sh\0",
