@@ -163,13 +163,6 @@ impl State {
     }
 }
 
-/// Whether the running kernel has BPF LSM active.
-pub fn bpf_lsm_active() -> bool {
-    std::fs::read_to_string("/sys/kernel/security/lsm")
-        .map(|list| list.trim().split(',').any(|lsm| lsm == "bpf"))
-        .unwrap_or(false)
-}
-
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn run(config: Config) -> anyhow::Result<()> {
     // fanotify always runs (signatures are checked in user space); the backend decides
