@@ -47,10 +47,13 @@ pub enum Rule {
     /// Only the executables the configuration names as signers may change a file's
     /// signature (`security.ima`).
     SignerOnly = 16,
+    /// While the agent is down, an interpreter may open only files the agent verified
+    /// before (a verdict the kernel holds for the unchanged inode): fail closed.
+    KernelVerdict = 17,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 16] = [
+    pub const ALL: [Rule; 17] = [
         Rule::RegularFile,
         Rule::NotDeleted,
         Rule::TrustedOwner,
@@ -67,6 +70,7 @@ impl Rule {
         Rule::NoOpenWriters,
         Rule::FactsUnavailable,
         Rule::SignerOnly,
+        Rule::KernelVerdict,
     ];
 
     /// Stable identifier used in logs, the audit trail and `guard explain`.
@@ -88,6 +92,7 @@ impl Rule {
             Rule::NoOpenWriters => "no-open-writers",
             Rule::FactsUnavailable => "facts-unavailable",
             Rule::SignerOnly => "signer-only",
+            Rule::KernelVerdict => "kernel-verdict",
         }
     }
 

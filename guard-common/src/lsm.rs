@@ -16,6 +16,11 @@ pub const PROTECT_SIGNATURES: u32 = 1 << 3;
 /// unlinked files.
 pub const ENFORCE_EXEC_MAP: u32 = 1 << 4;
 
+/// `file_open`: keep per-inode verdicts (set by the agent after a signature check, dropped
+/// on any change) and, while the agent is down, refuse interpreters' reads of regular files
+/// that have none (fail closed).
+pub const VERDICT_CACHE: u32 = 1 << 5;
+
 /// Which hook reported an event.
 pub const HOOK_FILE_OPEN: u32 = 1;
 pub const HOOK_BPRM_CREDS_FOR_EXEC: u32 = 2;
@@ -45,6 +50,11 @@ pub struct LsmOffsets {
     pub bprm_is_check_mask: u32,
     pub dentry_inode: u32,
     pub vma_file: u32,
+    /// `inode.i_writecount` (an `atomic_t`): > 0 while someone has the file open for writing.
+    pub inode_writecount: u32,
+    pub sb_user_ns: u32,
+    /// `user_namespace.level`: 0 for the initial namespace only.
+    pub user_ns_level: u32,
     pub pad: u32,
 }
 
@@ -82,6 +92,38 @@ pub struct LsmEvent {
     pub mode: u32,
     pub nlink: u32,
     pub pad: u32,
+}
+
+/// What the kernel keeps per inode (inode storage `LSM_INODE_STATE`), written by the kernel
+/// only: `changes` counts every change that could alter what the file is (a write open or
+/// its release, setattr, rename, link, unlink, xattr change), so a verdict taken at one
+/// count is void at the next.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InodeState {
+    pub changes: u64,
+    /// 1 when the file was open for writing at an interpreter's latest open of it.
+    pub writers_at_open: u32,
+    pub pad: u32,
+}
+
+/// The agent's verdict on an inode (inode storage `LSM_VERDICTS`), written by the agent
+/// only, after it verified the file for any runner: valid while the inode's
+/// [`InodeState::changes`] still equals `changes` (read by the agent before it looked).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InodeVerdict {
+    pub changes: u64,
+}
+
+/// The agent's liveness (array `LSM_AGENT`, one entry). The agent sets it once it answers
+/// permission events; the kernel clears it when the agent's main thread exits, before the
+/// agent's descriptors (its fanotify group) are closed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgentState {
+    pub tgid: u32,
+    pub alive: u32,
 }
 
 /// File type bits of `i_mode`, as in `<linux/stat.h>`.
@@ -141,13 +183,19 @@ pub fn judge_exec_map(i_mode: u32, nlink: u32) -> Option<crate::Rule> {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all three are `repr(C)`, made only of `u32`/`u64` fields laid out without
+    // SAFETY: all of them are `repr(C)`, made only of `u32`/`u64` fields laid out without
     // implicit padding, so every bit pattern is valid.
     unsafe impl aya::Pod for super::LsmSettings {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::LsmEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::LsmOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::InodeState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::InodeVerdict {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AgentState {}
 }
 
 #[cfg(test)]
@@ -182,6 +230,8 @@ mod tests {
     #[test]
     fn wire_sizes() {
         assert_eq!(size_of::<LsmEvent>(), 48);
-        assert_eq!(size_of::<LsmSettings>(), 4 * 18);
+        assert_eq!(size_of::<LsmSettings>(), 4 * 21);
+        assert_eq!(size_of::<InodeState>(), 16);
+        assert_eq!(size_of::<AgentState>(), 8);
     }
 }

@@ -1,12 +1,25 @@
-//! `lsm/file_open`: interpreters may not read from anything but a linked regular file.
+//! `lsm/file_open`: interpreters may read code only from a linked regular file on a
+//! filesystem of the initial user namespace, and — while the agent is down — only from one
+//! the agent verified.
 //!
 //! The opened file is the target of any `/proc/*/fd` or `/dev/fd` magic link, so the type
-//! check covers those too. The rule itself is [`guard_common::lsm::judge_open`].
+//! check covers those too. The type rule is [`guard_common::lsm::judge_open`]. Every
+//! task's write opens count as changes for the verdict cache ([`crate::verdicts`]).
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use guard_common::lsm::{ENFORCE_FILE_OPEN, HOOK_FILE_OPEN, judge_open};
+use guard_common::{
+    Rule,
+    lsm::{
+        ENFORCE_FILE_OPEN, FMODE_READ, FMODE_WRITE, HOOK_FILE_OPEN, S_IFMT, S_IFREG, VERDICT_CACHE,
+        judge_open,
+    },
+};
 
-use crate::lsm_common::{EACCES, current_exe, inode_facts, is_interpreter, kread, refuse, setting};
+use crate::lsm_common::{
+    EACCES, agent_alive, btf_member, current_exe, inode_facts, is_interpreter, kread, refuse,
+    setting,
+};
+use crate::verdicts::{Standing, standing, written_file};
 
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
@@ -15,10 +28,11 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     if retval != 0 {
         return retval;
     }
+    let file: *const u8 = ctx.arg(0);
+    written_file(file);
     if setting!(flags) & ENFORCE_FILE_OPEN == 0 {
         return 0;
     }
-    let file: *const u8 = ctx.arg(0);
     // Facts that cannot be read about an interpreter's open fail closed; about any other
     // task's, they are none of the layer's business.
     match current_exe() {
@@ -33,8 +47,35 @@ fn judge(file: *const u8) -> Result<i32, i32> {
     let f_mode: u32 = kread(file, setting!(offsets.file_mode))?;
     let inode: *const u8 = kread(file, setting!(offsets.file_inode))?;
     let facts = inode_facts(inode)?;
-    Ok(match judge_open(f_mode, facts.mode, facts.nlink) {
-        Some(rule) => refuse(HOOK_FILE_OPEN, rule, &facts, EACCES),
-        None => 0,
+    if let Some(rule) = judge_open(f_mode, facts.mode, facts.nlink) {
+        return Ok(refuse(HOOK_FILE_OPEN, rule, &facts, EACCES));
+    }
+    // What is left to judge is a read of a linked regular file: possibly code.
+    if f_mode & (FMODE_READ | FMODE_WRITE) != FMODE_READ || facts.mode & S_IFMT != S_IFREG {
+        return Ok(0);
+    }
+    // A superblock owned by a user namespace is its creator's: any uid and any xattr there,
+    // `security.ima` included, is theirs to forge, and fanotify cannot mark it.
+    let sb: *const u8 = kread(inode, setting!(offsets.inode_sb))?;
+    let user_ns: *const u8 = kread(sb, setting!(offsets.sb_user_ns))?;
+    let level: u32 = kread(user_ns, setting!(offsets.user_ns_level))?;
+    if level != 0 {
+        return Ok(refuse(
+            HOOK_FILE_OPEN,
+            Rule::TrustedFilesystem,
+            &facts,
+            EACCES,
+        ));
+    }
+    if setting!(flags) & VERDICT_CACHE == 0 {
+        return Ok(0);
+    }
+    let offset = setting!(offsets.file_inode);
+    // SAFETY: `file` is the hook's BTF-typed argument; `f_inode` is a pointer member.
+    let inode_ptr = unsafe { btf_member(file, offset) };
+    Ok(match standing(inode_ptr) {
+        Standing::Verified => 0,
+        Standing::Unverified if agent_alive() => 0,
+        Standing::Unverified => refuse(HOOK_FILE_OPEN, Rule::KernelVerdict, &facts, EACCES),
     })
 }

@@ -1,6 +1,7 @@
 //! `lsm/inode_setxattr` and `lsm/inode_removexattr`: only the executables the configuration
 //! names as signers (guard, evmctl) may change `security.ima`; anyone else, root included,
 //! gets `EPERM`. Without this, root could swap the signature the other layers trust.
+//! Every xattr change allowed here voids the inode's cached verdicts.
 
 use aya_ebpf::{helpers::generated, macros::lsm, programs::LsmContext};
 use guard_common::{
@@ -9,6 +10,7 @@ use guard_common::{
 };
 
 use crate::lsm_common::{EPERM, current_exe, inode_facts, is_signer, kread, refuse, setting};
+use crate::verdicts::dentry_changed;
 
 /// `"security.ima\0"` zero-padded to 16 bytes, as two native-endian words.
 const IMA_NAME: [u64; 2] = {
@@ -37,7 +39,10 @@ pub fn inode_setxattr(ctx: LsmContext) -> i32 {
     if retval != 0 {
         return retval;
     }
-    judge(HOOK_INODE_SETXATTR, ctx.arg(1), ctx.arg(2))
+    allowed_change(
+        judge(HOOK_INODE_SETXATTR, ctx.arg(1), ctx.arg(2)),
+        ctx.arg(1),
+    )
 }
 
 // inode_removexattr(struct mnt_idmap *, struct dentry *, const char *name), then the
@@ -48,7 +53,20 @@ pub fn inode_removexattr(ctx: LsmContext) -> i32 {
     if retval != 0 {
         return retval;
     }
-    judge(HOOK_INODE_REMOVEXATTR, ctx.arg(1), ctx.arg(2))
+    allowed_change(
+        judge(HOOK_INODE_REMOVEXATTR, ctx.arg(1), ctx.arg(2)),
+        ctx.arg(1),
+    )
+}
+
+/// Any xattr change that goes ahead voids the inode's verdicts (the signature, or what a
+/// future policy may read, may have changed).
+#[inline(always)]
+fn allowed_change(verdict: i32, dentry: *const u8) -> i32 {
+    if verdict == 0 {
+        dentry_changed(dentry);
+    }
+    verdict
 }
 
 #[inline(always)]

@@ -2,16 +2,17 @@
 //! structs at offsets taken from the running kernel's BTF.
 
 use aya_ebpf::{
+    btf_maps::InodeStorage,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel, generated,
     },
-    macros::map,
-    maps::{HashMap, RingBuf},
+    macros::{btf_map, map},
+    maps::{Array, HashMap, RingBuf},
 };
 use guard_common::{
     Rule,
     exec_gate::InterpreterKey,
-    lsm::{LsmEvent, LsmOffsets, LsmSettings, PERMISSIVE},
+    lsm::{AgentState, InodeState, InodeVerdict, LsmEvent, LsmOffsets, LsmSettings, PERMISSIVE},
 };
 
 pub const EACCES: i32 = 13;
@@ -37,6 +38,9 @@ pub static LSM_SETTINGS: LsmSettings = LsmSettings {
         bprm_is_check_mask: 0,
         dentry_inode: 0,
         vma_file: 0,
+        inode_writecount: 0,
+        sb_user_ns: 0,
+        user_ns_level: 0,
         pad: 0,
     },
     flags: 0,
@@ -50,6 +54,18 @@ pub static LSM_INTERPRETERS: HashMap<InterpreterKey, u32> = HashMap::with_max_en
 /// Executables allowed to set or remove `security.ima` (the value is unused).
 #[map]
 pub static LSM_SIGNERS: HashMap<InterpreterKey, u32> = HashMap::with_max_entries(16, 0);
+
+/// What the kernel tracks per inode: changes and writers (see [`InodeState`]).
+#[btf_map]
+pub static LSM_INODE_STATE: InodeStorage<InodeState> = InodeStorage::new();
+
+/// The agent's verdicts per inode (see [`InodeVerdict`]); written from user space.
+#[btf_map]
+pub static LSM_VERDICTS: InodeStorage<InodeVerdict> = InodeStorage::new();
+
+/// Whether the agent is there to check what the kernel cannot (see [`AgentState`]).
+#[map]
+pub static LSM_AGENT: Array<AgentState> = Array::with_max_entries(1, 0);
 
 #[map]
 pub static LSM_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
@@ -68,6 +84,27 @@ pub(crate) use setting;
 pub fn kread<T>(base: *const u8, offset: u32) -> Result<T, i32> {
     // SAFETY: bpf_probe_read_kernel tolerates any address; a bad one is an error, not a fault.
     unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) }
+}
+
+/// Loads a pointer member of a kernel struct straight from a BTF-typed pointer (a hook's
+/// argument or a pointer loaded this way), not through `bpf_probe_read_kernel`: the
+/// verifier then knows the result's type, which the local-storage helpers require. A bad
+/// pointer reads as null (the verifier turns such loads into fault-tolerant ones).
+///
+/// # Safety
+///
+/// `base` must be a BTF-typed pointer the verifier tracks and `offset` the offset of a
+/// pointer member of its struct (a constant: from the read-only settings).
+#[inline(always)]
+pub unsafe fn btf_member(base: *const u8, offset: u32) -> *mut u8 {
+    // SAFETY: per the contract; the verifier checks the access against the struct's BTF.
+    unsafe { core::ptr::read_volatile(base.wrapping_add(offset as usize).cast::<*mut u8>()) }
+}
+
+/// Whether the agent is running to check signatures.
+#[inline(always)]
+pub fn agent_alive() -> bool {
+    LSM_AGENT.get(0).is_some_and(|agent| agent.alive != 0)
 }
 
 /// An inode's identity and the facts the hooks judge.

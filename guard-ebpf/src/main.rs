@@ -6,10 +6,15 @@
 //! The host build of this crate is an empty placeholder so `cargo build --workspace` works.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// The verdict cache counts changes with an atomic add (see `verdicts`).
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}
 
+#[cfg(target_arch = "bpf")]
+mod agent_exit;
 #[cfg(target_arch = "bpf")]
 mod bprm_creds_for_exec;
 #[cfg(target_arch = "bpf")]
@@ -22,6 +27,8 @@ mod file_open;
 mod inode_xattr;
 #[cfg(target_arch = "bpf")]
 mod lsm_common;
+#[cfg(target_arch = "bpf")]
+mod verdicts;
 
 #[cfg(all(target_arch = "bpf", not(test)))]
 #[panic_handler]

@@ -151,6 +151,9 @@ pub struct Object {
     pub signature: SignatureFact,
     /// SHA-256 of the content, when the allow-list or an exception needs it.
     pub sha256: Option<Vec<u8>>,
+    /// Whether someone had the file open for writing when the interpreter opened it, as
+    /// the kernel layer saw it; `None` where nothing can tell (fanotify alone).
+    pub open_writers: Option<bool>,
 }
 
 /// One check, passed or failed, with a reason a human can act on.
@@ -262,6 +265,21 @@ pub fn decide_open(policy: &Policy, subject: &Subject, object: &Object) -> Verdi
     } else {
         check(Rule::NotDeleted, true, "the file has a name")
     });
+
+    match object.open_writers {
+        Some(true) => checks.push(check(
+            Rule::NoOpenWriters,
+            false,
+            "the file was open for writing when the interpreter opened it: its content could \
+             change after the check",
+        )),
+        Some(false) => checks.push(check(
+            Rule::NoOpenWriters,
+            true,
+            "nobody had it open for writing",
+        )),
+        None => {}
+    }
 
     let exception = object
         .sha256
@@ -570,6 +588,7 @@ deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
             code: CodeKind::Source,
             signature: signed(),
             sha256: None,
+            open_writers: None,
         }
     }
 
@@ -632,6 +651,22 @@ deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
         let v = decide_open(&default_policy(), &runner(), &object);
         assert!(!v.allow);
         assert_eq!(v.rule, Rule::NotDeleted);
+    }
+
+    #[test]
+    fn files_open_for_writing_are_refused_as_code_only() {
+        let mut object = good_file();
+        object.open_writers = Some(true);
+        let v = decide_open(&default_policy(), &runner(), &object);
+        assert!(!v.allow);
+        assert_eq!(v.rule, Rule::NoOpenWriters);
+        object.code = CodeKind::NotCode;
+        assert!(decide_open(&default_policy(), &runner(), &object).allow);
+        for unknown_or_none in [None, Some(false)] {
+            let mut object = good_file();
+            object.open_writers = unknown_or_none;
+            assert!(decide_open(&default_policy(), &runner(), &object).allow);
+        }
     }
 
     #[test]

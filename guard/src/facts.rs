@@ -38,6 +38,7 @@ pub fn object_of(file: &File, code: CodeKind) -> io::Result<Object> {
         code,
         signature: SignatureFact::NotChecked,
         sha256: None,
+        open_writers: None,
     })
 }
 
@@ -135,9 +136,11 @@ pub fn decide_file(
     subject: &Subject,
     file: &File,
     code: CodeKind,
+    open_writers: Option<bool>,
     cache: Option<&VerificationCache>,
 ) -> io::Result<(Object, Verdict, Lookup)> {
     let mut object = object_of(file, code)?;
+    object.open_writers = open_writers;
     let mut lookup = Lookup::NotNeeded;
     let mut verdict = crate::engine::decide_open(policy, subject, &object);
     // An exception can waive a structural failure, but only for content it names: then the

@@ -1,8 +1,10 @@
 #!/bin/bash
 # `guard run` (backend auto) on a kernel with BPF LSM: the kernel layer, the exec gate and
 # fanotify together with the embedded default policy. Signed code runs; unsigned code, a
-# FIFO script and `python3 -c` are refused; after a SIGKILL of the agent the pinned kernel
-# layer keeps refusing the FIFO, and a restarted agent takes over.
+# FIFO script, `python3 -c`, a module someone holds open for writing and code on a
+# user-namespace tmpfs are refused; after a SIGKILL of the agent the pinned kernel layer
+# still runs what the agent verified and refuses the rest (fail closed), and a restarted
+# agent takes over.
 # shellcheck source=lib.bash
 . "$(dirname "$0")/lib.bash"
 # Refused: the command ran (not 126/127: not found), failed, and did not time out (124).
@@ -34,6 +36,9 @@ printf 'open("%s/ran", "w")\n' "$dir" > "$dir/unsigned.py"
 chmod 644 "$dir"/*.py
 chmod 1777 "$dir"
 mkfifo -m 666 "$dir/fifo"
+printf 'import sys\nprint(open(sys.argv[1]).read())\n' > "$dir/readfile.py"
+chmod 644 "$dir/readfile.py"
+evmctl ima_sign --hashalgo sha256 --key "$GUARD_KEY" "$dir/readfile.py" > /dev/null
 
 check "agent starts" start_agent
 guard status | head -4
@@ -52,13 +57,47 @@ evmctl ima_sign --hashalgo sha256 --key "$GUARD_KEY" "$dir/imp.py" > /dev/null
 check "signed module imports" bash -c "cd $dir && ${user[*]} -- python3 -B imp.py | grep -q one"
 printf 'V = "two"\n' > "$dir/mod.py"
 check "the same module modified in place is refused" refused "${user[@]}" -- python3 -B "$dir/imp.py"
+# A writer (here root's shell) holding a signed module open could change it under the
+# reader after the check: refused while the writer is there, fine once it is gone.
+printf 'V = "held"\n' > "$dir/held.py"
+printf 'import held\nprint(held.V)\n' > "$dir/holder.py"
+chmod 644 "$dir/held.py" "$dir/holder.py"
+evmctl ima_sign --hashalgo sha256 --key "$GUARD_KEY" "$dir/held.py" > /dev/null
+evmctl ima_sign --hashalgo sha256 --key "$GUARD_KEY" "$dir/holder.py" > /dev/null
+exec 3>> "$dir/held.py"
+check "a module open for writing elsewhere is refused" refused "${user[@]}" -- python3 -B "$dir/holder.py"
+exec 3>&-
+check "the same module imports once the writer is gone" bash -c "${user[*]} -- python3 -B $dir/holder.py | grep -q held"
+# A tmpfs mounted in a user namespace belongs to its creator (owners, xattrs): refused by
+# the kernel whatever it holds, and fanotify never sees it. The kernel cannot tell a code
+# read from a data read, so interpreters read nothing there.
+check "code on a user-namespace tmpfs is refused" refused "${user[@]}" -- unshare -Urm sh -c \
+    "mount -t tmpfs none /mnt && cp $dir/unsigned.py /mnt/u.py && python3 /mnt/u.py"
+check "data on it is refused too" refused "${user[@]}" -- unshare -Urm sh -c \
+    "mount -t tmpfs none /mnt && echo data > /mnt/d && python3 $dir/readfile.py /mnt/d"
 sleep 1
 check "kernel refusal audited" grep -q '"rule":"regular-file"' /var/log/guard/audit.jsonl
+check "writer refusal audited" grep -q '"rule":"no-open-writers"' /var/log/guard/audit.jsonl
+check "user-namespace refusal audited" grep -q '"rule":"trusted-filesystem"' /var/log/guard/audit.jsonl
+# Verified while the agent ran: signed.py (and python's own modules), cached.py.
+printf 'print("cached ok")\n' > "$dir/cached.py"
+chmod 644 "$dir/cached.py"
+evmctl ima_sign --hashalgo sha256 --key "$GUARD_KEY" "$dir/cached.py" > /dev/null
+check "cached.py runs" bash -c "${user[*]} -- python3 -B $dir/cached.py | grep -q 'cached ok'"
 kill -KILL $agent
 wait $agent 2>/dev/null
 check "FIFO still refused with the agent SIGKILLed (pinned layer)" refused "${user[@]}" -- python3 "$dir/fifo"
+check "unsigned script refused with the agent SIGKILLed (fail closed)" refused "${user[@]}" -- python3 "$dir/unsigned.py"
+check "verified script still runs with the agent SIGKILLed" bash -c "${user[*]} -- python3 -B $dir/signed.py | grep -q 'signed ok'"
+# Rewritten with the very same bytes: the kernel cannot re-verify, so it refuses until the
+# agent is back.
+cp "$dir/cached.py" "$dir/cached.copy"
+cat "$dir/cached.copy" > "$dir/cached.py"
+check "a verified file written to while the agent is down is refused" refused "${user[@]}" -- python3 -B "$dir/cached.py"
+check "no payload ran" test ! -e "$dir/ran"
 check "a restarted agent takes over" start_agent
 check "unsigned script refused again" refused "${user[@]}" -- python3 "$dir/unsigned.py"
+check "the rewritten file runs again (verified anew)" bash -c "${user[*]} -- python3 -B $dir/cached.py | grep -q 'cached ok'"
 kill -TERM $agent
 wait $agent 2>/dev/null
 guard debug lsm-unpin --pin /sys/fs/bpf/guard/lsm > /dev/null 2>&1

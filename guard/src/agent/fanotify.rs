@@ -58,6 +58,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         audit,
         backend,
     ));
+    state.set_kernel_verdicts(lsm_layer.as_ref().and_then(|layer| layer.verdicts()));
 
     let group = Arc::new(
         Fanotify::init(
@@ -122,6 +123,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         watched,
         config.socket.display()
     );
+    // From here on this loop answers: the kernel may hand unverified files on to us.
+    if let Some(verdicts) = state.kernel_verdicts()
+        && let Err(e) = verdicts.agent_ready(std::process::id())
+    {
+        anyhow::bail!("cannot tell the BPF LSM layer the agent is ready: {e}");
+    }
     let heartbeat = super::notify::ready(&format!("enforcing on {watched} filesystem(s)"));
 
     let own_pid = std::process::id() as i32;
@@ -196,7 +203,7 @@ fn start_kernel_layer(
     if config.backend == Backend::Fanotify {
         return Ok((None, "fanotify"));
     }
-    let (layer, status) = super::kernel_layer::start(loaded);
+    let (layer, status) = super::kernel_layer::start(loaded, None);
     match (status, config.backend) {
         (LsmStatus::Active, _) => {
             log::info!(
@@ -627,8 +634,35 @@ fn evaluate_interpreter(
         };
         (None, nobody_in_particular)
     };
-    let (object, verdict, lookup) =
-        facts::decide_file(policy, &subject, &file, code, Some(&state.cache))?;
+    // What the kernel layer saw at this open: writers, and the change count a verdict
+    // recorded now must carry.
+    let kernel = state.kernel_verdicts().filter(|_| code.is_code());
+    let seen = kernel.as_ref().and_then(|k| {
+        k.state(&file)
+            .inspect_err(|e| log::warn!("reading the kernel's facts on {path}: {e}"))
+            .ok()
+            .flatten()
+    });
+    let open_writers = seen.map(|s| s.writers_at_open != 0);
+    let (object, verdict, lookup) = facts::decide_file(
+        policy,
+        &subject,
+        &file,
+        code,
+        open_writers,
+        Some(&state.cache),
+    )?;
+    // A verdict that holds for any runner may be kept by the kernel, to run this content
+    // while the agent is down. One that depended on who runs it may not.
+    if let (Some(kernel), Some(seen)) = (&kernel, &seen)
+        && verdict.policy_allows
+        && !runner_matters
+        && object.kind == crate::engine::FileKind::Regular
+        && let Err(e) = kernel.record(&file, seen)
+    {
+        bump(&state.stats.errors);
+        log::warn!("recording the kernel verdict on {path}: {e}");
+    }
     Ok(Outcome {
         code,
         verdict,

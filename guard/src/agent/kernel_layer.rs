@@ -2,8 +2,10 @@
 //! outlives the agent (fail closed), keep it in step with reloads, and audit its refusals.
 //!
 //! fanotify still runs beside it: signatures are checked in user space. The kernel layer
-//! refuses what needs no user space (file kinds, unlinked files, executable mappings of
-//! them, writes to `security.ima` by anything but the named signers).
+//! refuses what needs no user space (file kinds, unlinked files, filesystems of user
+//! namespaces, executable mappings of them, writes to `security.ima` by anything but the
+//! named signers) and keeps the agent's verdicts per inode, so that when the agent dies it
+//! still runs verified code and refuses the rest.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -32,7 +34,11 @@ fn signers() -> Vec<Identity> {
         .collect()
 }
 
-pub fn config(loaded: &Loaded) -> LsmConfig {
+/// The layer's configuration for the policy in force. `agent` is the agent's pid once it
+/// answers permission events (a reload): a first load waits for
+/// [`crate::lsm::KernelVerdicts::agent_ready`], so a restarted agent's layer refuses
+/// unverified code until its fanotify marks are in place.
+pub fn config(loaded: &Loaded, agent: Option<u32>) -> LsmConfig {
     let mut config = LsmConfig::new(
         loaded
             .interpreters
@@ -48,13 +54,15 @@ pub fn config(loaded: &Loaded) -> LsmConfig {
     config.signers = signers();
     config.protect_signatures = !config.signers.is_empty();
     config.permissive = loaded.policy.mode == Mode::Permissive;
+    config.verdict_cache = true;
+    config.agent = agent;
     config.pin_dir = Some(PathBuf::from(DEFAULT_PIN_DIR));
     config
 }
 
 /// Loads the layer for the policy in force.
-pub fn start(loaded: &Loaded) -> (Option<LsmLayer>, LsmStatus) {
-    LsmLayer::start(&config(loaded))
+pub fn start(loaded: &Loaded, agent: Option<u32>) -> (Option<LsmLayer>, LsmStatus) {
+    LsmLayer::start(&config(loaded, agent))
 }
 
 /// Polls the layer's reports until the agent stops; reloads replace it (the new programs
@@ -71,8 +79,11 @@ pub fn run(state: Arc<State>, mut layer: LsmLayer, mut generation: u64) {
         let now = state.generation();
         if now != generation {
             generation = now;
-            match start(&state.loaded()) {
-                (Some(replacement), _) => layer = replacement,
+            match start(&state.loaded(), Some(std::process::id())) {
+                (Some(replacement), _) => {
+                    state.set_kernel_verdicts(replacement.verdicts());
+                    layer = replacement;
+                }
                 (None, status) => {
                     bump(&state.stats.errors);
                     log::error!("BPF LSM layer not reloaded, the previous one stays: {status:?}");
@@ -80,8 +91,8 @@ pub fn run(state: Arc<State>, mut layer: LsmLayer, mut generation: u64) {
             }
         }
     }
-    // The pinned programs stay attached after the agent exits: enforcement fails closed.
-    // `guard debug lsm-unpin` removes them.
+    // The pinned programs stay attached after the agent exits: enforcement fails closed
+    // (only code the agent verified still opens). `guard debug lsm-unpin` removes them.
 }
 
 fn report(state: &State, event: &LsmEvent) {

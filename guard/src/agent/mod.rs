@@ -93,6 +93,8 @@ pub struct State {
     /// Bumped by every policy change, so the layers that hold kernel state follow it.
     generation: AtomicU64,
     stopping: std::sync::atomic::AtomicBool,
+    /// The BPF LSM layer's verdict cache, when that layer runs.
+    kernel_verdicts: RwLock<Option<Arc<crate::lsm::KernelVerdicts>>>,
 }
 
 impl State {
@@ -113,7 +115,24 @@ impl State {
             exec_gate: Mutex::new("not running".into()),
             generation: AtomicU64::new(0),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            kernel_verdicts: RwLock::new(None),
         }
+    }
+
+    /// The kernel's verdict cache, if the BPF LSM layer runs.
+    pub fn kernel_verdicts(&self) -> Option<Arc<crate::lsm::KernelVerdicts>> {
+        self.kernel_verdicts
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Follows the BPF LSM layer to its latest load.
+    pub fn set_kernel_verdicts(&self, verdicts: Option<Arc<crate::lsm::KernelVerdicts>>) {
+        *self
+            .kernel_verdicts
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = verdicts;
     }
 
     /// The policy in force. Decisions hold their own reference, so a reload never

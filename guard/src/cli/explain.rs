@@ -72,7 +72,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let file = facts::open_for_inspection(&args.path)
         .with_context(|| format!("{}: cannot open", args.path.display()))?;
     let (object, verdict, _) =
-        facts::decide_file(&policy, &subject, &file, CodeKind::MainScript, None)
+        facts::decide_file(&policy, &subject, &file, CodeKind::MainScript, None, None)
             .with_context(|| format!("{}: cannot read its facts", args.path.display()))?;
 
     println!("file:        {}", args.path.display());

@@ -30,17 +30,18 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use std::path::{Path, PathBuf};
 
-use aya::maps::{HashMap, MapData, MapError, RingBuf};
+use aya::maps::{Array, HashMap, InodeStorage, MapData, MapError, RingBuf};
 use aya::pin::PinError;
 use aya::programs::links::FdLink;
-use aya::programs::{Lsm, ProgramError};
+use aya::programs::{BtfTracePoint, Lsm, ProgramError};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use guard_common::Rule;
 use guard_common::exec_gate::InterpreterKey;
 use guard_common::lsm::{
-    ENFORCE_EXEC_CHECK, ENFORCE_EXEC_MAP, ENFORCE_FILE_OPEN, HOOK_BPRM_CREDS_FOR_EXEC,
+    AgentState, ENFORCE_EXEC_CHECK, ENFORCE_EXEC_MAP, ENFORCE_FILE_OPEN, HOOK_BPRM_CREDS_FOR_EXEC,
     HOOK_FILE_MPROTECT, HOOK_FILE_OPEN, HOOK_INODE_REMOVEXATTR, HOOK_INODE_SETXATTR,
-    HOOK_MMAP_FILE, LsmOffsets, LsmSettings, PERMISSIVE, PROTECT_SIGNATURES,
+    HOOK_MMAP_FILE, InodeState, InodeVerdict, LsmOffsets, LsmSettings, PERMISSIVE,
+    PROTECT_SIGNATURES, VERDICT_CACHE,
 };
 
 use crate::btf::{Btf, BtfError};
@@ -50,6 +51,19 @@ const SETTINGS_GLOBAL: &str = "LSM_SETTINGS";
 const INTERPRETERS_MAP: &str = "LSM_INTERPRETERS";
 const SIGNERS_MAP: &str = "LSM_SIGNERS";
 const EVENTS_MAP: &str = "LSM_EVENTS";
+const INODE_STATE_MAP: &str = "LSM_INODE_STATE";
+const VERDICTS_MAP: &str = "LSM_VERDICTS";
+const AGENT_MAP: &str = "LSM_AGENT";
+/// Hooks that only count changes for the verdict cache (they refuse nothing).
+const CHANGE_HOOKS: [&str; 5] = [
+    "file_release",
+    "inode_setattr",
+    "inode_rename",
+    "inode_link",
+    "inode_unlink",
+];
+/// Notices the agent's exit (`tp_btf`, also its program's name).
+const AGENT_EXIT_TRACEPOINT: &str = "sched_process_exit";
 /// Size of the kernel's interpreter map.
 pub const MAX_INTERPRETERS: usize = 64;
 /// Size of the kernel's signer map.
@@ -121,6 +135,14 @@ pub struct LsmConfig {
     pub signers: Vec<Identity>,
     /// Enforce `signers`.
     pub protect_signatures: bool,
+    /// Per-inode verdicts the agent records ([`KernelVerdicts`]), voided by any change; while
+    /// the agent is down, `file_open` refuses interpreters' reads of regular files that have
+    /// none. Only for an agent: without one, every such read is refused.
+    pub verdict_cache: bool,
+    /// With `verdict_cache`: the pid of an agent already answering permission events, set
+    /// alive before the programs attach (a reload); `None` leaves the agent down until
+    /// [`KernelVerdicts::agent_ready`].
+    pub agent: Option<u32>,
     /// Report refusals, do not refuse.
     pub permissive: bool,
     /// Pin links and maps in this directory of a BPF filesystem (e.g. [`DEFAULT_PIN_DIR`]):
@@ -144,6 +166,8 @@ impl LsmConfig {
             trusted_uid: 0,
             signers: Vec::new(),
             protect_signatures: false,
+            verdict_cache: false,
+            agent: None,
             permissive: false,
             pin_dir: None,
         }
@@ -157,6 +181,7 @@ impl LsmConfig {
             (self.exec_mappings, ENFORCE_EXEC_MAP),
             (self.exec_check, ENFORCE_EXEC_CHECK),
             (self.protect_signatures, PROTECT_SIGNATURES),
+            (self.verdict_cache, VERDICT_CACHE),
         ] {
             if on {
                 flags |= bit;
@@ -183,11 +208,23 @@ impl LsmConfig {
         if self.exec_check && offsets.bprm_is_check_mask != 0 {
             programs.push("bprm_creds_for_exec");
         }
-        if self.protect_signatures {
+        if self.protect_signatures || self.verdict_cache {
             programs.push("inode_setxattr");
             programs.push("inode_removexattr");
         }
+        if self.verdict_cache {
+            programs.extend(CHANGE_HOOKS);
+        }
         programs
+    }
+
+    /// The tracepoints to attach beside the hooks.
+    fn tracepoints(&self) -> Vec<&'static str> {
+        if self.verdict_cache {
+            vec![AGENT_EXIT_TRACEPOINT]
+        } else {
+            Vec::new()
+        }
     }
 }
 
@@ -311,6 +348,9 @@ fn kernel_offsets(btf: &Btf) -> Result<LsmOffsets, BtfError> {
         bprm_is_check_mask: mask as u32,
         dentry_inode: btf.member_offset("dentry", "d_inode", 8)?,
         vma_file: btf.member_offset("vm_area_struct", "vm_file", 8)?,
+        inode_writecount: btf.member_offset("inode", "i_writecount", 4)?,
+        sb_user_ns: btf.member_offset("super_block", "s_user_ns", 8)?,
+        user_ns_level: btf.member_offset("user_namespace", "level", 4)?,
         pad: 0,
     })
 }
@@ -318,6 +358,7 @@ fn kernel_offsets(btf: &Btf) -> Result<LsmOffsets, BtfError> {
 /// The loaded and attached LSM programs. Detached when dropped.
 pub struct LsmLayer {
     events: RingBuf<MapData>,
+    verdicts: Option<std::sync::Arc<KernelVerdicts>>,
     /// Dropping an unpinned link detaches its program; a pinned one stays.
     _links: Vec<FdLink>,
     // Owns the programs and their links; dropped after `events`.
@@ -355,11 +396,34 @@ impl LsmLayer {
         // Maps first, attach last: no program may run with a half-filled map.
         fill(&mut ebpf, INTERPRETERS_MAP, &config.interpreters)?;
         fill(&mut ebpf, SIGNERS_MAP, &config.signers)?;
+        if let Some(tgid) = config.agent {
+            let mut agent: Array<_, AgentState> = Array::try_from(
+                ebpf.map_mut(AGENT_MAP)
+                    .ok_or(LsmError::Missing(AGENT_MAP))?,
+            )?;
+            agent.set(0, AgentState { tgid, alive: 1 }, 0)?;
+        }
         let btf = aya::Btf::from_sys_fs()?;
         let mut hooks = Vec::new();
         let mut links = Vec::new();
         for name in config.programs(&offsets) {
             let program: &mut Lsm = ebpf
+                .program_mut(name)
+                .ok_or(LsmError::Missing(name))?
+                .try_into()
+                .map_err(|e| LsmError::Program(name, e))?;
+            program
+                .load(name, &btf)
+                .map_err(|e| LsmError::Program(name, e))?;
+            let id = program.attach().map_err(|e| LsmError::Program(name, e))?;
+            let link = program
+                .take_link(id)
+                .map_err(|e| LsmError::Program(name, e))?;
+            links.push(FdLink::from(link));
+            hooks.push(name);
+        }
+        for name in config.tracepoints() {
+            let program: &mut BtfTracePoint = ebpf
                 .program_mut(name)
                 .ok_or(LsmError::Missing(name))?
                 .try_into()
@@ -383,12 +447,23 @@ impl LsmLayer {
             ebpf.take_map(EVENTS_MAP)
                 .ok_or(LsmError::Missing(EVENTS_MAP))?,
         )?;
+        let verdicts = if config.verdict_cache {
+            Some(std::sync::Arc::new(KernelVerdicts::take(&mut ebpf)?))
+        } else {
+            None
+        };
         Ok(LsmLayer {
             events,
+            verdicts,
             _links: links,
             ebpf,
             hooks,
         })
+    }
+
+    /// The verdict cache, when [`LsmConfig::verdict_cache`] is on.
+    pub fn verdicts(&self) -> Option<std::sync::Arc<KernelVerdicts>> {
+        self.verdicts.clone()
     }
 
     /// Removes the pins under `dir`, detaching the programs no loader holds any more (the
@@ -470,6 +545,53 @@ impl LsmLayer {
 }
 
 const PINNED_MAPS: [&str; 3] = [INTERPRETERS_MAP, SIGNERS_MAP, EVENTS_MAP];
+
+/// The agent's side of the kernel's per-inode verdict cache (see `guard-ebpf`'s
+/// `verdicts` module): what the kernel saw at an interpreter's open, the verdicts the agent
+/// records after a check, and the agent's liveness.
+pub struct KernelVerdicts {
+    states: InodeStorage<MapData, InodeState>,
+    verdicts: std::sync::Mutex<InodeStorage<MapData, InodeVerdict>>,
+    agent: std::sync::Mutex<Array<MapData, AgentState>>,
+}
+
+impl KernelVerdicts {
+    fn take(ebpf: &mut Ebpf) -> Result<KernelVerdicts, LsmError> {
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(LsmError::Missing(name));
+        Ok(KernelVerdicts {
+            states: InodeStorage::try_from(take(INODE_STATE_MAP)?)?,
+            verdicts: std::sync::Mutex::new(InodeStorage::try_from(take(VERDICTS_MAP)?)?),
+            agent: std::sync::Mutex::new(Array::try_from(take(AGENT_MAP)?)?),
+        })
+    }
+
+    /// What the kernel recorded for the file at an interpreter's latest open of it; `None`
+    /// when it recorded nothing (not opened by an interpreter since the layer loaded).
+    pub fn state(&self, file: &impl AsRawFd) -> Result<Option<InodeState>, LsmError> {
+        match self.states.get(file, 0) {
+            Ok(state) => Ok(Some(state)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records that the agent verified `file`'s content, for any runner, as it stood when
+    /// the kernel's change count was `seen.changes`.
+    pub fn record(&self, file: &impl AsRawFd, seen: &InodeState) -> Result<(), LsmError> {
+        let verdict = InodeVerdict {
+            changes: seen.changes,
+        };
+        let mut verdicts = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(verdicts.insert(file, verdict, 0)?)
+    }
+
+    /// Tells the kernel the agent `tgid` answers permission events from now on: until the
+    /// process exits, files without a verdict go on to it.
+    pub fn agent_ready(&self, tgid: u32) -> Result<(), LsmError> {
+        let mut agent = self.agent.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(agent.set(0, AgentState { tgid, alive: 1 }, 0)?)
+    }
+}
 
 /// The pin files (`link_*`, `map_*`) in `dir`; none when it does not exist.
 fn pins(dir: &Path) -> Result<Vec<PathBuf>, LsmError> {

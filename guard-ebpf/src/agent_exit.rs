@@ -1,0 +1,31 @@
+//! `tp_btf/sched_process_exit`: notices the agent's death.
+//!
+//! The tracepoint fires in the exiting thread before its descriptors are closed, so the
+//! agent's main thread is seen going before its fanotify group is released (and with it
+//! every pending permission event allowed). From then on `file_open` refuses what only the
+//! agent could have allowed. A restarted agent sets `alive` again once it answers.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
+};
+
+use crate::lsm_common::LSM_AGENT;
+
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, pid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    // Worker threads come and go; the process ends when its main thread does.
+    if pid != tgid {
+        return 0;
+    }
+    if let Some(agent) = LSM_AGENT.get_ptr_mut(0) {
+        // SAFETY: a pointer into the array's only entry, valid for the program's run.
+        unsafe {
+            if (*agent).tgid == tgid {
+                (*agent).alive = 0;
+            }
+        }
+    }
+    0
+}
