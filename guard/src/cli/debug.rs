@@ -51,7 +51,20 @@ pub fn run(command: DebugCommand) -> anyhow::Result<ExitCode> {
         DebugCommand::LsmUnpin { pin } => {
             let removed = LsmLayer::unpin(&pin)?;
             println!("lsm: removed {removed} pins from {}", pin.display());
-            Ok(ExitCode::SUCCESS)
+            // The kernel releases unpinned programs from a workqueue: wait, so that what
+            // runs next does not meet hooks on their way out.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let left = LsmLayer::loaded_programs()?;
+                if left.is_empty() {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                if std::time::Instant::now() > deadline {
+                    eprintln!("lsm: still loaded after 30 s: {}", left.join(" "));
+                    return Ok(ExitCode::FAILURE);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
         }
     }
 }

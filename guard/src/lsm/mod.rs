@@ -64,6 +64,21 @@ const CHANGE_HOOKS: [&str; 5] = [
 ];
 /// Notices the agent's exit (`tp_btf`, also its program's name).
 const AGENT_EXIT_TRACEPOINT: &str = "sched_process_exit";
+/// Every program of the layer.
+const ALL_PROGRAMS: &[&str] = &[
+    "file_open",
+    "mmap_file",
+    "file_mprotect",
+    "bprm_creds_for_exec",
+    "inode_setxattr",
+    "inode_removexattr",
+    "file_release",
+    "inode_setattr",
+    "inode_rename",
+    "inode_link",
+    "inode_unlink",
+    AGENT_EXIT_TRACEPOINT,
+];
 /// Size of the kernel's interpreter map.
 pub const MAX_INTERPRETERS: usize = 64;
 /// Size of the kernel's signer map.
@@ -475,6 +490,27 @@ impl LsmLayer {
             removed += 1;
         }
         Ok(removed)
+    }
+
+    /// Programs named as this layer's still loaded in the kernel (by any loader). After
+    /// [`Self::unpin`] the kernel releases them from a workqueue, a little later.
+    pub fn loaded_programs() -> Result<Vec<String>, LsmError> {
+        let ours = |name: &str| {
+            // The kernel keeps 15 bytes of a program's name.
+            ALL_PROGRAMS
+                .iter()
+                .any(|p| p.as_bytes()[..p.len().min(15)] == *name.as_bytes())
+        };
+        let mut found = Vec::new();
+        for info in aya::programs::loaded_programs() {
+            let info = info.map_err(|e| LsmError::Program("(listing)", e))?;
+            if let Some(name) = info.name_as_str()
+                && ours(name)
+            {
+                found.push(name.to_string());
+            }
+        }
+        Ok(found)
     }
 
     /// [`Self::load`] for an agent that runs on regardless: the layer when active, and the
