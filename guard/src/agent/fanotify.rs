@@ -378,6 +378,13 @@ impl Marker {
                 ),
             }
         }
+        if self.isolated.len() >= MAX_ISOLATED {
+            log::warn!(
+                "no fanotify group of its own for {} at {} ({MAX_ISOLATED} in use): sharing one",
+                target.fs_type,
+                target.mount_point.display()
+            );
+        }
         if self.shared.is_none() {
             match new_group() {
                 Ok(group) => {
