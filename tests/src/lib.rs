@@ -158,6 +158,99 @@ impl Drop for Tmpfs {
     }
 }
 
+/// An ext2 filesystem on a loop device (an image in a temporary directory), mounted where
+/// the test says and lazily unmounted when dropped. It holds signatures as tmpfs does, so a
+/// policy that trusts only tmpfs can be shown refusing code on it for its type alone.
+pub struct Ext2 {
+    mount_point: PathBuf,
+    _image_dir: tempfile::TempDir,
+}
+
+impl Ext2 {
+    /// Mounts a fresh 16 MiB ext2 at `mount_point` (created if missing).
+    pub fn mount_at(mount_point: &Path) -> Ext2 {
+        let image_dir = tempfile::Builder::new()
+            .prefix("guard-ext2-")
+            .tempdir()
+            .expect("tempdir");
+        let image = image_dir.path().join("fs.img");
+        std::fs::File::create(&image)
+            .and_then(|f| f.set_len(16 << 20))
+            .expect("image");
+        let out = run_with_timeout(
+            Command::new("mkfs.ext2").args(["-q", "-F"]).arg(&image),
+            Duration::from_secs(30),
+        );
+        assert!(out.status.success(), "mkfs.ext2: {}", text(&out.stderr));
+        std::fs::create_dir_all(mount_point).expect("mkdir");
+        let out = run_with_timeout(
+            Command::new("mount")
+                .args(["-t", "ext2", "-o", "loop"])
+                .arg(&image)
+                .arg(mount_point),
+            Duration::from_secs(30),
+        );
+        assert!(
+            out.status.success(),
+            "mounting an ext2 image needs root and a loop device: {}",
+            text(&out.stderr)
+        );
+        set_mode(mount_point, 0o755);
+        Ext2 {
+            mount_point: mount_point.to_path_buf(),
+            _image_dir: image_dir,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.mount_point
+    }
+
+    /// Writes a root-owned 0644 file (creating parent directories 0755).
+    pub fn write(&self, relative: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.mount_point.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&path, content).expect("write");
+        set_mode(&path, 0o644);
+        path
+    }
+
+    /// Writes a root-owned 0644 file and signs it (evmctl, the test key).
+    pub fn signed(&self, relative: &str, content: &str) -> PathBuf {
+        let path = self.write(relative, content);
+        sign(&path);
+        path
+    }
+}
+
+impl Drop for Ext2 {
+    fn drop(&mut self) {
+        // Lazily: the loop device is released when the last user lets go.
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.mount_point)
+            .status();
+    }
+}
+
+/// A policy file trusting only the filesystem types `types`, profiling /usr/bin/python3.
+pub fn policy_trusting(dir: &Path, types: &[&str]) -> PathBuf {
+    let path = dir.join("policy.toml");
+    let list: Vec<String> = types.iter().map(|t| format!("{t:?}")).collect();
+    std::fs::write(
+        &path,
+        format!(
+            "[trust]\nfilesystems = [{}]\n[[interpreter]]\nname = \"python\"\n\
+             executables = [\"/usr/bin/python3*\"]\ncode_patterns = [\"*.py\"]\n",
+            list.join(", ")
+        ),
+    )
+    .expect("policy");
+    path
+}
+
 pub fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
@@ -272,12 +365,6 @@ impl Agent {
         let mut args = vec!["--watch", watch.to_str().expect("utf-8 path")];
         args.extend_from_slice(extra);
         Agent::start_with(&args, env)
-    }
-
-    /// Starts the agent without `--watch`: it marks every filesystem of a type the policy
-    /// trusts, and follows new mounts. Only for policies trusting types nothing else uses.
-    pub fn start_unwatched(extra: &[&str]) -> Agent {
-        Agent::start_with(extra, &[])
     }
 
     /// Starts the agent through a wrapper command (for example `setpriv` dropping a

@@ -353,21 +353,24 @@ fn status_reports_counters_and_sigterm_stops_cleanly() {
 
 #[test]
 fn filesystems_mounted_later_are_marked() {
-    // ramfs is used by nothing else here, so following it cannot touch the host's files.
+    // Scoped to one test tmpfs (--watch … --follow), so following mounts cannot touch the
+    // host's files. The policy trusts ramfs only: the watched tmpfs is marked as a
+    // filesystem of an untrusted type, the ramfs mounted below it later as a trusted one.
+    let fs = Tmpfs::new();
     let policy_dir = tempfile::tempdir().unwrap();
-    let policy = policy_dir.path().join("policy.toml");
-    std::fs::write(
-        &policy,
-        "[trust]\nfilesystems = [\"ramfs\"]\n[[interpreter]]\nname = \"python\"\nexecutables = [\"/usr/bin/python3*\"]\ncode_patterns = [\"*.py\"]\n",
-    )
-    .unwrap();
-    let mount_point = tempfile::tempdir().unwrap();
-    let agent = Agent::start_unwatched(&["--policy", policy.to_str().unwrap()]);
-    assert_eq!(agent.status_field("marked_filesystems"), 0);
+    let policy = policy_trusting(policy_dir.path(), &["ramfs"]);
+    let agent = Agent::start(
+        fs.path(),
+        &["--follow", "--policy", policy.to_str().unwrap()],
+    );
+    assert_eq!(agent.status_field("marked_filesystems"), 1);
+    assert_eq!(agent.status_field("untrusted_filesystems"), 1);
 
+    let mount_point = fs.path().join("late");
+    std::fs::create_dir(&mount_point).unwrap();
     let status = Command::new("mount")
         .args(["-t", "ramfs", "-o", "mode=0755", "guard-late"])
-        .arg(mount_point.path())
+        .arg(&mount_point)
         .status()
         .unwrap();
     assert!(status.success());
@@ -377,17 +380,24 @@ fn filesystems_mounted_later_are_marked() {
             let _ = Command::new("umount").arg("-l").arg(self.0).status();
         }
     }
-    let _unmount = Unmount(mount_point.path());
-    agent.wait_for_status("marked_filesystems", 1);
-    let script = mount_point.path().join("late.py");
+    let _unmount = Unmount(&mount_point);
+    agent.wait_for_status("marked_filesystems", 2);
+    assert_eq!(agent.status_field("untrusted_filesystems"), 1);
+    let script = mount_point.join("late.py");
     std::fs::write(&script, "print('unchecked')\n").unwrap();
     set_mode(&script, 0o644);
-    let out = python(mount_point.path(), &["late.py"]);
+    let out = python(&mount_point, &["late.py"]);
     assert!(
         !out.status.success(),
         "unsigned script on a later mount ran"
     );
-    assert!(!agent.denies_for("late.py").is_empty());
+    let denies = agent.denies_for("late.py");
+    assert!(
+        denies
+            .iter()
+            .any(|d| d.contains("\"rule\":\"valid-signature\"")),
+        "{denies:?}"
+    );
 }
 
 #[test]

@@ -5,11 +5,12 @@
 //! (anything else would deadlock it), the rest go to workers, which gather facts, ask the
 //! engine, answer the kernel, and only then hand the record to the audit thread.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -61,18 +62,22 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     state.set_kernel_verdicts(lsm_layer.as_ref().and_then(|layer| layer.verdicts()));
 
     let group = Arc::new(
-        Fanotify::init(
-            InitFlags::FAN_CLASS_CONTENT | InitFlags::FAN_CLOEXEC | InitFlags::FAN_NONBLOCK,
-            EventFFlags::O_RDONLY
-                | EventFFlags::O_LARGEFILE
-                | EventFFlags::O_CLOEXEC
-                | EventFFlags::O_NOATIME,
-        )
-        .context("fanotify_init (needs CAP_SYS_ADMIN and a kernel with permission events)")?,
+        new_group()
+            .context("fanotify_init (needs CAP_SYS_ADMIN and a kernel with permission events)")?,
     );
     let watched = mark_filesystems(&group, &config, &state)?;
 
     let (queue, jobs) = bounded::<Job>(4096);
+    let mut dispatch = |job: Job| {
+        state.queued.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = queue.send(job) {
+            // Workers are gone (shutting down): answer here rather than leave it hanging.
+            state.queued.fetch_sub(1, Ordering::Relaxed);
+            if let Some(fd) = e.into_inner().event.fd() {
+                respond(&group, &state, fd, true);
+            }
+        }
+    };
     let mut workers = Vec::new();
     for index in 0..config.workers.max(1) {
         let group = group.clone();
@@ -147,7 +152,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let group_ready = fds[0].any().unwrap_or(false);
         let signal_ready = fds[1].any().unwrap_or(false);
         if group_ready {
-            read_events(&group, &state, &queue, own_pid);
+            read_events(&group, &state, own_pid, &mut dispatch);
         }
         if signal_ready {
             while let Ok(Some(info)) = signal_fd.read_signal() {
@@ -180,7 +185,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let _ = thread.join();
     }
     // Workers drain what is queued and answer it; then closing the group lets the kernel
-    // allow anything still pending (fanotify's own semantics: see the README).
+    // allow anything still pending (fanotify's own semantics: see the README). Readers of
+    // untrusted filesystems are not waited for: one may be stuck on a server that never
+    // answers, and ends with the process.
     drop(queue);
     for worker in workers {
         let _ = worker.join();
@@ -231,83 +238,284 @@ fn start_kernel_layer(
     }
 }
 
+/// Which groups read which filesystems' events.
+///
+/// Filesystems of trusted types share the main group: one reader thread answers openers that
+/// are not interpreters on the spot and hands interpreters' opens to the workers, which read
+/// content (sniffing, hashing). Every filesystem of an untrusted type gets a group and a
+/// reader thread of its own that also decides its interpreters' opens itself. The kernel
+/// opens each event's file *inside* the reader's `read()` (on FUSE a request to the daemon,
+/// on NFS an RPC), so a daemon that never answers, or a server that is down, would stop a
+/// shared reader and with it every open on the host; apart, it stops only opens on its own
+/// filesystem, which were waiting for that server anyway. Past [`MAX_ISOLATED`] groups the
+/// rest share one more group (fanotify groups are limited per user, 128 by default).
+struct Marker {
+    main: Arc<Fanotify>,
+    state: Arc<State>,
+    isolated: Vec<Isolated>,
+    shared: Option<Arc<Fanotify>>,
+    /// Only filesystems mounted at or below these paths (`--watch … --follow`).
+    scope: Option<Vec<std::path::PathBuf>>,
+}
+
+/// A group of its own for one filesystem of an untrusted type.
+struct Isolated {
+    group: Arc<Fanotify>,
+    /// Set by its reader when the filesystem has gone and the reader has stopped.
+    done: Arc<AtomicBool>,
+}
+
+/// Groups of their own for filesystems of untrusted types, at most.
+const MAX_ISOLATED: usize = 64;
+
+fn new_group() -> nix::Result<Fanotify> {
+    Fanotify::init(
+        InitFlags::FAN_CLASS_CONTENT | InitFlags::FAN_CLOEXEC | InitFlags::FAN_NONBLOCK,
+        EventFFlags::O_RDONLY
+            | EventFFlags::O_LARGEFILE
+            | EventFFlags::O_CLOEXEC
+            | EventFFlags::O_NOATIME,
+    )
+}
+
+/// The filesystems `group` holds a mark on now, as the kernel says.
+fn marks_of(group: &Fanotify) -> HashSet<u64> {
+    let path = format!("/proc/self/fdinfo/{}", group.as_fd().as_raw_fd());
+    match std::fs::read_to_string(&path) {
+        Ok(text) => mounts::superblock_marks(&text),
+        Err(e) => {
+            log::warn!("{path}: {e}");
+            HashSet::new()
+        }
+    }
+}
+
+impl Marker {
+    /// Marks each target not marked yet (in the group its kind calls for); returns how many
+    /// filesystems are marked in all, and how many of them are of untrusted types.
+    fn mark_all(&mut self, targets: &[(mounts::Mount, mounts::Kind)]) -> (usize, usize) {
+        self.isolated.retain(|i| !i.done.load(Ordering::SeqCst));
+        let mut trusted_marks = marks_of(&self.main);
+        let mut untrusted_marks = HashSet::new();
+        for group in self
+            .isolated
+            .iter()
+            .map(|i| &i.group)
+            .chain(self.shared.as_ref())
+        {
+            untrusted_marks.extend(marks_of(group));
+        }
+        for (target, kind) in targets {
+            if trusted_marks.contains(&target.dev) || untrusted_marks.contains(&target.dev) {
+                continue;
+            }
+            let marked = match kind {
+                mounts::Kind::Trusted => mark_in(&self.main, target, "trusted"),
+                _ => self.mark_untrusted(target),
+            };
+            if marked {
+                // The same filesystem may be listed twice (a watched path and its mount).
+                match kind {
+                    mounts::Kind::Trusted => trusted_marks.insert(target.dev),
+                    _ => untrusted_marks.insert(target.dev),
+                };
+            }
+        }
+        // Untrusted ones in the main group only when no group apart could be had.
+        let main_marks = marks_of(&self.main);
+        let untrusted_in_main = main_marks
+            .iter()
+            .filter(|dev| {
+                targets
+                    .iter()
+                    .any(|(t, kind)| t.dev == **dev && *kind != mounts::Kind::Trusted)
+            })
+            .count();
+        let untrusted = untrusted_marks.len() + untrusted_in_main;
+        let total = main_marks.len() + untrusted_marks.len();
+        let stats = &self.state.stats;
+        stats
+            .marked_filesystems
+            .store(total as u64, Ordering::Relaxed);
+        stats
+            .untrusted_filesystems
+            .store(untrusted as u64, Ordering::Relaxed);
+        (total, untrusted)
+    }
+
+    /// A filesystem of an untrusted type: a group of its own, else the shared one, else (no
+    /// group to be had) the main group: checked but not isolated beats not checked.
+    fn mark_untrusted(&mut self, target: &mounts::Mount) -> bool {
+        if self.isolated.len() < MAX_ISOLATED {
+            match new_group() {
+                Ok(group) => {
+                    let group = Arc::new(group);
+                    if !mark_in(&group, target, "untrusted") {
+                        return false;
+                    }
+                    let done = Arc::new(AtomicBool::new(false));
+                    let name = format!("guard-fs-{}", target.dev);
+                    let spawned = {
+                        let (group, state, done) =
+                            (group.clone(), self.state.clone(), done.clone());
+                        std::thread::Builder::new()
+                            .name(name)
+                            .spawn(move || serve_alone(&group, &state, &done, true))
+                    };
+                    match spawned {
+                        Ok(_) => {
+                            self.isolated.push(Isolated { group, done });
+                            return true;
+                        }
+                        // Dropping the group removes its mark; fall through to share one.
+                        Err(e) => log::warn!("cannot start a reader for a filesystem: {e}"),
+                    }
+                }
+                Err(e) => log::warn!(
+                    "no fanotify group of its own for {} at {} ({e}): sharing one",
+                    target.fs_type,
+                    target.mount_point.display()
+                ),
+            }
+        }
+        if self.isolated.len() >= MAX_ISOLATED {
+            log::warn!(
+                "no fanotify group of its own for {} at {} ({MAX_ISOLATED} in use): sharing one",
+                target.fs_type,
+                target.mount_point.display()
+            );
+        }
+        if self.shared.is_none() {
+            match new_group() {
+                Ok(group) => {
+                    let group = Arc::new(group);
+                    let spawned = {
+                        let (group, state) = (group.clone(), self.state.clone());
+                        std::thread::Builder::new()
+                            .name("guard-fs-shared".into())
+                            .spawn(move || {
+                                serve_alone(&group, &state, &AtomicBool::new(false), false)
+                            })
+                    };
+                    match spawned {
+                        Ok(_) => self.shared = Some(group),
+                        Err(e) => log::warn!("cannot start the shared reader: {e}"),
+                    }
+                }
+                Err(e) => log::warn!("no shared fanotify group for untrusted filesystems: {e}"),
+            }
+        }
+        match &self.shared {
+            Some(shared) => mark_in(shared, target, "untrusted"),
+            None => {
+                log::error!(
+                    "{} at {}: no group apart to be had, marked with the trusted filesystems \
+                     (a stalled server there would hold up every open)",
+                    target.fs_type,
+                    target.mount_point.display()
+                );
+                mark_in(&self.main, target, "untrusted")
+            }
+        }
+    }
+}
+
 fn mark_filesystems(
     group: &Arc<Fanotify>,
     config: &Config,
     state: &Arc<State>,
 ) -> anyhow::Result<usize> {
-    let (targets, follow_mounts) = if config.watch.is_empty() {
-        (trusted_mounts(state)?, true)
-    } else {
-        (mounts::filesystems_of(&config.watch)?, false)
-    };
-    let mut marked_devs = std::collections::HashSet::new();
-    for target in &targets {
-        mark_one(group, target, &mut marked_devs);
+    let scope = (!config.watch.is_empty()).then(|| {
+        config
+            .watch
+            .iter()
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+            .collect::<Vec<_>>()
+    });
+    let follow_mounts = config.watch.is_empty() || config.follow;
+    let mut targets = Vec::new();
+    if !config.watch.is_empty() {
+        let trusted = state.loaded().policy.trust.filesystems.clone();
+        for watched in mounts::filesystems_of(&config.watch)? {
+            let kind = match mounts::kind(&watched.fs_type, &trusted) {
+                // Named explicitly: marked whatever it is (as --watch always did).
+                mounts::Kind::Pseudo => mounts::Kind::Untrusted,
+                kind => kind,
+            };
+            targets.push((watched, kind));
+        }
     }
-    if marked_devs.is_empty() {
+    if follow_mounts {
+        targets.extend(mounts_to_mark(state, scope.as_deref())?);
+    }
+    let mut marker = Marker {
+        main: group.clone(),
+        state: state.clone(),
+        isolated: Vec::new(),
+        shared: None,
+        scope: if config.follow { scope } else { None },
+    };
+    let (count, untrusted) = marker.mark_all(&targets);
+    if count == 0 {
         if !follow_mounts {
             anyhow::bail!("no filesystem could be marked: nothing would be enforced");
         }
-        log::warn!(
-            "no mounted filesystem of a trusted type: nothing is enforced until one is mounted"
+        log::warn!("no filesystem could be marked: nothing is enforced until one is mounted");
+    }
+    if untrusted > 0 {
+        log::info!(
+            "{untrusted} filesystem(s) of untrusted types marked: code there is refused \
+             (trusted-filesystem)"
         );
     }
-    let count = marked_devs.len();
-    state
-        .stats
-        .marked_filesystems
-        .store(count as u64, Ordering::Relaxed);
     if follow_mounts {
-        let group = group.clone();
-        let state = state.clone();
         std::thread::Builder::new()
             .name("guard-mounts".into())
-            .spawn(move || follow_new_mounts(&group, &state, marked_devs))?;
+            .spawn(move || follow_new_mounts(marker))?;
     }
     Ok(count)
 }
 
-fn trusted_mounts(state: &State) -> anyhow::Result<Vec<mounts::Mount>> {
+/// The filesystems of the mount table to mark (with `scope`, those at or below it).
+fn mounts_to_mark(
+    state: &State,
+    scope: Option<&[std::path::PathBuf]>,
+) -> anyhow::Result<Vec<(mounts::Mount, mounts::Kind)>> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").context("/proc/self/mountinfo")?;
     let loaded = state.loaded();
-    let types: Vec<String> = loaded
-        .policy
-        .trust
-        .filesystems
-        .iter()
-        .map(|(name, _)| name.clone())
-        .collect();
-    Ok(mounts::trusted_filesystems(
+    Ok(mounts::to_mark(
         &mounts::parse_mountinfo(&text),
-        &types,
+        &loaded.policy.trust.filesystems,
+        scope,
     ))
 }
 
-fn mark_one(group: &Fanotify, target: &mounts::Mount, marked: &mut std::collections::HashSet<u64>) {
-    if marked.contains(&target.dev) {
-        return;
-    }
+/// Marks one filesystem in `group`; says so (or why not) in the log.
+fn mark_in(group: &Fanotify, target: &mounts::Mount, what: &str) -> bool {
     match mark(group, &target.mount_point) {
         Ok(()) => {
-            marked.insert(target.dev);
             log::info!(
-                "marked {} filesystem at {}",
+                "marked {} filesystem at {} ({what} type)",
                 target.fs_type,
                 target.mount_point.display()
             );
+            true
         }
-        Err(e) => log::warn!(
-            "cannot mark {} filesystem at {}: {e}",
-            target.fs_type,
-            target.mount_point.display()
-        ),
+        Err(e) => {
+            log::warn!(
+                "cannot mark {} filesystem at {}: {e}",
+                target.fs_type,
+                target.mount_point.display()
+            );
+            false
+        }
     }
 }
 
 /// The kernel flags `/proc/self/mountinfo` with POLLPRI when the mount table changes:
-/// mark filesystems of trusted types that appear later (a disk mounted after boot).
-fn follow_new_mounts(group: &Fanotify, state: &State, mut marked: std::collections::HashSet<u64>) {
+/// mark filesystems that appear later (a disk mounted after boot, an NFS share, a FUSE
+/// mount), and filesystems mounted where an unmounted one was (same device number).
+fn follow_new_mounts(mut marker: Marker) {
     let Ok(table) = File::open("/proc/self/mountinfo") else {
         log::error!("cannot watch the mount table: new filesystems will not be marked");
         return;
@@ -323,15 +531,10 @@ fn follow_new_mounts(group: &Fanotify, state: &State, mut marked: std::collectio
             }
         }
         // Reading the table again re-arms the notification.
-        match trusted_mounts(state) {
+        let scope = marker.scope.clone();
+        match mounts_to_mark(&marker.state, scope.as_deref()) {
             Ok(targets) => {
-                for target in &targets {
-                    mark_one(group, target, &mut marked);
-                }
-                state
-                    .stats
-                    .marked_filesystems
-                    .store(marked.len() as u64, Ordering::Relaxed);
+                marker.mark_all(&targets);
             }
             Err(e) => log::error!("reading the mount table: {e:#}"),
         }
@@ -339,6 +542,42 @@ fn follow_new_mounts(group: &Fanotify, state: &State, mut marked: std::collectio
         let _ = std::io::Read::read_to_end(&mut &table, &mut Vec::new());
         let _ = std::io::Seek::seek(&mut &table, std::io::SeekFrom::Start(0));
     }
+}
+
+/// The reader of a group apart (filesystems of untrusted types): it sorts events as the main
+/// reader does and decides interpreters' opens itself, so that nothing it waits for (the
+/// filesystem's server, when the kernel opens an event's file or the agent reads it) holds up
+/// the workers of the trusted filesystems. A group of one filesystem ends with it.
+fn serve_alone(group: &Fanotify, state: &State, done: &AtomicBool, ends_with_filesystem: bool) {
+    let own_pid = std::process::id() as i32;
+    while !state.stopping() {
+        let mut fds = [PollFd::new(group.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(1000u16)) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                log::error!("poll on a filesystem's group: {e}");
+                break;
+            }
+        }
+        if fds[0].any().unwrap_or(false) {
+            read_events(group, state, own_pid, &mut |job| answer(group, state, job));
+        } else if ends_with_filesystem && marks_of(group).is_empty() {
+            // The filesystem is gone (the kernel dropped the mark with it): nothing more
+            // can arrive here.
+            read_events(group, state, own_pid, &mut |job| answer(group, state, job));
+            log::info!("a filesystem of an untrusted type is gone: its reader stops");
+            for counter in [
+                &state.stats.marked_filesystems,
+                &state.stats.untrusted_filesystems,
+            ] {
+                let _ = counter
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            }
+            break;
+        }
+    }
+    done.store(true, Ordering::SeqCst);
 }
 
 fn mark(group: &Fanotify, path: &Path) -> nix::Result<()> {
@@ -362,12 +601,9 @@ struct Job {
     profile: Option<usize>,
 }
 
-fn read_events(
-    group: &Fanotify,
-    state: &State,
-    queue: &crossbeam_channel::Sender<Job>,
-    own_pid: i32,
-) {
+/// Reads what is pending on `group`: answers the agent's own opens and those of processes
+/// that are no interpreter on the spot, and hands the rest to `dispatch`.
+fn read_events(group: &Fanotify, state: &State, own_pid: i32, dispatch: &mut dyn FnMut(Job)) {
     loop {
         let events = match group.read_events() {
             Ok(events) => events,
@@ -425,20 +661,12 @@ fn read_events(
                 // refuses it with the reason, rather than guess it is no interpreter.
                 Err(_) => None,
             };
-            state.queued.fetch_add(1, Ordering::Relaxed);
-            let job = Job {
+            dispatch(Job {
                 event,
                 received,
                 loaded: loaded.clone(),
                 profile,
-            };
-            if let Err(e) = queue.send(job) {
-                // Workers are gone (shutting down): answer here rather than leave it hanging.
-                state.queued.fetch_sub(1, Ordering::Relaxed);
-                if let Some(fd) = e.into_inner().event.fd() {
-                    respond(group, state, fd, true);
-                }
-            }
+            });
         }
     }
 }
@@ -458,31 +686,36 @@ fn respond(group: &Fanotify, state: &State, fd: BorrowedFd<'_>, allow: bool) {
 fn work(group: &Fanotify, state: &State, jobs: &Receiver<Job>) {
     while let Ok(job) = jobs.recv() {
         state.queued.fetch_sub(1, Ordering::Relaxed);
-        let Some(fd) = job.event.fd() else { continue };
-        let pid = job.event.pid();
-        let loaded = &job.loaded;
-        // A bug must not leave an open hanging or crash the agent: refuse, say so, go on.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            evaluate(state, loaded, pid, fd, job.profile)
-        }))
-        .unwrap_or_else(|_| {
-            Outcome::unavailable(loaded, fd, "internal error while deciding (see the log)")
-        });
-        // Answer first: everything below is bookkeeping the opener must not wait for.
-        respond(group, state, fd, outcome.verdict.allow);
-        let elapsed = job.received.elapsed();
-        state.stats.latency.record(elapsed);
-        match outcome.lookup {
-            Lookup::Hit => state.stats.hit_latency.record(elapsed),
-            Lookup::Miss => state.stats.miss_latency.record(elapsed),
-            Lookup::NotNeeded => {}
-        }
-        count(state, &outcome);
-        if outcome.worth_logging(&loaded.policy) {
-            state.audit.send(outcome.record(pid));
-        }
-        drop(job); // closes the event's descriptor
+        answer(group, state, job);
     }
+}
+
+/// Decides an interpreter's open, answers the kernel, then counts and logs it.
+fn answer(group: &Fanotify, state: &State, job: Job) {
+    let Some(fd) = job.event.fd() else { return };
+    let pid = job.event.pid();
+    let loaded = &job.loaded;
+    // A bug must not leave an open hanging or crash the agent: refuse, say so, go on.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        evaluate(state, loaded, pid, fd, job.profile)
+    }))
+    .unwrap_or_else(|_| {
+        Outcome::unavailable(loaded, fd, "internal error while deciding (see the log)")
+    });
+    // Answer first: everything below is bookkeeping the opener must not wait for.
+    respond(group, state, fd, outcome.verdict.allow);
+    let elapsed = job.received.elapsed();
+    state.stats.latency.record(elapsed);
+    match outcome.lookup {
+        Lookup::Hit => state.stats.hit_latency.record(elapsed),
+        Lookup::Miss => state.stats.miss_latency.record(elapsed),
+        Lookup::NotNeeded => {}
+    }
+    count(state, &outcome);
+    if outcome.worth_logging(&loaded.policy) {
+        state.audit.send(outcome.record(pid));
+    }
+    drop(job); // closes the event's descriptor
 }
 
 /// A decision on an interpreter's open, with what the audit trail needs.

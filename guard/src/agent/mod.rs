@@ -43,6 +43,8 @@ pub struct Config {
     pub extra_keys: Vec<PathBuf>,
     pub permissive: bool,
     pub watch: Vec<PathBuf>,
+    /// With `watch`: also mark filesystems mounted at or below a watched path, now and later.
+    pub follow: bool,
     pub audit: Option<PathBuf>,
     pub socket: PathBuf,
     pub workers: usize,

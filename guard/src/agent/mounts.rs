@@ -1,5 +1,6 @@
-//! Which filesystems to mark: every mounted filesystem of a trusted type, or only those
-//! holding the paths given with `--watch`.
+//! Which filesystems to mark: every mounted filesystem that can hold files a user controls
+//! (trusted types and untrusted ones alike: the engine refuses code on the untrusted ones,
+//! but only if it sees the open), or only those holding the paths given with `--watch`.
 
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -65,14 +66,130 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// One mount per filesystem of a trusted type (a filesystem mark covers all its mounts).
-pub fn trusted_filesystems(mounts: &[Mount], trusted_types: &[String]) -> Vec<Mount> {
+/// Kernel pseudo filesystems, never marked: their regular files are made by the kernel or
+/// by root, not by users, or they cannot carry permission marks at all.
+///
+/// - `proc` refuses permission marks (the kernel flags it `FS_DISALLOW_NOTIFY_PERM`: opening
+///   its files takes locks that deadlock with a listener). It does serve bytes a user
+///   chooses (`/proc/PID/comm`, `environ`, `cmdline`): `python3 /proc/self/environ` runs on
+///   Python 3.11. fanotify cannot see that; see docs/threat-model.md.
+/// - `devtmpfs`, `devpts`: device nodes. The agent opens every event's file itself, so a
+///   mark would make it open terminals, tapes and exclusive devices (`/dev/watchdog`) behind
+///   every opener; only root creates regular files there (`/dev/shm` is its own tmpfs).
+/// - `sysfs`, `cgroup`, `cgroup2`, `mqueue`, `bpf`, `tracefs`, `debugfs`, `securityfs`,
+///   `pstore`, `efivarfs`, `configfs`, `binfmt_misc`, `selinuxfs`, `smackfs`, `nfsd`,
+///   `rpc_pipefs`, `fusectl`: content is formatted by the kernel from its own state; users
+///   write at most a few fixed control values.
+/// - `autofs`: a trigger, not storage; the filesystem it mounts is marked when it appears.
+/// - `nsfs`, `pipefs`, `sockfs`, `anon_inodefs`, `pidfs`: no paths to open by name.
+///
+/// Everything else is marked, known or not: `hugetlbfs` (users create files in 1777 mounts
+/// and fill them through mmap), `ramfs`, `overlay`, FUSE, network and disk filesystems.
+pub const PSEUDO_FILESYSTEMS: &[&str] = &[
+    "proc",
+    "sysfs",
+    "cgroup",
+    "cgroup2",
+    "devtmpfs",
+    "devpts",
+    "mqueue",
+    "bpf",
+    "tracefs",
+    "debugfs",
+    "securityfs",
+    "pstore",
+    "efivarfs",
+    "configfs",
+    "binfmt_misc",
+    "selinuxfs",
+    "smackfs",
+    "nfsd",
+    "rpc_pipefs",
+    "fusectl",
+    "autofs",
+    "nsfs",
+    "pipefs",
+    "sockfs",
+    "anon_inodefs",
+    "pidfs",
+];
+
+/// How a filesystem type is treated when marking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Not marked (see [`PSEUDO_FILESYSTEMS`]).
+    Pseudo,
+    /// A type the policy trusts: its events go to the shared reader and workers.
+    Trusted,
+    /// Any other type: marked so that code there is refused (`trusted-filesystem`), its
+    /// events read apart, so that a stalled server cannot hold up other filesystems.
+    Untrusted,
+}
+
+/// The kind of a mountinfo filesystem type under a policy's trusted filesystems (name and
+/// magic). A type trusted by magic is trusted here too (`ext2` when the policy names `ext4`,
+/// which share a magic), as the engine, which decides on `fstatfs`, would trust it.
+pub fn kind(fs_type: &str, trusted: &[(String, u64)]) -> Kind {
+    if PSEUDO_FILESYSTEMS.contains(&fs_type) {
+        return Kind::Pseudo;
+    }
+    let magic = magic_of_type(fs_type);
+    if trusted
+        .iter()
+        .any(|(name, m)| name == fs_type || Some(*m) == magic)
+    {
+        Kind::Trusted
+    } else {
+        Kind::Untrusted
+    }
+}
+
+/// The `statfs` magic behind a mountinfo type: `fuse.sshfs` and `fuseblk` are FUSE, `nfs4`
+/// is NFS, `smb3` is CIFS.
+fn magic_of_type(fs_type: &str) -> Option<u64> {
+    let base = if fs_type.starts_with("fuse.") || fs_type == "fuseblk" {
+        "fuse"
+    } else if fs_type == "nfs4" {
+        "nfs"
+    } else if fs_type == "smb3" {
+        "cifs"
+    } else {
+        fs_type
+    };
+    guard_common::filesystem_magic(base)
+}
+
+/// One mount per filesystem to mark (a filesystem mark covers all its mounts), with its kind;
+/// pseudo filesystems left out. With `scope`, only filesystems mounted at or below one of
+/// those paths.
+pub fn to_mark(
+    mounts: &[Mount],
+    trusted: &[(String, u64)],
+    scope: Option<&[PathBuf]>,
+) -> Vec<(Mount, Kind)> {
     let mut seen = HashSet::new();
     mounts
         .iter()
-        .filter(|m| trusted_types.contains(&m.fs_type))
-        .filter(|m| seen.insert(m.dev))
-        .cloned()
+        .filter(|m| scope.is_none_or(|roots| roots.iter().any(|r| m.mount_point.starts_with(r))))
+        .map(|m| (m, kind(&m.fs_type, trusted)))
+        .filter(|(_, kind)| *kind != Kind::Pseudo)
+        .filter(|(m, _)| seen.insert(m.dev))
+        .map(|(m, kind)| (m.clone(), kind))
+        .collect()
+}
+
+/// The filesystems a fanotify group holds marks on, from its `/proc/self/fdinfo` text:
+/// one `fanotify sdev:HEX ...` line per superblock mark, with the kernel's device encoding
+/// (major << 20 | minor). The kernel drops a mark when its filesystem goes away, so this is
+/// what is marked now, whatever was marked before (an unmounted filesystem's device number
+/// is reused by the next anonymous mount).
+pub fn superblock_marks(fdinfo: &str) -> HashSet<u64> {
+    fdinfo
+        .lines()
+        .filter_map(|line| line.strip_prefix("fanotify sdev:"))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter_map(|hex| u64::from_str_radix(hex, 16).ok())
+        .map(|kdev| libc::makedev((kdev >> 20) as u32, (kdev & 0xf_ffff) as u32))
         .collect()
 }
 
@@ -125,14 +242,79 @@ mod tests {
         assert_eq!(mounts[5].fs_type, "fuse.sshfs");
     }
 
+    fn trusted(names: &[&str]) -> Vec<(String, u64)> {
+        names
+            .iter()
+            .map(|n| (n.to_string(), guard_common::filesystem_magic(n).unwrap()))
+            .collect()
+    }
+
     #[test]
-    fn one_mark_per_trusted_filesystem() {
+    fn every_filesystem_but_pseudo_ones_is_marked_once() {
         let mounts = parse_mountinfo(SAMPLE);
-        let picked = trusted_filesystems(&mounts, &["ext4".into(), "tmpfs".into()]);
-        let points: Vec<_> = picked.iter().map(|m| m.mount_point.clone()).collect();
+        let picked = to_mark(&mounts, &trusted(&["ext4", "tmpfs"]), None);
+        let points: Vec<_> = picked
+            .iter()
+            .map(|(m, kind)| (m.mount_point.clone(), *kind))
+            .collect();
         assert_eq!(
             points,
-            vec![PathBuf::from("/"), PathBuf::from("/tmp/with space")]
+            vec![
+                (PathBuf::from("/"), Kind::Trusted),
+                (PathBuf::from("/tmp/with space"), Kind::Trusted),
+                (PathBuf::from("/fuse"), Kind::Untrusted),
+            ]
+        );
+    }
+
+    #[test]
+    fn kinds_follow_the_policy_by_name_and_magic() {
+        let policy = trusted(&["ext4", "tmpfs"]);
+        assert_eq!(kind("ext2", &policy), Kind::Trusted); // one magic for ext2/3/4
+        assert_eq!(kind("devtmpfs", &policy), Kind::Pseudo); // tmpfs's magic, still pseudo
+        assert_eq!(kind("proc", &policy), Kind::Pseudo);
+        for untrusted in [
+            "ramfs",
+            "vfat",
+            "overlay",
+            "nfs4",
+            "fuse.sshfs",
+            "9p",
+            "whatever",
+        ] {
+            assert_eq!(kind(untrusted, &policy), Kind::Untrusted, "{untrusted}");
+        }
+        let fuse = trusted(&["fuse"]);
+        assert_eq!(kind("fuse.sshfs", &fuse), Kind::Trusted);
+        assert_eq!(kind("fuseblk", &fuse), Kind::Trusted);
+    }
+
+    #[test]
+    fn a_scope_keeps_what_is_mounted_at_or_below_it() {
+        let mounts = parse_mountinfo(SAMPLE);
+        let scope = [PathBuf::from("/tmp"), PathBuf::from("/fuse")];
+        let picked = to_mark(&mounts, &trusted(&["ext4"]), Some(&scope));
+        let points: Vec<_> = picked.iter().map(|(m, _)| m.mount_point.clone()).collect();
+        assert_eq!(
+            points,
+            vec![PathBuf::from("/tmp/with space"), PathBuf::from("/fuse")]
+        );
+        // A path prefix is not a parent: /tmpx is not below /tmp.
+        let tmpx = parse_mountinfo("40 22 0:50 / /tmpx rw - ramfs r rw\n");
+        assert!(to_mark(&tmpx, &[], Some(&scope)).is_empty());
+    }
+
+    #[test]
+    fn superblock_marks_are_read_from_fdinfo() {
+        let fdinfo = "pos:\t0\nflags:\t02000002\nmnt_id:\t17\nino:\t1038\n\
+                      fanotify flags:5 event-flags:8000\n\
+                      fanotify sdev:27 mflags:0 mask:50000 ignored_mask:0\n\
+                      fanotify sdev:fe00001 mflags:0 mask:50000 ignored_mask:0\n\
+                      fanotify ino:4d2 sdev:27 mflags:0 mask:1 ignored_mask:0\n";
+        let marks = superblock_marks(fdinfo);
+        assert_eq!(
+            marks,
+            HashSet::from([libc::makedev(0, 39), libc::makedev(254, 1)])
         );
     }
 

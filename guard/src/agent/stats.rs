@@ -95,6 +95,8 @@ pub struct Stats {
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
     pub marked_filesystems: AtomicU64,
+    /// Of the marked filesystems, those of types the policy does not trust.
+    pub untrusted_filesystems: AtomicU64,
     /// Latency of every answer (event read to response written).
     pub latency: Histogram,
     /// Latency of answers that needed a signature check (cache misses).
@@ -118,6 +120,7 @@ impl Default for Stats {
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
             marked_filesystems: AtomicU64::new(0),
+            untrusted_filesystems: AtomicU64::new(0),
             latency: Histogram::default(),
             miss_latency: Histogram::default(),
             hit_latency: Histogram::default(),

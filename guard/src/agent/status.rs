@@ -23,6 +23,9 @@ pub struct Report {
     pub mode: String,
     pub policy: String,
     pub marked_filesystems: u64,
+    /// Of those, filesystems of untrusted types (code there is refused).
+    #[serde(default)]
+    pub untrusted_filesystems: u64,
     pub events: u64,
     pub own_events: u64,
     pub decisions: u64,
@@ -60,6 +63,7 @@ pub fn report(state: &State) -> Report {
         mode: loaded.policy.mode.to_string(),
         policy: loaded.policy.origin.clone(),
         marked_filesystems: stats.marked_filesystems.load(Ordering::Relaxed),
+        untrusted_filesystems: stats.untrusted_filesystems.load(Ordering::Relaxed),
         events: stats.events.load(Ordering::Relaxed),
         own_events: stats.own_events.load(Ordering::Relaxed),
         decisions: stats.code_decisions.load(Ordering::Relaxed),

@@ -26,9 +26,14 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub backend: Backend,
     /// Mark only the filesystems holding these paths (repeatable); default: every mounted
-    /// filesystem of a trusted type.
+    /// filesystem but kernel pseudo filesystems (code on types the policy does not trust is
+    /// refused), following new mounts.
     #[arg(long, value_name = "PATH")]
     pub watch: Vec<PathBuf>,
+    /// With --watch: also mark every filesystem mounted at or below a watched path, now and
+    /// as they are mounted later.
+    #[arg(long, requires = "watch")]
+    pub follow: bool,
     /// JSON audit log (one object per line); overrides the policy's `audit.file`.
     #[arg(long, value_name = "FILE")]
     pub audit: Option<PathBuf>,
@@ -53,6 +58,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         extra_keys: args.keys,
         permissive: args.permissive,
         watch: args.watch,
+        follow: args.follow,
         audit: args.audit,
         socket: args.socket,
         workers: args.workers,
@@ -85,7 +91,10 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         report.pid, report.uptime_s, report.backend, report.mode
     );
     println!("policy:       {}", report.policy);
-    println!("filesystems:  {} marked", report.marked_filesystems);
+    println!(
+        "filesystems:  {} marked ({} of untrusted types)",
+        report.marked_filesystems, report.untrusted_filesystems
+    );
     println!("exec gate:    {}", report.exec_gate);
     println!(
         "events:       {} ({} from guard itself)",
