@@ -55,6 +55,8 @@ pub enum ExecGateError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot pin the exec gate under {0}: {1}")]
+    Pin(PathBuf, String),
     #[error("too many interpreters ({0}, at most {MAX_INTERPRETERS})")]
     TooManyInterpreters(usize),
     #[error(
@@ -120,7 +122,14 @@ pub struct ExecGateConfig {
     pub refused_env: Vec<String>,
     /// Report refusals, do not kill.
     pub permissive: bool,
+    /// Pin the gate's link in this directory of a BPF filesystem (e.g.
+    /// [`DEFAULT_GATE_PIN_DIR`]), replacing a previous loader's pin: the gate then keeps
+    /// killing after the loader dies, until a new loader replaces it or the pin is removed.
+    pub pin_dir: Option<PathBuf>,
 }
+
+/// Where the agent pins the gate when it runs with the BPF LSM layer (fail closed).
+pub const DEFAULT_GATE_PIN_DIR: &str = "/sys/fs/bpf/guard/exec-gate";
 
 impl ExecGateConfig {
     /// Everything refused, for these interpreters, with the environment variables that make
@@ -136,6 +145,7 @@ impl ExecGateConfig {
                 .map(String::from)
                 .to_vec(),
             permissive: false,
+            pin_dir: None,
         }
     }
 
@@ -167,6 +177,22 @@ impl ExecGateConfig {
     }
 }
 
+/// Pins `link` as `dir/link_<program>`, replacing what a previous loader pinned there.
+fn pin(
+    dir: &Path,
+    link: aya::programs::links::FdLink,
+) -> Result<aya::programs::links::PinnedLink, ExecGateError> {
+    let err = |e: &dyn std::fmt::Display| ExecGateError::Pin(dir.to_owned(), e.to_string());
+    std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+    let path = dir.join(format!("link_{PROGRAM}"));
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(&e)),
+    }
+    link.pin(&path).map_err(|e| err(&e))
+}
+
 /// One refusal, as the kernel reported it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GateEvent {
@@ -185,6 +211,8 @@ pub struct GateEvent {
 /// The loaded and attached exec gate. Detached when dropped.
 pub struct ExecGate {
     events: RingBuf<MapData>,
+    /// The link, when pinned (dropping it then leaves the program attached).
+    _pinned: Option<aya::programs::links::PinnedLink>,
     // Owns the program and its link; dropped after `events`.
     ebpf: Ebpf,
 }
@@ -236,8 +264,17 @@ impl ExecGate {
             .ok_or(ExecGateError::Missing(PROGRAM))?
             .try_into()?;
         program.load(PROGRAM, &btf)?;
-        program.attach()?;
-        Ok(ExecGate { events, ebpf })
+        let id = program.attach()?;
+        let pinned = match &config.pin_dir {
+            // Attached first, then the old pin replaced: no exec goes unjudged.
+            Some(dir) => Some(pin(dir, program.take_link(id)?.into())?),
+            None => None,
+        };
+        Ok(ExecGate {
+            events,
+            _pinned: pinned,
+            ebpf,
+        })
     }
 
     /// Instructions the verifier processed to accept the program (its budget is one

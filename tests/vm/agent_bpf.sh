@@ -87,6 +87,7 @@ check "cached.py runs" bash -c "${user[*]} -- python3 -B $dir/cached.py | grep -
 kill -KILL $agent
 wait $agent 2>/dev/null
 check "FIFO still refused with the agent SIGKILLed (pinned layer)" refused "${user[@]}" -- python3 "$dir/fifo"
+check "python3 -c still killed with the agent SIGKILLed (pinned gate)" refused "${user[@]}" -- python3 -c "open('$dir/ran', 'w')"
 check "unsigned script refused with the agent SIGKILLed (fail closed)" refused "${user[@]}" -- python3 "$dir/unsigned.py"
 check "verified script still runs with the agent SIGKILLed" bash -c "${user[*]} -- python3 -B $dir/signed.py | grep -q 'signed ok'"
 # Rewritten with the very same bytes: the kernel cannot re-verify, so it refuses until the
@@ -100,5 +101,5 @@ check "unsigned script refused again" refused "${user[@]}" -- python3 "$dir/unsi
 check "the rewritten file runs again (verified anew)" bash -c "${user[*]} -- python3 -B $dir/cached.py | grep -q 'cached ok'"
 kill -TERM $agent
 wait $agent 2>/dev/null
-guard debug lsm-unpin --pin /sys/fs/bpf/guard/lsm > /dev/null 2>&1
+guard debug lsm-unpin > /dev/null 2>&1
 exit $fail

@@ -56,12 +56,18 @@ pub fn gate_config(loaded: &Loaded) -> ExecGateConfig {
         deny_descriptor_script: !policy.interpreters.is_empty(),
         refused_env,
         permissive: policy.mode == Mode::Permissive,
+        pin_dir: None,
     }
 }
 
 /// Loads the gate for the policy in force, reporting failure in the log and in status.
 pub fn load(state: &State, loaded: &Loaded) -> Option<ExecGate> {
-    let config = gate_config(loaded);
+    let mut config = gate_config(loaded);
+    // Beside the BPF LSM layer the gate fails closed with it: pinned, it keeps killing
+    // refused launches while the agent is down.
+    if state.kernel_verdicts().is_some() {
+        config.pin_dir = Some(crate::exec_gate::DEFAULT_GATE_PIN_DIR.into());
+    }
     match ExecGate::load(&config) {
         Ok(gate) => {
             let mode = if config.permissive {

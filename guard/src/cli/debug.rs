@@ -18,9 +18,9 @@ use guard::lsm::{LsmConfig, LsmLayer};
 pub enum DebugCommand {
     /// Load the BPF LSM layer alone, print its refusals, run until SIGTERM or SIGINT.
     Lsm(LsmArgs),
-    /// Remove the pins of a pinned LSM layer, detaching it.
+    /// Remove the pins of a pinned LSM layer and of the exec gate pinned beside it, detaching them.
     LsmUnpin {
-        #[arg(long, value_name = "DIR", default_value = guard::lsm::DEFAULT_PIN_DIR)]
+        #[arg(long, value_name = "DIR", default_value = guard::lsm::GUARD_PIN_ROOT)]
         pin: PathBuf,
     },
 }

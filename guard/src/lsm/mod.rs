@@ -78,6 +78,8 @@ const ALL_PROGRAMS: &[&str] = &[
     "inode_link",
     "inode_unlink",
     AGENT_EXIT_TRACEPOINT,
+    // The exec gate, pinned beside the layer by the agent.
+    "sched_process_exec",
 ];
 /// Size of the kernel's interpreter map.
 pub const MAX_INTERPRETERS: usize = 64;
@@ -169,6 +171,8 @@ pub struct LsmConfig {
 
 /// Where the agent pins the layer.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/guard/lsm";
+/// Where everything guard pins lives.
+pub const GUARD_PIN_ROOT: &str = "/sys/fs/bpf/guard";
 
 impl LsmConfig {
     /// `file_open` enforced for these interpreters; the other hooks off.
@@ -483,9 +487,19 @@ impl LsmLayer {
 
     /// Removes the pins under `dir`, detaching the programs no loader holds any more (the
     /// way to turn a pinned layer off). Returns how many pins were removed.
+    /// The directories right under `dir` are cleared too, so [`GUARD_PIN_ROOT`] turns off
+    /// the layer and the exec gate pinned beside it.
     pub fn unpin(dir: &Path) -> Result<usize, LsmError> {
+        let mut found = pins(dir)?;
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    found.extend(pins(&entry.path())?);
+                }
+            }
+        }
         let mut removed = 0;
-        for entry in pins(dir)? {
+        for entry in found {
             std::fs::remove_file(&entry).map_err(|e| LsmError::Pin(entry, e.to_string()))?;
             removed += 1;
         }
