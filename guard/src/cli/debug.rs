@@ -18,6 +18,12 @@ use guard::lsm::{LsmConfig, LsmLayer};
 pub enum DebugCommand {
     /// Load the BPF LSM layer alone, print its refusals, run until SIGTERM or SIGINT.
     Lsm(LsmArgs),
+    /// Run a command with BPF run-time statistics on and print, per guard program, how often
+    /// it ran meanwhile and its mean cost.
+    HookCosts {
+        #[arg(trailing_var_arg = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
     /// Remove the pins of a pinned LSM layer and of the exec gate pinned beside it, detaching them.
     LsmUnpin {
         #[arg(long, value_name = "DIR", default_value = guard::lsm::GUARD_PIN_ROOT)]
@@ -43,11 +49,16 @@ pub struct LsmArgs {
     /// Pin the hooks and maps here: they stay attached after the loader exits or dies.
     #[arg(long, value_name = "DIR")]
     pub pin: Option<PathBuf>,
+    /// Also run the verdict cache's hooks, with this loader standing in as a live agent
+    /// (nothing records verdicts: every regular file goes on as to a running agent).
+    #[arg(long)]
+    pub verdict_cache: bool,
 }
 
 pub fn run(command: DebugCommand) -> anyhow::Result<ExitCode> {
     match command {
         DebugCommand::Lsm(args) => lsm(args),
+        DebugCommand::HookCosts { command } => hook_costs(&command),
         DebugCommand::LsmUnpin { pin } => {
             let removed = LsmLayer::unpin(&pin)?;
             println!("lsm: removed {removed} pins from {}", pin.display());
@@ -67,6 +78,29 @@ pub fn run(command: DebugCommand) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+fn hook_costs(command: &[String]) -> anyhow::Result<ExitCode> {
+    // Statistics stay on while this descriptor is open.
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .context("enabling BPF run-time statistics")?;
+    let before = LsmLayer::program_stats()?;
+    let status = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .status()
+        .with_context(|| format!("running {}", command[0]))?;
+    let after = LsmLayer::program_stats()?;
+    for (name, (runs, nanos)) in &after {
+        let (runs0, nanos0) = before.get(name).copied().unwrap_or_default();
+        let (runs, nanos) = (runs - runs0, nanos - nanos0);
+        let mean = nanos.checked_div(runs).unwrap_or(0);
+        println!("hook-costs: {name} runs={runs} total_ns={nanos} mean_ns={mean}");
+    }
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn identities(paths: &[PathBuf]) -> anyhow::Result<Vec<Identity>> {
@@ -91,6 +125,8 @@ fn lsm(args: LsmArgs) -> anyhow::Result<ExitCode> {
     config.exec_check = args.exec_check;
     config.permissive = args.permissive;
     config.pin_dir = args.pin;
+    config.verdict_cache = args.verdict_cache;
+    config.agent = args.verdict_cache.then(std::process::id);
     let mut layer = LsmLayer::load(&config).context("loading the LSM layer")?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "lsm: active hooks={}", layer.hooks().join(","))?;

@@ -509,22 +509,33 @@ impl LsmLayer {
     /// Programs named as this layer's still loaded in the kernel (by any loader). After
     /// [`Self::unpin`] the kernel releases them from a workqueue, a little later.
     pub fn loaded_programs() -> Result<Vec<String>, LsmError> {
-        let ours = |name: &str| {
-            // The kernel keeps 15 bytes of a program's name.
-            ALL_PROGRAMS
-                .iter()
-                .any(|p| p.as_bytes()[..p.len().min(15)] == *name.as_bytes())
-        };
         let mut found = Vec::new();
         for info in aya::programs::loaded_programs() {
             let info = info.map_err(|e| LsmError::Program("(listing)", e))?;
             if let Some(name) = info.name_as_str()
-                && ours(name)
+                && is_ours(name)
             {
                 found.push(name.to_string());
             }
         }
         Ok(found)
+    }
+
+    /// Run counts and total run time (ns) of this layer's programs loaded now, summed per
+    /// name (kept by the kernel while BPF statistics are on).
+    pub fn program_stats() -> Result<std::collections::BTreeMap<String, (u64, u64)>, LsmError> {
+        let mut stats = std::collections::BTreeMap::new();
+        for info in aya::programs::loaded_programs() {
+            let info = info.map_err(|e| LsmError::Program("(listing)", e))?;
+            if let Some(name) = info.name_as_str()
+                && is_ours(name)
+            {
+                let entry: &mut (u64, u64) = stats.entry(name.to_string()).or_default();
+                entry.0 += info.run_count();
+                entry.1 += info.run_time().as_nanos() as u64;
+            }
+        }
+        Ok(stats)
     }
 
     /// [`Self::load`] for an agent that runs on regardless: the layer when active, and the
@@ -641,6 +652,13 @@ impl KernelVerdicts {
         let mut agent = self.agent.lock().unwrap_or_else(|e| e.into_inner());
         Ok(agent.set(0, AgentState { tgid, alive: 1 }, 0)?)
     }
+}
+
+/// Whether a loaded program's name is one of the layer's (the kernel keeps 15 bytes).
+fn is_ours(name: &str) -> bool {
+    ALL_PROGRAMS
+        .iter()
+        .any(|p| p.as_bytes()[..p.len().min(15)] == *name.as_bytes())
 }
 
 /// The pin files (`link_*`, `map_*`) in `dir`; none when it does not exist.
