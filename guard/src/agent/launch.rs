@@ -50,6 +50,7 @@ pub fn gate_config(loaded: &Loaded) -> ExecGateConfig {
                 ino: id.ino,
             })
             .collect(),
+        loaders: Vec::new(),
         deny_inline_code: denies(|p| p.inline_code),
         deny_stdin_code: denies(|p| p.stdin),
         deny_interactive: denies(|p| p.interactive),
