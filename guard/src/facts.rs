@@ -212,6 +212,62 @@ pub fn resolve_interpreters(policy: &Policy) -> Vec<(FileId, usize)> {
     found
 }
 
+/// The dynamic loaders that must not launch programs when exec'd directly: for every
+/// profile refusing `loader_launch`, the `PT_INTERP` loader of each of its executables
+/// (the loader that can run that very interpreter) and its `loaders` globs, as identities
+/// (symlinks followed, as the kernel follows them at exec). A static or non-ELF executable
+/// names no loader; an unreadable one is skipped with a warning, as a missing interpreter
+/// is.
+pub fn resolve_loaders(policy: &Policy) -> Vec<FileId> {
+    let mut found: Vec<FileId> = Vec::new();
+    let mut add = |path: &Path| {
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.is_file()
+        {
+            let id = FileId {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            };
+            if !found.contains(&id) {
+                found.push(id);
+            }
+        }
+    };
+    for profile in &policy.interpreters {
+        if profile.loader_launch != crate::policy::Permission::Deny {
+            continue;
+        }
+        for pattern in &profile.executables {
+            let Ok(paths) = glob::glob(pattern) else {
+                continue;
+            };
+            for path in paths.flatten() {
+                let Ok(file) = File::open(&path) else {
+                    continue;
+                };
+                match crate::elf::program_interpreter(&file) {
+                    Ok(Some(loader)) => add(&loader),
+                    Ok(None) | Err(crate::elf::ElfError::NotElf) => {}
+                    Err(e) => log::warn!(
+                        "cannot read the loader of {}: {e}; its ld.so launches are judged \
+                         only if `loaders` names it",
+                        path.display()
+                    ),
+                }
+            }
+        }
+        for pattern in &profile.loaders {
+            let Ok(paths) = glob::glob(pattern) else {
+                continue;
+            };
+            for path in paths.flatten() {
+                add(&path);
+            }
+        }
+    }
+    found
+}
+
 /// The profile an executable file belongs to, if any.
 pub fn profile_of_executable(interpreters: &[(FileId, usize)], exe: FileId) -> Option<usize> {
     interpreters
