@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::cache::{ContentFacts, ContentKey, VerificationCache};
@@ -242,9 +242,18 @@ pub fn resolve_loaders(policy: &Policy) -> Vec<FileId> {
                 continue;
             };
             for path in paths.flatten() {
-                let Ok(file) = File::open(&path) else {
+                // Non-blocking, then judged on the descriptor: a FIFO matched by a glob
+                // must not hang the agent, and only a regular file has a PT_INTERP.
+                let Ok(file) = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&path)
+                else {
                     continue;
                 };
+                if !file.metadata().is_ok_and(|meta| meta.is_file()) {
+                    continue;
+                }
                 match crate::elf::program_interpreter(&file) {
                     Ok(Some(loader)) => add(&loader),
                     Ok(None) | Err(crate::elf::ElfError::NotElf) => {}
