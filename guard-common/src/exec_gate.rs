@@ -5,6 +5,7 @@
 //! very code the kernel runs, so `guard`'s own tests pin down what the kernel decides.
 
 use crate::Rule;
+use crate::loader_argv::{LoaderReader, LoaderWord};
 use crate::python_argv::{Reader, Word, is_descriptor_link};
 
 /// Refuse `-c` (also inside clusters such as `-Ic`).
@@ -35,6 +36,12 @@ pub const MAX_ENV_NAMES: usize = 8;
 /// Longest refused name: the name, its `=` and the NUL the kernel's string read always
 /// writes fit in four 64-bit words.
 pub const MAX_ENV_NAME_LEN: usize = 30;
+
+/// Value in the executable map: a profiled interpreter, whose argv is CPython's.
+pub const KIND_INTERPRETER: u32 = 0;
+/// Value in the executable map: a dynamic loader (`ld.so`), a launcher whose direct use may
+/// not run a program ([`LoaderJudge`]).
+pub const KIND_LOADER: u32 = 1;
 
 /// Key of the interpreter map: the executable's identity as the kernel sees it.
 #[repr(C)]
@@ -135,6 +142,8 @@ pub struct GateSettings {
     /// How many of `env` are in use.
     pub env_count: u32,
     pub env: [EnvPattern; MAX_ENV_NAMES],
+    /// `LD_TRACE_LOADED_OBJECTS=`: a loader with it set runs nothing (what `ldd` does).
+    pub loader_trace: EnvPattern,
 }
 
 /// One refusal, reported through the ring buffer.
@@ -244,6 +253,85 @@ impl ArgvJudge {
             }
         }
         Step::Refuse(Rule::FactsUnavailable)
+    }
+}
+
+/// Judges the argv (without `argv[0]`) of a dynamic loader exec'd directly, one word at a
+/// time as the kernel reads it: a program operand is refused unless an earlier option put
+/// the loader in a mode that runs nothing. A refusal still yields to the loader's trace
+/// variable in the environment (see [`LoaderJudge::judge`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoaderJudge {
+    reader: LoaderReader,
+}
+
+impl LoaderJudge {
+    pub const fn new() -> Self {
+        LoaderJudge {
+            reader: LoaderReader::new(),
+        }
+    }
+
+    /// Reads one word. A word longer than the kernel's buffer needs no special care: no
+    /// option is that long, so its prefix is an unknown option or a program, both refused.
+    #[inline(always)]
+    pub fn feed(&mut self, word: &[u8]) -> Step {
+        match self.reader.feed(word) {
+            LoaderWord::RunsNothing => Step::Allow,
+            LoaderWord::Program => Step::Refuse(Rule::NoLoaderLaunch),
+            // glibc would print its usage, or a newer glibc gave the option an argument
+            // this reader does not expect: refuse rather than guess.
+            LoaderWord::Unknown => Step::Refuse(Rule::FactsUnavailable),
+            LoaderWord::Option | LoaderWord::Argument => Step::More,
+        }
+    }
+
+    /// The end of the command line without a program: the loader prints its usage.
+    #[inline(always)]
+    pub fn finish(&self) -> Step {
+        Step::Allow
+    }
+
+    /// Judges a whole loader invocation in user space, exactly as the kernel would, with
+    /// the kernel's limits: the argv, then (for a refusal) whether one of the first
+    /// [`MAX_ENV`] environment entries sets the trace variable.
+    pub fn judge<'a, I, E>(args: I, env: E) -> Step
+    where
+        I: IntoIterator<Item = &'a [u8]>,
+        E: IntoIterator<Item = &'a [u8]>,
+    {
+        let mut judge = LoaderJudge::new();
+        let mut args = args.into_iter();
+        let mut verdict = Step::Refuse(Rule::FactsUnavailable);
+        for _ in 0..MAX_ARGS {
+            let Some(arg) = args.next() else {
+                verdict = judge.finish();
+                break;
+            };
+            let seen = if arg.len() < ARG_BUFFER - 1 {
+                arg
+            } else {
+                &arg[..ARG_BUFFER - 1]
+            };
+            match judge.feed(seen) {
+                Step::More => {}
+                step => {
+                    verdict = step;
+                    break;
+                }
+            }
+        }
+        if let Step::Refuse(_) = verdict {
+            let trace = EnvPattern::new(crate::loader_argv::TRACE_VARIABLE);
+            let traced = env
+                .into_iter()
+                .take(MAX_ENV as usize)
+                .any(|entry| trace.is_some_and(|p| p.matches_entry(entry)));
+            if traced {
+                return Step::Allow;
+            }
+        }
+        verdict
     }
 }
 
@@ -365,6 +453,83 @@ mod tests {
             };
             assert_eq!(judge(case), expected, "{case:?}");
         }
+    }
+
+    fn loader(args: &[&str], env: &[&str]) -> Step {
+        LoaderJudge::judge(
+            args.iter().map(|a| a.as_bytes()),
+            env.iter().map(|e| e.as_bytes()),
+        )
+    }
+
+    #[test]
+    fn loader_launches() {
+        let refused = |args: &[&str], rule| {
+            assert_eq!(loader(args, &["PATH=/bin"]), Step::Refuse(rule), "{args:?}");
+        };
+        refused(&["/usr/bin/python3", "-c", "x"], Rule::NoLoaderLaunch);
+        refused(&["python3", "s.py"], Rule::NoLoaderLaunch);
+        refused(&["/bin/true"], Rule::NoLoaderLaunch);
+        refused(
+            &["--library-path", "/x", "python3", "-c", "x"],
+            Rule::NoLoaderLaunch,
+        );
+        refused(
+            &["--inhibit-cache", "--argv0", "python3", "./py", "-c", "x"],
+            Rule::NoLoaderLaunch,
+        );
+        // An option's argument is not a mode, and the program's own options are its own.
+        refused(&["--argv0", "--verify", "python3"], Rule::NoLoaderLaunch);
+        refused(&["python3", "--verify"], Rule::NoLoaderLaunch);
+        refused(&["-c", "x"], Rule::NoLoaderLaunch);
+        refused(&["--frobnicate", "python3"], Rule::FactsUnavailable);
+        refused(&["--", "python3"], Rule::FactsUnavailable);
+        let padded: [&str; 40] =
+            core::array::from_fn(|i| if i == 39 { "p" } else { "--inhibit-cache" });
+        refused(&padded, Rule::FactsUnavailable);
+        // A prefix of an over-long word is never an option.
+        let long = "--verify".repeat(20);
+        refused(&[&long, "python3"], Rule::FactsUnavailable);
+        // The trace variable must be set (any value), not merely named.
+        assert_eq!(
+            loader(
+                &["python3"],
+                &["LD_TRACE_LOADED_OBJECTSX=1", "LD_TRACE_LOADED_OBJECTS"]
+            ),
+            Step::Refuse(Rule::NoLoaderLaunch)
+        );
+        // Beyond the entries the kernel reads, the trace variable is not seen.
+        let mut env = ["A=1"; 300];
+        env[299] = "LD_TRACE_LOADED_OBJECTS=1";
+        assert_eq!(
+            loader(&["python3"], &env),
+            Step::Refuse(Rule::NoLoaderLaunch)
+        );
+    }
+
+    #[test]
+    fn loader_modes_that_run_nothing() {
+        let allowed = |args: &[&str], env: &[&str]| {
+            assert_eq!(loader(args, env), Step::Allow, "{args:?} {env:?}");
+        };
+        // What Debian's ldd runs.
+        allowed(&["--version"], &[]);
+        allowed(&["--verify", "/usr/bin/python3"], &[]);
+        allowed(
+            &["/usr/bin/python3"],
+            &["LD_WARN=", "LD_TRACE_LOADED_OBJECTS=1", "LD_BIND_NOW="],
+        );
+        allowed(&["python3", "-c", "x"], &["LD_TRACE_LOADED_OBJECTS="]);
+        allowed(&["--list", "python3"], &[]);
+        allowed(
+            &["--library-path", "/x", "--list", "python3", "-c", "x"],
+            &[],
+        );
+        allowed(&["--help"], &[]);
+        allowed(&["--list-tunables"], &[]);
+        allowed(&["--list-diagnostics"], &[]);
+        allowed(&[], &[]);
+        allowed(&["--library-path"], &[]);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod exec_gate;
+pub mod loader_argv;
 pub mod lsm;
 pub mod python_argv;
 
@@ -50,10 +51,15 @@ pub enum Rule {
     /// While the agent is down, an interpreter may open only files the agent verified
     /// before (a verdict the kernel holds for the unchanged inode): fail closed.
     KernelVerdict = 17,
+    /// The system's dynamic loader (`ld.so`), exec'd directly, may not launch a program: the
+    /// process would run under the loader's identity, so no layer would see the interpreter
+    /// it starts. Only the loader's modes that run nothing (`ldd`'s `--verify` and
+    /// `LD_TRACE_LOADED_OBJECTS`, `--list`, `--help`, `--version`...) are allowed.
+    NoLoaderLaunch = 18,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 17] = [
+    pub const ALL: [Rule; 18] = [
         Rule::RegularFile,
         Rule::NotDeleted,
         Rule::TrustedOwner,
@@ -71,6 +77,7 @@ impl Rule {
         Rule::FactsUnavailable,
         Rule::SignerOnly,
         Rule::KernelVerdict,
+        Rule::NoLoaderLaunch,
     ];
 
     /// Stable identifier used in logs, the audit trail and `guard explain`.
@@ -93,6 +100,7 @@ impl Rule {
             Rule::FactsUnavailable => "facts-unavailable",
             Rule::SignerOnly => "signer-only",
             Rule::KernelVerdict => "kernel-verdict",
+            Rule::NoLoaderLaunch => "no-loader-launch",
         }
     }
 

@@ -72,7 +72,7 @@ pub fn is_descriptor_link(path: &[u8]) -> bool {
     false
 }
 
-fn starts_with(bytes: &[u8], prefix: &[u8]) -> bool {
+pub(crate) fn starts_with(bytes: &[u8], prefix: &[u8]) -> bool {
     if bytes.len() < prefix.len() {
         return false;
     }
@@ -86,7 +86,7 @@ fn starts_with(bytes: &[u8], prefix: &[u8]) -> bool {
     true
 }
 
-fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && starts_with(a, b)
 }
 

@@ -12,8 +12,8 @@ use aya_ebpf::{
 use guard_common::{
     Rule,
     exec_gate::{
-        ARG_BUFFER, ArgvJudge, GateEvent, GateSettings, InterpreterKey, MAX_ARGS, MAX_ENV,
-        MAX_ENV_NAMES, PERMISSIVE, Step,
+        ARG_BUFFER, ArgvJudge, GateEvent, GateSettings, InterpreterKey, KIND_LOADER, LoaderJudge,
+        MAX_ARGS, MAX_ENV, MAX_ENV_NAMES, PERMISSIVE, Step,
     },
 };
 
@@ -39,10 +39,14 @@ static GATE_SETTINGS: GateSettings = GateSettings {
         words: [0; 4],
         mask: [0; 4],
     }; MAX_ENV_NAMES],
+    loader_trace: guard_common::exec_gate::EnvPattern {
+        words: [0; 4],
+        mask: [0; 4],
+    },
 };
 
-/// The profiled interpreters, by executable identity. The value is unused (reserved for a
-/// per-interpreter policy).
+/// The profiled interpreters and the dynamic loaders, by executable identity; the value is
+/// `KIND_INTERPRETER` or `KIND_LOADER`.
 #[map]
 static INTERPRETERS: HashMap<InterpreterKey, u32> = HashMap::with_max_entries(64, 0);
 
@@ -79,10 +83,10 @@ fn try_exec(bprm: *const u8) -> Result<(), i32> {
     let sb: *const u8 = kread(inode, setting!(offsets.inode_sb))?;
     let dev: u32 = kread(sb, setting!(offsets.sb_dev))?;
     let key = InterpreterKey { ino, dev, pad: 0 };
-    // SAFETY: the value is only tested for presence, never read through.
-    if unsafe { INTERPRETERS.get(key) }.is_none() {
+    // SAFETY: the map value is a plain u32 copied out at once; the user side only inserts.
+    let Some(kind) = (unsafe { INTERPRETERS.get(key) }).copied() else {
         return Ok(());
-    }
+    };
 
     // After create_elf_tables, bprm->p is the new user stack pointer: argc, then argv[],
     // NULL, envp[], NULL. Reading pointers from there needs no scan of the string area.
@@ -91,6 +95,12 @@ fn try_exec(bprm: *const u8) -> Result<(), i32> {
     let envc: i32 = kread(bprm, setting!(offsets.bprm_envc))?;
     let flags = setting!(flags);
 
+    if kind == KIND_LOADER {
+        if let Some(rule) = judge_loader(sp, argc, envc) {
+            refuse(rule, flags, &key);
+        }
+        return Ok(());
+    }
     let verdict = match judge_argv(sp, argc, flags) {
         Step::Refuse(rule) => Some(rule),
         _ => judge_env(sp, argc, envc),
@@ -162,6 +172,137 @@ extern "C" fn argv_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
             1
         }
     }
+}
+
+/// State of a loader's argv walk, handed to each `bpf_loop` step.
+struct LoaderWalk {
+    sp: u64,
+    argc: i32,
+    judge: LoaderJudge,
+    verdict: Step,
+    buf: [u8; ARG_BUFFER],
+}
+
+/// A dynamic loader exec'd directly: refused when it would run a program, unless the
+/// environment puts it in trace mode (`ldd`).
+fn judge_loader(sp: u64, argc: i32, envc: i32) -> Option<Rule> {
+    let mut walk = LoaderWalk {
+        sp,
+        argc,
+        judge: LoaderJudge::new(),
+        verdict: Step::More,
+        buf: [0; ARG_BUFFER],
+    };
+    // SAFETY: `loader_step` has the callback signature bpf_loop expects, and `walk`
+    // outlives the call.
+    unsafe {
+        generated::bpf_loop(
+            MAX_ARGS,
+            loader_step as *mut core::ffi::c_void,
+            (&raw mut walk).cast(),
+            0,
+        )
+    };
+    let rule = match walk.verdict {
+        Step::Allow => return None,
+        Step::Refuse(rule) => rule,
+        Step::More => Rule::FactsUnavailable,
+    };
+    if loader_traced(sp, argc, envc) {
+        return None;
+    }
+    Some(rule)
+}
+
+/// One `bpf_loop` step of [`judge_loader`]: word `index + 1`. Returns 1 to stop.
+extern "C" fn loader_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `ctx` is the `LoaderWalk` judge_loader passed to bpf_loop, alive and
+    // unaliased for the duration of the loop.
+    let walk = unsafe { &mut *ctx.cast::<LoaderWalk>() };
+    let i = index + 1;
+    if i >= walk.argc as u64 {
+        walk.verdict = walk.judge.finish();
+        return 1;
+    }
+    let Ok(word) = read_user_word(walk.sp + 8 * (1 + i), &mut walk.buf) else {
+        walk.verdict = Step::Refuse(Rule::FactsUnavailable);
+        return 1;
+    };
+    match walk.judge.feed(word) {
+        Step::More => 0,
+        verdict => {
+            walk.verdict = verdict;
+            1
+        }
+    }
+}
+
+/// State of the search for the loader's trace variable.
+struct TraceWalk {
+    envp: u64,
+    envc: u32,
+    found: bool,
+}
+
+/// Whether one of the first `MAX_ENV` environment entries sets `LD_TRACE_LOADED_OBJECTS`.
+/// An unreadable entry ends the search unfound: the refusal stands.
+fn loader_traced(sp: u64, argc: i32, envc: i32) -> bool {
+    if envc <= 0 || argc < 0 {
+        return false;
+    }
+    // An all-zero pattern would match every entry: a loader that forgot to set it must
+    // not turn every refusal into an allow.
+    if setting!(loader_trace.mask[0]) == 0 {
+        return false;
+    }
+    let mut walk = TraceWalk {
+        envp: sp + 8 * (1 + argc as u64 + 1),
+        envc: envc as u32,
+        found: false,
+    };
+    // SAFETY: `trace_step` has the callback signature bpf_loop expects, and `walk` outlives
+    // the call.
+    unsafe {
+        generated::bpf_loop(
+            MAX_ENV,
+            trace_step as *mut core::ffi::c_void,
+            (&raw mut walk).cast(),
+            0,
+        )
+    };
+    walk.found
+}
+
+/// One `bpf_loop` step of [`loader_traced`]: environment entry `index`. Returns 1 to stop.
+extern "C" fn trace_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `ctx` is the `TraceWalk` loader_traced passed to bpf_loop, alive and
+    // unaliased for the duration of the loop.
+    let walk = unsafe { &mut *ctx.cast::<TraceWalk>() };
+    if index >= walk.envc as u64 {
+        return 1;
+    }
+    // SAFETY: reads a user pointer of the exec'ing task; a bad address is an error.
+    let Ok(ptr) = (unsafe { bpf_probe_read_user((walk.envp + 8 * index) as *const u64) }) else {
+        return 1;
+    };
+    // Zero-filled: bytes after the NUL must not match the pattern's tail.
+    let mut entry = [0u64; 4];
+    // SAFETY: writes at most 32 bytes into `entry`, which is 32 bytes long.
+    let n = unsafe {
+        generated::bpf_probe_read_user_str(
+            entry.as_mut_ptr().cast(),
+            32,
+            ptr as *const core::ffi::c_void,
+        )
+    };
+    if n < 0 {
+        return 1;
+    }
+    if setting!(loader_trace).matches(&entry) {
+        walk.found = true;
+        return 1;
+    }
+    0
 }
 
 fn judge_env(sp: u64, argc: i32, envc: i32) -> Option<Rule> {

@@ -19,7 +19,8 @@ use aya::{Ebpf, EbpfError, EbpfLoader};
 use guard_common::Rule;
 use guard_common::exec_gate::{
     DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE, DENY_STDIN_CODE, EnvPattern,
-    GateSettings, InterpreterKey, KernelOffsets, MAX_ENV_NAME_LEN, MAX_ENV_NAMES, PERMISSIVE,
+    GateSettings, InterpreterKey, KIND_INTERPRETER, KIND_LOADER, KernelOffsets, MAX_ENV_NAME_LEN,
+    MAX_ENV_NAMES, PERMISSIVE,
 };
 
 use crate::btf::{Btf, BtfError};
@@ -32,7 +33,7 @@ const PROGRAM: &str = "sched_process_exec";
 const INTERPRETERS_MAP: &str = "INTERPRETERS";
 const EVENTS_MAP: &str = "EVENTS";
 const SETTINGS_GLOBAL: &str = "GATE_SETTINGS";
-/// Size of the kernel's interpreter map.
+/// Size of the kernel's executable map (interpreters and loaders together).
 pub const MAX_INTERPRETERS: usize = 64;
 
 /// Why the gate could not be loaded. The caller decides whether that is fatal.
@@ -57,7 +58,7 @@ pub enum ExecGateError {
     },
     #[error("cannot pin the exec gate under {0}: {1}")]
     Pin(PathBuf, String),
-    #[error("too many interpreters ({0}, at most {MAX_INTERPRETERS})")]
+    #[error("too many interpreters and loaders ({0}, at most {MAX_INTERPRETERS})")]
     TooManyInterpreters(usize),
     #[error(
         "refused environment variable name {0:?} is empty, longer than {MAX_ENV_NAME_LEN} bytes or holds '='"
@@ -113,6 +114,10 @@ impl Identity {
 pub struct ExecGateConfig {
     /// The profiled interpreters. Other executables are never touched.
     pub interpreters: Vec<Identity>,
+    /// Dynamic loaders (`ld.so`): exec'd directly, they may not launch a program (only
+    /// their modes that run nothing, as `ldd` uses them). An identity in both lists is
+    /// judged as a loader.
+    pub loaders: Vec<Identity>,
     pub deny_inline_code: bool,
     pub deny_stdin_code: bool,
     pub deny_interactive: bool,
@@ -137,6 +142,7 @@ impl ExecGateConfig {
     pub fn strict(interpreters: Vec<Identity>) -> ExecGateConfig {
         ExecGateConfig {
             interpreters,
+            loaders: Vec::new(),
             deny_inline_code: true,
             deny_stdin_code: true,
             deny_interactive: true,
@@ -155,6 +161,14 @@ impl ExecGateConfig {
         }
         let mut settings = GateSettings {
             offsets,
+            loader_trace: EnvPattern::new(guard_common::loader_argv::TRACE_VARIABLE).ok_or_else(
+                || {
+                    ExecGateError::EnvName(
+                        String::from_utf8_lossy(guard_common::loader_argv::TRACE_VARIABLE)
+                            .into_owned(),
+                    )
+                },
+            )?,
             ..Default::default()
         };
         for (slot, name) in settings.env.iter_mut().zip(&self.refused_env) {
@@ -205,6 +219,7 @@ pub struct GateEvent {
     pub rule: Rule,
     /// False in permissive mode.
     pub killed: bool,
+    /// The exec'd file: a profiled interpreter, or a loader.
     pub interpreter: Identity,
 }
 
@@ -234,10 +249,9 @@ impl ExecGate {
     /// Loads, configures and attaches the gate. Needs CAP_BPF/CAP_PERFMON (root) and kernel
     /// BTF.
     pub fn load(config: &ExecGateConfig) -> Result<ExecGate, ExecGateError> {
-        if config.interpreters.len() > MAX_INTERPRETERS {
-            return Err(ExecGateError::TooManyInterpreters(
-                config.interpreters.len(),
-            ));
+        let executables = config.interpreters.len() + config.loaders.len();
+        if executables > MAX_INTERPRETERS {
+            return Err(ExecGateError::TooManyInterpreters(executables));
         }
         let offsets = kernel_offsets(&Btf::from_kernel()?)?;
         let settings = config.settings(offsets)?;
@@ -250,8 +264,13 @@ impl ExecGate {
             ebpf.map_mut(INTERPRETERS_MAP)
                 .ok_or(ExecGateError::Missing(INTERPRETERS_MAP))?,
         )?;
+        // Loaders last: should an identity be in both lists, the stricter loader judgement
+        // wins (an interpreter's argv grammar says nothing about a loader's).
         for identity in &config.interpreters {
-            interpreters.insert(identity.kernel_key(), 0, 0)?;
+            interpreters.insert(identity.kernel_key(), KIND_INTERPRETER, 0)?;
+        }
+        for identity in &config.loaders {
+            interpreters.insert(identity.kernel_key(), KIND_LOADER, 0)?;
         }
         let events = RingBuf::try_from(
             ebpf.take_map(EVENTS_MAP)

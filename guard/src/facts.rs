@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::cache::{ContentFacts, ContentKey, VerificationCache};
@@ -206,6 +206,71 @@ pub fn resolve_interpreters(policy: &Policy) -> Vec<(FileId, usize)> {
                         found.push((id, index));
                     }
                 }
+            }
+        }
+    }
+    found
+}
+
+/// The dynamic loaders that must not launch programs when exec'd directly: for every
+/// profile refusing `loader_launch`, the `PT_INTERP` loader of each of its executables
+/// (the loader that can run that very interpreter) and its `loaders` globs, as identities
+/// (symlinks followed, as the kernel follows them at exec). A static or non-ELF executable
+/// names no loader; an unreadable one is skipped with a warning, as a missing interpreter
+/// is.
+pub fn resolve_loaders(policy: &Policy) -> Vec<FileId> {
+    let mut found: Vec<FileId> = Vec::new();
+    let mut add = |path: &Path| {
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.is_file()
+        {
+            let id = FileId {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            };
+            if !found.contains(&id) {
+                found.push(id);
+            }
+        }
+    };
+    for profile in &policy.interpreters {
+        if profile.loader_launch != crate::policy::Permission::Deny {
+            continue;
+        }
+        for pattern in &profile.executables {
+            let Ok(paths) = glob::glob(pattern) else {
+                continue;
+            };
+            for path in paths.flatten() {
+                // Non-blocking, then judged on the descriptor: a FIFO matched by a glob
+                // must not hang the agent, and only a regular file has a PT_INTERP.
+                let Ok(file) = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(&path)
+                else {
+                    continue;
+                };
+                if !file.metadata().is_ok_and(|meta| meta.is_file()) {
+                    continue;
+                }
+                match crate::elf::program_interpreter(&file) {
+                    Ok(Some(loader)) => add(&loader),
+                    Ok(None) | Err(crate::elf::ElfError::NotElf) => {}
+                    Err(e) => log::warn!(
+                        "cannot read the loader of {}: {e}; its ld.so launches are judged \
+                         only if `loaders` names it",
+                        path.display()
+                    ),
+                }
+            }
+        }
+        for pattern in &profile.loaders {
+            let Ok(paths) = glob::glob(pattern) else {
+                continue;
+            };
+            for path in paths.flatten() {
+                add(&path);
             }
         }
     }

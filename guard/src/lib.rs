@@ -8,6 +8,7 @@ pub mod agent;
 pub mod btf;
 pub mod cache;
 pub mod digest;
+pub mod elf;
 pub mod engine;
 pub mod exec_gate;
 pub mod facts;

@@ -142,6 +142,10 @@ struct RawProfile {
     interactive: Permission,
     #[serde(default)]
     deny_env: Vec<String>,
+    #[serde(default)]
+    loaders: Vec<String>,
+    #[serde(default = "deny")]
+    loader_launch: Permission,
 }
 
 fn default_dialect() -> ArgvDialect {
@@ -209,6 +213,11 @@ pub struct Profile {
     pub stdin: Permission,
     pub interactive: Permission,
     pub deny_env: Vec<String>,
+    /// Path globs of dynamic loaders besides the executables' own `PT_INTERP` loaders;
+    /// resolved to identities like `executables`.
+    pub loaders: Vec<String>,
+    /// A loader exec'd directly launching a program (`ld.so python3 …`).
+    pub loader_launch: Permission,
 }
 
 pub struct Exception {
@@ -359,6 +368,8 @@ impl Policy {
                 stdin: profile.stdin,
                 interactive: profile.interactive,
                 deny_env: profile.deny_env,
+                loaders: profile.loaders,
+                loader_launch: profile.loader_launch,
             });
         }
 

@@ -855,3 +855,98 @@ fn unsigned_native_libraries_are_refused() {
     assert!(!lab.denies("evil.dat").is_empty());
     lab.baseline();
 }
+
+/// The system's dynamic loader, as the profiled python3 names it (`PT_INTERP`).
+const LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
+
+/// Family 18: the dynamic loader run directly (`ld.so python3 …`) runs the interpreter
+/// under the loader's identity. Every spelling of the loader is refused at exec whatever
+/// program it is asked to launch, and `ldd` (which runs the loader in modes that run
+/// nothing) keeps working.
+#[test]
+fn loader_launches_are_killed_at_exec() {
+    let lab = Lab::new();
+    let marker = lab.marker("loader");
+    let code = payload(&marker);
+    let evil = lab.evil("tmp/evil.py", &code);
+    let cwd = lab.path("tmp");
+    // Other names for the same loader file: root's hard link (same inode) and a shebang
+    // that makes the kernel exec the loader with the interpreter as its program.
+    let hard = lab.bin.path().join("ld-hard");
+    std::fs::hard_link(std::fs::canonicalize(LOADER).unwrap(), &hard).unwrap();
+    let shebang = lab.evil(
+        "tmp/evil-shebang",
+        format!("#!{LOADER} {}\n{code}", lab.python.display()),
+    );
+    set_mode(&shebang, 0o755);
+    let env = [
+        ("LD", LOADER),
+        ("HARD", hard.to_str().unwrap()),
+        ("EVIL", evil.to_str().unwrap()),
+        ("CODE", &code),
+    ];
+    let mut ran = Vec::new();
+    for script in [
+        "exec \"$LD\" \"$PY\" -c \"$CODE\"",
+        "exec \"$LD\" \"$PY\" \"$EVIL\"",
+        "exec \"$LD\" \"$PY\" evil.py",
+        "exec \"$LD\" --library-path /nonexistent \"$PY\" -c \"$CODE\"",
+        "exec \"$LD\" --inhibit-cache --argv0 python3 \"$PY\" \"$EVIL\"",
+        "exec \"$LD\" --preload '' \"$PY\" -c \"$CODE\"",
+        // Not profiled at all: the rule is about the loader, not about which program.
+        "exec \"$LD\" /usr/bin/python3 -c \"$CODE\"",
+        // The attacker's own symlink, in a directory it controls.
+        "ln -sf \"$LD\" ./ld && exec ./ld \"$PY\" -c \"$CODE\"",
+        "ln -sf /usr/lib64/ld-linux-x86-64.so.2 ./ld2 && exec ./ld2 \"$PY\" \"$EVIL\"",
+        "exec \"$HARD\" \"$PY\" -c \"$CODE\"",
+        "exec -a /usr/bin/true \"$LD\" \"$PY\" -c \"$CODE\"",
+        "exec env \"$LD\" \"$PY\" -c \"$CODE\"",
+        "exec ./evil-shebang",
+    ] {
+        let out = lab.sh(&cwd, script, &env);
+        let killed = out.status.code() == Some(128 + libc::SIGKILL)
+            || out.status.signal() == Some(libc::SIGKILL);
+        if marker.exists() || !killed {
+            ran.push(format!(
+                "{script}: payload ran: {}, {}",
+                marker.exists(),
+                describe(&out)
+            ));
+            let _ = std::fs::remove_file(&marker);
+        }
+    }
+    assert!(
+        ran.is_empty(),
+        "not killed at exec:\n{}\n{}",
+        ran.join("\n"),
+        lab.agent.log_text()
+    );
+    let refusals = lab
+        .agent
+        .audit_lines()
+        .into_iter()
+        .filter(|l| l.contains("\"rule\":\"no-loader-launch\""))
+        .count();
+    assert!(refusals >= 13, "{refusals} loader refusals audited");
+
+    // ldd runs the loader with --version, --verify and LD_TRACE_LOADED_OBJECTS=1.
+    for target in [lab.python.to_str().unwrap(), "/usr/bin/python3"] {
+        let out = lab.sh(&cwd, "exec ldd \"$T\"", &[("T", target)]);
+        assert!(
+            out.status.success() && text(&out.stdout).contains("libc.so.6"),
+            "ldd {target}: {}",
+            describe(&out)
+        );
+    }
+    for script in [
+        "exec \"$LD\" --version",
+        "exec \"$LD\" --verify \"$PY\"",
+        "exec \"$LD\" --list \"$PY\"",
+        "exec env LD_TRACE_LOADED_OBJECTS=1 \"$LD\" \"$PY\" -c \"$CODE\"",
+    ] {
+        let out = lab.sh(&cwd, script, &env);
+        assert!(out.status.success(), "{script}: {}", describe(&out));
+    }
+    assert!(!marker.exists(), "a loader mode ran the payload");
+    lab.baseline();
+}

@@ -23,6 +23,7 @@ struct Shared {
     gate: ExecGate,
     seen: Vec<GateEvent>,
     python: PathBuf,
+    loader: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -35,13 +36,24 @@ fn python_copy(dir: &Path) -> PathBuf {
     copy
 }
 
+/// A copy of the host's dynamic loader with its own inode: the gate judges it as the
+/// agent judges the system's loader, without touching anyone else's `ld.so` use.
+fn loader_copy(dir: &Path) -> PathBuf {
+    let real = std::fs::canonicalize("/lib64/ld-linux-x86-64.so.2").expect("ld.so on this host");
+    let copy = dir.join("ld.so");
+    std::fs::copy(&real, &copy).expect("copy ld.so");
+    copy
+}
+
 fn shared() -> MutexGuard<'static, Shared> {
     static SHARED: OnceLock<Mutex<Shared>> = OnceLock::new();
     SHARED
         .get_or_init(|| {
             let dir = tempfile::tempdir().unwrap();
             let python = python_copy(dir.path());
-            let config = ExecGateConfig::strict(vec![Identity::of_path(&python).unwrap()]);
+            let loader = loader_copy(dir.path());
+            let mut config = ExecGateConfig::strict(vec![Identity::of_path(&python).unwrap()]);
+            config.loaders = vec![Identity::of_path(&loader).unwrap()];
             let gate = ExecGate::load(&config).expect("exec gate loads (needs root)");
             if let Some(count) = gate.verified_instructions() {
                 eprintln!("exec gate: verifier processed {count} instructions");
@@ -50,6 +62,7 @@ fn shared() -> MutexGuard<'static, Shared> {
                 gate,
                 seen: Vec::new(),
                 python,
+                loader,
                 _dir: dir,
             })
         })
@@ -59,6 +72,10 @@ fn shared() -> MutexGuard<'static, Shared> {
 
 fn python() -> PathBuf {
     shared().python.clone()
+}
+
+fn loader() -> PathBuf {
+    shared().loader.clone()
 }
 
 fn wait(mut child: Child) -> ExitStatus {
@@ -321,4 +338,70 @@ fn real_python3_identity_is_seen_in_permissive_mode() {
     assert_eq!(event.rule, Rule::NoInlineCode);
     assert!(!event.killed);
     assert_eq!(event.interpreter, identity);
+}
+
+#[test]
+fn loader_launching_a_program_is_killed() {
+    let case = Case::new();
+    let script = case.file("script.py", &case.payload());
+    let link = case.dir.path().join("ld-link");
+    std::os::unix::fs::symlink(loader(), &link).unwrap();
+    let code = case.payload();
+    let (ld, py) = (loader(), python());
+    let (ld, py, script) = (
+        ld.to_str().unwrap(),
+        py.to_str().unwrap(),
+        script.to_str().unwrap(),
+    );
+    let link = link.to_str().unwrap();
+    let launches: [&[&str]; 6] = [
+        &[ld, py, "-c", &code],
+        &[ld, py, script],
+        &[ld, "--library-path", "/nonexistent", py, "-c", &code],
+        // Not a profiled interpreter: the loader may launch nothing at all.
+        &[ld, "/usr/bin/python3", "-c", &code],
+        &[link, py, "-c", &code],
+        // An option glibc does not have: refused, not guessed at.
+        &[ld, "--frobnicate", py, script],
+    ];
+    let identity = Identity::of_path(&loader()).unwrap();
+    for launch in launches {
+        let child = spawn(Command::new(launch[0]).args(&launch[1..]));
+        let pid = child.id();
+        let rule = if launch[1] == "--frobnicate" {
+            Rule::FactsUnavailable
+        } else {
+            Rule::NoLoaderLaunch
+        };
+        case.assert_killed(child, rule);
+        assert_eq!(event_for(pid).unwrap().interpreter, identity, "{launch:?}");
+    }
+}
+
+#[test]
+fn loader_modes_that_run_nothing_are_untouched() {
+    let case = Case::new();
+    let code = case.payload();
+    // What Debian's ldd runs: --version, --verify FILE, LD_TRACE_LOADED_OBJECTS=1 ld.so FILE.
+    case.assert_runs(spawn(Command::new(loader()).arg("--version")));
+    case.assert_runs(spawn(Command::new(loader()).arg("--verify").arg(python())));
+    case.assert_runs(spawn(
+        Command::new(loader())
+            .arg(python())
+            .args(["-c", &code])
+            .env("LD_TRACE_LOADED_OBJECTS", "1"),
+    ));
+    case.assert_runs(spawn(Command::new(loader()).arg("--list").arg(python())));
+    case.assert_runs(spawn(
+        Command::new(loader())
+            .args(["--library-path", "/nonexistent", "--verify"])
+            .arg(python()),
+    ));
+    assert!(
+        !case.marker().exists(),
+        "a mode that runs nothing ran the payload"
+    );
+    // Exec'd as the interpreter of a program (the normal case), the loader is not judged.
+    case.assert_runs(spawn(Command::new(python()).arg(case.file("s.py", &code))));
+    assert!(case.marker().exists());
 }

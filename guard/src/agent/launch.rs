@@ -50,6 +50,14 @@ pub fn gate_config(loaded: &Loaded) -> ExecGateConfig {
                 ino: id.ino,
             })
             .collect(),
+        loaders: loaded
+            .loaders
+            .iter()
+            .map(|id| Identity {
+                dev: id.dev,
+                ino: id.ino,
+            })
+            .collect(),
         deny_inline_code: denies(|p| p.inline_code),
         deny_stdin_code: denies(|p| p.stdin),
         deny_interactive: denies(|p| p.interactive),
@@ -76,12 +84,14 @@ pub fn load(state: &State, loaded: &Loaded) -> Option<ExecGate> {
                 "enforcing"
             };
             state.set_exec_gate_status(format!(
-                "{mode} on {} interpreter executable(s)",
-                config.interpreters.len()
+                "{mode} on {} interpreter executable(s) and {} loader(s)",
+                config.interpreters.len(),
+                config.loaders.len()
             ));
             log::info!(
-                "exec gate {mode} on {} interpreter executable(s)",
-                config.interpreters.len()
+                "exec gate {mode} on {} interpreter executable(s) and {} loader(s)",
+                config.interpreters.len(),
+                config.loaders.len()
             );
             Some(gate)
         }
@@ -133,6 +143,9 @@ pub fn reason(rule: Rule) -> &'static str {
         Rule::NoCodeEnvironment => "a refused environment variable is set",
         Rule::ScriptIsFile => "the script operand names a file descriptor, not a file",
         Rule::FactsUnavailable => "the command line is beyond what the gate can read: refused",
+        Rule::NoLoaderLaunch => {
+            "the dynamic loader was run directly to launch a program (ld.so PROGRAM): refused"
+        }
         _ => "refused at exec",
     }
 }
@@ -154,6 +167,12 @@ fn report(state: &State, loaded: &Loaded, event: &GateEvent) {
         .find(|(known, _)| *known == id)
         .and_then(|(_, profile)| loaded.policy.interpreters.get(*profile))
         .map(|profile| format!("<{} interpreter>", profile.name))
+        .or_else(|| {
+            loaded
+                .loaders
+                .contains(&id)
+                .then(|| "<dynamic loader>".into())
+        })
         .unwrap_or_else(|| "?".into());
     state.audit.send(AuditRecord {
         time: super::audit::now(),

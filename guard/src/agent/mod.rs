@@ -70,9 +70,11 @@ impl Config {
             policy.mode = Mode::Permissive;
         }
         let interpreters = facts::resolve_interpreters(&policy);
+        let loaders = facts::resolve_loaders(&policy);
         Ok(Loaded {
             policy,
             interpreters,
+            loaders,
         })
     }
 }
@@ -81,6 +83,8 @@ impl Config {
 pub struct Loaded {
     pub policy: Policy,
     pub interpreters: Vec<(FileId, usize)>,
+    /// Dynamic loaders whose direct launches of programs the exec gate refuses.
+    pub loaders: Vec<FileId>,
 }
 
 /// What the event loop and workers share.
