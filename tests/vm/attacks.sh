@@ -26,6 +26,7 @@ home=$root/home     # a HOME the attacker owns
 shm=/dev/shm/attacks-evil.py
 log=/tmp/attacks.log
 agent_log=/var/log/guard/agent-attacks.log
+# (a terminal echoes the typed payload: only a line that is just "PAYLOAD RAN" counts)
 code="open('$out/ran', 'w').write('ran')
 print('PAYLOAD RAN')
 "
@@ -78,7 +79,7 @@ attack() {
     local start=$SECONDS
     "$@" > "$log" 2>&1 < /dev/null
     local rc=$? ran=0 why='' took=$((SECONDS - start))
-    if [ -n "$(ls -A "$out")" ] || grep -q 'PAYLOAD RAN' "$log"; then ran=1; fi
+    if [ -n "$(ls -A "$out")" ] || grep -qE '^PAYLOAD RAN.?$' "$log"; then ran=1; fi
     if grep -q 'ATTACK SETUP FAILED' "$log"; then
         why="the attack's own setup failed"
     elif [ "$phase" = bare ]; then
@@ -257,8 +258,12 @@ print(mod.WHO)
     signed "$base/held.py" "$(padded "print('held')")"
     signed "$base/race.py" "$(padded "print('race')")"
     cp "$base/race.py" "$root/race.good"
+    local row
+    row=$(printf '0,%.0s' $(seq 30))
     {
-        for i in $(seq 30000); do echo "# padding $i: python3 is still reading while the writer writes"; done
+        echo "x = ["
+        for _ in $(seq 10000); do echo "$row"; done
+        echo "]"
         echo "print('big')"
         printf "#%$((${#code} - 2))s\n" ''
     } > "$root/big.good"
@@ -301,6 +306,13 @@ held_writer() {
         nb "$base" 'python3 held.py' 7>&-
     )
 }
+descendants() {
+    local c
+    for c in $(< "/proc/$1/task/$1/children"); do
+        echo "$c"
+        descendants "$c"
+    done 2> /dev/null
+}
 # holds PID FILE: PID has FILE open.
 holds() {
     local fd
@@ -309,7 +321,8 @@ holds() {
     done
     return 1
 }
-# 16b/16c: big.py (signed, 2 MB of comments, then a placeholder the size of the payload) is
+# 16b/16c: big.py (signed: a 300 000-element list literal, then a placeholder the size of the
+# payload; python3 reads a script block by block as it parses it) is
 # opened by python3; while it is still reading it, the payload is written over the
 # placeholder, through a descriptor opened for writing before the run (held) or after
 # python3 opened it (new).
@@ -318,12 +331,11 @@ mid_read_writer() {
     (
         exec 7<> "$base/big.py" || exit 3
         nb "$base" 'exec python3 big.py' 7>&- &
-        local runner=$!
-        for _ in $(seq 400); do
-            pid=$(pgrep -xf 'python3 big.py' | head -n 1)
-            [ -n "$pid" ] && holds "$pid" "$base/big.py" && break
-            pid=
-            sleep 0.02
+        local runner=$! end=$((SECONDS + 25)) p
+        while [ -z "$pid" ] && [ "$SECONDS" -lt "$end" ]; do
+            for p in $(descendants "$runner"); do
+                holds "$p" "$base/big.py" && pid=$p
+            done
         done
         [ -n "$pid" ] || echo "ATTACK SETUP FAILED: python3 never opened big.py"
         size=$(stat -c %s "$base/big.py")
@@ -358,11 +370,11 @@ racing_writer() {
 # 16: the attacker swaps a symlink between a signed script and his own, racing the runs.
 symlink_swap() {
     local limit=120
-    nb "$tmp" 'ln -sf "$GOOD" link.py
-        ( end=$((SECONDS+4)); while [ $SECONDS -lt $end ]; do
+    nb "$tmp" 'ln -sf "$GOOD" link.py; rm -f swap.stop
+        ( while [ ! -e swap.stop ]; do
             ln -sf "$EVIL" link.new && mv -T link.new link.py
             ln -sf "$GOOD" link.new && mv -T link.new link.py; done ) &
-        for i in $(seq 12); do python3 link.py; done; wait' GOOD="$base/good.py"
+        for i in $(seq 12); do python3 link.py; done; touch swap.stop; wait' GOOD="$base/good.py"
 }
 # 17: root bind-mounts the attacker's file over a trusted module in a private mount
 # namespace, then runs it as nobody.
@@ -458,10 +470,10 @@ attacks() {
     # PYTHONINSPECT and PYTHONSTARTUP act only on a terminal or with -i).
     for s in 'cat "$EVIL" | python3 -i ../base/ok.py' 'cat "$EVIL" | python3 -i' \
         'PYTHONSTARTUP="$EVIL" python3 -i < /dev/null' \
-        'script -qc "python3 -i ../base/ok.py" /dev/null < "$EVIL"' \
-        'script -qc "PYTHONINSPECT=1 python3 ../base/ok.py" /dev/null < "$EVIL"' \
-        'PYTHONSTARTUP="$EVIL" script -qc python3 /dev/null <<< "raise SystemExit"' \
-        'script -qc python3 /dev/null < "$EVIL"'; do
+        'script -eqc "python3 -i ../base/ok.py" /dev/null < "$EVIL"' \
+        'script -eqc "PYTHONINSPECT=1 python3 ../base/ok.py" /dev/null < "$EVIL"' \
+        'PYTHONSTARTUP="$EVIL" script -eqc python3 /dev/null <<< "raise SystemExit(3)"' \
+        'script -eqc python3 /dev/null < "$EVIL"'; do
         attack check "7 $s" refused nb "$tmp" "$s"
     done
     baseline "family 7"
