@@ -8,9 +8,9 @@
 # attack is broken and proves nothing), then under the agent, where it must not. The signed
 # baseline (a signed script importing a signed module) must keep working after every family.
 #
-# `check` attacks fail the suite when the payload runs. `gap` attacks are known holes whose
-# kernel side is being built (docs/threat-model.md): they print "gap:" when the payload runs
-# and "ok:" when refused, and never fail the suite; flip them to `check` once closed.
+# `check` attacks fail the suite when the payload runs. `gap` attacks are the holes
+# docs/threat-model.md lists as open in BPF mode: they print "gap:" when the payload runs and
+# "ok:" (with a reminder) when refused, and never fail the suite; make them `check` once closed.
 # Attack scripts are single-quoted on purpose (they expand as nobody); helpers run through `attack`.
 # shellcheck disable=SC2016,SC2317
 # shellcheck source=lib.bash
@@ -329,7 +329,7 @@ holds() {
 mid_read_writer() {
     local size pid=
     (
-        exec 7<> "$base/big.py" || exit 3
+        if [ "$1" = held ]; then exec 7<> "$base/big.py" || exit 3; fi
         nb "$base" 'exec python3 big.py' 7>&- &
         local runner=$! end=$((SECONDS + 25)) p
         while [ -z "$pid" ] && [ "$SECONDS" -lt "$end" ]; do
@@ -337,9 +337,12 @@ mid_read_writer() {
                 holds "$p" "$base/big.py" && pid=$p
             done
         done
-        [ -n "$pid" ] || echo "ATTACK SETUP FAILED: python3 never opened big.py"
+        # Refused at open, python3 never holds it: nothing to race.
+        [ -n "$pid" ] || echo "python3 never held big.py open"
         size=$(stat -c %s "$base/big.py")
-        if [ "$1" = held ]; then
+        if [ -z "$pid" ]; then
+            :
+        elif [ "$1" = held ]; then
             printf '%s' "$code" | dd bs=1 seek=$((size - ${#code})) conv=notrunc status=none >&7
         else
             printf '%s' "$code" | dd of="$base/big.py" bs=1 seek=$((size - ${#code})) \
@@ -544,7 +547,7 @@ attacks() {
     # 16: rewrites and swaps.
     attack check "16 same-size rewrite with mtime restored" refused rewrite_after_run
     attack check "16 writer holding the file open rewrites it between two runs" not_ran held_writer
-    attack gap "16b writer holding the file open writes while python3 reads it" not_ran \
+    attack check "16b writer holding the file open writes while python3 reads it" not_ran \
         mid_read_writer held
     attack gap "16c writer opening the file after python3 did, writing while it reads" not_ran \
         mid_read_writer new
@@ -557,15 +560,15 @@ attacks() {
     attack check "17 user-namespace bind mount over a trusted module" refused \
         nb "$root/lib2" 'exec unshare -Urm sh -c "mount --bind \"\$EVIL\" \"\$PWD/trusted.py\" &&
             exec python3 trusted.py"'
-    attack gap "17b user-namespace tmpfs, security.ima copied from a signed file" refused \
+    attack check "17b user-namespace tmpfs, security.ima copied from a signed file" refused \
         nb "$tmp" 'exec unshare -Urm sh -c "mount -t tmpfs t mnt1 && cp \"\$EVIL\" mnt1/x.py &&
             setfattr -n security.ima -v \"\$SIG\" mnt1/x.py; getfattr -d -m - mnt1/x.py;
             exec python3 mnt1/x.py"' SIG="$(hexsig "$base/good.py")"
-    attack gap "17b user-namespace tmpfs, forged security.ima" refused \
+    attack check "17b user-namespace tmpfs, forged security.ima" refused \
         nb "$tmp" 'exec unshare -Urm sh -c "mount -t tmpfs t mnt2 && cp \"\$EVIL\" mnt2/x.py &&
             setfattr -n security.ima -v \"\$SIG\" mnt2/x.py; exec python3 mnt2/x.py"' \
         SIG="$(hexsig "$base/good.py" | sed 's/..$/00/')"
-    attack gap "17b user-namespace overlay: signed script from the lower layer, evil module above" \
+    attack check "17b user-namespace overlay: signed script from the lower layer, evil module above" \
         refused nb "$tmp" 'exec unshare -Urm sh -c "mount -t tmpfs t mnt3 &&
             mkdir mnt3/u mnt3/w mnt3/m && cp \"\$EVIL\" mnt3/u/helper.py &&
             mount -t overlay o -o lowerdir=\$BASE,upperdir=mnt3/u,workdir=mnt3/w mnt3/m &&
@@ -574,9 +577,9 @@ attacks() {
 
     # 18: the dynamic loader launching python3.
     local ldso=/lib64/ld-linux-x86-64.so.2
-    attack gap "18 ld.so python3 -c CODE" refused nb "$tmp" "exec $ldso /usr/bin/python3 -c \"\$CODE\""
-    attack gap "18 ld.so python3 unsigned.py" refused nb "$tmp" "exec $ldso /usr/bin/python3 evil.py"
-    attack gap "18 ld.so python3 < file" refused nb "$tmp" "exec $ldso /usr/bin/python3 < \"\$EVIL\""
+    attack check "18 ld.so python3 -c CODE" refused nb "$tmp" "exec $ldso /usr/bin/python3 -c \"\$CODE\""
+    attack check "18 ld.so python3 unsigned.py" refused nb "$tmp" "exec $ldso /usr/bin/python3 evil.py"
+    attack check "18 ld.so python3 < file" refused nb "$tmp" "exec $ldso /usr/bin/python3 < \"\$EVIL\""
     baseline "family 18"
 
     # 19: unsigned native code: LD_PRELOAD and ctypes.CDLL, also named .dat.
@@ -604,6 +607,8 @@ start_agent() {
 }
 
 echo "python3 binaries: ${pythons[*]}"
+# The runs without guard need no guard layer left pinned by an earlier test.
+guard debug lsm-unpin --pin /sys/fs/bpf/guard/lsm > /dev/null 2>&1
 t0=$SECONDS
 setup
 attacks
