@@ -332,7 +332,7 @@ mid_read_writer() {
         if [ "$1" = held ]; then exec 7<> "$base/big.py" || exit 3; fi
         nb "$base" 'exec python3 big.py' 7>&- &
         local runner=$! end=$((SECONDS + 25)) p
-        while [ -z "$pid" ] && [ "$SECONDS" -lt "$end" ]; do
+        while [ -z "$pid" ] && [ "$SECONDS" -lt "$end" ] && kill -0 "$runner" 2> /dev/null; do
             for p in $(descendants "$runner"); do
                 holds "$p" "$base/big.py" && pid=$p
             done
@@ -351,7 +351,7 @@ mid_read_writer() {
         wait "$runner"
     )
     cp "$root/big.good" "$base/big.py"
-    sign "$base/big.py"
+    sign "$base/big.py" 2> /dev/null
 }
 # 16: a writer flipping a signed file between its signed and the evil content (same inode,
 # same size) while nobody runs it.
@@ -573,6 +573,11 @@ attacks() {
             mkdir mnt3/u mnt3/w mnt3/m && cp \"\$EVIL\" mnt3/u/helper.py &&
             mount -t overlay o -o lowerdir=\$BASE,upperdir=mnt3/u,workdir=mnt3/w mnt3/m &&
             exec python3 mnt3/m/ok.py"' BASE="$base"
+    attack gap "17d python3 /proc/self/environ with code in a variable" not_ran \
+        nb "$tmp" 'exec env -i X="1;$LINE" /usr/bin/python3 /proc/self/environ'
+    attack gap "17d python3 /proc/PID/comm of a process named exec(input())" not_ran \
+        nb "$tmp" 'sh -c "printf \"exec(input())\" > /proc/self/comm; sleep 20; :" &
+            sleep 0.5; python3 /proc/$!/comm < "$EVIL"; kill $!'
     baseline "family 17"
 
     # 18: the dynamic loader launching python3.
