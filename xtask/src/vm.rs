@@ -226,7 +226,9 @@ pub fn vm_test_in_suite() -> Result<()> {
     vm_test(VmTestArgs {
         kernels: vec!["6.12".into(), "newest".into()],
         opts: VmOpts {
-            timeout: 900,
+            // tests/vm/attacks.sh alone runs 111 attacks twice (without guard, to show each
+            // one works, then under it): 6–10 min per kernel on an emulated CPU.
+            timeout: 1800,
             shares: Vec::new(),
             cpus: 2,
             memory: 2048,
