@@ -449,9 +449,14 @@ fn shadowing_modules_and_code_environment_are_refused() {
     let out = lab.py(&lab.path("app"), &["uses_json.py"], &[("PYTHONPATH", pp)]);
     assert_refused("PYTHONPATH", &out, &marker);
     assert!(!lab.denies("sitecustomize.py").is_empty());
-    // PYTHONHOME with an attacker's encodings package (runs before site).
-    lab.evil("tmp/home/lib/python3.11/encodings/__init__.py", &code);
-    lab.evil("tmp/home/lib/python3.11/os.py", &code);
+    // PYTHONHOME with an attacker's encodings package (runs before site, and before io
+    // exists: the payload must do without open()).
+    let early = format!(
+        "import posix; posix.close(posix.open({:?}, posix.O_CREAT | posix.O_WRONLY))\n",
+        marker.to_str().expect("utf-8 path")
+    );
+    lab.evil("tmp/home/lib/python3.11/encodings/__init__.py", &early);
+    lab.evil("tmp/home/lib/python3.11/os.py", &early);
     let home = lab.path("tmp/home");
     let out = lab.py(
         &lab.path("base"),
