@@ -425,38 +425,29 @@ impl LsmLayer {
         let btf = aya::Btf::from_sys_fs()?;
         let mut hooks = Vec::new();
         let mut links = Vec::new();
-        for name in config.programs(&offsets) {
-            let program: &mut Lsm = ebpf
-                .program_mut(name)
-                .ok_or(LsmError::Missing(name))?
-                .try_into()
-                .map_err(|e| LsmError::Program(name, e))?;
-            program
-                .load(name, &btf)
-                .map_err(|e| LsmError::Program(name, e))?;
-            let id = program.attach().map_err(|e| LsmError::Program(name, e))?;
-            let link = program
-                .take_link(id)
-                .map_err(|e| LsmError::Program(name, e))?;
-            links.push(FdLink::from(link));
-            hooks.push(name);
+        // LSM hooks and tracepoints differ only in their program type.
+        macro_rules! attach_all {
+            ($kind:ty, $names:expr) => {
+                for name in $names {
+                    let program: &mut $kind = ebpf
+                        .program_mut(name)
+                        .ok_or(LsmError::Missing(name))?
+                        .try_into()
+                        .map_err(|e| LsmError::Program(name, e))?;
+                    program
+                        .load(name, &btf)
+                        .map_err(|e| LsmError::Program(name, e))?;
+                    let id = program.attach().map_err(|e| LsmError::Program(name, e))?;
+                    let link = program
+                        .take_link(id)
+                        .map_err(|e| LsmError::Program(name, e))?;
+                    links.push(FdLink::from(link));
+                    hooks.push(name);
+                }
+            };
         }
-        for name in config.tracepoints() {
-            let program: &mut BtfTracePoint = ebpf
-                .program_mut(name)
-                .ok_or(LsmError::Missing(name))?
-                .try_into()
-                .map_err(|e| LsmError::Program(name, e))?;
-            program
-                .load(name, &btf)
-                .map_err(|e| LsmError::Program(name, e))?;
-            let id = program.attach().map_err(|e| LsmError::Program(name, e))?;
-            let link = program
-                .take_link(id)
-                .map_err(|e| LsmError::Program(name, e))?;
-            links.push(FdLink::from(link));
-            hooks.push(name);
-        }
+        attach_all!(Lsm, config.programs(&offsets));
+        attach_all!(BtfTracePoint, config.tracepoints());
         // Everything is attached: only now may the old pins (a previous loader's programs)
         // go, so enforcement never lapses.
         if let Some(dir) = &config.pin_dir {
