@@ -613,7 +613,7 @@ start_agent() {
 
 echo "python3 binaries: ${pythons[*]}"
 # The runs without guard need no guard layer left pinned by an earlier test.
-guard debug lsm-unpin --pin /sys/fs/bpf/guard/lsm > /dev/null 2>&1
+guard debug lsm-unpin > /dev/null 2>&1
 t0=$SECONDS
 setup
 attacks
@@ -629,6 +629,6 @@ attacks
 echo "(under guard: $((SECONDS - t0)) s)"
 kill -TERM "$agent"
 wait "$agent" 2> /dev/null
-guard debug lsm-unpin --pin /sys/fs/bpf/guard/lsm > /dev/null 2>&1
+guard debug lsm-unpin > /dev/null 2>&1
 rm -rf "$root" "$shm"
 exit "$fail"
