@@ -14,5 +14,8 @@ check() {
         fail=1
     fi
 }
+# Each test starts without layers an earlier one left pinned (a failed test may not have
+# cleaned up; a pinned fail-closed layer would break every test after it).
+command -v guard > /dev/null && guard debug lsm-unpin > /dev/null 2>&1
 # As an unprivileged user, as interpreters usually run.
 user=(setpriv --reuid=65534 --regid=65534 --clear-groups)
