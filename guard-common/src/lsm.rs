@@ -21,6 +21,9 @@ pub const ENFORCE_EXEC_MAP: u32 = 1 << 4;
 /// that have none (fail closed).
 pub const VERDICT_CACHE: u32 = 1 << 5;
 
+/// `iattr.ia_valid`'s bit for a size change (truncate).
+pub const ATTR_SIZE: u32 = 1 << 3;
+
 /// Which hook reported an event.
 pub const HOOK_FILE_OPEN: u32 = 1;
 pub const HOOK_BPRM_CREDS_FOR_EXEC: u32 = 2;
@@ -28,6 +31,7 @@ pub const HOOK_INODE_SETXATTR: u32 = 3;
 pub const HOOK_INODE_REMOVEXATTR: u32 = 4;
 pub const HOOK_MMAP_FILE: u32 = 5;
 pub const HOOK_FILE_MPROTECT: u32 = 6;
+pub const HOOK_INODE_SETATTR: u32 = 7;
 
 /// Byte offsets of the kernel struct members the programs read, from the running kernel's
 /// BTF at load time (Rust BPF has no CO-RE). A bitfield is a byte offset and a mask.
@@ -55,7 +59,8 @@ pub struct LsmOffsets {
     pub sb_user_ns: u32,
     /// `user_namespace.level`: 0 for the initial namespace only.
     pub user_ns_level: u32,
-    pub pad: u32,
+    /// `iattr.ia_valid`.
+    pub iattr_valid: u32,
 }
 
 /// The read-only global the loader sets (`LSM_SETTINGS`).
@@ -104,7 +109,10 @@ pub struct InodeState {
     pub changes: u64,
     /// 1 when the file was open for writing at an interpreter's latest open of it.
     pub writers_at_open: u32,
-    pub pad: u32,
+    /// Interpreters' read-only opens of it not yet released. While one is open and a
+    /// verdict is valid, the file is code being read: write opens and truncation are refused
+    /// (as the kernel refuses writes to a running executable).
+    pub code_readers: u32,
 }
 
 /// The agent's verdict on an inode (inode storage `LSM_VERDICTS`), written by the agent

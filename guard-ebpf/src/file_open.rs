@@ -19,7 +19,7 @@ use crate::lsm_common::{
     EACCES, agent_alive, btf_member, current_exe, inode_facts, is_interpreter, kread, refuse,
     setting,
 };
-use crate::verdicts::{Standing, standing, written_file};
+use crate::verdicts::{Standing, standing, write_open_refused};
 
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
@@ -29,7 +29,12 @@ pub fn file_open(ctx: LsmContext) -> i32 {
         return retval;
     }
     let file: *const u8 = ctx.arg(0);
-    written_file(file);
+    if write_open_refused(file) {
+        return match kread::<*const u8>(file, setting!(offsets.file_inode)).map(inode_facts) {
+            Ok(Ok(facts)) => refuse(HOOK_FILE_OPEN, Rule::NoOpenWriters, &facts, EACCES),
+            _ => -EACCES,
+        };
+    }
     if setting!(flags) & ENFORCE_FILE_OPEN == 0 {
         return 0;
     }

@@ -41,7 +41,7 @@ pub static LSM_SETTINGS: LsmSettings = LsmSettings {
         inode_writecount: 0,
         sb_user_ns: 0,
         user_ns_level: 0,
-        pad: 0,
+        iattr_valid: 0,
     },
     flags: 0,
     trusted_uid: 0,
@@ -62,6 +62,11 @@ pub static LSM_INODE_STATE: InodeStorage<InodeState> = InodeStorage::new();
 /// The agent's verdicts per inode (see [`InodeVerdict`]); written from user space.
 #[btf_map]
 pub static LSM_VERDICTS: InodeStorage<InodeVerdict> = InodeStorage::new();
+
+/// Interpreters' read-only opens of regular files counted in
+/// [`InodeState::code_readers`], by `struct file` address, until released.
+#[map]
+pub static LSM_READER_FILES: HashMap<u64, u8> = HashMap::with_max_entries(65536, 0);
 
 /// Whether the agent is there to check what the kernel cannot (see [`AgentState`]).
 #[map]

@@ -9,11 +9,25 @@
 //!
 //! `file_open` uses a valid verdict without asking anyone; while the agent is down it
 //! refuses interpreters' reads of regular files that have none (fail closed).
+//!
+//! While an interpreter holds verified code open (counted from `file_post_open`, after
+//! fanotify allowed the open, to `file_release`), write opens and truncation of it are
+//! refused: a check at open cannot cover a writer that comes after it.
 
-use aya_ebpf::{bindings::inode, macros::lsm, programs::LsmContext};
-use guard_common::lsm::{FMODE_WRITE, InodeState, VERDICT_CACHE};
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, inode},
+    macros::lsm,
+    programs::LsmContext,
+};
+use guard_common::{
+    Rule,
+    lsm::{ATTR_SIZE, FMODE_READ, FMODE_WRITE, HOOK_INODE_SETATTR, InodeState, VERDICT_CACHE},
+};
 
-use crate::lsm_common::{LSM_INODE_STATE, LSM_VERDICTS, btf_member, kread, setting};
+use crate::lsm_common::{
+    EACCES, LSM_INODE_STATE, LSM_READER_FILES, LSM_VERDICTS, btf_member, current_exe, inode_facts,
+    is_interpreter, kread, refuse, setting,
+};
 
 /// How `file_open` stands on an interpreter's read of a linked regular file.
 pub enum Standing {
@@ -44,17 +58,92 @@ pub fn standing(inode_ptr: *mut u8) -> Standing {
         (*state).writers_at_open = writers as u32;
         core::ptr::read_volatile(&raw const (*state).changes)
     };
-    if writers {
-        return Standing::Unverified;
-    }
-    // SAFETY: as above, for the verdict storage (looked up, never created here).
-    let verdict = unsafe { LSM_VERDICTS.get_ptr_mut(inode_ptr.cast::<inode>()) };
-    // SAFETY: non-null means the inode's value, alive for the program's run.
-    if !verdict.is_null() && unsafe { (*verdict).changes } == changes {
+    if !writers && verified_at(inode_ptr, changes) {
         Standing::Verified
     } else {
         Standing::Unverified
     }
+}
+
+/// Whether the agent's verdict on the inode is stamped with `changes`, the current count.
+#[inline(always)]
+fn verified_at(inode_ptr: *mut u8, changes: u64) -> bool {
+    // SAFETY: `inode_ptr` is a BTF-typed inode pointer; the verdict is looked up, never
+    // created here.
+    let verdict = unsafe { LSM_VERDICTS.get_ptr_mut(inode_ptr.cast::<inode>()) };
+    // SAFETY: non-null means the inode's value, alive for the program's run.
+    !verdict.is_null() && unsafe { (*verdict).changes } == changes
+}
+
+/// Whether the inode is verified code that an interpreter is reading now: then nobody may
+/// change it (`-EACCES` from the hook), as nobody may write a running executable.
+#[inline(always)]
+pub fn code_in_use(inode_ptr: *mut u8) -> bool {
+    if setting!(flags) & VERDICT_CACHE == 0 || inode_ptr.is_null() {
+        return false;
+    }
+    // SAFETY: `inode_ptr` is a BTF-typed inode pointer (or the helper rejects it).
+    let state = unsafe { LSM_INODE_STATE.get_ptr_mut(inode_ptr.cast::<inode>()) };
+    if state.is_null() {
+        return false;
+    }
+    // SAFETY: the inode's value, alive for the program's run.
+    let (readers, changes) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*state).code_readers),
+            core::ptr::read_volatile(&raw const (*state).changes),
+        )
+    };
+    readers > 0 && verified_at(inode_ptr, changes)
+}
+
+/// Counts an interpreter's read-only open of a regular file that went through (after
+/// fanotify allowed it), once per `struct file`.
+#[inline(always)]
+pub fn reader_opened(file: *const u8, inode_ptr: *mut u8) {
+    // SAFETY: `inode_ptr` is the BTF-typed `file->f_inode`.
+    let state = unsafe { LSM_INODE_STATE.get_ptr_mut(inode_ptr.cast::<inode>()) };
+    if state.is_null()
+        || LSM_READER_FILES
+            .insert(&(file as u64), &1, BPF_NOEXIST.into())
+            .is_err()
+    {
+        // Not counted (no state, or the table is full): then never uncounted either.
+        return;
+    }
+    // SAFETY: the inode's value, alive for the program's run; atomic as in `changed`.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u32, u32, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            &raw mut (*state).code_readers,
+            1,
+        )
+    };
+}
+
+/// Uncounts a released file counted by [`reader_opened`].
+#[inline(always)]
+fn reader_released(file: *const u8) {
+    let key = file as u64;
+    // SAFETY: presence test only.
+    if unsafe { LSM_READER_FILES.get(&key) }.is_none() {
+        return;
+    }
+    let _ = LSM_READER_FILES.remove(&key);
+    let offset = setting!(offsets.file_inode);
+    // SAFETY: `file` is the hook's BTF-typed argument; `f_inode` is a pointer member.
+    let inode_ptr = unsafe { btf_member(file, offset) };
+    // SAFETY: as in `changed`.
+    let state = unsafe { LSM_INODE_STATE.get_ptr_mut(inode_ptr.cast::<inode>()) };
+    if state.is_null() {
+        return;
+    }
+    // SAFETY: the inode's value; adding u32::MAX wraps to subtracting one.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u32, u32, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            &raw mut (*state).code_readers,
+            u32::MAX,
+        )
+    };
 }
 
 /// Counts a change of the inode: every verdict stamped before it is void.
@@ -91,32 +180,94 @@ pub fn dentry_changed(dentry: *const u8) {
     changed(unsafe { btf_member(dentry, offset) });
 }
 
-/// `changed` for a file opened for writing.
+/// A file opened for writing: refused (`true`) while it is verified code an interpreter is
+/// reading, else counted as a change.
 #[inline(always)]
-pub fn written_file(file: *const u8) {
+pub fn write_open_refused(file: *const u8) -> bool {
     let Ok(f_mode) = kread::<u32>(file, setting!(offsets.file_mode)) else {
-        return;
+        return false;
     };
-    if f_mode & FMODE_WRITE != 0 {
-        let offset = setting!(offsets.file_inode);
-        // SAFETY: `file` is a BTF-typed hook argument; `f_inode` is a pointer member.
-        changed(unsafe { btf_member(file, offset) });
+    if f_mode & FMODE_WRITE == 0 {
+        return false;
     }
+    let offset = setting!(offsets.file_inode);
+    // SAFETY: `file` is a BTF-typed hook argument; `f_inode` is a pointer member.
+    let inode_ptr = unsafe { btf_member(file, offset) };
+    if code_in_use(inode_ptr) {
+        return true;
+    }
+    changed(inode_ptr);
+    false
 }
 
-// file_release(struct file *file): a writer is done, whatever it wrote is there now.
+// file_release(struct file *file): a writer is done, whatever it wrote is there now; or an
+// interpreter is done reading.
 #[lsm(hook = "file_release")]
 pub fn file_release(ctx: LsmContext) -> i32 {
-    written_file(ctx.arg(0));
+    let file: *const u8 = ctx.arg(0);
+    if setting!(flags) & VERDICT_CACHE == 0 {
+        return 0;
+    }
+    reader_released(file);
+    if let Ok(f_mode) = kread::<u32>(file, setting!(offsets.file_mode))
+        && f_mode & FMODE_WRITE != 0
+    {
+        let offset = setting!(offsets.file_inode);
+        // SAFETY: `file` is the hook's BTF-typed argument; `f_inode` is a pointer member.
+        changed(unsafe { btf_member(file, offset) });
+    }
     0
 }
 
 // inode_setattr(struct mnt_idmap *, struct dentry *, struct iattr *), then the previous
-// verdict.
+// verdict. Truncating verified code an interpreter is reading is refused.
 #[lsm(hook = "inode_setattr")]
 pub fn inode_setattr(ctx: LsmContext) -> i32 {
-    dentry_changed(ctx.arg(1));
-    ctx.arg(3)
+    let retval: i32 = ctx.arg(3);
+    if retval != 0 {
+        return retval;
+    }
+    let dentry: *const u8 = ctx.arg(1);
+    let iattr: *const u8 = ctx.arg(2);
+    let truncates = kread::<u32>(iattr, setting!(offsets.iattr_valid))
+        .map_or(true, |valid| valid & ATTR_SIZE != 0);
+    let offset = setting!(offsets.dentry_inode);
+    // SAFETY: `dentry` is the hook's BTF-typed argument; `d_inode` is a pointer member.
+    let inode_ptr = unsafe { btf_member(dentry, offset) };
+    if truncates && code_in_use(inode_ptr) {
+        return match kread::<*const u8>(dentry, offset).map(inode_facts) {
+            Ok(Ok(facts)) => refuse(HOOK_INODE_SETATTR, Rule::NoOpenWriters, &facts, EACCES),
+            _ => -EACCES,
+        };
+    }
+    changed(inode_ptr);
+    0
+}
+
+// file_post_open(struct file *file, int mask), then the previous verdict: the open went
+// through (fanotify allowed it), so the file will be released; count an interpreter's read.
+#[lsm(hook = "file_post_open")]
+pub fn file_post_open(ctx: LsmContext) -> i32 {
+    let retval: i32 = ctx.arg(2);
+    if retval != 0 || setting!(flags) & VERDICT_CACHE == 0 {
+        return retval;
+    }
+    let file: *const u8 = ctx.arg(0);
+    let Ok(f_mode) = kread::<u32>(file, setting!(offsets.file_mode)) else {
+        return 0;
+    };
+    if f_mode & (FMODE_READ | FMODE_WRITE) != FMODE_READ {
+        return 0;
+    }
+    match current_exe() {
+        Ok(Some(exe)) if is_interpreter(&exe) => {}
+        _ => return 0,
+    }
+    let offset = setting!(offsets.file_inode);
+    // SAFETY: `file` is the hook's BTF-typed argument; `f_inode` is a pointer member.
+    let inode_ptr = unsafe { btf_member(file, offset) };
+    reader_opened(file, inode_ptr);
+    0
 }
 
 // inode_rename(struct inode *old_dir, struct dentry *old_dentry, struct inode *new_dir,

@@ -68,6 +68,21 @@ exec 3>> "$dir/held.py"
 check "a module open for writing elsewhere is refused" refused "${user[@]}" -- python3 -B "$dir/holder.py"
 exec 3>&-
 check "the same module imports once the writer is gone" bash -c "${user[*]} -- python3 -B $dir/holder.py | grep -q held"
+# Verified code an interpreter is reading may not be written or truncated meanwhile (a check
+# at open cannot cover a writer that comes after it), by root neither; once released it may.
+printf 'import sys, time\nf = open(sys.argv[1])\nprint("holding", flush=True)\ntime.sleep(5)\n' > "$dir/hold.py"
+printf 'V = 1\n' > "$dir/victim.py"
+chmod 644 "$dir/hold.py" "$dir/victim.py"
+evmctl ima_sign --hashalgo sha256 --key "$GUARD_KEY" "$dir/hold.py" > /dev/null
+evmctl ima_sign --hashalgo sha256 --key "$GUARD_KEY" "$dir/victim.py" > /dev/null
+"${user[@]}" -- python3 -B "$dir/hold.py" "$dir/victim.py" > "$dir/hold.out" 2>&1 &
+holder=$!
+for _ in $(seq 1 100); do grep -q holding "$dir/hold.out" && break; sleep 0.1; done
+check "verified code being read: write open refused" bash -c "! echo '#' >> $dir/victim.py"
+# truncate(2) by path, no open: perl's truncate with a file name.
+check "verified code being read: truncate refused" bash -c "! perl -e 'truncate(\"$dir/victim.py\", 0) or exit 1'"
+wait $holder
+check "released: it can be written again" bash -c "echo '#' >> $dir/victim.py"
 # A tmpfs mounted in a user namespace belongs to its creator (owners, xattrs): refused by
 # the kernel whatever it holds, and fanotify never sees it. The kernel cannot tell a code
 # read from a data read, so interpreters read nothing there.
@@ -78,6 +93,8 @@ check "data on it is refused too" refused "${user[@]}" -- unshare -Urm sh -c \
 sleep 1
 check "kernel refusal audited" grep -q '"rule":"regular-file"' /var/log/guard/audit.jsonl
 check "writer refusal audited" grep -q '"rule":"no-open-writers"' /var/log/guard/audit.jsonl
+check "kernel writer refusal audited" grep -q 'file_open refused rule=no-open-writers' /var/log/guard/audit.jsonl
+check "kernel truncate refusal audited" grep -q 'inode_setattr refused rule=no-open-writers' /var/log/guard/audit.jsonl
 check "user-namespace refusal audited" grep -q '"rule":"trusted-filesystem"' /var/log/guard/audit.jsonl
 # Verified while the agent ran: signed.py (and python's own modules), cached.py.
 printf 'print("cached ok")\n' > "$dir/cached.py"

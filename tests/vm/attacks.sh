@@ -549,7 +549,7 @@ attacks() {
     attack check "16 writer holding the file open rewrites it between two runs" not_ran held_writer
     attack check "16b writer holding the file open writes while python3 reads it" not_ran \
         mid_read_writer held
-    attack gap "16c writer opening the file after python3 did, writing while it reads" not_ran \
+    attack check "16c writer opening the file after python3 did, writing while it reads" not_ran \
         mid_read_writer new
     attack check "16 racing same-size writer" not_ran racing_writer
     attack check "16 symlink swap racing the runs" not_ran symlink_swap

@@ -877,7 +877,7 @@ fn evaluate_interpreter(
             .flatten()
     });
     let open_writers = seen.map(|s| s.writers_at_open != 0);
-    let (object, verdict, lookup) = facts::decide_file(
+    let (object, mut verdict, lookup) = facts::decide_file(
         policy,
         &subject,
         &file,
@@ -891,10 +891,24 @@ fn evaluate_interpreter(
         && verdict.policy_allows
         && !runner_matters
         && object.kind == crate::engine::FileKind::Regular
-        && let Err(e) = kernel.record(&file, seen)
     {
-        bump(&state.stats.errors);
-        log::warn!("recording the kernel verdict on {path}: {e}");
+        match kernel.record(&file, seen) {
+            Err(e) => {
+                bump(&state.stats.errors);
+                log::warn!("recording the kernel verdict on {path}: {e}");
+            }
+            // From now on the kernel refuses writers while the interpreter reads the file.
+            // A change between our first look and the record voided the verdict: what the
+            // interpreter would read is not what was checked.
+            Ok(()) => {
+                if let Ok(Some(now)) = kernel.state(&file)
+                    && now.changes != seen.changes
+                {
+                    verdict =
+                        facts_unavailable(policy, "the file changed while it was being verified");
+                }
+            }
+        }
     }
     Ok(Outcome {
         code,

@@ -39,9 +39,9 @@ use guard_common::Rule;
 use guard_common::exec_gate::InterpreterKey;
 use guard_common::lsm::{
     AgentState, ENFORCE_EXEC_CHECK, ENFORCE_EXEC_MAP, ENFORCE_FILE_OPEN, HOOK_BPRM_CREDS_FOR_EXEC,
-    HOOK_FILE_MPROTECT, HOOK_FILE_OPEN, HOOK_INODE_REMOVEXATTR, HOOK_INODE_SETXATTR,
-    HOOK_MMAP_FILE, InodeState, InodeVerdict, LsmOffsets, LsmSettings, PERMISSIVE,
-    PROTECT_SIGNATURES, VERDICT_CACHE,
+    HOOK_FILE_MPROTECT, HOOK_FILE_OPEN, HOOK_INODE_REMOVEXATTR, HOOK_INODE_SETATTR,
+    HOOK_INODE_SETXATTR, HOOK_MMAP_FILE, InodeState, InodeVerdict, LsmOffsets, LsmSettings,
+    PERMISSIVE, PROTECT_SIGNATURES, VERDICT_CACHE,
 };
 
 use crate::btf::{Btf, BtfError};
@@ -54,8 +54,10 @@ const EVENTS_MAP: &str = "LSM_EVENTS";
 const INODE_STATE_MAP: &str = "LSM_INODE_STATE";
 const VERDICTS_MAP: &str = "LSM_VERDICTS";
 const AGENT_MAP: &str = "LSM_AGENT";
-/// Hooks that only count changes for the verdict cache (they refuse nothing).
-const CHANGE_HOOKS: [&str; 5] = [
+/// Hooks of the verdict cache: they count changes and code readers, and refuse only
+/// truncating code an interpreter is reading.
+const CHANGE_HOOKS: [&str; 6] = [
+    "file_post_open",
     "file_release",
     "inode_setattr",
     "inode_rename",
@@ -72,6 +74,7 @@ const ALL_PROGRAMS: &[&str] = &[
     "bprm_creds_for_exec",
     "inode_setxattr",
     "inode_removexattr",
+    "file_post_open",
     "file_release",
     "inode_setattr",
     "inode_rename",
@@ -256,6 +259,7 @@ pub enum LsmHook {
     InodeRemovexattr,
     MmapFile,
     FileMprotect,
+    InodeSetattr,
 }
 
 impl LsmHook {
@@ -267,6 +271,7 @@ impl LsmHook {
             HOOK_INODE_REMOVEXATTR => LsmHook::InodeRemovexattr,
             HOOK_MMAP_FILE => LsmHook::MmapFile,
             HOOK_FILE_MPROTECT => LsmHook::FileMprotect,
+            HOOK_INODE_SETATTR => LsmHook::InodeSetattr,
             _ => return None,
         })
     }
@@ -279,6 +284,7 @@ impl LsmHook {
             LsmHook::InodeRemovexattr => "inode_removexattr",
             LsmHook::MmapFile => "mmap_file",
             LsmHook::FileMprotect => "file_mprotect",
+            LsmHook::InodeSetattr => "inode_setattr",
         }
     }
 }
@@ -370,7 +376,7 @@ fn kernel_offsets(btf: &Btf) -> Result<LsmOffsets, BtfError> {
         inode_writecount: btf.member_offset("inode", "i_writecount", 4)?,
         sb_user_ns: btf.member_offset("super_block", "s_user_ns", 8)?,
         user_ns_level: btf.member_offset("user_namespace", "level", 4)?,
-        pad: 0,
+        iattr_valid: btf.member_offset("iattr", "ia_valid", 4)?,
     })
 }
 
