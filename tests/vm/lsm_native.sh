@@ -11,6 +11,9 @@
 # Then under `guard run` with a policy saying code = "trusted": refused and audited.
 # shellcheck source=lib.bash
 . "$(dirname "$0")/lib.bash"
+# No guard layer or exec gate left pinned by an earlier test (the gate kills `ld.so PROG`
+# and `python3 -c`, which the checks below use).
+guard debug lsm-unpin > /dev/null 2>&1
 ldso=/lib64/ld-linux-x86-64.so.2
 marker=/tmp/native-preload-ran
 # A library whose constructor creates $marker (no libc):
