@@ -20,6 +20,12 @@ pub const ENFORCE_EXEC_MAP: u32 = 1 << 4;
 /// on any change) and, while the agent is down, refuse interpreters' reads of regular files
 /// that have none (fail closed).
 pub const VERDICT_CACHE: u32 = 1 << 5;
+/// `bprm_check_security`, `mmap_file`, `file_mprotect` for every task: native code (each
+/// binfmt step of an exec, executable mappings) must come from a linked regular file.
+pub const NATIVE_LINKED: u32 = 1 << 6;
+/// With [`NATIVE_LINKED`]: and from one owned by the trusted owner, not writable by group
+/// or others, on a trusted filesystem of the initial user namespace.
+pub const NATIVE_TRUSTED: u32 = 1 << 7;
 
 /// `iattr.ia_valid`'s bit for a size change (truncate).
 pub const ATTR_SIZE: u32 = 1 << 3;
@@ -32,6 +38,10 @@ pub const HOOK_INODE_REMOVEXATTR: u32 = 4;
 pub const HOOK_MMAP_FILE: u32 = 5;
 pub const HOOK_FILE_MPROTECT: u32 = 6;
 pub const HOOK_INODE_SETATTR: u32 = 7;
+pub const HOOK_BPRM_CHECK_SECURITY: u32 = 8;
+
+/// How many filesystem magics [`LsmSettings::native_filesystems`] holds.
+pub const MAX_NATIVE_FILESYSTEMS: usize = 16;
 
 /// Byte offsets of the kernel struct members the programs read, from the running kernel's
 /// BTF at load time (Rust BPF has no CO-RE). A bitfield is a byte offset and a mask.
@@ -61,6 +71,8 @@ pub struct LsmOffsets {
     pub user_ns_level: u32,
     /// `iattr.ia_valid`.
     pub iattr_valid: u32,
+    /// `super_block.s_magic` (an `unsigned long`; every magic guard knows fits 32 bits).
+    pub sb_magic: u32,
 }
 
 /// The read-only global the loader sets (`LSM_SETTINGS`).
@@ -70,8 +82,13 @@ pub struct LsmSettings {
     pub offsets: LsmOffsets,
     /// `PERMISSIVE` and `ENFORCE_*` bits.
     pub flags: u32,
-    /// The trusted owner of executables (`bprm_creds_for_exec`), a kernel uid.
+    /// The trusted owner of executables (`bprm_creds_for_exec`, [`NATIVE_TRUSTED`]), a
+    /// kernel uid.
     pub trusted_uid: u32,
+    /// [`NATIVE_TRUSTED`]: the magics of the trusted filesystem types, the first
+    /// `native_filesystem_count` of them.
+    pub native_filesystems: [u32; MAX_NATIVE_FILESYSTEMS],
+    pub native_filesystem_count: u32,
 }
 
 /// One refusal, reported through the ring buffer.
@@ -189,6 +206,90 @@ pub fn judge_exec_map(i_mode: u32, nlink: u32) -> Option<crate::Rule> {
     }
 }
 
+/// Permission bits that let someone other than the owner write: `S_IWGRP | S_IWOTH`.
+pub const GROUP_OTHERS_WRITE: u32 = 0o022;
+
+/// What the native-code rule looks at in a file about to run as code: exec'd (each binfmt
+/// step: the program, a `#!` script's interpreter) or mapped executable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CodeFile {
+    /// `i_mode`: type and permission bits.
+    pub mode: u32,
+    pub nlink: u32,
+    /// `i_uid`, a kernel uid.
+    pub uid: u32,
+    /// `s_magic` of the file's superblock, truncated to 32 bits.
+    pub fs_magic: u32,
+    /// `s_user_ns->level` of the file's superblock: 0 for the initial user namespace.
+    pub fs_user_ns_level: u32,
+}
+
+/// Whether `magic` is among the first `count` of `magics` (a bounded loop the verifier
+/// accepts).
+#[inline(always)]
+pub fn magic_listed(magic: u32, magics: &[u32; MAX_NATIVE_FILESYSTEMS], count: u32) -> bool {
+    let mut i = 0;
+    while i < MAX_NATIVE_FILESYSTEMS {
+        if (i as u32) < count && magics[i] == magic {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// The policy's executable rules (`[native] code`) for a file about to run as native code,
+/// by any task. `flags` holds [`NATIVE_LINKED`] and [`NATIVE_TRUSTED`] (none: nothing to
+/// judge). Checks in the engine's order:
+///
+/// * `regular-file`: an exec is always of a regular file (the kernel insists); a mapping
+///   may be of a character device (`/dev/zero`: anonymous memory in disguise), not of
+///   anything else;
+/// * `not-deleted`: memfds, `O_TMPFILE` and deleted files have no link, so no owner or
+///   place anyone vouched for (`fexecve` of a memfd, a SysV segment attached `SHM_EXEC`);
+///
+/// and with [`NATIVE_TRUSTED`] only, for regular files:
+///
+/// * `trusted-owner`: owned by `trusted_uid`;
+/// * `not-writable-by-runner`: not writable by group or others, so nobody but that owner
+///   can change it (whoever runs it);
+/// * `trusted-filesystem`: on a superblock of the initial user namespace whose type is
+///   listed (FUSE — `fusermount` mounts, AppImages — and overlays report owners their
+///   mounter chose).
+#[inline(always)]
+pub fn judge_native(
+    flags: u32,
+    file: &CodeFile,
+    trusted_uid: u32,
+    magics: &[u32; MAX_NATIVE_FILESYSTEMS],
+    magic_count: u32,
+) -> Option<crate::Rule> {
+    if flags & (NATIVE_LINKED | NATIVE_TRUSTED) == 0 {
+        return None;
+    }
+    match file.mode & S_IFMT {
+        S_IFREG => {}
+        S_IFCHR => return None,
+        _ => return Some(crate::Rule::RegularFile),
+    }
+    if file.nlink == 0 {
+        return Some(crate::Rule::NotDeleted);
+    }
+    if flags & NATIVE_TRUSTED == 0 {
+        return None;
+    }
+    if file.uid != trusted_uid {
+        return Some(crate::Rule::TrustedOwner);
+    }
+    if file.mode & GROUP_OTHERS_WRITE != 0 {
+        return Some(crate::Rule::NotWritableByRunner);
+    }
+    if file.fs_user_ns_level != 0 || !magic_listed(file.fs_magic, magics, magic_count) {
+        return Some(crate::Rule::TrustedFilesystem);
+    }
+    None
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of them are `repr(C)`, made only of `u32`/`u64` fields laid out without
@@ -236,9 +337,98 @@ mod tests {
     }
 
     #[test]
+    fn native_rule() {
+        const EXT4: u32 = 0xEF53;
+        const TMPFS: u32 = 0x0102_1994;
+        const FUSE: u32 = 0x6573_5546;
+        let mut magics = [0; MAX_NATIVE_FILESYSTEMS];
+        magics[0] = EXT4;
+        magics[1] = TMPFS;
+        let usr_bin = CodeFile {
+            mode: S_IFREG | 0o755,
+            nlink: 1,
+            uid: 0,
+            fs_magic: EXT4,
+            fs_user_ns_level: 0,
+        };
+        let judge = |flags, file: CodeFile| judge_native(flags, &file, 0, &magics, 2);
+        let trusted = NATIVE_LINKED | NATIVE_TRUSTED;
+        for flags in [NATIVE_LINKED, trusted] {
+            assert_eq!(judge(flags, usr_bin), None);
+            // fexecve(memfd), an O_TMPFILE, a deleted program, shmat(SHM_EXEC).
+            let memfd = CodeFile {
+                mode: S_IFREG | 0o777,
+                nlink: 0,
+                fs_magic: TMPFS,
+                ..usr_bin
+            };
+            assert_eq!(judge(flags, memfd), Some(Rule::NotDeleted));
+            let zero = CodeFile {
+                mode: S_IFCHR | 0o666,
+                ..usr_bin
+            };
+            assert_eq!(judge(flags, zero), None);
+            for kind in [S_IFIFO, S_IFSOCK, S_IFBLK, 0] {
+                let odd = CodeFile {
+                    mode: kind | 0o755,
+                    ..usr_bin
+                };
+                assert_eq!(judge(flags, odd), Some(Rule::RegularFile), "{kind:o}");
+            }
+        }
+        // A user's own build, a copy of ld.so in /tmp: fine when only links count.
+        let built = CodeFile {
+            uid: 1000,
+            mode: S_IFREG | 0o700,
+            fs_magic: TMPFS,
+            ..usr_bin
+        };
+        assert_eq!(judge(NATIVE_LINKED, built), None);
+        assert_eq!(judge(trusted, built), Some(Rule::TrustedOwner));
+        for writable in [0o775, 0o757, 0o777] {
+            let file = CodeFile {
+                mode: S_IFREG | writable,
+                ..usr_bin
+            };
+            assert_eq!(judge(trusted, file), Some(Rule::NotWritableByRunner));
+        }
+        let setgid = CodeFile {
+            mode: S_IFREG | 0o2755,
+            ..usr_bin
+        };
+        assert_eq!(judge(trusted, setgid), None);
+        let fuse = CodeFile {
+            fs_magic: FUSE,
+            ..usr_bin
+        };
+        assert_eq!(judge(trusted, fuse), Some(Rule::TrustedFilesystem));
+        assert_eq!(judge(NATIVE_LINKED, fuse), None);
+        let userns = CodeFile {
+            fs_user_ns_level: 1,
+            fs_magic: TMPFS,
+            ..usr_bin
+        };
+        assert_eq!(judge(trusted, userns), Some(Rule::TrustedFilesystem));
+        // Off: nothing is judged, not even a memfd.
+        let memfd = CodeFile { nlink: 0, ..built };
+        assert_eq!(judge(0, memfd), None);
+        // Only the first `count` magics count.
+        assert_eq!(
+            judge_native(trusted, &usr_bin, 0, &magics, 0),
+            Some(Rule::TrustedFilesystem)
+        );
+        assert!(magic_listed(TMPFS, &magics, 2));
+        assert!(!magic_listed(TMPFS, &magics, 1));
+        assert!(!magic_listed(0, &magics, 2));
+    }
+
+    #[test]
     fn wire_sizes() {
         assert_eq!(size_of::<LsmEvent>(), 48);
-        assert_eq!(size_of::<LsmSettings>(), 4 * 21);
+        assert_eq!(
+            size_of::<LsmSettings>(),
+            4 * (22 + MAX_NATIVE_FILESYSTEMS + 1)
+        );
         assert_eq!(size_of::<InodeState>(), 16);
         assert_eq!(size_of::<AgentState>(), 8);
     }

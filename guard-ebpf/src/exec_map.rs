@@ -5,11 +5,16 @@
 //! `os.memfd_create`, a write and `mmap(PROT_EXEC)` (or `mprotect` to executable) would
 //! hand native code to `ctypes` without any open. Anonymous executable mappings (no file:
 //! libffi's closures) stay allowed. The rule is [`guard_common::lsm::judge_exec_map`].
+//!
+//! With the policy's executable rules on (`[native] code`, see [`crate::native`]), every
+//! task's executable mappings are judged by those instead: shared libraries, `LD_PRELOAD`,
+//! `ld.so ./prog`, and the segments and ELF interpreter the kernel maps at exec.
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use guard_common::lsm::{ENFORCE_EXEC_MAP, HOOK_FILE_MPROTECT, HOOK_MMAP_FILE, judge_exec_map};
 
 use crate::lsm_common::{EACCES, current_exe, inode_facts, is_interpreter, kread, refuse, setting};
+use crate::native;
 
 const PROT_EXEC: u64 = 4;
 
@@ -44,7 +49,14 @@ pub fn file_mprotect(ctx: LsmContext) -> i32 {
 
 #[inline(always)]
 fn judge(hook: u32, file: *const u8, prot: u64) -> i32 {
-    if setting!(flags) & ENFORCE_EXEC_MAP == 0 || prot & PROT_EXEC == 0 || file.is_null() {
+    if prot & PROT_EXEC == 0 || file.is_null() {
+        return 0;
+    }
+    // The stricter rule, for every task: it refuses all the interpreter rule does.
+    if native::enabled() {
+        return native::judge_file(hook, file);
+    }
+    if setting!(flags) & ENFORCE_EXEC_MAP == 0 {
         return 0;
     }
     match current_exe() {

@@ -12,7 +12,10 @@ use aya_ebpf::{
 use guard_common::{
     Rule,
     exec_gate::InterpreterKey,
-    lsm::{AgentState, InodeState, InodeVerdict, LsmEvent, LsmOffsets, LsmSettings, PERMISSIVE},
+    lsm::{
+        AgentState, InodeState, InodeVerdict, LsmEvent, LsmOffsets, LsmSettings,
+        MAX_NATIVE_FILESYSTEMS, PERMISSIVE,
+    },
 };
 
 pub const EACCES: i32 = 13;
@@ -42,9 +45,12 @@ pub static LSM_SETTINGS: LsmSettings = LsmSettings {
         sb_user_ns: 0,
         user_ns_level: 0,
         iattr_valid: 0,
+        sb_magic: 0,
     },
     flags: 0,
     trusted_uid: 0,
+    native_filesystems: [0; MAX_NATIVE_FILESYSTEMS],
+    native_filesystem_count: 0,
 };
 
 /// The profiled interpreters, by executable identity (the value is unused).

@@ -28,6 +28,8 @@ mod inode_xattr;
 #[cfg(target_arch = "bpf")]
 mod lsm_common;
 #[cfg(target_arch = "bpf")]
+mod native;
+#[cfg(target_arch = "bpf")]
 mod verdicts;
 
 #[cfg(all(target_arch = "bpf", not(test)))]

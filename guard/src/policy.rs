@@ -72,6 +72,34 @@ pub enum Sniff {
     Elf,
 }
 
+/// The policy's executable rules (`[native] code`): which native code any process may run,
+/// enforced by the BPF LSM layer (`bprm_check_security` for each file an exec runs,
+/// `mmap_file`/`file_mprotect` for executable mappings).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NativeCode {
+    /// Nothing beyond the interpreters' own rules.
+    #[default]
+    Any,
+    /// From a linked regular file: no `fexecve` of a memfd, no exec of an `O_TMPFILE` or a
+    /// deleted file, no executable mapping of one (the complement of `noexec` mounts).
+    Linked,
+    /// From a linked regular file owned by a trusted owner (the first of `[trust]
+    /// owners`), not writable by group or others, on a `[trust] filesystems` type of the
+    /// initial user namespace.
+    Trusted,
+}
+
+impl fmt::Display for NativeCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NativeCode::Any => "any",
+            NativeCode::Linked => "linked",
+            NativeCode::Trusted => "trusted",
+        })
+    }
+}
+
 /// How the interpreter's command line is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -95,6 +123,15 @@ struct RawPolicy {
     exceptions: Vec<RawException>,
     #[serde(default)]
     audit: RawAudit,
+    #[serde(default)]
+    native: RawNative,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNative {
+    #[serde(default)]
+    code: NativeCode,
 }
 
 fn default_mode() -> Mode {
@@ -184,6 +221,7 @@ pub struct Policy {
     pub interpreters: Vec<Profile>,
     pub exceptions: Vec<Exception>,
     pub audit: Audit,
+    pub native: Native,
     /// Where the policy came from (a path or [`DEFAULT_ORIGIN`]).
     pub origin: String,
     /// The policy text as loaded, for `guard policy show`.
@@ -224,6 +262,10 @@ pub struct Exception {
     pub sha256: Vec<u8>,
     pub waive: Vec<guard_common::Rule>,
     pub reason: String,
+}
+
+pub struct Native {
+    pub code: NativeCode,
 }
 
 pub struct Audit {
@@ -417,6 +459,9 @@ impl Policy {
                 file: raw.audit.file,
                 log_allows: raw.audit.log_allows,
             },
+            native: Native {
+                code: raw.native.code,
+            },
             origin: origin.to_string(),
             text: text.to_string(),
         })
@@ -469,6 +514,7 @@ impl Policy {
             );
         }
         let _ = writeln!(out, "# exceptions: {}", self.exceptions.len());
+        let _ = writeln!(out, "# native code: {}", self.native.code);
         out.push_str(&self.text);
         out
     }
@@ -695,6 +741,29 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("allow.sha256:1: not a sha256sum line"), "{e}");
+    }
+
+    #[test]
+    fn native_code_rule() {
+        assert_eq!(
+            Policy::embedded_default().unwrap().native.code,
+            NativeCode::Any
+        );
+        assert_eq!(parse("").unwrap().native.code, NativeCode::Any);
+        for (text, code) in [
+            ("any", NativeCode::Any),
+            ("linked", NativeCode::Linked),
+            ("trusted", NativeCode::Trusted),
+        ] {
+            let policy = parse(&format!("[native]\ncode = \"{text}\"\n")).unwrap();
+            assert_eq!(policy.native.code, code);
+            assert_eq!(policy.native.code.to_string(), text);
+        }
+        let e = error_of("mode = \"enforce\"\n[native]\ncode = \"signed\"\n");
+        assert!(e.starts_with("test.toml:3:8: "), "{e}");
+        assert!(e.contains("signed"), "{e}");
+        let e = error_of("[native]\ncode = \"any\"\nexec = true\n");
+        assert!(e.starts_with("test.toml:3:1: "), "{e}");
     }
 
     #[test]

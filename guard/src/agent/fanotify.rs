@@ -207,10 +207,23 @@ fn start_kernel_layer(
 ) -> anyhow::Result<(Option<crate::lsm::LsmLayer>, &'static str)> {
     use super::Backend;
     use crate::lsm::LsmStatus;
+    let native = loaded.policy.native.code;
+    let unenforced = || {
+        if native != crate::policy::NativeCode::Any {
+            log::warn!(
+                "[native] code = \"{native}\" is not enforced: only the BPF LSM layer can \
+                 (fanotify sees no mapping)"
+            );
+        }
+    };
     if config.backend == Backend::Fanotify {
+        unenforced();
         return Ok((None, "fanotify"));
     }
     let (layer, status) = super::kernel_layer::start(loaded, None);
+    if status != LsmStatus::Active && config.backend != Backend::Bpf {
+        unenforced();
+    }
     match (status, config.backend) {
         (LsmStatus::Active, _) => {
             log::info!(

@@ -43,6 +43,10 @@ pub struct LsmArgs {
     /// others, or unlinked.
     #[arg(long)]
     pub exec_check: bool,
+    /// The policy's executable rules for every task (`[native] code`): any, linked or
+    /// trusted (owner root, the embedded default policy's filesystem types).
+    #[arg(long, value_name = "RULE", default_value = "any", value_parser = native_code)]
+    pub native_code: guard::policy::NativeCode,
     /// Report, do not refuse.
     #[arg(long)]
     pub permissive: bool,
@@ -103,6 +107,16 @@ fn hook_costs(command: &[String]) -> anyhow::Result<ExitCode> {
     })
 }
 
+fn native_code(value: &str) -> Result<guard::policy::NativeCode, String> {
+    use guard::policy::NativeCode;
+    match value {
+        "any" => Ok(NativeCode::Any),
+        "linked" => Ok(NativeCode::Linked),
+        "trusted" => Ok(NativeCode::Trusted),
+        _ => Err("expected any, linked or trusted".into()),
+    }
+}
+
 fn identities(paths: &[PathBuf]) -> anyhow::Result<Vec<Identity>> {
     paths
         .iter()
@@ -123,6 +137,13 @@ fn lsm(args: LsmArgs) -> anyhow::Result<ExitCode> {
     config.signers = identities(&args.signers)?;
     config.protect_signatures = !args.signers.is_empty();
     config.exec_check = args.exec_check;
+    config.native_code = args.native_code;
+    config.native_filesystems = guard::policy::Policy::embedded_default()?
+        .trust
+        .filesystems
+        .iter()
+        .map(|(_, magic)| *magic)
+        .collect();
     config.permissive = args.permissive;
     config.pin_dir = args.pin;
     config.verdict_cache = args.verdict_cache;

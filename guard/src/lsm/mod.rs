@@ -15,6 +15,13 @@
 //! * `bprm_creds_for_exec` (6.14+, [`LsmConfig::exec_check`]) — an `execveat(fd, "", …,
 //!   AT_EXECVE_CHECK)` of a file not owned by the trusted owner, writable by others, or
 //!   unlinked is refused with `EACCES`. Real execs are not judged.
+//! * `bprm_check_security`, `mmap_file`, `file_mprotect` ([`LsmConfig::native_code`], the
+//!   policy's `[native] code`) — for every task, each file an exec runs (the program, a
+//!   `#!` script's interpreter) and each executable mapping (shared libraries,
+//!   `LD_PRELOAD`, `ld.so ./prog`) must be a linked regular file (`linked`), and also owned
+//!   by the trusted owner, not writable by group or others, on a trusted filesystem type
+//!   of the initial user namespace (`trusted`). The rule is
+//!   [`guard_common::lsm::judge_native`].
 //! * `inode_setxattr`/`inode_removexattr` ([`LsmConfig::protect_signatures`]) — only the
 //!   executables named as signers may set or remove `security.ima`; anyone else, root
 //!   included, gets `EPERM` ([`Rule::SignerOnly`]).
@@ -38,14 +45,16 @@ use aya::{Ebpf, EbpfError, EbpfLoader};
 use guard_common::Rule;
 use guard_common::exec_gate::InterpreterKey;
 use guard_common::lsm::{
-    AgentState, ENFORCE_EXEC_CHECK, ENFORCE_EXEC_MAP, ENFORCE_FILE_OPEN, HOOK_BPRM_CREDS_FOR_EXEC,
-    HOOK_FILE_MPROTECT, HOOK_FILE_OPEN, HOOK_INODE_REMOVEXATTR, HOOK_INODE_SETATTR,
-    HOOK_INODE_SETXATTR, HOOK_MMAP_FILE, InodeState, InodeVerdict, LsmOffsets, LsmSettings,
-    PERMISSIVE, PROTECT_SIGNATURES, VERDICT_CACHE,
+    AgentState, ENFORCE_EXEC_CHECK, ENFORCE_EXEC_MAP, ENFORCE_FILE_OPEN, HOOK_BPRM_CHECK_SECURITY,
+    HOOK_BPRM_CREDS_FOR_EXEC, HOOK_FILE_MPROTECT, HOOK_FILE_OPEN, HOOK_INODE_REMOVEXATTR,
+    HOOK_INODE_SETATTR, HOOK_INODE_SETXATTR, HOOK_MMAP_FILE, InodeState, InodeVerdict, LsmOffsets,
+    LsmSettings, MAX_NATIVE_FILESYSTEMS, NATIVE_LINKED, NATIVE_TRUSTED, PERMISSIVE,
+    PROTECT_SIGNATURES, VERDICT_CACHE,
 };
 
 use crate::btf::{Btf, BtfError};
 use crate::exec_gate::{EBPF_OBJECT, Identity};
+pub use crate::policy::NativeCode;
 
 const SETTINGS_GLOBAL: &str = "LSM_SETTINGS";
 const INTERPRETERS_MAP: &str = "LSM_INTERPRETERS";
@@ -72,6 +81,7 @@ const ALL_PROGRAMS: &[&str] = &[
     "mmap_file",
     "file_mprotect",
     "bprm_creds_for_exec",
+    "bprm_check_security",
     "inode_setxattr",
     "inode_removexattr",
     "file_post_open",
@@ -149,8 +159,14 @@ pub struct LsmConfig {
     pub exec_mappings: bool,
     /// `bprm_creds_for_exec`: refuse execs and `AT_EXECVE_CHECK`s of untrusted files.
     pub exec_check: bool,
-    /// The trusted owner for `exec_check`.
+    /// The trusted owner for `exec_check` and [`NativeCode::Trusted`].
     pub trusted_uid: u32,
+    /// The policy's executable rules for every task (`bprm_check_security`, and
+    /// `mmap_file`/`file_mprotect` whatever `exec_mappings` says).
+    pub native_code: NativeCode,
+    /// [`NativeCode::Trusted`]: the trusted filesystem types, by magic (at most
+    /// [`MAX_NATIVE_FILESYSTEMS`] distinct ones).
+    pub native_filesystems: Vec<u64>,
     /// Only these executables may set or remove `security.ima` (at most [`MAX_SIGNERS`]).
     pub signers: Vec<Identity>,
     /// Enforce `signers`.
@@ -186,6 +202,8 @@ impl LsmConfig {
             exec_mappings: true,
             exec_check: false,
             trusted_uid: 0,
+            native_code: NativeCode::Any,
+            native_filesystems: Vec::new(),
             signers: Vec::new(),
             protect_signatures: false,
             verdict_cache: false,
@@ -204,16 +222,38 @@ impl LsmConfig {
             (self.exec_check, ENFORCE_EXEC_CHECK),
             (self.protect_signatures, PROTECT_SIGNATURES),
             (self.verdict_cache, VERDICT_CACHE),
+            (self.native_code != NativeCode::Any, NATIVE_LINKED),
+            (self.native_code == NativeCode::Trusted, NATIVE_TRUSTED),
         ] {
             if on {
                 flags |= bit;
             }
         }
+        let mut native_filesystems = [0; MAX_NATIVE_FILESYSTEMS];
+        let magics = self.native_magics();
+        for (slot, magic) in native_filesystems.iter_mut().zip(&magics) {
+            *slot = *magic;
+        }
         LsmSettings {
             offsets,
             flags,
             trusted_uid: self.trusted_uid,
+            native_filesystems,
+            native_filesystem_count: magics.len().min(MAX_NATIVE_FILESYSTEMS) as u32,
         }
+    }
+
+    /// The distinct trusted filesystem magics as the kernel compares them (32 bits: the
+    /// kernel program truncates `s_magic` the same way).
+    fn native_magics(&self) -> Vec<u32> {
+        let mut magics: Vec<u32> = Vec::new();
+        for magic in &self.native_filesystems {
+            let magic = *magic as u32;
+            if !magics.contains(&magic) {
+                magics.push(magic);
+            }
+        }
+        magics
     }
 
     /// The programs to load (each named after its hook).
@@ -222,9 +262,12 @@ impl LsmConfig {
         if self.file_open {
             programs.push("file_open");
         }
-        if self.exec_mappings {
+        if self.exec_mappings || self.native_code != NativeCode::Any {
             programs.push("mmap_file");
             programs.push("file_mprotect");
+        }
+        if self.native_code != NativeCode::Any {
+            programs.push("bprm_check_security");
         }
         // Kernels before 6.14 have no AT_EXECVE_CHECK to answer.
         if self.exec_check && offsets.bprm_is_check_mask != 0 {
@@ -260,6 +303,7 @@ pub enum LsmHook {
     MmapFile,
     FileMprotect,
     InodeSetattr,
+    BprmCheckSecurity,
 }
 
 impl LsmHook {
@@ -272,6 +316,7 @@ impl LsmHook {
             HOOK_MMAP_FILE => LsmHook::MmapFile,
             HOOK_FILE_MPROTECT => LsmHook::FileMprotect,
             HOOK_INODE_SETATTR => LsmHook::InodeSetattr,
+            HOOK_BPRM_CHECK_SECURITY => LsmHook::BprmCheckSecurity,
             _ => return None,
         })
     }
@@ -285,6 +330,7 @@ impl LsmHook {
             LsmHook::MmapFile => "mmap_file",
             LsmHook::FileMprotect => "file_mprotect",
             LsmHook::InodeSetattr => "inode_setattr",
+            LsmHook::BprmCheckSecurity => "bprm_check_security",
         }
     }
 }
@@ -377,6 +423,7 @@ fn kernel_offsets(btf: &Btf) -> Result<LsmOffsets, BtfError> {
         sb_user_ns: btf.member_offset("super_block", "s_user_ns", 8)?,
         user_ns_level: btf.member_offset("user_namespace", "level", 4)?,
         iattr_valid: btf.member_offset("iattr", "ia_valid", 4)?,
+        sb_magic: btf.member_offset("super_block", "s_magic", 8)?,
     })
 }
 
@@ -403,6 +450,13 @@ impl LsmLayer {
                 "interpreters",
                 config.interpreters.len(),
                 MAX_INTERPRETERS,
+            ));
+        }
+        if config.native_magics().len() > MAX_NATIVE_FILESYSTEMS {
+            return Err(LsmError::TooMany(
+                "trusted filesystem types",
+                config.native_magics().len(),
+                MAX_NATIVE_FILESYSTEMS,
             ));
         }
         if config.signers.len() > MAX_SIGNERS {
@@ -751,6 +805,38 @@ mod tests {
         let offsets = kernel_offsets(&btf).unwrap();
         assert_ne!(offsets.task_mm, 0);
         assert_ne!(offsets.inode_nlink, offsets.inode_mode);
+    }
+
+    #[test]
+    fn native_code_settings() {
+        let mut config = LsmConfig::new(vec![]);
+        config.exec_mappings = false;
+        let offsets = LsmOffsets {
+            bprm_is_check_mask: 1,
+            ..LsmOffsets::default()
+        };
+        assert!(!config.programs(&offsets).contains(&"bprm_check_security"));
+        assert!(!config.programs(&offsets).contains(&"mmap_file"));
+        assert_eq!(
+            config.settings(offsets).flags & (NATIVE_LINKED | NATIVE_TRUSTED),
+            0
+        );
+
+        config.native_code = NativeCode::Linked;
+        let programs = config.programs(&offsets);
+        for hook in ["bprm_check_security", "mmap_file", "file_mprotect"] {
+            assert!(programs.contains(&hook), "{hook}");
+        }
+        assert_eq!(config.settings(offsets).flags & NATIVE_TRUSTED, 0);
+        assert_ne!(config.settings(offsets).flags & NATIVE_LINKED, 0);
+
+        config.native_code = NativeCode::Trusted;
+        // ext2, ext3 and ext4 share one magic: counted once.
+        config.native_filesystems = vec![0xEF53, 0xEF53, 0x0102_1994];
+        let settings = config.settings(offsets);
+        assert_ne!(settings.flags & NATIVE_TRUSTED, 0);
+        assert_eq!(settings.native_filesystem_count, 2);
+        assert_eq!(settings.native_filesystems[..3], [0xEF53, 0x0102_1994, 0]);
     }
 
     #[test]
