@@ -75,6 +75,15 @@ pub struct Identity {
     pub ino: u64,
 }
 
+impl From<crate::engine::FileId> for Identity {
+    fn from(id: crate::engine::FileId) -> Identity {
+        Identity {
+            dev: id.dev,
+            ino: id.ino,
+        }
+    }
+}
+
 impl Identity {
     /// The identity of the file `path` resolves to (symlinks followed: `/usr/bin/python3`
     /// is the `python3.11` it points at).

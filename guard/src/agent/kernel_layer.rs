@@ -39,16 +39,7 @@ fn signers() -> Vec<Identity> {
 /// [`crate::lsm::KernelVerdicts::agent_ready`], so a restarted agent's layer refuses
 /// unverified code until its fanotify marks are in place.
 pub fn config(loaded: &Loaded, agent: Option<u32>) -> LsmConfig {
-    let mut config = LsmConfig::new(
-        loaded
-            .interpreters
-            .iter()
-            .map(|(id, _)| Identity {
-                dev: id.dev,
-                ino: id.ino,
-            })
-            .collect(),
-    );
+    let mut config = LsmConfig::new(loaded.interpreter_identities());
     config.exec_check = true;
     config.trusted_uid = loaded.policy.trust.owners.first().copied().unwrap_or(0);
     config.native_code = loaded.policy.native.code;

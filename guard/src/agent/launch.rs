@@ -42,21 +42,11 @@ pub fn gate_config(loaded: &Loaded) -> ExecGateConfig {
         refused_env.truncate(guard_common::exec_gate::MAX_ENV_NAMES);
     }
     ExecGateConfig {
-        interpreters: loaded
-            .interpreters
-            .iter()
-            .map(|(id, _)| Identity {
-                dev: id.dev,
-                ino: id.ino,
-            })
-            .collect(),
+        interpreters: loaded.interpreter_identities(),
         loaders: loaded
             .loaders
             .iter()
-            .map(|id| Identity {
-                dev: id.dev,
-                ino: id.ino,
-            })
+            .map(|id| Identity::from(*id))
             .collect(),
         deny_inline_code: denies(|p| p.inline_code),
         deny_stdin_code: denies(|p| p.stdin),

@@ -87,6 +87,16 @@ pub struct Loaded {
     pub loaders: Vec<FileId>,
 }
 
+impl Loaded {
+    /// The profiled interpreters' identities, as the kernel layers key them.
+    pub fn interpreter_identities(&self) -> Vec<crate::exec_gate::Identity> {
+        self.interpreters
+            .iter()
+            .map(|(id, _)| (*id).into())
+            .collect()
+    }
+}
+
 /// What the event loop and workers share.
 pub struct State {
     loaded: RwLock<Arc<Loaded>>,
