@@ -19,3 +19,13 @@ check() {
 command -v guard > /dev/null && guard debug lsm-unpin > /dev/null 2>&1
 # As an unprivileged user, as interpreters usually run.
 user=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+# Waits (up to 60 s) until `guard debug lsm`, process $2 writing to log $1, says it is
+# active; fails at once if it exits first.
+wait_loader() {
+    for _ in $(seq 1 300); do
+        grep -q "^lsm: active" "$1" && return 0
+        kill -0 "$2" 2> /dev/null || return 1
+        sleep 0.2
+    done
+    return 1
+}

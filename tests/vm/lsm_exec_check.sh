@@ -37,11 +37,7 @@ log=$dir/lsm.log
 python=$(readlink -f /usr/bin/python3)
 guard debug lsm --interpreter "$python" --exec-check > "$log" 2>&1 &
 loader=$!
-for _ in $(seq 1 300); do
-    grep -q "^lsm: active" "$log" && break
-    kill -0 $loader 2>/dev/null || break
-    sleep 0.2
-done
+wait_loader "$log" $loader
 cat "$log"
 check "LSM layer loaded with bprm_creds_for_exec" grep -q "^lsm: active hooks=.*bprm_creds_for_exec" "$log"
 

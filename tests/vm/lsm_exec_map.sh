@@ -7,11 +7,7 @@
 log=$(mktemp)
 guard debug lsm --interpreter "$(readlink -f /usr/bin/python3)" > "$log" 2>&1 &
 loader=$!
-for _ in $(seq 1 300); do
-    grep -q "^lsm: active" "$log" && break
-    kill -0 $loader 2>/dev/null || break
-    sleep 0.2
-done
+wait_loader "$log" $loader
 cat "$log"
 check "LSM layer loaded with the mapping hooks" grep -q "^lsm: active hooks=.*mmap_file,file_mprotect" "$log"
 

@@ -22,11 +22,7 @@ log=$dir/lsm.log
 python=$(readlink -f /usr/bin/python3)
 guard debug lsm --interpreter "$python" > "$log" 2>&1 &
 loader=$!
-for _ in $(seq 1 300); do
-    grep -q "^lsm: active" "$log" && break
-    kill -0 $loader 2>/dev/null || break
-    sleep 0.2
-done
+wait_loader "$log" $loader
 cat "$log"
 if ! grep -q "^lsm: active" "$log"; then
     echo "not ok: LSM layer loaded"

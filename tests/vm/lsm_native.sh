@@ -122,11 +122,7 @@ start_loader() {
     : > "$log"
     guard debug lsm --interpreter "$(readlink -f /usr/bin/python3)" --native-code "$1" > "$log" 2>&1 &
     loader=$!
-    for _ in $(seq 1 300); do
-        grep -q "^lsm: active" "$log" && break
-        kill -0 $loader 2>/dev/null || break
-        sleep 0.2
-    done
+    wait_loader "$log" $loader
     cat "$log"
 }
 stop_loader() {

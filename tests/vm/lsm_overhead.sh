@@ -4,7 +4,8 @@
 # only), without and with the layer, as ratios of the best of 3 runs; then each hook's mean
 # cost from the kernel's BPF run-time statistics over the same loops. Fails only if the
 # layer does not load (figures from an emulated CPU are for comparison, not assertion).
-set -u
+# shellcheck source=lib.bash
+. "$(dirname "$0")/lib.bash"
 opens_py() {
     python3 -c '
 import time
@@ -25,11 +26,7 @@ log=$(mktemp)
 guard debug lsm --interpreter "$(readlink -f /usr/bin/python3)" --signer /usr/local/bin/guard \
     --exec-check --verdict-cache > "$log" 2>&1 &
 loader=$!
-for _ in $(seq 1 300); do
-    grep -q "^lsm: active" "$log" && break
-    kill -0 $loader 2>/dev/null || break
-    sleep 0.2
-done
+wait_loader "$log" $loader
 grep -q "^lsm: active" "$log" || { cat "$log"; echo "not ok: LSM layer loaded"; exit 1; }
 py1=$(best opens_py); pl1=$(best opens_pl)
 export -f opens_py opens_pl

@@ -14,11 +14,7 @@ refused() {
 start_loader() {
     guard debug lsm --interpreter "$python" --pin "$pins" > "$log" 2>&1 &
     loader=$!
-    for _ in $(seq 1 300); do
-        grep -q "^lsm: active" "$log" && break
-        kill -0 $loader 2>/dev/null || break
-        sleep 0.2
-    done
+    wait_loader "$log" $loader
     cat "$log"
     grep -q "^lsm: active" "$log"
 }

@@ -11,11 +11,7 @@ python=$(readlink -f /usr/bin/python3)
 guard debug lsm --interpreter "$python" --signer "$(command -v evmctl)" --signer /usr/local/bin/guard \
     > "$log" 2>&1 &
 loader=$!
-for _ in $(seq 1 300); do
-    grep -q "^lsm: active" "$log" && break
-    kill -0 $loader 2>/dev/null || break
-    sleep 0.2
-done
+wait_loader "$log" $loader
 cat "$log"
 check "LSM layer loaded with the xattr hooks" grep -q "^lsm: active hooks=.*inode_setxattr,inode_removexattr" "$log"
 
