@@ -107,15 +107,16 @@ done
 check "/usr/bin/kill -KILL refused" refused /usr/bin/kill -KILL "$agent"
 check "kill -0 still answers" kill -0 "$agent"
 check "kill -HUP (reload) allowed" kill -HUP "$agent"
-sleep 1
+# The kernel layer reloads in the background (seconds under TCG): wait, so the refusals
+# below meet the new programs.
+for _ in $(seq 1 300); do grep -q "BPF LSM layer reloaded" "$agent_log" && break; sleep 0.2; done
+check "the kernel layer reloaded" grep -q "BPF LSM layer reloaded" "$agent_log"
 check "agent alive after the reload" alive
-cat /proc/sys/kernel/yama/ptrace_scope 2>/dev/null
 sleep 30 &
 other=$!
 check "strace -p of another process works" bash -c "timeout 3 strace -p $other -o /dev/null; [ \$? = 124 ]"
 kill $other
 check "strace -p refused" refused strace -p "$agent" -o /dev/null
-sleep 1; echo "DIAG codes: $(grep -o '"code":"[a-z_]*"' "$audit" | sort | uniq -c | tr '\n' ' ')"; grep -i ptrace "$agent_log" | tail -3; dmesg | tail -5
 check "reading /proc/AGENT/mem refused" refused head -c 1 "/proc/$agent/mem"
 check "/proc/AGENT/exe still readable (read mode)" test -n "$(readlink /proc/$agent/exe)"
 check "ps still lists the agent" bash -c "ps -p $agent -o comm= | grep -q guard"

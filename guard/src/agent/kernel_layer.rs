@@ -90,7 +90,13 @@ pub fn run(state: Arc<State>, mut layer: LsmLayer, mut generation: u64) {
             match start(&state.loaded(), Some(std::process::id())) {
                 (Some(replacement), _) => {
                     state.set_kernel_verdicts(replacement.verdicts());
+                    // The old programs run first on each hook until they are released:
+                    // what they refused during the reload is reported in their ring buffer.
+                    for event in layer.events() {
+                        report(&state, &event);
+                    }
                     layer = replacement;
+                    log::info!("BPF LSM layer reloaded");
                 }
                 (None, status) => {
                     bump(&state.stats.errors);
