@@ -4,6 +4,9 @@
 # aim SIGIO at it, remove its pins or unmount the BPF filesystem holding them. A named
 # controller (`--controller`) stops it; the pins stay protected after it is gone, and
 # `guard debug lsm-unpin` (guard itself, a controller) removes them. Refusals are audited.
+# An upgrade: another guard binary (another inode) cannot replace the layer until the
+# binary that loaded it hands it over (`guard debug lsm-handover`, what the package's
+# maintainer scripts do); then it takes over, and the old binary is no controller any more.
 # shellcheck source=lib.bash
 . "$(dirname "$0")/lib.bash"
 agent_log=/var/log/guard/self-protect.log
@@ -13,9 +16,10 @@ pins=/sys/fs/bpf/guard/lsm
 ctl=/usr/local/sbin/guard-ctl-kill
 install -m 0755 /usr/bin/kill "$ctl"
 
+# start_agent [BINARY]
 start_agent() {
     mkdir -p /var/log/guard
-    guard run --backend bpf --key "$GUARD_CERT" --audit "$audit" --controller "$ctl" \
+    "${1:-guard}" run --backend bpf --key "$GUARD_CERT" --audit "$audit" --controller "$ctl" \
         >> "$agent_log" 2>&1 &
     agent=$!
     for _ in $(seq 1 300); do
@@ -139,7 +143,30 @@ for hook in task_kill ptrace_access_check file_send_sigiotask bpf_map inode_unli
     check "$hook refusal audited" grep -q "\"code\":\"$hook\".*\"rule\":\"controller-only\"" "$audit"
 done
 check "pins still protected with the agent gone" denied rm "$pins/link_file_open"
-check "guard debug lsm-unpin (a controller) removes them" guard debug lsm-unpin
+
+echo "-- upgrade: a new guard binary takes over only when handed over"
+next=/usr/local/sbin/guard-next
+cp "$(command -v guard)" "$next"
+takeover_refused() {
+    local out
+    out=$(timeout 120 "$next" run --backend bpf --key "$GUARD_CERT" 2>&1); rc=$?
+    echo "  -> rc=$rc $(grep -m1 -o 'refuses this executable.*' <<<"$out" | head -c 300)"
+    [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "debug lsm-handover" <<<"$out"
+}
+check "a binary not handed over is refused, saying how to hand over" takeover_refused
+check "pins untouched by the refused binary" bash -c "ls $pins | grep -q link_file_open"
+check "the new binary cannot hand itself over" bash -c "! $next debug lsm-handover $next"
+check "the loading binary hands the layer over" guard debug lsm-handover "$next"
+check "the new binary's agent takes over" start_agent "$next"
+check "its layer is pinned (the old pins replaced)" bash -c "ls $pins | grep -q link_file_open && ls $pins | grep -q map_LSM_CONTROLLERS"
+check "kill -TERM of the new agent from a root shell refused" refused bash -c "kill -TERM $agent"
+check "the old binary is no controller of the new layer" bash -c "! guard debug lsm-handover /usr/bin/true"
+check "the named controller stops the new agent" "$ctl" -TERM "$agent"
+for _ in $(seq 1 100); do alive || break; sleep 0.2; done
+wait "$agent" 2>/dev/null
+check "the old binary cannot unpin the new layer" denied guard debug lsm-unpin
+check "the new binary (a controller) removes the pins" "$next" debug lsm-unpin
+rm -f "$next"
 check "no pins left" bash -c "[ -z \"\$(ls $pins)\" ]"
 rm -rf "$dir"
 exit $fail

@@ -168,6 +168,15 @@ pub enum LsmError {
     Pin(PathBuf, String),
     #[error("too many {0} ({1}, at most {2})")]
     TooMany(&'static str, usize, usize),
+    /// A pinned layer's self-protection refuses this executable: it is none of the
+    /// controllers of the layer a previous loader pinned (an upgraded binary not handed
+    /// the layer over).
+    #[error(
+        "the BPF LSM layer pinned in {0} refuses this executable ({1}): only its controllers \
+         may replace it. Hand it over with the guard binary that loaded it before switching \
+         binaries (`OLD-GUARD debug lsm-handover {1}`), or reboot"
+    )]
+    NotController(PathBuf, String),
 }
 
 /// How the layer stands, for fail-safe reporting (status, logs): the agent keeps running
@@ -179,6 +188,10 @@ pub enum LsmStatus {
     Unsupported(String),
     /// The kernel should have, but loading failed: an error to report.
     Failed(String),
+    /// A layer pinned by another guard binary refuses this one ([`LsmError::NotController`]):
+    /// it keeps enforcing, failing closed, whatever this process does, so running without
+    /// a layer of one's own would only pretend.
+    Locked(String),
 }
 
 impl std::fmt::Display for LsmStatus {
@@ -187,6 +200,7 @@ impl std::fmt::Display for LsmStatus {
             LsmStatus::Active => write!(f, "active"),
             LsmStatus::Unsupported(why) => write!(f, "unsupported: {why}"),
             LsmStatus::Failed(why) => write!(f, "failed: {why}"),
+            LsmStatus::Locked(why) => write!(f, "locked: {why}"),
         }
     }
 }
@@ -594,6 +608,10 @@ impl LsmLayer {
                 MAX_CONTROLLERS,
             ));
         }
+        if let Some(dir) = &config.pin_dir {
+            // Without this the refusal comes as an EPERM on the first `LSM_` map created.
+            pinned_controllers(dir)?;
+        }
         let kernel_btf = Btf::from_kernel()?;
         let offsets = kernel_offsets(&kernel_btf)?;
         let settings = config.settings(offsets);
@@ -702,6 +720,19 @@ impl LsmLayer {
         Ok(removed)
     }
 
+    /// Adds `successor` (an upgraded guard binary) to the controllers of the layer pinned in
+    /// `dir`, so that, started as the agent, it may replace the layer. Only a controller
+    /// (the binary that loaded the layer, or one handed over to before) gets the map.
+    /// Returns false when no layer is pinned there.
+    pub fn hand_over(dir: &Path, successor: Identity) -> Result<bool, LsmError> {
+        let Some(mut controllers) = pinned_controllers(dir)? else {
+            return Ok(false);
+        };
+        // A full map (MAX_CONTROLLERS) fails here with E2BIG.
+        controllers.insert(successor.kernel_key(), 0, 0)?;
+        Ok(true)
+    }
+
     /// Programs named as this layer's still loaded in the kernel (by any loader). After
     /// [`Self::unpin`] the kernel releases them from a workqueue, a little later.
     pub fn loaded_programs() -> Result<Vec<String>, LsmError> {
@@ -740,6 +771,7 @@ impl LsmLayer {
         match LsmLayer::load(config) {
             Ok(layer) => (Some(layer), LsmStatus::Active),
             Err(LsmError::Unsupported(why)) => (None, LsmStatus::Unsupported(why)),
+            Err(e @ LsmError::NotController(..)) => (None, LsmStatus::Locked(e.to_string())),
             Err(e) => (None, LsmStatus::Failed(e.to_string())),
         }
     }
@@ -801,7 +833,9 @@ impl LsmLayer {
     }
 }
 
-const PINNED_MAPS: [&str; 3] = [INTERPRETERS_MAP, SIGNERS_MAP, EVENTS_MAP];
+/// `LSM_CONTROLLERS` is pinned too: a successor binary is added to it before an upgrade
+/// (see [`LsmLayer::hand_over`]).
+const PINNED_MAPS: [&str; 4] = [INTERPRETERS_MAP, SIGNERS_MAP, EVENTS_MAP, CONTROLLERS_MAP];
 
 /// The agent's side of the kernel's per-inode verdict cache (see `guard-ebpf`'s
 /// `verdicts` module): what the kernel saw at an interpreter's open, the verdicts the agent
@@ -901,6 +935,28 @@ fn own_programs(ebpf: &mut Ebpf, names: &[&'static str]) -> Result<(), LsmError>
         map.insert(id, 0, 0)?;
     }
     Ok(())
+}
+
+/// The controllers map of the layer pinned in `dir` (`None`: no layer with self-protection
+/// is pinned there). [`LsmError::NotController`] when its self-protection refuses this
+/// executable.
+fn pinned_controllers(
+    dir: &Path,
+) -> Result<Option<HashMap<MapData, InterpreterKey, u32>>, LsmError> {
+    let path = dir.join(format!("map_{CONTROLLERS_MAP}"));
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Ok(None);
+    }
+    match MapData::from_pin(&path) {
+        Ok(data) => Ok(Some(HashMap::try_from(aya::maps::Map::HashMap(data))?)),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EPERM) => {
+            let exe = std::fs::read_link("/proc/self/exe")
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "this guard".into());
+            Err(LsmError::NotController(dir.to_owned(), exe))
+        }
+        Err(e) => Err(LsmError::Pin(path, e.to_string())),
+    }
 }
 
 /// The pin files (`link_*`, `map_*`) in `dir`; none when it does not exist.
