@@ -56,10 +56,13 @@ pub enum Rule {
     /// it starts. Only the loader's modes that run nothing (`ldd`'s `--verify` and
     /// `LD_TRACE_LOADED_OBJECTS`, `--list`, `--help`, `--version`...) are allowed.
     NoLoaderLaunch = 18,
+    /// Only the agent's controllers (PID 1, guard itself, executables the configuration
+    /// names) may signal or trace it, reach its kernel maps and programs, or remove its pins.
+    ControllerOnly = 19,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 18] = [
+    pub const ALL: [Rule; 19] = [
         Rule::RegularFile,
         Rule::NotDeleted,
         Rule::TrustedOwner,
@@ -78,6 +81,7 @@ impl Rule {
         Rule::SignerOnly,
         Rule::KernelVerdict,
         Rule::NoLoaderLaunch,
+        Rule::ControllerOnly,
     ];
 
     /// Stable identifier used in logs, the audit trail and `guard explain`.
@@ -101,6 +105,7 @@ impl Rule {
             Rule::SignerOnly => "signer-only",
             Rule::KernelVerdict => "kernel-verdict",
             Rule::NoLoaderLaunch => "no-loader-launch",
+            Rule::ControllerOnly => "controller-only",
         }
     }
 

@@ -30,6 +30,11 @@ pub const NATIVE_TRUSTED: u32 = 1 << 7;
 /// `iattr.ia_valid`'s bit for a size change (truncate).
 pub const ATTR_SIZE: u32 = 1 << 3;
 
+/// Self-protection: only controllers (see `SelfProtectSettings`) may signal or ptrace the
+/// protected process (the loader), get descriptors for the layer's maps and programs,
+/// unlink or rename its pins, or unmount the BPF filesystem holding them.
+pub const PROTECT_AGENT: u32 = 1 << 8;
+
 /// Which hook reported an event.
 pub const HOOK_FILE_OPEN: u32 = 1;
 pub const HOOK_BPRM_CREDS_FOR_EXEC: u32 = 2;
@@ -42,6 +47,16 @@ pub const HOOK_BPRM_CHECK_SECURITY: u32 = 8;
 
 /// How many filesystem magics [`LsmSettings::native_filesystems`] holds.
 pub const MAX_NATIVE_FILESYSTEMS: usize = 16;
+/// Self-protection hooks ([`PROTECT_AGENT`]); their events carry a target, not a file
+/// (see [`SelfProtectSettings`]).
+pub const HOOK_TASK_KILL: u32 = 9;
+pub const HOOK_PTRACE_ACCESS_CHECK: u32 = 10;
+pub const HOOK_FILE_SEND_SIGIOTASK: u32 = 11;
+pub const HOOK_BPF_MAP: u32 = 12;
+pub const HOOK_BPF_PROG: u32 = 13;
+pub const HOOK_PIN_UNLINK: u32 = 14;
+pub const HOOK_PIN_RENAME: u32 = 15;
+pub const HOOK_SB_UMOUNT: u32 = 16;
 
 /// Byte offsets of the kernel struct members the programs read, from the running kernel's
 /// BTF at load time (Rust BPF has no CO-RE). A bitfield is a byte offset and a mask.
@@ -149,6 +164,48 @@ pub struct InodeVerdict {
 pub struct AgentState {
     pub tgid: u32,
     pub alive: u32,
+}
+
+/// The self-protection hooks' read-only global (`SELF_PROTECT_SETTINGS`): offsets from the
+/// running kernel's BTF and the identity of the pin tree to protect.
+///
+/// Their [`LsmEvent`]s carry the target instead of a file: `ino` is the signalled or traced
+/// process (`task_kill`, `file_send_sigiotask`, `ptrace_access_check`), the map or program
+/// id (`bpf_map`, `bpf_prog`) or the pin's inode; `mode` the signal, the ptrace mode, the
+/// descriptor's `fmode` or the pin's `i_mode`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SelfProtectSettings {
+    pub task_tgid: u32,
+    pub map_id: u32,
+    /// `bpf_map.name` (16 bytes, NUL-padded).
+    pub map_name: u32,
+    pub prog_aux: u32,
+    pub aux_id: u32,
+    pub dentry_parent: u32,
+    pub vfsmount_sb: u32,
+    /// `s_dev` of the BPF filesystem holding the pins (kernel encoding); 0: no pins.
+    pub pins_dev: u32,
+    /// The directory whose entries and their entries are protected (guard's pin root).
+    pub pins_ino: u64,
+}
+
+/// Maps whose name starts with this are the layer's (`LSM_…`): protected by name, so the
+/// maps of a reloading agent are covered by the previous layer from their creation.
+pub const OWN_MAP_PREFIX: [u8; 4] = *b"LSM_";
+
+/// `PTRACE_MODE_ATTACH`: ptrace itself, `/proc/PID/mem`, `process_vm_*`, `pidfd_getfd`.
+/// Read-mode checks (`/proc/PID/{fd,maps,environ,exe}` listings) only disclose.
+pub const PTRACE_MODE_ATTACH: u32 = 0x02;
+
+/// Signals anyone may still send the protected agent: 0 (does it exist?), `SIGHUP`
+/// (reload the policy: `systemctl reload` runs `/bin/kill -HUP`, not PID 1; what a reload
+/// reads is the policy file's business, see `--require-signed-policy`), `SIGCONT` (undoes
+/// only a stop, which is refused), and `SIGCHLD`, `SIGURG`, `SIGWINCH` (ignored by default).
+/// Everything else would end, stop or disturb the agent.
+#[inline(always)]
+pub const fn harmless_signal(sig: u32) -> bool {
+    matches!(sig, 0 | 1 | 17 | 18 | 23 | 28)
 }
 
 /// File type bits of `i_mode`, as in `<linux/stat.h>`.
@@ -305,6 +362,8 @@ mod pod {
     unsafe impl aya::Pod for super::InodeVerdict {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::AgentState {}
+    // SAFETY: as above (the u64 is 8-aligned after eight u32s).
+    unsafe impl aya::Pod for super::SelfProtectSettings {}
 }
 
 #[cfg(test)]
@@ -431,5 +490,18 @@ mod tests {
         );
         assert_eq!(size_of::<InodeState>(), 16);
         assert_eq!(size_of::<AgentState>(), 8);
+        assert_eq!(size_of::<SelfProtectSettings>(), 40);
+    }
+
+    #[test]
+    fn harmless_signals() {
+        for sig in [0, 1, 17, 18, 23, 28] {
+            assert!(harmless_signal(sig), "{sig}");
+        }
+        // SIGINT, SIGQUIT, SIGABRT, SIGKILL, SIGUSR1, SIGSEGV, SIGTERM, SIGSTOP, SIGTSTP,
+        // SIGIO, SIGSYS, SIGRTMIN.
+        for sig in [2, 3, 6, 9, 10, 11, 15, 19, 20, 29, 31, 34] {
+            assert!(!harmless_signal(sig), "{sig}");
+        }
     }
 }

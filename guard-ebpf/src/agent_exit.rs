@@ -19,6 +19,8 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
     if pid != tgid {
         return 0;
     }
+    // Its pid may be recycled: protect no stranger.
+    crate::self_protect::protected_exited(tgid);
     if let Some(agent) = LSM_AGENT.get_ptr_mut(0) {
         // SAFETY: a pointer into the array's only entry, valid for the program's run.
         unsafe {

@@ -30,6 +30,8 @@ mod lsm_common;
 #[cfg(target_arch = "bpf")]
 mod native;
 #[cfg(target_arch = "bpf")]
+mod self_protect;
+#[cfg(target_arch = "bpf")]
 mod verdicts;
 
 #[cfg(all(target_arch = "bpf", not(test)))]

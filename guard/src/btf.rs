@@ -166,6 +166,12 @@ impl Btf {
         match ty.kind {
             KIND_INT | KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64 => Some(ty.size_or_type),
             KIND_PTR => Some(8),
+            // struct btf_array { type, index_type, nelems } (`bpf_map.name`, char[16]).
+            KIND_ARRAY => {
+                let element = read_u32(&self.data, ty.extra).ok()?;
+                let count = read_u32(&self.data, ty.extra + 8).ok()?;
+                self.size_of(element)?.checked_mul(count)
+            }
             _ => None,
         }
     }

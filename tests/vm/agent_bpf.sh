@@ -17,7 +17,10 @@ refused() {
 agent_log=/var/log/guard/agent-bpf.log
 start_agent() {
     mkdir -p /var/log/guard
-    guard run --backend auto --key "$GUARD_CERT" --audit /var/log/guard/audit.jsonl >> "$agent_log" 2>&1 &
+    # The agent protects itself from everyone but its controllers: /usr/bin/kill is one
+    # here, so the test can SIGKILL it (a crash, for fail-closed) where a shell could not.
+    guard run --backend auto --key "$GUARD_CERT" --audit /var/log/guard/audit.jsonl \
+        --controller /usr/bin/kill >> "$agent_log" 2>&1 &
     agent=$!
     for _ in $(seq 1 300); do
         guard status > /dev/null 2>&1 && return 0
@@ -101,7 +104,7 @@ printf 'print("cached ok")\n' > "$dir/cached.py"
 chmod 644 "$dir/cached.py"
 evmctl ima_sign --hashalgo sha256 --key "$GUARD_KEY" "$dir/cached.py" > /dev/null
 check "cached.py runs" bash -c "${user[*]} -- python3 -B $dir/cached.py | grep -q 'cached ok'"
-kill -KILL $agent
+/usr/bin/kill -KILL $agent
 wait $agent 2>/dev/null
 check "FIFO still refused with the agent SIGKILLed (pinned layer)" refused "${user[@]}" -- python3 "$dir/fifo"
 check "python3 -c still killed with the agent SIGKILLed (pinned gate)" refused "${user[@]}" -- python3 -c "open('$dir/ran', 'w')"
@@ -116,7 +119,7 @@ check "no payload ran" test ! -e "$dir/ran"
 check "a restarted agent takes over" start_agent
 check "unsigned script refused again" refused "${user[@]}" -- python3 "$dir/unsigned.py"
 check "the rewritten file runs again (verified anew)" bash -c "${user[*]} -- python3 -B $dir/cached.py | grep -q 'cached ok'"
-kill -TERM $agent
+/usr/bin/kill -TERM $agent
 wait $agent 2>/dev/null
 guard debug lsm-unpin > /dev/null 2>&1
 exit $fail

@@ -599,8 +599,9 @@ attacks() {
 
 start_agent() {
     mkdir -p /var/log/guard
+    # Only the agent's controllers may stop it (self-protection): /usr/bin/kill is one here.
     guard run --backend auto --key "$GUARD_CERT" --audit /var/log/guard/audit-attacks.jsonl \
-        >> "$agent_log" 2>&1 &
+        --controller /usr/bin/kill >> "$agent_log" 2>&1 &
     agent=$!
     for _ in $(seq 1 300); do
         guard status > /dev/null 2>&1 && return 0
@@ -627,7 +628,7 @@ fi
 check "backend is bpf-lsm+fanotify" bash -c "guard status | grep -q 'backend bpf-lsm+fanotify'"
 attacks
 echo "(under guard: $((SECONDS - t0)) s)"
-kill -TERM "$agent"
+/usr/bin/kill -TERM "$agent"
 wait "$agent" 2> /dev/null
 guard debug lsm-unpin > /dev/null 2>&1
 rm -rf "$root" "$shm"

@@ -196,7 +196,9 @@ agent_log=/var/log/guard/agent-native.log
 audit=/var/log/guard/audit-native.jsonl
 mkdir -p /var/log/guard
 rm -f "$audit"
-guard run --backend auto --policy "$policy" --key "$GUARD_CERT" --audit "$audit" >> "$agent_log" 2>&1 &
+# Only the agent's controllers may stop it (self-protection): /usr/bin/kill is one here.
+guard run --backend auto --policy "$policy" --key "$GUARD_CERT" --audit "$audit" \
+    --controller /usr/bin/kill >> "$agent_log" 2>&1 &
 agent=$!
 started() {
     for _ in $(seq 1 300); do
@@ -219,7 +221,7 @@ sleep 1
 check "agent: exec refusal audited" grep -q '"code":"bprm_check_security".*"rule":"trusted-owner"' "$audit"
 check "agent: mapping refusal audited" grep -q '"code":"mmap_file".*"rule":"trusted-owner"' "$audit"
 grep '"decision":"deny"' "$audit" | head -5
-kill -TERM $agent
+/usr/bin/kill -TERM $agent
 wait $agent 2>/dev/null
 guard debug lsm-unpin > /dev/null 2>&1
 umount "$d/ramfs"

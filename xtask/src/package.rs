@@ -314,7 +314,7 @@ fn check_contents(deb: &Path) -> Result<()> {
             .any(|l| l.trim() == "/etc/guard/policy.toml"),
         "policy.toml is not a conffile: {conffiles:?}"
     );
-    for script in ["postinst", "prerm", "postrm"] {
+    for script in ["preinst", "postinst", "prerm", "postrm"] {
         extract_control_file(deb, script).with_context(|| format!("no {script}"))?;
     }
 

@@ -232,6 +232,7 @@ fn start_kernel_layer(
             );
             Ok((layer, "bpf-lsm+fanotify"))
         }
+        (LsmStatus::Locked(why), _) => anyhow::bail!("{why}"),
         (LsmStatus::Unsupported(why) | LsmStatus::Failed(why), Backend::Bpf) => {
             anyhow::bail!("--backend bpf: the BPF LSM layer cannot run here: {why}")
         }

@@ -17,7 +17,7 @@ use super::audit::{AuditRecord, CheckRecord};
 use super::stats::bump;
 use super::{Loaded, State};
 use crate::exec_gate::Identity;
-use crate::lsm::{DEFAULT_PIN_DIR, LsmConfig, LsmEvent, LsmLayer, LsmStatus};
+use crate::lsm::{DEFAULT_PIN_DIR, GUARD_PIN_ROOT, LsmConfig, LsmEvent, LsmLayer, LsmStatus};
 use crate::policy::Mode;
 
 /// Executables allowed to write signatures: guard itself and evmctl, where present.
@@ -56,6 +56,15 @@ pub fn config(loaded: &Loaded, agent: Option<u32>) -> LsmConfig {
     config.verdict_cache = true;
     config.agent = agent;
     config.pin_dir = Some(PathBuf::from(DEFAULT_PIN_DIR));
+    // Self-protection: PID 1 (`systemctl stop`), guard itself (the agent, `guard debug
+    // lsm-unpin`) and the named controllers alone may stop, trace or unpin the agent; the
+    // pins of the exec gate beside the layer are protected with it.
+    config.protect_agent = true;
+    config.controllers = Identity::of_path(Path::new("/proc/self/exe"))
+        .into_iter()
+        .chain(loaded.controllers.iter().copied())
+        .collect();
+    config.protected_pins = Some(PathBuf::from(GUARD_PIN_ROOT));
     config
 }
 
@@ -81,7 +90,13 @@ pub fn run(state: Arc<State>, mut layer: LsmLayer, mut generation: u64) {
             match start(&state.loaded(), Some(std::process::id())) {
                 (Some(replacement), _) => {
                     state.set_kernel_verdicts(replacement.verdicts());
+                    // The old programs run first on each hook until they are released:
+                    // what they refused during the reload is reported in their ring buffer.
+                    for event in layer.events() {
+                        report(&state, &event);
+                    }
                     layer = replacement;
+                    log::info!("BPF LSM layer reloaded");
                 }
                 (None, status) => {
                     bump(&state.stats.errors);

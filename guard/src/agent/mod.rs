@@ -54,6 +54,9 @@ pub struct Config {
     pub require_signed_policy: bool,
     /// Load the exec gate (refuses `-c`, stdin code and descriptor scripts at exec).
     pub exec_gate: bool,
+    /// Executables that may stop, trace and unpin the agent besides PID 1 and guard itself
+    /// (the BPF LSM layer's self-protection).
+    pub controllers: Vec<PathBuf>,
 }
 
 impl Config {
@@ -71,10 +74,19 @@ impl Config {
         }
         let interpreters = facts::resolve_interpreters(&policy);
         let loaders = facts::resolve_loaders(&policy);
+        let controllers = self
+            .controllers
+            .iter()
+            .map(|path| {
+                crate::exec_gate::Identity::of_path(path)
+                    .with_context(|| format!("--controller {}", path.display()))
+            })
+            .collect::<anyhow::Result<_>>()?;
         Ok(Loaded {
             policy,
             interpreters,
             loaders,
+            controllers,
         })
     }
 }
@@ -85,6 +97,8 @@ pub struct Loaded {
     pub interpreters: Vec<(FileId, usize)>,
     /// Dynamic loaders whose direct launches of programs the exec gate refuses.
     pub loaders: Vec<FileId>,
+    /// The configuration's controllers (`--controller`), resolved at every (re)load.
+    pub controllers: Vec<crate::exec_gate::Identity>,
 }
 
 impl Loaded {

@@ -29,6 +29,15 @@ pub enum DebugCommand {
         #[arg(long, value_name = "DIR", default_value = guard::lsm::GUARD_PIN_ROOT)]
         pin: PathBuf,
     },
+    /// Let another guard binary (an upgrade) take over the pinned LSM layer: run it with the
+    /// binary that loaded the layer (a controller), then restart the agent from the new one.
+    LsmHandover {
+        /// The successor binary (symlinks followed; its inode is what the kernel trusts).
+        #[arg(value_name = "NEW-GUARD")]
+        successor: PathBuf,
+        #[arg(long, value_name = "DIR", default_value = guard::lsm::DEFAULT_PIN_DIR)]
+        pin: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -63,6 +72,25 @@ pub fn run(command: DebugCommand) -> anyhow::Result<ExitCode> {
     match command {
         DebugCommand::Lsm(args) => lsm(args),
         DebugCommand::HookCosts { command } => hook_costs(&command),
+        DebugCommand::LsmHandover { successor, pin } => {
+            let identity = Identity::of_path(&successor)
+                .with_context(|| format!("successor {}", successor.display()))?;
+            if LsmLayer::hand_over(&pin, identity).with_context(|| {
+                format!("handing {} over to {}", pin.display(), successor.display())
+            })? {
+                println!(
+                    "lsm: {} may now take over the layer pinned in {}",
+                    successor.display(),
+                    pin.display()
+                );
+            } else {
+                println!(
+                    "lsm: no layer with self-protection pinned in {}: nothing to hand over",
+                    pin.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         DebugCommand::LsmUnpin { pin } => {
             let removed = LsmLayer::unpin(&pin)?;
             println!("lsm: removed {removed} pins from {}", pin.display());

@@ -44,6 +44,11 @@ pub struct RunArgs {
     /// descriptor scripts at exec): for debugging, or hosts that forbid BPF.
     #[arg(long)]
     pub no_exec_gate: bool,
+    /// An executable that may stop, trace and unpin the agent (repeatable). PID 1 (the init
+    /// system: `systemctl stop`) and guard itself always may; anyone else, root included,
+    /// is refused where the BPF LSM layer runs.
+    #[arg(long = "controller", value_name = "PATH")]
+    pub controllers: Vec<PathBuf>,
     /// Decision worker threads.
     #[arg(long, default_value_t = 4)]
     pub workers: usize,
@@ -66,6 +71,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         backend: args.backend,
         require_signed_policy: args.require_signed_policy,
         exec_gate: !args.no_exec_gate,
+        controllers: args.controllers,
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -26,6 +26,13 @@
 //!   executables named as signers may set or remove `security.ima`; anyone else, root
 //!   included, gets `EPERM` ([`Rule::SignerOnly`]).
 //!
+//! * self-protection ([`LsmConfig::protect_agent`], `guard-ebpf/src/self_protect.rs`) — only
+//!   controllers (PID 1, the loader, [`LsmConfig::controllers`]) may signal (but for
+//!   harmless signals) or ptrace-attach the loader, get descriptors for the layer's maps
+//!   (named `LSM_…`) and programs, unlink or rename the pins below
+//!   [`LsmConfig::protected_pins`], or unmount the BPF filesystem holding them
+//!   ([`Rule::ControllerOnly`], `EPERM`).
+//!
 //! Untrusted filesystems (a superblock owned by a user namespace) are not judged here: the
 //! kernel cannot tell a code open from a data open, and refusing every read-only open on
 //! such a mount would break interpreters reading data there. fanotify judges them.
@@ -51,6 +58,10 @@ use guard_common::lsm::{
     LsmSettings, MAX_NATIVE_FILESYSTEMS, NATIVE_LINKED, NATIVE_TRUSTED, PERMISSIVE,
     PROTECT_SIGNATURES, VERDICT_CACHE,
 };
+use guard_common::lsm::{
+    HOOK_BPF_MAP, HOOK_BPF_PROG, HOOK_FILE_SEND_SIGIOTASK, HOOK_PIN_RENAME, HOOK_PIN_UNLINK,
+    HOOK_PTRACE_ACCESS_CHECK, HOOK_SB_UMOUNT, HOOK_TASK_KILL, PROTECT_AGENT, SelfProtectSettings,
+};
 
 use crate::btf::{Btf, BtfError};
 use crate::exec_gate::{EBPF_OBJECT, Identity};
@@ -63,6 +74,29 @@ const EVENTS_MAP: &str = "LSM_EVENTS";
 const INODE_STATE_MAP: &str = "LSM_INODE_STATE";
 const VERDICTS_MAP: &str = "LSM_VERDICTS";
 const AGENT_MAP: &str = "LSM_AGENT";
+const SELF_PROTECT_GLOBAL: &str = "SELF_PROTECT_SETTINGS";
+const CONTROLLERS_MAP: &str = "LSM_CONTROLLERS";
+const PROTECTED_MAP: &str = "LSM_PROTECTED";
+const OWN_PROGS_MAP: &str = "LSM_OWN_PROGS";
+/// Self-protection of the loader and its maps and programs ([`LsmConfig::protect_agent`]).
+const SELF_PROTECT_PROGRAMS: [&str; 5] = [
+    "task_kill",
+    "file_send_sigiotask",
+    "ptrace_access_check",
+    "bpf_map",
+    "bpf_prog",
+];
+/// Self-protection of the pins ([`LsmConfig::protected_pins`]).
+const PIN_PROGRAMS: [&str; 3] = ["pin_unlink", "pin_rename", "sb_umount"];
+
+/// The hook a program attaches to: its name, but for those that share a hook with another.
+fn hook_of(program: &str) -> &str {
+    match program {
+        "pin_unlink" => "inode_unlink",
+        "pin_rename" => "inode_rename",
+        other => other,
+    }
+}
 /// Hooks of the verdict cache: they count changes and code readers, and refuse only
 /// truncating code an interpreter is reading.
 const CHANGE_HOOKS: [&str; 6] = [
@@ -91,6 +125,14 @@ const ALL_PROGRAMS: &[&str] = &[
     "inode_link",
     "inode_unlink",
     AGENT_EXIT_TRACEPOINT,
+    "task_kill",
+    "file_send_sigiotask",
+    "ptrace_access_check",
+    "bpf_map",
+    "bpf_prog",
+    "pin_unlink",
+    "pin_rename",
+    "sb_umount",
     // The exec gate, pinned beside the layer by the agent.
     "sched_process_exec",
 ];
@@ -98,6 +140,8 @@ const ALL_PROGRAMS: &[&str] = &[
 pub const MAX_INTERPRETERS: usize = 64;
 /// Size of the kernel's signer map.
 pub const MAX_SIGNERS: usize = 16;
+/// Size of the kernel's controller map.
+pub const MAX_CONTROLLERS: usize = 16;
 
 /// Where the kernel lists its active LSMs.
 const ACTIVE_LSMS: &str = "/sys/kernel/security/lsm";
@@ -124,6 +168,15 @@ pub enum LsmError {
     Pin(PathBuf, String),
     #[error("too many {0} ({1}, at most {2})")]
     TooMany(&'static str, usize, usize),
+    /// A pinned layer's self-protection refuses this executable: it is none of the
+    /// controllers of the layer a previous loader pinned (an upgraded binary not handed
+    /// the layer over).
+    #[error(
+        "the BPF LSM layer pinned in {0} refuses this executable ({1}): only its controllers \
+         may replace it. Hand it over with the guard binary that loaded it before switching \
+         binaries (`OLD-GUARD debug lsm-handover {1}`), or reboot"
+    )]
+    NotController(PathBuf, String),
 }
 
 /// How the layer stands, for fail-safe reporting (status, logs): the agent keeps running
@@ -135,6 +188,10 @@ pub enum LsmStatus {
     Unsupported(String),
     /// The kernel should have, but loading failed: an error to report.
     Failed(String),
+    /// A layer pinned by another guard binary refuses this one ([`LsmError::NotController`]):
+    /// it keeps enforcing, failing closed, whatever this process does, so running without
+    /// a layer of one's own would only pretend.
+    Locked(String),
 }
 
 impl std::fmt::Display for LsmStatus {
@@ -143,6 +200,7 @@ impl std::fmt::Display for LsmStatus {
             LsmStatus::Active => write!(f, "active"),
             LsmStatus::Unsupported(why) => write!(f, "unsupported: {why}"),
             LsmStatus::Failed(why) => write!(f, "failed: {why}"),
+            LsmStatus::Locked(why) => write!(f, "locked: {why}"),
         }
     }
 }
@@ -181,6 +239,17 @@ pub struct LsmConfig {
     pub agent: Option<u32>,
     /// Report refusals, do not refuse.
     pub permissive: bool,
+    /// Self-protection: the loader's process cannot be signalled (but harmlessly) or
+    /// ptrace-attached, and the layer's maps and programs cannot be reached, except by
+    /// controllers: PID 1, the loader itself and `controllers`.
+    pub protect_agent: bool,
+    /// Executables allowed to stop, trace and unpin the protected loader (at most
+    /// [`MAX_CONTROLLERS`]); the loader's own executable is not added implicitly.
+    pub controllers: Vec<Identity>,
+    /// With `protect_agent`: only controllers may unlink or rename the entries of this
+    /// directory of a BPF filesystem and of its subdirectories (the pins), or unmount that
+    /// filesystem. Created if missing.
+    pub protected_pins: Option<PathBuf>,
     /// Pin links and maps in this directory of a BPF filesystem (e.g. [`DEFAULT_PIN_DIR`]):
     /// the hooks then stay attached, failing closed, when the loader dies. A loader started
     /// with the same directory takes over: it attaches its own programs first, then replaces
@@ -209,6 +278,9 @@ impl LsmConfig {
             verdict_cache: false,
             agent: None,
             permissive: false,
+            protect_agent: false,
+            controllers: Vec::new(),
+            protected_pins: None,
             pin_dir: None,
         }
     }
@@ -224,6 +296,7 @@ impl LsmConfig {
             (self.verdict_cache, VERDICT_CACHE),
             (self.native_code != NativeCode::Any, NATIVE_LINKED),
             (self.native_code == NativeCode::Trusted, NATIVE_TRUSTED),
+            (self.protect_agent, PROTECT_AGENT),
         ] {
             if on {
                 flags |= bit;
@@ -280,12 +353,19 @@ impl LsmConfig {
         if self.verdict_cache {
             programs.extend(CHANGE_HOOKS);
         }
+        if self.protect_agent {
+            programs.extend(SELF_PROTECT_PROGRAMS);
+            if self.protected_pins.is_some() {
+                programs.extend(PIN_PROGRAMS);
+            }
+        }
         programs
     }
 
     /// The tracepoints to attach beside the hooks.
     fn tracepoints(&self) -> Vec<&'static str> {
-        if self.verdict_cache {
+        // The exit of the agent (or of the protected loader) clears its state.
+        if self.verdict_cache || self.protect_agent {
             vec![AGENT_EXIT_TRACEPOINT]
         } else {
             Vec::new()
@@ -304,6 +384,14 @@ pub enum LsmHook {
     FileMprotect,
     InodeSetattr,
     BprmCheckSecurity,
+    TaskKill,
+    PtraceAccessCheck,
+    FileSendSigiotask,
+    BpfMap,
+    BpfProg,
+    PinUnlink,
+    PinRename,
+    SbUmount,
 }
 
 impl LsmHook {
@@ -317,6 +405,14 @@ impl LsmHook {
             HOOK_FILE_MPROTECT => LsmHook::FileMprotect,
             HOOK_INODE_SETATTR => LsmHook::InodeSetattr,
             HOOK_BPRM_CHECK_SECURITY => LsmHook::BprmCheckSecurity,
+            HOOK_TASK_KILL => LsmHook::TaskKill,
+            HOOK_PTRACE_ACCESS_CHECK => LsmHook::PtraceAccessCheck,
+            HOOK_FILE_SEND_SIGIOTASK => LsmHook::FileSendSigiotask,
+            HOOK_BPF_MAP => LsmHook::BpfMap,
+            HOOK_BPF_PROG => LsmHook::BpfProg,
+            HOOK_PIN_UNLINK => LsmHook::PinUnlink,
+            HOOK_PIN_RENAME => LsmHook::PinRename,
+            HOOK_SB_UMOUNT => LsmHook::SbUmount,
             _ => return None,
         })
     }
@@ -331,7 +427,30 @@ impl LsmHook {
             LsmHook::FileMprotect => "file_mprotect",
             LsmHook::InodeSetattr => "inode_setattr",
             LsmHook::BprmCheckSecurity => "bprm_check_security",
+            LsmHook::TaskKill => "task_kill",
+            LsmHook::PtraceAccessCheck => "ptrace_access_check",
+            LsmHook::FileSendSigiotask => "file_send_sigiotask",
+            LsmHook::BpfMap => "bpf_map",
+            LsmHook::BpfProg => "bpf_prog",
+            LsmHook::PinUnlink => "inode_unlink",
+            LsmHook::PinRename => "inode_rename",
+            LsmHook::SbUmount => "sb_umount",
         }
+    }
+
+    /// What a self-protection event's fields mean (see `SelfProtectSettings`), or `None`
+    /// for a file event.
+    fn target(self, ino: u64, detail: u32) -> Option<String> {
+        Some(match self {
+            LsmHook::TaskKill | LsmHook::FileSendSigiotask => {
+                format!("target=pid:{ino} signal={detail}")
+            }
+            LsmHook::PtraceAccessCheck => format!("target=pid:{ino} ptrace-mode={detail:#x}"),
+            LsmHook::BpfMap => format!("target=map-id:{ino} fmode={detail:#x}"),
+            LsmHook::BpfProg => format!("target=prog-id:{ino}"),
+            LsmHook::SbUmount => format!("target=bpffs dev={}:{}", detail >> 20, detail & 0xf_ffff),
+            _ => return None,
+        })
     }
 }
 
@@ -356,6 +475,22 @@ pub struct LsmEvent {
 
 impl std::fmt::Display for LsmEvent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(target) = self.hook.target(self.object.ino, self.mode) {
+            return write!(
+                f,
+                "{} {} rule={} pid={} tid={} uid={} {target}",
+                self.hook.name(),
+                if self.refused {
+                    "refused"
+                } else {
+                    "would refuse"
+                },
+                self.rule.id(),
+                self.pid,
+                self.tid,
+                self.uid,
+            );
+        }
         write!(
             f,
             "{} {} rule={} pid={} tid={} uid={} dev={}:{} ino={} mode={:o} nlink={}",
@@ -466,15 +601,37 @@ impl LsmLayer {
                 MAX_SIGNERS,
             ));
         }
-        let offsets = kernel_offsets(&Btf::from_kernel()?)?;
+        if config.controllers.len() > MAX_CONTROLLERS {
+            return Err(LsmError::TooMany(
+                "controllers",
+                config.controllers.len(),
+                MAX_CONTROLLERS,
+            ));
+        }
+        if let Some(dir) = &config.pin_dir {
+            // Without this the refusal comes as an EPERM on the first `LSM_` map created.
+            pinned_controllers(dir)?;
+        }
+        let kernel_btf = Btf::from_kernel()?;
+        let offsets = kernel_offsets(&kernel_btf)?;
         let settings = config.settings(offsets);
+        let protect = self_protect_settings(&kernel_btf, config)?;
         let mut ebpf = EbpfLoader::new()
             .override_global(SETTINGS_GLOBAL, &settings, true)
+            .override_global(SELF_PROTECT_GLOBAL, &protect, true)
             .load(EBPF_OBJECT)?;
 
         // Maps first, attach last: no program may run with a half-filled map.
         fill(&mut ebpf, INTERPRETERS_MAP, &config.interpreters)?;
         fill(&mut ebpf, SIGNERS_MAP, &config.signers)?;
+        fill(&mut ebpf, CONTROLLERS_MAP, &config.controllers)?;
+        if config.protect_agent {
+            let mut protected: Array<_, u32> = Array::try_from(
+                ebpf.map_mut(PROTECTED_MAP)
+                    .ok_or(LsmError::Missing(PROTECTED_MAP))?,
+            )?;
+            protected.set(0, std::process::id(), 0)?;
+        }
         if let Some(tgid) = config.agent {
             let mut agent: Array<_, AgentState> = Array::try_from(
                 ebpf.map_mut(AGENT_MAP)
@@ -495,7 +652,7 @@ impl LsmLayer {
                         .try_into()
                         .map_err(|e| LsmError::Program(name, e))?;
                     program
-                        .load(name, &btf)
+                        .load(hook_of(name), &btf)
                         .map_err(|e| LsmError::Program(name, e))?;
                     let id = program.attach().map_err(|e| LsmError::Program(name, e))?;
                     let link = program
@@ -508,6 +665,12 @@ impl LsmLayer {
         }
         attach_all!(Lsm, config.programs(&offsets));
         attach_all!(BtfTracePoint, config.tracepoints());
+        if config.protect_agent {
+            // After attaching: a descriptor for a program only lets one read it or attach
+            // it once more, so the moment without protection costs nothing (unlike maps,
+            // which are protected by name from their creation).
+            own_programs(&mut ebpf, &hooks)?;
+        }
         // Everything is attached: only now may the old pins (a previous loader's programs)
         // go, so enforcement never lapses.
         if let Some(dir) = &config.pin_dir {
@@ -557,6 +720,19 @@ impl LsmLayer {
         Ok(removed)
     }
 
+    /// Adds `successor` (an upgraded guard binary) to the controllers of the layer pinned in
+    /// `dir`, so that, started as the agent, it may replace the layer. Only a controller
+    /// (the binary that loaded the layer, or one handed over to before) gets the map.
+    /// Returns false when no layer is pinned there.
+    pub fn hand_over(dir: &Path, successor: Identity) -> Result<bool, LsmError> {
+        let Some(mut controllers) = pinned_controllers(dir)? else {
+            return Ok(false);
+        };
+        // A full map (MAX_CONTROLLERS) fails here with E2BIG.
+        controllers.insert(successor.kernel_key(), 0, 0)?;
+        Ok(true)
+    }
+
     /// Programs named as this layer's still loaded in the kernel (by any loader). After
     /// [`Self::unpin`] the kernel releases them from a workqueue, a little later.
     pub fn loaded_programs() -> Result<Vec<String>, LsmError> {
@@ -595,6 +771,7 @@ impl LsmLayer {
         match LsmLayer::load(config) {
             Ok(layer) => (Some(layer), LsmStatus::Active),
             Err(LsmError::Unsupported(why)) => (None, LsmStatus::Unsupported(why)),
+            Err(e @ LsmError::NotController(..)) => (None, LsmStatus::Locked(e.to_string())),
             Err(e) => (None, LsmStatus::Failed(e.to_string())),
         }
     }
@@ -656,7 +833,9 @@ impl LsmLayer {
     }
 }
 
-const PINNED_MAPS: [&str; 3] = [INTERPRETERS_MAP, SIGNERS_MAP, EVENTS_MAP];
+/// `LSM_CONTROLLERS` is pinned too: a successor binary is added to it before an upgrade
+/// (see [`LsmLayer::hand_over`]).
+const PINNED_MAPS: [&str; 4] = [INTERPRETERS_MAP, SIGNERS_MAP, EVENTS_MAP, CONTROLLERS_MAP];
 
 /// The agent's side of the kernel's per-inode verdict cache (see `guard-ebpf`'s
 /// `verdicts` module): what the kernel saw at an interpreter's open, the verdicts the agent
@@ -710,6 +889,74 @@ fn is_ours(name: &str) -> bool {
     ALL_PROGRAMS
         .iter()
         .any(|p| p.as_bytes()[..p.len().min(15)] == *name.as_bytes())
+}
+
+/// The self-protection hooks' offsets and the pin tree they protect (created if missing).
+fn self_protect_settings(btf: &Btf, config: &LsmConfig) -> Result<SelfProtectSettings, LsmError> {
+    if !config.protect_agent {
+        return Ok(SelfProtectSettings::default());
+    }
+    let (pins_dev, pins_ino) = match &config.protected_pins {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| LsmError::Pin(dir.clone(), e.to_string()))?;
+            let key = Identity::of_path(dir)
+                .map_err(|e| LsmError::Pin(dir.clone(), e.to_string()))?
+                .kernel_key();
+            (key.dev, key.ino)
+        }
+        None => (0, 0),
+    };
+    Ok(SelfProtectSettings {
+        task_tgid: btf.member_offset("task_struct", "tgid", 4)?,
+        map_id: btf.member_offset("bpf_map", "id", 4)?,
+        map_name: btf.member_offset("bpf_map", "name", 16)?,
+        prog_aux: btf.member_offset("bpf_prog", "aux", 8)?,
+        aux_id: btf.member_offset("bpf_prog_aux", "id", 4)?,
+        dentry_parent: btf.member_offset("dentry", "d_parent", 8)?,
+        vfsmount_sb: btf.member_offset("vfsmount", "mnt_sb", 8)?,
+        pins_dev,
+        pins_ino,
+    })
+}
+
+/// Records the ids of the layer's programs for `bpf_prog`.
+fn own_programs(ebpf: &mut Ebpf, names: &[&'static str]) -> Result<(), LsmError> {
+    let mut ids = Vec::new();
+    for name in names {
+        let program = ebpf.program(name).ok_or(LsmError::Missing(name))?;
+        let info = program.info().map_err(|e| LsmError::Program(name, e))?;
+        ids.push(info.id());
+    }
+    let mut map: HashMap<_, u32, u32> = HashMap::try_from(
+        ebpf.map_mut(OWN_PROGS_MAP)
+            .ok_or(LsmError::Missing(OWN_PROGS_MAP))?,
+    )?;
+    for id in ids {
+        map.insert(id, 0, 0)?;
+    }
+    Ok(())
+}
+
+/// The controllers map of the layer pinned in `dir` (`None`: no layer with self-protection
+/// is pinned there). [`LsmError::NotController`] when its self-protection refuses this
+/// executable.
+fn pinned_controllers(
+    dir: &Path,
+) -> Result<Option<HashMap<MapData, InterpreterKey, u32>>, LsmError> {
+    let path = dir.join(format!("map_{CONTROLLERS_MAP}"));
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Ok(None);
+    }
+    match MapData::from_pin(&path) {
+        Ok(data) => Ok(Some(HashMap::try_from(aya::maps::Map::HashMap(data))?)),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EPERM) => {
+            let exe = std::fs::read_link("/proc/self/exe")
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "this guard".into());
+            Err(LsmError::NotController(dir.to_owned(), exe))
+        }
+        Err(e) => Err(LsmError::Pin(path, e.to_string())),
+    }
 }
 
 /// The pin files (`link_*`, `map_*`) in `dir`; none when it does not exist.
