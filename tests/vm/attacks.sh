@@ -603,13 +603,7 @@ start_agent() {
     guard run --backend auto --key "$GUARD_CERT" --audit /var/log/guard/audit-attacks.jsonl \
         --controller /usr/bin/kill >> "$agent_log" 2>&1 &
     agent=$!
-    for _ in $(seq 1 300); do
-        guard status > /dev/null 2>&1 && return 0
-        kill -0 "$agent" 2> /dev/null || break
-        sleep 0.2
-    done
-    cat "$agent_log"
-    return 1
+    wait_agent "$agent" "$agent_log"
 }
 
 echo "python3 binaries: ${pythons[*]}"

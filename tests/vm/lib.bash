@@ -21,6 +21,18 @@ command -v guard > /dev/null && guard debug lsm-unpin > /dev/null 2>&1
 user=(setpriv --reuid=65534 --regid=65534 --clear-groups)
 # Waits (up to 60 s) until `guard debug lsm`, process $2 writing to log $1, says it is
 # active; fails at once if it exits first.
+# wait_agent PID LOG: until the agent started as PID answers `guard status`; prints LOG and
+# fails if it exits first or takes a minute.
+wait_agent() {
+    for _ in $(seq 1 300); do
+        guard status > /dev/null 2>&1 && return 0
+        kill -0 "$1" 2> /dev/null || break
+        sleep 0.2
+    done
+    cat "$2"
+    return 1
+}
+
 wait_loader() {
     for _ in $(seq 1 300); do
         grep -q "^lsm: active" "$1" && return 0

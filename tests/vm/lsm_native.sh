@@ -200,16 +200,7 @@ rm -f "$audit"
 guard run --backend auto --policy "$policy" --key "$GUARD_CERT" --audit "$audit" \
     --controller /usr/bin/kill >> "$agent_log" 2>&1 &
 agent=$!
-started() {
-    for _ in $(seq 1 300); do
-        guard status > /dev/null 2>&1 && return 0
-        kill -0 $agent 2>/dev/null || break
-        sleep 0.2
-    done
-    cat "$agent_log"
-    return 1
-}
-check "agent starts" started
+check "agent starts" wait_agent "$agent" "$agent_log"
 printf 'print("signed ok")\n' > "$d/signed.py"
 chmod 644 "$d/signed.py"
 evmctl ima_sign --hashalgo sha256 --key "$GUARD_KEY" "$d/signed.py" > /dev/null

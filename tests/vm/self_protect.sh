@@ -22,13 +22,7 @@ start_agent() {
     "${1:-guard}" run --backend bpf --key "$GUARD_CERT" --audit "$audit" --controller "$ctl" \
         >> "$agent_log" 2>&1 &
     agent=$!
-    for _ in $(seq 1 300); do
-        guard status > /dev/null 2>&1 && return 0
-        kill -0 $agent 2>/dev/null || break
-        sleep 0.2
-    done
-    cat "$agent_log"
-    return 1
+    wait_agent "$agent" "$agent_log"
 }
 alive() { kill -0 "$agent" 2>/dev/null; }
 # CMD fails with EPERM/EACCES (umount words it "must be superuser").

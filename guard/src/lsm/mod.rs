@@ -475,25 +475,9 @@ pub struct LsmEvent {
 
 impl std::fmt::Display for LsmEvent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Some(target) = self.hook.target(self.object.ino, self.mode) {
-            return write!(
-                f,
-                "{} {} rule={} pid={} tid={} uid={} {target}",
-                self.hook.name(),
-                if self.refused {
-                    "refused"
-                } else {
-                    "would refuse"
-                },
-                self.rule.id(),
-                self.pid,
-                self.tid,
-                self.uid,
-            );
-        }
         write!(
             f,
-            "{} {} rule={} pid={} tid={} uid={} dev={}:{} ino={} mode={:o} nlink={}",
+            "{} {} rule={} pid={} tid={} uid={} ",
             self.hook.name(),
             if self.refused {
                 "refused"
@@ -504,12 +488,19 @@ impl std::fmt::Display for LsmEvent {
             self.pid,
             self.tid,
             self.uid,
-            libc::major(self.object.dev),
-            libc::minor(self.object.dev),
-            self.object.ino,
-            self.mode,
-            self.nlink,
-        )
+        )?;
+        match self.hook.target(self.object.ino, self.mode) {
+            Some(target) => write!(f, "{target}"),
+            None => write!(
+                f,
+                "dev={}:{} ino={} mode={:o} nlink={}",
+                libc::major(self.object.dev),
+                libc::minor(self.object.dev),
+                self.object.ino,
+                self.mode,
+                self.nlink,
+            ),
+        }
     }
 }
 
