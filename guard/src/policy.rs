@@ -832,6 +832,41 @@ mod tests {
     }
 
     #[test]
+    fn interpreter_modules_default_and_are_validated() {
+        // The embedded policy spells out the built-in lists.
+        let python = &Policy::embedded_default().unwrap().interpreters[0];
+        assert_eq!(python.inline_code_modules, DEFAULT_INLINE_CODE_MODULES);
+        assert_eq!(python.stdin_code_modules, DEFAULT_STDIN_CODE_MODULES);
+        for name in ["timeit", "pdb", "doctest", "pickle", "runpy"] {
+            assert!(DEFAULT_INLINE_CODE_MODULES.contains(&name), "{name}");
+        }
+        for name in ["code", "asyncio", "pdb", "runpy"] {
+            assert!(DEFAULT_STDIN_CODE_MODULES.contains(&name), "{name}");
+        }
+        let head = "[[interpreter]]\nname = \"p\"\nexecutables = []\n";
+        let policy = parse(&format!(
+            "{head}inline_code_modules = [\"a.b\", \"a.b\"]\nstdin_code_modules = []\n"
+        ))
+        .unwrap();
+        assert_eq!(policy.interpreters[0].inline_code_modules, vec!["a.b"]);
+        assert!(policy.interpreters[0].stdin_code_modules.is_empty());
+        let e = error_of(&format!(
+            "{head}stdin_code_modules = [\"code\", \"-m code\"]\n"
+        ));
+        assert!(e.starts_with("test.toml:4:31: "), "{e}");
+        assert!(e.contains("not a module name"), "{e}");
+        let long = "m".repeat(33);
+        let e = error_of(&format!("{head}inline_code_modules = [\"{long}\"]\n"));
+        assert!(e.starts_with("test.toml:4:24: "), "{e}");
+        let many: Vec<String> = (0..65).map(|i| format!("\"m{i}\"")).collect();
+        let e = error_of(&format!(
+            "{head}inline_code_modules = [{}]\n",
+            many.join(", ")
+        ));
+        assert!(e.contains("too many interpreter modules"), "{e}");
+    }
+
+    #[test]
     fn bad_code_pattern_is_located() {
         let e =
             error_of("[[interpreter]]\nname = \"p\"\nexecutables = []\ncode_patterns = [\"[\"]\n");
