@@ -37,6 +37,20 @@ pub const MAX_ENV_NAMES: usize = 8;
 /// writes fit in four 64-bit words.
 pub const MAX_ENV_NAME_LEN: usize = 30;
 
+/// Longest module name the policy may list as an interpreter module (`-m NAME`): the name is
+/// the key of the kernel's module map, NUL-padded to this size.
+pub const MODULE_NAME_LEN: usize = 32;
+/// How many interpreter modules the kernel's map holds (all profiles together).
+pub const MAX_EVAL_MODULES: usize = 64;
+/// Value bit in the module map: the module's `__main__` runs Python given on its command
+/// line or read from a file it opens as data (`timeit -s CODE`, `pdb -c CODE`, `doctest
+/// FILE`): `-m NAME` is `-c` in another spelling ([`Rule::NoInlineCode`]).
+pub const MODULE_INLINE_CODE: u32 = 1 << 0;
+/// Value bit in the module map: the module's `__main__` reads Python from standard input
+/// (a REPL: `code`, `asyncio`): `-m NAME` is a bare interpreter reading stdin
+/// ([`Rule::NoStdinCode`]).
+pub const MODULE_STDIN_CODE: u32 = 1 << 1;
+
 /// Value in the executable map: a profiled interpreter, whose argv is CPython's.
 pub const KIND_INTERPRETER: u32 = 0;
 /// Value in the executable map: a dynamic loader (`ld.so`), a launcher whose direct use may
@@ -53,6 +67,91 @@ pub struct InterpreterKey {
     pub dev: u32,
     /// Always 0: the kernel hashes all key bytes.
     pub pad: u32,
+}
+
+/// Key of the module map: a dotted module name, NUL-padded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ModuleKey {
+    pub name: [u8; MODULE_NAME_LEN],
+}
+
+impl ModuleKey {
+    /// `None` when the name is empty, longer than [`MODULE_NAME_LEN`], or not a dotted
+    /// Python module name of ASCII identifiers (`asyncio`, `idlelib.idle`).
+    pub fn new(name: &[u8]) -> Option<ModuleKey> {
+        if name.is_empty() || name.len() > MODULE_NAME_LEN {
+            return None;
+        }
+        let mut key = ModuleKey::default();
+        let mut component_start = true;
+        for (i, &b) in name.iter().enumerate() {
+            let ok = match b {
+                b'.' => !component_start,
+                b'0'..=b'9' => !component_start,
+                b'a'..=b'z' | b'A'..=b'Z' | b'_' => true,
+                _ => false,
+            };
+            if !ok {
+                return None;
+            }
+            component_start = b == b'.';
+            key.name[i] = b;
+        }
+        if component_start {
+            return None;
+        }
+        Some(key)
+    }
+}
+
+/// The interpreter modules a judge knows, by name: the kernel's map, or a list in user space.
+pub trait ModuleSet {
+    /// The `MODULE_*` bits of exactly this name (0 when not listed).
+    fn kinds(&self, key: &ModuleKey) -> u32;
+}
+
+/// No interpreter module at all.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoModules;
+
+impl ModuleSet for NoModules {
+    #[inline(always)]
+    fn kinds(&self, _key: &ModuleKey) -> u32 {
+        0
+    }
+}
+
+/// The `MODULE_*` bits of a `-m` operand: those of the operand itself and of each of its
+/// dotted prefixes, so a listed `asyncio` also covers `asyncio.__main__` (the same code),
+/// and a listed package every module in it; `pdbx` or `codec` are other names. `whole` is
+/// false when the operand is only the prefix the kernel could read: its dotted prefixes
+/// still count, the operand itself cannot be a listed name.
+///
+/// One byte loop with one map lookup per dot, written for the BPF verifier (bounded by
+/// [`MODULE_NAME_LEN`], only `operand[i]` with `i < len` indexed).
+#[inline(always)]
+pub fn module_kinds<M: ModuleSet>(operand: &[u8], whole: bool, modules: &M) -> u32 {
+    let mut key = ModuleKey::default();
+    let mut kinds = 0;
+    let mut i = 0;
+    while i < operand.len() && i <= MODULE_NAME_LEN {
+        let b = operand[i];
+        if b == b'.' {
+            // `key` holds operand[..i], NUL-padded.
+            kinds |= modules.kinds(&key);
+        }
+        if i == MODULE_NAME_LEN {
+            // Longer than any listed name: only its prefixes could match.
+            return kinds;
+        }
+        key.name[i] = b;
+        i += 1;
+    }
+    if whole && operand.len() <= MODULE_NAME_LEN {
+        kinds |= modules.kinds(&key);
+    }
+    kinds
 }
 
 /// Byte offsets of the kernel struct members the program reads, taken from the running
@@ -182,6 +281,12 @@ pub enum Step {
 pub struct ArgvJudge {
     reader: Reader,
     flags: u32,
+    /// The first bytes of the `-m` operand: enough for every dotted prefix a listed name
+    /// could be (see [`module_kinds`]).
+    module: [u8; MODULE_NAME_LEN + 1],
+    module_len: u32,
+    /// The operand was read to its end.
+    module_whole: bool,
 }
 
 impl ArgvJudge {
@@ -189,16 +294,31 @@ impl ArgvJudge {
         ArgvJudge {
             reader: Reader::with_cluster_limit(MAX_CLUSTER),
             flags,
+            module: [0; MODULE_NAME_LEN + 1],
+            module_len: 0,
+            module_whole: false,
         }
     }
 
     /// Reads one word. `whole` is false when the reader saw only a prefix of it (the word is
     /// longer than the kernel's buffer): a judgement that depends on the unseen rest refuses.
+    /// A `-m` operand is kept for [`Self::judge_module`].
     #[inline(always)]
     pub fn feed(&mut self, word: &[u8], whole: bool) -> Step {
         match self.reader.feed(word) {
             Word::InlineCode if self.flags & DENY_INLINE_CODE != 0 => {
                 return Step::Refuse(Rule::NoInlineCode);
+            }
+            Word::Module(Some(name)) => {
+                // A plain copy: the lookups happen once, after the word loop, where the
+                // verifier walks them once rather than for every state of the walk.
+                let mut i = 0;
+                while i < name.len() && i < self.module.len() {
+                    self.module[i] = name[i];
+                    i += 1;
+                }
+                self.module_len = i as u32;
+                self.module_whole = whole;
             }
             Word::Options if !whole => return Step::Refuse(Rule::FactsUnavailable),
             Word::Unread => return Step::Refuse(Rule::FactsUnavailable),
@@ -220,6 +340,27 @@ impl ArgvJudge {
         Step::More
     }
 
+    /// After the words allowed the command line: `-m NAME` of an interpreter module is the
+    /// `-c` or the stdin code it amounts to, refused as such. `modules` are the interpreter
+    /// modules.
+    #[inline(always)]
+    pub fn judge_module<M: ModuleSet>(&self, modules: &M) -> Step {
+        let len = self.module_len as usize;
+        let Some(operand) = self.module.get(..len) else {
+            return Step::Refuse(Rule::FactsUnavailable);
+        };
+        // Only the kept prefix was compared: a longer operand is not whole.
+        let whole = self.module_whole && len <= MODULE_NAME_LEN;
+        let kinds = module_kinds(operand, whole, modules);
+        if kinds & MODULE_INLINE_CODE != 0 && self.flags & DENY_INLINE_CODE != 0 {
+            return Step::Refuse(Rule::NoInlineCode);
+        }
+        if kinds & MODULE_STDIN_CODE != 0 && self.flags & DENY_STDIN_CODE != 0 {
+            return Step::Refuse(Rule::NoStdinCode);
+        }
+        Step::Allow
+    }
+
     /// The end of the command line (or the program was found).
     #[inline(always)]
     pub fn finish(&self) -> Step {
@@ -234,21 +375,27 @@ impl ArgvJudge {
 
     /// Judges a whole argv (without `argv[0]`) in user space, exactly as the kernel would,
     /// with the kernel's limits.
-    pub fn judge<'a, I>(flags: u32, args: I) -> Step
+    pub fn judge<'a, I, M>(flags: u32, modules: &M, args: I) -> Step
     where
         I: IntoIterator<Item = &'a [u8]>,
+        M: ModuleSet,
     {
         let mut judge = ArgvJudge::new(flags);
         let mut args = args.into_iter();
         // The kernel's bpf_loop: MAX_ARGS steps, each reads one word or finds the end.
         for _ in 0..MAX_ARGS {
-            let Some(arg) = args.next() else {
-                return judge.finish();
+            let step = match args.next() {
+                None => judge.finish(),
+                Some(arg) => {
+                    let whole = arg.len() < ARG_BUFFER - 1;
+                    let seen = if whole { arg } else { &arg[..ARG_BUFFER - 1] };
+                    judge.feed(seen, whole)
+                }
             };
-            let whole = arg.len() < ARG_BUFFER - 1;
-            let seen = if whole { arg } else { &arg[..ARG_BUFFER - 1] };
-            match judge.feed(seen, whole) {
+            match step {
                 Step::More => {}
+                // As the kernel: the module lookups come after the word loop.
+                Step::Allow => return judge.judge_module(modules),
                 verdict => return verdict,
             }
         }
@@ -356,16 +503,172 @@ mod pod {
     unsafe impl aya::Pod for super::GateEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::KernelOffsets {}
+    // SAFETY: as above (a byte array).
+    unsafe impl aya::Pod for super::ModuleKey {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    extern crate std;
+    use std::format;
+
     const ALL: u32 = DENY_INLINE_CODE | DENY_STDIN_CODE | DENY_INTERACTIVE | DENY_DESCRIPTOR_SCRIPT;
 
     fn judge(args: &[&str]) -> Step {
-        ArgvJudge::judge(ALL, args.iter().map(|a| a.as_bytes()))
+        ArgvJudge::judge(ALL, &NoModules, args.iter().map(|a| a.as_bytes()))
+    }
+
+    /// A module list as user space keeps it.
+    struct Listed(&'static [(&'static str, u32)]);
+
+    impl ModuleSet for Listed {
+        fn kinds(&self, key: &ModuleKey) -> u32 {
+            self.0
+                .iter()
+                .filter(|(name, _)| ModuleKey::new(name.as_bytes()).as_ref() == Some(key))
+                .fold(0, |kinds, (_, k)| kinds | k)
+        }
+    }
+
+    const MODULES: Listed = Listed(&[
+        ("timeit", MODULE_INLINE_CODE),
+        ("pdb", MODULE_INLINE_CODE | MODULE_STDIN_CODE),
+        ("code", MODULE_STDIN_CODE),
+        ("asyncio", MODULE_STDIN_CODE),
+        ("idlelib", MODULE_INLINE_CODE | MODULE_STDIN_CODE),
+        ("a234567890123456789012345678901b", MODULE_INLINE_CODE),
+    ]);
+
+    fn judge_modules(flags: u32, args: &[&str]) -> Step {
+        ArgvJudge::judge(flags, &MODULES, args.iter().map(|a| a.as_bytes()))
+    }
+
+    #[test]
+    fn module_keys_are_dotted_identifiers() {
+        for good in [
+            "code",
+            "idlelib.idle",
+            "_x",
+            "a1.b_2",
+            "a234567890123456789012345678901b",
+        ] {
+            let key = ModuleKey::new(good.as_bytes()).unwrap();
+            assert_eq!(&key.name[..good.len()], good.as_bytes());
+            assert!(key.name[good.len()..].iter().all(|b| *b == 0));
+        }
+        for bad in [
+            "",
+            ".code",
+            "code.",
+            "a..b",
+            "1code",
+            "a.1b",
+            "co de",
+            "co-de",
+            "code\0",
+            "a234567890123456789012345678901bc",
+            "caf\u{e9}",
+        ] {
+            assert_eq!(ModuleKey::new(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn module_operands_match_names_and_their_submodules() {
+        let kinds = |operand: &str| module_kinds(operand.as_bytes(), true, &MODULES);
+        assert_eq!(kinds("timeit"), MODULE_INLINE_CODE);
+        assert_eq!(kinds("code"), MODULE_STDIN_CODE);
+        assert_eq!(kinds("asyncio.__main__"), MODULE_STDIN_CODE);
+        assert_eq!(
+            kinds("idlelib.idle"),
+            MODULE_INLINE_CODE | MODULE_STDIN_CODE
+        );
+        assert_eq!(kinds("pdb.x.y"), MODULE_INLINE_CODE | MODULE_STDIN_CODE);
+        for other in [
+            "codec",
+            "codeop",
+            "xcode",
+            "json.tool",
+            "timeitx",
+            "",
+            ".",
+            ".code",
+            "x.code",
+            "Code",
+            "code ",
+            "this",
+        ] {
+            assert_eq!(kinds(other), 0, "{other:?}");
+        }
+        // A name of the full key size, alone and as a package.
+        assert_eq!(
+            kinds("a234567890123456789012345678901b"),
+            MODULE_INLINE_CODE
+        );
+        assert_eq!(
+            kinds("a234567890123456789012345678901b.m"),
+            MODULE_INLINE_CODE
+        );
+        assert_eq!(kinds("a234567890123456789012345678901bc"), 0);
+        // A long operand: its dotted prefixes are still seen, past the key size nothing.
+        let long = format!("code.{}", "x".repeat(200));
+        assert_eq!(kinds(&long), MODULE_STDIN_CODE);
+        assert_eq!(
+            module_kinds(long.as_bytes(), false, &MODULES),
+            MODULE_STDIN_CODE
+        );
+        assert_eq!(kinds(&format!("{}.code", "x".repeat(40))), 0);
+        // The operand the kernel read only in part is never itself a listed name.
+        assert_eq!(module_kinds(b"timeit", false, &MODULES), 0);
+    }
+
+    #[test]
+    fn interpreter_modules_are_refused_in_every_spelling() {
+        let refused = |args: &[&str], rule| {
+            assert_eq!(judge_modules(ALL, args), Step::Refuse(rule), "{args:?}");
+        };
+        refused(
+            &["-m", "timeit", "-n", "1", "-s", "x", "pass"],
+            Rule::NoInlineCode,
+        );
+        refused(&["-mtimeit", "-s", "x"], Rule::NoInlineCode);
+        refused(&["-m", "pdb", "-c", "x", "ok.py"], Rule::NoInlineCode);
+        refused(&["-m", "code"], Rule::NoStdinCode);
+        refused(&["-mcode"], Rule::NoStdinCode);
+        refused(&["-I", "-m", "code"], Rule::NoStdinCode);
+        refused(&["-Im", "code"], Rule::NoStdinCode);
+        refused(&["-IEmcode"], Rule::NoStdinCode);
+        refused(&["-E", "-X", "dev", "-m", "code"], Rule::NoStdinCode);
+        refused(&["-W", "ignore", "-m", "asyncio"], Rule::NoStdinCode);
+        refused(&["-m", "asyncio.__main__"], Rule::NoStdinCode);
+        refused(&["-m", "idlelib.idle"], Rule::NoInlineCode);
+        // Each kind only where its rule is on.
+        assert_eq!(
+            judge_modules(ALL & !DENY_STDIN_CODE, &["-m", "code"]),
+            Step::Allow
+        );
+        assert_eq!(
+            judge_modules(ALL & !DENY_INLINE_CODE, &["-m", "timeit"]),
+            Step::Allow
+        );
+        assert_eq!(
+            judge_modules(ALL & !DENY_INLINE_CODE, &["-m", "pdb", "s.py"]),
+            Step::Refuse(Rule::NoStdinCode)
+        );
+        let allowed = |args: &[&str]| assert_eq!(judge_modules(ALL, args), Step::Allow, "{args:?}");
+        allowed(&["-m", "json.tool", "f"]);
+        allowed(&["-m", "this"]);
+        allowed(&["-m", "codec"]);
+        allowed(&["-X", "code", "s.py"]);
+        allowed(&["-W", "code", "s.py"]);
+        // After the program, `-m code` belongs to it.
+        allowed(&["s.py", "-m", "code"]);
+        allowed(&["-m", "json.tool", "-m", "code"]);
+        allowed(&["--", "code"]);
+        // Without a module list nothing changes.
+        assert_eq!(judge(&["-m", "code"]), Step::Allow);
     }
 
     #[test]
@@ -419,8 +722,14 @@ mod tests {
         allowed(&["--check-hash-based-pycs", "always", "s.py"]);
         allowed(&["-I", "-E", "s.py", "-i"]);
         allowed(&["/proc/self/cwd/s.py"]);
-        assert_eq!(ArgvJudge::judge(0, ["-c".as_bytes(), b"x"]), Step::Allow);
-        assert_eq!(ArgvJudge::judge(0, [b"-".as_slice()]), Step::Allow);
+        assert_eq!(
+            ArgvJudge::judge(0, &NoModules, ["-c".as_bytes(), b"x"]),
+            Step::Allow
+        );
+        assert_eq!(
+            ArgvJudge::judge(0, &NoModules, [b"-".as_slice()]),
+            Step::Allow
+        );
     }
 
     #[test]

@@ -372,6 +372,30 @@ mod tests {
     }
 
     #[test]
+    fn module_in_every_spelling() {
+        for args in [
+            &["-m", "code"][..],
+            &["-mcode"],
+            &["-I", "-m", "code"],
+            &["-Im", "code"],
+            &["-IEmcode"],
+            &["-E", "-X", "dev", "-m", "code"],
+            &["-Wd", "-m", "code", "-c", "x"],
+            &["--check-hash-based-pycs", "always", "-m", "code"],
+        ] {
+            let inv = run(args);
+            assert_eq!(inv.module, Some(&b"code"[..]), "{args:?}");
+            assert!(!inv.inline_code && !inv.reads_stdin(), "{args:?}");
+        }
+        // Option arguments and the program's own words are not `-m`.
+        assert_eq!(run(&["-X", "-m", "code"]).module, None);
+        assert_eq!(run(&["-W", "m", "s.py"]).module, None);
+        assert_eq!(run(&["s.py", "-m", "code"]).module, None);
+        assert_eq!(run(&["-c", "x", "-m", "code"]).module, None);
+        assert!(run(&["-m"]).truncated);
+    }
+
+    #[test]
     fn stdin_forms() {
         assert!(run(&[]).reads_stdin());
         assert!(run(&["-"]).reads_stdin());

@@ -13,7 +13,7 @@ use guard_common::{
     Rule,
     exec_gate::{
         ARG_BUFFER, ArgvJudge, GateEvent, GateSettings, InterpreterKey, KIND_LOADER, LoaderJudge,
-        MAX_ARGS, MAX_ENV, MAX_ENV_NAMES, PERMISSIVE, Step,
+        MAX_ARGS, MAX_ENV, MAX_ENV_NAMES, MAX_EVAL_MODULES, ModuleKey, ModuleSet, PERMISSIVE, Step,
     },
 };
 
@@ -49,6 +49,23 @@ static GATE_SETTINGS: GateSettings = GateSettings {
 /// `KIND_INTERPRETER` or `KIND_LOADER`.
 #[map]
 static INTERPRETERS: HashMap<InterpreterKey, u32> = HashMap::with_max_entries(64, 0);
+
+/// The interpreter modules (`-m NAME` that amounts to `-c` or stdin code), by NUL-padded
+/// name; the value holds `MODULE_INLINE_CODE` / `MODULE_STDIN_CODE` bits.
+#[map]
+static MODULES: HashMap<ModuleKey, u32> = HashMap::with_max_entries(MAX_EVAL_MODULES as u32, 0);
+
+/// The judge's view of [`MODULES`].
+struct KernelModules;
+
+impl ModuleSet for KernelModules {
+    #[inline(always)]
+    fn kinds(&self, key: &ModuleKey) -> u32 {
+        // SAFETY: the map value is a plain u32 copied out at once; the user side fills the
+        // map before the program is attached and never changes it afterwards.
+        unsafe { MODULES.get(key) }.copied().unwrap_or(0)
+    }
+}
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
@@ -144,6 +161,8 @@ fn judge_argv(sp: u64, argc: i32, flags: u32) -> Step {
     match walk.verdict {
         // Words left that the walk did not reach: padding must not hide `-c`.
         Step::More => Step::Refuse(Rule::FactsUnavailable),
+        // Out of the callback, so the verifier walks the module lookups once.
+        Step::Allow => walk.judge.judge_module(&KernelModules),
         verdict => verdict,
     }
 }

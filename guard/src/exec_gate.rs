@@ -20,7 +20,8 @@ use guard_common::Rule;
 use guard_common::exec_gate::{
     DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE, DENY_STDIN_CODE, EnvPattern,
     GateSettings, InterpreterKey, KIND_INTERPRETER, KIND_LOADER, KernelOffsets, MAX_ENV_NAME_LEN,
-    MAX_ENV_NAMES, PERMISSIVE,
+    MAX_ENV_NAMES, MAX_EVAL_MODULES, MODULE_INLINE_CODE, MODULE_NAME_LEN, MODULE_STDIN_CODE,
+    ModuleKey, PERMISSIVE,
 };
 
 use crate::btf::{Btf, BtfError};
@@ -31,6 +32,7 @@ pub(crate) static EBPF_OBJECT: &[u8] =
 
 const PROGRAM: &str = "sched_process_exec";
 const INTERPRETERS_MAP: &str = "INTERPRETERS";
+const MODULES_MAP: &str = "MODULES";
 const EVENTS_MAP: &str = "EVENTS";
 const SETTINGS_GLOBAL: &str = "GATE_SETTINGS";
 /// Size of the kernel's executable map (interpreters and loaders together).
@@ -66,6 +68,12 @@ pub enum ExecGateError {
     EnvName(String),
     #[error("too many refused environment variables ({0}, at most {MAX_ENV_NAMES})")]
     TooManyEnvNames(usize),
+    #[error(
+        "interpreter module name {0:?} is not dotted ASCII identifiers of at most {MODULE_NAME_LEN} bytes"
+    )]
+    ModuleName(String),
+    #[error("too many interpreter modules ({0}, at most {MAX_EVAL_MODULES})")]
+    TooManyModules(usize),
 }
 
 /// An executable's identity as `stat(2)` reports it (`st_dev` in user-space encoding).
@@ -134,6 +142,10 @@ pub struct ExecGateConfig {
     pub deny_descriptor_script: bool,
     /// Environment variables whose presence is refused (at most [`MAX_ENV_NAMES`]).
     pub refused_env: Vec<String>,
+    /// Interpreter modules whose `-m` is refused as inline code (with `deny_inline_code`).
+    pub inline_code_modules: Vec<String>,
+    /// Interpreter modules whose `-m` is refused as code on stdin (with `deny_stdin_code`).
+    pub stdin_code_modules: Vec<String>,
     /// Report refusals, do not kill.
     pub permissive: bool,
     /// Pin the gate's link in this directory of a BPF filesystem (e.g.
@@ -159,9 +171,39 @@ impl ExecGateConfig {
             refused_env: ["PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONPYCACHEPREFIX"]
                 .map(String::from)
                 .to_vec(),
+            inline_code_modules: crate::policy::DEFAULT_INLINE_CODE_MODULES
+                .iter()
+                .map(|n| n.to_string())
+                .collect(),
+            stdin_code_modules: crate::policy::DEFAULT_STDIN_CODE_MODULES
+                .iter()
+                .map(|n| n.to_string())
+                .collect(),
             permissive: false,
             pin_dir: None,
         }
+    }
+
+    /// The module map's entries: each name with the `MODULE_*` bits of the lists naming it.
+    fn module_entries(&self) -> Result<Vec<(ModuleKey, u32)>, ExecGateError> {
+        let mut entries: Vec<(ModuleKey, u32)> = Vec::new();
+        for (names, kind) in [
+            (&self.inline_code_modules, MODULE_INLINE_CODE),
+            (&self.stdin_code_modules, MODULE_STDIN_CODE),
+        ] {
+            for name in names {
+                let key = ModuleKey::new(name.as_bytes())
+                    .ok_or_else(|| ExecGateError::ModuleName(name.clone()))?;
+                match entries.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, kinds)) => *kinds |= kind,
+                    None => entries.push((key, kind)),
+                }
+            }
+        }
+        if entries.len() > MAX_EVAL_MODULES {
+            return Err(ExecGateError::TooManyModules(entries.len()));
+        }
+        Ok(entries)
     }
 
     fn settings(&self, offsets: KernelOffsets) -> Result<GateSettings, ExecGateError> {
@@ -264,6 +306,7 @@ impl ExecGate {
         }
         let offsets = kernel_offsets(&Btf::from_kernel()?)?;
         let settings = config.settings(offsets)?;
+        let modules = config.module_entries()?;
         let mut ebpf = EbpfLoader::new()
             .override_global(SETTINGS_GLOBAL, &settings, true)
             .load(EBPF_OBJECT)?;
@@ -280,6 +323,13 @@ impl ExecGate {
         }
         for identity in &config.loaders {
             interpreters.insert(identity.kernel_key(), KIND_LOADER, 0)?;
+        }
+        let mut module_map: HashMap<_, ModuleKey, u32> = HashMap::try_from(
+            ebpf.map_mut(MODULES_MAP)
+                .ok_or(ExecGateError::Missing(MODULES_MAP))?,
+        )?;
+        for (key, kinds) in modules {
+            module_map.insert(key, kinds, 0)?;
         }
         let events = RingBuf::try_from(
             ebpf.take_map(EVENTS_MAP)
@@ -391,6 +441,30 @@ mod tests {
         assert!(matches!(
             config.settings(KernelOffsets::default()),
             Err(ExecGateError::TooManyEnvNames(9))
+        ));
+    }
+
+    #[test]
+    fn module_entries_merge_the_two_lists() {
+        let mut config = ExecGateConfig::strict(vec![]);
+        let entries = config.module_entries().unwrap();
+        let kinds = |name: &str| {
+            let key = ModuleKey::new(name.as_bytes()).unwrap();
+            entries.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+        };
+        assert_eq!(kinds("timeit"), Some(MODULE_INLINE_CODE));
+        assert_eq!(kinds("code"), Some(MODULE_STDIN_CODE));
+        assert_eq!(kinds("pdb"), Some(MODULE_INLINE_CODE | MODULE_STDIN_CODE));
+        assert_eq!(kinds("json"), None);
+        config.stdin_code_modules.push("not a module".into());
+        assert!(matches!(
+            config.module_entries(),
+            Err(ExecGateError::ModuleName(_))
+        ));
+        config.stdin_code_modules = (0..70).map(|i| format!("m{i}")).collect();
+        assert!(matches!(
+            config.module_entries(),
+            Err(ExecGateError::TooManyModules(_))
         ));
     }
 }

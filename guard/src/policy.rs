@@ -180,6 +180,10 @@ struct RawProfile {
     #[serde(default)]
     deny_env: Vec<String>,
     #[serde(default)]
+    inline_code_modules: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    stdin_code_modules: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
     loaders: Vec<String>,
     #[serde(default = "deny")]
     loader_launch: Permission,
@@ -251,6 +255,12 @@ pub struct Profile {
     pub stdin: Permission,
     pub interactive: Permission,
     pub deny_env: Vec<String>,
+    /// Interpreter modules refused as inline code: `-m NAME` (or a submodule) runs Python
+    /// from its command line or a data file ([`DEFAULT_INLINE_CODE_MODULES`] when absent).
+    pub inline_code_modules: Vec<String>,
+    /// Interpreter modules refused as code on standard input: `-m NAME` (or a submodule)
+    /// reads Python from stdin ([`DEFAULT_STDIN_CODE_MODULES`] when absent).
+    pub stdin_code_modules: Vec<String>,
     /// Path globs of dynamic loaders besides the executables' own `PT_INTERP` loaders;
     /// resolved to identities like `executables`.
     pub loaders: Vec<String>,
@@ -275,6 +285,20 @@ pub struct Audit {
 
 /// The filesystem types trusted when the policy names none.
 pub const DEFAULT_FILESYSTEMS: &[&str] = &["ext4", "xfs", "btrfs", "f2fs", "tmpfs"];
+
+/// Stdlib modules whose `__main__` runs Python given on its command line or read from a file
+/// it opens as data: `-m NAME` is `-c` in another spelling. The embedded default policy
+/// lists the same names, each with its reason.
+pub const DEFAULT_INLINE_CODE_MODULES: &[&str] = &[
+    "timeit", "pdb", "profile", "cProfile", "trace", "runpy", "doctest", "pickle", "pydoc",
+    "idlelib",
+];
+
+/// Stdlib modules whose `__main__` reads Python from standard input (a REPL), or launches
+/// any module as main: `-m NAME` is a bare interpreter reading stdin in another spelling.
+pub const DEFAULT_STDIN_CODE_MODULES: &[&str] = &[
+    "code", "asyncio", "pdb", "profile", "cProfile", "trace", "runpy", "idlelib",
+];
 
 /// Rules an exception may waive: content and placement, never file kind or W^X.
 const WAIVABLE: &[guard_common::Rule] = &[
@@ -399,6 +423,45 @@ impl Policy {
                         .map_err(|e| at(Some(pattern.span()), format!("bad code pattern: {e}")))?,
                 );
             }
+            let module_list = |names: &Option<Vec<Spanned<String>>>, default: &[&str]| match names {
+                None => Ok(default.iter().map(|n| n.to_string()).collect()),
+                Some(names) => {
+                    if names.len() > guard_common::exec_gate::MAX_EVAL_MODULES {
+                        return Err(at(
+                            names.first().map(|n| n.span()),
+                            format!(
+                                "too many interpreter modules ({}, at most {})",
+                                names.len(),
+                                guard_common::exec_gate::MAX_EVAL_MODULES
+                            ),
+                        ));
+                    }
+                    let mut list: Vec<String> = Vec::new();
+                    for name in names {
+                        if guard_common::exec_gate::ModuleKey::new(name.get_ref().as_bytes())
+                            .is_none()
+                        {
+                            return Err(at(
+                                Some(name.span()),
+                                format!(
+                                    "{:?} is not a module name (dotted ASCII identifiers, \
+                                         at most {} bytes)",
+                                    name.get_ref(),
+                                    guard_common::exec_gate::MODULE_NAME_LEN
+                                ),
+                            ));
+                        }
+                        if !list.contains(name.get_ref()) {
+                            list.push(name.get_ref().clone());
+                        }
+                    }
+                    Ok(list)
+                }
+            };
+            let inline_code_modules =
+                module_list(&profile.inline_code_modules, DEFAULT_INLINE_CODE_MODULES)?;
+            let stdin_code_modules =
+                module_list(&profile.stdin_code_modules, DEFAULT_STDIN_CODE_MODULES)?;
             interpreters.push(Profile {
                 name: profile.name,
                 executables: profile.executables,
@@ -410,6 +473,8 @@ impl Policy {
                 stdin: profile.stdin,
                 interactive: profile.interactive,
                 deny_env: profile.deny_env,
+                inline_code_modules,
+                stdin_code_modules,
                 loaders: profile.loaders,
                 loader_launch: profile.loader_launch,
             });
@@ -764,6 +829,41 @@ mod tests {
         assert!(e.contains("signed"), "{e}");
         let e = error_of("[native]\ncode = \"any\"\nexec = true\n");
         assert!(e.starts_with("test.toml:3:1: "), "{e}");
+    }
+
+    #[test]
+    fn interpreter_modules_default_and_are_validated() {
+        // The embedded policy spells out the built-in lists.
+        let python = &Policy::embedded_default().unwrap().interpreters[0];
+        assert_eq!(python.inline_code_modules, DEFAULT_INLINE_CODE_MODULES);
+        assert_eq!(python.stdin_code_modules, DEFAULT_STDIN_CODE_MODULES);
+        for name in ["timeit", "pdb", "doctest", "pickle", "runpy"] {
+            assert!(DEFAULT_INLINE_CODE_MODULES.contains(&name), "{name}");
+        }
+        for name in ["code", "asyncio", "pdb", "runpy"] {
+            assert!(DEFAULT_STDIN_CODE_MODULES.contains(&name), "{name}");
+        }
+        let head = "[[interpreter]]\nname = \"p\"\nexecutables = []\n";
+        let policy = parse(&format!(
+            "{head}inline_code_modules = [\"a.b\", \"a.b\"]\nstdin_code_modules = []\n"
+        ))
+        .unwrap();
+        assert_eq!(policy.interpreters[0].inline_code_modules, vec!["a.b"]);
+        assert!(policy.interpreters[0].stdin_code_modules.is_empty());
+        let e = error_of(&format!(
+            "{head}stdin_code_modules = [\"code\", \"-m code\"]\n"
+        ));
+        assert!(e.starts_with("test.toml:4:31: "), "{e}");
+        assert!(e.contains("not a module name"), "{e}");
+        let long = "m".repeat(33);
+        let e = error_of(&format!("{head}inline_code_modules = [\"{long}\"]\n"));
+        assert!(e.starts_with("test.toml:4:24: "), "{e}");
+        let many: Vec<String> = (0..65).map(|i| format!("\"m{i}\"")).collect();
+        let e = error_of(&format!(
+            "{head}inline_code_modules = [{}]\n",
+            many.join(", ")
+        ));
+        assert!(e.contains("too many interpreter modules"), "{e}");
     }
 
     #[test]

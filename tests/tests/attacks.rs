@@ -266,6 +266,85 @@ fn inline_code_in_every_spelling_is_killed_at_exec() {
     assert_eq!(text(&out.stdout), "ok -c x\n", "{}", describe(&out));
 }
 
+/// Family 1b: stdlib modules that are interpreters themselves. The module is signed, but its
+/// `__main__` runs Python from its command line, a file it reads as data, or stdin: `-m NAME`
+/// is `-c` or stdin code in another spelling, killed at exec. Each attack first runs its
+/// payload with the host's unprofiled python3, so a broken attack cannot pass for a refused
+/// one.
+#[test]
+fn interpreter_modules_are_killed_at_exec() {
+    let lab = Lab::new();
+    let marker = lab.marker("modules");
+    let line = format!(
+        "open({:?}, 'w').write('ran'); print('PAYLOAD RAN')",
+        marker.to_str().unwrap()
+    );
+    let evil = lab.evil("tmp/evil.py", payload(&marker));
+    lab.evil("tmp/notes.txt", format!(">>> {line}\n"));
+    lab.evil("tmp/evil.txt", payload(&marker));
+    let pkl = lab.path("tmp/evil.pkl");
+    build(
+        "import pickle, sys\n\
+         class P:\n    def __reduce__(self): return (exec, (sys.argv[2],))\n\
+         open(sys.argv[1], 'wb').write(pickle.dumps(P()))\n",
+        &[&pkl, Path::new(&line)],
+    );
+    chown(&pkl, NOBODY, NOBODY);
+    let evil = evil.to_str().unwrap();
+    let cwd = lab.path("tmp");
+    let base = lab.path("base");
+    let env = [("EVIL", evil), ("LINE", line.as_str())];
+    let attacks: &[(&Path, &str)] = &[
+        (&cwd, "-m timeit -n 1 -s \"$LINE\" pass"),
+        (&cwd, "-mtimeit -n 1 -s \"$LINE\" pass"),
+        (&base, "-m pdb -c \"$LINE\" -c c ok.py < /dev/null"),
+        (&cwd, "-m code < \"$EVIL\""),
+        (&cwd, "-mcode < \"$EVIL\""),
+        (&cwd, "-I -m code < \"$EVIL\""),
+        (&cwd, "-Im code < \"$EVIL\""),
+        (&cwd, "-E -X dev -m code < \"$EVIL\""),
+        (&cwd, "-m asyncio < \"$EVIL\""),
+        (&cwd, "-m asyncio.__main__ < \"$EVIL\""),
+        (&cwd, "-m runpy code < \"$EVIL\""),
+        (&cwd, "-m runpy timeit -n 1 -s \"$LINE\" pass"),
+        (&cwd, "-m doctest notes.txt"),
+        (&cwd, "-m pickle evil.pkl"),
+        (&cwd, "-m pydoc ./evil.txt"),
+        (&cwd, "-m profile evil.txt"),
+        (&cwd, "-m cProfile evil.txt"),
+        (&cwd, "-m cProfile -m code < \"$EVIL\""),
+        (&cwd, "-m trace --count evil.txt"),
+    ];
+    for (dir, args) in attacks {
+        // Without the gate (the host's python3 is not profiled), the payload runs.
+        let out = lab.sh(dir, &format!("exec {PYTHON} {args}"), &env);
+        assert!(
+            marker.exists(),
+            "{args}: the attack does not work unguarded\n{}",
+            describe(&out)
+        );
+        std::fs::remove_file(&marker).unwrap();
+        let out = lab.sh(dir, &format!("exec \"$PY\" {args}"), &env);
+        assert_killed_in_shell(args, &out, &marker);
+    }
+    lab.baseline();
+    // Modules that do not evaluate code keep working, also next to a refused name.
+    lab.signed("base/data.json", "{\"a\": 1}\n");
+    for (args, expected) in [
+        (&["-m", "json.tool", "data.json"][..], "\"a\": 1"),
+        (&["-m", "this"], "Beautiful is better than ugly."),
+        (&["-m", "codecs"], ""),
+        (&["ok.py", "-m", "code"], "ok -m code"),
+    ] {
+        let out = lab.py(&base, args, &[]);
+        assert!(
+            out.status.success() && text(&out.stdout).contains(expected),
+            "{args:?} refused: {}",
+            describe(&out)
+        );
+    }
+}
+
 /// Families 2, 3 and 7: code on standard input, descriptor scripts, `-i`, PYTHONINSPECT,
 /// PYTHONSTARTUP.
 #[test]

@@ -148,6 +148,62 @@ fn explain_gives_each_verdict_with_its_reason() {
     assert_verdict(&explain(&fifo, &key, &[]), 1, "regular-file", "FIFO");
 }
 
+/// `guard explain -- ARG...`: a command line, by the engine and the exec gate's judge, with
+/// the embedded default policy.
+#[test]
+fn explain_judges_command_lines_as_the_exec_gate_does() {
+    let launch = |args: &[&str]| {
+        let out = run_with_timeout(
+            Command::new(guard_bin())
+                .arg("explain")
+                .arg("--")
+                .args(args),
+            Duration::from_secs(30),
+        );
+        assert_no_panic(&out);
+        out
+    };
+    for (args, rule, reason) in [
+        (
+            &["-m", "timeit", "-s", "x", "pass"][..],
+            "no-inline-code",
+            "-m timeit runs Python from its command line",
+        ),
+        (
+            &["-Im", "code"],
+            "no-stdin-code",
+            "-m code reads Python from standard input",
+        ),
+        (
+            &["-E", "-X", "dev", "-m", "asyncio.__main__"],
+            "no-stdin-code",
+            "-m asyncio.__main__ reads Python",
+        ),
+        (
+            &["-c", "x"],
+            "no-inline-code",
+            "inline code (-c) is refused",
+        ),
+    ] {
+        let out = launch(args);
+        assert_verdict(&out, 1, &format!("DENY by rule {rule}"), reason);
+        assert!(
+            text(&out.stdout).contains(&format!("exec gate:   kill by rule {rule}")),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+    let out = launch(&["-m", "json.tool", "x.json"]);
+    assert_verdict(&out, 0, "ALLOW", "every check passed");
+    assert!(text(&out.stdout).contains("exec gate:   allow"));
+    // A file and a command line at once is a usage error.
+    let out = run_with_timeout(
+        Command::new(guard_bin()).args(["explain", "/etc/passwd", "--", "-m", "code"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
 #[test]
 fn explain_reports_a_truncated_signature() {
     let key = rsa_key();

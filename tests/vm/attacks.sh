@@ -404,14 +404,23 @@ attacks() {
         check "1 an argument -c after the script belongs to the script" \
             bash -c "[ \"\$(cd $base && ${user[*]} python3 ok.py -c x)\" = 'ok signed -c x' ]"
     fi
-    # 1b: modules that compile strings from their arguments or stdin.
-    attack gap "1b -m timeit -s CODE" not_ran nb "$tmp" 'exec python3 -m timeit -n 1 -s "$CODE" pass'
-    attack gap "1b -m pdb -c CODE on a signed script" not_ran \
+    # 1b: modules that are interpreters themselves: -m NAME is -c or stdin code (exec gate).
+    local s
+    attack check "1b -m timeit -s CODE" refused nb "$tmp" 'exec python3 -m timeit -n 1 -s "$CODE" pass'
+    attack check "1b -m pdb -c CODE on a signed script" refused \
         nb "$base" 'exec python3 -m pdb -c "$LINE" -c c ok.py'
-    attack gap "1b -m code < file" not_ran nb "$tmp" 'exec python3 -m code < "$EVIL"'
+    for s in 'python3 -m code' 'python3 -mcode' 'python3 -E -X dev -m code' \
+        'python3 -I -m asyncio.__main__' 'python3 -m runpy code'; do
+        attack check "1b $s < file" refused nb "$tmp" "exec $s < \"\$EVIL\""
+    done
+    baseline "family 1b"
+    if [ "$phase" = guard ]; then
+        check "1b -m json.tool and -m this still run" \
+            bash -c "cd $base && echo '{\"a\": 1}' | ${user[*]} python3 -m json.tool | grep -q '\"a\": 1' \
+                && ${user[*]} python3 -m this | grep -q 'Beautiful is better'"
+    fi
 
     # 2: code on standard input.
-    local s
     for s in 'cat "$EVIL" | python3' 'cat "$EVIL" | python3 -' 'cat "$EVIL" | python3 -E -' \
         'python3 < "$EVIL"' 'python3 - < "$EVIL"' 'python3 /dev/stdin < "$EVIL"' \
         'cat "$EVIL" | python3 /dev/stdin'; do

@@ -41,6 +41,19 @@ pub fn gate_config(loaded: &Loaded) -> ExecGateConfig {
         );
         refused_env.truncate(guard_common::exec_gate::MAX_ENV_NAMES);
     }
+    // Like the environment: a module any profile lists is refused for all, under the
+    // profiles' union of DENY_* flags (only profiled identities are ever judged).
+    let union = |list: fn(&crate::policy::Profile) -> &Vec<String>| {
+        let mut names: Vec<String> = Vec::new();
+        for profile in &policy.interpreters {
+            for name in list(profile) {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+        }
+        names
+    };
     ExecGateConfig {
         interpreters: loaded.interpreter_identities(),
         loaders: loaded
@@ -53,6 +66,8 @@ pub fn gate_config(loaded: &Loaded) -> ExecGateConfig {
         deny_interactive: denies(|p| p.interactive),
         deny_descriptor_script: !policy.interpreters.is_empty(),
         refused_env,
+        inline_code_modules: union(|p| &p.inline_code_modules),
+        stdin_code_modules: union(|p| &p.stdin_code_modules),
         permissive: policy.mode == Mode::Permissive,
         pin_dir: None,
     }

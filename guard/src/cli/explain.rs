@@ -1,20 +1,32 @@
 //! `guard explain PATH`: the engine's reasoning on a real file, check by check.
+//! `guard explain -- ARG...`: the same for an interpreter's command line.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
 
-use guard::engine::{CodeKind, Subject};
+use guard::engine::{CodeKind, Launch, Subject};
 use guard::facts;
 
 use super::PolicyArgs;
 
 #[derive(Args)]
+#[command(
+    override_usage = "guard explain [OPTIONS] <PATH>\n       guard explain [OPTIONS] -- <ARG>..."
+)]
 pub struct ExplainArgs {
     /// The file to explain, as the interpreter's main script (code whatever its name).
-    pub path: PathBuf,
+    #[arg(required_unless_present = "argv", conflicts_with = "argv")]
+    pub path: Option<PathBuf>,
+    /// Explain a launch instead: the interpreter's arguments (without argv[0]) after `--`,
+    /// judged from the command line alone (no environment, standard input not a terminal
+    /// nor known to be one), with the kernel exec gate's verdict beside the engine's.
+    #[arg(last = true, value_name = "ARG")]
+    pub argv: Vec<OsString>,
     /// Judge as this user would run it (name or uid); the caller by default.
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
@@ -69,13 +81,16 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         profile: Some(profile),
     };
 
-    let file = facts::open_for_inspection(&args.path)
-        .with_context(|| format!("{}: cannot open", args.path.display()))?;
+    let Some(path) = &args.path else {
+        return explain_launch(&policy, profile, &subject, &args.argv);
+    };
+    let file = facts::open_for_inspection(path)
+        .with_context(|| format!("{}: cannot open", path.display()))?;
     let (object, verdict, _) =
         facts::decide_file(&policy, &subject, &file, CodeKind::MainScript, None, None)
-            .with_context(|| format!("{}: cannot read its facts", args.path.display()))?;
+            .with_context(|| format!("{}: cannot read its facts", path.display()))?;
 
-    println!("file:        {}", args.path.display());
+    println!("file:        {}", path.display());
     println!("identity:    {} ({})", object.id, object.kind.describe());
     println!(
         "owner:       uid {} gid {}, mode {:04o}, {} bytes",
@@ -89,6 +104,44 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         subject.uid, policy.interpreters[profile].name
     );
     println!("policy:      {} ({})", policy.origin, policy.mode);
+    print_verdict(&verdict)
+}
+
+/// A launch, by the engine and by the exec gate's own judge.
+fn explain_launch(
+    policy: &guard::policy::Policy,
+    profile: usize,
+    subject: &Subject,
+    argv: &[OsString],
+) -> anyhow::Result<ExitCode> {
+    let words: Vec<&[u8]> = argv.iter().map(|a| a.as_bytes()).collect();
+    let launch = Launch {
+        invocation: guard_common::python_argv::parse(words.iter().copied()),
+        env_names: Vec::new(),
+        stdin_is_terminal: None,
+    };
+    let profile = &policy.interpreters[profile];
+    let verdict = guard::engine::decide_launch(policy, profile, &launch);
+    let gate = guard::engine::judge_at_exec(profile, words.iter().copied());
+    let shown: Vec<String> = argv
+        .iter()
+        .map(|a| format!("{:?}", a.to_string_lossy()))
+        .collect();
+    println!(
+        "launch:      <{} interpreter> {}",
+        profile.name,
+        shown.join(" ")
+    );
+    println!("runner:      uid {} as {}", subject.uid, profile.name);
+    println!("policy:      {} ({})", policy.origin, policy.mode);
+    match gate {
+        Some(rule) => println!("exec gate:   kill by rule {}", rule.id()),
+        None => println!("exec gate:   allow"),
+    }
+    print_verdict(&verdict)
+}
+
+fn print_verdict(verdict: &guard::engine::Verdict) -> anyhow::Result<ExitCode> {
     for check in &verdict.checks {
         let mark = if check.passed { "pass" } else { "FAIL" };
         println!("  [{mark}] {:<24} {}", check.rule.id(), check.reason);
@@ -103,10 +156,13 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     } else {
         " (permissive: not enforced)"
     };
+    let reason = match verdict.reason() {
+        "" => "every check passed",
+        reason => reason,
+    };
     println!(
-        "verdict:     {decision} by rule {}: {}{enforced}",
+        "verdict:     {decision} by rule {}: {reason}{enforced}",
         verdict.rule.id(),
-        verdict.reason()
     );
     Ok(if verdict.policy_allows {
         ExitCode::SUCCESS

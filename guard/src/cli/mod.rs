@@ -33,7 +33,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Show every check the policy makes on a file, and the verdict (exit 0 allow, 1 deny, 2 error).
+    /// Show every check the policy makes on a file or an interpreter command line, and the
+    /// verdict (exit 0 allow, 1 deny, 2 error).
     Explain(explain::ExplainArgs),
     /// Check or show a policy.
     #[command(subcommand)]
