@@ -46,16 +46,19 @@ static GATE_SETTINGS: GateSettings = GateSettings {
 };
 
 /// The profiled interpreters and the dynamic loaders, by executable identity; the value is
-/// `KIND_INTERPRETER` or `KIND_LOADER`.
+/// `KIND_INTERPRETER` or `KIND_LOADER`. The gate's maps are named `LSM_…`: the BPF LSM
+/// layer's self-protection refuses descriptors for maps by that prefix to all but the
+/// agent's controllers, so nobody can empty this one to switch the gate off.
 #[map]
-static INTERPRETERS: HashMap<InterpreterKey, u32> = HashMap::with_max_entries(64, 0);
+static LSM_GATE_EXECS: HashMap<InterpreterKey, u32> = HashMap::with_max_entries(64, 0);
 
 /// The interpreter modules (`-m NAME` that amounts to `-c` or stdin code), by NUL-padded
 /// name; the value holds `MODULE_INLINE_CODE` / `MODULE_STDIN_CODE` bits.
 #[map]
-static MODULES: HashMap<ModuleKey, u32> = HashMap::with_max_entries(MAX_EVAL_MODULES as u32, 0);
+static LSM_GATE_MODULES: HashMap<ModuleKey, u32> =
+    HashMap::with_max_entries(MAX_EVAL_MODULES as u32, 0);
 
-/// The judge's view of [`MODULES`].
+/// The judge's view of [`LSM_GATE_MODULES`].
 struct KernelModules;
 
 impl ModuleSet for KernelModules {
@@ -63,12 +66,12 @@ impl ModuleSet for KernelModules {
     fn kinds(&self, key: &ModuleKey) -> u32 {
         // SAFETY: the map value is a plain u32 copied out at once; the user side fills the
         // map before the program is attached and never changes it afterwards.
-        unsafe { MODULES.get(key) }.copied().unwrap_or(0)
+        unsafe { LSM_GATE_MODULES.get(key) }.copied().unwrap_or(0)
     }
 }
 
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+static LSM_GATE_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
 macro_rules! setting {
     ($($field:tt)+) => {
@@ -101,7 +104,7 @@ fn try_exec(bprm: *const u8) -> Result<(), i32> {
     let dev: u32 = kread(sb, setting!(offsets.sb_dev))?;
     let key = InterpreterKey { ino, dev, pad: 0 };
     // SAFETY: the map value is a plain u32 copied out at once; the user side only inserts.
-    let Some(kind) = (unsafe { INTERPRETERS.get(key) }).copied() else {
+    let Some(kind) = (unsafe { LSM_GATE_EXECS.get(key) }).copied() else {
         return Ok(());
     };
 
@@ -404,5 +407,5 @@ fn refuse(rule: Rule, flags: u32, key: &InterpreterKey) {
         pad: 0,
     };
     // A full ring buffer loses the report, never the kill.
-    let _ = EVENTS.output::<GateEvent>(&event, 0);
+    let _ = LSM_GATE_EVENTS.output::<GateEvent>(&event, 0);
 }

@@ -31,9 +31,9 @@ pub(crate) static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guard-ebpf"));
 
 const PROGRAM: &str = "sched_process_exec";
-const INTERPRETERS_MAP: &str = "INTERPRETERS";
-const MODULES_MAP: &str = "MODULES";
-const EVENTS_MAP: &str = "EVENTS";
+const INTERPRETERS_MAP: &str = "LSM_GATE_EXECS";
+const MODULES_MAP: &str = "LSM_GATE_MODULES";
+const EVENTS_MAP: &str = "LSM_GATE_EVENTS";
 const SETTINGS_GLOBAL: &str = "GATE_SETTINGS";
 /// Size of the kernel's executable map (interpreters and loaders together).
 pub const MAX_INTERPRETERS: usize = 64;
