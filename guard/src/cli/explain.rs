@@ -97,21 +97,20 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             dev: meta.dev(),
             ino: meta.ino(),
         };
-        modules.main_module(id, Some(id)).or_else(|| {
-            // A package directory runs its `__main__`.
-            meta.is_dir()
-                .then(|| {
-                    ["__main__.py"].iter().find_map(|main| {
-                        let inner = std::fs::metadata(path.join(main)).ok()?;
-                        let inner = guard::engine::FileId {
-                            dev: inner.dev(),
-                            ino: inner.ino(),
-                        };
-                        modules.main_module(inner, Some(id))
-                    })
-                })
-                .flatten()
-        })
+        // A package directory runs its `__main__`.
+        let package_main = || {
+            let inner = std::fs::metadata(path.join("__main__.py")).ok()?;
+            let inner = guard::engine::FileId {
+                dev: inner.dev(),
+                ino: inner.ino(),
+            };
+            modules.main_module(inner, Some(id))
+        };
+        match modules.main_module(id, Some(id)) {
+            Some(module) => Some(module),
+            None if meta.is_dir() => package_main(),
+            None => None,
+        }
     };
     let (object, verdict, _) = facts::decide_file(
         &policy,
