@@ -158,6 +158,10 @@ pub struct Object {
     /// Whether someone had the file open for writing when the interpreter opened it, as
     /// the kernel layer saw it; `None` where nothing can tell (fanotify alone).
     pub open_writers: Option<bool>,
+    /// The interpreter module this file is, when it is the main script: the file of a
+    /// listed module (by identity, [`crate::modules::ModuleFiles`]) that the process's main
+    /// script operand resolves to, or the `__main__` of the package directory it names.
+    pub main_module: Option<String>,
 }
 
 /// One check, passed or failed, with a reason a human can act on.
@@ -242,6 +246,9 @@ pub fn decide_open(policy: &Policy, subject: &Subject, object: &Object) -> Verdi
     }
 
     let mut checks = Vec::with_capacity(6);
+    if let Some(module) = &object.main_module {
+        main_module_checks(policy, subject, module, &mut checks);
+    }
     let regular = object.kind == FileKind::Regular;
     checks.push(if regular {
         check(Rule::RegularFile, true, "a regular file")
@@ -379,6 +386,39 @@ pub fn decide_open(policy: &Policy, subject: &Subject, object: &Object) -> Verdi
         Rule::ValidSignature
     };
     Verdict::from_checks(policy, checks, pass_rule)
+}
+
+/// The file of an interpreter module run as the main script is that module: refused with
+/// the rule of its `-m` spelling (`python3 .../timeit.py -s CODE` is `-m timeit -s CODE`),
+/// by the subject's profile's lists, matched as the exec gate matches `-m` operands.
+fn main_module_checks(policy: &Policy, subject: &Subject, module: &str, checks: &mut Vec<Check>) {
+    let Some(profile) = subject.profile.and_then(|p| policy.interpreters.get(p)) else {
+        return;
+    };
+    let kinds = module_kinds(module.as_bytes(), true, &ProfileModules(profile));
+    // A module another profile lists is not one for this interpreter: nothing to add.
+    if profile.inline_code == Permission::Deny && kinds & MODULE_INLINE_CODE != 0 {
+        checks.push(check(
+            Rule::NoInlineCode,
+            false,
+            format!(
+                "the main script is the file of module {module}, which runs Python from its \
+                 command line or a file it reads as data (inline_code_modules): refused like \
+                 -m {module}, like -c"
+            ),
+        ));
+    }
+    if profile.stdin == Permission::Deny && kinds & MODULE_STDIN_CODE != 0 {
+        checks.push(check(
+            Rule::NoStdinCode,
+            false,
+            format!(
+                "the main script is the file of module {module}, which reads Python from \
+                 standard input (stdin_code_modules): refused like -m {module}, like code on \
+                 stdin"
+            ),
+        ));
+    }
 }
 
 /// The verdict when the facts cannot be established (descriptor exhaustion, a process
@@ -667,6 +707,7 @@ deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
             signature: signed(),
             sha256: None,
             open_writers: None,
+            main_module: None,
         }
     }
 
@@ -984,6 +1025,77 @@ deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
         ] {
             assert!(launch(args, &[], None).allow, "{args:?}");
         }
+    }
+
+    #[test]
+    fn the_file_of_an_interpreter_module_as_main_script_is_that_module() {
+        let policy = default_policy();
+        let as_main = |module: Option<&str>| {
+            let mut object = good_file();
+            object.code = CodeKind::MainScript;
+            object.main_module = module.map(str::to_string);
+            decide_open(&policy, &runner(), &object)
+        };
+        for (module, rule) in [
+            ("timeit", Rule::NoInlineCode),
+            ("pdb", Rule::NoInlineCode),
+            ("cProfile", Rule::NoInlineCode),
+            ("idlelib.pyshell", Rule::NoInlineCode),
+            ("code", Rule::NoStdinCode),
+            ("asyncio", Rule::NoStdinCode),
+            ("asyncio.__main__", Rule::NoStdinCode),
+        ] {
+            let v = as_main(Some(module));
+            assert_eq!((v.allow, v.rule), (false, rule), "{module}: {v:?}");
+            assert!(
+                v.reason().contains(&format!("the file of module {module}")),
+                "{}",
+                v.reason()
+            );
+        }
+        // pdb is in both lists: both checks fail, inline code decides.
+        assert_eq!(
+            failed(&as_main(Some("pdb"))),
+            vec![Rule::NoInlineCode, Rule::NoStdinCode]
+        );
+        // Not an interpreter module, not the main script (an import), or no profile.
+        for module in [None, Some("json.tool"), Some("codeop"), Some("pdbx")] {
+            assert!(as_main(module).allow, "{module:?}");
+        }
+        let mut object = good_file();
+        object.main_module = Some("timeit".into());
+        let nobody_profiled = Subject {
+            profile: None,
+            ..runner()
+        };
+        assert!(decide_open(&policy, &nobody_profiled, &object).allow);
+        // The profile's permissions and lists decide, as for `-m`.
+        let text = "[[interpreter]]\nname = \"p\"\nexecutables = []\n";
+        let allowed = Policy::parse(
+            &format!("{text}inline_code = \"allow\"\n"),
+            "p",
+            Path::new("/"),
+        )
+        .unwrap();
+        assert!(decide_open(&allowed, &runner(), &object).allow);
+        object.main_module = Some("code".into());
+        assert_eq!(
+            decide_open(&allowed, &runner(), &object).rule,
+            Rule::NoStdinCode
+        );
+        let cleared = Policy::parse(
+            &format!("{text}stdin_code_modules = []\n"),
+            "p",
+            Path::new("/"),
+        )
+        .unwrap();
+        assert!(decide_open(&cleared, &runner(), &object).allow);
+        // A refused module file is refused whatever its signature says.
+        object.signature = SignatureFact::Failed(SignatureError::Missing);
+        assert_eq!(
+            decide_open(&policy, &runner(), &object).rule,
+            Rule::NoStdinCode
+        );
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub fn object_of(file: &File, code: CodeKind) -> io::Result<Object> {
         signature: SignatureFact::NotChecked,
         sha256: None,
         open_writers: None,
+        main_module: None,
     })
 }
 
@@ -136,11 +137,13 @@ pub fn decide_file(
     subject: &Subject,
     file: &File,
     code: CodeKind,
+    main_module: Option<&str>,
     open_writers: Option<bool>,
     cache: Option<&VerificationCache>,
 ) -> io::Result<(Object, Verdict, Lookup)> {
     let mut object = object_of(file, code)?;
     object.open_writers = open_writers;
+    object.main_module = main_module.map(str::to_string);
     let mut lookup = Lookup::NotNeeded;
     let mut verdict = crate::engine::decide_open(policy, subject, &object);
     // An exception can waive a structural failure, but only for content it names: then the

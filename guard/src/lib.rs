@@ -15,6 +15,7 @@ pub mod facts;
 pub mod ima;
 pub mod keys;
 pub mod lsm;
+pub mod modules;
 pub mod policy;
 pub mod signed_policy;
 pub mod sniff;

@@ -29,14 +29,58 @@ struct Lab {
 
 impl Lab {
     fn new() -> Lab {
+        Lab::build(false)
+    }
+
+    /// A lab whose python3 has a private, signed copy of the host's stdlib on the watched
+    /// tmpfs (`usr/bin/python3.11`, `usr/lib/python3.11`): the agent finds it from the
+    /// interpreter's real path and sees the opens of its modules.
+    fn with_stdlib() -> Lab {
+        Lab::build(true)
+    }
+
+    fn build(stdlib: bool) -> Lab {
         let fs = Tmpfs::new();
         let shm = Tmpfs::new();
         let bin = tempfile::tempdir().unwrap();
         set_mode(bin.path(), 0o755);
         let real = std::fs::canonicalize(PYTHON).unwrap();
-        let python = bin.path().join("python3");
-        std::fs::copy(&real, &python).unwrap();
-        set_mode(&python, 0o755);
+        let python = if stdlib {
+            let name = real.file_name().unwrap();
+            let lib = fs.path().join("usr/lib").join(name);
+            std::fs::create_dir_all(fs.path().join("usr/bin")).unwrap();
+            std::fs::create_dir_all(fs.path().join("usr/lib")).unwrap();
+            for dir in ["usr", "usr/bin", "usr/lib"] {
+                set_mode(&fs.path().join(dir), 0o755);
+            }
+            let source = Path::new("/usr/lib").join(name);
+            let out = run_with_timeout(
+                Command::new("cp").arg("-a").arg(&source).arg(&lib),
+                Duration::from_secs(120),
+            );
+            assert!(
+                out.status.success(),
+                "copying the stdlib: {}",
+                describe(&out)
+            );
+            // The test suite is a third of the stdlib and not needed.
+            let _ = std::fs::remove_dir_all(lib.join("test"));
+            let python = fs.path().join("usr/bin").join(name);
+            std::fs::copy(&real, &python).unwrap();
+            set_mode(&python, 0o755);
+            let out = guard(&[&"sign", &"-r", &"--key", &keys().private, &lib, &python]);
+            assert!(
+                out.status.success(),
+                "signing the stdlib: {}",
+                describe(&out)
+            );
+            python
+        } else {
+            let python = bin.path().join("python3");
+            std::fs::copy(&real, &python).unwrap();
+            set_mode(&python, 0o755);
+            python
+        };
         let policy = bin.path().join("policy.toml");
         std::fs::write(
             &policy,
@@ -343,6 +387,135 @@ fn interpreter_modules_are_killed_at_exec() {
             describe(&out)
         );
     }
+}
+
+/// Family 1b by path: the file of an interpreter module run as the main script (by its
+/// path, its bytecode, a symlink to it, relative to the stdlib) is that module, refused at
+/// the open with the rule of its `-m` spelling; imported by a signed script it runs.
+#[test]
+fn interpreter_module_files_as_main_scripts_are_refused() {
+    let lab = Lab::with_stdlib();
+    let marker = lab.marker("bypath");
+    let line = format!(
+        "open({:?}, 'w').write('ran'); print('PAYLOAD RAN')",
+        marker.to_str().unwrap()
+    );
+    let evil = lab.evil("tmp/evil.py", payload(&marker));
+    let evil = evil.to_str().unwrap();
+    let lib = std::fs::canonicalize(&lab.python)
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("../lib")
+        .join(lab.python.file_name().unwrap());
+    let lib = std::fs::canonicalize(lib).unwrap();
+    let tag = {
+        let name = lab.python.file_name().unwrap().to_str().unwrap();
+        format!(
+            "cpython-{}",
+            name.trim_start_matches("python").replace('.', "")
+        )
+    };
+    let cwd = lab.path("tmp");
+    let base = lab.path("base");
+    // nobody's own name for the module file.
+    let link = lab.path("tmp/t.py");
+    std::os::unix::fs::symlink(lib.join("timeit.py"), &link).unwrap();
+    let _ = std::process::Command::new("chown")
+        .args(["-h", "nobody:nogroup"])
+        .arg(&link)
+        .status();
+    let lib_str = lib.to_str().unwrap().to_string();
+    let env = [
+        ("EVIL", evil),
+        ("LINE", line.as_str()),
+        ("LIB", lib_str.as_str()),
+    ];
+    let pyc = format!("\"$LIB/__pycache__/timeit.{tag}.pyc\" -n 1 -s \"$LINE\" pass");
+    let attacks: Vec<(&Path, String, &str)> = vec![
+        (
+            &cwd,
+            "\"$LIB/timeit.py\" -n 1 -s \"$LINE\" pass".into(),
+            "no-inline-code",
+        ),
+        (&cwd, pyc, "no-inline-code"),
+        (&cwd, "t.py -n 1 -s \"$LINE\" pass".into(), "no-inline-code"),
+        (
+            &lib,
+            "timeit.py -n 1 -s \"$LINE\" pass".into(),
+            "no-inline-code",
+        ),
+        (
+            &lib,
+            "-I ./timeit.py -n 1 -s \"$LINE\" pass".into(),
+            "no-inline-code",
+        ),
+        (
+            &base,
+            "\"$LIB/pdb.py\" -c \"$LINE\" -c c ok.py < /dev/null".into(),
+            "no-inline-code",
+        ),
+        (&cwd, "\"$LIB/code.py\" < \"$EVIL\"".into(), "no-stdin-code"),
+        (
+            &cwd,
+            "-E \"$LIB/code.py\" < \"$EVIL\"".into(),
+            "no-stdin-code",
+        ),
+    ];
+    for (dir, args, rule) in &attacks {
+        // Without guard (the host's python3 is not profiled), the payload runs.
+        let out = lab.sh(dir, &format!("exec {PYTHON} {args}"), &env);
+        assert!(
+            marker.exists(),
+            "{args}: the attack does not work unguarded\n{}",
+            describe(&out)
+        );
+        std::fs::remove_file(&marker).unwrap();
+        let before = lab.denies(rule).len();
+        let out = lab.sh(dir, &format!("exec \"$PY\" {args}"), &env);
+        assert_refused(args, &out, &marker);
+        assert!(
+            lab.denies(rule).len() > before,
+            "{args}: not refused by {rule}\n{}\n{}",
+            describe(&out),
+            lab.agent.log_text()
+        );
+    }
+    // A package directory runs its `__main__`: `asyncio`'s fails on its relative import
+    // when run by path (CPython 3.11), so it cannot be shown running a payload, but its
+    // `__main__` is refused as the main script before it gets that far.
+    for args in ["\"$LIB/asyncio\"", "\"$LIB/asyncio/__main__.py\""] {
+        let before = lab.denies("asyncio/__main__").len();
+        let out = lab.sh(&cwd, &format!("exec \"$PY\" {args} < \"$EVIL\""), &env);
+        assert_refused(args, &out, &marker);
+        let denies = lab.denies("asyncio/__main__");
+        assert!(
+            denies.len() > before && denies.last().unwrap().contains("no-stdin-code"),
+            "{args}: its __main__ not refused by no-stdin-code\n{}\n{denies:?}",
+            describe(&out)
+        );
+    }
+    lab.baseline();
+    // Imported, the same files run: `import timeit`, `import pdb`, `import code`, asyncio.
+    lab.signed(
+        "base/imports.py",
+        "import timeit, pdb, code, asyncio\n\
+         print('imported', timeit.timeit('pass', number=1) >= 0, asyncio.run(asyncio.sleep(0, 'ran')))\n",
+    );
+    let out = lab.py(&base, &["imports.py"], &[]);
+    assert!(
+        out.status.success() && text(&out.stdout) == "imported True ran\n",
+        "imports refused: {}\n{}",
+        describe(&out),
+        lab.agent.log_text()
+    );
+    // Other stdlib files still run as main scripts.
+    let out = lab.sh(&base, "exec \"$PY\" \"$LIB/this.py\"", &env);
+    assert!(
+        out.status.success() && text(&out.stdout).contains("Beautiful is better"),
+        "this.py refused: {}",
+        describe(&out)
+    );
 }
 
 /// Families 2, 3 and 7: code on standard input, descriptor scripts, `-i`, PYTHONINSPECT,

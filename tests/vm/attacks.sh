@@ -413,6 +413,16 @@ attacks() {
         'python3 -I -m asyncio.__main__' 'python3 -m runpy code'; do
         attack check "1b $s < file" refused nb "$tmp" "exec $s < \"\$EVIL\""
     done
+    # 1b by path: the file of an interpreter module run as the main script is that module
+    # (fanotify, by identity: refused at the open with the rule of its -m spelling).
+    local lib
+    for lib in /usr/lib/python3.*; do [ -f "$lib/timeit.py" ] && break; done
+    attack check "1b python3 STDLIB/timeit.py -s CODE (by path)" refused \
+        nb "$tmp" 'exec python3 "$LIB/timeit.py" -n 1 -s "$CODE" pass' LIB="$lib"
+    attack check "1b python3 STDLIB/pdb.py -c CODE on a signed script (by path)" refused \
+        nb "$base" 'exec python3 "$LIB/pdb.py" -c "$LINE" -c c ok.py' LIB="$lib"
+    attack check "1b python3 STDLIB/code.py < file (by path)" refused \
+        nb "$tmp" 'exec python3 "$LIB/code.py" < "$EVIL"' LIB="$lib"
     baseline "family 1b"
     if [ "$phase" = guard ]; then
         check "1b -m json.tool and -m this still run" \

@@ -849,12 +849,18 @@ fn evaluate_interpreter(
         .file_name()
         .and_then(|n| n.to_str());
     let mut code = facts::classify(profile, &file, meta.len(), name, false)?;
-    if code == CodeKind::NotCode && profile.main_script_is_code {
-        let id = crate::engine::FileId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        };
-        if process::main_script(pid)? == Some(id) {
+    let id = crate::engine::FileId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    };
+    // The file of an interpreter module (by identity) is refused when it is the main
+    // script, and only then: `import timeit` from a signed script opens the same file.
+    let module_file = loaded.modules.get(id);
+    let mut main_module = None;
+    if module_file.is_some() || (code == CodeKind::NotCode && profile.main_script_is_code) {
+        let main = process::main_script(pid)?;
+        main_module = loaded.modules.main_module(id, main);
+        if main_module.is_some() || (profile.main_script_is_code && main == Some(id)) {
             code = CodeKind::MainScript;
         }
     }
@@ -896,14 +902,19 @@ fn evaluate_interpreter(
         &subject,
         &file,
         code,
+        main_module,
         open_writers,
         Some(&state.cache),
     )?;
     // A verdict that holds for any runner may be kept by the kernel, to run this content
-    // while the agent is down. One that depended on who runs it may not.
+    // while the agent is down. One that depended on who runs it may not, nor one that
+    // depended on how it runs: an interpreter module's file is allowed as an import only,
+    // and the kernel, which cannot tell an import from the main script, would let
+    // `python3 .../timeit.py` read it while the agent is down.
     if let (Some(kernel), Some(seen)) = (&kernel, &seen)
         && verdict.policy_allows
         && !runner_matters
+        && module_file.is_none()
         && object.kind == crate::engine::FileKind::Regular
     {
         match kernel.record(&file, seen) {

@@ -74,6 +74,7 @@ impl Config {
         }
         let interpreters = facts::resolve_interpreters(&policy);
         let loaders = facts::resolve_loaders(&policy);
+        let modules = crate::modules::ModuleFiles::resolve(&policy);
         let controllers = self
             .controllers
             .iter()
@@ -86,6 +87,7 @@ impl Config {
             policy,
             interpreters,
             loaders,
+            modules,
             controllers,
         })
     }
@@ -97,6 +99,9 @@ pub struct Loaded {
     pub interpreters: Vec<(FileId, usize)>,
     /// Dynamic loaders whose direct launches of programs the exec gate refuses.
     pub loaders: Vec<FileId>,
+    /// The files of the profiles' interpreter modules in their stdlib directories, refused
+    /// as main scripts.
+    pub modules: crate::modules::ModuleFiles,
     /// The configuration's controllers (`--controller`), resolved at every (re)load.
     pub controllers: Vec<crate::exec_gate::Identity>,
 }
@@ -234,4 +239,19 @@ pub(crate) fn log_policy(loaded: &Loaded) {
     if loaded.interpreters.is_empty() {
         log::warn!("no interpreter executable found for the policy's profiles");
     }
+    log::info!(
+        "{} interpreter module file(s) refused as main scripts, in {}",
+        loaded.modules.len(),
+        if loaded.modules.stdlib_dirs.is_empty() {
+            "no stdlib directory found".to_string()
+        } else {
+            loaded
+                .modules
+                .stdlib_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
 }

@@ -86,9 +86,42 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     };
     let file = facts::open_for_inspection(path)
         .with_context(|| format!("{}: cannot open", path.display()))?;
-    let (object, verdict, _) =
-        facts::decide_file(&policy, &subject, &file, CodeKind::MainScript, None, None)
+    // As the main script: the file of an interpreter module is that module.
+    let modules = guard::modules::ModuleFiles::resolve(&policy);
+    let main_module = {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file
+            .metadata()
             .with_context(|| format!("{}: cannot read its facts", path.display()))?;
+        let id = guard::engine::FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        // A package directory runs its `__main__`.
+        let package_main = || {
+            let inner = std::fs::metadata(path.join("__main__.py")).ok()?;
+            let inner = guard::engine::FileId {
+                dev: inner.dev(),
+                ino: inner.ino(),
+            };
+            modules.main_module(inner, Some(id))
+        };
+        match modules.main_module(id, Some(id)) {
+            Some(module) => Some(module),
+            None if meta.is_dir() => package_main(),
+            None => None,
+        }
+    };
+    let (object, verdict, _) = facts::decide_file(
+        &policy,
+        &subject,
+        &file,
+        CodeKind::MainScript,
+        main_module,
+        None,
+        None,
+    )
+    .with_context(|| format!("{}: cannot read its facts", path.display()))?;
 
     println!("file:        {}", path.display());
     println!("identity:    {} ({})", object.id, object.kind.describe());
@@ -103,6 +136,9 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         "runner:      uid {} as {}",
         subject.uid, policy.interpreters[profile].name
     );
+    if let Some(module) = &object.main_module {
+        println!("module:      {module} (the file of an interpreter module)");
+    }
     println!("policy:      {} ({})", policy.origin, policy.mode);
     print_verdict(&verdict)
 }
