@@ -526,6 +526,40 @@ where
     }
 }
 
+/// The policy's executable rules (`[native] code`) for `object` as a program or a shared
+/// library, by the kernel layer's own judge ([`guard_common::lsm::judge_native`]): `None`
+/// when it may run (always with `code = "any"`). User space cannot read the user namespace
+/// owning a file's superblock: it is taken as the initial one, which every filesystem
+/// mounted outside a container is.
+pub fn decide_native(policy: &Policy, object: &Object) -> Option<Rule> {
+    use guard_common::lsm::{CodeFile, MAX_NATIVE_FILESYSTEMS, NATIVE_LINKED, NATIVE_TRUSTED};
+    let flags = match policy.native.code {
+        crate::policy::NativeCode::Any => return None,
+        crate::policy::NativeCode::Linked => NATIVE_LINKED,
+        crate::policy::NativeCode::Trusted => NATIVE_LINKED | NATIVE_TRUSTED,
+    };
+    // As the loader fills the kernel's table: 32-bit magics, each once, at most
+    // MAX_NATIVE_FILESYSTEMS (a policy with more fails to load the layer).
+    let mut magics = [0u32; MAX_NATIVE_FILESYSTEMS];
+    let mut count = 0;
+    for (_, magic) in &policy.trust.filesystems {
+        let magic = *magic as u32;
+        if count < MAX_NATIVE_FILESYSTEMS && !magics[..count].contains(&magic) {
+            magics[count] = magic;
+            count += 1;
+        }
+    }
+    let file = CodeFile {
+        mode: object.mode,
+        nlink: u32::try_from(object.nlink).unwrap_or(u32::MAX),
+        uid: object.uid,
+        fs_magic: object.fs_magic as u32,
+        fs_user_ns_level: 0,
+    };
+    let trusted_uid = policy.trust.owners.first().copied().unwrap_or(0);
+    guard_common::lsm::judge_native(flags, &file, trusted_uid, &magics, count as u32)
+}
+
 /// Decides an interpreter launch: `-c`, stdin, interactive use, environment, script operand,
 /// and `-m` of a module that is an interpreter itself (the profile's `inline_code_modules`
 /// count as `-c`, its `stdin_code_modules` as a bare interpreter reading stdin).
@@ -718,6 +752,57 @@ deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
             .filter(|c| !c.passed)
             .map(|c| c.rule)
             .collect()
+    }
+
+    /// `[native] code` judged by the kernel's own function, on the facts explain gathers.
+    #[test]
+    fn native_rules_follow_the_policy() {
+        let with = |code: &str| {
+            policy(&format!(
+                "[trust]\nowners = [0]\nfilesystems = [\"ext4\", \"tmpfs\"]\n[native]\ncode = \"{code}\"\n"
+            ))
+        };
+        let nobodys = Object {
+            uid: 65534,
+            ..good_file()
+        };
+        let deleted = Object {
+            nlink: 0,
+            ..good_file()
+        };
+        let fifo = Object {
+            mode: libc::S_IFIFO | 0o644,
+            ..good_file()
+        };
+        let group_writable = Object {
+            mode: libc::S_IFREG | 0o775,
+            ..good_file()
+        };
+        let on_fuse = Object {
+            fs_magic: FUSE,
+            ..good_file()
+        };
+        let any = with("any");
+        for object in [&nobodys, &deleted, &fifo, &on_fuse] {
+            assert_eq!(decide_native(&any, object), None);
+        }
+        let linked = with("linked");
+        assert_eq!(decide_native(&linked, &nobodys), None);
+        assert_eq!(decide_native(&linked, &on_fuse), None);
+        assert_eq!(decide_native(&linked, &deleted), Some(Rule::NotDeleted));
+        assert_eq!(decide_native(&linked, &fifo), Some(Rule::RegularFile));
+        let trusted = with("trusted");
+        assert_eq!(decide_native(&trusted, &good_file()), None);
+        assert_eq!(decide_native(&trusted, &nobodys), Some(Rule::TrustedOwner));
+        assert_eq!(
+            decide_native(&trusted, &group_writable),
+            Some(Rule::NotWritableByRunner)
+        );
+        assert_eq!(
+            decide_native(&trusted, &on_fuse),
+            Some(Rule::TrustedFilesystem)
+        );
+        assert_eq!(decide_native(&trusted, &deleted), Some(Rule::NotDeleted));
     }
 
     #[test]

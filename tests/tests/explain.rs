@@ -204,6 +204,53 @@ fn explain_judges_command_lines_as_the_exec_gate_does() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
 
+/// `[native] code` as the kernel layer judges it, beside the script verdict.
+#[test]
+fn explain_reports_the_native_code_rules() {
+    let key = rsa_key();
+    let dir = tempfile::tempdir().unwrap();
+    let default = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guard/policy/default.toml"),
+    )
+    .unwrap();
+    assert_eq!(default.matches("\ncode = \"any\"\n").count(), 1);
+    let trusted = dir.path().join("trusted.toml");
+    std::fs::write(
+        &trusted,
+        default.replace("\ncode = \"any\"\n", "\ncode = \"trusted\"\n"),
+    )
+    .unwrap();
+    let trusted = trusted.to_str().unwrap();
+    let tool = dir.path().join("tool");
+    std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+    let native_line = |out: &Output| -> String {
+        text(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with("native:"))
+            .unwrap_or_else(|| panic!("no native line:\n{}", text(&out.stdout)))
+            .to_string()
+    };
+
+    set_mode(&tool, 0o755);
+    let line = native_line(&explain(&tool, &key, &[]));
+    assert!(line.contains("code = \"any\": not judged"), "{line}");
+
+    chown(&tool, NOBODY, NOBODY);
+    let line = native_line(&explain(&tool, &key, &["--policy", trusted]));
+    assert!(
+        line.contains("refused") && line.contains("trusted-owner"),
+        "{line}"
+    );
+    chown(&tool, 0, 0);
+
+    set_mode(&tool, 0o775);
+    let line = native_line(&explain(&tool, &key, &["--policy", trusted]));
+    assert!(
+        line.contains("refused") && line.contains("not-writable-by-runner"),
+        "{line}"
+    );
+}
+
 #[test]
 fn explain_reports_a_truncated_signature() {
     let key = rsa_key();

@@ -140,6 +140,23 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         println!("module:      {module} (the file of an interpreter module)");
     }
     println!("policy:      {} ({})", policy.origin, policy.mode);
+    // Not part of the verdict (that is the file as a script): what the kernel layer would
+    // say to it run or mapped as native code, by any process.
+    match (
+        policy.native.code,
+        guard::engine::decide_native(&policy, &object),
+    ) {
+        (guard::policy::NativeCode::Any, _) => {
+            println!("native:      [native] code = \"any\": not judged as a program or library")
+        }
+        (code, None) => {
+            println!("native:      [native] code = \"{code}\": may run as a program or library")
+        }
+        (code, Some(rule)) => println!(
+            "native:      [native] code = \"{code}\": refused as a program or library by rule {}",
+            rule.id()
+        ),
+    }
     print_verdict(&verdict)
 }
 
