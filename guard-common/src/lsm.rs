@@ -45,8 +45,8 @@ pub const HOOK_FILE_MPROTECT: u32 = 6;
 pub const HOOK_INODE_SETATTR: u32 = 7;
 pub const HOOK_BPRM_CHECK_SECURITY: u32 = 8;
 
-/// How many filesystem magics [`LsmSettings::native_filesystems`] holds.
-pub const MAX_NATIVE_FILESYSTEMS: usize = 16;
+/// How many filesystem magics [`LsmSettings::trusted_filesystems`] holds.
+pub const MAX_TRUSTED_FILESYSTEMS: usize = 16;
 /// Self-protection hooks ([`PROTECT_AGENT`]); their events carry a target, not a file
 /// (see [`SelfProtectSettings`]).
 pub const HOOK_TASK_KILL: u32 = 9;
@@ -88,6 +88,23 @@ pub struct LsmOffsets {
     pub iattr_valid: u32,
     /// `super_block.s_magic` (an `unsigned long`; every magic guard knows fits 32 bits).
     pub sb_magic: u32,
+    /// `linux_binprm.p`: after the exec, the new user stack pointer (argc, argv[], envp[]).
+    pub bprm_p: u32,
+    pub bprm_argc: u32,
+    /// `mm_struct.arg_end`: the end of the argv strings.
+    pub mm_arg_end: u32,
+    /// `file.f_path.mnt` and `file.f_path.dentry`.
+    pub file_path_mnt: u32,
+    pub file_path_dentry: u32,
+    /// `dentry.d_name.len` and `dentry.d_name.name`.
+    pub dentry_name_len: u32,
+    pub dentry_name: u32,
+    /// `vfsmount.mnt_root`.
+    pub vfsmount_root: u32,
+    /// `struct mount`'s `mnt` (its `vfsmount`), `mnt_mountpoint` and `mnt_parent`.
+    pub mount_vfsmount: u32,
+    pub mount_mountpoint: u32,
+    pub mount_parent: u32,
 }
 
 /// The read-only global the loader sets (`LSM_SETTINGS`).
@@ -100,10 +117,13 @@ pub struct LsmSettings {
     /// The trusted owner of executables (`bprm_creds_for_exec`, [`NATIVE_TRUSTED`]), a
     /// kernel uid.
     pub trusted_uid: u32,
-    /// [`NATIVE_TRUSTED`]: the magics of the trusted filesystem types, the first
-    /// `native_filesystem_count` of them.
-    pub native_filesystems: [u32; MAX_NATIVE_FILESYSTEMS],
-    pub native_filesystem_count: u32,
+    /// The magics of the policy's trusted filesystem types, the first
+    /// `trusted_filesystem_count` of them ([`NATIVE_TRUSTED`], [`crate::code_name`]).
+    pub trusted_filesystems: [u32; MAX_TRUSTED_FILESYSTEMS],
+    pub trusted_filesystem_count: u32,
+    /// [`crate::code_name`]: the policy's code suffixes, the first `code_suffix_count`.
+    pub code_suffixes: [crate::code_name::CodeSuffix; crate::code_name::MAX_CODE_SUFFIXES],
+    pub code_suffix_count: u32,
 }
 
 /// One refusal, reported through the ring buffer.
@@ -284,9 +304,9 @@ pub struct CodeFile {
 /// Whether `magic` is among the first `count` of `magics` (a bounded loop the verifier
 /// accepts).
 #[inline(always)]
-pub fn magic_listed(magic: u32, magics: &[u32; MAX_NATIVE_FILESYSTEMS], count: u32) -> bool {
+pub fn magic_listed(magic: u32, magics: &[u32; MAX_TRUSTED_FILESYSTEMS], count: u32) -> bool {
     let mut i = 0;
-    while i < MAX_NATIVE_FILESYSTEMS {
+    while i < MAX_TRUSTED_FILESYSTEMS {
         if (i as u32) < count && magics[i] == magic {
             return true;
         }
@@ -318,7 +338,7 @@ pub fn judge_native(
     flags: u32,
     file: &CodeFile,
     trusted_uid: u32,
-    magics: &[u32; MAX_NATIVE_FILESYSTEMS],
+    magics: &[u32; MAX_TRUSTED_FILESYSTEMS],
     magic_count: u32,
 ) -> Option<crate::Rule> {
     if flags & (NATIVE_LINKED | NATIVE_TRUSTED) == 0 {
@@ -400,7 +420,7 @@ mod tests {
         const EXT4: u32 = 0xEF53;
         const TMPFS: u32 = 0x0102_1994;
         const FUSE: u32 = 0x6573_5546;
-        let mut magics = [0; MAX_NATIVE_FILESYSTEMS];
+        let mut magics = [0; MAX_TRUSTED_FILESYSTEMS];
         magics[0] = EXT4;
         magics[1] = TMPFS;
         let usr_bin = CodeFile {
@@ -486,7 +506,9 @@ mod tests {
         assert_eq!(size_of::<LsmEvent>(), 48);
         assert_eq!(
             size_of::<LsmSettings>(),
-            4 * (22 + MAX_NATIVE_FILESYSTEMS + 1)
+            4 * (33 + MAX_TRUSTED_FILESYSTEMS + 1)
+                + (4 + crate::code_name::CODE_SUFFIX_BYTES) * crate::code_name::MAX_CODE_SUFFIXES
+                + 4
         );
         assert_eq!(size_of::<InodeState>(), 16);
         assert_eq!(size_of::<AgentState>(), 8);

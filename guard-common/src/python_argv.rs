@@ -183,7 +183,9 @@ impl Reader {
         matches!(self.expect, Expect::Done)
     }
 
-    /// Reads the next word.
+    /// Reads the next word. Inlined: a BPF subprogram cannot return the word's slice, a
+    /// pointer into its caller's stack.
+    #[inline(always)]
     pub fn feed<'a>(&mut self, arg: &'a [u8]) -> Word<'a> {
         match self.expect {
             Expect::Done => return Word::Program,

@@ -380,7 +380,7 @@ fn env_pattern(k: usize) -> guard_common::exec_gate::EnvPattern {
 
 /// Reads the user string that `argv`/`envp` slot `slot` points to.
 #[inline(always)]
-fn read_user_word(slot: u64, buf: &mut [u8; ARG_BUFFER]) -> Result<&[u8], i32> {
+pub(crate) fn read_user_word(slot: u64, buf: &mut [u8; ARG_BUFFER]) -> Result<&[u8], i32> {
     // SAFETY: reads a user pointer of the exec'ing task; a bad address is an error.
     let ptr: u64 = unsafe { bpf_probe_read_user(slot as *const u64) }?;
     // SAFETY: as above; the helper writes at most `buf.len()` bytes.

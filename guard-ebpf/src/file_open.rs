@@ -3,12 +3,15 @@
 //! the agent verified.
 //!
 //! The opened file is the target of any `/proc/*/fd` or `/dev/fd` magic link, so the type
-//! check covers those too. The type rule is [`guard_common::lsm::judge_open`]. Every
-//! task's write opens count as changes for the verdict cache ([`crate::verdicts`]).
+//! check covers those too. The type rule is [`guard_common::lsm::judge_open`]. A file named
+//! as code on a filesystem type the policy does not trust is refused
+//! ([`guard_common::code_name`]): fanotify cannot mark procfs. Every task's write opens
+//! count as changes for the verdict cache ([`crate::verdicts`]).
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use guard_common::{
     Rule,
+    code_name::MainScript,
     lsm::{
         ENFORCE_FILE_OPEN, FMODE_READ, FMODE_WRITE, HOOK_FILE_OPEN, S_IFMT, S_IFREG, VERDICT_CACHE,
         judge_open,
@@ -18,6 +21,9 @@ use guard_common::{
 use crate::lsm_common::{
     EACCES, agent_alive, btf_member, current_exe, inode_facts, is_interpreter, kread, refuse,
     setting,
+};
+use crate::main_script::{
+    current_script, dentry_named_as_code, mount_named_as_code, trusted_filesystem,
 };
 use crate::verdicts::{Standing, standing, write_open_refused};
 
@@ -44,11 +50,28 @@ pub fn file_open(ctx: LsmContext) -> i32 {
         Ok(Some(exe)) if is_interpreter(&exe) => {}
         _ => return 0,
     }
-    judge(file).unwrap_or(-EACCES)
+    // Whatever this open is, it ends the path walk a code link mark belongs to.
+    let mut script = current_script();
+    let code_link = match script {
+        Some(ref mut script) => core::mem::take(&mut script.code_link) != 0,
+        None => false,
+    };
+    judge(file, script, code_link).unwrap_or(-EACCES)
+}
+
+/// Whether the file is reached under a name that is code: its own, or its mount point's.
+#[inline(always)]
+fn file_named_as_code(file: *const u8, script: &mut MainScript) -> Result<bool, i32> {
+    let dentry: *const u8 = kread(file, setting!(offsets.file_path_dentry))?;
+    if dentry_named_as_code(dentry, script)? {
+        return Ok(true);
+    }
+    let mnt: *const u8 = kread(file, setting!(offsets.file_path_mnt))?;
+    mount_named_as_code(mnt, dentry, script)
 }
 
 #[inline(always)]
-fn judge(file: *const u8) -> Result<i32, i32> {
+fn judge(file: *const u8, script: Option<&mut MainScript>, code_link: bool) -> Result<i32, i32> {
     let f_mode: u32 = kread(file, setting!(offsets.file_mode))?;
     let inode: *const u8 = kread(file, setting!(offsets.file_inode))?;
     let facts = inode_facts(inode)?;
@@ -71,6 +94,24 @@ fn judge(file: *const u8) -> Result<i32, i32> {
             &facts,
             EACCES,
         ));
+    }
+    // Nor can fanotify mark procfs, whose files serve bytes a user chooses: a file named
+    // as code must come from a trusted filesystem type. Without a record (no memory) only
+    // an untrusted type is known: refused, fail closed.
+    let fs_magic: u32 = kread(sb, setting!(offsets.sb_magic))?;
+    if !trusted_filesystem(fs_magic) {
+        let named = match script {
+            Some(script) => code_link || file_named_as_code(file, script)?,
+            None => true,
+        };
+        if named {
+            return Ok(refuse(
+                HOOK_FILE_OPEN,
+                Rule::TrustedFilesystem,
+                &facts,
+                EACCES,
+            ));
+        }
     }
     if setting!(flags) & VERDICT_CACHE == 0 {
         return Ok(0);

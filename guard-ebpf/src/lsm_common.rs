@@ -2,6 +2,7 @@
 //! structs at offsets taken from the running kernel's BTF.
 
 use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type},
     btf_maps::InodeStorage,
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel, generated,
@@ -11,10 +12,11 @@ use aya_ebpf::{
 };
 use guard_common::{
     Rule,
+    code_name::{CODE_SUFFIX_BYTES, CodeSuffix, MAX_CODE_SUFFIXES, MainScript},
     exec_gate::InterpreterKey,
     lsm::{
         AgentState, InodeState, InodeVerdict, LsmEvent, LsmOffsets, LsmSettings,
-        MAX_NATIVE_FILESYSTEMS, PERMISSIVE,
+        MAX_TRUSTED_FILESYSTEMS, PERMISSIVE,
     },
 };
 
@@ -46,11 +48,27 @@ pub static LSM_SETTINGS: LsmSettings = LsmSettings {
         user_ns_level: 0,
         iattr_valid: 0,
         sb_magic: 0,
+        bprm_p: 0,
+        bprm_argc: 0,
+        mm_arg_end: 0,
+        file_path_mnt: 0,
+        file_path_dentry: 0,
+        dentry_name_len: 0,
+        dentry_name: 0,
+        vfsmount_root: 0,
+        mount_vfsmount: 0,
+        mount_mountpoint: 0,
+        mount_parent: 0,
     },
     flags: 0,
     trusted_uid: 0,
-    native_filesystems: [0; MAX_NATIVE_FILESYSTEMS],
-    native_filesystem_count: 0,
+    trusted_filesystems: [0; MAX_TRUSTED_FILESYSTEMS],
+    trusted_filesystem_count: 0,
+    code_suffixes: [CodeSuffix {
+        len: 0,
+        bytes: [0; CODE_SUFFIX_BYTES],
+    }; MAX_CODE_SUFFIXES],
+    code_suffix_count: 0,
 };
 
 /// The profiled interpreters, by executable identity (the value is unused).
@@ -69,6 +87,10 @@ pub static LSM_INODE_STATE: InodeStorage<InodeState> = InodeStorage::new();
 #[btf_map]
 pub static LSM_VERDICTS: InodeStorage<InodeVerdict> = InodeStorage::new();
 
+/// Each interpreter task's script operand and code-link flag (see [`MainScript`]).
+#[btf_map]
+pub static LSM_MAIN_SCRIPTS: TaskStorage<MainScript> = TaskStorage::new();
+
 /// Interpreters' read-only opens of regular files counted in
 /// [`InodeState::code_readers`], by `struct file` address, until released.
 #[map]
@@ -80,6 +102,65 @@ pub static LSM_AGENT: Array<AgentState> = Array::with_max_entries(1, 0);
 
 #[map]
 pub static LSM_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+/// A task storage map. aya-ebpf has none: the same BTF layout as its `InodeStorage`.
+#[repr(C)]
+pub struct TaskStorage<T> {
+    r#type: *const [i32; bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE as usize],
+    key: *const i32,
+    value: *const T,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
+}
+
+// SAFETY: the fields are placeholders the loader reads from BTF; never dereferenced.
+unsafe impl<T> Sync for TaskStorage<T> {}
+
+impl<T> TaskStorage<T> {
+    pub const fn new() -> Self {
+        TaskStorage {
+            r#type: core::ptr::null(),
+            key: core::ptr::null(),
+            value: core::ptr::null(),
+            max_entries: core::ptr::null(),
+            map_flags: core::ptr::null(),
+        }
+    }
+
+    /// The current task's value (created zeroed with `create`); null when there is none
+    /// or no memory for it.
+    #[inline(always)]
+    pub fn current(&self, create: bool) -> *mut T {
+        let flags = if create {
+            BPF_LOCAL_STORAGE_GET_F_CREATE as u64
+        } else {
+            0
+        };
+        // SAFETY: the map is this static; the task pointer is the BTF-typed current task;
+        // a null value asks the kernel to zero a new entry.
+        unsafe {
+            generated::bpf_task_storage_get(
+                core::ptr::from_ref(self).cast_mut().cast(),
+                generated::bpf_get_current_task_btf(),
+                core::ptr::null_mut(),
+                flags,
+            )
+        }
+        .cast()
+    }
+
+    /// Removes the current task's value, if any.
+    #[inline(always)]
+    pub fn delete_current(&self) {
+        // SAFETY: as in `current`.
+        unsafe {
+            generated::bpf_task_storage_delete(
+                core::ptr::from_ref(self).cast_mut().cast(),
+                generated::bpf_get_current_task_btf(),
+            )
+        };
+    }
+}
 
 macro_rules! setting {
     ($($field:tt)+) => {

@@ -18,6 +18,8 @@ mod agent_exit;
 #[cfg(target_arch = "bpf")]
 mod bprm_creds_for_exec;
 #[cfg(target_arch = "bpf")]
+mod code_link;
+#[cfg(target_arch = "bpf")]
 mod exec_gate;
 #[cfg(target_arch = "bpf")]
 mod exec_map;
@@ -27,6 +29,8 @@ mod file_open;
 mod inode_xattr;
 #[cfg(target_arch = "bpf")]
 mod lsm_common;
+#[cfg(target_arch = "bpf")]
+mod main_script;
 #[cfg(target_arch = "bpf")]
 mod native;
 #[cfg(target_arch = "bpf")]

@@ -67,13 +67,13 @@ fn judge(file: *const u8) -> Result<Option<(Rule, InodeFacts)>, i32> {
         fs_magic,
         fs_user_ns_level,
     };
-    let magics = setting!(native_filesystems);
+    let magics = setting!(trusted_filesystems);
     let rule = judge_native(
         setting!(flags),
         &code,
         setting!(trusted_uid),
         &magics,
-        setting!(native_filesystem_count),
+        setting!(trusted_filesystem_count),
     );
     Ok(rule.map(|rule| (rule, facts)))
 }

@@ -245,6 +245,12 @@ impl Btf {
         Ok((bit_offset / 8, 1u8 << (bit_offset % 8)))
     }
 
+    /// Size in bytes of `strukt`.
+    pub fn struct_size(&self, strukt: &str) -> Result<u32, BtfError> {
+        let ty = self.find_struct(strukt)?;
+        Ok(ty.size_or_type)
+    }
+
     /// Byte offset of `strukt.member`, checking the member's size.
     pub fn member_offset(&self, strukt: &str, member: &str, size: u32) -> Result<u32, BtfError> {
         let ty = self.find_struct(strukt)?;

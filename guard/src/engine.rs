@@ -532,19 +532,19 @@ where
 /// owning a file's superblock: it is taken as the initial one, which every filesystem
 /// mounted outside a container is.
 pub fn decide_native(policy: &Policy, object: &Object) -> Option<Rule> {
-    use guard_common::lsm::{CodeFile, MAX_NATIVE_FILESYSTEMS, NATIVE_LINKED, NATIVE_TRUSTED};
+    use guard_common::lsm::{CodeFile, MAX_TRUSTED_FILESYSTEMS, NATIVE_LINKED, NATIVE_TRUSTED};
     let flags = match policy.native.code {
         crate::policy::NativeCode::Any => return None,
         crate::policy::NativeCode::Linked => NATIVE_LINKED,
         crate::policy::NativeCode::Trusted => NATIVE_LINKED | NATIVE_TRUSTED,
     };
     // As the loader fills the kernel's table: 32-bit magics, each once, at most
-    // MAX_NATIVE_FILESYSTEMS (a policy with more fails to load the layer).
-    let mut magics = [0u32; MAX_NATIVE_FILESYSTEMS];
+    // MAX_TRUSTED_FILESYSTEMS (a policy with more fails to load the layer).
+    let mut magics = [0u32; MAX_TRUSTED_FILESYSTEMS];
     let mut count = 0;
     for (_, magic) in &policy.trust.filesystems {
         let magic = *magic as u32;
-        if count < MAX_NATIVE_FILESYSTEMS && !magics[..count].contains(&magic) {
+        if count < MAX_TRUSTED_FILESYSTEMS && !magics[..count].contains(&magic) {
             magics[count] = magic;
             count += 1;
         }

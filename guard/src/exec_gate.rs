@@ -309,6 +309,9 @@ impl ExecGate {
         let modules = config.module_entries()?;
         let mut ebpf = EbpfLoader::new()
             .override_global(SETTINGS_GLOBAL, &settings, true)
+            // The object's maps are all created, the LSM layer's task storage among them
+            // (no user-space type in aya).
+            .allow_unsupported_maps()
             .load(EBPF_OBJECT)?;
 
         // Identities first, attach last: the program must never run with a half-filled map.

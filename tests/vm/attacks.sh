@@ -595,11 +595,35 @@ attacks() {
             mkdir mnt3/u mnt3/w mnt3/m && cp \"\$EVIL\" mnt3/u/helper.py &&
             mount -t overlay o -o lowerdir=\$BASE,upperdir=mnt3/u,workdir=mnt3/w mnt3/m &&
             exec python3 mnt3/m/ok.py"' BASE="$base"
-    attack gap "17d python3 /proc/self/environ with code in a variable" not_ran \
+    # 17d: procfs serves bytes the user chooses and fanotify cannot mark it; the kernel
+    # refuses files named as code (the operand's name, *.py...) on untrusted filesystems,
+    # under whatever name the path walk reaches them.
+    attack check "17d python3 /proc/self/environ with code in a variable" refused \
         nb "$tmp" 'exec env -i X="1;$LINE" /usr/bin/python3 /proc/self/environ'
-    attack gap "17d python3 /proc/PID/comm of a process named exec(input())" not_ran \
+    attack check "17d python3 /proc/PID/comm of a process named exec(input())" refused \
         nb "$tmp" 'sh -c "printf \"exec(input())\" > /proc/self/comm; sleep 20; :" &
-            sleep 0.5; python3 /proc/$!/comm < "$EVIL"; kill $!'
+            sleep 0.5; python3 /proc/$!/comm < "$EVIL"; rc=$?; kill $!; exit $rc'
+    attack check "17d cd /proc/self; python3 environ" refused \
+        nb "$tmp" 'cd /proc/self && exec env -i X="1;$LINE" /usr/bin/python3 environ'
+    attack check "17d a symlink x.py -> /proc/self/environ" refused \
+        nb "$tmp" 'ln -sfn /proc/self/environ env17.py &&
+            exec env -i X="1;$LINE" /usr/bin/python3 env17.py'
+    attack check "17d a symlink without a code name -> /proc/self/environ" refused \
+        nb "$tmp" 'ln -sfn /proc/self/environ env17 &&
+            exec env -i X="1;$LINE" /usr/bin/python3 env17'
+    attack check "17d a directory whose __main__.py -> /proc/self/environ" refused \
+        nb "$tmp" 'mkdir -p dir17 && ln -sfn /proc/self/environ dir17/__main__.py &&
+            exec env -i X="1;$LINE" /usr/bin/python3 dir17'
+    attack check "17d /proc/self/fd/N of environ under the name N" refused \
+        nb "$tmp" 'exec 7</proc/self/environ; cd /proc/self/fd &&
+            exec env -i X="1;$LINE" /usr/bin/python3 7'
+    attack check "17d /proc/self/environ bind-mounted over x.py (user namespace)" refused \
+        nb "$tmp" 'exec unshare -Urm sh -c "touch mnt17.py && mount --bind /proc/self/environ mnt17.py &&
+            exec env -i X=\"1;\$LINE\" /usr/bin/python3 mnt17.py"'
+    attack check "17d environ bind-mounted twice over x.py" refused \
+        nb "$tmp" 'exec unshare -Urm sh -c "touch mnt17b.py && mount --bind /proc/self/environ mnt17b.py &&
+            mount --bind /proc/self/environ mnt17b.py &&
+            exec env -i X=\"1;\$LINE\" /usr/bin/python3 mnt17b.py"'
     baseline "family 17"
 
     # 18: the dynamic loader launching python3.

@@ -59,6 +59,27 @@ my $code = "print(\"memfd ran\")\n";
 syscall(1, $fd, $code, length($code)) == length($code) or die "write: $!";
 exec("python3", "/proc/self/fd/$fd") or die "exec: $!";'
 
+# procfs serves bytes the user chooses (environ, comm) and fanotify cannot mark it: a file
+# named as code there (the operand's name, *.py, through a link or a mount) is refused.
+payload='1;print("environ ran")'
+check "python3 /proc/self/environ refused" refused "${user[@]}" env -i X="$payload" python3 /proc/self/environ
+ln -sfn /proc/self/environ "$dir/env.py"
+check "a symlink x.py -> /proc/self/environ refused" refused "${user[@]}" env -i X="$payload" python3 "$dir/env.py"
+cat > "$dir/procdata.py" <<'PY'
+import os
+# Data reads of /proc and /sys: psutil and the like need them.
+for path in ("/proc/self/environ", "/proc/self/stat", "/proc/self/status", "/proc/self/cmdline",
+             "/proc/self/comm", "/proc/meminfo", "/sys/kernel/mm/transparent_hugepage/enabled"):
+    if os.path.exists(path):
+        open(path, "rb").read()
+# A stat through a link named as code does not taint the next read.
+os.stat(os.path.join(os.path.dirname(__file__), "env.py"))
+open("/proc/self/stat", "rb").read()
+print("proc data ok", os.cpu_count() > 0)
+PY
+chmod 644 "$dir/procdata.py"
+check "a script reads /proc and /sys as data" bash -c "${user[*]} python3 '$dir/procdata.py' | grep -q 'proc data ok True'"
+
 check "other programs still read pipes and FIFOs" bash -c "cat /dev/fd/3 3< <(echo hi) | grep -q hi"
 
 sleep 1
@@ -67,6 +88,9 @@ wait $loader
 cat "$log"
 check "refusal reported: regular-file (pipe, FIFO)" grep -q "file_open refused rule=regular-file .*uid=65534" "$log"
 check "refusal reported: not-deleted (deleted file, memfd)" grep -q "file_open refused rule=not-deleted" "$log"
+check "refusal reported: trusted-filesystem (/proc/self/environ)" grep -q "file_open refused rule=trusted-filesystem .*uid=65534" "$log"
+check "python3 /proc/self/environ runs once unloaded (sanity: the layer did it)" \
+    bash -c "env -i X='$payload' python3 /proc/self/environ | grep -q 'environ ran'"
 check "python runs from a FIFO again once unloaded (sanity: the layer did it)" \
     bash -c "(echo 'print(\"fifo ran\")' > '$dir/fifo' &) ; timeout 10 python3 '$dir/fifo' | grep -q 'fifo ran'"
 rm -rf "$dir"

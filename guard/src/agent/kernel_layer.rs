@@ -43,12 +43,18 @@ pub fn config(loaded: &Loaded, agent: Option<u32>) -> LsmConfig {
     config.exec_check = true;
     config.trusted_uid = loaded.policy.trust.owners.first().copied().unwrap_or(0);
     config.native_code = loaded.policy.native.code;
-    config.native_filesystems = loaded
+    config.trusted_filesystems = loaded
         .policy
         .trust
         .filesystems
         .iter()
         .map(|(_, magic)| *magic)
+        .collect();
+    config.code_patterns = loaded
+        .policy
+        .interpreters
+        .iter()
+        .flat_map(|profile| profile.code_patterns.iter().map(|p| p.as_str().to_owned()))
         .collect();
     config.signers = signers();
     config.protect_signatures = !config.signers.is_empty();

@@ -166,11 +166,17 @@ fn lsm(args: LsmArgs) -> anyhow::Result<ExitCode> {
     config.protect_signatures = !args.signers.is_empty();
     config.exec_check = args.exec_check;
     config.native_code = args.native_code;
-    config.native_filesystems = guard::policy::Policy::embedded_default()?
+    let policy = guard::policy::Policy::embedded_default()?;
+    config.trusted_filesystems = policy
         .trust
         .filesystems
         .iter()
         .map(|(_, magic)| *magic)
+        .collect();
+    config.code_patterns = policy
+        .interpreters
+        .iter()
+        .flat_map(|profile| profile.code_patterns.iter().map(|p| p.as_str().to_owned()))
         .collect();
     config.permissive = args.permissive;
     config.pin_dir = args.pin;

@@ -50,12 +50,13 @@ use aya::programs::links::FdLink;
 use aya::programs::{BtfTracePoint, Lsm, ProgramError};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use guard_common::Rule;
+use guard_common::code_name::{CodeSuffix, MAX_CODE_SUFFIXES};
 use guard_common::exec_gate::InterpreterKey;
 use guard_common::lsm::{
     AgentState, ENFORCE_EXEC_CHECK, ENFORCE_EXEC_MAP, ENFORCE_FILE_OPEN, HOOK_BPRM_CHECK_SECURITY,
     HOOK_BPRM_CREDS_FOR_EXEC, HOOK_FILE_MPROTECT, HOOK_FILE_OPEN, HOOK_INODE_REMOVEXATTR,
     HOOK_INODE_SETATTR, HOOK_INODE_SETXATTR, HOOK_MMAP_FILE, InodeState, InodeVerdict, LsmOffsets,
-    LsmSettings, MAX_NATIVE_FILESYSTEMS, NATIVE_LINKED, NATIVE_TRUSTED, PERMISSIVE,
+    LsmSettings, MAX_TRUSTED_FILESYSTEMS, NATIVE_LINKED, NATIVE_TRUSTED, PERMISSIVE,
     PROTECT_SIGNATURES, VERDICT_CACHE,
 };
 use guard_common::lsm::{
@@ -94,6 +95,9 @@ fn hook_of(program: &str) -> &str {
     match program {
         "pin_unlink" => "inode_unlink",
         "pin_rename" => "inode_rename",
+        MAIN_SCRIPT_TRACEPOINT => "sched_process_exec",
+        "code_link_follow" => "inode_follow_link",
+        "code_link_stat" => "inode_getattr",
         other => other,
     }
 }
@@ -107,6 +111,11 @@ const CHANGE_HOOKS: [&str; 6] = [
     "inode_link",
     "inode_unlink",
 ];
+/// Records each interpreter's script operand at exec (`tp_btf/sched_process_exec`).
+const MAIN_SCRIPT_TRACEPOINT: &str = "main_script_exec";
+/// With `file_open`: what makes a file named as code on an untrusted filesystem
+/// ([`guard_common::code_name`]).
+const CODE_NAME_HOOKS: [&str; 2] = ["code_link_follow", "code_link_stat"];
 /// Notices the agent's exit (`tp_btf`, also its program's name).
 const AGENT_EXIT_TRACEPOINT: &str = "sched_process_exit";
 /// Every program of the layer.
@@ -133,6 +142,9 @@ const ALL_PROGRAMS: &[&str] = &[
     "pin_unlink",
     "pin_rename",
     "sb_umount",
+    MAIN_SCRIPT_TRACEPOINT,
+    "code_link_follow",
+    "code_link_stat",
     // The exec gate, pinned beside the layer by the agent.
     "sched_process_exec",
 ];
@@ -222,9 +234,13 @@ pub struct LsmConfig {
     /// The policy's executable rules for every task (`bprm_check_security`, and
     /// `mmap_file`/`file_mprotect` whatever `exec_mappings` says).
     pub native_code: NativeCode,
-    /// [`NativeCode::Trusted`]: the trusted filesystem types, by magic (at most
-    /// [`MAX_NATIVE_FILESYSTEMS`] distinct ones).
-    pub native_filesystems: Vec<u64>,
+    /// The trusted filesystem types, by magic (at most [`MAX_TRUSTED_FILESYSTEMS`]
+    /// distinct ones): for [`NativeCode::Trusted`], and for `file_open`'s files named as
+    /// code ([`guard_common::code_name`]).
+    pub trusted_filesystems: Vec<u64>,
+    /// The profiles' code patterns (`*.py`…): those that are a literal suffix name code
+    /// for `file_open` ([`guard_common::code_name::code_suffixes`]).
+    pub code_patterns: Vec<String>,
     /// Only these executables may set or remove `security.ima` (at most [`MAX_SIGNERS`]).
     pub signers: Vec<Identity>,
     /// Enforce `signers`.
@@ -272,7 +288,8 @@ impl LsmConfig {
             exec_check: false,
             trusted_uid: 0,
             native_code: NativeCode::Any,
-            native_filesystems: Vec::new(),
+            trusted_filesystems: Vec::new(),
+            code_patterns: Vec::new(),
             signers: Vec::new(),
             protect_signatures: false,
             verdict_cache: false,
@@ -302,25 +319,32 @@ impl LsmConfig {
                 flags |= bit;
             }
         }
-        let mut native_filesystems = [0; MAX_NATIVE_FILESYSTEMS];
-        let magics = self.native_magics();
-        for (slot, magic) in native_filesystems.iter_mut().zip(&magics) {
+        let mut trusted_filesystems = [0; MAX_TRUSTED_FILESYSTEMS];
+        let magics = self.trusted_magics();
+        for (slot, magic) in trusted_filesystems.iter_mut().zip(&magics) {
             *slot = *magic;
         }
+        let mut code_suffixes = [CodeSuffix::default(); MAX_CODE_SUFFIXES];
+        let code_suffix_count = guard_common::code_name::code_suffixes(
+            self.code_patterns.iter().map(String::as_str),
+            &mut code_suffixes,
+        ) as u32;
         LsmSettings {
             offsets,
             flags,
             trusted_uid: self.trusted_uid,
-            native_filesystems,
-            native_filesystem_count: magics.len().min(MAX_NATIVE_FILESYSTEMS) as u32,
+            trusted_filesystems,
+            trusted_filesystem_count: magics.len().min(MAX_TRUSTED_FILESYSTEMS) as u32,
+            code_suffixes,
+            code_suffix_count,
         }
     }
 
     /// The distinct trusted filesystem magics as the kernel compares them (32 bits: the
     /// kernel program truncates `s_magic` the same way).
-    fn native_magics(&self) -> Vec<u32> {
+    fn trusted_magics(&self) -> Vec<u32> {
         let mut magics: Vec<u32> = Vec::new();
-        for magic in &self.native_filesystems {
+        for magic in &self.trusted_filesystems {
             let magic = *magic as u32;
             if !magics.contains(&magic) {
                 magics.push(magic);
@@ -334,6 +358,7 @@ impl LsmConfig {
         let mut programs = Vec::new();
         if self.file_open {
             programs.push("file_open");
+            programs.extend(CODE_NAME_HOOKS);
         }
         if self.exec_mappings || self.native_code != NativeCode::Any {
             programs.push("mmap_file");
@@ -364,12 +389,15 @@ impl LsmConfig {
 
     /// The tracepoints to attach beside the hooks.
     fn tracepoints(&self) -> Vec<&'static str> {
+        let mut tracepoints = Vec::new();
+        if self.file_open {
+            tracepoints.push(MAIN_SCRIPT_TRACEPOINT);
+        }
         // The exit of the agent (or of the protected loader) clears its state.
         if self.verdict_cache || self.protect_agent {
-            vec![AGENT_EXIT_TRACEPOINT]
-        } else {
-            Vec::new()
+            tracepoints.push(AGENT_EXIT_TRACEPOINT);
         }
+        tracepoints
     }
 }
 
@@ -529,6 +557,8 @@ fn kernel_offsets(btf: &Btf) -> Result<LsmOffsets, BtfError> {
         Err(BtfError::NoMember(..)) => (0, 0),
         Err(e) => return Err(e),
     };
+    let file_path = btf.member_offset("file", "f_path", btf.struct_size("path")?)?;
+    let dentry_name = btf.member_offset("dentry", "d_name", btf.struct_size("qstr")?)?;
     Ok(LsmOffsets {
         task_mm: btf.member_offset("task_struct", "mm", 8)?,
         mm_exe_file: btf.member_offset("mm_struct", "exe_file", 8)?,
@@ -550,6 +580,17 @@ fn kernel_offsets(btf: &Btf) -> Result<LsmOffsets, BtfError> {
         user_ns_level: btf.member_offset("user_namespace", "level", 4)?,
         iattr_valid: btf.member_offset("iattr", "ia_valid", 4)?,
         sb_magic: btf.member_offset("super_block", "s_magic", 8)?,
+        bprm_p: btf.member_offset("linux_binprm", "p", 8)?,
+        bprm_argc: btf.member_offset("linux_binprm", "argc", 4)?,
+        mm_arg_end: btf.member_offset("mm_struct", "arg_end", 8)?,
+        file_path_mnt: file_path + btf.member_offset("path", "mnt", 8)?,
+        file_path_dentry: file_path + btf.member_offset("path", "dentry", 8)?,
+        dentry_name_len: dentry_name + btf.member_offset("qstr", "len", 4)?,
+        dentry_name: dentry_name + btf.member_offset("qstr", "name", 8)?,
+        vfsmount_root: btf.member_offset("vfsmount", "mnt_root", 8)?,
+        mount_vfsmount: btf.member_offset("mount", "mnt", btf.struct_size("vfsmount")?)?,
+        mount_mountpoint: btf.member_offset("mount", "mnt_mountpoint", 8)?,
+        mount_parent: btf.member_offset("mount", "mnt_parent", 8)?,
     })
 }
 
@@ -578,11 +619,11 @@ impl LsmLayer {
                 MAX_INTERPRETERS,
             ));
         }
-        if config.native_magics().len() > MAX_NATIVE_FILESYSTEMS {
+        if config.trusted_magics().len() > MAX_TRUSTED_FILESYSTEMS {
             return Err(LsmError::TooMany(
                 "trusted filesystem types",
-                config.native_magics().len(),
-                MAX_NATIVE_FILESYSTEMS,
+                config.trusted_magics().len(),
+                MAX_TRUSTED_FILESYSTEMS,
             ));
         }
         if config.signers.len() > MAX_SIGNERS {
@@ -610,6 +651,9 @@ impl LsmLayer {
         let mut ebpf = EbpfLoader::new()
             .override_global(SETTINGS_GLOBAL, &settings, true)
             .override_global(SELF_PROTECT_GLOBAL, &protect, true)
+            // LSM_MAIN_SCRIPTS is task storage, which aya has no user-space type for: only
+            // the kernel programs use it.
+            .allow_unsupported_maps()
             .load(EBPF_OBJECT)?;
 
         // Maps first, attach last: no program may run with a half-filled map.
@@ -1043,6 +1087,25 @@ mod tests {
         let offsets = kernel_offsets(&btf).unwrap();
         assert_ne!(offsets.task_mm, 0);
         assert_ne!(offsets.inode_nlink, offsets.inode_mode);
+        // struct qstr is { u32 hash; u32 len; } (one u64), then the name pointer.
+        assert_eq!(offsets.dentry_name, offsets.dentry_name_len + 4);
+        assert_eq!(offsets.file_path_dentry, offsets.file_path_mnt + 8);
+        assert_ne!(offsets.mount_vfsmount, 0);
+        assert_ne!(offsets.mount_mountpoint, 0);
+    }
+
+    #[test]
+    fn code_names_follow_file_open() {
+        let mut config = LsmConfig::new(vec![]);
+        config.code_patterns = vec!["*.py".into(), "*.so.[0-9]*".into()];
+        let offsets = LsmOffsets::default();
+        let settings = config.settings(offsets);
+        assert_eq!(settings.code_suffix_count, 1);
+        assert!(config.programs(&offsets).contains(&"code_link_follow"));
+        assert!(config.tracepoints().contains(&MAIN_SCRIPT_TRACEPOINT));
+        config.file_open = false;
+        assert!(!config.programs(&offsets).contains(&"code_link_stat"));
+        assert!(!config.tracepoints().contains(&MAIN_SCRIPT_TRACEPOINT));
     }
 
     #[test]
@@ -1070,11 +1133,11 @@ mod tests {
 
         config.native_code = NativeCode::Trusted;
         // ext2, ext3 and ext4 share one magic: counted once.
-        config.native_filesystems = vec![0xEF53, 0xEF53, 0x0102_1994];
+        config.trusted_filesystems = vec![0xEF53, 0xEF53, 0x0102_1994];
         let settings = config.settings(offsets);
         assert_ne!(settings.flags & NATIVE_TRUSTED, 0);
-        assert_eq!(settings.native_filesystem_count, 2);
-        assert_eq!(settings.native_filesystems[..3], [0xEF53, 0x0102_1994, 0]);
+        assert_eq!(settings.trusted_filesystem_count, 2);
+        assert_eq!(settings.trusted_filesystems[..3], [0xEF53, 0x0102_1994, 0]);
     }
 
     #[test]

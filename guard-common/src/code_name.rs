@@ -1,0 +1,276 @@
+//! Which file names an interpreter reads as code, as the BPF LSM layer tells them apart on
+//! filesystems the agent cannot see.
+//!
+//! fanotify cannot mark procfs (the kernel refuses permission marks there), yet `/proc`
+//! serves bytes a user chooses: `X='1;print(…)' python3 /proc/self/environ` runs. The kernel
+//! layer therefore refuses an interpreter's read of a regular file on a filesystem type the
+//! policy does not trust when the file is *named as code*: named like the script operand of
+//! the interpreter's command line, or with one of the policy's code suffixes (`.py`,
+//! `.pyc`, …). "Named" covers every way a path walk can reach a file under a name: its own
+//! last component, a symbolic link of that name followed on the way (`x.py -> /proc/…`, the
+//! `/proc/self/fd/N` magic links), or a file mount over a mount point of that name. Data
+//! reads of `/proc` and `/sys` (psutil, `os.cpu_count`) keep working: their names are
+//! neither. Everything here is written for the BPF verifier: bounded loops, explicit
+//! indices, no slice comparisons.
+
+/// A path component's bytes as the kernel reads them (`NAME_MAX` is 255).
+pub const NAME_BUFFER: usize = 256;
+const _: () = assert!(NAME_BUFFER.is_power_of_two(), "indices are masked with it");
+/// How many code suffixes the kernel compares.
+pub const MAX_CODE_SUFFIXES: usize = 12;
+/// The longest code suffix the kernel compares, dot included.
+pub const CODE_SUFFIX_BYTES: usize = 8;
+
+/// What the kernel keeps per interpreter task (task storage `LSM_MAIN_SCRIPTS`), set when
+/// the task execs an interpreter.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MainScript {
+    /// Length of the last path component of the script operand; 0 when the command line
+    /// names no script (`-c`, `-m`, standard input) or its last component is empty.
+    pub name_len: u32,
+    /// 1 when a symbolic link named as code was followed since the task's last open or
+    /// stat: the file that open reaches is reached under that name.
+    pub code_link: u32,
+    /// The script operand's last component (its first `name_len` bytes).
+    pub name: [u8; NAME_BUFFER],
+    /// Where a hook copies the name it judges (the BPF stack is too small for it).
+    pub scratch: [u8; NAME_BUFFER],
+}
+
+impl Default for MainScript {
+    fn default() -> Self {
+        MainScript {
+            name_len: 0,
+            code_link: 0,
+            name: [0; NAME_BUFFER],
+            scratch: [0; NAME_BUFFER],
+        }
+    }
+}
+
+/// One code suffix, such as `.py` (its first `len` bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CodeSuffix {
+    pub len: u32,
+    pub bytes: [u8; CODE_SUFFIX_BYTES],
+}
+
+/// The code suffixes of a policy's `code_patterns`: each pattern that is `*` and a literal
+/// suffix of at most [`CODE_SUFFIX_BYTES`] bytes. Others (`*.so.[0-9]*`) are left to the
+/// layer's native-code hooks and to fanotify. Returns how many were kept; duplicates once.
+pub fn code_suffixes<'a, I>(patterns: I, out: &mut [CodeSuffix; MAX_CODE_SUFFIXES]) -> usize
+where
+    I: IntoIterator<Item = &'a str>,
+{
+    let mut count = 0;
+    for pattern in patterns {
+        let Some(suffix) = pattern.strip_prefix('*') else {
+            continue;
+        };
+        let bytes = suffix.as_bytes();
+        let literal = !bytes
+            .iter()
+            .any(|b| matches!(b, b'*' | b'?' | b'[' | b']' | b'\\' | b'/'));
+        if bytes.is_empty() || bytes.len() > CODE_SUFFIX_BYTES || !literal {
+            continue;
+        }
+        let mut entry = CodeSuffix {
+            len: bytes.len() as u32,
+            bytes: [0; CODE_SUFFIX_BYTES],
+        };
+        entry.bytes[..bytes.len()].copy_from_slice(bytes);
+        if out[..count].contains(&entry) || count == MAX_CODE_SUFFIXES {
+            continue;
+        }
+        out[count] = entry;
+        count += 1;
+    }
+    count
+}
+
+/// Where the last path component starts in `tail`, the last `tail_len` bytes of a path of
+/// `total` bytes (`tail_len` is `total` when the path fits). `None` when the component does
+/// not fit in `tail` (then it is longer than any name can be).
+#[inline(always)]
+pub fn last_component_start(
+    tail: &[u8; NAME_BUFFER],
+    tail_len: usize,
+    total: usize,
+) -> Option<usize> {
+    // Backwards, returning at the first slash: one path out per byte, so the verifier's
+    // states do not multiply with every slash position.
+    let mut k = 0;
+    while k < NAME_BUFFER {
+        let i = NAME_BUFFER - 1 - k;
+        if i < tail_len && tail[i] == b'/' {
+            return Some(i + 1);
+        }
+        k += 1;
+    }
+    if tail_len == total { Some(0) } else { None }
+}
+
+/// Whether the first `len` bytes of `name` are named as code: the script operand's last
+/// component, or a name ending in one of the first `suffix_count` suffixes, `suffix(i)`
+/// for `i` below [`MAX_CODE_SUFFIXES`] (the kernel reads them one at a time: a copy of all
+/// of them does not fit its stack).
+#[inline(always)]
+pub fn named_as_code<S: Fn(usize) -> CodeSuffix>(
+    name: &[u8; NAME_BUFFER],
+    len: u32,
+    script: &MainScript,
+    suffixes: S,
+    suffix_count: u32,
+) -> bool {
+    if len == 0 || len as usize > NAME_BUFFER {
+        return false;
+    }
+    (script.name_len == len && same_bytes(name, &script.name, len as usize))
+        || has_suffix(name, len as usize, suffixes, suffix_count)
+}
+
+#[inline(always)]
+fn same_bytes(a: &[u8; NAME_BUFFER], b: &[u8; NAME_BUFFER], len: usize) -> bool {
+    let mut i = 0;
+    while i < NAME_BUFFER {
+        if i < len && a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+#[inline(always)]
+fn has_suffix<S: Fn(usize) -> CodeSuffix>(
+    name: &[u8; NAME_BUFFER],
+    len: usize,
+    suffixes: S,
+    count: u32,
+) -> bool {
+    let mut s = 0;
+    while s < MAX_CODE_SUFFIXES {
+        let suffix = suffixes(s);
+        let suffix_len = suffix.len as usize;
+        // A name that is only the suffix (".py") is a hidden file, not code by its name.
+        if (s as u32) < count && suffix_len > 0 && suffix_len < len {
+            let start = len - suffix_len;
+            let mut j = 0;
+            while j < CODE_SUFFIX_BYTES {
+                // `start + j` is below `len`: the mask changes nothing but lets the
+                // verifier see the index in bounds.
+                if j < suffix_len && name[(start + j) & (NAME_BUFFER - 1)] != suffix.bytes[j] {
+                    break;
+                }
+                j += 1;
+            }
+            if j == CODE_SUFFIX_BYTES {
+                return true;
+            }
+        }
+        s += 1;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+
+    fn buffer(bytes: &[u8]) -> [u8; NAME_BUFFER] {
+        let mut buf = [0; NAME_BUFFER];
+        buf[..bytes.len()].copy_from_slice(bytes);
+        buf
+    }
+
+    fn script(name: &[u8]) -> MainScript {
+        MainScript {
+            name_len: name.len() as u32,
+            name: buffer(name),
+            ..MainScript::default()
+        }
+    }
+
+    fn default_suffixes() -> ([CodeSuffix; MAX_CODE_SUFFIXES], u32) {
+        let mut out = [CodeSuffix::default(); MAX_CODE_SUFFIXES];
+        let patterns = [
+            "*.py",
+            "*.pyc",
+            "*.pyo",
+            "*.pyw",
+            "*.pth",
+            "*.so",
+            "*.so.[0-9]*",
+            "*.zip",
+            "*.whl",
+            "*.egg",
+            "*.pyz",
+            "*.py",
+        ];
+        let count = code_suffixes(patterns, &mut out);
+        (out, count as u32)
+    }
+
+    fn code(name: &[u8], script_name: &[u8]) -> bool {
+        let (suffixes, count) = default_suffixes();
+        named_as_code(
+            &buffer(name),
+            name.len() as u32,
+            &script(script_name),
+            |i| suffixes[i],
+            count,
+        )
+    }
+
+    #[test]
+    fn suffixes_keep_literal_patterns_once() {
+        let (suffixes, count) = default_suffixes();
+        assert_eq!(
+            count, 10,
+            "*.so.[0-9]* is no literal suffix, *.py is listed twice"
+        );
+        assert_eq!(&suffixes[1].bytes[..suffixes[1].len as usize], b".pyc");
+        let mut out = [CodeSuffix::default(); MAX_CODE_SUFFIXES];
+        assert_eq!(
+            code_suffixes(["*", "x.py", "*.toolongsuffix", "*/a.py"], &mut out),
+            0
+        );
+    }
+
+    #[test]
+    fn operand_names_and_code_suffixes_are_code() {
+        assert!(code(b"environ", b"environ"));
+        assert!(code(b"x.py", b""));
+        assert!(code(b"__main__.pyc", b"tool"));
+        assert!(code(b"evil.pth", b"tool"));
+        // Data reads of /proc and /sys.
+        assert!(!code(b"environ", b"tool"));
+        assert!(!code(b"stat", b"statistics"));
+        assert!(!code(b"statistics", b"stat"));
+        assert!(!code(b"x.pyx", b"tool"));
+        assert!(!code(b".py", b"tool"));
+        assert!(!code(b"", b""));
+    }
+
+    #[test]
+    fn last_component_of_operands() {
+        let start = |path: &[u8]| {
+            let tail_len = path.len().min(NAME_BUFFER);
+            let tail = buffer(&path[path.len() - tail_len..]);
+            last_component_start(&tail, tail_len, path.len()).map(|s| tail[s..tail_len].to_vec())
+        };
+        assert_eq!(start(b"/proc/self/environ"), Some(b"environ".to_vec()));
+        assert_eq!(start(b"environ"), Some(b"environ".to_vec()));
+        assert_eq!(start(b"dir/"), Some(Vec::new()));
+        let mut long = b"/".repeat(300);
+        long.extend_from_slice(b"x.py");
+        assert_eq!(start(&long), Some(b"x.py".to_vec()));
+        // A component longer than the tail cannot be a name.
+        assert_eq!(start(&b"a".repeat(300)), None);
+    }
+}

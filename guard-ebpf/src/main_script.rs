@@ -1,0 +1,268 @@
+//! `tp_btf/sched_process_exec`: records the last path component of an interpreter's script
+//! operand, and judges the names under which `file_open` reaches a file
+//! ([`guard_common::code_name`]).
+//!
+//! Runs after the exec's point of no return, before the new program's first instruction,
+//! in the exec'd task: the argv it reads is the kernel's own copy, not yet in reach of the
+//! program. A shebang script's argv is the one binfmt_script rewrote, so its operand is the
+//! script's path.
+
+use aya_ebpf::{helpers::generated, macros::btf_tracepoint, programs::BtfTracePointContext};
+use guard_common::{
+    code_name::{CodeSuffix, MainScript, NAME_BUFFER, last_component_start, named_as_code},
+    exec_gate::{ARG_BUFFER, MAX_ARGS, MAX_CLUSTER},
+    lsm::magic_listed,
+    python_argv::{Reader, Word},
+};
+
+use crate::exec_gate::read_user_word;
+use crate::lsm_common::{LSM_MAIN_SCRIPTS, current_exe, is_interpreter, kread, setting};
+
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn main_script_exec(ctx: BtfTracePointContext) -> i32 {
+    // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+    let bprm: *const u8 = ctx.arg(2);
+    if !matches!(current_exe(), Ok(Some(exe)) if is_interpreter(&exe)) {
+        // What an earlier exec of this task recorded no longer applies.
+        LSM_MAIN_SCRIPTS.delete_current();
+        return 0;
+    }
+    let Some(script) = current_script() else {
+        // No memory: `file_open` creates the record at the interpreter's first open, then
+        // without the operand's name (the code suffixes still apply).
+        return 0;
+    };
+    script.name_len = 0;
+    script.code_link = 0;
+    let _ = record_operand(bprm, script);
+    0
+}
+
+/// The current task's record, created empty when missing; `None` without memory for it.
+#[inline(always)]
+pub fn current_script() -> Option<&'static mut MainScript> {
+    let script = LSM_MAIN_SCRIPTS.current(true);
+    // SAFETY: a non-null task storage pointer is the current task's value, alive while the
+    // task is, and only the task itself runs the programs that touch it.
+    unsafe { script.as_mut() }
+}
+
+fn record_operand(bprm: *const u8, script: &mut MainScript) -> Result<(), i32> {
+    let sp: u64 = kread(bprm, setting!(offsets.bprm_p))?;
+    let argc: i32 = kread(bprm, setting!(offsets.bprm_argc))?;
+    let Some(index) = operand_index(sp, argc) else {
+        return Ok(());
+    };
+    // The argv strings lie end to end, each with its NUL: a word ends where the next one
+    // starts, and the last one at the mm's `arg_end`.
+    let start: u64 = read_user(sp + 8 * (1 + index))?;
+    let end: u64 = if index + 1 < argc as u64 {
+        read_user(sp + 8 * (2 + index))?
+    } else {
+        // SAFETY: returns the current task pointer; only read through bpf_probe_read_kernel.
+        let task = unsafe { generated::bpf_get_current_task() } as *const u8;
+        let mm: *const u8 = kread(task, setting!(offsets.task_mm))?;
+        kread(mm, setting!(offsets.mm_arg_end))?
+    };
+    if end <= start {
+        return Err(-1);
+    }
+    let total = (end - start - 1) as usize;
+    let tail_len = if total < NAME_BUFFER {
+        total
+    } else {
+        NAME_BUFFER
+    };
+    read_user_bytes(
+        start + (total - tail_len) as u64,
+        &mut script.scratch,
+        tail_len,
+    )?;
+    let Some(first) = last_component_start(&script.scratch, tail_len, total) else {
+        return Ok(());
+    };
+    if first > tail_len {
+        return Ok(());
+    }
+    let len = tail_len - first;
+    read_user_bytes(start + (total - len) as u64, &mut script.name, len)?;
+    script.name_len = len as u32;
+    Ok(())
+}
+
+/// State of the argv walk, handed to each `bpf_loop` step.
+struct OperandWalk {
+    sp: u64,
+    argc: i32,
+    reader: Reader,
+    /// The script operand's argv index, once found.
+    found: u64,
+    buf: [u8; ARG_BUFFER],
+}
+
+/// The argv index of the script operand, by the grammar the exec gate reads.
+#[inline(always)]
+fn operand_index(sp: u64, argc: i32) -> Option<u64> {
+    let mut walk = OperandWalk {
+        sp,
+        argc,
+        reader: Reader::with_cluster_limit(MAX_CLUSTER),
+        found: 0,
+        buf: [0; ARG_BUFFER],
+    };
+    // SAFETY: `operand_step` has the callback signature bpf_loop expects, and `walk`
+    // outlives the call.
+    unsafe {
+        generated::bpf_loop(
+            MAX_ARGS,
+            operand_step as *mut core::ffi::c_void,
+            (&raw mut walk).cast(),
+            0,
+        )
+    };
+    (walk.found != 0).then_some(walk.found)
+}
+
+/// One `bpf_loop` step: word `index + 1` (argv[0] is no option). Returns 1 to stop.
+extern "C" fn operand_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `ctx` is the `OperandWalk` operand_index passed to bpf_loop, alive and
+    // unaliased for the duration of the loop.
+    let walk = unsafe { &mut *ctx.cast::<OperandWalk>() };
+    let i = index + 1;
+    if i >= walk.argc as u64 {
+        return 1;
+    }
+    let Ok(word) = read_user_word(walk.sp + 8 * (1 + i), &mut walk.buf) else {
+        return 1;
+    };
+    match walk.reader.feed(word) {
+        Word::Script(_) => {
+            walk.found = i;
+            1
+        }
+        // `-c`, `-m`, or options the kernel does not read: no script operand.
+        Word::InlineCode | Word::Module(_) | Word::Unread | Word::Program => 1,
+        _ => 0,
+    }
+}
+
+#[inline(always)]
+fn read_user(address: u64) -> Result<u64, i32> {
+    // SAFETY: reads user memory of the exec'd task; a bad address is an error.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user(address as *const u64) }.map_err(|e| e as i32)
+}
+
+/// Reads `len` (at most [`NAME_BUFFER`]) bytes of user memory into `buf`.
+#[inline(always)]
+fn read_user_bytes(address: u64, buf: &mut [u8; NAME_BUFFER], len: usize) -> Result<(), i32> {
+    if len == 0 {
+        return Ok(());
+    }
+    if len > NAME_BUFFER {
+        return Err(-1);
+    }
+    // SAFETY: writes `len` (1 to NAME_BUFFER) bytes into `buf`.
+    let ret = unsafe {
+        generated::bpf_probe_read_user(
+            buf.as_mut_ptr().cast(),
+            verifier_bounded(len as u32),
+            address as *const core::ffi::c_void,
+        )
+    };
+    if ret == 0 { Ok(()) } else { Err(ret as i32) }
+}
+
+/// `len`, known to be 1 to [`NAME_BUFFER`], in a form the verifier can bound: the
+/// compiler folds range checks into wrapping arithmetic the verifier cannot follow.
+#[inline(always)]
+fn verifier_bounded(len: u32) -> u32 {
+    ((len - 1) & (NAME_BUFFER as u32 - 1)) + 1
+}
+
+/// Whether `dentry`'s name is named as code for this interpreter task.
+#[inline(always)]
+pub fn dentry_named_as_code(dentry: *const u8, script: &mut MainScript) -> Result<bool, i32> {
+    let len: u32 = kread(dentry, setting!(offsets.dentry_name_len))?;
+    let name: *const u8 = kread(dentry, setting!(offsets.dentry_name))?;
+    if len == 0 || len as usize > NAME_BUFFER {
+        return Ok(false);
+    }
+    // SAFETY: writes `len` (1 to NAME_BUFFER) bytes into the scratch buffer.
+    let ret = unsafe {
+        generated::bpf_probe_read_kernel(
+            script.scratch.as_mut_ptr().cast(),
+            verifier_bounded(len),
+            name.cast(),
+        )
+    };
+    if ret != 0 {
+        return Err(ret as i32);
+    }
+    Ok(named_as_code(
+        &script.scratch,
+        len,
+        script,
+        code_suffix,
+        setting!(code_suffix_count),
+    ))
+}
+
+/// The loader's code suffix `index` (below `MAX_CODE_SUFFIXES`).
+#[inline(always)]
+fn code_suffix(index: usize) -> CodeSuffix {
+    let first = (&raw const crate::lsm_common::LSM_SETTINGS.code_suffixes).cast::<CodeSuffix>();
+    // SAFETY: `index` is below the array's length (the only caller loops to it); volatile
+    // so the compiler does not fold in the zeroes the global was compiled with.
+    unsafe { core::ptr::read_volatile(first.wrapping_add(index)) }
+}
+
+/// Mounts stacked on one mount point that [`mount_named_as_code`] looks through; deeper
+/// stacks count as named as code (fail closed).
+const MAX_STACKED_MOUNTS: usize = 8;
+
+/// Whether the file at `dentry` in `mnt` is a mount's root sitting on a mount point named as
+/// code (`mount --bind /proc/self/environ x.py`). Through mounts stacked on one mount point,
+/// the name is the bottom one's: the name the path walk looked up.
+#[inline(always)]
+pub fn mount_named_as_code(
+    mnt: *const u8,
+    dentry: *const u8,
+    script: &mut MainScript,
+) -> Result<bool, i32> {
+    let mut mnt = mnt;
+    let mut dentry = dentry;
+    let mut mountpoint: *const u8 = core::ptr::null();
+    let mut level = 0;
+    while level < MAX_STACKED_MOUNTS {
+        let root: *const u8 = kread(mnt, setting!(offsets.vfsmount_root))?;
+        if root != dentry {
+            break;
+        }
+        // container_of(mnt, struct mount, mnt)
+        let mount = mnt.wrapping_sub(setting!(offsets.mount_vfsmount) as usize);
+        // A namespace's root mount is its own parent, and sits on no mount point.
+        let parent: *const u8 = kread(mount, setting!(offsets.mount_parent))?;
+        if parent == mount {
+            break;
+        }
+        mountpoint = kread(mount, setting!(offsets.mount_mountpoint))?;
+        // The mount point may itself be the root of the mount below.
+        mnt = parent.wrapping_add(setting!(offsets.mount_vfsmount) as usize);
+        dentry = mountpoint;
+        level += 1;
+    }
+    if level == MAX_STACKED_MOUNTS {
+        return Ok(true);
+    }
+    if mountpoint.is_null() {
+        return Ok(false);
+    }
+    dentry_named_as_code(mountpoint, script)
+}
+
+/// Whether `magic` is one of the policy's trusted filesystem types.
+#[inline(always)]
+pub fn trusted_filesystem(magic: u32) -> bool {
+    let magics = setting!(trusted_filesystems);
+    magic_listed(magic, &magics, setting!(trusted_filesystem_count))
+}
