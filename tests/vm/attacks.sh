@@ -611,18 +611,21 @@ attacks() {
     attack check "17d a symlink without a code name -> /proc/self/environ" refused \
         nb "$tmp" 'ln -sfn /proc/self/environ env17 &&
             exec env -i X="1;$LINE" /usr/bin/python3 env17'
-    attack check "17d a directory whose __main__.py -> /proc/self/environ" refused \
-        nb "$tmp" 'mkdir -p dir17 && ln -sfn /proc/self/environ dir17/__main__.py &&
-            exec env -i X="1;$LINE" /usr/bin/python3 dir17'
+    # runpy compiles a directory's __main__ from bytes: environ's NULs fail, comm has none.
+    attack check "17d a directory whose __main__.py -> /proc/PID/comm" refused \
+        nb "$tmp" 'sh -c "printf \"exec(input())\" > /proc/self/comm; sleep 20; :" &
+            sleep 0.5; mkdir -p dir17 && ln -sfn /proc/$!/comm dir17/__main__.py &&
+            python3 dir17 < "$EVIL"; rc=$?; kill $!; exit $rc'
     attack check "17d /proc/self/fd/N of environ under the name N" refused \
         nb "$tmp" 'exec 7</proc/self/environ; cd /proc/self/fd &&
             exec env -i X="1;$LINE" /usr/bin/python3 7'
-    attack check "17d /proc/self/environ bind-mounted over x.py (user namespace)" refused \
-        nb "$tmp" 'exec unshare -Urm sh -c "touch mnt17.py && mount --bind /proc/self/environ mnt17.py &&
+    # The shell's own environ ($$, not mount's /proc/self): it execs python3 in place.
+    attack check "17d environ bind-mounted over x.py (user namespace)" refused \
+        nb "$tmp" 'exec unshare -Urm sh -c "touch mnt17.py && mount --bind /proc/\$\$/environ mnt17.py &&
             exec env -i X=\"1;\$LINE\" /usr/bin/python3 mnt17.py"'
     attack check "17d environ bind-mounted twice over x.py" refused \
-        nb "$tmp" 'exec unshare -Urm sh -c "touch mnt17b.py && mount --bind /proc/self/environ mnt17b.py &&
-            mount --bind /proc/self/environ mnt17b.py &&
+        nb "$tmp" 'exec unshare -Urm sh -c "touch mnt17b.py && mount --bind /proc/\$\$/environ mnt17b.py &&
+            mount --bind /proc/\$\$/environ mnt17b.py &&
             exec env -i X=\"1;\$LINE\" /usr/bin/python3 mnt17b.py"'
     baseline "family 17"
 

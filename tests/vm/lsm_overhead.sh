@@ -20,20 +20,26 @@ opens_pl() {
     perl -e 'for (1..20000) { open(my $f, "<", "/etc/hostname") or die; close($f); }'
     awk "BEGIN{printf \"%.4f\n\", $EPOCHREALTIME - $t}"
 }
+# Symlink follows and stats by any task: inode_follow_link and inode_getattr run for all.
+stats_pl() {
+    local t=$EPOCHREALTIME
+    perl -e 'for (1..20000) { stat("/usr/bin/python3") or die; }'
+    awk "BEGIN{printf \"%.4f\n\", $EPOCHREALTIME - $t}"
+}
 best() { local b=; for _ in 1 2 3; do v=$("$@"); if [ -z "$b" ] || awk "BEGIN{exit !($v < $b)}"; then b=$v; fi; done; echo "$b"; }
-py0=$(best opens_py); pl0=$(best opens_pl)
+py0=$(best opens_py); pl0=$(best opens_pl); st0=$(best stats_pl)
 log=$(mktemp)
 guard debug lsm --interpreter "$(readlink -f /usr/bin/python3)" --signer /usr/local/bin/guard \
     --exec-check --verdict-cache > "$log" 2>&1 &
 loader=$!
 wait_loader "$log" $loader
 grep -q "^lsm: active" "$log" || { cat "$log"; echo "not ok: LSM layer loaded"; exit 1; }
-py1=$(best opens_py); pl1=$(best opens_pl)
-export -f opens_py opens_pl
-guard debug hook-costs -- bash -c 'opens_py; opens_pl; for i in $(seq 1 2000); do echo x > /tmp/hc.$i; mv /tmp/hc.$i /tmp/hc.m; done; rm -f /tmp/hc.m' \
+py1=$(best opens_py); pl1=$(best opens_pl); st1=$(best stats_pl)
+export -f opens_py opens_pl stats_pl
+guard debug hook-costs -- bash -c 'opens_py; opens_pl; stats_pl; for i in $(seq 1 2000); do echo x > /tmp/hc.$i; mv /tmp/hc.$i /tmp/hc.m; done; rm -f /tmp/hc.m' \
     | grep '^hook-costs:' | sed "s/^/LSM-HOOK-COST $(uname -r) /"
 kill -TERM $loader
 wait $loader
-echo "LSM-OVERHEAD $(uname -r): 20k opens, interpreter: ${py0}s -> ${py1}s (x$(awk "BEGIN{printf \"%.3f\", $py1/$py0}")), other task: ${pl0}s -> ${pl1}s (x$(awk "BEGIN{printf \"%.3f\", $pl1/$pl0}"))"
+echo "LSM-OVERHEAD $(uname -r): 20k opens, interpreter: ${py0}s -> ${py1}s (x$(awk "BEGIN{printf \"%.3f\", $py1/$py0}")), other task: ${pl0}s -> ${pl1}s (x$(awk "BEGIN{printf \"%.3f\", $pl1/$pl0}")); 20k stats of a symlink, other task: ${st0}s -> ${st1}s (x$(awk "BEGIN{printf \"%.3f\", $st1/$st0}"))"
 rm -f "$log"
 exit 0
