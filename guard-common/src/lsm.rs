@@ -47,6 +47,8 @@ pub const HOOK_BPRM_CHECK_SECURITY: u32 = 8;
 
 /// How many filesystem magics [`LsmSettings::trusted_filesystems`] holds.
 pub const MAX_TRUSTED_FILESYSTEMS: usize = 16;
+/// How many owners [`LsmSettings::trusted_uids`] holds.
+pub const MAX_TRUSTED_OWNERS: usize = 8;
 /// Self-protection hooks ([`PROTECT_AGENT`]); their events carry a target, not a file
 /// (see [`SelfProtectSettings`]).
 pub const HOOK_TASK_KILL: u32 = 9;
@@ -114,9 +116,10 @@ pub struct LsmSettings {
     pub offsets: LsmOffsets,
     /// `PERMISSIVE` and `ENFORCE_*` bits.
     pub flags: u32,
-    /// The trusted owner of executables (`bprm_creds_for_exec`, [`NATIVE_TRUSTED`]), a
-    /// kernel uid.
-    pub trusted_uid: u32,
+    /// The trusted owners of executables (`bprm_creds_for_exec`, [`NATIVE_TRUSTED`]), kernel
+    /// uids, the first `trusted_uid_count` of them.
+    pub trusted_uids: [u32; MAX_TRUSTED_OWNERS],
+    pub trusted_uid_count: u32,
     /// The magics of the policy's trusted filesystem types, the first
     /// `trusted_filesystem_count` of them ([`NATIVE_TRUSTED`], [`crate::code_name`]).
     pub trusted_filesystems: [u32; MAX_TRUSTED_FILESYSTEMS],
@@ -301,13 +304,13 @@ pub struct CodeFile {
     pub fs_user_ns_level: u32,
 }
 
-/// Whether `magic` is among the first `count` of `magics` (a bounded loop the verifier
-/// accepts).
+/// Whether `value` is among the first `count` of `values` (a bounded loop the verifier
+/// accepts): a filesystem magic, an owner.
 #[inline(always)]
-pub fn magic_listed(magic: u32, magics: &[u32; MAX_TRUSTED_FILESYSTEMS], count: u32) -> bool {
+pub fn listed<const N: usize>(value: u32, values: &[u32; N], count: u32) -> bool {
     let mut i = 0;
-    while i < MAX_TRUSTED_FILESYSTEMS {
-        if (i as u32) < count && magics[i] == magic {
+    while i < N {
+        if (i as u32) < count && values[i] == value {
             return true;
         }
         i += 1;
@@ -327,7 +330,7 @@ pub fn magic_listed(magic: u32, magics: &[u32; MAX_TRUSTED_FILESYSTEMS], count: 
 ///
 /// and with [`NATIVE_TRUSTED`] only, for regular files:
 ///
-/// * `trusted-owner`: owned by `trusted_uid`;
+/// * `trusted-owner`: owned by one of the first `owner_count` of `owners`;
 /// * `not-writable-by-runner`: not writable by group or others, so nobody but that owner
 ///   can change it (whoever runs it);
 /// * `trusted-filesystem`: on a superblock of the initial user namespace whose type is
@@ -337,7 +340,8 @@ pub fn magic_listed(magic: u32, magics: &[u32; MAX_TRUSTED_FILESYSTEMS], count: 
 pub fn judge_native(
     flags: u32,
     file: &CodeFile,
-    trusted_uid: u32,
+    owners: &[u32; MAX_TRUSTED_OWNERS],
+    owner_count: u32,
     magics: &[u32; MAX_TRUSTED_FILESYSTEMS],
     magic_count: u32,
 ) -> Option<crate::Rule> {
@@ -355,13 +359,13 @@ pub fn judge_native(
     if flags & NATIVE_TRUSTED == 0 {
         return None;
     }
-    if file.uid != trusted_uid {
+    if !listed(file.uid, owners, owner_count) {
         return Some(crate::Rule::TrustedOwner);
     }
     if file.mode & GROUP_OTHERS_WRITE != 0 {
         return Some(crate::Rule::NotWritableByRunner);
     }
-    if file.fs_user_ns_level != 0 || !magic_listed(file.fs_magic, magics, magic_count) {
+    if file.fs_user_ns_level != 0 || !listed(file.fs_magic, magics, magic_count) {
         return Some(crate::Rule::TrustedFilesystem);
     }
     None
@@ -430,7 +434,10 @@ mod tests {
             fs_magic: EXT4,
             fs_user_ns_level: 0,
         };
-        let judge = |flags, file: CodeFile| judge_native(flags, &file, 0, &magics, 2);
+        // root and a second owner (bin, 2).
+        let mut owners = [0; MAX_TRUSTED_OWNERS];
+        owners[1] = 2;
+        let judge = |flags, file: CodeFile| judge_native(flags, &file, &owners, 2, &magics, 2);
         let trusted = NATIVE_LINKED | NATIVE_TRUSTED;
         for flags in [NATIVE_LINKED, trusted] {
             assert_eq!(judge(flags, usr_bin), None);
@@ -464,6 +471,13 @@ mod tests {
         };
         assert_eq!(judge(NATIVE_LINKED, built), None);
         assert_eq!(judge(trusted, built), Some(Rule::TrustedOwner));
+        // Every listed owner is trusted, not only the first.
+        let by_bin = CodeFile { uid: 2, ..usr_bin };
+        assert_eq!(judge(trusted, by_bin), None);
+        assert_eq!(
+            judge_native(trusted, &by_bin, &owners, 1, &magics, 2),
+            Some(Rule::TrustedOwner)
+        );
         for writable in [0o775, 0o757, 0o777] {
             let file = CodeFile {
                 mode: S_IFREG | writable,
@@ -493,12 +507,12 @@ mod tests {
         assert_eq!(judge(0, memfd), None);
         // Only the first `count` magics count.
         assert_eq!(
-            judge_native(trusted, &usr_bin, 0, &magics, 0),
+            judge_native(trusted, &usr_bin, &owners, 2, &magics, 0),
             Some(Rule::TrustedFilesystem)
         );
-        assert!(magic_listed(TMPFS, &magics, 2));
-        assert!(!magic_listed(TMPFS, &magics, 1));
-        assert!(!magic_listed(0, &magics, 2));
+        assert!(listed(TMPFS, &magics, 2));
+        assert!(!listed(TMPFS, &magics, 1));
+        assert!(!listed(0, &magics, 2));
     }
 
     #[test]
@@ -506,7 +520,7 @@ mod tests {
         assert_eq!(size_of::<LsmEvent>(), 48);
         assert_eq!(
             size_of::<LsmSettings>(),
-            4 * (33 + MAX_TRUSTED_FILESYSTEMS + 1)
+            4 * (32 + MAX_TRUSTED_OWNERS + 1 + MAX_TRUSTED_FILESYSTEMS + 1)
                 + (4 + crate::code_name::CODE_SUFFIX_BYTES) * crate::code_name::MAX_CODE_SUFFIXES
                 + 4
         );

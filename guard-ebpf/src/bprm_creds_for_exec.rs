@@ -1,7 +1,7 @@
 //! `lsm/bprm_creds_for_exec`: answers interpreters' `execveat(…, AT_EXECVE_CHECK)`.
 //!
 //! Since Linux 6.14 an interpreter can ask whether an open file may be executed; the kernel
-//! runs this hook with `bprm->is_check` set and stops there. A file not owned by the trusted
+//! runs this hook with `bprm->is_check` set and stops there. A file not owned by a trusted
 //! owner, writable by others, or unlinked is refused (`EACCES`). Real execs are left alone:
 //! refusing them by owner would be an allow-list for every program on the host, which is
 //! not this layer's job. Where the kernel has no `is_check` the loader does not attach it.
@@ -9,7 +9,7 @@
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use guard_common::{
     Rule,
-    lsm::{ENFORCE_EXEC_CHECK, HOOK_BPRM_CREDS_FOR_EXEC},
+    lsm::{ENFORCE_EXEC_CHECK, HOOK_BPRM_CREDS_FOR_EXEC, listed},
 };
 
 use crate::lsm_common::{EACCES, inode_facts, kread, refuse, setting};
@@ -46,7 +46,7 @@ fn judge(bprm: *const u8) -> Result<i32, i32> {
     let uid: u32 = kread(inode, setting!(offsets.inode_uid))?;
     let rule = if facts.nlink == 0 {
         Rule::NotDeleted
-    } else if uid != setting!(trusted_uid) {
+    } else if !listed(uid, &setting!(trusted_uids), setting!(trusted_uid_count)) {
         Rule::TrustedOwner
     } else if facts.mode & OTHERS_WRITE != 0 {
         Rule::NotWritableByRunner

@@ -16,7 +16,7 @@ use guard_common::{
     exec_gate::InterpreterKey,
     lsm::{
         AgentState, InodeState, InodeVerdict, LsmEvent, LsmOffsets, LsmSettings,
-        MAX_TRUSTED_FILESYSTEMS, PERMISSIVE,
+        MAX_TRUSTED_FILESYSTEMS, MAX_TRUSTED_OWNERS, PERMISSIVE,
     },
 };
 
@@ -61,7 +61,8 @@ pub static LSM_SETTINGS: LsmSettings = LsmSettings {
         mount_parent: 0,
     },
     flags: 0,
-    trusted_uid: 0,
+    trusted_uids: [0; MAX_TRUSTED_OWNERS],
+    trusted_uid_count: 0,
     trusted_filesystems: [0; MAX_TRUSTED_FILESYSTEMS],
     trusted_filesystem_count: 0,
     code_suffixes: [CodeSuffix {

@@ -11,7 +11,7 @@ use aya_ebpf::{helpers::generated, macros::btf_tracepoint, programs::BtfTracePoi
 use guard_common::{
     code_name::{CodeSuffix, MainScript, NAME_BUFFER, last_component_start, named_as_code},
     exec_gate::{ARG_BUFFER, MAX_ARGS, MAX_CLUSTER},
-    lsm::magic_listed,
+    lsm::listed,
     python_argv::{Reader, Word},
 };
 
@@ -264,5 +264,5 @@ pub fn mount_named_as_code(
 #[inline(always)]
 pub fn trusted_filesystem(magic: u32) -> bool {
     let magics = setting!(trusted_filesystems);
-    magic_listed(magic, &magics, setting!(trusted_filesystem_count))
+    listed(magic, &magics, setting!(trusted_filesystem_count))
 }

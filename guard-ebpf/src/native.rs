@@ -68,10 +68,12 @@ fn judge(file: *const u8) -> Result<Option<(Rule, InodeFacts)>, i32> {
         fs_user_ns_level,
     };
     let magics = setting!(trusted_filesystems);
+    let owners = setting!(trusted_uids);
     let rule = judge_native(
         setting!(flags),
         &code,
-        setting!(trusted_uid),
+        &owners,
+        setting!(trusted_uid_count),
         &magics,
         setting!(trusted_filesystem_count),
     );

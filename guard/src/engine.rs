@@ -532,7 +532,9 @@ where
 /// owning a file's superblock: it is taken as the initial one, which every filesystem
 /// mounted outside a container is.
 pub fn decide_native(policy: &Policy, object: &Object) -> Option<Rule> {
-    use guard_common::lsm::{CodeFile, MAX_TRUSTED_FILESYSTEMS, NATIVE_LINKED, NATIVE_TRUSTED};
+    use guard_common::lsm::{
+        CodeFile, MAX_TRUSTED_FILESYSTEMS, MAX_TRUSTED_OWNERS, NATIVE_LINKED, NATIVE_TRUSTED,
+    };
     let flags = match policy.native.code {
         crate::policy::NativeCode::Any => return None,
         crate::policy::NativeCode::Linked => NATIVE_LINKED,
@@ -556,8 +558,13 @@ pub fn decide_native(policy: &Policy, object: &Object) -> Option<Rule> {
         fs_magic: object.fs_magic as u32,
         fs_user_ns_level: 0,
     };
-    let trusted_uid = policy.trust.owners.first().copied().unwrap_or(0);
-    guard_common::lsm::judge_native(flags, &file, trusted_uid, &magics, count as u32)
+    // As the loader fills it too (a policy with more owners fails to load the layer).
+    let mut owners = [0u32; MAX_TRUSTED_OWNERS];
+    for (slot, uid) in owners.iter_mut().zip(&policy.trust.owners) {
+        *slot = *uid;
+    }
+    let owner_count = policy.trust.owners.len().min(MAX_TRUSTED_OWNERS) as u32;
+    guard_common::lsm::judge_native(flags, &file, &owners, owner_count, &magics, count as u32)
 }
 
 /// Decides an interpreter launch: `-c`, stdin, interactive use, environment, script operand,

@@ -41,7 +41,7 @@ fn signers() -> Vec<Identity> {
 pub fn config(loaded: &Loaded, agent: Option<u32>) -> LsmConfig {
     let mut config = LsmConfig::new(loaded.interpreter_identities());
     config.exec_check = true;
-    config.trusted_uid = loaded.policy.trust.owners.first().copied().unwrap_or(0);
+    config.trusted_uids = loaded.policy.trust.owners.clone();
     config.native_code = loaded.policy.native.code;
     config.trusted_filesystems = loaded
         .policy

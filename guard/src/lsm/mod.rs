@@ -56,8 +56,8 @@ use guard_common::lsm::{
     AgentState, ENFORCE_EXEC_CHECK, ENFORCE_EXEC_MAP, ENFORCE_FILE_OPEN, HOOK_BPRM_CHECK_SECURITY,
     HOOK_BPRM_CREDS_FOR_EXEC, HOOK_FILE_MPROTECT, HOOK_FILE_OPEN, HOOK_INODE_REMOVEXATTR,
     HOOK_INODE_SETATTR, HOOK_INODE_SETXATTR, HOOK_MMAP_FILE, InodeState, InodeVerdict, LsmOffsets,
-    LsmSettings, MAX_TRUSTED_FILESYSTEMS, NATIVE_LINKED, NATIVE_TRUSTED, PERMISSIVE,
-    PROTECT_SIGNATURES, VERDICT_CACHE,
+    LsmSettings, MAX_TRUSTED_FILESYSTEMS, MAX_TRUSTED_OWNERS, NATIVE_LINKED, NATIVE_TRUSTED,
+    PERMISSIVE, PROTECT_SIGNATURES, VERDICT_CACHE,
 };
 use guard_common::lsm::{
     HOOK_BPF_MAP, HOOK_BPF_PROG, HOOK_FILE_SEND_SIGIOTASK, HOOK_PIN_RENAME, HOOK_PIN_UNLINK,
@@ -229,8 +229,9 @@ pub struct LsmConfig {
     pub exec_mappings: bool,
     /// `bprm_creds_for_exec`: refuse execs and `AT_EXECVE_CHECK`s of untrusted files.
     pub exec_check: bool,
-    /// The trusted owner for `exec_check` and [`NativeCode::Trusted`].
-    pub trusted_uid: u32,
+    /// The trusted owners for `exec_check` and [`NativeCode::Trusted`] (at most
+    /// [`MAX_TRUSTED_OWNERS`]).
+    pub trusted_uids: Vec<u32>,
     /// The policy's executable rules for every task (`bprm_check_security`, and
     /// `mmap_file`/`file_mprotect` whatever `exec_mappings` says).
     pub native_code: NativeCode,
@@ -286,7 +287,7 @@ impl LsmConfig {
             file_open: true,
             exec_mappings: true,
             exec_check: false,
-            trusted_uid: 0,
+            trusted_uids: vec![0],
             native_code: NativeCode::Any,
             trusted_filesystems: Vec::new(),
             code_patterns: Vec::new(),
@@ -324,6 +325,10 @@ impl LsmConfig {
         for (slot, magic) in trusted_filesystems.iter_mut().zip(&magics) {
             *slot = *magic;
         }
+        let mut trusted_uids = [0; MAX_TRUSTED_OWNERS];
+        for (slot, uid) in trusted_uids.iter_mut().zip(&self.trusted_uids) {
+            *slot = *uid;
+        }
         let mut code_suffixes = [CodeSuffix::default(); MAX_CODE_SUFFIXES];
         let code_suffix_count = guard_common::code_name::code_suffixes(
             self.code_patterns.iter().map(String::as_str),
@@ -332,7 +337,8 @@ impl LsmConfig {
         LsmSettings {
             offsets,
             flags,
-            trusted_uid: self.trusted_uid,
+            trusted_uids,
+            trusted_uid_count: self.trusted_uids.len().min(MAX_TRUSTED_OWNERS) as u32,
             trusted_filesystems,
             trusted_filesystem_count: magics.len().min(MAX_TRUSTED_FILESYSTEMS) as u32,
             code_suffixes,
@@ -617,6 +623,13 @@ impl LsmLayer {
                 "interpreters",
                 config.interpreters.len(),
                 MAX_INTERPRETERS,
+            ));
+        }
+        if config.trusted_uids.len() > MAX_TRUSTED_OWNERS {
+            return Err(LsmError::TooMany(
+                "trusted owners",
+                config.trusted_uids.len(),
+                MAX_TRUSTED_OWNERS,
             ));
         }
         if config.trusted_magics().len() > MAX_TRUSTED_FILESYSTEMS {
@@ -1092,6 +1105,16 @@ mod tests {
         assert_eq!(offsets.file_path_dentry, offsets.file_path_mnt + 8);
         assert_ne!(offsets.mount_vfsmount, 0);
         assert_ne!(offsets.mount_mountpoint, 0);
+    }
+
+    #[test]
+    fn every_trusted_owner_reaches_the_kernel() {
+        let mut config = LsmConfig::new(vec![]);
+        assert_eq!(config.settings(LsmOffsets::default()).trusted_uid_count, 1);
+        config.trusted_uids = vec![0, 2, 1000];
+        let settings = config.settings(LsmOffsets::default());
+        assert_eq!(settings.trusted_uid_count, 3);
+        assert_eq!(settings.trusted_uids[..4], [0, 2, 1000, 0]);
     }
 
     #[test]
