@@ -189,8 +189,13 @@ stop_loader
 
 echo "### guard run, policy with code = \"trusted\""
 policy=/etc/guard/native-trusted.toml
-guard policy show | grep -v '^#' | sed 's/^code = "any"$/code = "trusted"/' > "$policy"
+# A second trusted owner: the kernel trusts every listed owner, not only the first.
+guard policy show | grep -v '^#' | sed 's/^code = "any"$/code = "trusted"/; s/^owners = \["root"\]$/owners = ["root", "bin"]/' > "$policy"
 check "policy says trusted" grep -q '^code = "trusted"$' "$policy"
+check "policy trusts root and bin" grep -q '^owners = \["root", "bin"\]$' "$policy"
+cp /bin/true "$d/bins-true"
+chown bin:bin "$d/bins-true"
+chmod 755 "$d/bins-true"
 check "policy valid" guard policy check "$policy"
 agent_log=/var/log/guard/agent-native.log
 audit=/var/log/guard/audit-native.jsonl
@@ -207,6 +212,7 @@ evmctl ima_sign --hashalgo sha256 --key "$GUARD_KEY" "$d/signed.py" > /dev/null
 check "agent: signed script runs as nobody" bash -c "${user[*]} -- python3 $d/signed.py | grep -q 'signed ok'"
 check "agent: /usr programs run" runs "${user[@]}" sh -c 'ls / > /dev/null && /bin/true'
 check "agent: nobody's copy of /bin/true refused" refused "${user[@]}" "$d/true"
+check "agent: bin's copy of /bin/true runs (the second owner)" runs "${user[@]}" "$d/bins-true"
 check "agent: LD_PRELOAD of nobody's library refused, constructor not run" preload_refused
 sleep 1
 check "agent: exec refusal audited" grep -q '"code":"bprm_check_security".*"rule":"trusted-owner"' "$audit"
