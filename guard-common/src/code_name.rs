@@ -99,15 +99,19 @@ pub fn last_component_start(
     tail_len: usize,
     total: usize,
 ) -> Option<usize> {
-    // Backwards, returning at the first slash: one path out per byte, so the verifier's
-    // states do not multiply with every slash position.
-    let mut k = 0;
-    while k < NAME_BUFFER {
-        let i = NAME_BUFFER - 1 - k;
-        if i < tail_len && tail[i] == b'/' {
+    // Backwards from the end, returning at the first slash. Bounded by `tail_len` itself:
+    // a constant bound with an `i < tail_len` test inside makes the verifier split its
+    // state at every byte (quadratic), this one walks each byte once.
+    let mut i = if tail_len < NAME_BUFFER {
+        tail_len
+    } else {
+        NAME_BUFFER
+    };
+    while i > 0 {
+        i -= 1;
+        if tail[i & (NAME_BUFFER - 1)] == b'/' {
             return Some(i + 1);
         }
-        k += 1;
     }
     if tail_len == total { Some(0) } else { None }
 }
@@ -127,20 +131,34 @@ pub fn named_as_code<S: Fn(usize) -> CodeSuffix>(
     if len == 0 || len as usize > NAME_BUFFER {
         return false;
     }
-    (script.name_len == len && same_bytes(name, &script.name, len as usize))
-        || has_suffix(name, len as usize, suffixes, suffix_count)
+    // The suffixes first: the verifier then walks the variable-length comparison last,
+    // with nothing left to verify after each of its exits.
+    has_suffix(name, len as usize, suffixes, suffix_count)
+        || (script.name_len == len && same_bytes(name, &script.name, len as usize))
 }
 
 #[inline(always)]
 fn same_bytes(a: &[u8; NAME_BUFFER], b: &[u8; NAME_BUFFER], len: usize) -> bool {
+    // Bounded by `len` itself, as in `last_component_start`. The verifier needs to see the
+    // bound; the compiler would fold it into earlier range checks the verifier cannot
+    // follow, so it is taken again on a value the compiler knows nothing about.
+    let len = opaque(len);
+    let len = if len < NAME_BUFFER { len } else { NAME_BUFFER };
     let mut i = 0;
-    while i < NAME_BUFFER {
-        if i < len && a[i] != b[i] {
+    while i < len {
+        if a[i] != b[i] {
             return false;
         }
         i += 1;
     }
     true
+}
+
+/// `value`, as something the compiler cannot reason about.
+#[inline(always)]
+fn opaque(value: usize) -> usize {
+    // SAFETY: a volatile read of a local the function owns.
+    unsafe { core::ptr::read_volatile(&value) }
 }
 
 #[inline(always)]
