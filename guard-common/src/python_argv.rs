@@ -293,6 +293,25 @@ fn takes_argument(option: u8) -> bool {
     false
 }
 
+/// The words of a command line as the kernel keeps it (`/proc/PID/cmdline`: every word,
+/// `argv[0]` included, ends with a NUL), exactly as the program received them: an empty
+/// word is a word. CPython takes `python3 -W '' ./x` as `-W ''` then the script `./x`;
+/// a reader that drops the empty word reads `-W ./x` and loses the script.
+pub fn cmdline_words(cmdline: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let body = match cmdline.split_last() {
+        Some((0, body)) => body,
+        _ => cmdline,
+    };
+    // No words at all (a kernel thread, a zombie), not one empty word.
+    let words = if cmdline.is_empty() { None } else { Some(body) };
+    words.into_iter().flat_map(|body| body.split(|b| *b == 0))
+}
+
+/// Reads a command line as the kernel keeps it ([`cmdline_words`]), skipping `argv[0]`.
+pub fn parse_cmdline(cmdline: &[u8]) -> Invocation<'_> {
+    parse(cmdline_words(cmdline).skip(1))
+}
+
 /// Reads a CPython argv (without `argv[0]`). Everything after the script operand, `-c CMD`
 /// or `-m MOD` belongs to the program and is not interpreted.
 pub fn parse<'a, I>(args: I) -> Invocation<'a>
@@ -410,6 +429,21 @@ mod tests {
         assert!(run(&["-Ei", "s.py"]).inspect);
         assert!(!run(&["s.py", "-i"]).inspect);
         assert_eq!(run(&["--", "-c"]).script, Some(&b"-c"[..]));
+    }
+
+    #[test]
+    fn cmdline_keeps_empty_words() {
+        let words: Vec<&[u8]> = cmdline_words(b"python3\0-W\0\0./x\0").collect();
+        assert_eq!(words, [&b"python3"[..], b"-W", b"", b"./x"]);
+        let inv = parse_cmdline(b"python3\0-W\0\0./x\0");
+        assert_eq!(inv.script, Some(&b"./x"[..]));
+        // An empty operand is the script (CPython runs the cwd's __main__).
+        assert_eq!(parse_cmdline(b"python3\0\0").script, Some(&b""[..]));
+        assert_eq!(parse_cmdline(b"python3\0").script, None);
+        assert_eq!(cmdline_words(b"").count(), 0);
+        // A rewritten command line without its final NUL keeps its last word.
+        let words: Vec<&[u8]> = cmdline_words(b"a\0b").collect();
+        assert_eq!(words, [&b"a"[..], b"b"]);
     }
 
     #[test]

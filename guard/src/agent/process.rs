@@ -65,8 +65,7 @@ fn parse_credentials(status: &str) -> Option<(u32, Vec<u32>)> {
 /// not find out (out of descriptors or memory), which must not pass for "not the script".
 pub fn main_script(pid: i32) -> io::Result<Option<FileId>> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let invocation = python_argv::parse(args.iter().skip(1).copied().filter(|a| !a.is_empty()));
+    let invocation = python_argv::parse_cmdline(&cmdline);
     let Some(script) = invocation.script else {
         return Ok(None);
     };
