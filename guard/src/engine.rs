@@ -95,6 +95,9 @@ pub enum CodeKind {
     Native,
     /// An executable being exec'd.
     Executable,
+    /// A name that decides whether the open is code could not be read (the path the
+    /// interpreter asked for, the file's own): judged as code, all checks.
+    Unknown,
 }
 
 impl CodeKind {
@@ -111,6 +114,7 @@ impl CodeKind {
             CodeKind::Archive => "archive",
             CodeKind::Native => "native",
             CodeKind::Executable => "executable",
+            CodeKind::Unknown => "unknown",
         }
     }
 }

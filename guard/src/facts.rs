@@ -43,28 +43,43 @@ pub fn object_of(file: &File, code: CodeKind) -> io::Result<Object> {
     })
 }
 
-/// What makes `file` code for an interpreter with `profile`: being its main script, a
-/// code pattern on its name, or its content.
+/// What makes `file` code for an interpreter with `profile`: being its main script, a code
+/// pattern on any name the open reached it by (the file's own, the one the interpreter
+/// asked for), or its content. When a name could not be read (`missing` says why), the
+/// open is judged as code: a fact guard could not establish never makes it data.
 pub fn classify(
     profile: &Profile,
     file: &File,
     size: u64,
-    name: Option<&str>,
+    names: &[&[u8]],
     is_main_script: bool,
+    missing: Option<&str>,
 ) -> io::Result<CodeKind> {
     if is_main_script && profile.main_script_is_code {
         return Ok(CodeKind::MainScript);
     }
-    if let Some(name) = name
-        && profile.code_patterns.iter().any(|p| p.matches(name))
-    {
-        return Ok(kind_by_name(name));
+    if let Some(kind) = code_by_name(profile, names) {
+        return Ok(kind);
     }
     Ok(match sniff(file, size, &profile.sniff)? {
         Some(Sniff::Pyc) => CodeKind::Bytecode,
         Some(Sniff::Zip) => CodeKind::Archive,
         Some(Sniff::Elf) => CodeKind::Native,
+        None if missing.is_some() => CodeKind::Unknown,
         None => CodeKind::NotCode,
+    })
+}
+
+/// The code kind of the first of `names` a code pattern matches. Names are bytes: one that
+/// is not UTF-8 is matched with its invalid bytes replaced, which keeps its suffix.
+pub fn code_by_name(profile: &Profile, names: &[&[u8]]) -> Option<CodeKind> {
+    names.iter().find_map(|name| {
+        let name = String::from_utf8_lossy(name);
+        profile
+            .code_patterns
+            .iter()
+            .any(|p| p.matches(&name))
+            .then(|| kind_by_name(&name))
     })
 }
 

@@ -1207,3 +1207,137 @@ fn loader_launches_are_killed_at_exec() {
     assert!(!marker.exists(), "a loader mode ran the payload");
     lab.baseline();
 }
+
+/// Runs `args` (bash words, `$PY` expanded by bash) first with the host's unprofiled
+/// python3, where the payload must run (a broken attack must not pass for a refused one),
+/// then with the profiled one, where it must not.
+fn unguarded_then_refused(lab: &Lab, cwd: &Path, args: &str, env: &[(&str, &str)], marker: &Path) {
+    // `exec_py ARGS` in a longer script, or ARGS alone.
+    let script = |python: &str| {
+        let run = format!("exec {python}");
+        if args.contains("exec_py ") {
+            args.replace("exec_py", &run)
+        } else {
+            format!("{run} {args}")
+        }
+    };
+    let out = lab.sh(cwd, &script(PYTHON), env);
+    assert!(
+        marker.exists(),
+        "{args}: the attack does not work unguarded\n{}",
+        describe(&out)
+    );
+    std::fs::remove_file(marker).unwrap();
+    let out = lab.sh(cwd, &script("\"$PY\""), env);
+    assert_not_ran(args, &out, marker);
+}
+
+/// Issue 15, class 1: an open is code by the name the interpreter asked for. CPython's
+/// import system looks up `evil.py`, `__init__.py`, `x.pth`; a symlink of that name to a
+/// data-named file is code to it, whatever the target is called.
+#[test]
+fn code_named_links_to_data_files_are_code() {
+    let lab = Lab::new();
+    let marker = lab.marker("links");
+    let code = payload(&marker);
+    let line = code.lines().next().unwrap().to_string();
+    let dir = lab.path("tmp/links");
+    lab.evil("tmp/links/p", &code);
+    lab.evil("tmp/links/pth-data", format!("import os; {line}\n"));
+    let link = |name: &str, target: &str| {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, &path).unwrap();
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
+            &path,
+            Some(NOBODY.into()),
+            Some(NOBODY.into()),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+    };
+    link("evil.py", "p");
+    link("pkg/__init__.py", "../p");
+    link(
+        "home/.local/lib/python3.11/site-packages/evil.pth",
+        "../../../../../pth-data",
+    );
+    lab.signed("base/imports_evil.py", "import evil\n");
+    lab.signed("base/imports_pkg.py", "import pkg\n");
+    let links = dir.to_str().unwrap();
+    let home = dir.join("home");
+    let home = home.to_str().unwrap();
+    let base = lab.path("base");
+    unguarded_then_refused(&lab, &dir, "-m evil", &[], &marker);
+    for script in ["imports_evil.py", "imports_pkg.py"] {
+        unguarded_then_refused(&lab, &base, script, &[("PYTHONPATH", links)], &marker);
+    }
+    unguarded_then_refused(&lab, &base, "ok.py", &[("HOME", home)], &marker);
+    let denies = lab.denies("/tmp/links/");
+    assert!(
+        denies.len() >= 4,
+        "every link refused as code: {denies:#?}\n{}",
+        lab.agent.log_text()
+    );
+    // The same data file read as data stays readable; the signed baseline runs.
+    let out = lab.py(&dir, &["../../base/ok.py", "x"], &[]);
+    assert_eq!(text(&out.stdout), "ok x\n", "{}", describe(&out));
+    lab.baseline();
+}
+
+/// Issue 15, class 2: guard reads a command line as CPython does. An empty word is a word:
+/// `-W ''` takes it as its argument, and the data-named script that follows is the main
+/// script.
+#[test]
+fn empty_words_do_not_hide_the_script() {
+    let lab = Lab::new();
+    let marker = lab.marker("empty");
+    lab.evil("tmp/empty/payload", payload(&marker));
+    let cwd = lab.path("tmp/empty");
+    for args in [
+        "-W '' ./payload",
+        "-X '' ./payload",
+        "-W '' -X '' payload x ''",
+        "--check-hash-based-pycs default -W '' payload",
+    ] {
+        unguarded_then_refused(&lab, &cwd, args, &[], &marker);
+    }
+    lab.baseline();
+}
+
+/// Issue 25: a lookup guard makes itself (the file's name read back from its descriptor,
+/// the script operand resolved again under the process's cwd) that the attacker makes fail
+/// while the interpreter's own open succeeds proves nothing: the open is judged as code.
+#[test]
+fn lookups_made_to_fail_do_not_make_code_data() {
+    let lab = Lab::new();
+    let marker = lab.marker("lookups");
+    let code = payload(&marker);
+    // A working directory deeper than PATH_MAX: the descriptor's path cannot be read back
+    // (ENAMETOOLONG), and CPython, unable to make the operand absolute, opens it relative.
+    // Built and entered one component at a time: no path to it fits a syscall.
+    let component = "d".repeat(250);
+    let descend = format!("for i in $(seq 18); do mkdir -p {component} && cd {component}; done");
+    let out = lab.sh(
+        &lab.path("tmp"),
+        &format!("{descend} && printf '%s' \"$CODE\" > payload"),
+        &[("CODE", &code)],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    unguarded_then_refused(
+        &lab,
+        &lab.path("tmp"),
+        &format!("{descend}; exec_py payload"),
+        &[],
+        &marker,
+    );
+    // An operand through 40 symlinks, the kernel's limit: the interpreter reaches the file,
+    // the agent's walk through /proc/PID/cwd (one link more) would not (ELOOP).
+    let dir = lab.path("tmp/hops");
+    lab.evil("tmp/hops/payload", &code);
+    std::os::unix::fs::symlink(".", dir.join("s")).unwrap();
+    let operand = format!("{}payload", "s/".repeat(40));
+    unguarded_then_refused(&lab, &dir, &operand, &[], &marker);
+    lab.baseline();
+}

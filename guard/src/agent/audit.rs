@@ -41,6 +41,10 @@ pub struct AuditRecord {
     pub enforced: bool,
     pub rule: &'static str,
     pub reason: String,
+    /// A fact guard could not establish, for which the open was judged as code (fail
+    /// closed): which one, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing: Option<String>,
     pub checks: Vec<CheckRecord>,
 }
 

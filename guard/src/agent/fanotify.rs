@@ -25,9 +25,10 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::audit::{AuditRecord, CheckRecord};
 use super::stats::bump;
-use super::{Config, Loaded, State, log_policy, mounts, process, status};
+use super::{Config, Loaded, State, log_policy, mounts, opener, process, status};
 use crate::engine::{CodeKind, Subject, Verdict, facts_unavailable};
 use crate::facts::{self, Lookup};
+use crate::policy::Profile;
 
 const PERMISSION_EVENTS: MaskFlags = MaskFlags::FAN_OPEN_PERM.union(MaskFlags::FAN_OPEN_EXEC_PERM);
 
@@ -284,7 +285,12 @@ const MAX_ISOLATED: usize = 64;
 
 fn new_group() -> nix::Result<Fanotify> {
     Fanotify::init(
-        InitFlags::FAN_CLASS_CONTENT | InitFlags::FAN_CLOEXEC | InitFlags::FAN_NONBLOCK,
+        // FAN_REPORT_TID: the thread that opened, whose syscall holds the path it asked for
+        // (a process's other threads are elsewhere) and whose credentials the kernel used.
+        InitFlags::FAN_CLASS_CONTENT
+            | InitFlags::FAN_CLOEXEC
+            | InitFlags::FAN_NONBLOCK
+            | InitFlags::FAN_REPORT_TID,
         EventFFlags::O_RDONLY
             | EventFFlags::O_LARGEFILE
             | EventFFlags::O_CLOEXEC
@@ -741,6 +747,8 @@ struct Outcome {
     uid: Option<u32>,
     path: String,
     id: String,
+    /// A fact that could not be established, for which the open was judged as code.
+    missing: Option<String>,
 }
 
 impl Outcome {
@@ -752,6 +760,7 @@ impl Outcome {
             uid: None,
             path: descriptor_path(fd),
             id: "?".into(),
+            missing: None,
         }
     }
 
@@ -784,6 +793,7 @@ impl Outcome {
             enforced: verdict.enforced,
             rule: verdict.rule.id(),
             reason: verdict.reason().to_string(),
+            missing: self.missing.clone(),
             checks: verdict
                 .checks
                 .iter()
@@ -835,7 +845,7 @@ fn evaluate(
 fn evaluate_interpreter(
     state: &State,
     loaded: &Loaded,
-    pid: i32,
+    tid: i32,
     fd: BorrowedFd<'_>,
     profile_index: usize,
 ) -> std::io::Result<Outcome> {
@@ -845,25 +855,49 @@ fn evaluate_interpreter(
     let file = File::from(fd.try_clone_to_owned()?);
     let meta = file.metadata()?;
     let path = descriptor_path(fd);
-    let name = Path::new(path.trim_end_matches(" (deleted)"))
-        .file_name()
-        .and_then(|n| n.to_str());
-    let mut code = facts::classify(profile, &file, meta.len(), name, false)?;
     let id = crate::engine::FileId {
         dev: meta.dev(),
         ino: meta.ino(),
     };
-    // The file of an interpreter module (by identity) is refused when it is the main
-    // script, and only then: `import timeit` from a signed script opens the same file.
     let module_file = loaded.modules.get(id);
+    let named = open_names(profile, module_file.is_some(), tid, fd);
     let mut main_module = None;
-    if module_file.is_some() || (code == CodeKind::NotCode && profile.main_script_is_code) {
-        let main = process::main_script(pid)?;
-        main_module = loaded.modules.main_module(id, main);
-        if main_module.is_some() || (profile.main_script_is_code && main == Some(id)) {
-            code = CodeKind::MainScript;
+    let mut is_main_script = false;
+    if named.code.is_none() || module_file.is_some() {
+        // CPython opens its main script by the operand's own path (made absolute): the
+        // name it asks for ends like the operand, whatever the file behind it is called.
+        let operand = process::script_operand(tid);
+        if let (Ok(Some(operand)), Some(asked)) = (&operand, &named.asked) {
+            let last = opener::last_component(operand);
+            is_main_script = !last.is_empty() && last == asked.as_slice();
+        }
+        // The file of an interpreter module is refused when it is the main script, and
+        // only then: `import timeit` from a signed script opens the same file. What cannot
+        // be told apart is the main script.
+        if let Some(entry) = module_file {
+            let unknown = named.missing.is_some() || operand.is_err();
+            let package_main = match (&operand, entry.package_dir) {
+                (Ok(Some(operand)), Some(_)) => process::resolve_operand(tid, operand)
+                    .map_or(true, |main| entry.runs_as_main(id, main)),
+                _ => false,
+            };
+            if is_main_script || unknown || package_main {
+                main_module = Some(entry.module.as_str());
+            }
         }
     }
+    let names: Vec<&[u8]> = named
+        .own
+        .iter()
+        .chain(&named.asked)
+        .map(Vec::as_slice)
+        .collect();
+    let missing = named.missing.as_deref();
+    let code = if main_module.is_some() {
+        CodeKind::MainScript
+    } else {
+        facts::classify(profile, &file, meta.len(), &names, is_main_script, missing)?
+    };
     // Who runs the interpreter matters only when the file's mode or owner could make it
     // writable by them: a group-writable file, or an owner the policy does not trust. For
     // the common case (root's 0644 files) the /proc read is skipped; a file's mode and
@@ -872,7 +906,7 @@ fn evaluate_interpreter(
     let runner_matters =
         code.is_code() && (meta.mode() & 0o020 != 0 || !policy.trust.owners.contains(&meta.uid()));
     let (uid, subject) = if runner_matters {
-        let (uid, gids) = process::credentials(pid)?;
+        let (uid, gids) = process::credentials(tid)?;
         let subject = Subject {
             uid,
             gids,
@@ -942,10 +976,66 @@ fn evaluate_interpreter(
         uid,
         path,
         id: object.id.to_string(),
+        missing: named.missing,
     })
 }
 
-/// The path of an event's file, for humans and code-pattern matching only.
+/// The names an interpreter's open reached its file by, as far as they decide whether it is
+/// code.
+struct OpenNames {
+    /// The last component of the file's own path (the descriptor's).
+    own: Option<Vec<u8>>,
+    /// The last component of the path the interpreter passed to its open, when the file's
+    /// own name does not already make it code (or it is an interpreter module's file).
+    asked: Option<Vec<u8>>,
+    /// The code kind the names give.
+    code: Option<CodeKind>,
+    /// Which name could not be read, and why.
+    missing: Option<String>,
+}
+
+/// Reads the names of thread `tid`'s open of `fd`: the file's own name first (one
+/// `readlink`), then, unless that already makes it code, the name the thread asked for.
+fn open_names(profile: &Profile, module_file: bool, tid: i32, fd: BorrowedFd<'_>) -> OpenNames {
+    use std::os::unix::ffi::OsStrExt;
+    let mut missing = None;
+    let own = match std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
+        Ok(path) => {
+            let bytes = path.as_os_str().as_bytes();
+            let bytes = bytes.strip_suffix(b" (deleted)").unwrap_or(bytes);
+            Some(opener::last_component(bytes).to_vec())
+        }
+        Err(e) => {
+            missing = Some(format!("the file's own name: {e}"));
+            None
+        }
+    };
+    let mut code = own
+        .as_deref()
+        .and_then(|own| facts::code_by_name(profile, &[own]));
+    let mut asked = None;
+    if code.is_none() || module_file {
+        match opener::asked_path(tid) {
+            Ok(Some(path)) => {
+                let last = opener::last_component(&path).to_vec();
+                code = code.or_else(|| facts::code_by_name(profile, &[&last]));
+                asked = Some(last);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                missing = Some(format!("the name the interpreter asked for: {e}"));
+            }
+        }
+    }
+    OpenNames {
+        own,
+        asked,
+        code,
+        missing,
+    }
+}
+
+/// The path of an event's file, for humans.
 fn descriptor_path(fd: BorrowedFd<'_>) -> String {
     std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .map(|p| p.display().to_string())

@@ -128,6 +128,7 @@ fn report(state: &State, event: &LsmEvent) {
         ino: event.object.ino,
     };
     state.audit.send(AuditRecord {
+        missing: None,
         time: super::audit::now(),
         pid: event.pid as i32,
         exe: super::process::executable_path(event.pid as i32),

@@ -180,6 +180,7 @@ fn report(state: &State, loaded: &Loaded, event: &GateEvent) {
         })
         .unwrap_or_else(|| "?".into());
     state.audit.send(AuditRecord {
+        missing: None,
         time: super::audit::now(),
         pid: event.pid as i32,
         exe,

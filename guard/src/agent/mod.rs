@@ -7,6 +7,7 @@ pub mod kernel_layer;
 pub mod launch;
 pub mod mounts;
 pub mod notify;
+pub mod opener;
 pub mod process;
 pub mod stats;
 pub mod status;

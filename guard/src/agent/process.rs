@@ -53,53 +53,33 @@ fn parse_credentials(status: &str) -> Option<(u32, Vec<u32>)> {
     Some((uid?, gids))
 }
 
-/// Identity of the interpreter's main script operand, if its command line names one.
-///
-/// This resolves the operand path again, so it can race: a process that swaps the operand
-/// (a symlink flip between the interpreter's open and this lookup) can make a script whose
-/// name matches no code pattern and whose content sniffs as text be taken for data. Files
-/// with a code name or bytecode/zip/ELF content are code regardless. The README lists this
-/// among the host-mode limits; the kernel layer sees the open itself.
-///
-/// `Ok(None)` means the command line names no script file; an error means the agent could
-/// not find out (out of descriptors or memory), which must not pass for "not the script".
-pub fn main_script(pid: i32) -> io::Result<Option<FileId>> {
+/// The interpreter's script operand, from its command line as the kernel keeps it and read
+/// as CPython reads it: `None` when there is none (`-c`, `-m`, standard input).
+pub fn script_operand(pid: i32) -> io::Result<Option<Vec<u8>>> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
-    let invocation = python_argv::parse_cmdline(&cmdline);
-    let Some(script) = invocation.script else {
-        return Ok(None);
+    Ok(python_argv::parse_cmdline(&cmdline)
+        .script
+        .filter(|script| *script != b"-")
+        .map(<[u8]>::to_vec))
+}
+
+/// Identity of what the script operand names, resolved again as the process would: relative
+/// to its cwd, absolute within its root.
+///
+/// A second walk through paths the user controls: it can fail (a name too long, links too
+/// deep, a symlink flipped since the interpreter's own walk) where the interpreter's
+/// succeeded, so an error here is a fact missing, never "not the main script".
+pub fn resolve_operand(pid: i32, operand: &[u8]) -> io::Result<FileId> {
+    let operand = std::path::Path::new(std::ffi::OsStr::from_bytes(operand));
+    let path: PathBuf = match operand.strip_prefix("/") {
+        Ok(relative) => PathBuf::from(format!("/proc/{pid}/root")).join(relative),
+        Err(_) => PathBuf::from(format!("/proc/{pid}/cwd")).join(operand),
     };
-    if script == b"-" {
-        return Ok(None);
-    }
-    let script = std::ffi::OsStr::from_bytes(script);
-    // Resolve as the process would: relative to its cwd, absolute within its root.
-    let path: PathBuf = if script.as_bytes().starts_with(b"/") {
-        let Ok(relative) = std::path::Path::new(script).strip_prefix("/") else {
-            return Ok(None);
-        };
-        PathBuf::from(format!("/proc/{pid}/root")).join(relative)
-    } else {
-        PathBuf::from(format!("/proc/{pid}/cwd")).join(script)
-    };
-    match std::fs::metadata(path) {
-        Ok(meta) => Ok(Some(FileId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        })),
-        // The operand names nothing that exists or that can be reached: not this file.
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(
-                    libc::ENOENT | libc::ENOTDIR | libc::EACCES | libc::ELOOP | libc::ENAMETOOLONG
-                )
-            ) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
+    let meta = std::fs::metadata(path)?;
+    Ok(FileId {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
 }
 
 #[cfg(test)]
