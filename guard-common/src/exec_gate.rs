@@ -6,7 +6,9 @@
 
 use crate::Rule;
 use crate::loader_argv::{LoaderReader, LoaderWord};
-use crate::python_argv::{Reader, Word, is_descriptor_link};
+use crate::python_argv::{
+    Reader, Word, device_path_with, has_dot_dot_component, is_descriptor_link,
+};
 
 /// Refuse `-c` (also inside clusters such as `-Ic`).
 pub const DENY_INLINE_CODE: u32 = 1 << 0;
@@ -14,7 +16,8 @@ pub const DENY_INLINE_CODE: u32 = 1 << 0;
 pub const DENY_STDIN_CODE: u32 = 1 << 1;
 /// Refuse `-i` (inspect interactively).
 pub const DENY_INTERACTIVE: u32 = 1 << 2;
-/// Refuse a script operand that names a descriptor (`/dev/fd/*`, `/dev/stdin`, `/proc/*/fd/*`).
+/// Refuse a script operand that names a descriptor (`/dev/fd/*`, `/dev/stdin`, `/proc/*/fd/*`)
+/// or, by its absolute spelling, a device (`/dev/tty`, `/dev/pts/N`; not `/dev/shm/`).
 pub const DENY_DESCRIPTOR_SCRIPT: u32 = 1 << 3;
 /// Report refusals but do not kill.
 pub const PERMISSIVE: u32 = 1 << 4;
@@ -287,7 +290,16 @@ pub struct ArgvJudge {
     module_len: u32,
     /// The operand was read to its end.
     module_whole: bool,
+    /// Words fed so far.
+    words: u32,
+    /// Which word (counted from 0, the one after `argv[0]`) is the script operand, plus
+    /// one; 0 when there is none.
+    script_word: u32,
 }
+
+/// Bytes of the script operand [`ArgvJudge::judge_after_words`] judges by spelling: its
+/// first `SCRIPT_PREFIX - 1`, NUL-padded, as the kernel's string read leaves them.
+pub const SCRIPT_PREFIX: usize = 64;
 
 impl ArgvJudge {
     pub const fn new(flags: u32) -> Self {
@@ -297,14 +309,17 @@ impl ArgvJudge {
             module: [0; MODULE_NAME_LEN + 1],
             module_len: 0,
             module_whole: false,
+            words: 0,
+            script_word: 0,
         }
     }
 
     /// Reads one word. `whole` is false when the reader saw only a prefix of it (the word is
     /// longer than the kernel's buffer): a judgement that depends on the unseen rest refuses.
-    /// A `-m` operand is kept for [`Self::judge_module`].
+    /// The `-m` and script operands are kept for [`Self::judge_after_words`].
     #[inline(always)]
     pub fn feed(&mut self, word: &[u8], whole: bool) -> Step {
+        self.words = self.words.wrapping_add(1);
         match self.reader.feed(word) {
             Word::InlineCode if self.flags & DENY_INLINE_CODE != 0 => {
                 return Step::Refuse(Rule::NoInlineCode);
@@ -331,6 +346,10 @@ impl ArgvJudge {
                 {
                     return Step::Refuse(Rule::ScriptIsFile);
                 }
+                // Judged by spelling after the word loop, from a fresh read of this word
+                // into a fixed buffer: a copy here would make the verifier track its length
+                // in every state of the walk.
+                self.script_word = self.words;
             }
             _ => {}
         }
@@ -340,11 +359,39 @@ impl ArgvJudge {
         Step::More
     }
 
-    /// After the words allowed the command line: `-m NAME` of an interpreter module is the
-    /// `-c` or the stdin code it amounts to, refused as such. `modules` are the interpreter
-    /// modules.
+    /// After the words allowed the command line: a script operand spelled as a device
+    /// (`/dev/tty`: a terminal read as a script is an interactive console) is refused, and
+    /// `-m NAME` of an interpreter module is the `-c` or the stdin code it amounts to,
+    /// refused as such. `modules` are the interpreter modules.
+    ///
+    /// `script` holds the first bytes of the script operand ([`Self::script_index`]) as the
+    /// kernel's string read leaves them: NUL-terminated and NUL-padded; `whole` when the
+    /// operand fit.
     #[inline(always)]
-    pub fn judge_module<M: ModuleSet>(&self, modules: &M) -> Step {
+    pub fn judge_after_words<M: ModuleSet>(
+        &self,
+        modules: &M,
+        script: &[u8; SCRIPT_PREFIX],
+        whole: bool,
+    ) -> Step {
+        if self.flags & DENY_DESCRIPTOR_SCRIPT != 0 && self.script_word != 0 {
+            let device = device_path_with(script, has_dot_dot_component(script));
+            if device.device || (!whole && device.open) {
+                return Step::Refuse(Rule::ScriptIsFile);
+            }
+        }
+        self.judge_module(modules)
+    }
+
+    /// Which word after `argv[0]` (from 0) is the script operand, if the words named one.
+    #[inline(always)]
+    pub fn script_index(&self) -> Option<u32> {
+        self.script_word.checked_sub(1)
+    }
+
+    /// `-m NAME` of an interpreter module.
+    #[inline(always)]
+    fn judge_module<M: ModuleSet>(&self, modules: &M) -> Step {
         let len = self.module_len as usize;
         let Some(operand) = self.module.get(..len) else {
             return Step::Refuse(Rule::FactsUnavailable);
@@ -382,6 +429,7 @@ impl ArgvJudge {
     {
         let mut judge = ArgvJudge::new(flags);
         let mut args = args.into_iter();
+        let mut script: &[u8] = &[];
         // The kernel's bpf_loop: MAX_ARGS steps, each reads one word or finds the end.
         for _ in 0..MAX_ARGS {
             let step = match args.next() {
@@ -389,13 +437,24 @@ impl ArgvJudge {
                 Some(arg) => {
                     let whole = arg.len() < ARG_BUFFER - 1;
                     let seen = if whole { arg } else { &arg[..ARG_BUFFER - 1] };
-                    judge.feed(seen, whole)
+                    let step = judge.feed(seen, whole);
+                    if judge.script_index() == Some(judge.words - 1) {
+                        script = arg;
+                    }
+                    step
                 }
             };
             match step {
                 Step::More => {}
-                // As the kernel: the module lookups come after the word loop.
-                Step::Allow => return judge.judge_module(modules),
+                // As the kernel: the operand read again, and the module lookups, after the
+                // word loop.
+                Step::Allow => {
+                    let mut prefix = [0u8; SCRIPT_PREFIX];
+                    let kept = script.len().min(SCRIPT_PREFIX - 1);
+                    prefix[..kept].copy_from_slice(&script[..kept]);
+                    let whole = script.len() < SCRIPT_PREFIX - 1;
+                    return judge.judge_after_words(modules, &prefix, whole);
+                }
                 verdict => return verdict,
             }
         }
@@ -698,6 +757,14 @@ mod tests {
         allowed_at_limit();
         let long_proc = "/proc/self/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/../fd/0";
         refused(&[long_proc], Rule::ScriptIsFile);
+        // A device spelled past the kernel's buffer: what the cut prefix leaves open refuses.
+        let long_dev = format!("/{}dev/tty", "./".repeat(100));
+        refused(&[&long_dev], Rule::ScriptIsFile);
+        let long_dev = format!("/dev/{}tty", "./".repeat(100));
+        refused(&[&long_dev], Rule::ScriptIsFile);
+        // A long path elsewhere is a path.
+        let long_file = format!("/usr/{}/x.py", "a".repeat(200));
+        assert_eq!(judge(&[&long_file]), Step::Allow);
     }
 
     fn allowed_at_limit() {
@@ -746,12 +813,15 @@ mod tests {
             &["-W", "c", "s.py"],
             &["/dev/fd/3"],
             &["--", "-c"],
+            &["/dev/tty"],
+            &["-I", "//dev/./pts/0", "x"],
+            &["/dev/shm/x.py"],
         ];
         for case in cases {
             let inv = parse(case.iter().map(|a| a.as_bytes()));
             let expected = if inv.inline_code {
                 Step::Refuse(Rule::NoInlineCode)
-            } else if inv.script_is_descriptor_link() {
+            } else if inv.script_is_descriptor_link() || inv.script_is_device() {
                 Step::Refuse(Rule::ScriptIsFile)
             } else if inv.inspect {
                 Step::Refuse(Rule::NoInteractive)

@@ -273,6 +273,22 @@ pub fn judge_open(f_mode: u32, i_mode: u32, nlink: u32) -> Option<crate::Rule> {
     }
 }
 
+/// The rule for a character device an interpreter reads under a name that is code (`named`:
+/// its script operand's last component, a code suffix, by its own, a followed link's or a
+/// mount point's name): a device is never code. A terminal read as the main script is an
+/// interactive console in all but name (`python3 /dev/tty`, `cd /dev; python3 tty`, a
+/// symlink to it, `/proc/self/fd/0` reached as `0` run what is typed); other devices serve
+/// bytes the opener does not choose. Breaks [`crate::Rule::RegularFile`]. Devices read
+/// under other names (`/dev/null`, `/dev/urandom`, getpass's `/dev/tty`) are data.
+#[inline(always)]
+pub fn judge_device_read(i_mode: u32, named: bool) -> Option<crate::Rule> {
+    if i_mode & S_IFMT == S_IFCHR && named {
+        Some(crate::Rule::RegularFile)
+    } else {
+        None
+    }
+}
+
 /// The `mmap_file`/`file_mprotect` rule for an executable mapping by an interpreter task:
 /// code must come from a linked regular file. Character devices pass (`/dev/zero` mappings
 /// are anonymous memory in disguise); memfds and deleted files break
@@ -408,6 +424,17 @@ mod tests {
         assert_eq!(judge_open(ro, 0o600, 1), Some(Rule::RegularFile));
         assert_eq!(judge_open(ro, S_IFCHR | 0o666, 1), None);
         assert_eq!(judge_open(ro, S_IFDIR | 0o755, 2), None);
+    }
+
+    #[test]
+    fn device_read_rule() {
+        assert_eq!(
+            judge_device_read(S_IFCHR | 0o620, true),
+            Some(Rule::RegularFile)
+        );
+        assert_eq!(judge_device_read(S_IFCHR | 0o666, false), None);
+        // Regular files named as code are fanotify's to judge (signatures).
+        assert_eq!(judge_device_read(S_IFREG | 0o644, true), None);
     }
 
     #[test]

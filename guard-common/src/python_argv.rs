@@ -36,6 +36,15 @@ impl Invocation<'_> {
             None => false,
         }
     }
+
+    /// True when the script operand's spelling names a device ([`device_path`]): a terminal
+    /// read as a script is an interactive console in all but name.
+    pub fn script_is_device(&self) -> bool {
+        match self.script {
+            Some(script) => device_path(script).device,
+            None => false,
+        }
+    }
 }
 
 /// `/dev/fd/*`, `/dev/std{in,out,err}`, `/proc/*/fd/*` (also `/proc/self/fd`, `/proc/thread-self/fd`).
@@ -70,6 +79,120 @@ pub fn is_descriptor_link(path: &[u8]) -> bool {
         i += 1;
     }
     false
+}
+
+/// What [`device_path`] concluded about an absolute path's spelling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DevicePath {
+    /// The path names something under `/dev/` other than `/dev/shm/`: a device (a terminal,
+    /// the console, a pty), never a script.
+    pub device: bool,
+    /// The path ends at `/` or `/dev` (or inside the component after them): more bytes could
+    /// still make it a device. For a word the reader saw only a prefix of, that is unknown.
+    pub open: bool,
+}
+
+/// Whether an absolute path names a device by its spelling: after a leading run of `/` and
+/// `.` (`//`, `/./`, `/../`: all of them stay at `/`), the component `dev`, then anything
+/// but `shm/` (`/dev/shm` is the one filesystem of files there; a `..` component anywhere
+/// in such a path makes it a device too, as `/dev/shm/../tty` is). A relative path, a
+/// symlink to a device or `..` through another directory (`/tmp/../dev/tty`) say nothing
+/// here: the kernel layer judges the opened file's type.
+///
+/// Written for the kernel exec gate, which runs this very function: one scan of the leading
+/// run, then reads at fixed offsets from its end, and only `path[i]` with `i < len` read.
+pub fn device_path(path: &[u8]) -> DevicePath {
+    device_path_with(path, has_dot_dot_component(path))
+}
+
+/// [`device_path`] of a prefix of a path, with whether the whole path (as far as it was
+/// read) has a `..` component: the kernel keeps only a prefix of the operand, NUL-padded (a
+/// path holds no NUL: the first one ends it).
+#[inline(always)]
+pub fn device_path_with(path: &[u8], dot_dot: bool) -> DevicePath {
+    let len = path.len();
+    let at = |i: usize| if i < len { path[i] } else { 0 };
+    let not = DevicePath {
+        device: false,
+        open: false,
+    };
+    let open = DevicePath {
+        device: false,
+        open: true,
+    };
+    if at(0) != b'/' {
+        return not;
+    }
+    let mut k = 0;
+    while k < len && (path[k] == b'/' || path[k] == b'.') {
+        k += 1;
+    }
+    // `k` is where the first component that is not `.` or `..` starts, or the end.
+    if at(k) == 0 {
+        return open;
+    }
+    if k == 0 || at(k - 1) != b'/' {
+        return not;
+    }
+    // `dev/`, or a prefix of it at the end of what was read.
+    let dev = [b'd', b'e', b'v', b'/'];
+    let mut j = 0;
+    while j < 4 {
+        let byte = at(k + j);
+        if byte == 0 {
+            return open;
+        }
+        if byte != dev[j] {
+            return not;
+        }
+        j += 1;
+    }
+    let rest = k + 4;
+    if at(rest) == 0 {
+        // `/dev/` itself, a directory: what follows could be anything.
+        return open;
+    }
+    let shm = [b's', b'h', b'm', b'/'];
+    let mut j = 0;
+    while j < 4 {
+        let byte = at(rest + j);
+        if byte == 0 {
+            // `/dev/s`, `/dev/sh`: devices, or the start of `/dev/shm/`; `/dev/shm` is the
+            // directory.
+            return DevicePath {
+                device: j < 3,
+                open: true,
+            };
+        }
+        if byte != shm[j] {
+            return DevicePath {
+                device: true,
+                open: false,
+            };
+        }
+        j += 1;
+    }
+    DevicePath {
+        device: dot_dot,
+        open: !dot_dot,
+    }
+}
+
+/// Whether a path has a `..` component: a rolling window of the last four bytes, with `/`
+/// standing in before the start and after the end.
+#[inline(always)]
+pub fn has_dot_dot_component(path: &[u8]) -> bool {
+    let needle = u32::from_be_bytes(*b"/../");
+    let mut window: u32 = u32::from_be_bytes(*b"\0\0\0/");
+    let mut found = false;
+    let mut i = 0;
+    while i <= path.len() {
+        let byte = if i < path.len() { path[i] } else { b'/' };
+        window = (window << 8) | byte as u32;
+        found |= window == needle;
+        i += 1;
+    }
+    found
 }
 
 pub(crate) fn starts_with(bytes: &[u8], prefix: &[u8]) -> bool {
@@ -444,6 +567,64 @@ mod tests {
         // A rewritten command line without its final NUL keeps its last word.
         let words: Vec<&[u8]> = cmdline_words(b"a\0b").collect();
         assert_eq!(words, [&b"a"[..], b"b"]);
+    }
+
+    #[test]
+    fn device_paths_by_spelling() {
+        for device in [
+            "/dev/tty",
+            "/dev/pts/0",
+            "/dev/console",
+            "/dev/tty1",
+            "//dev/tty",
+            "/dev//tty",
+            "/./dev/./tty",
+            "/../dev/tty",
+            "/dev/../dev/tty",
+            "/dev/shm/../tty",
+            "/dev/mqueue/q",
+            "/dev/s",
+        ] {
+            assert!(device_path(device.as_bytes()).device, "{device}");
+        }
+        for file in [
+            "/dev/shm/x.py",
+            "/dev/shm",
+            "/dev",
+            "/dev/",
+            "/",
+            "tty",
+            "dev/tty",
+            "./dev/tty",
+            "/home/a/dev/tool.py",
+            "/devx/tty",
+            "/de/tty",
+            "/.dev/tty",
+            "/usr/lib/x.py",
+            // `..` through another directory: out of reach by name (the kernel layer's).
+            "/x/../dev/tty",
+        ] {
+            assert!(!device_path(file.as_bytes()).device, "{file}");
+        }
+        // Still open: a prefix of a longer word could go on to a device.
+        // (a cut `/dev/shm/…` could still go on to `/..`)
+        for open in [
+            "/",
+            "/./.",
+            "/de",
+            "/dev",
+            "/dev/",
+            "/dev/sh",
+            "/dev/shm",
+            "/dev/shm/x",
+        ] {
+            assert!(device_path(open.as_bytes()).open, "{open}");
+        }
+        for closed in ["/usr/lib", "/dev/tt", "/x"] {
+            assert!(!device_path(closed.as_bytes()).open, "{closed}");
+        }
+        assert!(run(&["/dev/tty"]).script_is_device());
+        assert!(!run(&["/dev/shm/x.py"]).script_is_device());
     }
 
     #[test]

@@ -13,7 +13,8 @@ use guard_common::{
     Rule,
     exec_gate::{
         ARG_BUFFER, ArgvJudge, GateEvent, GateSettings, InterpreterKey, KIND_LOADER, LoaderJudge,
-        MAX_ARGS, MAX_ENV, MAX_ENV_NAMES, MAX_EVAL_MODULES, ModuleKey, ModuleSet, PERMISSIVE, Step,
+        MAX_ARGS, MAX_ENV, MAX_ENV_NAMES, MAX_EVAL_MODULES, ModuleKey, ModuleSet, PERMISSIVE,
+        SCRIPT_PREFIX, Step,
     },
 };
 
@@ -164,8 +165,20 @@ fn judge_argv(sp: u64, argc: i32, flags: u32) -> Step {
     match walk.verdict {
         // Words left that the walk did not reach: padding must not hide `-c`.
         Step::More => Step::Refuse(Rule::FactsUnavailable),
-        // Out of the callback, so the verifier walks the module lookups once.
-        Step::Allow => walk.judge.judge_module(&KernelModules),
+        // Out of the callback, so the verifier walks the operand's spelling and the module
+        // lookups once.
+        Step::Allow => {
+            let mut script = [0u8; SCRIPT_PREFIX];
+            let mut whole = true;
+            if let Some(index) = walk.judge.script_index() {
+                // argv[1 + index]: the words after argv[0] are counted from 0.
+                match read_user_prefix(sp + 8 * (2 + index as u64), &mut script) {
+                    Ok(len) => whole = len < SCRIPT_PREFIX - 1,
+                    Err(_) => return Step::Refuse(Rule::FactsUnavailable),
+                }
+            }
+            walk.judge.judge_after_words(&KernelModules, &script, whole)
+        }
         verdict => verdict,
     }
 }
@@ -385,6 +398,17 @@ pub(crate) fn read_user_word(slot: u64, buf: &mut [u8; ARG_BUFFER]) -> Result<&[
     let ptr: u64 = unsafe { bpf_probe_read_user(slot as *const u64) }?;
     // SAFETY: as above; the helper writes at most `buf.len()` bytes.
     unsafe { aya_ebpf::helpers::bpf_probe_read_user_str_bytes(ptr as *const u8, buf) }
+}
+
+/// Reads the user string that `argv` slot `slot` points to into a zeroed fixed buffer (NUL
+/// after the string, zeros after that); returns the string's length.
+#[inline(always)]
+fn read_user_prefix(slot: u64, buf: &mut [u8; SCRIPT_PREFIX]) -> Result<usize, i32> {
+    // SAFETY: reads a user pointer of the exec'ing task; a bad address is an error.
+    let ptr: u64 = unsafe { bpf_probe_read_user(slot as *const u64) }?;
+    // SAFETY: as above; the helper writes at most `buf.len()` bytes.
+    unsafe { aya_ebpf::helpers::bpf_probe_read_user_str_bytes(ptr as *const u8, buf) }
+        .map(|s| s.len())
 }
 
 fn refuse(rule: Rule, flags: u32, key: &InterpreterKey) {

@@ -13,8 +13,8 @@ use guard_common::{
     Rule,
     code_name::MainScript,
     lsm::{
-        ENFORCE_FILE_OPEN, FMODE_READ, FMODE_WRITE, HOOK_FILE_OPEN, S_IFMT, S_IFREG, VERDICT_CACHE,
-        judge_open,
+        ENFORCE_FILE_OPEN, FMODE_READ, FMODE_WRITE, HOOK_FILE_OPEN, S_IFCHR, S_IFMT, S_IFREG,
+        VERDICT_CACHE, judge_device_read, judge_open,
     },
 };
 
@@ -78,8 +78,23 @@ fn judge(file: *const u8, script: Option<&mut MainScript>, code_link: bool) -> R
     if let Some(rule) = judge_open(f_mode, facts.mode, facts.nlink) {
         return Ok(refuse(HOOK_FILE_OPEN, rule, &facts, EACCES));
     }
+    if f_mode & (FMODE_READ | FMODE_WRITE) != FMODE_READ {
+        return Ok(0);
+    }
+    // A device read under a code name: a terminal as the script. Without a record (no
+    // memory) the name cannot be judged: refused, fail closed.
+    if facts.mode & S_IFMT == S_IFCHR {
+        let named = match script {
+            Some(script) => code_link || file_named_as_code(file, script)?,
+            None => true,
+        };
+        return Ok(match judge_device_read(facts.mode, named) {
+            Some(rule) => refuse(HOOK_FILE_OPEN, rule, &facts, EACCES),
+            None => 0,
+        });
+    }
     // What is left to judge is a read of a linked regular file: possibly code.
-    if f_mode & (FMODE_READ | FMODE_WRITE) != FMODE_READ || facts.mode & S_IFMT != S_IFREG {
+    if facts.mode & S_IFMT != S_IFREG {
         return Ok(0);
     }
     // A superblock owned by a user namespace is its creator's: any uid and any xattr there,

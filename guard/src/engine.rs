@@ -672,19 +672,25 @@ pub fn decide_launch(policy: &Policy, profile: &Profile, launch: &Launch<'_>) ->
         )
     });
 
+    let operand = String::from_utf8_lossy(invocation.script.unwrap_or_default());
     checks.push(if invocation.script_is_descriptor_link() {
         check(
             Rule::ScriptIsFile,
             false,
+            format!("the script operand {operand:?} names a file descriptor, not a file"),
+        )
+    } else if invocation.script_is_device() {
+        check(
+            Rule::ScriptIsFile,
+            false,
             format!(
-                "the script operand {:?} names a file descriptor, not a file",
-                String::from_utf8_lossy(invocation.script.unwrap_or_default())
+                "the script operand {operand:?} names a device (a terminal reads what is typed: \
+                 an interactive console in all but name), not a file"
             ),
         )
     } else {
         check(Rule::ScriptIsFile, true, "the script operand is a path")
     });
-
     Verdict::from_checks(policy, checks, Rule::NotCode)
 }
 

@@ -183,6 +183,25 @@ print(json.dumps([1]))
     evil "$tmp/app/__main__.py" "$code"
     chown 65534:65534 "$tmp/app"
     evil "$shm" "$code"
+    # Issue 15 and 25: code-named links to data-named files, a data-named script, hops.
+    evil "$tmp/links/p" "$code"
+    evil "$tmp/links/pth-data" "import os; $line
+"
+    local pyver
+    pyver=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    mkdir -p "$tmp/links/pkg" "$tmp/links/home/.local/lib/python$pyver/site-packages"
+    ln -s p "$tmp/links/evil.py"
+    ln -s ../p "$tmp/links/pkg/__init__.py"
+    ln -s ../../../../../pth-data "$tmp/links/home/.local/lib/python$pyver/site-packages/evil.pth"
+    chown -hR 65534:65534 "$tmp/links"
+    signed "$base/imports_evil.py" 'import evil
+'
+    signed "$base/imports_pkg.py" 'import pkg
+'
+    evil "$tmp/argv/payload" "$code"
+    evil "$tmp/hops/payload" "$code"
+    ln -s . "$tmp/hops/s"
+    chown -hR 65534:65534 "$tmp/argv" "$tmp/hops"
     # 5: files the attacker will delete while holding them open.
     evil "$tmp/deleted.py" "$code"
     evil "$tmp/deleted2.py" "$code"
@@ -628,6 +647,41 @@ attacks() {
             mount --bind /proc/\$\$/environ mnt17b.py &&
             exec env -i X=\"1;\$LINE\" /usr/bin/python3 mnt17b.py"'
     baseline "family 17"
+
+    # Issue 15.1: an open is code by the name the interpreter asked for: code-named links
+    # (a module, a package's __init__.py, a user-site .pth) to data-named files.
+    attack check "names -m evil, evil.py -> a data-named file" refused \
+        nb "$tmp/links" 'python3 -m evil'
+    attack check "names a signed script imports evil.py -> a data-named file" refused \
+        nb "$base" 'python3 imports_evil.py' PYTHONPATH="$tmp/links"
+    attack check "names a package whose __init__.py -> a data-named file" refused \
+        nb "$base" 'python3 imports_pkg.py' PYTHONPATH="$tmp/links"
+    attack check "names a user-site .pth -> a data-named file" "signed:ok signed" \
+        nb "$base" 'python3 ok.py' HOME="$tmp/links/home"
+    # Issue 15.2: an empty word is a word (-W takes it; ./payload is the script).
+    attack check "argv python3 -W '' ./payload" refused nb "$tmp/argv" "python3 -W '' ./payload"
+    attack check "argv python3 -X '' payload" refused nb "$tmp/argv" "python3 -X '' payload"
+    # Issue 15.3: a terminal is not a script (script(1) types the payload into the pty).
+    attack check "tty python3 /dev/tty" refused \
+        nb "$tmp" 'script -eqc "python3 /dev/tty" /dev/null < "$EVIL"'
+    attack check "tty python3 //dev/./tty" refused \
+        nb "$tmp" 'script -eqc "python3 //dev/./tty" /dev/null < "$EVIL"'
+    attack check "tty cd /dev; python3 tty" refused \
+        nb "$tmp" 'script -eqc "cd /dev && python3 tty" /dev/null < "$EVIL"'
+    attack check "tty python3 \$(tty) (the pty by its own name)" refused \
+        nb "$tmp" 'script -eqc "python3 \$(tty)" /dev/null < "$EVIL"'
+    attack check "tty a symlink to the terminal" refused \
+        nb "$tmp" 'ln -sfn /dev/tty ttylink && script -eqc "python3 ttylink" /dev/null < "$EVIL"'
+    attack check "tty /proc/self/fd/0 reached as 0" refused \
+        nb "$tmp" 'script -eqc "cd /proc/self/fd && python3 0" /dev/null < "$EVIL"'
+    # Issue 25: lookups the attacker makes fail (the descriptor's path longer than PATH_MAX,
+    # an operand through 40 symlinks) while the interpreter's own open succeeds.
+    attack check "lookup a script in a directory deeper than PATH_MAX" refused \
+        nb "$tmp" 'd=$(printf "d%.0s" $(seq 250)); for i in $(seq 18); do
+            mkdir -p $d && cd $d || exit 9; done; printf "%s" "$CODE" > payload && python3 payload'
+    attack check "lookup an operand through 40 symlinks" refused \
+        nb "$tmp/hops" "python3 $(printf 's/%.0s' $(seq 40))payload"
+    baseline "issues 15 and 25"
 
     # 18: the dynamic loader launching python3.
     local ldso=/lib64/ld-linux-x86-64.so.2

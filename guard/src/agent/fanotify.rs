@@ -860,13 +860,16 @@ fn evaluate_interpreter(
         ino: meta.ino(),
     };
     let module_file = loaded.modules.get(id);
-    let named = open_names(profile, module_file.is_some(), tid, fd);
+    let mut named = open_names(profile, module_file.is_some(), tid, fd);
     let mut main_module = None;
     let mut is_main_script = false;
     if named.code.is_none() || module_file.is_some() {
         // CPython opens its main script by the operand's own path (made absolute): the
         // name it asks for ends like the operand, whatever the file behind it is called.
         let operand = process::script_operand(tid);
+        if let Err(e) = &operand {
+            named.missing = Some(format!("the interpreter's command line: {e}"));
+        }
         if let (Ok(Some(operand)), Some(asked)) = (&operand, &named.asked) {
             let last = opener::last_component(operand);
             is_main_script = !last.is_empty() && last == asked.as_slice();
@@ -875,7 +878,7 @@ fn evaluate_interpreter(
         // only then: `import timeit` from a signed script opens the same file. What cannot
         // be told apart is the main script.
         if let Some(entry) = module_file {
-            let unknown = named.missing.is_some() || operand.is_err();
+            let unknown = named.missing.is_some();
             let package_main = match (&operand, entry.package_dir) {
                 (Ok(Some(operand)), Some(_)) => process::resolve_operand(tid, operand)
                     .map_or(true, |main| entry.runs_as_main(id, main)),
@@ -924,12 +927,26 @@ fn evaluate_interpreter(
     // What the kernel layer saw at this open: writers, and the change count a verdict
     // recorded now must carry.
     let kernel = state.kernel_verdicts().filter(|_| code.is_code());
-    let seen = kernel.as_ref().and_then(|k| {
-        k.state(&file)
-            .inspect_err(|e| log::warn!("reading the kernel's facts on {path}: {e}"))
-            .ok()
-            .flatten()
-    });
+    // What the kernel saw cannot be told: judged as if it saw the worst (a writer).
+    let seen = match kernel.as_ref().map(|k| k.state(&file)) {
+        Some(Err(e)) => {
+            bump(&state.stats.errors);
+            return Ok(Outcome {
+                code,
+                verdict: facts_unavailable(
+                    policy,
+                    format!("cannot read the kernel layer's facts on the file: {e}"),
+                ),
+                lookup: Lookup::NotNeeded,
+                uid,
+                path,
+                id: id.to_string(),
+                missing: named.missing,
+            });
+        }
+        Some(Ok(seen)) => seen,
+        None => None,
+    };
     let open_writers = seen.map(|s| s.writers_at_open != 0);
     let (object, mut verdict, lookup) = facts::decide_file(
         policy,
