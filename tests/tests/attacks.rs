@@ -435,6 +435,14 @@ fn interpreter_module_files_as_main_scripts_are_refused() {
         ("LIB", lib_str.as_str()),
     ];
     let pyc = format!("\"$LIB/__pycache__/timeit.{tag}.pyc\" -n 1 -s \"$LINE\" pass");
+    // Issue 25: an operand through 40 symlinks (the kernel's limit) reaches timeit.py for the
+    // interpreter; a second walk through /proc/PID/cwd (one link more) would fail.
+    let hops = lab.path("tmp/hops");
+    std::fs::create_dir_all(&hops).unwrap();
+    std::os::unix::fs::symlink(".", hops.join("s")).unwrap();
+    std::os::unix::fs::symlink(lib.join("timeit.py"), hops.join("t")).unwrap();
+    std::os::unix::fs::symlink(lib.join("asyncio"), lab.path("tmp/al")).unwrap();
+    let through_hops = format!("{}t -n 1 -s \"$LINE\" pass", "s/".repeat(39));
     let attacks: Vec<(&Path, String, &str)> = vec![
         (
             &cwd,
@@ -458,6 +466,7 @@ fn interpreter_module_files_as_main_scripts_are_refused() {
             "\"$LIB/pdb.py\" -c \"$LINE\" -c c ok.py < /dev/null".into(),
             "no-inline-code",
         ),
+        (&hops, through_hops, "no-inline-code"),
         (&cwd, "\"$LIB/code.py\" < \"$EVIL\"".into(), "no-stdin-code"),
         (
             &cwd,
@@ -487,7 +496,12 @@ fn interpreter_module_files_as_main_scripts_are_refused() {
     // A package directory runs its `__main__`: `asyncio`'s fails on its relative import
     // when run by path (CPython 3.11), so it cannot be shown running a payload, but its
     // `__main__` is refused as the main script before it gets that far.
-    for args in ["\"$LIB/asyncio\"", "\"$LIB/asyncio/__main__.py\""] {
+    for args in [
+        "\"$LIB/asyncio\"",
+        "\"$LIB/asyncio/__main__.py\"",
+        "al",
+        "al/",
+    ] {
         let before = lab.denies("asyncio/__main__").len();
         let out = lab.sh(&cwd, &format!("exec \"$PY\" {args} < \"$EVIL\""), &env);
         assert_refused(args, &out, &marker);

@@ -879,9 +879,18 @@ fn evaluate_interpreter(
         // be told apart is the main script.
         if let Some(entry) = module_file {
             let unknown = named.missing.is_some();
+            // A package's `__main__` runs as the main script when the operand names the
+            // package directory: CPython looks the file up in the directory it was given, so
+            // the name the file was asked under sits in the directory the operand names. A
+            // renamed spelling (a link to the directory) is resolved again; a walk that
+            // fails is no answer.
             let package_main = match (&operand, entry.package_dir) {
-                (Ok(Some(operand)), Some(_)) => process::resolve_operand(tid, operand)
-                    .map_or(true, |main| entry.runs_as_main(id, main)),
+                (Ok(Some(operand)), Some(_)) => {
+                    let named_dir = opener::named_component(operand);
+                    named.asked_dir.as_deref() == Some(named_dir)
+                        || process::resolve_operand(tid, operand)
+                            .map_or(true, |main| entry.runs_as_main(id, main))
+                }
                 _ => false,
             };
             if is_main_script || unknown || package_main {
@@ -1005,6 +1014,9 @@ struct OpenNames {
     /// The last component of the path the interpreter passed to its open, when the file's
     /// own name does not already make it code (or it is an interpreter module's file).
     asked: Option<Vec<u8>>,
+    /// The directory the interpreter looked the name up in (for bytecode, the one holding
+    /// its `__pycache__`).
+    asked_dir: Option<Vec<u8>>,
     /// The code kind the names give.
     code: Option<CodeKind>,
     /// Which name could not be read, and why.
@@ -1031,12 +1043,14 @@ fn open_names(profile: &Profile, module_file: bool, tid: i32, fd: BorrowedFd<'_>
         .as_deref()
         .and_then(|own| facts::code_by_name(profile, &[own]));
     let mut asked = None;
+    let mut asked_dir = None;
     if code.is_none() || module_file {
         match opener::asked_path(tid) {
             Ok(Some(path)) => {
                 let last = opener::last_component(&path).to_vec();
                 code = code.or_else(|| facts::code_by_name(profile, &[&last]));
                 asked = Some(last);
+                asked_dir = Some(opener::module_dir_component(&path).to_vec());
             }
             Ok(None) => {}
             Err(e) => {
@@ -1047,6 +1061,7 @@ fn open_names(profile: &Profile, module_file: bool, tid: i32, fd: BorrowedFd<'_>
     OpenNames {
         own,
         asked,
+        asked_dir,
         code,
         missing,
     }

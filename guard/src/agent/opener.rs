@@ -62,6 +62,40 @@ pub fn last_component(path: &[u8]) -> &[u8] {
     }
 }
 
+/// The component before the last: the directory the last name was looked up in
+/// (`/usr/lib/python3.11/asyncio/__main__.py` gives `asyncio`), repeated `/` skipped.
+pub fn parent_component(path: &[u8]) -> &[u8] {
+    let mut end = path.len() - last_component(path).len();
+    while end > 0 && path[end - 1] == b'/' {
+        end -= 1;
+    }
+    last_component(&path[..end])
+}
+
+/// The directory a module file was looked up for: the parent component, or for bytecode in
+/// `__pycache__` the one before it (`pkg/__pycache__/__main__.cpython-311.pyc` gives `pkg`).
+pub fn module_dir_component(path: &[u8]) -> &[u8] {
+    let parent = parent_component(path);
+    if parent != b"__pycache__" {
+        return parent;
+    }
+    let mut end = path.len() - last_component(path).len();
+    while end > 0 && path[end - 1] == b'/' {
+        end -= 1;
+    }
+    parent_component(&path[..end])
+}
+
+/// The last component of a path, trailing `/` ignored: what an operand names (`dir/`
+/// names `dir`).
+pub fn named_component(path: &[u8]) -> &[u8] {
+    let mut end = path.len();
+    while end > 1 && path[end - 1] == b'/' {
+        end -= 1;
+    }
+    last_component(&path[..end])
+}
+
 /// `/proc/TID/syscall`: the number in decimal, then six arguments, the stack and program
 /// counters in hex; `running` or `-1 …` when the thread is in no syscall.
 fn parse_syscall(text: &str) -> Option<(i64, [u64; 6])> {
@@ -144,6 +178,21 @@ mod tests {
         assert_eq!(last_component(b"/tmp/x/./evil.py"), b"evil.py");
         assert_eq!(last_component(b"evil.py"), b"evil.py");
         assert_eq!(last_component(b"/a/"), b"");
+        assert_eq!(
+            parent_component(b"/usr/lib/asyncio/__main__.py"),
+            b"asyncio"
+        );
+        assert_eq!(parent_component(b"/x/link//__main__.py"), b"link");
+        assert_eq!(parent_component(b"/x/./__main__.py"), b".");
+        assert_eq!(parent_component(b"__main__.py"), b"");
+        assert_eq!(
+            module_dir_component(b"/x/pk/__pycache__/__main__.cpython-311.pyc"),
+            b"pk"
+        );
+        assert_eq!(module_dir_component(b"/x/pk/__main__.py"), b"pk");
+        assert_eq!(named_component(b"asyncio/"), b"asyncio");
+        assert_eq!(named_component(b"/usr/lib/asyncio"), b"asyncio");
+        assert_eq!(named_component(b"."), b".");
     }
 
     /// A real thread blocked in a real openat, read the way the agent reads it: a FIFO's
