@@ -1297,9 +1297,14 @@ fn code_named_links_to_data_files_are_code() {
         "every link refused as code: {denies:#?}\n{}",
         lab.agent.log_text()
     );
-    // The same data file read as data stays readable; the signed baseline runs.
-    let out = lab.py(&dir, &["../../base/ok.py", "x"], &[]);
-    assert_eq!(text(&out.stdout), "ok x\n", "{}", describe(&out));
+    // Data stays data: a signed script named `tool` reads a data file also named `tool`.
+    let tool = lab.signed(
+        "base/tool",
+        "import sys\nprint(open(sys.argv[1]).read(), end='')\n",
+    );
+    lab.evil("tmp/links/tool", "just data\n");
+    let out = lab.py(&dir, &[tool.to_str().unwrap(), "tool"], &[]);
+    assert_eq!(text(&out.stdout), "just data\n", "{}", describe(&out));
     lab.baseline();
 }
 

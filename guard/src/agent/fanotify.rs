@@ -865,14 +865,13 @@ fn evaluate_interpreter(
     let mut is_main_script = false;
     if named.code.is_none() || module_file.is_some() {
         // CPython opens its main script by the operand's own path (made absolute): the
-        // name it asks for ends like the operand, whatever the file behind it is called.
+        // path it asks for ends with the operand, whatever the file behind it is called.
         let operand = process::script_operand(tid);
         if let Err(e) = &operand {
             named.missing = Some(format!("the interpreter's command line: {e}"));
         }
-        if let (Ok(Some(operand)), Some(asked)) = (&operand, &named.asked) {
-            let last = opener::last_component(operand);
-            is_main_script = !last.is_empty() && last == asked.as_slice();
+        if let (Ok(Some(operand)), Some(asked)) = (&operand, &named.asked_path) {
+            is_main_script = opener::opens_operand(asked, operand);
         }
         // The file of an interpreter module is refused when it is the main script, and
         // only then: `import timeit` from a signed script opens the same file. What cannot
@@ -1014,6 +1013,8 @@ struct OpenNames {
     /// The last component of the path the interpreter passed to its open, when the file's
     /// own name does not already make it code (or it is an interpreter module's file).
     asked: Option<Vec<u8>>,
+    /// The whole path the interpreter passed.
+    asked_path: Option<Vec<u8>>,
     /// The directory the interpreter looked the name up in (for bytecode, the one holding
     /// its `__pycache__`).
     asked_dir: Option<Vec<u8>>,
@@ -1044,6 +1045,7 @@ fn open_names(profile: &Profile, module_file: bool, tid: i32, fd: BorrowedFd<'_>
         .and_then(|own| facts::code_by_name(profile, &[own]));
     let mut asked = None;
     let mut asked_dir = None;
+    let mut asked_path = None;
     if code.is_none() || module_file {
         match opener::asked_path(tid) {
             Ok(Some(path)) => {
@@ -1051,6 +1053,7 @@ fn open_names(profile: &Profile, module_file: bool, tid: i32, fd: BorrowedFd<'_>
                 code = code.or_else(|| facts::code_by_name(profile, &[&last]));
                 asked = Some(last);
                 asked_dir = Some(opener::module_dir_component(&path).to_vec());
+                asked_path = Some(path);
             }
             Ok(None) => {}
             Err(e) => {
@@ -1061,6 +1064,7 @@ fn open_names(profile: &Profile, module_file: bool, tid: i32, fd: BorrowedFd<'_>
     OpenNames {
         own,
         asked,
+        asked_path,
         asked_dir,
         code,
         missing,

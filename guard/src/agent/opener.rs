@@ -62,6 +62,26 @@ pub fn last_component(path: &[u8]) -> &[u8] {
     }
 }
 
+/// Whether `asked` is the path CPython opens its main script by, for `operand`: the operand
+/// itself when absolute; made absolute from the cwd when relative (`/cwd/./x` for `./x`), or
+/// as given when the cwd is too long to name. A relative operand is matched as a suffix
+/// after a `/`: the agent does not know the cwd as the process names it (a chroot, a
+/// container), and a second look at it could fail, so this errs towards the main script.
+pub fn opens_operand(asked: &[u8], operand: &[u8]) -> bool {
+    if operand.is_empty() {
+        return false;
+    }
+    if asked == operand {
+        return true;
+    }
+    if operand.starts_with(b"/") {
+        return false;
+    }
+    asked.len() > operand.len()
+        && asked.ends_with(operand)
+        && asked[asked.len() - operand.len() - 1] == b'/'
+}
+
 /// The component before the last: the directory the last name was looked up in
 /// (`/usr/lib/python3.11/asyncio/__main__.py` gives `asyncio`), repeated `/` skipped.
 pub fn parent_component(path: &[u8]) -> &[u8] {
@@ -193,6 +213,13 @@ mod tests {
         assert_eq!(named_component(b"asyncio/"), b"asyncio");
         assert_eq!(named_component(b"/usr/lib/asyncio"), b"asyncio");
         assert_eq!(named_component(b"."), b".");
+        assert!(opens_operand(b"/tmp/cx/./p", b"./p"));
+        assert!(opens_operand(b"p", b"p"));
+        assert!(opens_operand(b"/tmp/cx//./p", b"/tmp/cx//./p"));
+        assert!(opens_operand(b"/tmp/cx/../cx/p", b"../cx/p"));
+        assert!(!opens_operand(b"/etc/default/ufw", b"/usr/sbin/ufw"));
+        assert!(!opens_operand(b"/tmp/cx/xp", b"p"));
+        assert!(!opens_operand(b"/tmp/cx/p", b""));
     }
 
     /// A real thread blocked in a real openat, read the way the agent reads it: a FIFO's
