@@ -415,6 +415,7 @@ impl Policy {
         };
 
         let mut interpreters = Vec::new();
+        let mut deny_env_names: Vec<String> = Vec::new();
         for profile in raw.interpreters {
             let mut code_patterns = Vec::new();
             for pattern in &profile.code_patterns {
@@ -458,6 +459,34 @@ impl Policy {
                     Ok(list)
                 }
             };
+            // The exec gate matches refused names in the kernel, from a table of
+            // MAX_ENV_NAMES patterns: a name it cannot hold would go unchecked.
+            for name in &profile.deny_env {
+                if guard_common::exec_gate::EnvPattern::new(name.as_bytes()).is_none() {
+                    return Err(at(
+                        None,
+                        format!(
+                            "deny_env: {name:?} is not a name the exec gate can match (not \
+                             empty, no '=', at most {} bytes)",
+                            guard_common::exec_gate::MAX_ENV_NAME_LEN
+                        ),
+                    ));
+                }
+                if !deny_env_names.contains(name) {
+                    deny_env_names.push(name.clone());
+                }
+            }
+            if deny_env_names.len() > guard_common::exec_gate::MAX_ENV_NAMES {
+                return Err(at(
+                    None,
+                    format!(
+                        "deny_env: {} refused environment variables in all, the exec gate \
+                         checks at most {}",
+                        deny_env_names.len(),
+                        guard_common::exec_gate::MAX_ENV_NAMES
+                    ),
+                ));
+            }
             let inline_code_modules =
                 module_list(&profile.inline_code_modules, DEFAULT_INLINE_CODE_MODULES)?;
             let stdin_code_modules =

@@ -109,6 +109,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         // Loaded before readiness is announced: ready means every layer is in place.
         let generation = state.generation();
         let gate = super::launch::load(&state, &state.loaded());
+        if gate.is_none() {
+            degraded(
+                &config,
+                &state.loaded(),
+                "the exec gate did not load (see above): python3 -c, code on stdin and \
+                 descriptor scripts would not be refused",
+            )?;
+        }
         let state = state.clone();
         Some(
             std::thread::Builder::new()
@@ -209,21 +217,26 @@ fn start_kernel_layer(
     use super::Backend;
     use crate::lsm::LsmStatus;
     let native = loaded.policy.native.code;
-    let unenforced = || {
+    let unenforced = || -> anyhow::Result<()> {
         if native != crate::policy::NativeCode::Any {
-            log::warn!(
-                "[native] code = \"{native}\" is not enforced: only the BPF LSM layer can \
-                 (fanotify sees no mapping)"
-            );
+            degraded(
+                config,
+                loaded,
+                &format!(
+                    "[native] code = \"{native}\" is not enforced: only the BPF LSM layer can \
+                     (fanotify sees no mapping)"
+                ),
+            )?;
         }
+        Ok(())
     };
     if config.backend == Backend::Fanotify {
-        unenforced();
+        unenforced()?;
         return Ok((None, "fanotify"));
     }
     let (layer, status) = super::kernel_layer::start(loaded, None);
     if status != LsmStatus::Active && config.backend != Backend::Bpf {
-        unenforced();
+        unenforced()?;
     }
     match (status, config.backend) {
         (LsmStatus::Active, _) => {
@@ -244,13 +257,32 @@ fn start_kernel_layer(
             Ok((None, "fanotify"))
         }
         (LsmStatus::Failed(why), _) => {
-            log::error!(
-                "BPF LSM layer failed to load ({why}): running the fanotify backend and the \
-                 exec gate only"
-            );
+            degraded(
+                config,
+                loaded,
+                &format!(
+                    "the BPF LSM layer failed to load ({why}): only the fanotify backend and \
+                     the exec gate would run"
+                ),
+            )?;
             Ok((None, "fanotify"))
         }
     }
+}
+
+/// A layer the policy needs did not come up. Enforce mode refuses to run with less
+/// protection than it says, unless the operator said so (`--allow-degraded`); permissive
+/// mode, which refuses nothing anyway, warns.
+fn degraded(config: &Config, loaded: &Loaded, what: &str) -> anyhow::Result<()> {
+    let enforce = loaded.policy.mode == crate::policy::Mode::Enforce;
+    if enforce && !config.allow_degraded {
+        anyhow::bail!(
+            "{what}; enforce mode does not start with less protection than the policy asks \
+             (--allow-degraded runs without it)"
+        );
+    }
+    log::error!("running degraded: {what}");
+    Ok(())
 }
 
 /// Which groups read which filesystems' events.

@@ -34,13 +34,8 @@ pub fn gate_config(loaded: &Loaded) -> ExecGateConfig {
             }
         }
     }
-    if refused_env.len() > guard_common::exec_gate::MAX_ENV_NAMES {
-        log::warn!(
-            "exec gate: only the first {} refused environment variables are checked at exec",
-            guard_common::exec_gate::MAX_ENV_NAMES
-        );
-        refused_env.truncate(guard_common::exec_gate::MAX_ENV_NAMES);
-    }
+    // More than the gate holds is a policy error (`Policy::parse`), and the gate's own load
+    // refuses it too: never truncated.
     // Like the environment: a module any profile lists is refused for all, under the
     // profiles' union of DENY_* flags (only profiled identities are ever judged).
     let union = |list: fn(&crate::policy::Profile) -> &Vec<String>| {

@@ -55,6 +55,8 @@ pub struct Config {
     pub require_signed_policy: bool,
     /// Load the exec gate (refuses `-c`, stdin code and descriptor scripts at exec).
     pub exec_gate: bool,
+    /// Run on when a layer fails to load, with less protection than the policy asks.
+    pub allow_degraded: bool,
     /// Executables that may stop, trace and unpin the agent besides PID 1 and guard itself
     /// (the BPF LSM layer's self-protection).
     pub controllers: Vec<PathBuf>,

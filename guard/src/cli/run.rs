@@ -44,6 +44,11 @@ pub struct RunArgs {
     /// descriptor scripts at exec): for debugging, or hosts that forbid BPF.
     #[arg(long)]
     pub no_exec_gate: bool,
+    /// Run with less protection than asked when a layer fails to load (the exec gate; the
+    /// BPF LSM layer where the kernel has BPF LSM; `[native] code` without it). Without
+    /// this, enforce mode refuses to start, naming what failed; permissive mode warns.
+    #[arg(long)]
+    pub allow_degraded: bool,
     /// An executable that may stop, trace and unpin the agent (repeatable). PID 1 (the init
     /// system: `systemctl stop`) and guard itself always may; anyone else, root included,
     /// is refused where the BPF LSM layer runs.
@@ -71,6 +76,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         backend: args.backend,
         require_signed_policy: args.require_signed_policy,
         exec_gate: !args.no_exec_gate,
+        allow_degraded: args.allow_degraded,
         controllers: args.controllers,
     })?;
     Ok(ExitCode::SUCCESS)
