@@ -166,6 +166,8 @@ pub struct Object {
     /// listed module (by identity, [`crate::modules::ModuleFiles`]) that the process's main
     /// script operand resolves to, or the `__main__` of the package directory it names.
     pub main_module: Option<String>,
+    /// The file's access ACL, when it has one: named entries can let the runner write it.
+    pub acl: Option<crate::acl::Acl>,
 }
 
 /// One check, passed or failed, with a reason a human can act on.
@@ -457,6 +459,13 @@ fn writability_check(policy: &Policy, subject: &Subject, object: &Object) -> Che
                 subject.uid
             ),
         );
+    }
+    if let Some(why) = object
+        .acl
+        .as_ref()
+        .and_then(|acl| acl.write_grant(subject.uid, &subject.gids, object.gid))
+    {
+        return check(Rule::NotWritableByRunner, false, why);
     }
     let runner_trusted = policy.trust.owners.contains(&subject.uid);
     if object.uid == subject.uid && !runner_trusted {
@@ -759,6 +768,7 @@ deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
             sha256: None,
             open_writers: None,
             main_module: None,
+            acl: None,
         }
     }
 

@@ -40,6 +40,7 @@ pub fn object_of(file: &File, code: CodeKind) -> io::Result<Object> {
         sha256: None,
         open_writers: None,
         main_module: None,
+        acl: crate::acl::read(file)?,
     })
 }
 

@@ -4,6 +4,7 @@
 //! policy, the pure decision engine, and the fact gathering from open file descriptors. The
 //! `guard` binary wires them to the command line and to the kernel.
 
+pub mod acl;
 pub mod agent;
 pub mod btf;
 pub mod cache;

@@ -1383,3 +1383,42 @@ fn terminals_are_not_scripts() {
     }
     lab.baseline();
 }
+
+/// Issue 16: ACL entries are permissions. A signed, root-owned 0644 file whose ACL lets the
+/// runner write it (a named user, a named group the runner is in) is writable by the
+/// runner (W^X), whatever its mode bits say; a mask without write takes that away.
+#[test]
+fn acl_entries_that_let_the_runner_write_are_refused() {
+    let lab = Lab::new();
+    let marker = lab.marker("acl");
+    let cwd = lab.path("base");
+    for (name, acl, refused) in [
+        ("user.py", "u:nobody:rw", true),
+        ("group.py", &format!("g:{NOBODY}:rw") as &str, true),
+        ("masked.py", "u:nobody:rw,m::r", false),
+        ("read_only.py", "u:nobody:r", false),
+    ] {
+        let script = lab.signed(&format!("base/{name}"), &payload(&marker));
+        let out = run("setfacl", &[&"-m", &acl, &script]);
+        assert!(out.status.success(), "setfacl {acl}: {}", describe(&out));
+        let out = lab.py(&cwd, &[name], &[]);
+        if refused {
+            assert_refused(name, &out, &marker);
+            let denies = lab.denies(name);
+            assert!(
+                denies
+                    .iter()
+                    .any(|d| d.contains("not-writable-by-runner") && d.contains("ACL")),
+                "{name}: {denies:?}"
+            );
+        } else {
+            assert!(
+                marker.exists(),
+                "{name} ({acl}) refused: {}",
+                describe(&out)
+            );
+            std::fs::remove_file(&marker).unwrap();
+        }
+    }
+    lab.baseline();
+}

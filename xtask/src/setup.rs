@@ -15,6 +15,7 @@ use crate::{run, workspace_root};
 const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     "attr",
+    "acl",
     "ima-evm-utils",
     "openssl",
     "util-linux",

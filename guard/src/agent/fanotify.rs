@@ -941,13 +941,16 @@ fn evaluate_interpreter(
     } else {
         facts::classify(profile, &file, meta.len(), &names, is_main_script, missing)?
     };
-    // Who runs the interpreter matters only when the file's mode or owner could make it
-    // writable by them: a group-writable file, or an owner the policy does not trust. For
+    // Who runs the interpreter matters only when the file's mode, owner or ACL could make
+    // it writable by them: a group-writable file, an owner the policy does not trust, a
+    // named ACL entry with write. For
     // the common case (root's 0644 files) the /proc read is skipped; a file's mode and
     // owner can only be changed back and forth by its owner, and a trusted owner's file
     // cannot be made writable to the runner by anyone else.
-    let runner_matters =
-        code.is_code() && (meta.mode() & 0o020 != 0 || !policy.trust.owners.contains(&meta.uid()));
+    let runner_matters = code.is_code()
+        && (meta.mode() & 0o020 != 0
+            || !policy.trust.owners.contains(&meta.uid())
+            || crate::acl::read(&file)?.is_some_and(|acl| acl.grants_named_write()));
     let (uid, subject) = if runner_matters {
         let (uid, gids) = process::credentials(tid)?;
         let subject = Subject {
