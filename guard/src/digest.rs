@@ -3,7 +3,8 @@
 use std::io::{self, Read};
 
 /// Hash algorithms of the IMA signature header (`enum hash_algo` in the kernel).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Ordered weakest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HashAlgo {
     Sha1,
     Sha256,

@@ -54,6 +54,12 @@ pub enum SignatureError {
     SizeMismatch { declared: usize, actual: usize },
     #[error("unknown key id {0:08x}")]
     UnknownKeyId(u32),
+    /// The signature is over a digest weaker than the policy accepts (`[trust] min_digest`).
+    #[error("signed over a {algo} digest, weaker than the policy's min_digest {min}")]
+    WeakDigest {
+        algo: &'static str,
+        min: &'static str,
+    },
     /// The key did not make this signature over this content. ECDSA verification recovers
     /// nothing, so for ECDSA a changed file and a damaged or forged signature are the same
     /// failure; for RSA a changed file is `DigestMismatch` instead. The detail (for RSA:

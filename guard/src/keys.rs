@@ -518,14 +518,33 @@ struct Entry {
 }
 
 /// The set of public keys signatures are checked against.
-#[derive(Default)]
 pub struct Keyring {
     entries: Vec<Entry>,
+    /// The weakest digest a signature may be over: SHA-1 collisions are practical.
+    min_digest: HashAlgo,
+}
+
+impl Default for Keyring {
+    fn default() -> Keyring {
+        Keyring {
+            entries: Vec::new(),
+            min_digest: HashAlgo::Sha256,
+        }
+    }
 }
 
 impl Keyring {
     pub fn new() -> Keyring {
         Keyring::default()
+    }
+
+    /// Accepts signatures over `algo` and stronger digests only (SHA-256 by default).
+    pub fn set_min_digest(&mut self, algo: HashAlgo) {
+        self.min_digest = algo;
+    }
+
+    pub fn min_digest(&self) -> HashAlgo {
+        self.min_digest
     }
 
     /// Adds a public key (PEM SPKI) or certificate (PEM or DER) file. A private key file is
@@ -567,6 +586,12 @@ impl Keyring {
         digest_of: &mut dyn FnMut(HashAlgo) -> std::io::Result<Digest>,
     ) -> Result<Verified, SignatureError> {
         let sig = ima::parse(xattr)?;
+        if sig.algo < self.min_digest {
+            return Err(SignatureError::WeakDigest {
+                algo: sig.algo.name(),
+                min: self.min_digest.name(),
+            });
+        }
         // Key ids are only 32 bits: distinct keys may share one, so each is tried.
         let candidates: Vec<&Entry> = self
             .entries

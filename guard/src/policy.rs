@@ -149,6 +149,9 @@ struct RawTrust {
     owners: Option<Vec<Spanned<OwnerSpec>>>,
     #[serde(default)]
     filesystems: Option<Vec<Spanned<String>>>,
+    /// The weakest digest a signature may be over.
+    #[serde(default)]
+    min_digest: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -348,6 +351,18 @@ impl Policy {
 
         let mut key_files = Vec::new();
         let mut keyring = Keyring::new();
+        if let Some(name) = &raw.trust.min_digest {
+            let algo = crate::digest::HashAlgo::from_name(name.get_ref()).ok_or_else(|| {
+                at(
+                    Some(name.span()),
+                    format!(
+                        "min_digest: unknown digest {:?} (sha1, sha256, sha384 or sha512)",
+                        name.get_ref()
+                    ),
+                )
+            })?;
+            keyring.set_min_digest(algo);
+        }
         for pattern in &raw.trust.keys {
             let files = expand(base, pattern.get_ref())
                 .map_err(|message| at(Some(pattern.span()), message))?;

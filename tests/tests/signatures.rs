@@ -497,3 +497,58 @@ fn recursive_signing_stays_in_the_tree() {
     assert!(err.contains("symbolic link, not followed"), "{err}");
     assert!(stdout(&out).contains("signed 1 file"), "{}", stdout(&out));
 }
+
+/// Issue 16: a signature over SHA-1 is refused unless the policy's `min_digest` accepts it.
+#[test]
+fn sha1_signatures_are_refused_unless_the_policy_accepts_them() {
+    let dir = scratch();
+    let keys = openssl_keys(
+        dir.path(),
+        "rsa",
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+    );
+    let file = write_file(dir.path(), "old.py", b"print('signed long ago')\n");
+    evmctl_sign(&keys.private, "sha1", &file);
+    assert!(
+        evmctl_verifies(&keys.cert_der, &file),
+        "evmctl made a bad signature"
+    );
+    let (ok, line) = verify_line(&keys.cert_pem, &file);
+    assert!(
+        !ok && line.contains("weaker than the policy's min_digest sha256"),
+        "{line}"
+    );
+    // The setting, through `guard explain` with a policy naming the key.
+    let policy = |min: &str| {
+        let path = dir.path().join(format!("policy-{min}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[trust]\nkeys = [{:?}]\nmin_digest = \"{min}\"\n\
+                 [[interpreter]]\nname = \"python\"\nexecutables = [\"/usr/bin/python3\"]\n",
+                keys.cert_pem.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    for (min, verdict) in [
+        ("sha1", "[pass] valid-signature"),
+        (
+            "sha256",
+            "[FAIL] valid-signature          signed over a sha1 digest",
+        ),
+    ] {
+        let out = guard(&[&"explain", &file, &"--policy", &policy(min)]);
+        assert!(stdout(&out).contains(verdict), "{min}: {}", stdout(&out));
+    }
+    // A name the policy cannot mean is an error naming the file.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[trust]\nmin_digest = \"md5\"\n").unwrap();
+    let out = guard(&[&"policy", &"check", &bad]);
+    assert!(
+        !out.status.success() && stderr(&out).contains("bad.toml"),
+        "{}",
+        stderr(&out)
+    );
+}
