@@ -135,47 +135,57 @@ pub fn device_path_with(path: &[u8], dot_dot: bool) -> DevicePath {
         return not;
     }
     // `dev/`, or a prefix of it at the end of what was read.
-    let dev = [b'd', b'e', b'v', b'/'];
-    let mut j = 0;
-    while j < 4 {
-        let byte = at(k + j);
-        if byte == 0 {
-            return open;
-        }
-        if byte != dev[j] {
-            return not;
-        }
-        j += 1;
+    match compare_word(path, k, b"dev/") {
+        Compared::Differs => return not,
+        Compared::EndsAfter(_) => return open,
+        Compared::Equal => {}
     }
     let rest = k + 4;
     if at(rest) == 0 {
         // `/dev/` itself, a directory: what follows could be anything.
         return open;
     }
-    let shm = [b's', b'h', b'm', b'/'];
+    match compare_word(path, rest, b"shm/") {
+        Compared::Differs => DevicePath {
+            device: true,
+            open: false,
+        },
+        // `/dev/s`, `/dev/sh`: devices, or the start of `/dev/shm/`; `/dev/shm` is the
+        // directory.
+        Compared::EndsAfter(j) => DevicePath {
+            device: j < 3,
+            open: true,
+        },
+        Compared::Equal => DevicePath {
+            device: dot_dot,
+            open: !dot_dot,
+        },
+    }
+}
+
+/// How the bytes of a path from `start` compare with a four-byte word.
+enum Compared {
+    Equal,
+    /// The path ends (its end or a NUL) after this many equal bytes.
+    EndsAfter(usize),
+    Differs,
+}
+
+#[inline(always)]
+fn compare_word(path: &[u8], start: usize, word: &[u8; 4]) -> Compared {
     let mut j = 0;
     while j < 4 {
-        let byte = at(rest + j);
+        let i = start + j;
+        let byte = if i < path.len() { path[i] } else { 0 };
         if byte == 0 {
-            // `/dev/s`, `/dev/sh`: devices, or the start of `/dev/shm/`; `/dev/shm` is the
-            // directory.
-            return DevicePath {
-                device: j < 3,
-                open: true,
-            };
+            return Compared::EndsAfter(j);
         }
-        if byte != shm[j] {
-            return DevicePath {
-                device: true,
-                open: false,
-            };
+        if byte != word[j] {
+            return Compared::Differs;
         }
         j += 1;
     }
-    DevicePath {
-        device: dot_dot,
-        open: !dot_dot,
-    }
+    Compared::Equal
 }
 
 /// Whether a path has a `..` component: a rolling window of the last four bytes, with `/`
