@@ -38,8 +38,9 @@ pub trait Source {
     /// A number below `n` (`n` at least 1).
     fn below(&mut self, n: usize) -> usize;
 
+    /// Zero says no: an exhausted [`Bytes`] source takes no optional branch.
     fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
+        self.below(100) >= 100 - percent
     }
 
     fn pick<'a>(&mut self, list: &[&'a str]) -> &'a str {
@@ -479,6 +480,20 @@ impl Sandbox {
     /// terminal), killed after the timeout. `slot` names the output files: one per thread.
     pub fn run(&self, python: &Path, words: &[Vec<u8>], slot: usize) -> Output {
         self.make_files(words);
+        // A signal the run did not ask for (a kernel layer another test loaded on this host,
+        // the OOM killer) is no answer from CPython: ask again, then report it.
+        let mut output = self.run_once(python, words, slot);
+        for _ in 0..5 {
+            if output.timed_out || output.code.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            output = self.run_once(python, words, slot);
+        }
+        output
+    }
+
+    fn run_once(&self, python: &Path, words: &[Vec<u8>], slot: usize) -> Output {
         let stdout_path = self.io.join(format!("{slot}.stdout"));
         let stderr_path = self.io.join(format!("{slot}.stderr"));
         let mut cmd = Command::new(python);
@@ -695,6 +710,9 @@ fn module_error(stderr: &str) -> Option<Option<Vec<u8>>> {
 pub fn what_ran(output: &Output) -> Result<Ran, String> {
     if output.timed_out {
         return Err("CPython did not finish in time".into());
+    }
+    if output.code.is_none() {
+        return Err("CPython was killed by a signal, six times".into());
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
