@@ -746,6 +746,14 @@ mod tests {
         refused(&["/dev/stdin"], Rule::ScriptIsFile);
         refused(&["/proc/self/fd/0", "a"], Rule::ScriptIsFile);
         refused(&["--", "/dev/fd/3"], Rule::ScriptIsFile);
+        // getopt's long options inside a cluster: "-E-" is "-E --", "-E-NAME" is
+        // "-E --NAME", whose argument is the next word.
+        refused(&["-E-", "/dev/fd/3"], Rule::ScriptIsFile);
+        refused(
+            &["-E-check-hash-based-pycs", "always", "/dev/fd/3"],
+            Rule::ScriptIsFile,
+        );
+        refused(&["-i-", "-c", "x"], Rule::NoInteractive);
         let padded: [&str; 40] = core::array::from_fn(|i| if i == 39 { "-c" } else { "-E" });
         refused(&padded, Rule::FactsUnavailable);
         let long_cluster = "-EEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEEc";
@@ -787,6 +795,8 @@ mod tests {
         allowed(&["-Wc", "s.py"]);
         allowed(&["-X", "-c", "s.py"]);
         allowed(&["--check-hash-based-pycs", "always", "s.py"]);
+        allowed(&["-E-check-hash-based-pycs", "always", "s.py"]);
+        allowed(&["-E-", "-c", "x"]);
         allowed(&["-I", "-E", "s.py", "-i"]);
         allowed(&["/proc/self/cwd/s.py"]);
         assert_eq!(

@@ -225,8 +225,9 @@ pub(crate) fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// CPython options that take an argument (attached, as in `-Wd`, or as the next word).
 const SHORT_WITH_ARGUMENT: &[u8] = b"cmWX";
-/// The long option that takes an argument (`--opt VALUE`; `--opt=VALUE` is one word).
-const LONG_WITH_ARGUMENT: &[u8] = b"--check-hash-based-pycs";
+/// The name of the long option that takes an argument (`--check-hash-based-pycs VALUE`;
+/// `--opt=VALUE` is an unknown option to CPython).
+const LONG_WITH_ARGUMENT: &[u8] = b"check-hash-based-pycs";
 
 /// What one word of the command line turned out to be, as [`Reader::feed`] classified it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -260,7 +261,7 @@ enum Expect {
     InlineCode,
     /// The module name of `-m`.
     Module,
-    /// The word after `--`.
+    /// The word after `--` (or a cluster ending in `-`, such as `-E-`).
     Script,
     /// The program is known; the rest is its argv.
     Done,
@@ -342,23 +343,15 @@ impl Reader {
             Expect::Option => {}
         }
         let len = arg.len();
-        if len == 2 && arg[0] == b'-' && arg[1] == b'-' {
-            self.expect = Expect::Script;
-            return Word::Options;
-        }
         if len == 0 || arg[0] != b'-' || len == 1 {
             self.expect = Expect::Done;
             self.script = true;
             return Word::Script(arg);
         }
-        if arg[1] == b'-' {
-            if bytes_eq(arg, LONG_WITH_ARGUMENT) {
-                self.expect = Expect::Argument;
-                return Word::OptionsWithArgument;
-            }
-            return Word::Options;
-        }
-        // A cluster of short options: "-Ic", "-Esc", "-Wdefault", "-mjson".
+        // A cluster of short options: "-Ic", "-Esc", "-Wdefault", "-mjson". CPython's getopt
+        // takes a `-` in it as the start of a long option, whatever came before: "--x" and
+        // "-E-x" both read "x" as one.
+        let mut long = 0;
         let mut i = 1;
         while i < len {
             if i > self.cluster_limit {
@@ -366,6 +359,10 @@ impl Reader {
             }
             let option = arg[i];
             i += 1;
+            if option == b'-' {
+                long = i;
+                break;
+            }
             // Branch-free so the verifier does not fork a state per byte.
             self.inspect |= option == b'i';
             if !takes_argument(option) {
@@ -396,6 +393,21 @@ impl Reader {
             }
             return Word::OptionsWithArgument;
         }
+        if long == len {
+            // No name after the `-`: getopt ends the options there, so "-E-" is "-E --" and
+            // the next word is the script even if it looks like `-c` (CPython 3.11
+            // Python/getopt.c, "expected long option").
+            self.expect = Expect::Script;
+            return Word::Options;
+        }
+        if long != 0 && tail_is(arg, long, LONG_WITH_ARGUMENT) {
+            // "-E-check-hash-based-pycs always ./x": the next word is the argument, and the
+            // `c` in the name is no `-c`.
+            self.expect = Expect::Argument;
+            return Word::OptionsWithArgument;
+        }
+        // Any other long option (`--help`, `-E-help-env`, unknown ones) makes CPython print
+        // and exit.
         Word::Options
     }
 
@@ -413,6 +425,22 @@ impl Reader {
     pub fn reads_stdin_without_script(&self) -> bool {
         !self.script && !self.inline_code && !self.module
     }
+}
+
+/// `bytes[start..] == tail`, with only in-bounds indices (see [`is_descriptor_link`]).
+fn tail_is(bytes: &[u8], start: usize, tail: &[u8]) -> bool {
+    if start > bytes.len() || bytes.len() - start != tail.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < tail.len() {
+        let at = start + i;
+        if at >= bytes.len() || bytes[at] != tail[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 fn takes_argument(option: u8) -> bool {
@@ -562,6 +590,31 @@ mod tests {
         assert!(run(&["-Ei", "s.py"]).inspect);
         assert!(!run(&["s.py", "-i"]).inspect);
         assert_eq!(run(&["--", "-c"]).script, Some(&b"-c"[..]));
+    }
+
+    #[test]
+    fn long_options_inside_clusters() {
+        // getopt reads "-E-NAME" as "-E --NAME": the long option's argument is no option,
+        // and the `c` of its name is no `-c`.
+        let inv = run(&["-E-check-hash-based-pycs", "always", "./p"]);
+        assert!(!inv.inline_code);
+        assert_eq!(inv.script, Some(&b"./p"[..]));
+        let inv = run(&["-Ii-check-hash-based-pycs", "never", "/dev/fd/3"]);
+        assert!(!inv.inline_code && inv.inspect);
+        assert_eq!(inv.script, Some(&b"/dev/fd/3"[..]));
+        assert!(run(&["-E-check-hash-based-pycs"]).truncated);
+        // A cluster ending in `-` ends the options as "--" does.
+        let inv = run(&["-E-", "-c", "x"]);
+        assert!(!inv.inline_code);
+        assert_eq!(inv.script, Some(&b"-c"[..]));
+        let inv = run(&["-i-", "-m", "x"]);
+        assert!(inv.inspect && inv.module.is_none());
+        assert_eq!(inv.script, Some(&b"-m"[..]));
+        assert!(run(&["-IE-", "-"]).reads_stdin());
+        assert_eq!(run(&["--", "-i"]).script, Some(&b"-i"[..]));
+        // Other long options print and exit (or are unknown): never short options.
+        assert!(!run(&["-E-help-xoptions"]).inspect);
+        assert!(!run(&["--check-hash-based-pycs=always", "p"]).inline_code);
     }
 
     #[test]

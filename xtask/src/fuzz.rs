@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::workspace_root;
 
-pub const TARGETS: [&str; 5] = ["policy", "ima", "keys", "sniff", "argv"];
+pub const TARGETS: [&str; 6] = ["policy", "ima", "keys", "sniff", "argv", "argv_cpython"];
 
 /// Executions and outcome of one target's run.
 pub struct Outcome {
