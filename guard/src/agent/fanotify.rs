@@ -886,13 +886,17 @@ fn evaluate_interpreter(
     let profile = &policy.interpreters[profile_index];
     let file = File::from(fd.try_clone_to_owned()?);
     let meta = file.metadata()?;
-    let path = descriptor_path(fd);
+    let own_path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let path = own_path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "?".into());
     let id = crate::engine::FileId {
         dev: meta.dev(),
         ino: meta.ino(),
     };
     let module_file = loaded.modules.get(id);
-    let mut named = open_names(profile, module_file.is_some(), tid, fd);
+    let mut named = open_names(profile, module_file.is_some(), tid, &own_path);
     let mut main_module = None;
     let mut is_main_script = false;
     if named.code.is_none() || module_file.is_some() {
@@ -1059,12 +1063,18 @@ struct OpenNames {
     missing: Option<String>,
 }
 
-/// Reads the names of thread `tid`'s open of `fd`: the file's own name first (one
-/// `readlink`), then, unless that already makes it code, the name the thread asked for.
-fn open_names(profile: &Profile, module_file: bool, tid: i32, fd: BorrowedFd<'_>) -> OpenNames {
+/// The names of thread `tid`'s open of a file whose own path (`readlink` of the event's
+/// descriptor) is `own_path`: unless that name already makes it code, the name the thread
+/// asked for is read too.
+fn open_names(
+    profile: &Profile,
+    module_file: bool,
+    tid: i32,
+    own_path: &std::io::Result<std::path::PathBuf>,
+) -> OpenNames {
     use std::os::unix::ffi::OsStrExt;
     let mut missing = None;
-    let own = match std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
+    let own = match own_path {
         Ok(path) => {
             let bytes = path.as_os_str().as_bytes();
             let bytes = bytes.strip_suffix(b" (deleted)").unwrap_or(bytes);
