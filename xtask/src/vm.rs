@@ -226,9 +226,10 @@ pub fn vm_test_in_suite() -> Result<()> {
     vm_test(VmTestArgs {
         kernels: vec!["6.12".into(), "newest".into()],
         opts: VmOpts {
-            // tests/vm/attacks.sh alone runs 111 attacks twice (without guard, to show each
-            // one works, then under it): 6–10 min per kernel on an emulated CPU.
-            timeout: 1800,
+            // tests/vm/attacks.sh alone runs about 140 attacks twice (without guard, to show
+            // each one works, then under it): 15 min per kernel on this emulated CPU, and the
+            // whole suite came within a minute of 30 min (the last script cut off).
+            timeout: 2400,
             shares: Vec::new(),
             cpus: 2,
             memory: 2048,
