@@ -157,21 +157,6 @@ pub fn module_kinds<M: ModuleSet>(operand: &[u8], whole: bool, modules: &M) -> u
     kinds
 }
 
-/// Byte offsets of the kernel struct members the program reads, taken from the running
-/// kernel's BTF at load time (Rust BPF has no CO-RE).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelOffsets {
-    pub bprm_file: u32,
-    pub bprm_p: u32,
-    pub bprm_argc: u32,
-    pub bprm_envc: u32,
-    pub file_inode: u32,
-    pub inode_ino: u32,
-    pub inode_sb: u32,
-    pub sb_dev: u32,
-}
-
 /// A refused environment variable, matched word-wise: `NAME=` padded with zeros, and the
 /// mask of its bytes. Comparing four words keeps the kernel loop free of byte loops.
 #[repr(C)]
@@ -238,11 +223,18 @@ fn pack(bytes: &[u8; 32]) -> [u64; 4] {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GateSettings {
-    pub offsets: KernelOffsets,
+    pub offsets: crate::lsm::LsmOffsets,
     /// `DENY_*` and `PERMISSIVE` bits.
     pub flags: u32,
+    /// The native-code level (`crate::lsm::NATIVE_*`) host mode enforces for every task:
+    /// each exec's program and ELF interpreter, each executable file mapping. 0 when the
+    /// BPF LSM layer does it.
+    pub native: u32,
+    /// Who and what the native-code rule trusts.
+    pub trust: crate::lsm::Trust,
     /// How many of `env` are in use.
     pub env_count: u32,
+    pub pad: u32,
     pub env: [EnvPattern; MAX_ENV_NAMES],
     /// `LD_TRACE_LOADED_OBJECTS=`: a loader with it set runs nothing (what `ldd` does).
     pub loader_trace: EnvPattern,
@@ -262,10 +254,14 @@ pub struct GateEvent {
     pub rule: u32,
     /// 1 when the process was sent SIGKILL, 0 when only reported (permissive).
     pub killed: u32,
-    /// The interpreter's identity.
+    /// The refused file's identity: the interpreter or loader launched, the program or
+    /// library refused as native code.
     pub ino: u64,
     pub dev: u32,
-    pub pad: u32,
+    /// What refused: a `crate::lsm::HOOK_*` value (`HOOK_BPRM_CREDS_FOR_EXEC` for a
+    /// launch, `HOOK_BPRM_CHECK_SECURITY`, `HOOK_MMAP_FILE` or `HOOK_FILE_MPROTECT` for
+    /// native code).
+    pub hook: u32,
 }
 
 /// What the judge concluded so far.
@@ -560,8 +556,6 @@ mod pod {
     unsafe impl aya::Pod for super::GateSettings {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::GateEvent {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::KernelOffsets {}
     // SAFETY: as above (a byte array).
     unsafe impl aya::Pod for super::ModuleKey {}
 }

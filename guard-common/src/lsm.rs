@@ -23,9 +23,18 @@ pub const VERDICT_CACHE: u32 = 1 << 5;
 /// `bprm_check_security`, `mmap_file`, `file_mprotect` for every task: native code (each
 /// binfmt step of an exec, executable mappings) must come from a linked regular file.
 pub const NATIVE_LINKED: u32 = 1 << 6;
-/// With [`NATIVE_LINKED`]: and from one owned by the trusted owner, not writable by group
-/// or others, on a trusted filesystem of the initial user namespace.
+/// With [`NATIVE_LINKED`]: and from one no untrusted user owns or can write (W^X for native
+/// code): owned by a trusted owner, not writable by group or others, on a filesystem whose
+/// owners are the kernel's facts (the initial user namespace's, not FUSE).
+pub const NATIVE_OWNER: u32 = 1 << 9;
+/// With [`NATIVE_OWNER`]: and on a trusted filesystem type.
 pub const NATIVE_TRUSTED: u32 = 1 << 7;
+/// Any of the native-code levels.
+pub const NATIVE_ANY: u32 = NATIVE_LINKED | NATIVE_OWNER | NATIVE_TRUSTED;
+
+/// `FUSE_SUPER_MAGIC`: a FUSE daemon (any user's, through `fusermount`) states owners and
+/// modes as it likes, even in the initial user namespace.
+pub const FUSE_SUPER_MAGIC: u32 = 0x6573_5546;
 
 /// `iattr.ia_valid`'s bit for a size change (truncate).
 pub const ATTR_SIZE: u32 = 1 << 3;
@@ -45,9 +54,9 @@ pub const HOOK_FILE_MPROTECT: u32 = 6;
 pub const HOOK_INODE_SETATTR: u32 = 7;
 pub const HOOK_BPRM_CHECK_SECURITY: u32 = 8;
 
-/// How many filesystem magics [`LsmSettings::trusted_filesystems`] holds.
+/// How many filesystem magics [`Trust::filesystems`] holds.
 pub const MAX_TRUSTED_FILESYSTEMS: usize = 16;
-/// How many owners [`LsmSettings::trusted_uids`] holds.
+/// How many owners [`Trust::owners`] holds.
 pub const MAX_TRUSTED_OWNERS: usize = 8;
 /// Self-protection hooks ([`PROTECT_AGENT`]); their events carry a target, not a file
 /// (see [`SelfProtectSettings`]).
@@ -107,6 +116,65 @@ pub struct LsmOffsets {
     pub mount_vfsmount: u32,
     pub mount_mountpoint: u32,
     pub mount_parent: u32,
+    /// `linux_binprm.envc` (the exec gate's environment walk).
+    pub bprm_envc: u32,
+    /// `vm_area_struct.vm_flags` (an `unsigned long`; `VM_EXEC` is bit 2) and `vm_end`.
+    pub vma_flags: u32,
+    pub vma_end: u32,
+    /// `mm_struct.saved_auxv`: the auxiliary vector (`AT_BASE`: where the ELF interpreter
+    /// was mapped).
+    pub mm_saved_auxv: u32,
+    /// `task_struct.files`, `files_struct.fdt`, `fdtable.fd` and `fdtable.max_fds`: a
+    /// descriptor's file.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_fd: u32,
+    pub fdt_max_fds: u32,
+}
+
+impl LsmOffsets {
+    /// All zeroes: what the kernel objects are compiled with, before the loader sets them.
+    pub const ZERO: LsmOffsets = LsmOffsets {
+        task_mm: 0,
+        mm_exe_file: 0,
+        file_inode: 0,
+        file_mode: 0,
+        inode_mode: 0,
+        inode_nlink: 0,
+        inode_uid: 0,
+        inode_ino: 0,
+        inode_sb: 0,
+        sb_dev: 0,
+        bprm_file: 0,
+        bprm_is_check: 0,
+        bprm_is_check_mask: 0,
+        dentry_inode: 0,
+        vma_file: 0,
+        inode_writecount: 0,
+        sb_user_ns: 0,
+        user_ns_level: 0,
+        iattr_valid: 0,
+        sb_magic: 0,
+        bprm_p: 0,
+        bprm_argc: 0,
+        mm_arg_end: 0,
+        file_path_mnt: 0,
+        file_path_dentry: 0,
+        dentry_name_len: 0,
+        dentry_name: 0,
+        vfsmount_root: 0,
+        mount_vfsmount: 0,
+        mount_mountpoint: 0,
+        mount_parent: 0,
+        bprm_envc: 0,
+        vma_flags: 0,
+        vma_end: 0,
+        mm_saved_auxv: 0,
+        task_files: 0,
+        files_fdt: 0,
+        fdt_fd: 0,
+        fdt_max_fds: 0,
+    };
 }
 
 /// The read-only global the loader sets (`LSM_SETTINGS`).
@@ -116,14 +184,9 @@ pub struct LsmSettings {
     pub offsets: LsmOffsets,
     /// `PERMISSIVE` and `ENFORCE_*` bits.
     pub flags: u32,
-    /// The trusted owners of executables (`bprm_creds_for_exec`, [`NATIVE_TRUSTED`]), kernel
-    /// uids, the first `trusted_uid_count` of them.
-    pub trusted_uids: [u32; MAX_TRUSTED_OWNERS],
-    pub trusted_uid_count: u32,
-    /// The magics of the policy's trusted filesystem types, the first
-    /// `trusted_filesystem_count` of them ([`NATIVE_TRUSTED`], [`crate::code_name`]).
-    pub trusted_filesystems: [u32; MAX_TRUSTED_FILESYSTEMS],
-    pub trusted_filesystem_count: u32,
+    /// The trusted owners and filesystem types (`bprm_creds_for_exec`, the native rules,
+    /// [`crate::code_name`]).
+    pub trust: Trust,
     /// [`crate::code_name`]: the policy's code suffixes, the first `code_suffix_count`.
     pub code_suffixes: [crate::code_name::CodeSuffix; crate::code_name::MAX_CODE_SUFFIXES],
     pub code_suffix_count: u32,
@@ -320,6 +383,62 @@ pub struct CodeFile {
     pub fs_user_ns_level: u32,
 }
 
+/// The policy's trusted owners and filesystem types as the kernel programs hold them: fixed
+/// arrays, each with a count of the entries in use.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Trust {
+    /// Kernel uids, the first `owner_count` of them.
+    pub owners: [u32; MAX_TRUSTED_OWNERS],
+    pub owner_count: u32,
+    /// Superblock magics (32 bits: every magic guard knows fits), each once, the first
+    /// `filesystem_count` of them.
+    pub filesystems: [u32; MAX_TRUSTED_FILESYSTEMS],
+    pub filesystem_count: u32,
+}
+
+impl Trust {
+    /// Nobody and nothing: what the kernel objects are compiled with.
+    pub const EMPTY: Trust = Trust {
+        owners: [0; MAX_TRUSTED_OWNERS],
+        owner_count: 0,
+        filesystems: [0; MAX_TRUSTED_FILESYSTEMS],
+        filesystem_count: 0,
+    };
+
+    /// The table for these owners and magics: duplicates once, and no more than the arrays
+    /// hold (loaders refuse a policy with more, see `guard::policy`).
+    pub fn new(owners: &[u32], magics: &[u64]) -> Trust {
+        let mut trust = Trust::default();
+        for &uid in owners {
+            if (trust.owner_count as usize) < MAX_TRUSTED_OWNERS && !trust.owner(uid) {
+                trust.owners[trust.owner_count as usize] = uid;
+                trust.owner_count += 1;
+            }
+        }
+        for &magic in magics {
+            let magic = magic as u32;
+            if (trust.filesystem_count as usize) < MAX_TRUSTED_FILESYSTEMS
+                && !trust.filesystem(magic)
+            {
+                trust.filesystems[trust.filesystem_count as usize] = magic;
+                trust.filesystem_count += 1;
+            }
+        }
+        trust
+    }
+
+    #[inline(always)]
+    pub fn owner(&self, uid: u32) -> bool {
+        listed(uid, &self.owners, self.owner_count)
+    }
+
+    #[inline(always)]
+    pub fn filesystem(&self, magic: u32) -> bool {
+        listed(magic, &self.filesystems, self.filesystem_count)
+    }
+}
+
 /// Whether `value` is among the first `count` of `values` (a bounded loop the verifier
 /// accepts): a filesystem magic, an owner.
 #[inline(always)]
@@ -335,33 +454,24 @@ pub fn listed<const N: usize>(value: u32, values: &[u32; N], count: u32) -> bool
 }
 
 /// The policy's executable rules (`[native] code`) for a file about to run as native code,
-/// by any task. `flags` holds [`NATIVE_LINKED`] and [`NATIVE_TRUSTED`] (none: nothing to
-/// judge). Checks in the engine's order:
+/// by any task. `flags` holds the `NATIVE_*` level (none: nothing to judge); each level
+/// checks all the looser ones do, in the engine's order:
 ///
-/// * `regular-file`: an exec is always of a regular file (the kernel insists); a mapping
-///   may be of a character device (`/dev/zero`: anonymous memory in disguise), not of
-///   anything else;
-/// * `not-deleted`: memfds, `O_TMPFILE` and deleted files have no link, so no owner or
-///   place anyone vouched for (`fexecve` of a memfd, a SysV segment attached `SHM_EXEC`);
-///
-/// and with [`NATIVE_TRUSTED`] only, for regular files:
-///
-/// * `trusted-owner`: owned by one of the first `owner_count` of `owners`;
-/// * `not-writable-by-runner`: not writable by group or others, so nobody but that owner
-///   can change it (whoever runs it);
-/// * `trusted-filesystem`: on a superblock of the initial user namespace whose type is
-///   listed (FUSE — `fusermount` mounts, AppImages — and overlays report owners their
-///   mounter chose).
+/// * [`NATIVE_LINKED`]: `regular-file` (an exec is always of a regular file, the kernel
+///   insists; a mapping may be of a character device, `/dev/zero` being anonymous memory in
+///   disguise, not of anything else) and `not-deleted` (memfds, `O_TMPFILE` and deleted
+///   files have no link, so no owner or place anyone vouched for: `fexecve` of a memfd, a
+///   SysV segment attached `SHM_EXEC`);
+/// * [`NATIVE_OWNER`], for regular files: `trusted-owner` (one of `trust`'s owners) and
+///   `not-writable-by-runner` (no write bit for group or others: nobody but that owner can
+///   change it, whoever runs it; a POSIX ACL's named entries are bounded by its mask, which
+///   is the group bits), then `trusted-filesystem` when those owners are claims rather than
+///   facts: a superblock of another user namespace, or FUSE;
+/// * [`NATIVE_TRUSTED`]: and `trusted-filesystem` unless the type is one of `trust`'s
+///   (overlays, network and removable filesystems).
 #[inline(always)]
-pub fn judge_native(
-    flags: u32,
-    file: &CodeFile,
-    owners: &[u32; MAX_TRUSTED_OWNERS],
-    owner_count: u32,
-    magics: &[u32; MAX_TRUSTED_FILESYSTEMS],
-    magic_count: u32,
-) -> Option<crate::Rule> {
-    if flags & (NATIVE_LINKED | NATIVE_TRUSTED) == 0 {
+pub fn judge_native(flags: u32, file: &CodeFile, trust: &Trust) -> Option<crate::Rule> {
+    if flags & NATIVE_ANY == 0 {
         return None;
     }
     match file.mode & S_IFMT {
@@ -372,16 +482,19 @@ pub fn judge_native(
     if file.nlink == 0 {
         return Some(crate::Rule::NotDeleted);
     }
-    if flags & NATIVE_TRUSTED == 0 {
+    if flags & (NATIVE_OWNER | NATIVE_TRUSTED) == 0 {
         return None;
     }
-    if !listed(file.uid, owners, owner_count) {
+    if !trust.owner(file.uid) {
         return Some(crate::Rule::TrustedOwner);
     }
     if file.mode & GROUP_OTHERS_WRITE != 0 {
         return Some(crate::Rule::NotWritableByRunner);
     }
-    if file.fs_user_ns_level != 0 || !listed(file.fs_magic, magics, magic_count) {
+    if file.fs_user_ns_level != 0 || file.fs_magic == FUSE_SUPER_MAGIC {
+        return Some(crate::Rule::TrustedFilesystem);
+    }
+    if flags & NATIVE_TRUSTED != 0 && !trust.filesystem(file.fs_magic) {
         return Some(crate::Rule::TrustedFilesystem);
     }
     None
@@ -396,6 +509,8 @@ mod pod {
     unsafe impl aya::Pod for super::LsmEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::LsmOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Trust {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::InodeState {}
     // SAFETY: as above.
@@ -450,10 +565,10 @@ mod tests {
     fn native_rule() {
         const EXT4: u32 = 0xEF53;
         const TMPFS: u32 = 0x0102_1994;
-        const FUSE: u32 = 0x6573_5546;
-        let mut magics = [0; MAX_TRUSTED_FILESYSTEMS];
-        magics[0] = EXT4;
-        magics[1] = TMPFS;
+        const OVERLAY: u32 = 0x794C_7630;
+        // root and a second owner (bin, 2); ext4 and tmpfs.
+        let trust = Trust::new(&[0, 2, 0], &[EXT4 as u64, TMPFS as u64, EXT4 as u64]);
+        assert_eq!((trust.owner_count, trust.filesystem_count), (2, 2));
         let usr_bin = CodeFile {
             mode: S_IFREG | 0o755,
             nlink: 1,
@@ -461,12 +576,10 @@ mod tests {
             fs_magic: EXT4,
             fs_user_ns_level: 0,
         };
-        // root and a second owner (bin, 2).
-        let mut owners = [0; MAX_TRUSTED_OWNERS];
-        owners[1] = 2;
-        let judge = |flags, file: CodeFile| judge_native(flags, &file, &owners, 2, &magics, 2);
-        let trusted = NATIVE_LINKED | NATIVE_TRUSTED;
-        for flags in [NATIVE_LINKED, trusted] {
+        let judge = |flags, file: CodeFile| judge_native(flags, &file, &trust);
+        let owner = NATIVE_LINKED | NATIVE_OWNER;
+        let trusted = owner | NATIVE_TRUSTED;
+        for flags in [NATIVE_LINKED, owner, trusted] {
             assert_eq!(judge(flags, usr_bin), None);
             // fexecve(memfd), an O_TMPFILE, a deleted program, shmat(SHM_EXEC).
             let memfd = CodeFile {
@@ -489,7 +602,8 @@ mod tests {
                 assert_eq!(judge(flags, odd), Some(Rule::RegularFile), "{kind:o}");
             }
         }
-        // A user's own build, a copy of ld.so in /tmp: fine when only links count.
+        // A user's own build, a copy of python3 or ld.so in /tmp: fine when only links
+        // count, refused from the default level on.
         let built = CodeFile {
             uid: 1000,
             mode: S_IFREG | 0o700,
@@ -497,30 +611,38 @@ mod tests {
             ..usr_bin
         };
         assert_eq!(judge(NATIVE_LINKED, built), None);
+        assert_eq!(judge(owner, built), Some(Rule::TrustedOwner));
         assert_eq!(judge(trusted, built), Some(Rule::TrustedOwner));
         // Every listed owner is trusted, not only the first.
         let by_bin = CodeFile { uid: 2, ..usr_bin };
+        assert_eq!(judge(owner, by_bin), None);
         assert_eq!(judge(trusted, by_bin), None);
+        let root_only = Trust::new(&[0], &[EXT4 as u64]);
         assert_eq!(
-            judge_native(trusted, &by_bin, &owners, 1, &magics, 2),
+            judge_native(trusted, &by_bin, &root_only),
             Some(Rule::TrustedOwner)
         );
-        for writable in [0o775, 0o757, 0o777] {
+        // Group or others may write (an ACL's named entries widen the group bits, its mask).
+        for writable in [0o775, 0o757, 0o777, 0o4775] {
             let file = CodeFile {
                 mode: S_IFREG | writable,
                 ..usr_bin
             };
+            assert_eq!(judge(owner, file), Some(Rule::NotWritableByRunner));
             assert_eq!(judge(trusted, file), Some(Rule::NotWritableByRunner));
         }
         let setgid = CodeFile {
             mode: S_IFREG | 0o2755,
             ..usr_bin
         };
+        assert_eq!(judge(owner, setgid), None);
         assert_eq!(judge(trusted, setgid), None);
+        // FUSE and other namespaces' mounts: owners are claims at both levels.
         let fuse = CodeFile {
-            fs_magic: FUSE,
+            fs_magic: FUSE_SUPER_MAGIC,
             ..usr_bin
         };
+        assert_eq!(judge(owner, fuse), Some(Rule::TrustedFilesystem));
         assert_eq!(judge(trusted, fuse), Some(Rule::TrustedFilesystem));
         assert_eq!(judge(NATIVE_LINKED, fuse), None);
         let userns = CodeFile {
@@ -528,18 +650,28 @@ mod tests {
             fs_magic: TMPFS,
             ..usr_bin
         };
+        assert_eq!(judge(owner, userns), Some(Rule::TrustedFilesystem));
         assert_eq!(judge(trusted, userns), Some(Rule::TrustedFilesystem));
+        // A root-made overlay (a container's image): facts, but not a listed type.
+        let overlay = CodeFile {
+            fs_magic: OVERLAY,
+            ..usr_bin
+        };
+        assert_eq!(judge(owner, overlay), None);
+        assert_eq!(judge(trusted, overlay), Some(Rule::TrustedFilesystem));
         // Off: nothing is judged, not even a memfd.
         let memfd = CodeFile { nlink: 0, ..built };
         assert_eq!(judge(0, memfd), None);
-        // Only the first `count` magics count.
+        // Only the first `count` entries count.
+        let none = Trust::new(&[0], &[]);
         assert_eq!(
-            judge_native(trusted, &usr_bin, &owners, 2, &magics, 0),
+            judge_native(trusted, &usr_bin, &none),
             Some(Rule::TrustedFilesystem)
         );
-        assert!(listed(TMPFS, &magics, 2));
-        assert!(!listed(TMPFS, &magics, 1));
-        assert!(!listed(0, &magics, 2));
+        assert!(trust.filesystem(TMPFS));
+        assert!(!Trust::new(&[], &[EXT4 as u64]).filesystem(TMPFS));
+        assert!(!trust.filesystem(0));
+        assert!(!trust.owner(1000));
     }
 
     #[test]
@@ -547,7 +679,9 @@ mod tests {
         assert_eq!(size_of::<LsmEvent>(), 48);
         assert_eq!(
             size_of::<LsmSettings>(),
-            4 * (32 + MAX_TRUSTED_OWNERS + 1 + MAX_TRUSTED_FILESYSTEMS + 1)
+            size_of::<LsmOffsets>()
+                + 4
+                + size_of::<Trust>()
                 + (4 + crate::code_name::CODE_SUFFIX_BYTES) * crate::code_name::MAX_CODE_SUFFIXES
                 + 4
         );

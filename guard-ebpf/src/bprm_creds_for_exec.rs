@@ -9,7 +9,7 @@
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use guard_common::{
     Rule,
-    lsm::{ENFORCE_EXEC_CHECK, HOOK_BPRM_CREDS_FOR_EXEC, listed},
+    lsm::{ENFORCE_EXEC_CHECK, HOOK_BPRM_CREDS_FOR_EXEC},
 };
 
 use crate::lsm_common::{EACCES, inode_facts, kread, refuse, setting};
@@ -46,7 +46,7 @@ fn judge(bprm: *const u8) -> Result<i32, i32> {
     let uid: u32 = kread(inode, setting!(offsets.inode_uid))?;
     let rule = if facts.nlink == 0 {
         Rule::NotDeleted
-    } else if !listed(uid, &setting!(trusted_uids), setting!(trusted_uid_count)) {
+    } else if !setting!(trust).owner(uid) {
         Rule::TrustedOwner
     } else if facts.mode & OTHERS_WRITE != 0 {
         Rule::NotWritableByRunner

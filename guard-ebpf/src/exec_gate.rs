@@ -16,6 +16,7 @@ use guard_common::{
         MAX_ARGS, MAX_ENV, MAX_ENV_NAMES, MAX_EVAL_MODULES, ModuleKey, ModuleSet, PERMISSIVE,
         SCRIPT_PREFIX, Step,
     },
+    lsm::HOOK_BPRM_CREDS_FOR_EXEC,
 };
 
 const SIGKILL: u32 = 9;
@@ -23,19 +24,13 @@ const SIGKILL: u32 = 9;
 /// Set by the loader (`EbpfLoader::set_global`); lives in `.rodata`, so the verifier treats
 /// its contents as constants and prunes disabled checks.
 #[unsafe(no_mangle)]
-static GATE_SETTINGS: GateSettings = GateSettings {
-    offsets: guard_common::exec_gate::KernelOffsets {
-        bprm_file: 0,
-        bprm_p: 0,
-        bprm_argc: 0,
-        bprm_envc: 0,
-        file_inode: 0,
-        inode_ino: 0,
-        inode_sb: 0,
-        sb_dev: 0,
-    },
+pub(crate) static GATE_SETTINGS: GateSettings = GateSettings {
+    offsets: guard_common::lsm::LsmOffsets::ZERO,
     flags: 0,
+    native: 0,
+    trust: guard_common::lsm::Trust::EMPTY,
     env_count: 0,
+    pad: 0,
     env: [guard_common::exec_gate::EnvPattern {
         words: [0; 4],
         mask: [0; 4],
@@ -74,35 +69,39 @@ impl ModuleSet for KernelModules {
 #[map]
 static LSM_GATE_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
-macro_rules! setting {
+macro_rules! gate_setting {
     ($($field:tt)+) => {
         // SAFETY: a plain read of the loader-initialised global; volatile so the compiler
         // does not fold in the zeroes it was compiled with.
-        unsafe { core::ptr::read_volatile(&raw const GATE_SETTINGS.$($field)+) }
+        unsafe { core::ptr::read_volatile(&raw const $crate::exec_gate::GATE_SETTINGS.$($field)+) }
     };
 }
+pub(crate) use gate_setting;
 
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
     let bprm: *const u8 = ctx.arg(2);
+    if crate::native_gate::enabled() {
+        crate::native_gate::judge_exec(bprm);
+    }
     let _ = try_exec(bprm);
     0
 }
 
 /// Reads `*(base + offset)` from kernel memory.
 #[inline(always)]
-fn kread<T>(base: *const u8, offset: u32) -> Result<T, i32> {
+pub(crate) fn kread<T>(base: *const u8, offset: u32) -> Result<T, i32> {
     // SAFETY: bpf_probe_read_kernel tolerates any address; a bad one is an error, not a fault.
     unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) }
 }
 
 fn try_exec(bprm: *const u8) -> Result<(), i32> {
-    let file: *const u8 = kread(bprm, setting!(offsets.bprm_file))?;
-    let inode: *const u8 = kread(file, setting!(offsets.file_inode))?;
-    let ino: u64 = kread(inode, setting!(offsets.inode_ino))?;
-    let sb: *const u8 = kread(inode, setting!(offsets.inode_sb))?;
-    let dev: u32 = kread(sb, setting!(offsets.sb_dev))?;
+    let file: *const u8 = kread(bprm, gate_setting!(offsets.bprm_file))?;
+    let inode: *const u8 = kread(file, gate_setting!(offsets.file_inode))?;
+    let ino: u64 = kread(inode, gate_setting!(offsets.inode_ino))?;
+    let sb: *const u8 = kread(inode, gate_setting!(offsets.inode_sb))?;
+    let dev: u32 = kread(sb, gate_setting!(offsets.sb_dev))?;
     let key = InterpreterKey { ino, dev, pad: 0 };
     // SAFETY: the map value is a plain u32 copied out at once; the user side only inserts.
     let Some(kind) = (unsafe { LSM_GATE_EXECS.get(key) }).copied() else {
@@ -111,14 +110,14 @@ fn try_exec(bprm: *const u8) -> Result<(), i32> {
 
     // After create_elf_tables, bprm->p is the new user stack pointer: argc, then argv[],
     // NULL, envp[], NULL. Reading pointers from there needs no scan of the string area.
-    let sp: u64 = kread(bprm, setting!(offsets.bprm_p))?;
-    let argc: i32 = kread(bprm, setting!(offsets.bprm_argc))?;
-    let envc: i32 = kread(bprm, setting!(offsets.bprm_envc))?;
-    let flags = setting!(flags);
+    let sp: u64 = kread(bprm, gate_setting!(offsets.bprm_p))?;
+    let argc: i32 = kread(bprm, gate_setting!(offsets.bprm_argc))?;
+    let envc: i32 = kread(bprm, gate_setting!(offsets.bprm_envc))?;
+    let flags = gate_setting!(flags);
 
     if kind == KIND_LOADER {
         if let Some(rule) = judge_loader(sp, argc, envc) {
-            refuse(rule, flags, &key);
+            refuse(HOOK_BPRM_CREDS_FOR_EXEC, rule, flags, key.ino, key.dev);
         }
         return Ok(());
     }
@@ -127,7 +126,7 @@ fn try_exec(bprm: *const u8) -> Result<(), i32> {
         _ => judge_env(sp, argc, envc),
     };
     if let Some(rule) = verdict {
-        refuse(rule, flags, &key);
+        refuse(HOOK_BPRM_CREDS_FOR_EXEC, rule, flags, key.ino, key.dev);
     }
     Ok(())
 }
@@ -287,7 +286,7 @@ fn loader_traced(sp: u64, argc: i32, envc: i32) -> bool {
     }
     // An all-zero pattern would match every entry: a loader that forgot to set it must
     // not turn every refusal into an allow.
-    if setting!(loader_trace.mask[0]) == 0 {
+    if gate_setting!(loader_trace.mask[0]) == 0 {
         return false;
     }
     let mut walk = TraceWalk {
@@ -333,7 +332,7 @@ extern "C" fn trace_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
     if n < 0 {
         return 1;
     }
-    if setting!(loader_trace).matches(&entry) {
+    if gate_setting!(loader_trace).matches(&entry) {
         walk.found = true;
         return 1;
     }
@@ -341,7 +340,7 @@ extern "C" fn trace_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
 }
 
 fn judge_env(sp: u64, argc: i32, envc: i32) -> Option<Rule> {
-    let count = setting!(env_count);
+    let count = gate_setting!(env_count);
     if count == 0 {
         return None;
     }
@@ -388,7 +387,7 @@ fn judge_env(sp: u64, argc: i32, envc: i32) -> Option<Rule> {
 
 #[inline(always)]
 fn env_pattern(k: usize) -> guard_common::exec_gate::EnvPattern {
-    setting!(env[k])
+    gate_setting!(env[k])
 }
 
 /// Reads the user string that `argv`/`envp` slot `slot` points to.
@@ -411,7 +410,9 @@ fn read_user_prefix(slot: u64, buf: &mut [u8; SCRIPT_PREFIX]) -> Result<usize, i
         .map(|s| s.len())
 }
 
-fn refuse(rule: Rule, flags: u32, key: &InterpreterKey) {
+/// Kills the current task (unless permissive) and reports why: `hook` refused `rule` for the
+/// file `dev`/`ino`.
+pub(crate) fn refuse(hook: u32, rule: Rule, flags: u32, ino: u64, dev: u32) {
     let killed = flags & PERMISSIVE == 0;
     if killed {
         // SAFETY: signals the current task, which is the one that exec'd the interpreter.
@@ -426,9 +427,9 @@ fn refuse(rule: Rule, flags: u32, key: &InterpreterKey) {
         gid: (uid_gid >> 32) as u32,
         rule: rule as u32,
         killed: killed as u32,
-        ino: key.ino,
-        dev: key.dev,
-        pad: 0,
+        ino,
+        dev,
+        hook,
     };
     // A full ring buffer loses the report, never the kill.
     let _ = LSM_GATE_EVENTS.output::<GateEvent>(&event, 0);

@@ -34,6 +34,8 @@ mod main_script;
 #[cfg(target_arch = "bpf")]
 mod native;
 #[cfg(target_arch = "bpf")]
+mod native_gate;
+#[cfg(target_arch = "bpf")]
 mod self_protect;
 #[cfg(target_arch = "bpf")]
 mod verdicts;

@@ -11,7 +11,6 @@ use aya_ebpf::{helpers::generated, macros::btf_tracepoint, programs::BtfTracePoi
 use guard_common::{
     code_name::{CodeSuffix, MainScript, NAME_BUFFER, last_component_start, named_as_code},
     exec_gate::{ARG_BUFFER, MAX_ARGS, MAX_CLUSTER},
-    lsm::listed,
     python_argv::{Reader, Word},
 };
 
@@ -263,6 +262,5 @@ pub fn mount_named_as_code(
 /// Whether `magic` is one of the policy's trusted filesystem types.
 #[inline(always)]
 pub fn trusted_filesystem(magic: u32) -> bool {
-    let magics = setting!(trusted_filesystems);
-    listed(magic, &magics, setting!(trusted_filesystem_count))
+    setting!(trust).filesystem(magic)
 }

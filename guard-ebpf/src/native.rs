@@ -12,7 +12,7 @@
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use guard_common::{
     Rule,
-    lsm::{CodeFile, HOOK_BPRM_CHECK_SECURITY, NATIVE_LINKED, NATIVE_TRUSTED, judge_native},
+    lsm::{CodeFile, HOOK_BPRM_CHECK_SECURITY, NATIVE_ANY, judge_native},
 };
 
 use crate::lsm_common::{EACCES, InodeFacts, inode_facts, kread, refuse, setting};
@@ -37,7 +37,7 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
 /// Whether the native-code rule is on.
 #[inline(always)]
 pub fn enabled() -> bool {
-    setting!(flags) & (NATIVE_LINKED | NATIVE_TRUSTED) != 0
+    setting!(flags) & NATIVE_ANY != 0
 }
 
 /// Judges `file` as native code: 0, or the refusal (reported) to return. Facts that cannot
@@ -67,15 +67,6 @@ fn judge(file: *const u8) -> Result<Option<(Rule, InodeFacts)>, i32> {
         fs_magic,
         fs_user_ns_level,
     };
-    let magics = setting!(trusted_filesystems);
-    let owners = setting!(trusted_uids);
-    let rule = judge_native(
-        setting!(flags),
-        &code,
-        &owners,
-        setting!(trusted_uid_count),
-        &magics,
-        setting!(trusted_filesystem_count),
-    );
+    let rule = judge_native(setting!(flags), &code, &setting!(trust));
     Ok(rule.map(|rule| (rule, facts)))
 }

@@ -272,6 +272,32 @@ impl Btf {
         }
     }
 
+    /// The byte offset of array member `strukt.member` whose elements are `element` bytes
+    /// (its length differs between kernels: `mm_struct.saved_auxv`).
+    pub fn array_member_offset(
+        &self,
+        strukt: &str,
+        member: &str,
+        element: u32,
+    ) -> Result<u32, BtfError> {
+        let ty = self.find_struct(strukt)?;
+        let (bit_offset, bits, id) = self
+            .find_member(ty, member, 0)
+            .ok_or_else(|| BtfError::NoMember(strukt.to_owned(), member.to_owned()))?;
+        if bits != 0 || bit_offset % 8 != 0 {
+            return Err(BtfError::Bitfield(strukt.to_owned(), member.to_owned()));
+        }
+        match self.size_of(id) {
+            Some(actual) if actual >= element && actual % element == 0 => Ok(bit_offset / 8),
+            actual => Err(BtfError::UnexpectedSize(
+                strukt.to_owned(),
+                member.to_owned(),
+                actual.unwrap_or(0),
+                element,
+            )),
+        }
+    }
+
     #[cfg(test)]
     fn type_count(&self) -> usize {
         self.types.len()

@@ -545,25 +545,7 @@ where
 /// owning a file's superblock: it is taken as the initial one, which every filesystem
 /// mounted outside a container is.
 pub fn decide_native(policy: &Policy, object: &Object) -> Option<Rule> {
-    use guard_common::lsm::{
-        CodeFile, MAX_TRUSTED_FILESYSTEMS, MAX_TRUSTED_OWNERS, NATIVE_LINKED, NATIVE_TRUSTED,
-    };
-    let flags = match policy.native.code {
-        crate::policy::NativeCode::Any => return None,
-        crate::policy::NativeCode::Linked => NATIVE_LINKED,
-        crate::policy::NativeCode::Trusted => NATIVE_LINKED | NATIVE_TRUSTED,
-    };
-    // As the loader fills the kernel's table: 32-bit magics, each once, at most
-    // MAX_TRUSTED_FILESYSTEMS (a policy with more fails to load the layer).
-    let mut magics = [0u32; MAX_TRUSTED_FILESYSTEMS];
-    let mut count = 0;
-    for (_, magic) in &policy.trust.filesystems {
-        let magic = *magic as u32;
-        if count < MAX_TRUSTED_FILESYSTEMS && !magics[..count].contains(&magic) {
-            magics[count] = magic;
-            count += 1;
-        }
-    }
+    use guard_common::lsm::CodeFile;
     let file = CodeFile {
         mode: object.mode,
         nlink: u32::try_from(object.nlink).unwrap_or(u32::MAX),
@@ -571,13 +553,7 @@ pub fn decide_native(policy: &Policy, object: &Object) -> Option<Rule> {
         fs_magic: object.fs_magic as u32,
         fs_user_ns_level: 0,
     };
-    // As the loader fills it too (a policy with more owners fails to load the layer).
-    let mut owners = [0u32; MAX_TRUSTED_OWNERS];
-    for (slot, uid) in owners.iter_mut().zip(&policy.trust.owners) {
-        *slot = *uid;
-    }
-    let owner_count = policy.trust.owners.len().min(MAX_TRUSTED_OWNERS) as u32;
-    guard_common::lsm::judge_native(flags, &file, &owners, owner_count, &magics, count as u32)
+    guard_common::lsm::judge_native(policy.native.code.flags(), &file, &policy.trust_table())
 }
 
 /// Decides an interpreter launch: `-c`, stdin, interactive use, environment, script operand,
@@ -818,7 +794,29 @@ deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
         assert_eq!(decide_native(&linked, &on_fuse), None);
         assert_eq!(decide_native(&linked, &deleted), Some(Rule::NotDeleted));
         assert_eq!(decide_native(&linked, &fifo), Some(Rule::RegularFile));
+        // The default: a user's file, a writable one, FUSE's claims are refused; a root-made
+        // filesystem of an untrusted type (an overlay) is not.
+        let owner = with("trusted-owner");
+        assert_eq!(decide_native(&owner, &good_file()), None);
+        assert_eq!(decide_native(&owner, &nobodys), Some(Rule::TrustedOwner));
+        assert_eq!(
+            decide_native(&owner, &group_writable),
+            Some(Rule::NotWritableByRunner)
+        );
+        assert_eq!(
+            decide_native(&owner, &on_fuse),
+            Some(Rule::TrustedFilesystem)
+        );
+        let on_overlay = Object {
+            fs_magic: 0x794C_7630,
+            ..good_file()
+        };
+        assert_eq!(decide_native(&owner, &on_overlay), None);
         let trusted = with("trusted");
+        assert_eq!(
+            decide_native(&trusted, &on_overlay),
+            Some(Rule::TrustedFilesystem)
+        );
         assert_eq!(decide_native(&trusted, &good_file()), None);
         assert_eq!(decide_native(&trusted, &nobodys), Some(Rule::TrustedOwner));
         assert_eq!(

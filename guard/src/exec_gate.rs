@@ -14,15 +14,16 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, MapData, MapError, RingBuf};
-use aya::programs::{BtfTracePoint, ProgramError};
+use aya::programs::{BtfTracePoint, ProgramError, TracePoint};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use guard_common::Rule;
 use guard_common::exec_gate::{
     DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE, DENY_STDIN_CODE, EnvPattern,
-    GateSettings, InterpreterKey, KIND_INTERPRETER, KIND_LOADER, KernelOffsets, MAX_ENV_NAME_LEN,
-    MAX_ENV_NAMES, MAX_EVAL_MODULES, MODULE_INLINE_CODE, MODULE_NAME_LEN, MODULE_STDIN_CODE,
-    ModuleKey, PERMISSIVE,
+    GateSettings, InterpreterKey, KIND_INTERPRETER, KIND_LOADER, MAX_ENV_NAME_LEN, MAX_ENV_NAMES,
+    MAX_EVAL_MODULES, MODULE_INLINE_CODE, MODULE_NAME_LEN, MODULE_STDIN_CODE, ModuleKey,
+    PERMISSIVE,
 };
+use guard_common::lsm::{LsmOffsets, Trust};
 
 use crate::btf::{Btf, BtfError};
 
@@ -31,6 +32,18 @@ pub(crate) static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guard-ebpf"));
 
 const PROGRAM: &str = "sched_process_exec";
+/// The native-code rule's syscall tracepoints (category `syscalls`), attached when the
+/// gate enforces it (see `guard-ebpf/src/native_gate.rs`).
+const NATIVE_TRACEPOINTS: [&str; 8] = [
+    "sys_enter_mmap",
+    "sys_exit_mmap",
+    "sys_enter_mprotect",
+    "sys_exit_mprotect",
+    "sys_enter_pkey_mprotect",
+    "sys_exit_pkey_mprotect",
+    "sys_enter_shmat",
+    "sys_exit_shmat",
+];
 const INTERPRETERS_MAP: &str = "LSM_GATE_EXECS";
 const MODULES_MAP: &str = "LSM_GATE_MODULES";
 const EVENTS_MAP: &str = "LSM_GATE_EVENTS";
@@ -148,6 +161,11 @@ pub struct ExecGateConfig {
     pub stdin_code_modules: Vec<String>,
     /// Report refusals, do not kill.
     pub permissive: bool,
+    /// The native-code level to enforce for every task (`[native] code`); `Any` when the
+    /// BPF LSM layer enforces it.
+    pub native: crate::policy::NativeCode,
+    /// The owners and filesystem types the native-code rule trusts.
+    pub trust: Trust,
     /// Pin the gate's link in this directory of a BPF filesystem (e.g.
     /// [`DEFAULT_GATE_PIN_DIR`]), replacing a previous loader's pin: the gate then keeps
     /// killing after the loader dies, until a new loader replaces it or the pin is removed.
@@ -180,6 +198,8 @@ impl ExecGateConfig {
                 .map(|n| n.to_string())
                 .collect(),
             permissive: false,
+            native: crate::policy::NativeCode::Any,
+            trust: Trust::new(&[0], &[]),
             pin_dir: None,
         }
     }
@@ -206,7 +226,7 @@ impl ExecGateConfig {
         Ok(entries)
     }
 
-    fn settings(&self, offsets: KernelOffsets) -> Result<GateSettings, ExecGateError> {
+    fn settings(&self, offsets: LsmOffsets) -> Result<GateSettings, ExecGateError> {
         if self.refused_env.len() > MAX_ENV_NAMES {
             return Err(ExecGateError::TooManyEnvNames(self.refused_env.len()));
         }
@@ -220,6 +240,8 @@ impl ExecGateConfig {
                     )
                 },
             )?,
+            native: self.native.flags(),
+            trust: self.trust,
             ..Default::default()
         };
         for (slot, name) in settings.env.iter_mut().zip(&self.refused_env) {
@@ -245,11 +267,12 @@ impl ExecGateConfig {
 /// Pins `link` as `dir/link_<program>`, replacing what a previous loader pinned there.
 fn pin(
     dir: &Path,
+    program: &str,
     link: aya::programs::links::FdLink,
 ) -> Result<aya::programs::links::PinnedLink, ExecGateError> {
     let err = |e: &dyn std::fmt::Display| ExecGateError::Pin(dir.to_owned(), e.to_string());
     std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
-    let path = dir.join(format!("link_{PROGRAM}"));
+    let path = dir.join(format!("link_{program}"));
     match std::fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -270,30 +293,21 @@ pub struct GateEvent {
     pub rule: Rule,
     /// False in permissive mode.
     pub killed: bool,
-    /// The exec'd file: a profiled interpreter, or a loader.
-    pub interpreter: Identity,
+    /// The refused file: a profiled interpreter or a loader launched, a program or library
+    /// refused as native code. `0:0` when the refusal is of a fact the kernel could not
+    /// read.
+    pub file: Identity,
+    /// What refused (`guard_common::lsm::HOOK_*`).
+    pub hook: u32,
 }
 
 /// The loaded and attached exec gate. Detached when dropped.
 pub struct ExecGate {
     events: RingBuf<MapData>,
-    /// The link, when pinned (dropping it then leaves the program attached).
-    _pinned: Option<aya::programs::links::PinnedLink>,
+    /// The links, when pinned (dropping them then leaves the programs attached).
+    _pinned: Vec<aya::programs::links::PinnedLink>,
     // Owns the program and its link; dropped after `events`.
     ebpf: Ebpf,
-}
-
-fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
-    Ok(KernelOffsets {
-        bprm_file: btf.member_offset("linux_binprm", "file", 8)?,
-        bprm_p: btf.member_offset("linux_binprm", "p", 8)?,
-        bprm_argc: btf.member_offset("linux_binprm", "argc", 4)?,
-        bprm_envc: btf.member_offset("linux_binprm", "envc", 4)?,
-        file_inode: btf.member_offset("file", "f_inode", 8)?,
-        inode_ino: btf.member_offset("inode", "i_ino", 8)?,
-        inode_sb: btf.member_offset("inode", "i_sb", 8)?,
-        sb_dev: btf.member_offset("super_block", "s_dev", 4)?,
-    })
 }
 
 impl ExecGate {
@@ -304,7 +318,7 @@ impl ExecGate {
         if executables > MAX_INTERPRETERS {
             return Err(ExecGateError::TooManyInterpreters(executables));
         }
-        let offsets = kernel_offsets(&Btf::from_kernel()?)?;
+        let offsets = crate::lsm::kernel_offsets(&Btf::from_kernel()?)?;
         let settings = config.settings(offsets)?;
         let modules = config.module_entries()?;
         let mut ebpf = EbpfLoader::new()
@@ -346,11 +360,26 @@ impl ExecGate {
             .try_into()?;
         program.load(PROGRAM, &btf)?;
         let id = program.attach()?;
-        let pinned = match &config.pin_dir {
+        let mut pinned = Vec::new();
+        if let Some(dir) = &config.pin_dir {
             // Attached first, then the old pin replaced: no exec goes unjudged.
-            Some(dir) => Some(pin(dir, program.take_link(id)?.into())?),
-            None => None,
-        };
+            pinned.push(pin(dir, PROGRAM, program.take_link(id)?.into())?);
+        }
+        if config.native != crate::policy::NativeCode::Any {
+            for name in NATIVE_TRACEPOINTS {
+                let program: &mut TracePoint = ebpf
+                    .program_mut(name)
+                    .ok_or(ExecGateError::Missing(name))?
+                    .try_into()?;
+                program.load()?;
+                let id = program.attach("syscalls", name)?;
+                if let Some(dir) = &config.pin_dir {
+                    let link = aya::programs::links::FdLink::try_from(program.take_link(id)?)
+                        .map_err(|e| ExecGateError::Pin(dir.clone(), e.to_string()))?;
+                    pinned.push(pin(dir, name, link)?);
+                }
+            }
+        }
         Ok(ExecGate {
             events,
             _pinned: pinned,
@@ -394,7 +423,8 @@ impl ExecGate {
                     gid: raw.gid,
                     rule,
                     killed: raw.killed != 0,
-                    interpreter: Identity::from_kernel(raw.dev, raw.ino),
+                    file: Identity::from_kernel(raw.dev, raw.ino),
+                    hook: raw.hook,
                 });
             }
         })
@@ -434,15 +464,15 @@ mod tests {
     #[test]
     fn settings_reject_bad_env_names() {
         let mut config = ExecGateConfig::strict(vec![]);
-        assert!(config.settings(KernelOffsets::default()).is_ok());
+        assert!(config.settings(LsmOffsets::default()).is_ok());
         config.refused_env.push("A=B".into());
         assert!(matches!(
-            config.settings(KernelOffsets::default()),
+            config.settings(LsmOffsets::default()),
             Err(ExecGateError::EnvName(_))
         ));
         config.refused_env = (0..9).map(|i| format!("V{i}")).collect();
         assert!(matches!(
-            config.settings(KernelOffsets::default()),
+            config.settings(LsmOffsets::default()),
             Err(ExecGateError::TooManyEnvNames(9))
         ));
     }

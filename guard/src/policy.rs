@@ -75,19 +75,37 @@ pub enum Sniff {
 /// The policy's executable rules (`[native] code`): which native code any process may run,
 /// enforced by the BPF LSM layer (`bprm_check_security` for each file an exec runs,
 /// `mmap_file`/`file_mprotect` for executable mappings).
+/// The rule is [`guard_common::lsm::judge_native`]; host mode's exec gate enforces it too.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum NativeCode {
     /// Nothing beyond the interpreters' own rules.
-    #[default]
     Any,
     /// From a linked regular file: no `fexecve` of a memfd, no exec of an `O_TMPFILE` or a
     /// deleted file, no executable mapping of one (the complement of `noexec` mounts).
     Linked,
-    /// From a linked regular file owned by a trusted owner (the first of `[trust]
-    /// owners`), not writable by group or others, on a `[trust] filesystems` type of the
-    /// initial user namespace.
+    /// The default, W^X for native code: from a linked regular file that no untrusted user
+    /// owns or can write — owned by one of `[trust] owners`, not writable by group or
+    /// others (nor by an ACL's named entries), on a filesystem whose owners are facts (not
+    /// FUSE, not mounted in another user namespace). A user's copy of python3, own build,
+    /// `LD_PRELOAD` or `ctypes` library does not run.
+    #[default]
+    TrustedOwner,
+    /// As `trusted-owner`, and only on a `[trust] filesystems` type.
     Trusted,
+}
+
+impl NativeCode {
+    /// The kernel programs' flag bits for this level (`guard_common::lsm::NATIVE_*`).
+    pub fn flags(self) -> u32 {
+        use guard_common::lsm::{NATIVE_LINKED, NATIVE_OWNER, NATIVE_TRUSTED};
+        match self {
+            NativeCode::Any => 0,
+            NativeCode::Linked => NATIVE_LINKED,
+            NativeCode::TrustedOwner => NATIVE_LINKED | NATIVE_OWNER,
+            NativeCode::Trusted => NATIVE_LINKED | NATIVE_OWNER | NATIVE_TRUSTED,
+        }
+    }
 }
 
 impl fmt::Display for NativeCode {
@@ -95,6 +113,7 @@ impl fmt::Display for NativeCode {
         f.write_str(match self {
             NativeCode::Any => "any",
             NativeCode::Linked => "linked",
+            NativeCode::TrustedOwner => "trusted-owner",
             NativeCode::Trusted => "trusted",
         })
     }
@@ -311,6 +330,12 @@ const WAIVABLE: &[guard_common::Rule] = &[
 ];
 
 impl Policy {
+    /// The trusted owners and filesystem types as the kernel programs hold them.
+    pub fn trust_table(&self) -> guard_common::lsm::Trust {
+        let magics: Vec<u64> = self.trust.filesystems.iter().map(|(_, m)| *m).collect();
+        guard_common::lsm::Trust::new(&self.trust.owners, &magics)
+    }
+
     /// Loads and validates a policy file.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
         let origin = path.display().to_string();
@@ -395,7 +420,20 @@ impl Policy {
                             resolve_user(name).map_err(|message| at(Some(spec.span()), message))?
                         }
                     };
-                    owners.push(uid);
+                    if !owners.contains(&uid) {
+                        owners.push(uid);
+                    }
+                }
+                // The kernel programs hold a fixed table: never truncated.
+                if owners.len() > guard_common::lsm::MAX_TRUSTED_OWNERS {
+                    return Err(at(
+                        None,
+                        format!(
+                            "[trust] owners: {} distinct owners, at most {} are supported",
+                            owners.len(),
+                            guard_common::lsm::MAX_TRUSTED_OWNERS
+                        ),
+                    ));
                 }
                 owners
             }
@@ -424,6 +462,19 @@ impl Policy {
                             )
                         })?;
                     filesystems.push((name.get_ref().clone(), magic));
+                }
+                let mut magics: Vec<u32> = filesystems.iter().map(|(_, m)| *m as u32).collect();
+                magics.sort_unstable();
+                magics.dedup();
+                if magics.len() > guard_common::lsm::MAX_TRUSTED_FILESYSTEMS {
+                    return Err(at(
+                        None,
+                        format!(
+                            "[trust] filesystems: {} distinct types, at most {} are supported",
+                            magics.len(),
+                            guard_common::lsm::MAX_TRUSTED_FILESYSTEMS
+                        ),
+                    ));
                 }
                 filesystems
             }
@@ -854,14 +905,16 @@ mod tests {
 
     #[test]
     fn native_code_rule() {
+        // W^X for native code unless the policy says otherwise.
         assert_eq!(
             Policy::embedded_default().unwrap().native.code,
-            NativeCode::Any
+            NativeCode::TrustedOwner
         );
-        assert_eq!(parse("").unwrap().native.code, NativeCode::Any);
+        assert_eq!(parse("").unwrap().native.code, NativeCode::TrustedOwner);
         for (text, code) in [
             ("any", NativeCode::Any),
             ("linked", NativeCode::Linked),
+            ("trusted-owner", NativeCode::TrustedOwner),
             ("trusted", NativeCode::Trusted),
         ] {
             let policy = parse(&format!("[native]\ncode = \"{text}\"\n")).unwrap();

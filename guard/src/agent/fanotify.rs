@@ -113,8 +113,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             degraded(
                 &config,
                 &state.loaded(),
-                "the exec gate did not load (see above): python3 -c, code on stdin and \
-                 descriptor scripts would not be refused",
+                "the exec gate did not load (see above): python3 -c, code on stdin, \
+                 descriptor scripts and (without the BPF LSM layer) native code the policy \
+                 refuses would not be refused",
             )?;
         }
         let state = state.clone();
@@ -124,6 +125,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
                 .spawn(move || super::launch::run(state, gate, generation))?,
         )
     } else {
+        let native = state.loaded().policy.native.code;
+        if native != crate::policy::NativeCode::Any && state.kernel_verdicts().is_none() {
+            degraded(
+                &config,
+                &state.loaded(),
+                &format!(
+                    "[native] code = \"{native}\" is not enforced: without the BPF LSM layer \
+                     only the exec gate can, and --no-exec-gate turns it off"
+                ),
+            )?;
+        }
         state.set_exec_gate_status("disabled (--no-exec-gate)");
         log::warn!(
             "exec gate disabled: python3 -c, code on stdin and descriptor scripts are not refused"
@@ -216,28 +228,10 @@ fn start_kernel_layer(
 ) -> anyhow::Result<(Option<crate::lsm::LsmLayer>, &'static str)> {
     use super::Backend;
     use crate::lsm::LsmStatus;
-    let native = loaded.policy.native.code;
-    let unenforced = || -> anyhow::Result<()> {
-        if native != crate::policy::NativeCode::Any {
-            degraded(
-                config,
-                loaded,
-                &format!(
-                    "[native] code = \"{native}\" is not enforced: only the BPF LSM layer can \
-                     (fanotify sees no mapping)"
-                ),
-            )?;
-        }
-        Ok(())
-    };
     if config.backend == Backend::Fanotify {
-        unenforced()?;
         return Ok((None, "fanotify"));
     }
     let (layer, status) = super::kernel_layer::start(loaded, None);
-    if status != LsmStatus::Active && config.backend != Backend::Bpf {
-        unenforced()?;
-    }
     match (status, config.backend) {
         (LsmStatus::Active, _) => {
             log::info!(

@@ -64,6 +64,8 @@ pub fn gate_config(loaded: &Loaded) -> ExecGateConfig {
         inline_code_modules: union(|p| &p.inline_code_modules),
         stdin_code_modules: union(|p| &p.stdin_code_modules),
         permissive: policy.mode == Mode::Permissive,
+        native: policy.native.code,
+        trust: policy.trust_table(),
         pin_dir: None,
     }
 }
@@ -73,8 +75,11 @@ pub fn load(state: &State, loaded: &Loaded) -> Option<ExecGate> {
     let mut config = gate_config(loaded);
     // Beside the BPF LSM layer the gate fails closed with it: pinned, it keeps killing
     // refused launches while the agent is down.
+    // The layer also enforces the native-code rule, at its hooks, refusing rather than
+    // killing.
     if state.kernel_verdicts().is_some() {
         config.pin_dir = Some(crate::exec_gate::DEFAULT_GATE_PIN_DIR.into());
+        config.native = crate::policy::NativeCode::Any;
     }
     match ExecGate::load(&config) {
         Ok(gate) => {
@@ -83,16 +88,17 @@ pub fn load(state: &State, loaded: &Loaded) -> Option<ExecGate> {
             } else {
                 "enforcing"
             };
-            state.set_exec_gate_status(format!(
-                "{mode} on {} interpreter executable(s) and {} loader(s)",
-                config.interpreters.len(),
-                config.loaders.len()
-            ));
-            log::info!(
-                "exec gate {mode} on {} interpreter executable(s) and {} loader(s)",
+            let native = match config.native {
+                crate::policy::NativeCode::Any => String::new(),
+                level => format!(", native code \"{level}\" for every task"),
+            };
+            let what = format!(
+                "{mode} on {} interpreter executable(s) and {} loader(s){native}",
                 config.interpreters.len(),
                 config.loaders.len()
             );
+            log::info!("exec gate {what}");
+            state.set_exec_gate_status(what);
             Some(gate)
         }
         Err(e) => {
@@ -150,6 +156,26 @@ pub fn reason(rule: Rule) -> &'static str {
     }
 }
 
+/// Why the native-code rule refused a program or library.
+fn native_reason(rule: Rule, hook: u32) -> String {
+    use guard_common::lsm::{HOOK_BPRM_CHECK_SECURITY, HOOK_FILE_MPROTECT};
+    let what = match hook {
+        HOOK_BPRM_CHECK_SECURITY => "program",
+        HOOK_FILE_MPROTECT => "mapping made executable",
+        _ => "executable mapping",
+    };
+    let why = match rule {
+        Rule::RegularFile => "not a regular file",
+        Rule::NotDeleted => "has no name (a memfd, O_TMPFILE or deleted file)",
+        Rule::TrustedOwner => "not owned by a trusted owner",
+        Rule::NotWritableByRunner => "writable by group or others",
+        Rule::TrustedFilesystem => "on a filesystem whose owners are not facts or not trusted",
+        Rule::FactsUnavailable => "the kernel facts could not be read",
+        _ => "refused",
+    };
+    format!("native code: {what} {why}")
+}
+
 fn report(state: &State, loaded: &Loaded, event: &GateEvent) {
     bump(&state.stats.code_decisions);
     if event.killed {
@@ -158,22 +184,35 @@ fn report(state: &State, loaded: &Loaded, event: &GateEvent) {
         bump(&state.stats.would_deny);
     }
     let id = crate::engine::FileId {
-        dev: event.interpreter.dev,
-        ino: event.interpreter.ino,
+        dev: event.file.dev,
+        ino: event.file.ino,
     };
-    let exe = loaded
-        .interpreters
-        .iter()
-        .find(|(known, _)| *known == id)
-        .and_then(|(_, profile)| loaded.policy.interpreters.get(*profile))
-        .map(|profile| format!("<{} interpreter>", profile.name))
-        .or_else(|| {
-            loaded
-                .loaders
-                .contains(&id)
-                .then(|| "<dynamic loader>".into())
-        })
-        .unwrap_or_else(|| "?".into());
+    let launch = event.hook == guard_common::lsm::HOOK_BPRM_CREDS_FOR_EXEC;
+    let exe = if launch {
+        loaded
+            .interpreters
+            .iter()
+            .find(|(known, _)| *known == id)
+            .and_then(|(_, profile)| loaded.policy.interpreters.get(*profile))
+            .map(|profile| format!("<{} interpreter>", profile.name))
+            .or_else(|| {
+                loaded
+                    .loaders
+                    .contains(&id)
+                    .then(|| "<dynamic loader>".into())
+            })
+            .unwrap_or_else(|| "?".into())
+    } else {
+        // The process was killed before it could be asked; /proc may still name it.
+        std::fs::read_link(format!("/proc/{}/exe", event.pid))
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "?".into())
+    };
+    let (code, reason) = if launch {
+        ("launch", reason(event.rule).to_string())
+    } else {
+        ("native", native_reason(event.rule, event.hook))
+    };
     state.audit.send(AuditRecord {
         missing: None,
         time: super::audit::now(),
@@ -182,15 +221,15 @@ fn report(state: &State, loaded: &Loaded, event: &GateEvent) {
         uid: event.uid,
         path: String::new(),
         id: id.to_string(),
-        code: "launch",
+        code,
         decision: "deny",
         enforced: event.killed,
         rule: event.rule.id(),
-        reason: reason(event.rule).to_string(),
+        reason: reason.clone(),
         checks: vec![CheckRecord {
             rule: event.rule.id(),
             passed: false,
-            reason: reason(event.rule).to_string(),
+            reason,
         }],
     });
 }

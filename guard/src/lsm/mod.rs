@@ -56,8 +56,8 @@ use guard_common::lsm::{
     AgentState, ENFORCE_EXEC_CHECK, ENFORCE_EXEC_MAP, ENFORCE_FILE_OPEN, HOOK_BPRM_CHECK_SECURITY,
     HOOK_BPRM_CREDS_FOR_EXEC, HOOK_FILE_MPROTECT, HOOK_FILE_OPEN, HOOK_INODE_REMOVEXATTR,
     HOOK_INODE_SETATTR, HOOK_INODE_SETXATTR, HOOK_MMAP_FILE, InodeState, InodeVerdict, LsmOffsets,
-    LsmSettings, MAX_TRUSTED_FILESYSTEMS, MAX_TRUSTED_OWNERS, NATIVE_LINKED, NATIVE_TRUSTED,
-    PERMISSIVE, PROTECT_SIGNATURES, VERDICT_CACHE,
+    LsmSettings, MAX_TRUSTED_FILESYSTEMS, MAX_TRUSTED_OWNERS, PERMISSIVE, PROTECT_SIGNATURES,
+    Trust, VERDICT_CACHE,
 };
 use guard_common::lsm::{
     HOOK_BPF_MAP, HOOK_BPF_PROG, HOOK_FILE_SEND_SIGIOTASK, HOOK_PIN_RENAME, HOOK_PIN_UNLINK,
@@ -312,23 +312,13 @@ impl LsmConfig {
             (self.exec_check, ENFORCE_EXEC_CHECK),
             (self.protect_signatures, PROTECT_SIGNATURES),
             (self.verdict_cache, VERDICT_CACHE),
-            (self.native_code != NativeCode::Any, NATIVE_LINKED),
-            (self.native_code == NativeCode::Trusted, NATIVE_TRUSTED),
             (self.protect_agent, PROTECT_AGENT),
         ] {
             if on {
                 flags |= bit;
             }
         }
-        let mut trusted_filesystems = [0; MAX_TRUSTED_FILESYSTEMS];
-        let magics = self.trusted_magics();
-        for (slot, magic) in trusted_filesystems.iter_mut().zip(&magics) {
-            *slot = *magic;
-        }
-        let mut trusted_uids = [0; MAX_TRUSTED_OWNERS];
-        for (slot, uid) in trusted_uids.iter_mut().zip(&self.trusted_uids) {
-            *slot = *uid;
-        }
+        flags |= self.native_code.flags();
         let mut code_suffixes = [CodeSuffix::default(); MAX_CODE_SUFFIXES];
         let code_suffix_count = guard_common::code_name::code_suffixes(
             self.code_patterns.iter().map(String::as_str),
@@ -337,10 +327,7 @@ impl LsmConfig {
         LsmSettings {
             offsets,
             flags,
-            trusted_uids,
-            trusted_uid_count: self.trusted_uids.len().min(MAX_TRUSTED_OWNERS) as u32,
-            trusted_filesystems,
-            trusted_filesystem_count: magics.len().min(MAX_TRUSTED_FILESYSTEMS) as u32,
+            trust: Trust::new(&self.trusted_uids, &self.trusted_filesystems),
             code_suffixes,
             code_suffix_count,
         }
@@ -556,7 +543,7 @@ pub fn unsupported_reason() -> Option<String> {
     None
 }
 
-fn kernel_offsets(btf: &Btf) -> Result<LsmOffsets, BtfError> {
+pub(crate) fn kernel_offsets(btf: &Btf) -> Result<LsmOffsets, BtfError> {
     // Before 6.14 there is no AT_EXECVE_CHECK: a zero mask never matches.
     let (bprm_is_check, mask) = match btf.member_bit("linux_binprm", "is_check") {
         Ok(found) => found,
@@ -597,6 +584,14 @@ fn kernel_offsets(btf: &Btf) -> Result<LsmOffsets, BtfError> {
         mount_vfsmount: btf.member_offset("mount", "mnt", btf.struct_size("vfsmount")?)?,
         mount_mountpoint: btf.member_offset("mount", "mnt_mountpoint", 8)?,
         mount_parent: btf.member_offset("mount", "mnt_parent", 8)?,
+        bprm_envc: btf.member_offset("linux_binprm", "envc", 4)?,
+        vma_flags: btf.member_offset("vm_area_struct", "vm_flags", 8)?,
+        vma_end: btf.member_offset("vm_area_struct", "vm_end", 8)?,
+        mm_saved_auxv: btf.array_member_offset("mm_struct", "saved_auxv", 16)?,
+        task_files: btf.member_offset("task_struct", "files", 8)?,
+        files_fdt: btf.member_offset("files_struct", "fdt", 8)?,
+        fdt_fd: btf.member_offset("fdtable", "fd", 8)?,
+        fdt_max_fds: btf.member_offset("fdtable", "max_fds", 4)?,
     })
 }
 
@@ -1110,11 +1105,11 @@ mod tests {
     #[test]
     fn every_trusted_owner_reaches_the_kernel() {
         let mut config = LsmConfig::new(vec![]);
-        assert_eq!(config.settings(LsmOffsets::default()).trusted_uid_count, 1);
+        assert_eq!(config.settings(LsmOffsets::default()).trust.owner_count, 1);
         config.trusted_uids = vec![0, 2, 1000];
         let settings = config.settings(LsmOffsets::default());
-        assert_eq!(settings.trusted_uid_count, 3);
-        assert_eq!(settings.trusted_uids[..4], [0, 2, 1000, 0]);
+        assert_eq!(settings.trust.owner_count, 3);
+        assert_eq!(settings.trust.owners[..4], [0, 2, 1000, 0]);
     }
 
     #[test]
@@ -1133,6 +1128,7 @@ mod tests {
 
     #[test]
     fn native_code_settings() {
+        use guard_common::lsm::{NATIVE_ANY, NATIVE_LINKED, NATIVE_OWNER};
         let mut config = LsmConfig::new(vec![]);
         config.exec_mappings = false;
         let offsets = LsmOffsets {
@@ -1141,26 +1137,28 @@ mod tests {
         };
         assert!(!config.programs(&offsets).contains(&"bprm_check_security"));
         assert!(!config.programs(&offsets).contains(&"mmap_file"));
-        assert_eq!(
-            config.settings(offsets).flags & (NATIVE_LINKED | NATIVE_TRUSTED),
-            0
-        );
+        assert_eq!(config.settings(offsets).flags & NATIVE_ANY, 0);
 
         config.native_code = NativeCode::Linked;
         let programs = config.programs(&offsets);
         for hook in ["bprm_check_security", "mmap_file", "file_mprotect"] {
             assert!(programs.contains(&hook), "{hook}");
         }
-        assert_eq!(config.settings(offsets).flags & NATIVE_TRUSTED, 0);
-        assert_ne!(config.settings(offsets).flags & NATIVE_LINKED, 0);
+        assert_eq!(config.settings(offsets).flags & NATIVE_ANY, NATIVE_LINKED);
+
+        config.native_code = NativeCode::TrustedOwner;
+        assert_eq!(
+            config.settings(offsets).flags & NATIVE_ANY,
+            NATIVE_LINKED | NATIVE_OWNER
+        );
 
         config.native_code = NativeCode::Trusted;
         // ext2, ext3 and ext4 share one magic: counted once.
         config.trusted_filesystems = vec![0xEF53, 0xEF53, 0x0102_1994];
         let settings = config.settings(offsets);
-        assert_ne!(settings.flags & NATIVE_TRUSTED, 0);
-        assert_eq!(settings.trusted_filesystem_count, 2);
-        assert_eq!(settings.trusted_filesystems[..3], [0xEF53, 0x0102_1994, 0]);
+        assert_eq!(settings.flags & NATIVE_ANY, NATIVE_ANY);
+        assert_eq!(settings.trust.filesystem_count, 2);
+        assert_eq!(settings.trust.filesystems[..3], [0xEF53, 0x0102_1994, 0]);
     }
 
     #[test]
