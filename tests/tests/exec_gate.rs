@@ -337,7 +337,7 @@ fn real_python3_identity_is_seen_in_permissive_mode() {
     };
     assert_eq!(event.rule, Rule::NoInlineCode);
     assert!(!event.killed);
-    assert_eq!(event.interpreter, identity);
+    assert_eq!(event.file, identity);
 }
 
 #[test]
@@ -374,7 +374,7 @@ fn loader_launching_a_program_is_killed() {
             Rule::NoLoaderLaunch
         };
         case.assert_killed(child, rule);
-        assert_eq!(event_for(pid).unwrap().interpreter, identity, "{launch:?}");
+        assert_eq!(event_for(pid).unwrap().file, identity, "{launch:?}");
     }
 }
 
