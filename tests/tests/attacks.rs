@@ -1422,3 +1422,182 @@ fn acl_entries_that_let_the_runner_write_are_refused() {
     }
     lab.baseline();
 }
+
+/// Issue 16: native code a user made, or can change, does not run, whichever program runs
+/// it: the default `[native] code = "trusted-owner"`, enforced in host mode by the exec
+/// gate (the process is killed before it runs the code). Each attack runs first without
+/// guard, where it must work; root-owned programs and libraries, and the signed baseline,
+/// keep running.
+#[test]
+fn native_code_users_made_does_not_run() {
+    let fs = Tmpfs::new();
+    let dir = fs.path().join("home");
+    std::fs::create_dir_all(&dir).unwrap();
+    set_mode(&dir, 0o1777);
+    let out_dir = fs.path().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    set_mode(&out_dir, 0o1777);
+    let marker = |name: &str| out_dir.join(name);
+    // A program and a library that each leave a marker, built by root, handed to nobody.
+    let program_source = dir.join("prog.c");
+    std::fs::write(
+        &program_source,
+        "#include <fcntl.h>\n#include <stdlib.h>\n#include <unistd.h>\n\
+         int main(void) { close(open(getenv(\"M\"), O_CREAT | O_WRONLY, 0644)); return 0; }\n",
+    )
+    .unwrap();
+    let library_source = dir.join("evil.c");
+    std::fs::write(
+        &library_source,
+        "#include <fcntl.h>\n#include <stdlib.h>\n#include <unistd.h>\n\
+         __attribute__((constructor)) static void run(void) { \
+         const char *m = getenv(\"M\"); if (m) close(open(m, O_CREAT | O_WRONLY, 0644)); }\n",
+    )
+    .unwrap();
+    let program = dir.join("prog");
+    let library = dir.join("evil.so");
+    for args in [
+        vec![
+            &"-o" as &dyn AsRef<std::ffi::OsStr>,
+            &program,
+            &program_source,
+        ],
+        vec![&"-shared", &"-fPIC", &"-o", &library, &library_source],
+    ] {
+        let out = run("gcc", &args);
+        assert!(out.status.success(), "gcc: {}", describe(&out));
+    }
+    chown(&program, NOBODY, NOBODY);
+    chown(&library, NOBODY, NOBODY);
+    // Root's copies of the program: one as root leaves it, the others with ACL entries.
+    let copy = |name: &str, acl: Option<&str>| {
+        let path = dir.join(name);
+        std::fs::copy(&program, &path).unwrap();
+        chown(&path, 0, 0);
+        set_mode(&path, 0o755);
+        if let Some(acl) = acl {
+            let out = run("setfacl", &[&"-m", &acl, &path]);
+            assert!(out.status.success(), "setfacl {acl}: {}", describe(&out));
+        }
+    };
+    copy("root_prog", None);
+    copy("acl_user", Some("u:nobody:rwx"));
+    copy("acl_group", Some(&format!("g:{NOBODY}:rwx")));
+    copy("acl_masked", Some("u:nobody:rwx,m::rx"));
+    let python = std::fs::canonicalize(PYTHON).unwrap();
+    let libm = "/lib/x86_64-linux-gnu/libm.so.6";
+
+    // (name, script run by nobody in `dir` with $M its marker, refused with guard).
+    // fexecve() of a copy held in a memfd, by a program nobody may run (perl).
+    std::fs::write(
+        dir.join("memfd.pl"),
+        "my $name = 'x'; my $fd = syscall(319, $name, 0); die \"memfd: $!\" if $fd < 0;\n\
+         open(my $in, '<', $ENV{REAL}) or die; open(my $out, '>&=', $fd) or die;\n\
+         local $/; select((select($out), $| = 1)[0]); print {$out} <$in>;\n\
+         exec {\"/proc/self/fd/$fd\"} 'python3', '-c', \"open('$ENV{M}', 'w')\" or die \"exec: $!\";\n",
+    )
+    .unwrap();
+    let memfd = "perl memfd.pl";
+    let attacks: Vec<(&str, String, bool)> = vec![
+        (
+            "copy_c",
+            "cp \"$REAL\" ./p1 && ./p1 -c \"open('$M', 'w')\"".into(),
+            true,
+        ),
+        (
+            "copy_script",
+            "cp \"$REAL\" ./p2 && echo \"open('$M', 'w')\" > evil.py && ./p2 evil.py".into(),
+            true,
+        ),
+        (
+            "copy_modified",
+            "cp \"$REAL\" ./p3 && printf 'guard' >> ./p3 && ./p3 -c \"open('$M', 'w')\"".into(),
+            true,
+        ),
+        ("memfd_fexecve", memfd.into(), true),
+        ("own_build", "./prog".into(), true),
+        (
+            "ld_preload",
+            "LD_PRELOAD=\"$PWD/evil.so\" /bin/true".into(),
+            true,
+        ),
+        (
+            "ctypes",
+            "\"$REAL\" -c \"import ctypes; ctypes.CDLL('$PWD/evil.so')\"".into(),
+            true,
+        ),
+        (
+            "dlopen",
+            "perl -MDynaLoader -e 'DynaLoader::dl_load_file(\"$ENV{PWD}/evil.so\") or die'".into(),
+            true,
+        ),
+        ("acl_user", "./acl_user".into(), true),
+        ("acl_group", "./acl_group".into(), true),
+        // Baselines: root's programs and libraries, a mask that takes the write away.
+        ("root_prog", "./root_prog".into(), false),
+        ("acl_masked", "./acl_masked".into(), false),
+        (
+            "root_library",
+            format!("LD_PRELOAD={libm} ./root_prog"),
+            false,
+        ),
+        (
+            "root_python",
+            "\"$REAL\" -c \"import ctypes.util; open('$M', 'w')\"".into(),
+            false,
+        ),
+    ];
+    let attempt = |name: &str, script: &str| -> (Output, bool) {
+        let m = marker(name);
+        let _ = std::fs::remove_file(&m);
+        let mut cmd = nobody(
+            &dir,
+            &[
+                ("M", m.to_str().unwrap()),
+                ("REAL", python.to_str().unwrap()),
+            ],
+        );
+        cmd.env("PWD", &dir).args(["bash", "-c", script]);
+        let out = run_with_timeout(&mut cmd, LIMIT);
+        let ran = m.exists();
+        let _ = std::fs::remove_file(&m);
+        (out, ran)
+    };
+    for (name, script, _) in &attacks {
+        let (out, ran) = attempt(name, script);
+        assert!(
+            ran,
+            "{name} does not run even without guard:\n{}",
+            describe(&out)
+        );
+    }
+
+    let lab = Lab::new();
+    for (name, script, refused) in &attacks {
+        let (out, ran) = attempt(name, script);
+        if *refused {
+            assert!(!ran, "{name} ran:\n{}", describe(&out));
+            assert!(!out.status.success(), "{name}:\n{}", describe(&out));
+        } else {
+            assert!(
+                ran,
+                "{name} refused:\n{}\n{}",
+                describe(&out),
+                lab.agent.log_text()
+            );
+        }
+    }
+    let native: Vec<String> = lab
+        .agent
+        .audit_lines()
+        .into_iter()
+        .filter(|l| l.contains("\"code\":\"native\""))
+        .collect();
+    for rule in ["trusted-owner", "not-deleted", "not-writable-by-runner"] {
+        assert!(
+            native.iter().any(|l| l.contains(rule)),
+            "no native {rule} refusal audited: {native:#?}"
+        );
+    }
+    lab.baseline();
+}
