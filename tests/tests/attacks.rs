@@ -16,11 +16,24 @@ use guard_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
+/// Labs' agents hold it shared; a test showing an attack works without guard holds it alone.
+static AGENTS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Runs `f` while no lab's agent (and its host-wide exec gate) runs in this process.
+fn without_any_agent<T>(f: impl FnOnce() -> T) -> T {
+    let _alone = AGENTS.write().unwrap_or_else(|p| p.into_inner());
+    f()
+}
+
 /// One agent with its exec gate, a private python3 it profiles, and two watched tmpfs
 /// mounts: `fs` (code, the "/tmp"- and "$HOME"-like attacker directories) and `shm` (a
 /// "/dev/shm"-like second filesystem).
 struct Lab {
     agent: Agent,
+    /// Held while the lab's agent runs: its exec gate judges native code host-wide, so
+    /// attacks shown to work without guard wait for every lab to end
+    /// ([`without_any_agent`]).
+    _running: std::sync::RwLockReadGuard<'static, ()>,
     fs: Tmpfs,
     shm: Tmpfs,
     python: PathBuf,
@@ -105,12 +118,14 @@ impl Lab {
         }
         set_mode(shm.path(), 0o1777);
         let shm_path = shm.path().to_str().unwrap().to_string();
+        let running = AGENTS.read().unwrap_or_else(|p| p.into_inner());
         let agent = Agent::start_with_exec_gate(
             fs.path(),
             &["--watch", &shm_path, "--policy", policy.to_str().unwrap()],
         );
         let lab = Lab {
             agent,
+            _running: running,
             fs,
             shm,
             python,
@@ -1515,6 +1530,11 @@ fn native_code_users_made_does_not_run() {
             true,
         ),
         ("memfd_fexecve", memfd.into(), true),
+        (
+            "loader_copy",
+            "cp /lib64/ld-linux-x86-64.so.2 ./ld && ./ld \"$REAL\" -c \"open('$M', 'w')\"".into(),
+            true,
+        ),
         ("own_build", "./prog".into(), true),
         (
             "ld_preload",

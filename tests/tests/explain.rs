@@ -213,14 +213,19 @@ fn explain_reports_the_native_code_rules() {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guard/policy/default.toml"),
     )
     .unwrap();
-    assert_eq!(default.matches("\ncode = \"any\"\n").count(), 1);
-    let trusted = dir.path().join("trusted.toml");
-    std::fs::write(
-        &trusted,
-        default.replace("\ncode = \"any\"\n", "\ncode = \"trusted\"\n"),
-    )
-    .unwrap();
-    let trusted = trusted.to_str().unwrap();
+    let default_level = "\ncode = \"trusted-owner\"\n";
+    assert_eq!(default.matches(default_level).count(), 1);
+    let with = |name: &str, level: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            default.replace(default_level, &format!("\ncode = \"{level}\"\n")),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let trusted = &with("trusted.toml", "trusted");
+    let any = &with("any.toml", "any");
     let tool = dir.path().join("tool");
     std::fs::write(&tool, "#!/bin/sh\n").unwrap();
     let native_line = |out: &Output| -> String {
@@ -232,15 +237,20 @@ fn explain_reports_the_native_code_rules() {
     };
 
     set_mode(&tool, 0o755);
-    let line = native_line(&explain(&tool, &key, &[]));
+    let line = native_line(&explain(&tool, &key, &["--policy", any]));
     assert!(line.contains("code = \"any\": not judged"), "{line}");
+    let line = native_line(&explain(&tool, &key, &[]));
+    assert!(line.contains("code = \"trusted-owner\": may run"), "{line}");
 
+    // The default refuses what nobody owns, as "trusted" does.
     chown(&tool, NOBODY, NOBODY);
-    let line = native_line(&explain(&tool, &key, &["--policy", trusted]));
-    assert!(
-        line.contains("refused") && line.contains("trusted-owner"),
-        "{line}"
-    );
+    for policy in [&[][..], &["--policy", trusted][..]] {
+        let line = native_line(&explain(&tool, &key, policy));
+        assert!(
+            line.contains("refused") && line.contains("trusted-owner"),
+            "{line}"
+        );
+    }
     chown(&tool, 0, 0);
 
     set_mode(&tool, 0o775);
@@ -249,6 +259,35 @@ fn explain_reports_the_native_code_rules() {
         line.contains("refused") && line.contains("not-writable-by-runner"),
         "{line}"
     );
+}
+
+/// A command line's program, as the native-code rule judges it: the profiled interpreter
+/// beside the launch verdict, and a copy of it (no profile names it) on its own.
+#[test]
+fn explain_judges_a_command_lines_program() {
+    let dir = tempfile::tempdir().unwrap();
+    set_mode(dir.path(), 0o755);
+    let out = guard(&[&"explain", &"--", &"-c", &"pass"]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("program:") && stdout.contains("may run as a program"),
+        "{stdout}"
+    );
+    let copy = dir.path().join("python3");
+    std::fs::copy(std::fs::canonicalize(PYTHON).unwrap(), &copy).unwrap();
+    chown(&copy, NOBODY, NOBODY);
+    let out = guard(&[&"explain", &"--interpreter", &copy, &"--", &"-c", &"pass"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("not an interpreter any profile names")
+            && stdout.contains("refused as a program or library by rule trusted-owner"),
+        "{stdout}"
+    );
+    chown(&copy, 0, 0);
+    set_mode(&copy, 0o755);
+    let out = guard(&[&"explain", &"--interpreter", &copy, &"--", &"-c", &"pass"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
 }
 
 #[test]

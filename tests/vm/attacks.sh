@@ -688,6 +688,14 @@ attacks() {
     attack check "18 ld.so python3 -c CODE" refused nb "$tmp" "exec $ldso /usr/bin/python3 -c \"\$CODE\""
     attack check "18 ld.so python3 unsigned.py" refused nb "$tmp" "exec $ldso /usr/bin/python3 evil.py"
     attack check "18 ld.so python3 < file" refused nb "$tmp" "exec $ldso /usr/bin/python3 < \"\$EVIL\""
+    # 18b and issue 16: programs nobody made root's: copies of the loader and the interpreter
+    # (the default [native] code = "trusted-owner").
+    attack check "18b a copy of ld.so launching python3 -c" refused \
+        nb "$tmp" "cp $ldso ./ld-copy && exec ./ld-copy /usr/bin/python3 -c \"\$CODE\""
+    attack check "16 a copy of python3 -c CODE" refused \
+        nb "$tmp" 'cp /usr/bin/python3 ./p-copy && exec ./p-copy -c "$CODE"'
+    attack check "16 a copy of python3 unsigned.py" refused \
+        nb "$tmp" 'cp /usr/bin/python3 ./p-copy && exec ./p-copy evil.py'
     baseline "family 18"
 
     # 19: unsigned native code: LD_PRELOAD and ctypes.CDLL, also named .dat.

@@ -6,9 +6,13 @@
 #            memfd, exec of an O_TMPFILE, a root-owned world-writable copy and a root-owned
 #            copy on ramfs (no trusted type) are refused; /usr programs, python3 and its
 #            extension modules, `ld.so /bin/true` run.
+#   trusted-owner (the default): as trusted, but root's copy on ramfs runs; a root-owned
+#            copy whose ACL lets nobody (a named user, a named group) write it is refused,
+#            one whose mask takes the write away runs.
 #   linked:  only the memfd and O_TMPFILE execs are refused.
 #   any:     everything runs (the checks above can fail).
-# Then under `guard run` with a policy saying code = "trusted": refused and audited.
+# Then under `guard run` with a policy saying code = "trusted": refused and audited; and
+# with the default policy: nobody's copy of python3 runs neither -c nor a script.
 # shellcheck source=lib.bash
 . "$(dirname "$0")/lib.bash"
 # No guard layer or exec gate left pinned by an earlier test (the gate kills `ld.so PROG`
@@ -53,7 +57,19 @@ mkdir "$d/ramfs"
 mount -t ramfs none "$d/ramfs"
 cp /bin/true "$d/ramfs/true"
 chmod 755 "$d/ramfs" "$d/ramfs/true"
+# Root's copies with an ACL (no setfacl in the image: the xattr's binary form, version 2,
+# then {u16 tag, u16 perm, u32 id} entries sorted by tag; nobody and nogroup are 65534).
+acl_copy() {
+    cp /bin/true "$d/$1"
+    chmod 755 "$d/$1"
+    setfattr -n system.posix_acl_access -v "0x02000000$2" "$d/$1"
+}
+user_obj=01000700ffffffff group_obj=04000500ffffffff other=20000500ffffffff
+acl_copy acl-user "${user_obj}02000700feff0000${group_obj}10000700ffffffff${other}"
+acl_copy acl-group "${user_obj}${group_obj}08000700feff000010000700ffffffff${other}"
+acl_copy acl-masked "${user_obj}02000700feff0000${group_obj}10000500ffffffff${other}"
 ls -ln "$d" "$d/ramfs"
+getfattr -d -m - -e hex "$d/acl-user" "$d/acl-masked" 2>/dev/null | grep posix
 
 # Runs: exit status 0.
 runs() {
@@ -158,6 +174,23 @@ for report in "bprm_check_security refused rule=trusted-owner" \
     check "trusted: reported: $report" grep -q "$report" "$log"
 done
 
+echo "### native code = trusted-owner"
+start_loader trusted-owner
+check "trusted-owner: layer loaded with bprm_check_security" grep -q "^lsm: active hooks=.*bprm_check_security" "$log"
+what_runs_anyway trusted-owner
+check "trusted-owner: nobody's copy of /bin/true refused" refused "${user[@]}" "$d/true"
+check "trusted-owner: LD_PRELOAD of nobody's library refused, constructor not run" preload_refused
+memfd_exec; rc=$?
+check "trusted-owner: fexecve of a memfd refused" test $rc -eq 3
+check "trusted-owner: root's world-writable copy refused" refused "${user[@]}" "$d/writable"
+check "trusted-owner: root's copy on ramfs runs (owners there are facts)" runs "${user[@]}" "$d/ramfs/true"
+check "trusted-owner: ACL with a named user who may write refused" refused "${user[@]}" "$d/acl-user"
+check "trusted-owner: ACL with a named group that may write refused" refused "${user[@]}" "$d/acl-group"
+check "trusted-owner: ACL whose mask takes the write away runs" runs "${user[@]}" "$d/acl-masked"
+stop_loader
+check "trusted-owner: reported: not-writable-by-runner" \
+    grep -q "bprm_check_security refused rule=not-writable-by-runner" "$log"
+
 echo "### native code = linked"
 start_loader linked
 what_runs_anyway linked
@@ -190,7 +223,7 @@ stop_loader
 echo "### guard run, policy with code = \"trusted\""
 policy=/etc/guard/native-trusted.toml
 # A second trusted owner: the kernel trusts every listed owner, not only the first.
-guard policy show | grep -v '^#' | sed 's/^code = "any"$/code = "trusted"/; s/^owners = \["root"\]$/owners = ["root", "bin"]/' > "$policy"
+guard policy show | grep -v '^#' | sed 's/^code = "trusted-owner"$/code = "trusted"/; s/^owners = \["root"\]$/owners = ["root", "bin"]/' > "$policy"
 check "policy says trusted" grep -q '^code = "trusted"$' "$policy"
 check "policy trusts root and bin" grep -q '^owners = \["root", "bin"\]$' "$policy"
 cp /bin/true "$d/bins-true"
@@ -220,7 +253,28 @@ check "agent: mapping refusal audited" grep -q '"code":"mmap_file".*"rule":"trus
 grep '"decision":"deny"' "$audit" | head -5
 /usr/bin/kill -TERM $agent
 wait $agent 2>/dev/null
+
+echo "### guard run, the default policy (code = \"trusted-owner\")"
+rm -f "$audit"
+guard run --backend auto --key "$GUARD_CERT" --audit "$audit" \
+    --controller /usr/bin/kill >> "$agent_log" 2>&1 &
+agent=$!
+check "agent starts with the default policy" wait_agent "$agent" "$agent_log"
+"${user[@]}" sh -c "cp /usr/bin/python3 $d/p && printf 'open(\"/tmp/native-copy-ran\", \"w\")\n' > $d/evil.py"
+rm -f /tmp/native-copy-ran
+check "default: nobody's copy of python3 -c refused" refused \
+    "${user[@]}" "$d/p" -c 'open("/tmp/native-copy-ran", "w")'
+check "default: nobody's copy of python3 with a script refused" refused "${user[@]}" "$d/p" "$d/evil.py"
+check "default: the copies ran nothing" test ! -e /tmp/native-copy-ran
+check "default: root's copy on ramfs runs" runs "${user[@]}" "$d/ramfs/true"
+check "default: signed script runs as nobody" bash -c "${user[*]} -- python3 $d/signed.py | grep -q 'signed ok'"
+check "default: dlopen of nobody's library (perl) refused" refused "${user[@]}" \
+    perl -MDynaLoader -e "DynaLoader::dl_load_file('$d/preload.so') or die DynaLoader::dl_error()"
+sleep 1
+check "default: refusals audited" grep -q '"code":"bprm_check_security".*"rule":"trusted-owner"' "$audit"
+/usr/bin/kill -TERM $agent
+wait $agent 2>/dev/null
 guard debug lsm-unpin > /dev/null 2>&1
 umount "$d/ramfs"
-rm -rf "$d" "$log" "$policy" "$marker"
+rm -rf "$d" "$log" "$policy" "$marker" /tmp/native-copy-ran
 exit $fail

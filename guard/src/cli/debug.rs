@@ -140,8 +140,9 @@ fn native_code(value: &str) -> Result<guard::policy::NativeCode, String> {
     match value {
         "any" => Ok(NativeCode::Any),
         "linked" => Ok(NativeCode::Linked),
+        "trusted-owner" => Ok(NativeCode::TrustedOwner),
         "trusted" => Ok(NativeCode::Trusted),
-        _ => Err("expected any, linked or trusted".into()),
+        _ => Err("expected any, linked, trusted-owner or trusted".into()),
     }
 }
 

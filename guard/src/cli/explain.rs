@@ -62,6 +62,9 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             let interpreters = facts::resolve_interpreters(&policy);
             match facts::profile_of_executable(&interpreters, id) {
                 Some(index) => index,
+                // A copy of an interpreter, any other program: no interpreter rule applies
+                // to its command line, only the native-code rule to the program.
+                None if args.path.is_none() => return explain_program(&policy, exe),
                 None => bail!(
                     "{}: not an interpreter any profile of the policy names",
                     exe.display()
@@ -82,7 +85,17 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     };
 
     let Some(path) = &args.path else {
-        return explain_launch(&policy, profile, &subject, &args.argv);
+        let program = match &args.interpreter {
+            Some(exe) => Some(exe.clone()),
+            None => policy.interpreters[profile]
+                .executables
+                .iter()
+                .filter_map(|pattern| glob::glob(pattern).ok())
+                .flatten()
+                .flatten()
+                .next(),
+        };
+        return explain_launch(&policy, profile, &subject, &args.argv, program.as_deref());
     };
     let file = facts::open_for_inspection(path)
         .with_context(|| format!("{}: cannot open", path.display()))?;
@@ -142,30 +155,73 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     println!("policy:      {} ({})", policy.origin, policy.mode);
     // Not part of the verdict (that is the file as a script): what the kernel layer would
     // say to it run or mapped as native code, by any process.
-    match (
-        policy.native.code,
-        guard::engine::decide_native(&policy, &object),
-    ) {
-        (guard::policy::NativeCode::Any, _) => {
-            println!("native:      [native] code = \"any\": not judged as a program or library")
-        }
-        (code, None) => {
-            println!("native:      [native] code = \"{code}\": may run as a program or library")
-        }
-        (code, Some(rule)) => println!(
-            "native:      [native] code = \"{code}\": refused as a program or library by rule {}",
-            rule.id()
-        ),
-    }
+    println!("native:      {}", native_verdict(&policy, &object));
     print_verdict(&verdict)
 }
 
-/// A launch, by the engine and by the exec gate's own judge.
+/// A command line whose program no profile names: the native-code rule alone decides.
+fn explain_program(
+    policy: &guard::policy::Policy,
+    program: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let file = facts::open_for_inspection(program)
+        .with_context(|| format!("{}: cannot open", program.display()))?;
+    let object = facts::object_of(&file, CodeKind::NotCode)
+        .with_context(|| format!("{}: cannot read its facts", program.display()))?;
+    println!(
+        "program:     {}: not an interpreter any profile names",
+        program.display()
+    );
+    println!("identity:    {} ({})", object.id, object.kind.describe());
+    println!(
+        "owner:       uid {} gid {}, mode {:04o}",
+        object.uid,
+        object.gid,
+        object.mode & 0o7777
+    );
+    println!("policy:      {} ({})", policy.origin, policy.mode);
+    println!("native:      {}", native_verdict(policy, &object));
+    let refused = guard::engine::decide_native(policy, &object).is_some();
+    println!(
+        "verdict:     {}",
+        if refused {
+            "DENY: the program does not run"
+        } else {
+            "ALLOW: only the native-code rule applies to it"
+        }
+    );
+    Ok(if refused {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `[native] code` for `object` as a program or library, by the kernel's own judge.
+fn native_verdict(policy: &guard::policy::Policy, object: &guard::engine::Object) -> String {
+    match (
+        policy.native.code,
+        guard::engine::decide_native(policy, object),
+    ) {
+        (guard::policy::NativeCode::Any, _) => {
+            "[native] code = \"any\": not judged as a program or library".into()
+        }
+        (code, None) => format!("[native] code = \"{code}\": may run as a program or library"),
+        (code, Some(rule)) => format!(
+            "[native] code = \"{code}\": refused as a program or library by rule {}",
+            rule.id()
+        ),
+    }
+}
+
+/// A launch, by the engine and by the exec gate's own judge; `program` is the interpreter
+/// executable, judged as native code too.
 fn explain_launch(
     policy: &guard::policy::Policy,
     profile: usize,
     subject: &Subject,
     argv: &[OsString],
+    program: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
     let words: Vec<&[u8]> = argv.iter().map(|a| a.as_bytes()).collect();
     let launch = Launch {
@@ -190,6 +246,21 @@ fn explain_launch(
     match gate {
         Some(rule) => println!("exec gate:   kill by rule {}", rule.id()),
         None => println!("exec gate:   allow"),
+    }
+    // The program itself, as the native-code rule sees it at exec.
+    match program {
+        Some(program) => {
+            let file = facts::open_for_inspection(program)
+                .with_context(|| format!("{}: cannot open", program.display()))?;
+            let object = facts::object_of(&file, CodeKind::NotCode)
+                .with_context(|| format!("{}: cannot read its facts", program.display()))?;
+            println!(
+                "program:     {}: {}",
+                program.display(),
+                native_verdict(policy, &object)
+            );
+        }
+        None => println!("program:     none of the profile's executables exists"),
     }
     print_verdict(&verdict)
 }
