@@ -12,15 +12,20 @@
 //!   (`bpf_find_vma`), so a descriptor swapped between the two does not pass.
 //!
 //! Tracepoints cannot refuse, only kill: the task is sent SIGKILL, which ends it before it
-//! returns to user space. A fact that cannot be read (a mapping whose lock stays contended,
-//! more mappings than the walk reaches) is refused (`facts-unavailable`). 32-bit
-//! (compat) system calls are not traced: see docs/threat-model.md.
+//! returns to user space. A fact that cannot be read (a mapping that cannot be read, more
+//! mappings than the walk reaches, no mapping at the ELF interpreter's address) is refused
+//! (`facts-unavailable`). One is not: `bpf_find_vma` only try-locks the address space, and
+//! a task whose threads keep it locked (a JIT's mapping churn) would be killed at random,
+//! so the return-path check is then skipped and counted ([`LSM_GATE_UNVERIFIED`]): `mmap`'s
+//! file was judged by descriptor on entry, and `mprotect` of a file mapping gives no more
+//! than anonymous executable memory, which the rule allows. 32-bit (compat) system calls
+//! are not traced: see docs/threat-model.md.
 
 use aya_ebpf::{
     bindings::task_struct,
     helpers::{bpf_get_current_pid_tgid, generated},
     macros::{map, tracepoint},
-    maps::LruHashMap,
+    maps::{LruHashMap, PerCpuArray},
     programs::TracePointContext,
 };
 use guard_common::{
@@ -74,6 +79,18 @@ struct Pending {
 /// Keyed by `pid_tgid`. LRU: a thread that never returns (killed inside) leaves no debris;
 /// evicting an entry needs thousands of calls in flight at once, and `mmap`'s entry check
 /// has already judged its descriptor.
+/// Return-path checks skipped because the address space stayed locked (one slot per CPU;
+/// the agent sums them into `guard status`).
+#[map]
+static LSM_GATE_UNVERIFIED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+fn count_unverified() {
+    if let Some(slot) = LSM_GATE_UNVERIFIED.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; a tracing program is not preempted while it runs.
+        unsafe { *slot += 1 };
+    }
+}
+
 #[map]
 static LSM_GATE_MAPPINGS: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(16384, 0);
 
@@ -277,6 +294,8 @@ struct RangeWalk {
 }
 
 const WALKING: i32 = 2;
+/// The address space stayed locked: the mappings were not looked at.
+const UNVERIFIED: i32 = 3;
 
 /// Every executable file mapping in `[start, start + len)`, up to the first hole (a failed
 /// `mprotect` changed what lies before it).
@@ -307,6 +326,14 @@ fn judge_range(start: u64, len: u64) -> Result<Option<Refusal>, i32> {
     match walk.verdict {
         0 => Ok(None),
         1 => Ok(Some(walk.refusal)),
+        // The task's own threads keep its address space locked (a JIT's mmap churn): what
+        // its `mmap` asked for was judged by descriptor on entry, and a mapping made
+        // executable by `mprotect` gives no more than anonymous executable memory, which
+        // the rule allows. Counted, so it is not silent.
+        UNVERIFIED => {
+            count_unverified();
+            Ok(None)
+        }
         // More mappings than the walk reaches, or a fact it could not read.
         _ => Err(-1),
     }
@@ -327,8 +354,8 @@ extern "C" fn range_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
             walk.verdict = 0;
             return 1;
         }
-        Err(_) => {
-            walk.verdict = -1;
+        Err(e) => {
+            walk.verdict = if e == -(EBUSY as i32) { UNVERIFIED } else { -1 };
             return 1;
         }
     };

@@ -48,6 +48,7 @@ const INTERPRETERS_MAP: &str = "LSM_GATE_EXECS";
 const MODULES_MAP: &str = "LSM_GATE_MODULES";
 const EVENTS_MAP: &str = "LSM_GATE_EVENTS";
 const SETTINGS_GLOBAL: &str = "GATE_SETTINGS";
+const UNVERIFIED_MAP: &str = "LSM_GATE_UNVERIFIED";
 /// Size of the kernel's executable map (interpreters and loaders together).
 pub const MAX_INTERPRETERS: usize = 64;
 
@@ -395,6 +396,21 @@ impl ExecGate {
             .info()
             .ok()?
             .verified_instruction_count()
+    }
+
+    /// Executable mappings whose return-path check was skipped because the task's address
+    /// space stayed locked (summed over CPUs).
+    pub fn unverified_mappings(&self) -> u64 {
+        let Some(map) = self.ebpf.map(UNVERIFIED_MAP) else {
+            return 0;
+        };
+        let Ok(array) = aya::maps::PerCpuArray::<_, u64>::try_from(map) else {
+            return 0;
+        };
+        array
+            .get(&0, 0)
+            .map(|values| values.iter().sum())
+            .unwrap_or(0)
     }
 
     /// The refusals reported since the last call (non-blocking; poll [`Self::as_fd`] for

@@ -117,6 +117,8 @@ pub fn load(state: &State, loaded: &Loaded) -> Option<ExecGate> {
 /// new one is attached before the old one is dropped, so no exec goes unjudged.
 pub fn run(state: Arc<State>, initial: Option<ExecGate>, mut generation: u64) {
     let mut gate = initial;
+    // Counts of the gates a reload replaced.
+    let mut carried = 0;
     while !state.stopping() {
         if let Some(current) = gate.as_mut() {
             let mut fds = [PollFd::new(current.as_fd(), PollFlags::POLLIN)];
@@ -125,6 +127,10 @@ pub fn run(state: Arc<State>, initial: Option<ExecGate>, mut generation: u64) {
             for event in current.events() {
                 report(&state, &loaded, &event);
             }
+            state.stats.unverified_mappings.store(
+                carried + current.unverified_mappings(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
         } else {
             std::thread::sleep(std::time::Duration::from_millis(500));
         }
@@ -133,6 +139,7 @@ pub fn run(state: Arc<State>, initial: Option<ExecGate>, mut generation: u64) {
             generation = now;
             let replacement = load(&state, &state.loaded());
             if replacement.is_some() {
+                carried += gate.as_ref().map_or(0, ExecGate::unverified_mappings);
                 gate = replacement;
             }
         }

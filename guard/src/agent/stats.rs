@@ -97,6 +97,9 @@ pub struct Stats {
     pub marked_filesystems: AtomicU64,
     /// Of the marked filesystems, those of types the policy does not trust.
     pub untrusted_filesystems: AtomicU64,
+    /// Executable mappings whose return-path check the exec gate skipped because the
+    /// task's address space stayed locked (host mode's native-code rule).
+    pub unverified_mappings: AtomicU64,
     /// Latency of every answer (event read to response written).
     pub latency: Histogram,
     /// Latency of answers that needed a signature check (cache misses).
@@ -121,6 +124,7 @@ impl Default for Stats {
             reload_failures: AtomicU64::new(0),
             marked_filesystems: AtomicU64::new(0),
             untrusted_filesystems: AtomicU64::new(0),
+            unverified_mappings: AtomicU64::new(0),
             latency: Histogram::default(),
             miss_latency: Histogram::default(),
             hit_latency: Histogram::default(),

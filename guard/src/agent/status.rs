@@ -26,6 +26,10 @@ pub struct Report {
     /// Of those, filesystems of untrusted types (code there is refused).
     #[serde(default)]
     pub untrusted_filesystems: u64,
+    /// Executable mappings the exec gate could not look at again on return (a task whose
+    /// threads kept its address space locked); see docs/failure-posture.md.
+    #[serde(default)]
+    pub unverified_mappings: u64,
     pub events: u64,
     pub own_events: u64,
     pub decisions: u64,
@@ -64,6 +68,7 @@ pub fn report(state: &State) -> Report {
         policy: loaded.policy.origin.clone(),
         marked_filesystems: stats.marked_filesystems.load(Ordering::Relaxed),
         untrusted_filesystems: stats.untrusted_filesystems.load(Ordering::Relaxed),
+        unverified_mappings: stats.unverified_mappings.load(Ordering::Relaxed),
         events: stats.events.load(Ordering::Relaxed),
         own_events: stats.own_events.load(Ordering::Relaxed),
         decisions: stats.code_decisions.load(Ordering::Relaxed),

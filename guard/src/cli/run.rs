@@ -108,6 +108,12 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         report.marked_filesystems, report.untrusted_filesystems
     );
     println!("exec gate:    {}", report.exec_gate);
+    if report.unverified_mappings > 0 {
+        println!(
+            "              {} executable mappings not looked at again on return (address space locked)",
+            report.unverified_mappings
+        );
+    }
     println!(
         "events:       {} ({} from guard itself)",
         report.events, report.own_events
