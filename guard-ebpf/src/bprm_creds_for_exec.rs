@@ -2,20 +2,15 @@
 //!
 //! Since Linux 6.14 an interpreter can ask whether an open file may be executed; the kernel
 //! runs this hook with `bprm->is_check` set and stops there. A file not owned by a trusted
-//! owner, writable by others, or unlinked is refused (`EACCES`). Real execs are left alone:
+//! owner, writable by group or others, unlinked, or on FUSE or another user namespace's
+//! mount is refused (`EACCES`), by [`guard_common::lsm::judge_native`]. Real execs are left alone:
 //! refusing them by owner would be an allow-list for every program on the host, which is
 //! not this layer's job. Where the kernel has no `is_check` the loader does not attach it.
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use guard_common::{
-    Rule,
-    lsm::{ENFORCE_EXEC_CHECK, HOOK_BPRM_CREDS_FOR_EXEC},
-};
+use guard_common::lsm::{ENFORCE_EXEC_CHECK, HOOK_BPRM_CREDS_FOR_EXEC, NATIVE_LINKED, NATIVE_OWNER};
 
-use crate::lsm_common::{EACCES, inode_facts, kread, refuse, setting};
-
-/// `S_IWOTH`.
-const OTHERS_WRITE: u32 = 0o002;
+use crate::lsm_common::{EACCES, kread, setting};
 
 #[lsm(hook = "bprm_creds_for_exec")]
 pub fn bprm_creds_for_exec(ctx: LsmContext) -> i32 {
@@ -38,20 +33,15 @@ pub fn bprm_creds_for_exec(ctx: LsmContext) -> i32 {
     judge(bprm).unwrap_or(-EACCES)
 }
 
+/// The file an interpreter asks about, as native code at the `trusted-owner` level whatever
+/// `[native] code` says: linked, owned by a trusted owner, writable by nobody else (group or
+/// others, an ACL's named entries through its mask), on a filesystem whose owners are facts.
 #[inline(always)]
 fn judge(bprm: *const u8) -> Result<i32, i32> {
     let file: *const u8 = kread(bprm, setting!(offsets.bprm_file))?;
-    let inode: *const u8 = kread(file, setting!(offsets.file_inode))?;
-    let facts = inode_facts(inode)?;
-    let uid: u32 = kread(inode, setting!(offsets.inode_uid))?;
-    let rule = if facts.nlink == 0 {
-        Rule::NotDeleted
-    } else if !setting!(trust).owner(uid) {
-        Rule::TrustedOwner
-    } else if facts.mode & OTHERS_WRITE != 0 {
-        Rule::NotWritableByRunner
-    } else {
-        return Ok(0);
-    };
-    Ok(refuse(HOOK_BPRM_CREDS_FOR_EXEC, rule, &facts, EACCES))
+    Ok(crate::native::judge_file_as(
+        HOOK_BPRM_CREDS_FOR_EXEC,
+        file,
+        NATIVE_LINKED | NATIVE_OWNER,
+    ))
 }

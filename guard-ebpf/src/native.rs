@@ -44,7 +44,13 @@ pub fn enabled() -> bool {
 /// be read fail closed.
 #[inline(always)]
 pub fn judge_file(hook: u32, file: *const u8) -> i32 {
-    match judge(file) {
+    judge_file_as(hook, file, setting!(flags))
+}
+
+/// [`judge_file`] at the native-code level `flags` holds (`NATIVE_*`).
+#[inline(always)]
+pub fn judge_file_as(hook: u32, file: *const u8, flags: u32) -> i32 {
+    match judge(file, flags) {
         Ok(None) => 0,
         Ok(Some((rule, facts))) => refuse(hook, rule, &facts, EACCES),
         Err(_) => -EACCES,
@@ -52,7 +58,7 @@ pub fn judge_file(hook: u32, file: *const u8) -> i32 {
 }
 
 #[inline(always)]
-fn judge(file: *const u8) -> Result<Option<(Rule, InodeFacts)>, i32> {
+fn judge(file: *const u8, flags: u32) -> Result<Option<(Rule, InodeFacts)>, i32> {
     let inode: *const u8 = kread(file, setting!(offsets.file_inode))?;
     let facts = inode_facts(inode)?;
     let uid: u32 = kread(inode, setting!(offsets.inode_uid))?;
@@ -67,6 +73,6 @@ fn judge(file: *const u8) -> Result<Option<(Rule, InodeFacts)>, i32> {
         fs_magic,
         fs_user_ns_level,
     };
-    let rule = judge_native(setting!(flags), &code, &setting!(trust));
+    let rule = judge_native(flags, &code, &setting!(trust));
     Ok(rule.map(|rule| (rule, facts)))
 }

@@ -272,6 +272,15 @@ print(mod.WHO)
     chown 65534:65534 "$tmp/own.py"
     signed "$base/world.py" "$code"
     chmod 666 "$base/world.py"
+    # Issue 16: signed, root's, 0644, with an ACL that lets nobody write it: as a named user,
+    # as a named group (nogroup, nobody's). No setfacl in the image: the xattr's binary
+    # form, version 2, then {u16 tag, u16 perm, u32 id} entries sorted by tag.
+    local uo=01000600ffffffff go=04000400ffffffff oth=20000400ffffffff
+    for acl in "user:${uo}02000600feff0000${go}10000600ffffffff${oth}" \
+        "group:${uo}${go}08000600feff000010000600ffffffff${oth}"; do
+        signed "$base/acl_${acl%%:*}.py" "$code"
+        setfattr -n system.posix_acl_access -v "0x02000000${acl#*:}" "$base/acl_${acl%%:*}.py"
+    done
     # 16: signed scripts for the rewrites, the same size as the payload.
     signed "$base/same.py" "$(padded "print('same')")"
     signed "$base/held.py" "$(padded "print('held')")"
@@ -583,6 +592,10 @@ attacks() {
     # 15: signed but attacker-owned; signed but 0666.
     attack check "15 signed but owned by the attacker" refused nb "$tmp" 'python3 own.py'
     attack check "15 signed but mode 0666" refused nb "$base" 'python3 world.py'
+    attack check "16 signed, 0644, an ACL entry lets the attacker write it" refused \
+        nb "$base" 'python3 acl_user.py'
+    attack check "16 signed, 0644, an ACL entry lets the attacker's group write it" refused \
+        nb "$base" 'python3 acl_group.py'
     baseline "families 14, 15"
 
     # 16: rewrites and swaps.

@@ -37,8 +37,7 @@ impl fmt::Display for Unknown {
 /// The path argument of the syscall thread `tid` is blocked in: `Ok(None)` when it opened
 /// by descriptor alone (`execveat(fd, "", AT_EMPTY_PATH)`, `fexecve`).
 pub fn asked_path(tid: i32) -> Result<Option<Vec<u8>>, Unknown> {
-    let syscall = std::fs::read_to_string(format!("/proc/{tid}/syscall"))
-        .map_err(|e| Unknown(format!("cannot read /proc/{tid}/syscall: {e}")))?;
+    let syscall = blocked_syscall(tid)?;
     let (number, args) = parse_syscall(&syscall).ok_or_else(|| {
         Unknown(format!(
             "the opener is in no syscall guard reads ({syscall:?})"
@@ -51,6 +50,28 @@ pub fn asked_path(tid: i32) -> Result<Option<Vec<u8>>, Unknown> {
     })?;
     let path = read_string(tid, pointer)?;
     Ok((!path.is_empty()).then_some(path))
+}
+
+/// How long a thread that queued a permission event may take to go to sleep waiting for it.
+const SETTLE_TRIES: u32 = 200;
+const SETTLE_PAUSE: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// `/proc/TID/syscall` of a thread blocked in its syscall. The kernel queues the event (and
+/// wakes the agent) before the opener sleeps on the answer, and reads `running` for a
+/// thread still on a CPU: a slow CPU (an emulated one) lets the agent look in between. The
+/// opener cannot go on without the answer, so it settles within moments; one that does not
+/// within 20 ms leaves the name unknown.
+fn blocked_syscall(tid: i32) -> Result<String, Unknown> {
+    let mut tries = 0;
+    loop {
+        let text = std::fs::read_to_string(format!("/proc/{tid}/syscall"))
+            .map_err(|e| Unknown(format!("cannot read /proc/{tid}/syscall: {e}")))?;
+        if !text.starts_with("running") || tries == SETTLE_TRIES {
+            return Ok(text);
+        }
+        tries += 1;
+        std::thread::sleep(SETTLE_PAUSE);
+    }
 }
 
 /// The last component of a path: the name that was looked up last. Empty for a path ending
