@@ -8,7 +8,9 @@
 //! not this layer's job. Where the kernel has no `is_check` the loader does not attach it.
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use guard_common::lsm::{ENFORCE_EXEC_CHECK, HOOK_BPRM_CREDS_FOR_EXEC, NATIVE_LINKED, NATIVE_OWNER};
+use guard_common::lsm::{
+    ENFORCE_EXEC_CHECK, HOOK_BPRM_CREDS_FOR_EXEC, NATIVE_LINKED, NATIVE_OWNER,
+};
 
 use crate::lsm_common::{EACCES, kread, setting};
 

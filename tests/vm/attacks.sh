@@ -709,6 +709,17 @@ attacks() {
         nb "$tmp" 'cp /usr/bin/python3 ./p-copy && exec ./p-copy -c "$CODE"'
     attack check "16 a copy of python3 unsigned.py" refused \
         nb "$tmp" 'cp /usr/bin/python3 ./p-copy && exec ./p-copy evil.py'
+    attack check "16 a copy of python3 with a byte appended, -c CODE" refused \
+        nb "$tmp" 'cp /usr/bin/python3 ./p-mod && printf x >> ./p-mod && exec ./p-mod -c "$CODE"'
+    attack check "16 python3 copied into a memfd and fexecve'd (perl), -c CODE" refused \
+        nb "$tmp" 'exec perl -e '"'"'my $n = "p"; my $fd = syscall(319, $n, 0); die if $fd < 0;
+            open(my $m, ">&=", $fd) or die; open(my $i, "<:raw", "/usr/bin/python3") or die;
+            local $/; select((select($m), $| = 1)[0]); print {$m} <$i>;
+            exec {"/proc/self/fd/$fd"} "python3", "-c", $ENV{CODE} or die "exec: $!";'"'"
+    attack check "16 LD_PRELOAD of the attacker's library into /bin/true" not_ran \
+        nb "$tmp" 'LD_PRELOAD="$LIB" exec /bin/true' LIB="$tmp/evil.so"
+    attack check "16 dlopen of the attacker's library (perl)" not_ran \
+        nb "$tmp" 'exec perl -MDynaLoader -e "DynaLoader::dl_load_file(\$ENV{LIB})"' LIB="$tmp/evil.so"
     baseline "family 18"
 
     # 19: unsigned native code: LD_PRELOAD and ctypes.CDLL, also named .dat.
