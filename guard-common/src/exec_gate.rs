@@ -569,6 +569,21 @@ mod tests {
 
     const ALL: u32 = DENY_INLINE_CODE | DENY_STDIN_CODE | DENY_INTERACTIVE | DENY_DESCRIPTOR_SCRIPT;
 
+    /// `aya::Pod` is claimed for the settings: no implicit padding anywhere.
+    #[test]
+    fn settings_have_no_padding() {
+        use core::mem::size_of;
+        assert_eq!(size_of::<crate::lsm::LsmOffsets>() % 8, 0);
+        assert_eq!(
+            size_of::<GateSettings>(),
+            size_of::<crate::lsm::LsmOffsets>()
+                + 4 * 4
+                + size_of::<crate::lsm::Trust>()
+                + size_of::<EnvPattern>() * (MAX_ENV_NAMES + 1)
+        );
+        assert_eq!(size_of::<GateEvent>(), 40);
+    }
+
     fn judge(args: &[&str]) -> Step {
         ArgvJudge::judge(ALL, &NoModules, args.iter().map(|a| a.as_bytes()))
     }

@@ -130,6 +130,9 @@ pub struct LsmOffsets {
     pub files_fdt: u32,
     pub fdt_fd: u32,
     pub fdt_max_fds: u32,
+    /// `task_struct.personality`: with `READ_IMPLIES_EXEC` the kernel maps readable memory
+    /// executable whatever `prot` says.
+    pub task_personality: u32,
 }
 
 impl LsmOffsets {
@@ -174,6 +177,7 @@ impl LsmOffsets {
         files_fdt: 0,
         fdt_fd: 0,
         fdt_max_fds: 0,
+        task_personality: 0,
     };
 }
 

@@ -6,7 +6,8 @@
 //!   an instruction yet, so SIGKILL here is a refusal. A `#!` script's own step is not seen
 //!   (its interpreter judges it as code);
 //! * at the mapping syscalls (`mmap`, `mprotect`, `pkey_mprotect`, `shmat` with
-//!   `SHM_EXEC`): shared libraries, `LD_PRELOAD`, `ctypes`, `ld.so ./prog`. `mmap`'s
+//!   `SHM_EXEC`): shared libraries, `LD_PRELOAD`, `ctypes`, `ld.so ./prog`; a readable
+//!   mapping counts as executable under `READ_IMPLIES_EXEC`, as the kernel makes it. `mmap`'s
 //!   descriptor is judged on entry, before any mapping exists; on return every executable
 //!   file mapping in the range is judged again from the mappings themselves
 //!   (`bpf_find_vma`), so a descriptor swapped between the two does not pass.
@@ -38,7 +39,11 @@ use guard_common::{
 
 use crate::exec_gate::{gate_setting, kread, refuse};
 
+const PROT_READ: u64 = 1;
 const PROT_EXEC: u64 = 4;
+/// `personality(2)` flag: the kernel adds `PROT_EXEC` to every readable mapping (`mmap`,
+/// `mprotect`, `shmat`), so the `prot` a program spells is not what it gets.
+const READ_IMPLIES_EXEC: u32 = 0x0040_0000;
 const MAP_ANONYMOUS: u64 = 0x20;
 const SHM_EXEC: u64 = 0o100000;
 /// `vm_flags` bit of an executable mapping.
@@ -393,6 +398,22 @@ fn fd_file(fd: u64) -> Result<*const u8, i32> {
     Ok(file)
 }
 
+/// Whether a mapping with `prot` will be executable, as the kernel computes it.
+#[inline(always)]
+fn executable(prot: u64) -> bool {
+    if prot & PROT_EXEC != 0 {
+        return true;
+    }
+    if prot & PROT_READ == 0 {
+        return false;
+    }
+    // SAFETY: returns the current task, always valid in a tracing program.
+    let task = unsafe { generated::bpf_get_current_task_btf() };
+    // Unreadable: judged as executable (the return path looks at the mapping itself).
+    kread::<u32>(task.cast(), gate_setting!(offsets.task_personality))
+        .map_or(true, |personality| personality & READ_IMPLIES_EXEC != 0)
+}
+
 fn arg(ctx: &TracePointContext, n: usize) -> u64 {
     // SAFETY: the record holds the syscall's six arguments from ARGS on.
     unsafe { ctx.read_at::<u64>(ARGS + 8 * n) }.unwrap_or(0)
@@ -427,7 +448,7 @@ fn failed(ret: u64) -> bool {
 // mmap(addr, len, prot, flags, fd, off)
 #[tracepoint(category = "syscalls", name = "sys_enter_mmap")]
 pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
-    if !enabled() || arg(&ctx, 2) & PROT_EXEC == 0 || arg(&ctx, 3) & MAP_ANONYMOUS != 0 {
+    if !enabled() || arg(&ctx, 3) & MAP_ANONYMOUS != 0 || !executable(arg(&ctx, 2)) {
         return 0;
     }
     // A bad descriptor fails the call itself; the return path judges what was mapped.
@@ -454,7 +475,8 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
 // shmat(shmid, shmaddr, shmflg): the segment's size is the mapping's.
 #[tracepoint(category = "syscalls", name = "sys_enter_shmat")]
 pub fn sys_enter_shmat(ctx: TracePointContext) -> u32 {
-    if enabled() && arg(&ctx, 2) & SHM_EXEC != 0 {
+    // shmat maps read-only with SHM_RDONLY, else read-write: readable either way.
+    if enabled() && (arg(&ctx, 2) & SHM_EXEC != 0 || executable(PROT_READ)) {
         remember(0, 1, HOOK_MMAP_FILE, true);
     }
     0
@@ -493,7 +515,7 @@ pub fn sys_exit_pkey_mprotect(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn enter_protect(ctx: &TracePointContext) {
-    if !enabled() || arg(ctx, 2) & PROT_EXEC == 0 {
+    if !enabled() || !executable(arg(ctx, 2)) {
         return;
     }
     remember(arg(ctx, 0), arg(ctx, 1), HOOK_FILE_MPROTECT, false);

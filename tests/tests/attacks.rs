@@ -1513,6 +1513,24 @@ fn native_code_users_made_does_not_run() {
     )
     .unwrap();
     let memfd = "perl memfd.pl";
+    // A readable mapping that READ_IMPLIES_EXEC (set by the process itself: exec clears it
+    // for 64-bit programs) makes executable: the kernel's prot, not the one spelled. Leaves
+    // the marker when the user's file is mapped executable.
+    std::fs::write(
+        dir.join("implied.py"),
+        "import ctypes, os, sys\n\
+         libc = ctypes.CDLL(None)\n\
+         libc.mmap.restype = ctypes.c_void_p\n\
+         libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, \
+         ctypes.c_int, ctypes.c_long]\n\
+         libc.personality(0x0400000)\n\
+         fd = os.open(sys.argv[1], os.O_RDONLY)\n\
+         libc.mmap(None, 4096, 1, 2, fd, 0)\n\
+         for line in open('/proc/self/maps'):\n\
+         \x20   if line.rstrip().endswith(sys.argv[1]) and line.split()[1][2] == 'x':\n\
+         \x20       open(os.environ['M'], 'w')\n",
+    )
+    .unwrap();
     let attacks: Vec<(&str, String, bool)> = vec![
         (
             "copy_c",
@@ -1549,6 +1567,11 @@ fn native_code_users_made_does_not_run() {
         (
             "dlopen",
             "perl -MDynaLoader -e 'DynaLoader::dl_load_file(\"$ENV{PWD}/evil.so\") or die'".into(),
+            true,
+        ),
+        (
+            "read_implies_exec",
+            "\"$REAL\" implied.py \"$PWD/evil.so\"".into(),
             true,
         ),
         ("acl_user", "./acl_user".into(), true),

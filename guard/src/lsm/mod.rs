@@ -592,6 +592,7 @@ pub(crate) fn kernel_offsets(btf: &Btf) -> Result<LsmOffsets, BtfError> {
         files_fdt: btf.member_offset("files_struct", "fdt", 8)?,
         fdt_fd: btf.member_offset("fdtable", "fd", 8)?,
         fdt_max_fds: btf.member_offset("fdtable", "max_fds", 4)?,
+        task_personality: btf.member_offset("task_struct", "personality", 4)?,
     })
 }
 
