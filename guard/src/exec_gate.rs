@@ -398,6 +398,12 @@ impl ExecGate {
             .verified_instruction_count()
     }
 
+    /// The executables map (`LSM_GATE_EXECS`), for the agent to add identities to while the
+    /// gate runs (`agent::identities`); `None` once taken.
+    pub fn take_identity_map(&mut self) -> Option<HashMap<MapData, InterpreterKey, u32>> {
+        HashMap::try_from(self.ebpf.take_map(INTERPRETERS_MAP)?).ok()
+    }
+
     /// Executable mappings whose return-path check was skipped because the task's address
     /// space stayed locked (summed over CPUs).
     pub fn unverified_mappings(&self) -> u64 {

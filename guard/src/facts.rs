@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::cache::{ContentFacts, ContentKey, VerificationCache};
 use crate::digest::{Digest, HashAlgo, digest_reader};
@@ -237,8 +237,8 @@ pub fn resolve_interpreters(policy: &Policy) -> Vec<(FileId, usize)> {
 /// (symlinks followed, as the kernel follows them at exec). A static or non-ELF executable
 /// names no loader; an unreadable one is skipped with a warning, as a missing interpreter
 /// is.
-pub fn resolve_loaders(policy: &Policy) -> Vec<FileId> {
-    let mut found: Vec<FileId> = Vec::new();
+pub fn resolve_loaders(policy: &Policy) -> Vec<(FileId, PathBuf)> {
+    let mut found: Vec<(FileId, PathBuf)> = Vec::new();
     let mut add = |path: &Path| {
         if let Ok(meta) = std::fs::metadata(path)
             && meta.is_file()
@@ -247,8 +247,9 @@ pub fn resolve_loaders(policy: &Policy) -> Vec<FileId> {
                 dev: meta.dev(),
                 ino: meta.ino(),
             };
-            if !found.contains(&id) {
-                found.push(id);
+            if !found.iter().any(|(known, _)| *known == id) {
+                let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+                found.push((id, real));
             }
         }
     };
@@ -290,6 +291,28 @@ pub fn resolve_loaders(policy: &Policy) -> Vec<FileId> {
             };
             for path in paths.flatten() {
                 add(&path);
+            }
+        }
+    }
+    found
+}
+
+/// The real paths (symlinks resolved) of the profiles' executables, with their profile: a
+/// package update replaces the file at that path with a new inode (a new identity), which
+/// the agent recognises by this path when it is exec'd.
+pub fn resolve_executable_paths(policy: &Policy) -> Vec<(PathBuf, usize)> {
+    let mut found: Vec<(PathBuf, usize)> = Vec::new();
+    for (index, profile) in policy.interpreters.iter().enumerate() {
+        for pattern in &profile.executables {
+            let Ok(paths) = glob::glob(pattern) else {
+                continue;
+            };
+            for path in paths.flatten() {
+                if let Ok(real) = std::fs::canonicalize(&path)
+                    && !found.iter().any(|(known, _)| *known == real)
+                {
+                    found.push((real, index));
+                }
             }
         }
     }

@@ -1646,3 +1646,39 @@ fn native_code_users_made_does_not_run() {
     }
     lab.baseline();
 }
+
+/// Issue 17: identities follow the files. A package update renames a new interpreter binary
+/// over the old one: a new inode, unknown to the gate and the agent. The agent adopts it at
+/// its first exec (the kernel waits for the answer), so `-c` is killed and unsigned scripts
+/// are refused from the very first run of each new inode, with no reload. Without the
+/// adoption the first run of each copy would be no interpreter to guard at all.
+#[test]
+fn a_replaced_interpreter_is_profiled_from_its_first_exec() {
+    let lab = Lab::with_stdlib();
+    let marker = lab.marker("replaced");
+    let python = lab.python.clone();
+    let staging = python.with_file_name(".python.dpkg-new");
+    let real = std::fs::canonicalize(PYTHON).unwrap();
+    let evil = lab.evil("tmp/replaced.py", payload(&marker));
+    for round in 0..10 {
+        // As dpkg does: write the new file beside it, then rename it over the old one.
+        std::fs::copy(&real, &staging).unwrap();
+        set_mode(&staging, 0o755);
+        std::fs::rename(&staging, &python).unwrap();
+        let out = lab.py(&lab.path("tmp"), &["-c", &payload(&marker)], &[]);
+        assert_killed(&format!("round {round}: -c"), &out, &marker);
+        std::fs::copy(&real, &staging).unwrap();
+        set_mode(&staging, 0o755);
+        std::fs::rename(&staging, &python).unwrap();
+        let out = lab.py(&lab.path("tmp"), &[evil.to_str().unwrap()], &[]);
+        assert_refused(&format!("round {round}: unsigned script"), &out, &marker);
+    }
+    assert!(
+        lab.agent
+            .log_text()
+            .contains("adopted before its first exec"),
+        "{}",
+        lab.agent.log_text()
+    );
+    lab.baseline();
+}

@@ -671,7 +671,7 @@ fn read_events(group: &Fanotify, state: &State, own_pid: i32, dispatch: &mut dyn
             return;
         }
         let received = Instant::now();
-        let loaded = state.loaded();
+        let mut loaded = state.loaded();
         for event in events {
             bump(&state.stats.events);
             let Some(fd) = event.fd() else {
@@ -685,6 +685,30 @@ fn read_events(group: &Fanotify, state: &State, own_pid: i32, dispatch: &mut dyn
                 bump(&state.stats.own_events);
                 respond(group, state, fd, true);
                 continue;
+            }
+            // An exec of a new file at a profiled executable's or a loader's path: adopted
+            // before the kernel may run it.
+            if event.mask().contains(MaskFlags::FAN_OPEN_EXEC_PERM) {
+                match super::identities::on_exec(state, &loaded, fd) {
+                    Ok(Some(now)) => loaded = now,
+                    Ok(None) => {}
+                    Err(why) => {
+                        bump(&state.stats.errors);
+                        let enforce = loaded.policy.mode == crate::policy::Mode::Enforce;
+                        log::error!(
+                            "{why}: the exec is {}",
+                            if enforce {
+                                "refused"
+                            } else {
+                                "allowed (permissive)"
+                            }
+                        );
+                        if enforce {
+                            respond(group, state, fd, false);
+                            continue;
+                        }
+                    }
+                }
             }
             // The hot path of the whole host: an opener that is not a profiled interpreter
             // (or is already gone) is answered here, with one stat and no hop to a worker.

@@ -96,6 +96,13 @@ pub fn run(state: Arc<State>, mut layer: LsmLayer, mut generation: u64) {
             match start(&state.loaded(), Some(std::process::id())) {
                 (Some(replacement), _) => {
                     state.set_kernel_verdicts(replacement.verdicts());
+                    if let Err(e) = super::identities::resync_lsm(&state) {
+                        bump(&state.stats.errors);
+                        log::error!(
+                            "BPF LSM layer: cannot add the identities adopted since the policy \
+                             load: {e}"
+                        );
+                    }
                     // The old programs run first on each hook until they are released:
                     // what they refused during the reload is reported in their ring buffer.
                     for event in layer.events() {

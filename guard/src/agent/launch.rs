@@ -82,7 +82,14 @@ pub fn load(state: &State, loaded: &Loaded) -> Option<ExecGate> {
         config.native = crate::policy::NativeCode::Any;
     }
     match ExecGate::load(&config) {
-        Ok(gate) => {
+        Ok(mut gate) => {
+            // New identities of the profiled executables go into this gate from now on.
+            if let Err(e) = super::identities::install_gate_map(state, gate.take_identity_map()) {
+                bump(&state.stats.errors);
+                log::error!(
+                    "exec gate: cannot add the identities adopted since the policy load: {e}"
+                );
+            }
             let mode = if config.permissive {
                 "reporting"
             } else {

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod fanotify;
+pub mod identities;
 pub mod kernel_layer;
 pub mod launch;
 pub mod mounts;
@@ -76,7 +77,8 @@ impl Config {
             policy.mode = Mode::Permissive;
         }
         let interpreters = facts::resolve_interpreters(&policy);
-        let loaders = facts::resolve_loaders(&policy);
+        let executable_paths = facts::resolve_executable_paths(&policy);
+        let (loaders, loader_paths) = facts::resolve_loaders(&policy).into_iter().unzip();
         let modules = crate::modules::ModuleFiles::resolve(&policy);
         let controllers = self
             .controllers
@@ -87,9 +89,11 @@ impl Config {
             })
             .collect::<anyhow::Result<_>>()?;
         Ok(Loaded {
-            policy,
+            policy: Arc::new(policy),
             interpreters,
+            executable_paths,
             loaders,
+            loader_paths,
             modules,
             controllers,
         })
@@ -97,11 +101,17 @@ impl Config {
 }
 
 /// A policy with the host facts it needs resolved (interpreter identities).
+#[derive(Clone)]
 pub struct Loaded {
-    pub policy: Policy,
+    pub policy: Arc<Policy>,
     pub interpreters: Vec<(FileId, usize)>,
+    /// The real paths of the profiles' executables: a file exec'd there under an identity
+    /// not yet known is a new version of it ([`identities`]).
+    pub executable_paths: Vec<(std::path::PathBuf, usize)>,
     /// Dynamic loaders whose direct launches of programs the exec gate refuses.
     pub loaders: Vec<FileId>,
+    /// Their real paths, as `executable_paths`.
+    pub loader_paths: Vec<std::path::PathBuf>,
     /// The files of the profiles' interpreter modules in their stdlib directories, refused
     /// as main scripts.
     pub modules: crate::modules::ModuleFiles,
@@ -133,6 +143,9 @@ pub struct State {
     stopping: std::sync::atomic::AtomicBool,
     /// The BPF LSM layer's verdict cache, when that layer runs.
     kernel_verdicts: RwLock<Option<Arc<crate::lsm::KernelVerdicts>>>,
+    /// The kernel maps of executable identities, and the lock that orders adopting a new
+    /// identity against a layer's reload ([`identities`]).
+    pub identities: Mutex<identities::KernelIdentities>,
 }
 
 impl State {
@@ -154,6 +167,7 @@ impl State {
             generation: AtomicU64::new(0),
             stopping: std::sync::atomic::AtomicBool::new(false),
             kernel_verdicts: RwLock::new(None),
+            identities: Mutex::new(identities::KernelIdentities::default()),
         }
     }
 
@@ -180,6 +194,17 @@ impl State {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// Installs the same policy with one more identity resolved ([`identities`]): no
+    /// reload, so caches and kernel layers stay.
+    pub fn adopt(&self, loaded: Loaded) -> Arc<Loaded> {
+        let loaded = Arc::new(loaded);
+        *self
+            .loaded
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = loaded.clone();
+        loaded
     }
 
     /// Installs a new policy. Cached verifications are dropped: trusted keys may differ.
