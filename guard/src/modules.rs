@@ -71,6 +71,7 @@ impl ModuleFiles {
                 continue;
             }
             let mut dirs = Vec::new();
+            let mut bin_dirs: Vec<PathBuf> = Vec::new();
             for pattern in &profile.executables {
                 let Ok(paths) = glob::glob(pattern) else {
                     continue;
@@ -81,7 +82,15 @@ impl ModuleFiles {
                             dirs.push(dir);
                         }
                     }
+                    if let Some(bin) = path.parent()
+                        && !bin_dirs.iter().any(|d| d == bin)
+                    {
+                        bin_dirs.push(bin.to_owned());
+                    }
                 }
+            }
+            for bin in &bin_dirs {
+                found.collect_front_ends(bin, &names);
             }
             for dir in &dirs {
                 for name in &names {
@@ -180,6 +189,40 @@ impl ModuleFiles {
         }
     }
 
+    /// The front ends beside the interpreter (`/usr/bin/pydoc3`, `idle3`): scripts whose
+    /// whole work is to run a listed module's entry point are that module.
+    fn collect_front_ends(&mut self, bin: &Path, names: &[&String]) {
+        let Ok(entries) = std::fs::read_dir(bin) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            // Not followed: a link into the stdlib is the module's own file, found above.
+            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(file) = std::fs::File::open(&path) else {
+                continue;
+            };
+            let mut head = Vec::with_capacity(FRONT_END_BYTES);
+            use std::io::Read;
+            if file
+                .take(FRONT_END_BYTES as u64 + 1)
+                .read_to_end(&mut head)
+                .is_err()
+                || head.len() > FRONT_END_BYTES
+            {
+                continue;
+            }
+            let Ok(text) = std::str::from_utf8(&head) else {
+                continue;
+            };
+            if let Some(module) = front_end_of(text, names) {
+                self.add(&path, module, None);
+            }
+        }
+    }
+
     fn collect_package(&mut self, package: &Path, name: &str, depth: usize) {
         if depth > MAX_PACKAGE_DEPTH {
             return;
@@ -217,6 +260,46 @@ impl ModuleFiles {
             self.add_bytecode(package, stem, &module, tied);
         }
     }
+}
+
+/// Front ends are a few lines; anything larger is a program of its own.
+const FRONT_END_BYTES: usize = 2048;
+const FRONT_END_LINES: usize = 12;
+
+/// The listed module a Python script hands control to, when that is all it does: a `#!`
+/// line naming a Python, at most [`FRONT_END_LINES`] statements, an import of a listed
+/// module (or of a name from it, or a submodule), and a call. Debian's `pydoc3` is
+/// `import pydoc` then `pydoc.cli()`; `idle3` is `from idlelib.pyshell import main` then
+/// `main()`.
+pub fn front_end_of(text: &str, names: &[&String]) -> Option<String> {
+    let mut lines = text.lines();
+    let shebang = lines.next()?;
+    if !shebang.starts_with("#!") || !shebang.contains("python") {
+        return None;
+    }
+    let statements: Vec<&str> = lines
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    if statements.len() > FRONT_END_LINES || !statements.iter().any(|l| l.contains('(')) {
+        return None;
+    }
+    let listed = |module: &str| {
+        names
+            .iter()
+            .find(|name| module == name.as_str() || module.starts_with(&format!("{name}.")))
+            .map(|name| name.to_string())
+    };
+    statements.iter().find_map(|line| {
+        if let Some(rest) = line.strip_prefix("import ") {
+            // `import a, b as c`
+            rest.split(',')
+                .filter_map(|part| part.split_whitespace().next())
+                .find_map(listed)
+        } else {
+            listed(line.strip_prefix("from ")?.split_whitespace().next()?)
+        }
+    })
 }
 
 fn identity(meta: &std::fs::Metadata) -> FileId {
@@ -310,6 +393,43 @@ mod tests {
 
     fn id_of(path: &Path) -> FileId {
         identity(&std::fs::metadata(path).unwrap())
+    }
+
+    #[test]
+    fn front_ends_are_told_by_what_they_run() {
+        let pydoc = String::from("pydoc");
+        let idlelib = String::from("idlelib");
+        let timeit = String::from("timeit");
+        let names = [&pydoc, &idlelib, &timeit];
+        // Debian's pydoc3.11 and idle-python3.11.
+        let debian_pydoc =
+            "#!/usr/bin/python3.11\n\nimport pydoc\nif __name__ == '__main__':\n    pydoc.cli()\n";
+        assert_eq!(front_end_of(debian_pydoc, &names).as_deref(), Some("pydoc"));
+        let idle = "#! /usr/bin/python3.11\n\nfrom idlelib.pyshell import main\nif __name__ == '__main__':\n    main()\n";
+        assert_eq!(front_end_of(idle, &names).as_deref(), Some("idlelib"));
+        let env = "#!/usr/bin/env python3\nimport sys, timeit\nsys.exit(timeit.main())\n";
+        assert_eq!(front_end_of(env, &names).as_deref(), Some("timeit"));
+        // Not front ends: another module, no call, not Python, a program of its own.
+        let other = "#!/usr/bin/python3\nimport json\njson.tool.main()\n";
+        assert_eq!(front_end_of(other, &names), None);
+        assert_eq!(
+            front_end_of("#!/usr/bin/python3\nimport pydoc\n", &names),
+            None
+        );
+        assert_eq!(
+            front_end_of("#!/bin/sh\nimport pydoc\npydoc.cli()\n", &names),
+            None
+        );
+        let long = format!(
+            "#!/usr/bin/python3\nimport pydoc\n{}",
+            "x = f()\n".repeat(20)
+        );
+        assert_eq!(front_end_of(&long, &names), None);
+        // `pydocx` is not `pydoc`.
+        assert_eq!(
+            front_end_of("#!/usr/bin/python3\nimport pydocx\npydocx.cli()\n", &names),
+            None
+        );
     }
 
     #[test]

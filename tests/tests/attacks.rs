@@ -1682,3 +1682,57 @@ fn a_replaced_interpreter_is_profiled_from_its_first_exec() {
     );
     lab.baseline();
 }
+
+/// Issue 22.5: interpreter front ends are interpreters too. Debian's `pydoc3` is a script
+/// that runs `pydoc.cli()`, which imports a path operand as a module (`pydoc3 ./x.txt` runs
+/// x.txt); `-m pydoc` is refused as inline code, and so is the front end: a script beside
+/// the interpreter whose whole work is a listed module's entry point is that module.
+#[test]
+fn interpreter_front_ends_are_their_modules() {
+    let front_end = |python: &Path| {
+        format!(
+            "#!{}\n\nimport pydoc\nif __name__ == '__main__':\n    pydoc.cli()\n",
+            python.display()
+        )
+    };
+    // Without guard, the host's own front end runs the payload.
+    without_any_agent(|| {
+        let dir = tempfile::tempdir().unwrap();
+        set_mode(dir.path(), 0o777);
+        let marker = dir.path().join("ran");
+        let real = std::fs::canonicalize(PYTHON).unwrap();
+        let tool = dir.path().join("pydoc3");
+        std::fs::write(&tool, front_end(&real)).unwrap();
+        set_mode(&tool, 0o755);
+        std::fs::write(dir.path().join("x.txt"), payload(&marker)).unwrap();
+        let mut cmd = nobody(dir.path(), &[]);
+        cmd.arg(&tool).arg("./x.txt");
+        let out = run_with_timeout(&mut cmd, LIMIT);
+        assert!(
+            marker.exists(),
+            "pydoc3 ./x.txt without guard: {}",
+            describe(&out)
+        );
+    });
+
+    let lab = Lab::with_stdlib();
+    let marker = lab.marker("front_end");
+    let tool = lab.fs.write("usr/bin/pydoc3", front_end(&lab.python));
+    set_mode(&tool, 0o755);
+    sign(&tool);
+    lab.agent.signal(nix::sys::signal::Signal::SIGHUP);
+    lab.agent.wait_for_status("reloads", 1);
+    lab.evil("tmp/x.txt", payload(&marker));
+    let mut cmd = nobody(&lab.path("tmp"), &[]);
+    cmd.arg(&tool).arg("./x.txt");
+    let out = run_with_timeout(&mut cmd, LIMIT);
+    assert_refused("pydoc3 ./x.txt", &out, &marker);
+    assert!(
+        lab.denies("pydoc3")
+            .iter()
+            .any(|d| d.contains("no-inline-code")),
+        "{:?}",
+        lab.agent.audit_lines()
+    );
+    lab.baseline();
+}
