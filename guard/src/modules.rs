@@ -52,6 +52,9 @@ impl ModuleFile {
 #[derive(Clone, Debug, Default)]
 pub struct ModuleFiles {
     files: HashMap<FileId, ModuleFile>,
+    /// The same by real path: a package update renames a new file over a module's (a new
+    /// identity at the same place), which is that module until the next resolution.
+    paths: HashMap<PathBuf, ModuleFile>,
     /// The stdlib directories they were found in, for logs.
     pub stdlib_dirs: Vec<PathBuf>,
 }
@@ -109,6 +112,11 @@ impl ModuleFiles {
         self.files.get(&id)
     }
 
+    /// The module file at this real path, if one was resolved there.
+    pub fn at_path(&self, path: &Path) -> Option<&ModuleFile> {
+        self.paths.get(path)
+    }
+
     pub fn len(&self) -> usize {
         self.files.len()
     }
@@ -136,6 +144,10 @@ impl ModuleFiles {
             });
             // A `__main__` listed by its own name is still its package's.
             entry.package_dir = entry.package_dir.or(package_dir);
+            let entry = entry.clone();
+            if let Ok(real) = std::fs::canonicalize(path) {
+                self.paths.insert(real, entry);
+            }
         }
     }
 

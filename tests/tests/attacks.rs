@@ -1736,3 +1736,43 @@ fn interpreter_front_ends_are_their_modules() {
     );
     lab.baseline();
 }
+
+/// Issue 17: an interpreter module's file replaced by a package update (a new inode renamed
+/// over `timeit.py`, signed again by the administrator) is still that module: run as the
+/// main script with `-s CODE` it is refused as `-m timeit` is, with no reload. Without the
+/// rule its new identity would make it a signed script like any other.
+#[test]
+fn a_replaced_interpreter_module_file_is_still_the_module() {
+    let lab = Lab::with_stdlib();
+    let marker = lab.marker("replaced_module");
+    let line = format!(
+        "open({:?}, 'w').write('ran'); print('PAYLOAD RAN')",
+        marker.to_str().unwrap()
+    );
+    let lib =
+        std::fs::canonicalize(lab.path("usr/lib").join(lab.python.file_name().unwrap())).unwrap();
+    let timeit = lib.join("timeit.py");
+    let staging = lib.join("timeit.py.dpkg-new");
+    std::fs::copy(&timeit, &staging).unwrap();
+    set_mode(&staging, 0o644);
+    sign(&staging);
+    std::fs::rename(&staging, &timeit).unwrap();
+    let out = lab.py(
+        &lab.path("tmp"),
+        &[timeit.to_str().unwrap(), "-n", "1", "-s", &line, "pass"],
+        &[],
+    );
+    assert_refused("the replaced timeit.py -s CODE", &out, &marker);
+    assert!(
+        lab.denies("timeit.py")
+            .iter()
+            .any(|d| d.contains("no-inline-code")),
+        "{:?}",
+        lab.agent.audit_lines()
+    );
+    // Imported, it is a module like any other.
+    lab.signed("base/uses_timeit.py", "import timeit\nprint('imported')\n");
+    let out = lab.py(&lab.path("base"), &["uses_timeit.py"], &[]);
+    assert_eq!(text(&out.stdout), "imported\n", "{}", describe(&out));
+    lab.baseline();
+}
