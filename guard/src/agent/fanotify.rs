@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
-use crossbeam_channel::{Receiver, bounded};
+use crossbeam_channel::{Receiver, TrySendError, bounded};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::fanotify::{
     EventFFlags, Fanotify, FanotifyEvent, FanotifyResponse, InitFlags, MarkFlags, MaskFlags,
@@ -71,11 +71,27 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let (queue, jobs) = bounded::<Job>(4096);
     let mut dispatch = |job: Job| {
         state.queued.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = queue.send(job) {
+        match queue.try_send(job) {
+            Ok(()) => {}
+            // Every worker is busy and the queue full (workers stuck on a user's FUSE
+            // daemon, a flood of opens): the reader never waits, or every open on every
+            // marked filesystem would. The open is answered now, as a fact not established.
+            Err(TrySendError::Full(job)) => {
+                state.queued.fetch_sub(1, Ordering::Relaxed);
+                bump(&state.stats.saturated);
+                answer_unavailable(
+                    &group,
+                    &state,
+                    job,
+                    "every worker is busy and the queue is full: refused rather than waited on",
+                );
+            }
             // Workers are gone (shutting down): answer here rather than leave it hanging.
-            state.queued.fetch_sub(1, Ordering::Relaxed);
-            if let Some(fd) = e.into_inner().event.fd() {
-                respond(&group, &state, fd, true);
+            Err(TrySendError::Disconnected(job)) => {
+                state.queued.fetch_sub(1, Ordering::Relaxed);
+                if let Some(fd) = job.event.fd() {
+                    respond(&group, &state, fd, true);
+                }
             }
         }
     };
@@ -760,6 +776,16 @@ fn work(group: &Fanotify, state: &State, jobs: &Receiver<Job>) {
     }
 }
 
+/// Answers an interpreter's open without deciding it: refused (enforce mode) with `why`.
+fn answer_unavailable(group: &Fanotify, state: &State, job: Job, why: &str) {
+    let Some(fd) = job.event.fd() else { return };
+    let outcome = Outcome::unavailable(&job.loaded, fd, why);
+    respond(group, state, fd, outcome.verdict.allow);
+    state.stats.latency.record(job.received.elapsed());
+    count(state, &outcome);
+    state.audit.send(outcome.record(job.event.pid()));
+}
+
 /// Decides an interpreter's open, answers the kernel, then counts and logs it.
 fn answer(group: &Fanotify, state: &State, job: Job) {
     let Some(fd) = job.event.fd() else { return };
@@ -947,7 +973,7 @@ fn evaluate_interpreter(
                 (Ok(Some(operand)), Some(_)) => {
                     let named_dir = opener::named_component(operand);
                     named.asked_dir.as_deref() == Some(named_dir)
-                        || process::resolve_operand(tid, operand)
+                        || process::resolve_operand_within(tid, operand, process::WALK_DEADLINE)
                             .map_or(true, |main| entry.runs_as_main(id, main))
                 }
                 _ => false,

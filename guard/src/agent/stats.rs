@@ -100,6 +100,8 @@ pub struct Stats {
     /// Executable mappings whose return-path check the exec gate skipped because the
     /// task's address space stayed locked (host mode's native-code rule).
     pub unverified_mappings: AtomicU64,
+    /// Interpreters' opens answered by the reader because the workers' queue was full.
+    pub saturated: AtomicU64,
     /// Latency of every answer (event read to response written).
     pub latency: Histogram,
     /// Latency of answers that needed a signature check (cache misses).
@@ -125,6 +127,7 @@ impl Default for Stats {
             marked_filesystems: AtomicU64::new(0),
             untrusted_filesystems: AtomicU64::new(0),
             unverified_mappings: AtomicU64::new(0),
+            saturated: AtomicU64::new(0),
             latency: Histogram::default(),
             miss_latency: Histogram::default(),
             hit_latency: Histogram::default(),

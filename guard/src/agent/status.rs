@@ -30,6 +30,9 @@ pub struct Report {
     /// threads kept its address space locked); see docs/failure-posture.md.
     #[serde(default)]
     pub unverified_mappings: u64,
+    /// Interpreters' opens refused unjudged because every worker was busy and the queue full.
+    #[serde(default)]
+    pub saturated: u64,
     pub events: u64,
     pub own_events: u64,
     pub decisions: u64,
@@ -69,6 +72,7 @@ pub fn report(state: &State) -> Report {
         marked_filesystems: stats.marked_filesystems.load(Ordering::Relaxed),
         untrusted_filesystems: stats.untrusted_filesystems.load(Ordering::Relaxed),
         unverified_mappings: stats.unverified_mappings.load(Ordering::Relaxed),
+        saturated: stats.saturated.load(Ordering::Relaxed),
         events: stats.events.load(Ordering::Relaxed),
         own_events: stats.own_events.load(Ordering::Relaxed),
         decisions: stats.code_decisions.load(Ordering::Relaxed),

@@ -126,7 +126,18 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         "cache:        {} entries, {} hits, {} misses",
         report.cache_entries, report.cache_hits, report.cache_misses
     );
-    println!("queue depth:  {}", report.queue_depth);
+    println!(
+        "queue depth:  {}{}",
+        report.queue_depth,
+        if report.saturated > 0 {
+            format!(
+                " ({} opens refused unjudged: every worker busy, queue full)",
+                report.saturated
+            )
+        } else {
+            String::new()
+        }
+    );
     println!(
         "latency:      p50 {:.1} us, p99 {:.1} us, max {:.1} us (all answers)",
         report.latency_p50_us, report.latency_p99_us, report.latency_max_us
