@@ -253,23 +253,7 @@ impl Btf {
 
     /// Byte offset of `strukt.member`, checking the member's size.
     pub fn member_offset(&self, strukt: &str, member: &str, size: u32) -> Result<u32, BtfError> {
-        let ty = self.find_struct(strukt)?;
-        let (bit_offset, bits, id) = self
-            .find_member(ty, member, 0)
-            .ok_or_else(|| BtfError::NoMember(strukt.to_owned(), member.to_owned()))?;
-        if bits != 0 || bit_offset % 8 != 0 {
-            return Err(BtfError::Bitfield(strukt.to_owned(), member.to_owned()));
-        }
-        let offset = bit_offset / 8;
-        match self.size_of(id) {
-            Some(actual) if actual == size => Ok(offset),
-            actual => Err(BtfError::UnexpectedSize(
-                strukt.to_owned(),
-                member.to_owned(),
-                actual.unwrap_or(0),
-                size,
-            )),
-        }
+        self.sized_member(strukt, member, size, |actual| actual == size)
     }
 
     /// The byte offset of array member `strukt.member` whose elements are `element` bytes
@@ -280,6 +264,19 @@ impl Btf {
         member: &str,
         element: u32,
     ) -> Result<u32, BtfError> {
+        self.sized_member(strukt, member, element, |actual| {
+            actual >= element && actual % element == 0
+        })
+    }
+
+    /// Byte offset of a byte-aligned, non-bitfield member whose size `fits`.
+    fn sized_member(
+        &self,
+        strukt: &str,
+        member: &str,
+        expected: u32,
+        fits: impl Fn(u32) -> bool,
+    ) -> Result<u32, BtfError> {
         let ty = self.find_struct(strukt)?;
         let (bit_offset, bits, id) = self
             .find_member(ty, member, 0)
@@ -288,12 +285,12 @@ impl Btf {
             return Err(BtfError::Bitfield(strukt.to_owned(), member.to_owned()));
         }
         match self.size_of(id) {
-            Some(actual) if actual >= element && actual % element == 0 => Ok(bit_offset / 8),
+            Some(actual) if fits(actual) => Ok(bit_offset / 8),
             actual => Err(BtfError::UnexpectedSize(
                 strukt.to_owned(),
                 member.to_owned(),
                 actual.unwrap_or(0),
-                element,
+                expected,
             )),
         }
     }

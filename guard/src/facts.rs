@@ -207,28 +207,37 @@ pub enum Lookup {
 /// Symlinks are followed (python3 -> python3.11), so the identity is the real binary.
 pub fn resolve_interpreters(policy: &Policy) -> Vec<(FileId, usize)> {
     let mut found = Vec::new();
-    for (index, profile) in policy.interpreters.iter().enumerate() {
-        for pattern in &profile.executables {
-            let Ok(paths) = glob::glob(pattern) else {
-                continue;
+    for (index, path) in executable_matches(policy) {
+        if let Ok(meta) = std::fs::metadata(&path)
+            && meta.is_file()
+            && meta.mode() & 0o111 != 0
+        {
+            let id = FileId {
+                dev: meta.dev(),
+                ino: meta.ino(),
             };
-            for path in paths.flatten() {
-                if let Ok(meta) = std::fs::metadata(&path)
-                    && meta.is_file()
-                    && meta.mode() & 0o111 != 0
-                {
-                    let id = FileId {
-                        dev: meta.dev(),
-                        ino: meta.ino(),
-                    };
-                    if !found.iter().any(|(f, _)| *f == id) {
-                        found.push((id, index));
-                    }
-                }
+            if !found.iter().any(|(f, _)| *f == id) {
+                found.push((id, index));
             }
         }
     }
     found
+}
+
+/// Every path a profile's `executables` globs match, with the profile's index.
+fn executable_matches(policy: &Policy) -> impl Iterator<Item = (usize, PathBuf)> + '_ {
+    policy
+        .interpreters
+        .iter()
+        .enumerate()
+        .flat_map(|(index, profile)| {
+            profile
+                .executables
+                .iter()
+                .filter_map(|pattern| glob::glob(pattern).ok())
+                .flat_map(|paths| paths.flatten())
+                .map(move |path| (index, path))
+        })
 }
 
 /// The dynamic loaders that must not launch programs when exec'd directly: for every
@@ -302,18 +311,11 @@ pub fn resolve_loaders(policy: &Policy) -> Vec<(FileId, PathBuf)> {
 /// the agent recognises by this path when it is exec'd.
 pub fn resolve_executable_paths(policy: &Policy) -> Vec<(PathBuf, usize)> {
     let mut found: Vec<(PathBuf, usize)> = Vec::new();
-    for (index, profile) in policy.interpreters.iter().enumerate() {
-        for pattern in &profile.executables {
-            let Ok(paths) = glob::glob(pattern) else {
-                continue;
-            };
-            for path in paths.flatten() {
-                if let Ok(real) = std::fs::canonicalize(&path)
-                    && !found.iter().any(|(known, _)| *known == real)
-                {
-                    found.push((real, index));
-                }
-            }
+    for (index, path) in executable_matches(policy) {
+        if let Ok(real) = std::fs::canonicalize(&path)
+            && !found.iter().any(|(known, _)| *known == real)
+        {
+            found.push((real, index));
         }
     }
     found

@@ -305,6 +305,16 @@ pub struct Audit {
     pub log_allows: bool,
 }
 
+/// Whether `[trust] KEY` (`count` distinct entries) fits the kernel programs' table.
+fn table_fits(key: &str, count: usize, max: usize) -> Result<(), String> {
+    if count > max {
+        return Err(format!(
+            "[trust] {key}: {count} distinct entries, at most {max} are supported"
+        ));
+    }
+    Ok(())
+}
+
 /// The filesystem types trusted when the policy names none.
 pub const DEFAULT_FILESYSTEMS: &[&str] = &["ext4", "xfs", "btrfs", "f2fs", "tmpfs"];
 
@@ -425,16 +435,12 @@ impl Policy {
                     }
                 }
                 // The kernel programs hold a fixed table: never truncated.
-                if owners.len() > guard_common::lsm::MAX_TRUSTED_OWNERS {
-                    return Err(at(
-                        None,
-                        format!(
-                            "[trust] owners: {} distinct owners, at most {} are supported",
-                            owners.len(),
-                            guard_common::lsm::MAX_TRUSTED_OWNERS
-                        ),
-                    ));
-                }
+                table_fits(
+                    "owners",
+                    owners.len(),
+                    guard_common::lsm::MAX_TRUSTED_OWNERS,
+                )
+                .map_err(|message| at(None, message))?;
                 owners
             }
         };
@@ -466,16 +472,12 @@ impl Policy {
                 let mut magics: Vec<u32> = filesystems.iter().map(|(_, m)| *m as u32).collect();
                 magics.sort_unstable();
                 magics.dedup();
-                if magics.len() > guard_common::lsm::MAX_TRUSTED_FILESYSTEMS {
-                    return Err(at(
-                        None,
-                        format!(
-                            "[trust] filesystems: {} distinct types, at most {} are supported",
-                            magics.len(),
-                            guard_common::lsm::MAX_TRUSTED_FILESYSTEMS
-                        ),
-                    ));
-                }
+                table_fits(
+                    "filesystems",
+                    magics.len(),
+                    guard_common::lsm::MAX_TRUSTED_FILESYSTEMS,
+                )
+                .map_err(|message| at(None, message))?;
                 filesystems
             }
         };

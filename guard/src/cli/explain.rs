@@ -164,10 +164,7 @@ fn explain_program(
     policy: &guard::policy::Policy,
     program: &std::path::Path,
 ) -> anyhow::Result<ExitCode> {
-    let file = facts::open_for_inspection(program)
-        .with_context(|| format!("{}: cannot open", program.display()))?;
-    let object = facts::object_of(&file, CodeKind::NotCode)
-        .with_context(|| format!("{}: cannot read its facts", program.display()))?;
+    let object = program_facts(program)?;
     println!(
         "program:     {}: not an interpreter any profile names",
         program.display()
@@ -195,6 +192,14 @@ fn explain_program(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A program's facts, from its descriptor, as the native-code rule reads them.
+fn program_facts(program: &std::path::Path) -> anyhow::Result<guard::engine::Object> {
+    let file = facts::open_for_inspection(program)
+        .with_context(|| format!("{}: cannot open", program.display()))?;
+    facts::object_of(&file, CodeKind::NotCode)
+        .with_context(|| format!("{}: cannot read its facts", program.display()))
 }
 
 /// `[native] code` for `object` as a program or library, by the kernel's own judge.
@@ -250,10 +255,7 @@ fn explain_launch(
     // The program itself, as the native-code rule sees it at exec.
     match program {
         Some(program) => {
-            let file = facts::open_for_inspection(program)
-                .with_context(|| format!("{}: cannot open", program.display()))?;
-            let object = facts::object_of(&file, CodeKind::NotCode)
-                .with_context(|| format!("{}: cannot read its facts", program.display()))?;
+            let object = program_facts(program)?;
             println!(
                 "program:     {}: {}",
                 program.display(),
