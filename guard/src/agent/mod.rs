@@ -209,6 +209,12 @@ impl State {
 
     /// Installs a new policy. Cached verifications are dropped: trusted keys may differ.
     pub fn replace(&self, loaded: Loaded) {
+        // Under the adoption lock: an identity adopted meanwhile must not put the previous
+        // resolution back (`identities::adopt` reads, extends and installs it).
+        let _adoptions = self
+            .identities
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         *self
             .loaded
             .write()
