@@ -88,6 +88,10 @@ pub enum ExecGateError {
     ModuleName(String),
     #[error("too many interpreter modules ({0}, at most {MAX_EVAL_MODULES})")]
     TooManyModules(usize),
+    #[error(
+        "no tracefs for the native-code tracepoints, and mounting it on /sys/kernel/tracing failed: {0}"
+    )]
+    Tracefs(String),
 }
 
 /// An executable's identity as `stat(2)` reports it (`st_dev` in user-space encoding).
@@ -265,6 +269,35 @@ impl ExecGateConfig {
     }
 }
 
+/// Where the kernel's tracing filesystem lives; the syscall tracepoints are found there.
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Makes tracefs available, as systemd's automount would: hosts without it (containers,
+/// minimal systems) leave `/sys/kernel/tracing` an empty directory, and the tracepoints'
+/// ids cannot be read. aya looks for it once per process, so this runs before the first
+/// attach.
+fn ensure_tracefs() -> Result<(), ExecGateError> {
+    let populated = |dir: &str| {
+        std::fs::read_dir(dir)
+            .map(|mut entries| entries.next().is_some())
+            .unwrap_or(false)
+    };
+    if populated(TRACEFS) || populated("/sys/kernel/debug/tracing") {
+        return Ok(());
+    }
+    use nix::mount::{MsFlags, mount};
+    mount(
+        Some("tracefs"),
+        TRACEFS,
+        Some("tracefs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| ExecGateError::Tracefs(e.to_string()))?;
+    log::info!("mounted tracefs on {TRACEFS} for the native-code tracepoints");
+    Ok(())
+}
+
 /// Pins `link` as `dir/link_<program>`, replacing what a previous loader pinned there.
 fn pin(
     dir: &Path,
@@ -367,6 +400,7 @@ impl ExecGate {
             pinned.push(pin(dir, PROGRAM, program.take_link(id)?.into())?);
         }
         if config.native != crate::policy::NativeCode::Any {
+            ensure_tracefs()?;
             for name in NATIVE_TRACEPOINTS {
                 let program: &mut TracePoint = ebpf
                     .program_mut(name)
