@@ -262,6 +262,8 @@ pub struct GateEvent {
     /// launch, `HOOK_BPRM_CHECK_SECURITY`, `HOOK_MMAP_FILE` or `HOOK_FILE_MPROTECT` for
     /// native code).
     pub hook: u32,
+    /// The task's name (`comm`) when it was refused: it is gone before the agent can ask.
+    pub comm: [u8; 16],
 }
 
 /// What the judge concluded so far.
@@ -581,7 +583,7 @@ mod tests {
                 + size_of::<crate::lsm::Trust>()
                 + size_of::<EnvPattern>() * (MAX_ENV_NAMES + 1)
         );
-        assert_eq!(size_of::<GateEvent>(), 40);
+        assert_eq!(size_of::<GateEvent>(), 56);
     }
 
     fn judge(args: &[&str]) -> Step {

@@ -430,6 +430,7 @@ pub(crate) fn refuse(hook: u32, rule: Rule, flags: u32, ino: u64, dev: u32) {
         ino,
         dev,
         hook,
+        comm: aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]),
     };
     // A full ring buffer loses the report, never the kill.
     let _ = LSM_GATE_EVENTS.output::<GateEvent>(&event, 0);

@@ -316,7 +316,7 @@ fn pin(
 }
 
 /// One refusal, as the kernel reported it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GateEvent {
     /// Process id.
     pub pid: u32,
@@ -333,6 +333,8 @@ pub struct GateEvent {
     pub file: Identity,
     /// What refused (`guard_common::lsm::HOOK_*`).
     pub hook: u32,
+    /// The refused task's name (`comm`, at most 15 bytes).
+    pub comm: String,
 }
 
 /// The loaded and attached exec gate. Detached when dropped.
@@ -481,6 +483,10 @@ impl ExecGate {
                     killed: raw.killed != 0,
                     file: Identity::from_kernel(raw.dev, raw.ino),
                     hook: raw.hook,
+                    comm: {
+                        let end = raw.comm.iter().position(|b| *b == 0).unwrap_or(16);
+                        String::from_utf8_lossy(&raw.comm[..end]).into_owned()
+                    },
                 });
             }
         })

@@ -101,7 +101,7 @@ fn event_for(pid: u32) -> Option<GateEvent> {
             let Shared { gate, seen, .. } = &mut *shared;
             seen.extend(gate.events());
             if let Some(event) = seen.iter().find(|e| e.pid == pid) {
-                return Some(*event);
+                return Some(event.clone());
             }
         }
         if start.elapsed() > Duration::from_secs(2) {

@@ -217,10 +217,11 @@ fn report(state: &State, loaded: &Loaded, event: &GateEvent) {
             })
             .unwrap_or_else(|| "?".into())
     } else {
-        // The process was killed before it could be asked; /proc may still name it.
+        // The process was killed before it could be asked; /proc may still name it, else
+        // the name the kernel reported.
         std::fs::read_link(format!("/proc/{}/exe", event.pid))
             .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| "?".into())
+            .unwrap_or_else(|_| format!("<{}>", event.comm))
     };
     let (code, reason) = if launch {
         ("launch", reason(event.rule).to_string())
