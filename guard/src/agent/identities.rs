@@ -80,13 +80,12 @@ fn role_of(loaded: &Loaded, path: &Path) -> Option<Role> {
     if let Some((_, profile)) = loaded.executable_paths.iter().find(|(p, _)| p == path) {
         return Some(Role::Interpreter(*profile));
     }
-    for (index, profile) in loaded.policy.interpreters.iter().enumerate() {
-        let matches = profile.executables.iter().any(|pattern| {
-            glob::Pattern::new(pattern).is_ok_and(|pattern| pattern.matches_path(path))
-        });
-        if matches {
-            return Some(Role::Interpreter(index));
-        }
+    if let Some((_, profile)) = loaded
+        .executable_patterns
+        .iter()
+        .find(|(pattern, _)| pattern.matches_path(path))
+    {
+        return Some(Role::Interpreter(*profile));
     }
     loaded
         .loader_paths

@@ -78,6 +78,17 @@ impl Config {
         }
         let interpreters = facts::resolve_interpreters(&policy);
         let executable_paths = facts::resolve_executable_paths(&policy);
+        let executable_patterns = policy
+            .interpreters
+            .iter()
+            .enumerate()
+            .flat_map(|(index, profile)| {
+                profile
+                    .executables
+                    .iter()
+                    .filter_map(move |p| glob::Pattern::new(p).ok().map(|p| (p, index)))
+            })
+            .collect();
         let (loaders, loader_paths) = facts::resolve_loaders(&policy).into_iter().unzip();
         let modules = crate::modules::ModuleFiles::resolve(&policy);
         let controllers = self
@@ -92,6 +103,7 @@ impl Config {
             policy: Arc::new(policy),
             interpreters,
             executable_paths,
+            executable_patterns,
             loaders,
             loader_paths,
             modules,
@@ -108,6 +120,9 @@ pub struct Loaded {
     /// The real paths of the profiles' executables: a file exec'd there under an identity
     /// not yet known is a new version of it ([`identities`]).
     pub executable_paths: Vec<(std::path::PathBuf, usize)>,
+    /// The profiles' `executables` globs, compiled once: a new version installed beside
+    /// the old matches them ([`identities`]).
+    pub executable_patterns: Vec<(glob::Pattern, usize)>,
     /// Dynamic loaders whose direct launches of programs the exec gate refuses.
     pub loaders: Vec<FileId>,
     /// Their real paths, as `executable_paths`.
