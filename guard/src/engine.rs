@@ -351,17 +351,17 @@ pub fn decide_open(policy: &Policy, subject: &Subject, object: &Object) -> Verdi
         },
     ));
 
-    let allow_listed = object
+    let listing = object
         .sha256
         .as_ref()
-        .is_some_and(|digest| policy.trust.allowed_sha256.contains(digest));
-    let signature_check = match (&object.signature, allow_listed) {
-        (_, true) => check(
+        .and_then(|digest| policy.trust.allowed_sha256.get(digest));
+    let signature_check = match (&object.signature, listing) {
+        (_, Some(listing)) => check(
             Rule::ValidSignature,
             true,
-            "sha256 digest is on the allow-list",
+            format!("sha256 digest is on the {listing}"),
         ),
-        (SignatureFact::Verified(v), _) => check(
+        (SignatureFact::Verified(v), None) => check(
             Rule::ValidSignature,
             true,
             format!(
@@ -370,8 +370,8 @@ pub fn decide_open(policy: &Policy, subject: &Subject, object: &Object) -> Verdi
                 v.algo.name()
             ),
         ),
-        (SignatureFact::Failed(e), _) => waivable(Rule::ValidSignature, false, e.to_string()),
-        (SignatureFact::NotChecked, _) => {
+        (SignatureFact::Failed(e), None) => waivable(Rule::ValidSignature, false, e.to_string()),
+        (SignatureFact::NotChecked, None) => {
             let structural_ok = checks.iter().all(|c| c.passed);
             if structural_ok {
                 check(Rule::ValidSignature, true, SIGNATURE_PENDING)

@@ -17,6 +17,7 @@ pub mod ima;
 pub mod keys;
 pub mod lsm;
 pub mod modules;
+pub mod packages;
 pub mod policy;
 pub mod signed_policy;
 pub mod sniff;

@@ -4,9 +4,10 @@
 //! been fully validated (keys loaded, owners resolved, allow-lists read), so a policy that
 //! loads is a policy that can be enforced. Every error names the file, line and column.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -144,6 +145,15 @@ struct RawPolicy {
     audit: RawAudit,
     #[serde(default)]
     native: RawNative,
+    #[serde(default)]
+    packages: RawPackages,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPackages {
+    store: Option<Spanned<PathBuf>>,
+    origins: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -248,6 +258,7 @@ pub struct Policy {
     pub exceptions: Vec<Exception>,
     pub audit: Audit,
     pub native: Native,
+    pub packages: Packages,
     /// Where the policy came from (a path or [`DEFAULT_ORIGIN`]).
     pub origin: String,
     /// The policy text as loaded, for `guard policy show`.
@@ -258,8 +269,10 @@ pub struct Trust {
     /// Key files the keyring was built from (globs expanded).
     pub key_files: Vec<PathBuf>,
     pub keyring: Keyring,
-    /// SHA-256 digests allowed without a signature.
-    pub allowed_sha256: HashSet<Vec<u8>>,
+    /// SHA-256 digests allowed without a signature, each with the list that allows it.
+    pub allowed_sha256: HashMap<Vec<u8>, Arc<Listing>>,
+    /// The lists they come from, in reading order.
+    pub lists: Vec<Arc<Listing>>,
     pub owners: Vec<u32>,
     /// Trusted filesystem types, by name and magic.
     pub filesystems: Vec<(String, u64)>,
@@ -298,6 +311,33 @@ pub struct Exception {
 
 pub struct Native {
     pub code: NativeCode,
+}
+
+/// Trust that follows the package manager (`[packages]`, see [`crate::packages`]).
+pub struct Packages {
+    /// Where `guard packages trust` writes one digest list per verified package; every
+    /// list there is allowed like an `allow_digests` list. None: no package trust.
+    pub store: Option<PathBuf>,
+    /// The apt origins (the `Origin` of a source's signed Release) whose verified packages
+    /// are trusted; `*` is every source apt verifies.
+    pub origins: Vec<String>,
+}
+
+/// The list a digest is allowed by, as `guard explain` names it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Listing {
+    pub list: PathBuf,
+    /// For a package list: `NAME VERSION (ARCH) from SOURCE`, from its header.
+    pub package: Option<String>,
+}
+
+impl fmt::Display for Listing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.package {
+            Some(package) => write!(f, "package {package} ({})", self.list.display()),
+            None => write!(f, "allow-list {}", self.list.display()),
+        }
+    }
 }
 
 pub struct Audit {
@@ -409,15 +449,37 @@ impl Policy {
             }
         }
 
-        let mut allowed_sha256 = HashSet::new();
+        let mut allowed_sha256 = HashMap::new();
+        let mut lists = Vec::new();
         for pattern in &raw.trust.allow_digests {
             let files = expand(base, pattern.get_ref())
                 .map_err(|message| at(Some(pattern.span()), message))?;
             for file in files {
-                read_sha256_list(&file, &mut allowed_sha256)
-                    .map_err(|message| at(Some(pattern.span()), message))?;
+                lists.push(
+                    read_sha256_list(&file, &mut allowed_sha256)
+                        .map_err(|message| at(Some(pattern.span()), message))?,
+                );
             }
         }
+        let store = raw
+            .packages
+            .store
+            .as_ref()
+            .map(|store| base.join(store.get_ref()));
+        if let (Some(dir), Some(spanned)) = (&store, &raw.packages.store) {
+            for file in crate::packages::lists_in(dir)
+                .map_err(|e| at(Some(spanned.span()), format!("[packages] store: {e}")))?
+            {
+                lists.push(
+                    read_sha256_list(&file, &mut allowed_sha256)
+                        .map_err(|message| at(Some(spanned.span()), message))?,
+                );
+            }
+        }
+        let packages = Packages {
+            store,
+            origins: raw.packages.origins.unwrap_or_else(|| vec!["*".into()]),
+        };
 
         let owners = match &raw.trust.owners {
             None => vec![0],
@@ -612,6 +674,7 @@ impl Policy {
                 key_files,
                 keyring,
                 allowed_sha256,
+                lists,
                 owners,
                 filesystems,
             },
@@ -624,6 +687,7 @@ impl Policy {
             native: Native {
                 code: raw.native.code,
             },
+            packages,
             origin: origin.to_string(),
             text: text.to_string(),
         })
@@ -655,9 +719,21 @@ impl Policy {
         }
         let _ = writeln!(
             out,
-            "# allow-listed digests: {}",
-            self.trust.allowed_sha256.len()
+            "# allow-listed digests: {} from {} lists",
+            self.trust.allowed_sha256.len(),
+            self.trust.lists.len()
         );
+        for listing in &self.trust.lists {
+            let _ = writeln!(out, "#   {listing}");
+        }
+        if let Some(store) = &self.packages.store {
+            let _ = writeln!(
+                out,
+                "# package store: {} (apt origins trusted: {})",
+                store.display(),
+                self.packages.origins.join(", ")
+            );
+        }
         let _ = writeln!(out, "# trusted owners (uid): {:?}", self.trust.owners);
         let names: Vec<_> = self
             .trust
@@ -753,9 +829,17 @@ fn parse_hex(hex: &str, algo: HashAlgo) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Reads a `sha256sum` output file (`<hex>  <name>` per line; `#` comments allowed).
-fn read_sha256_list(path: &Path, into: &mut HashSet<Vec<u8>>) -> Result<(), String> {
+/// Reads a `sha256sum` output file (`<hex>  <name>` per line; `#` comments allowed; a
+/// package list's header names its package, see [`crate::packages::provenance`]).
+fn read_sha256_list(
+    path: &Path,
+    into: &mut HashMap<Vec<u8>, Arc<Listing>>,
+) -> Result<Arc<Listing>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let listing = Arc::new(Listing {
+        list: path.to_path_buf(),
+        package: crate::packages::provenance(&text),
+    });
     for (number, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -769,9 +853,10 @@ fn read_sha256_list(path: &Path, into: &mut HashSet<Vec<u8>>) -> Result<(), Stri
                 number + 1
             )
         })?;
-        into.insert(digest);
+        // The first list that allows a digest names it: files stay where sorting put them.
+        into.entry(digest).or_insert_with(|| listing.clone());
     }
-    Ok(())
+    Ok(listing)
 }
 
 #[cfg(test)]
@@ -896,7 +981,7 @@ mod tests {
         std::fs::write(&list, format!("# vendor\n{hex}  /opt/x.py\n")).unwrap();
         let text = "[trust]\nallow_digests = [\"allow.sha256\"]\n";
         let policy = Policy::parse(text, "p.toml", dir.path()).unwrap();
-        assert!(policy.trust.allowed_sha256.contains(&vec![1u8; 32]));
+        assert!(policy.trust.allowed_sha256.contains_key(&vec![1u8; 32]));
         std::fs::write(&list, "zz  /opt/x.py\n").unwrap();
         let e = Policy::parse(text, "p.toml", dir.path())
             .err()

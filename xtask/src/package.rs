@@ -255,6 +255,8 @@ fn check_contents(deb: &Path) -> Result<()> {
         "/usr/sbin/guard",
         UNIT,
         "/etc/guard/policy.toml",
+        "/etc/apt/apt.conf.d/50guard",
+        "/etc/dpkg/dpkg.cfg.d/guard",
         "/usr/share/guard/policies/debian.toml",
         "/usr/share/guard/policies/rhel.toml",
         "/usr/share/bash-completion/completions/guard",
@@ -308,12 +310,17 @@ fn check_contents(deb: &Path) -> Result<()> {
         "guard must not depend on python:\n{control}"
     );
     let conffiles = extract_control_file(deb, "conffiles")?;
-    ensure!(
-        conffiles
-            .lines()
-            .any(|l| l.trim() == "/etc/guard/policy.toml"),
-        "policy.toml is not a conffile: {conffiles:?}"
-    );
+    // Local edits survive upgrades; the hooks stay (inert) after a remove, until a purge.
+    for conffile in [
+        "/etc/guard/policy.toml",
+        "/etc/apt/apt.conf.d/50guard",
+        "/etc/dpkg/dpkg.cfg.d/guard",
+    ] {
+        ensure!(
+            conffiles.lines().any(|l| l.trim() == conffile),
+            "{conffile} is not a conffile: {conffiles:?}"
+        );
+    }
     for script in ["preinst", "postinst", "prerm", "postrm"] {
         extract_control_file(deb, script).with_context(|| format!("no {script}"))?;
     }

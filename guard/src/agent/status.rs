@@ -23,6 +23,13 @@ pub struct Report {
     pub mode: String,
     pub policy: String,
     pub marked_filesystems: u64,
+    /// Why code is trusted: keys, allow-listed digests, packages apt verified.
+    #[serde(default)]
+    pub trusted_keys: u64,
+    #[serde(default)]
+    pub allowed_digests: u64,
+    #[serde(default)]
+    pub trusted_packages: u64,
     /// Of those, filesystems of untrusted types (code there is refused).
     #[serde(default)]
     pub untrusted_filesystems: u64,
@@ -70,6 +77,15 @@ pub fn report(state: &State) -> Report {
         mode: loaded.policy.mode.to_string(),
         policy: loaded.policy.origin.clone(),
         marked_filesystems: stats.marked_filesystems.load(Ordering::Relaxed),
+        trusted_keys: loaded.policy.trust.keyring.len() as u64,
+        allowed_digests: loaded.policy.trust.allowed_sha256.len() as u64,
+        trusted_packages: loaded
+            .policy
+            .trust
+            .lists
+            .iter()
+            .filter(|l| l.package.is_some())
+            .count() as u64,
         untrusted_filesystems: stats.untrusted_filesystems.load(Ordering::Relaxed),
         unverified_mappings: stats.unverified_mappings.load(Ordering::Relaxed),
         saturated: stats.saturated.load(Ordering::Relaxed),

@@ -4,6 +4,7 @@ mod debug;
 mod explain;
 mod generate;
 mod keygen;
+mod packages;
 mod policy;
 mod run;
 mod sign;
@@ -43,6 +44,9 @@ pub enum Command {
     Run(run::RunArgs),
     /// Show the running agent's counters.
     Status(run::StatusArgs),
+    /// Trust the files of packages apt verified (apt and dpkg hooks; `list` shows them).
+    #[command(subcommand)]
+    Packages(packages::PackagesCommand),
     /// Sign files: write an IMA v2 signature (security.ima), as `evmctl ima_sign` does.
     Sign(sign::Args),
     /// Check files' IMA signatures against public keys or certificates.
@@ -85,6 +89,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(command) => policy::run(&command),
         Command::Run(args) => run::run(args),
         Command::Status(args) => run::status(&args),
+        Command::Packages(command) => packages::run(command),
         Command::Sign(args) => sign::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Keygen(args) => keygen::run(args),

@@ -104,6 +104,10 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     );
     println!("policy:       {}", report.policy);
     println!(
+        "trust:        {} keys, {} allow-listed digests ({} from packages apt verified: guard packages list)",
+        report.trusted_keys, report.allowed_digests, report.trusted_packages
+    );
+    println!(
         "filesystems:  {} marked ({} of untrusted types)",
         report.marked_filesystems, report.untrusted_filesystems
     );

@@ -1,0 +1,271 @@
+//! `guard packages`: the apt and dpkg hooks that make verified packages' files trusted
+//! (see [`guard::packages`] for the trust chain).
+
+use std::collections::HashSet;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+
+use guard::agent::status;
+use guard::packages::{self, Deb, PackageList};
+use guard::policy::Policy;
+
+/// The policy the packaged agent runs with (its unit's `--policy`).
+const DEFAULT_POLICY: &str = "/etc/guard/policy.toml";
+/// Where the hooks say what they trusted and refused, beside the agent's audit trail.
+const LOG: &str = "/var/log/guard/packages.log";
+
+#[derive(Subcommand)]
+pub enum PackagesCommand {
+    /// apt's DPkg::Pre-Install-Pkgs hook: reads .deb paths on standard input, records the
+    /// file digests of each one a trusted apt source verified, reloads the agent before dpkg
+    /// unpacks anything.
+    Trust(HookArgs),
+    /// apt's DPkg::Post-Invoke and dpkg's post-invoke hook: adds the bytecode maintainer
+    /// scripts compiled from trusted sources, drops the lists of removed packages.
+    Sync(SyncArgs),
+    /// The packages whose files are trusted, with version and source.
+    List(HookArgs),
+}
+
+#[derive(Args)]
+pub struct HookArgs {
+    /// The agent's policy (its `[packages]` section says where lists go and which apt
+    /// origins are trusted).
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_POLICY)]
+    policy: PathBuf,
+    /// Unix socket of the running agent, reloaded after a change.
+    #[arg(long, value_name = "PATH", default_value = status::DEFAULT_SOCKET)]
+    socket: PathBuf,
+}
+
+#[derive(Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    hook: HookArgs,
+    /// apt's run is over: also drop lists of versions dpkg does not have (the version an
+    /// upgrade replaced, a list written for a package apt then did not install).
+    #[arg(long)]
+    end_of_run: bool,
+}
+
+pub fn run(command: PackagesCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PackagesCommand::Trust(args) => trust(&args),
+        PackagesCommand::Sync(args) => sync(&args),
+        PackagesCommand::List(args) => list(&args),
+    }
+}
+
+/// The policy's store and origins; None when package trust is not configured (the hooks
+/// are then no-ops: guard installed but not set up must not break apt).
+fn configured(args: &HookArgs) -> anyhow::Result<Option<(Policy, PathBuf)>> {
+    if !args.policy.exists() {
+        return Ok(None);
+    }
+    let policy = Policy::load(&args.policy)?;
+    let Some(store) = policy.packages.store.clone() else {
+        return Ok(None);
+    };
+    Ok(Some((policy, store)))
+}
+
+fn trust(args: &HookArgs) -> anyhow::Result<ExitCode> {
+    let mut debs = Vec::new();
+    for line in std::io::stdin().lock().lines() {
+        let line = line.context("reading the .deb list on standard input")?;
+        let line = line.trim();
+        if !line.is_empty() {
+            debs.push(PathBuf::from(line));
+        }
+    }
+    let Some((policy, store)) = configured(args)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let started = Instant::now();
+    let mut opened = Vec::new();
+    for path in &debs {
+        opened.push(Deb::open(path).with_context(|| format!("guard: {}", path.display()))?);
+    }
+    let wanted: HashSet<String> = opened.iter().map(|d| d.sha256.clone()).collect();
+    let indexes = packages::trusted_indexes(&policy.packages.origins)?;
+    let found = packages::find_in_indexes(&indexes, &wanted)?;
+    let installed = packages::installed()?;
+    let (mut written, mut files) = (0usize, 0usize);
+    for mut deb in opened {
+        let Some((id, index)) = found.get(&deb.sha256) else {
+            note(&format!(
+                "{}: no source guard trusts verified this archive (sha256 {}): its files stay untrusted",
+                deb.path.display(),
+                deb.sha256
+            ));
+            continue;
+        };
+        if let Some((old, status)) = installed.get(&(id.name.clone(), id.arch.clone()))
+            && packages::files_present(status)
+            && packages::version_newer(old, &id.version)?
+        {
+            note(&format!(
+                "downgrade of {} {old} to {id} from {}: trusted, the administrator's choice",
+                id.name,
+                index.describe()
+            ));
+        }
+        let digests = deb
+            .file_digests()
+            .with_context(|| format!("guard: {}", deb.path.display()))?;
+        files += digests.len();
+        let list = PackageList {
+            id: id.clone(),
+            source: index.describe(),
+            deb_sha256: deb.sha256.clone(),
+            files: digests,
+            bytecode: None,
+        };
+        let path = list.store(&store)?;
+        note(&format!(
+            "trusted {id} from {}: {} files ({})",
+            index.describe(),
+            list.files.len(),
+            path.display()
+        ));
+        written += 1;
+    }
+    if written > 0 {
+        reload_agent(&args.socket)?;
+    }
+    eprintln!(
+        "guard: {written} of {} packages trusted ({files} files) in {:.1} s",
+        debs.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sync(args: &SyncArgs) -> anyhow::Result<ExitCode> {
+    let Some((_, store)) = configured(&args.hook)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let installed = packages::installed()?;
+    let mut changed = false;
+    for path in packages::lists_in(&store)? {
+        let mut list = PackageList::read(&path)?;
+        let on_disk = installed.get(&(list.id.name.clone(), list.id.arch.clone()));
+        let keep = match on_disk {
+            Some((version, status)) if packages::files_present(status) => {
+                *version == list.id.version || !args.end_of_run
+            }
+            _ => false,
+        };
+        if !keep {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            note(&format!(
+                "no longer trusted: {} (dpkg has {})",
+                list.id,
+                match on_disk {
+                    Some((version, status)) => format!("{version}, status {}", status.trim()),
+                    None => "no such package".into(),
+                }
+            ));
+            changed = true;
+            continue;
+        }
+        let done = on_disk.is_some_and(|(version, status)| {
+            *version == list.id.version && packages::configured(status)
+        });
+        if list.bytecode.is_none() && done {
+            let pycs = packages::compiled_bytecode(&list);
+            note(&format!(
+                "{}: {} bytecode files compiled from its sources trusted",
+                list.id,
+                pycs.len()
+            ));
+            list.bytecode = Some(pycs);
+            list.store(&store)?;
+            changed = true;
+        }
+    }
+    if changed {
+        reload_agent(&args.hook.socket)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(args: &HookArgs) -> anyhow::Result<ExitCode> {
+    let Some((_, store)) = configured(args)? else {
+        println!(
+            "package trust is not configured in {}",
+            args.policy.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    for path in packages::lists_in(&store)? {
+        let list = PackageList::read(&path)?;
+        println!(
+            "{} from {}: {} files, bytecode {}",
+            list.id,
+            list.source,
+            list.files.len(),
+            list.bytecode
+                .as_ref()
+                .map_or("pending".to_string(), |b| b.len().to_string())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Says what a hook did on stderr (apt shows it, and keeps it in /var/log/apt/term.log) and
+/// in guard's packages log.
+fn note(message: &str) {
+    eprintln!("guard: {message}");
+    if let Ok(mut log) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(LOG)
+    {
+        let when = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let _ = writeln!(log, "{when} {message}");
+    }
+}
+
+/// Makes the running agent load the store as it now is, and waits until it has: apt must
+/// not let dpkg unpack before the new files are trusted. No agent running: nothing to do.
+/// A reload the agent refuses fails the hook, so apt stops before unpacking.
+fn reload_agent(socket: &Path) -> anyhow::Result<()> {
+    let Ok(before) = status::query(socket) else {
+        return Ok(());
+    };
+    let pid = nix::unistd::Pid::from_raw(
+        i32::try_from(before.pid).context("the agent's pid does not fit a pid_t")?,
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP)
+        .with_context(|| format!("signalling the agent (pid {pid})"))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        let Ok(now) = status::query(socket) else {
+            continue;
+        };
+        if now.pid != before.pid {
+            // A restarted agent read the store at start.
+            return Ok(());
+        }
+        if now.reload_failures > before.reload_failures {
+            bail!(
+                "the agent (pid {pid}) refused to reload its policy: its log says why; \
+                 the packages' files would not be trusted"
+            );
+        }
+        if now.reloads > before.reloads {
+            return Ok(());
+        }
+    }
+    bail!("the agent (pid {pid}) did not reload within 120 s")
+}
