@@ -41,8 +41,18 @@ pub fn setup() -> Result<()> {
     crate::ensure_cargo_tool(probe, "cargo-fuzz")
 }
 
+/// How the harnesses are compiled.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// Optimised (`cargo xtask fuzz`): the most executions per second.
+    Optimised,
+    /// Unoptimised (the test suite's few seconds per target, mostly replaying kept inputs):
+    /// the optimised build alone took six of the suite's minutes.
+    Quick,
+}
+
 /// Runs each of `targets` for `seconds` and reports its executions.
-pub fn fuzz(seconds: u64, targets: &[String]) -> Result<Vec<Outcome>> {
+pub fn fuzz(seconds: u64, targets: &[String], build: Build) -> Result<Vec<Outcome>> {
     for target in targets {
         if !TARGETS.contains(&target.as_str()) {
             bail!(
@@ -54,7 +64,11 @@ pub fn fuzz(seconds: u64, targets: &[String]) -> Result<Vec<Outcome>> {
     setup()?;
     let fuzz_dir = workspace_root().join("fuzz");
     // Debug assertions on: integer overflow is a crash worth knowing about.
-    crate::run(cargo_nightly().args(["fuzz", "build", "--debug-assertions"]))?;
+    let profile: &[&str] = match build {
+        Build::Optimised => &["--debug-assertions"],
+        Build::Quick => &["--dev"],
+    };
+    crate::run(cargo_nightly().args(["fuzz", "build"]).args(profile))?;
     let mut outcomes = Vec::new();
     for target in targets {
         let corpus = fuzz_dir.join("corpus").join(target);
@@ -62,7 +76,9 @@ pub fn fuzz(seconds: u64, targets: &[String]) -> Result<Vec<Outcome>> {
         std::fs::create_dir_all(&corpus).with_context(|| corpus.display().to_string())?;
         std::fs::create_dir_all(&regressions).with_context(|| regressions.display().to_string())?;
         let mut cmd = cargo_nightly();
-        cmd.args(["fuzz", "run", "--debug-assertions", target])
+        cmd.args(["fuzz", "run"])
+            .args(profile)
+            .arg(target)
             .arg(&corpus)
             .arg(fuzz_dir.join("seeds").join(target))
             .arg(&regressions)

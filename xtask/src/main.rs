@@ -78,7 +78,7 @@ fn main() -> Result<()> {
             } else {
                 target
             };
-            fuzz::fuzz(time, &targets).map(|_| ())
+            fuzz::fuzz(time, &targets, fuzz::Build::Optimised).map(|_| ())
         }
         Task::Stress { time } => stress(time),
         Task::Bench(options) => bench::run(&workspace_root(), &options),
@@ -158,7 +158,7 @@ fn test(extra: &[String]) -> Result<()> {
         .env("GUARD_BIN", &guard_bin))?;
     // A short run of every harness, replaying the kept crash inputs.
     let targets: Vec<String> = fuzz::TARGETS.iter().map(|t| t.to_string()).collect();
-    fuzz::fuzz(FUZZ_SECONDS_IN_TEST, &targets)?;
+    fuzz::fuzz(FUZZ_SECONDS_IN_TEST, &targets, fuzz::Build::Quick)?;
     // The package, end to end, from the debug binary just tested (see package::Profile).
     package::check(package::Profile::Dev)?;
     // The kernel layer on real kernels with BPF LSM (6.12 and the newest), in the VM.
