@@ -11,7 +11,8 @@ use crate::{run, workspace_root};
 /// Debian packages the tests and the test VM use: evmctl (the interop oracle), setfattr,
 /// the python3 the agent profiles, openssl for test keys, setpriv, man and systemd-analyze
 /// for the package check, gcc for the attack tests' native library, and qemu, debootstrap,
-/// mkfs.ext4, xz and busybox for the VM (virtiofsd ships in qemu-system-common).
+/// mkfs.ext4, xz and busybox for the VM (virtiofsd ships in qemu-system-common), gnupg to
+/// sign the VM's test apt repository (a fresh machine has gpgv only).
 const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     "attr",
@@ -28,6 +29,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "e2fsprogs",
     "xz-utils",
     "busybox-static",
+    "gnupg",
 ];
 
 /// The bpf-linker release that matches the aya 0.14 set.

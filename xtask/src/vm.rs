@@ -12,14 +12,18 @@
 //! xtask/vm/init.sh.
 //!
 //! VM tests are tests/vm/*.sh, run by bash as root with GUARD_BIN, GUARD_KEY,
-//! GUARD_CERT (PEM) and GUARD_CERT_DER set; exit 0 passes.
+//! GUARD_CERT (PEM) and GUARD_CERT_DER set; exit 0 passes. Selecting a
+//! tests/vm/*packages*.sh also puts /mnt/vm/packages in the guest: guard.deb and
+//! a signed apt repository (see `Packages`).
 
+mod apt_repo;
 mod cpio;
 mod kernel;
 mod rootfs;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -119,6 +123,8 @@ fn check_host_tools() -> Result<()> {
         ("apt-get", "apt"),
         ("openssl", "openssl"),
         ("xz", "xz-utils"),
+        // Signs the test apt repository (vm/apt_repo.rs).
+        ("gpg", "gnupg"),
     ] {
         if Command::new(tool)
             .arg("--version")
@@ -137,6 +143,8 @@ fn check_host_tools() -> Result<()> {
 struct Prepared {
     kernels: Vec<kernel::Kernel>,
     image: PathBuf,
+    /// The debootstrap tree the image was built from.
+    tree: PathBuf,
     guard: Option<PathBuf>,
 }
 
@@ -202,6 +210,7 @@ fn prepare(specs: &[String], opts: &VmOpts) -> Result<Prepared> {
     Ok(Prepared {
         kernels,
         image,
+        tree,
         guard,
     })
 }
@@ -247,7 +256,6 @@ pub fn vm_test(mut args: VmTestArgs) -> Result<()> {
     // Each test decides whether it needs a running agent (and with which
     // options), and tests that load their own BPF programs must not race one.
     args.opts.no_agent = true;
-    let prepared = prepare(&args.kernels, &args.opts)?;
     let tests_dir = crate::workspace_root().join("tests/vm");
     let mut tests: Vec<PathBuf> = fs::read_dir(&tests_dir)
         .with_context(|| format!("reading {}", tests_dir.display()))?
@@ -262,12 +270,25 @@ pub fn vm_test(mut args: VmTestArgs) -> Result<()> {
     if tests.is_empty() {
         bail!("no tests in {}", tests_dir.display());
     }
+    let prepared = prepare(&args.kernels, &args.opts)?;
+    // Built once here, not in each kernel's thread: both boots copy the same files.
+    let packages = if tests.iter().any(|t| {
+        t.file_name()
+            .is_some_and(|n| n.to_string_lossy().contains("packages"))
+    }) {
+        Some(Packages::prepare(&prepared, &args.opts)?)
+    } else {
+        None
+    };
     let (mut passed, mut failed) = (0, 0);
     let mut failures = Vec::new();
     // The kernels boot side by side: each emulated VM runs on one host thread
     // (TCG, thread=single), so two take about the time of one on a machine with
     // two cores. Their lines are prefixed with the kernel's release.
-    let payload = Payload::Tests(tests.clone());
+    let payload = Payload::Tests {
+        tests: tests.clone(),
+        packages,
+    };
     let outcomes: Vec<Result<Outcome>> = std::thread::scope(|scope| {
         let runs: Vec<_> = prepared
             .kernels
@@ -325,7 +346,60 @@ pub fn vm_test(mut args: VmTestArgs) -> Result<()> {
 enum Payload {
     /// Empty: the demo.
     Cmd(Vec<String>),
-    Tests(Vec<PathBuf>),
+    Tests {
+        tests: Vec<PathBuf>,
+        /// For tests/vm/*packages*.sh only.
+        packages: Option<Packages>,
+    },
+}
+
+/// What tests/vm/*packages*.sh install through dpkg and apt, at /mnt/vm/packages: guard.deb
+/// (the project's package, of the build the VM runs) and repo/ (vm/apt_repo.rs).
+struct Packages {
+    /// None with --no-guard.
+    deb: Option<PathBuf>,
+    repo: PathBuf,
+}
+
+impl Packages {
+    fn prepare(prepared: &Prepared, opts: &VmOpts) -> Result<Packages> {
+        let deb = if opts.no_guard {
+            None
+        } else {
+            Some(crate::package::build(if opts.debug_build {
+                crate::package::Profile::Dev
+            } else {
+                crate::package::Profile::Release
+            })?)
+        };
+        let repo = apt_repo::ensure(&vm_dir(), &prepared.tree)?;
+        Ok(Packages { deb, repo })
+    }
+
+    fn copy_into(&self, payload_dir: &Path) -> Result<()> {
+        let dir = payload_dir.join("packages");
+        let repo = dir.join("repo");
+        fs::create_dir_all(&repo).with_context(|| format!("creating {}", repo.display()))?;
+        // apt's file method and gpgv may read them as `_apt`, whatever the host's umask.
+        for d in [payload_dir, &dir, &repo] {
+            fs::set_permissions(d, fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("chmod 755 {}", d.display()))?;
+        }
+        if let Some(deb) = &self.deb {
+            let dst = dir.join("guard.deb");
+            fs::copy(deb, &dst)
+                .with_context(|| format!("copying {} to {}", deb.display(), dst.display()))?;
+        }
+        for e in
+            fs::read_dir(&self.repo).with_context(|| format!("reading {}", self.repo.display()))?
+        {
+            let src = e?.path();
+            let dst = repo.join(src.file_name().unwrap_or_default());
+            fs::copy(&src, &dst)
+                .with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+        }
+        Ok(())
+    }
 }
 
 struct Outcome {
@@ -414,7 +488,10 @@ fn boot(
                 fs::write(payload_dir.join("cmd"), argv)?;
             }
         }
-        Payload::Tests(tests) => {
+        Payload::Tests { tests, packages } => {
+            if let Some(packages) = packages {
+                packages.copy_into(&payload_dir)?;
+            }
             let dir = payload_dir.join("tests");
             fs::create_dir_all(&dir)?;
             for t in tests {
@@ -597,7 +674,7 @@ fn boot(
                 if !(quiet || code.is_some() && text.is_empty()) {
                     let mut o = out.lock();
                     match payload {
-                        Payload::Tests(_) => {
+                        Payload::Tests { .. } => {
                             let _ = writeln!(o, "[{}] {text}", kernel.release);
                         }
                         Payload::Cmd(_) => {
@@ -630,8 +707,14 @@ fn boot(
 fn payload_size(p: &Path) -> Result<u64> {
     let mut n = 0;
     for e in fs::read_dir(p)? {
-        let m = e?.metadata()?;
-        n += if m.is_dir() { 1 << 20 } else { m.len() };
+        let e = e?;
+        let m = e.metadata()?;
+        // Subdirectories count whole: packages/ holds guard.deb and a repository.
+        n += if m.is_dir() {
+            (1 << 20) + payload_size(&e.path())?
+        } else {
+            m.len()
+        };
     }
     Ok(n.max(1 << 20))
 }

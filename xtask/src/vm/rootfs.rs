@@ -145,8 +145,8 @@ pub fn ensure_tree(vm_dir: &Path, suite: &str) -> Result<PathBuf> {
     Ok(tree)
 }
 
-/// FNV-1a: only to name the image after its inputs, no security role.
-fn fnv(data: &[u8], mut h: u64) -> u64 {
+/// FNV-1a: only to name cached images and repositories after their inputs, no security role.
+pub(super) fn fnv(data: &[u8], mut h: u64) -> u64 {
     for &b in data {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x100_0000_01b3);
