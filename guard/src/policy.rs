@@ -334,7 +334,7 @@ pub struct Listing {
 impl fmt::Display for Listing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.package {
-            Some(package) => write!(f, "package {package} ({})", self.list.display()),
+            Some(package) => write!(f, "list of package {package} ({})", self.list.display()),
             None => write!(f, "allow-list {}", self.list.display()),
         }
     }
@@ -971,6 +971,46 @@ mod tests {
         assert!(e.contains("cannot be waived"), "{e}");
         let e = error_of(&ok.replace(&hex, "abc"));
         assert!(e.starts_with("test.toml:2:10: "), "{e}");
+    }
+
+    #[test]
+    fn package_lists_name_their_package_and_need_a_root_only_store() {
+        use std::os::unix::fs::PermissionsExt;
+        // The store must be root's: only root can make one (the suite runs as root).
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        std::fs::create_dir(&store).unwrap();
+        std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let list = crate::packages::PackageList {
+            id: crate::packages::PackageId {
+                name: "demo".into(),
+                version: "1.0".into(),
+                arch: "all".into(),
+            },
+            source: "Test suite (file:/x/)".into(),
+            deb_sha256: "00".repeat(32),
+            files: [("/x.py".to_string(), "03".repeat(32))].into(),
+            bytecode: None,
+        };
+        list.store(&store).unwrap();
+        let text = "[packages]\nstore = \"store\"\n";
+        let policy = Policy::parse(text, "p.toml", dir.path()).unwrap();
+        let listing = &policy.trust.allowed_sha256[&vec![3u8; 32]];
+        assert_eq!(
+            listing.package.as_deref(),
+            Some("demo 1.0 (all) from Test suite (file:/x/)")
+        );
+        assert_eq!(policy.packages.origins, vec!["*"]);
+        // Only root may vouch for code: a store others can write to is refused, not skipped.
+        std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o775)).unwrap();
+        let e = Policy::parse(text, "p.toml", dir.path())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("writable by root only"), "{e}");
     }
 
     #[test]
