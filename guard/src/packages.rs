@@ -495,7 +495,8 @@ impl Deb {
         self.file.rewind().map_err(io_at(&path))?;
         let stdin = self.file.try_clone().map_err(io_at(&path))?;
         let mut child = Command::new("dpkg-deb")
-            .args(["--fsys-tarfile", "/dev/stdin"])
+            // Not /dev/stdin: a minimal /dev (a container's, an initramfs's) may lack it.
+            .args(["--fsys-tarfile", "/proc/self/fd/0"])
             .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -28,7 +28,7 @@ printf 'import guard_test_module\nprint("module", guard_test_module.NAME)\n' > "
 chmod 755 "$app"
 chmod 644 "$app"/*.py
 for f in "$app"/*.py; do
-    evmctl ima_sign --hashalgo sha256 --key "$GUARD_KEY" "$f" > /dev/null
+    evmctl ima_sign --hashalgo sha256 --key "$GUARD_KEY" "$f" > /dev/null 2>&1
 done
 # Code planted by root beside the standard library: from no package, unsigned.
 printf 'open("%s", "w")\n' "$marker" > /usr/lib/python3.11/guard_planted.py
@@ -91,9 +91,10 @@ loop=$!
 inode_before=$(stat -L -c %i /usr/bin/python3.11)
 audit_before=$(wc -l < "$audit")
 started=$SECONDS
-apt-get install -y -q python3.11 python3.11-minimal libpython3.11-minimal \
-    libpython3.11-stdlib > "$apt_log" 2>&1
+DEBIAN_FRONTEND=noninteractive timeout 1200 apt-get install -y -q python3.11 \
+    python3.11-minimal libpython3.11-minimal libpython3.11-stdlib > "$apt_log" 2>&1
 rc=$?
+[ "$rc" -eq 0 ] || { tail -40 "$apt_log"; tail -20 "$agent_log"; }
 took=$((SECONDS - started))
 touch "$stop"
 wait "$loop"

@@ -89,7 +89,7 @@ fn trust(args: &HookArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut opened = Vec::new();
     for path in &debs {
-        opened.push(Deb::open(path).with_context(|| format!("guard: {}", path.display()))?);
+        opened.push(Deb::open(path)?);
     }
     let wanted: HashSet<String> = opened.iter().map(|d| d.sha256.clone()).collect();
     let indexes = packages::trusted_indexes(&policy.packages.origins)?;
@@ -115,9 +115,7 @@ fn trust(args: &HookArgs) -> anyhow::Result<ExitCode> {
                 index.describe()
             ));
         }
-        let digests = deb
-            .file_digests()
-            .with_context(|| format!("guard: {}", deb.path.display()))?;
+        let digests = deb.file_digests()?;
         files += digests.len();
         let list = PackageList {
             id: id.clone(),
