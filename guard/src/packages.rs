@@ -18,7 +18,6 @@
 //! drops the lists of packages dpkg no longer has.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -457,15 +456,20 @@ pub fn scan_index(
     Ok(())
 }
 
-/// An opened `.deb` and its digest: everything after is read from this same file.
+/// A `.deb` read once: its SHA-256 and the SHA-256 of each file in it come from the same
+/// bytes, streamed through the hash into dpkg's own extractor. (Hashing first and extracting
+/// after would read the file twice: whoever can write it — `apt install ./x.deb` of a file a
+/// user owns — could swap the content in between.)
 pub struct Deb {
     pub path: PathBuf,
-    file: File,
     pub sha256: String,
+    /// Absolute path -> hex SHA-256 of each regular file in the archive's data, or why the
+    /// archive could not be read (an error only for an archive an index vouches for).
+    pub files: Result<BTreeMap<String, String>, PackageError>,
 }
 
 impl Deb {
-    pub fn open(path: &Path) -> Result<Deb, PackageError> {
+    pub fn read(path: &Path) -> Result<Deb, PackageError> {
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -478,26 +482,10 @@ impl Deb {
                 reason: "not a regular file".into(),
             });
         }
-        let sha256 = digest_reader(&mut file, HashAlgo::Sha256)
-            .map_err(io_at(path))?
-            .hex();
-        Ok(Deb {
-            path: path.to_path_buf(),
-            file,
-            sha256,
-        })
-    }
-
-    /// The SHA-256 of every regular file in the archive's data, by absolute path, read with
-    /// dpkg's own extractor from the descriptor that was hashed.
-    pub fn file_digests(&mut self) -> Result<BTreeMap<String, String>, PackageError> {
-        let path = self.path.clone();
-        self.file.rewind().map_err(io_at(&path))?;
-        let stdin = self.file.try_clone().map_err(io_at(&path))?;
         let mut child = Command::new("dpkg-deb")
             // Not /dev/stdin: a minimal /dev (a container's, an initramfs's) may lack it.
             .args(["--fsys-tarfile", "/proc/self/fd/0"])
-            .stdin(stdin)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -505,20 +493,60 @@ impl Deb {
                 command: "dpkg-deb --fsys-tarfile".into(),
                 reason: e.to_string(),
             })?;
+        let mut stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
+        let feeder = std::thread::spawn(move || -> io::Result<String> {
+            use sha2::Digest as _;
+            let mut hasher = sha2::Sha256::new();
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut feeding = true;
+            loop {
+                let n = match file.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                hasher.update(&buf[..n]);
+                // dpkg-deb may stop reading (not an archive): the digest is still whole.
+                feeding = feeding && stdin.write_all(&buf[..n]).is_ok();
+            }
+            drop(stdin);
+            Ok(hasher
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect())
+        });
         let digests = tar_digests(stdout);
-        let out = child.wait_with_output().map_err(io_at(&path))?;
-        if !out.status.success() {
-            return Err(PackageError::BadArchive {
-                path,
+        let sha256 = feeder
+            .join()
+            .map_err(|_| PackageError::BadArchive {
+                path: path.to_path_buf(),
+                reason: "the reader thread panicked".into(),
+            })?
+            .map_err(io_at(path))?;
+        let out = child.wait_with_output().map_err(io_at(path))?;
+        let files = if !out.status.success() {
+            Err(PackageError::BadArchive {
+                path: path.to_path_buf(),
                 reason: format!(
                     "dpkg-deb --fsys-tarfile: {}: {}",
                     out.status,
                     String::from_utf8_lossy(&out.stderr).trim()
                 ),
-            });
-        }
-        digests.map_err(|reason| PackageError::BadArchive { path, reason })
+            })
+        } else {
+            digests.map_err(|reason| PackageError::BadArchive {
+                path: path.to_path_buf(),
+                reason,
+            })
+        };
+        Ok(Deb {
+            path: path.to_path_buf(),
+            sha256,
+            files,
+        })
     }
 }
 

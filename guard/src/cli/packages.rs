@@ -89,14 +89,14 @@ fn trust(args: &HookArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut opened = Vec::new();
     for path in &debs {
-        opened.push(Deb::open(path)?);
+        opened.push(Deb::read(path)?);
     }
     let wanted: HashSet<String> = opened.iter().map(|d| d.sha256.clone()).collect();
     let indexes = packages::trusted_indexes(&policy.packages.origins)?;
     let found = packages::find_in_indexes(&indexes, &wanted)?;
     let installed = packages::installed()?;
     let (mut written, mut files) = (0usize, 0usize);
-    for mut deb in opened {
+    for deb in opened {
         let Some((id, index)) = found.get(&deb.sha256) else {
             note(&format!(
                 "{}: no source guard trusts verified this archive (sha256 {}): its files stay untrusted",
@@ -115,7 +115,7 @@ fn trust(args: &HookArgs) -> anyhow::Result<ExitCode> {
                 index.describe()
             ));
         }
-        let digests = deb.file_digests()?;
+        let digests = deb.files?;
         files += digests.len();
         let list = PackageList {
             id: id.clone(),
