@@ -27,8 +27,9 @@ fn distribution_policies_validate() {
         let shown = guard(&[&"policy", &"show", &path]);
         assert!(shown.status.success(), "{}", stderr(&shown));
     }
-    // Only the layout differs (interpreter paths, filesystem types): every other setting
-    // follows the embedded default, so a change there must be made here too.
+    // Only the layout differs (interpreter paths, filesystem types, the package manager's
+    // trust): every other setting follows the embedded default, so a change there must be
+    // made here too.
     let default = std::fs::read_to_string(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guard/policy/default.toml"),
     )
@@ -37,6 +38,7 @@ fn distribution_policies_validate() {
         text.lines()
             .filter(|l| !l.starts_with('#') && l.contains(" = "))
             .filter(|l| !l.starts_with("executables") && !l.starts_with("filesystems"))
+            .filter(|l| !l.starts_with("store") && !l.starts_with("origins"))
             .map(str::to_string)
             .collect()
     };
@@ -48,6 +50,9 @@ fn distribution_policies_validate() {
     assert!(rhel.contains("/usr/libexec/platform-python*") && rhel.contains("/usr/lib64/python3"));
     let debian = std::fs::read_to_string(packaging("policies/debian.toml")).unwrap();
     assert!(debian.contains("/usr/lib/python3/dist-packages"));
+    // apt's verified packages on Debian; RPM ships IMA signatures itself (rpm-plugin-ima).
+    let store = "store = \"/var/lib/guard/packages\"";
+    assert!(debian.contains(store) && default.contains(store) && !rhel.contains("[packages]"));
 }
 
 #[test]
