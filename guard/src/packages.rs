@@ -550,36 +550,85 @@ impl Deb {
     }
 }
 
-/// Digests of the regular files (and hard links to them) of a tar stream.
+/// Digests of the regular files of a tar stream, by path; hard links and symlinks to them
+/// (within the archive) too: CPython names a module's bytecode after the path it imported,
+/// `/usr/lib/python3.11/sitecustomize.py -> /etc/python3.11/sitecustomize.py` included.
 pub fn tar_digests(reader: impl Read) -> Result<BTreeMap<String, String>, String> {
     let mut archive = tar::Archive::new(reader);
     let mut files = BTreeMap::new();
+    let mut symlinks = Vec::new();
     for entry in archive.entries().map_err(|e| e.to_string())? {
         let mut entry = entry.map_err(|e| e.to_string())?;
         let name = entry.path().map_err(|e| e.to_string())?;
         let Some(name) = absolute(&name) else {
             continue;
         };
-        match entry.header().entry_type() {
+        let kind = entry.header().entry_type();
+        match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let hex = digest_reader(&mut entry, HashAlgo::Sha256)
                     .map_err(|e| format!("{name}: {e}"))?
                     .hex();
                 files.insert(name, hex);
             }
-            tar::EntryType::Link => {
-                let target = entry
-                    .link_name()
-                    .map_err(|e| e.to_string())?
-                    .and_then(|t| absolute(&t));
-                if let Some(hex) = target.and_then(|t| files.get(&t).cloned()) {
-                    files.insert(name, hex);
+            tar::EntryType::Link | tar::EntryType::Symlink => {
+                let Some(target) = entry.link_name().map_err(|e| e.to_string())? else {
+                    continue;
+                };
+                let target = if kind == tar::EntryType::Link {
+                    absolute(&target)
+                } else {
+                    resolve_symlink(&name, &target)
+                };
+                if let Some(target) = target {
+                    symlinks.push((name, target));
                 }
             }
             _ => {}
         }
     }
+    // A link to a link: a few rounds settle any chain an archive has.
+    for _ in 0..8 {
+        let mut added = false;
+        for (name, target) in &symlinks {
+            if !files.contains_key(name)
+                && let Some(hex) = files.get(target).cloned()
+            {
+                files.insert(name.clone(), hex);
+                added = true;
+            }
+        }
+        if !added {
+            break;
+        }
+    }
     Ok(files)
+}
+
+/// The absolute, normalised path a symlink at `link` pointing to `target` names.
+fn resolve_symlink(link: &str, target: &Path) -> Option<String> {
+    let base = if target.is_absolute() {
+        PathBuf::from("/")
+    } else {
+        Path::new(link).parent()?.to_path_buf()
+    };
+    let mut parts: Vec<String> = base
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(p) => Some(p.to_str()?.to_string()),
+            _ => None,
+        })
+        .collect();
+    for component in target.components() {
+        match component {
+            std::path::Component::Normal(p) => parts.push(p.to_str()?.to_string()),
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    absolute(Path::new(&parts.join("/")))
 }
 
 /// `./usr/bin/x` as `/usr/bin/x`; None for a name a list line cannot hold (never trusted).
@@ -692,11 +741,12 @@ pub fn compiled_bytecode(list: &PackageList) -> BTreeMap<String, String> {
 }
 
 /// The source's (mtime, size) as a pyc header stores them (both truncated to 32 bits), if
-/// the file on disk is a regular file with the listed content.
+/// the file on disk is a regular file with the listed content. Symlinks are followed, as
+/// CPython's stat of the source does: the content decides.
 fn source_facts(path: &Path, hex: &str) -> Option<(u32, u32)> {
     let mut file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .ok()?;
     let meta = file.metadata().ok()?;
@@ -806,7 +856,7 @@ mod tests {
     }
 
     #[test]
-    fn tar_digests_follow_hard_links_and_skip_the_rest() {
+    fn tar_digests_follow_links_within_the_archive() {
         let mut builder = tar::Builder::new(Vec::new());
         let mut header = tar::Header::new_gnu();
         header.set_size(3);
@@ -825,13 +875,21 @@ mod tests {
         sym.set_entry_type(tar::EntryType::Symlink);
         sym.set_size(0);
         builder
-            .append_link(&mut sym, "./usr/lib/c.py", "a.py")
+            .append_link(&mut sym, "./usr/lib/python/c.py", "../a.py")
+            .unwrap();
+        let mut dangling = tar::Header::new_gnu();
+        dangling.set_entry_type(tar::EntryType::Symlink);
+        dangling.set_size(0);
+        builder
+            .append_link(&mut dangling, "./usr/lib/d.py", "/etc/elsewhere.py")
             .unwrap();
         let data = builder.into_inner().unwrap();
         let files = tar_digests(&data[..]).unwrap();
         let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
         assert_eq!(files["/usr/lib/a.py"], abc);
         assert_eq!(files["/usr/lib/b.py"], abc);
-        assert!(!files.contains_key("/usr/lib/c.py"));
+        assert_eq!(files["/usr/lib/python/c.py"], abc);
+        assert!(!files.contains_key("/usr/lib/d.py"));
+        assert_eq!(files.len(), 3);
     }
 }
