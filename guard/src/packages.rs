@@ -291,9 +291,11 @@ pub struct AptIndex {
     pub origin: String,
     pub suite: String,
     pub repo_uri: String,
-    /// apt verified the source's signed Release (or the administrator marked the source
-    /// `[trusted=yes]`, which apt reports the same way).
+    /// apt verified the source's signed Release, or the administrator marked the source
+    /// `[trusted=yes]`, which apt reports the same way...
     pub trusted: bool,
+    /// ...and this says which (from the sources entry apt names).
+    pub unsigned_by_choice: bool,
 }
 
 impl AptIndex {
@@ -306,7 +308,11 @@ impl AptIndex {
 pub fn parse_indextargets(text: &str) -> Vec<AptIndex> {
     let mut out = Vec::new();
     for stanza in text.split("\n\n") {
-        let mut index = AptIndex::default();
+        // A source guard cannot tell signed is not: Sourcesentry must say it.
+        let mut index = AptIndex {
+            unsigned_by_choice: true,
+            ..AptIndex::default()
+        };
         let mut packages = false;
         for line in stanza.lines() {
             let Some((key, value)) = line.split_once(':') else {
@@ -319,6 +325,7 @@ pub fn parse_indextargets(text: &str) -> Vec<AptIndex> {
                 "Suite" => index.suite = value.to_string(),
                 "Repo-URI" => index.repo_uri = value.to_string(),
                 "Trusted" => index.trusted = value == "yes",
+                "Sourcesentry" => index.unsigned_by_choice = marked_trusted(value),
                 "Created-By" => packages = value == "Packages",
                 _ => {}
             }
@@ -330,13 +337,51 @@ pub fn parse_indextargets(text: &str) -> Vec<AptIndex> {
     out
 }
 
-/// The indexes of the sources apt verified whose origin the policy trusts.
+/// The indexes of the sources apt verified whose origin the policy trusts. A source the
+/// administrator marked `[trusted=yes]` is "trusted" to apt without any signature: not
+/// verified, so never trusted here.
 pub fn trusted_indexes(origins: &[String]) -> Result<Vec<AptIndex>, PackageError> {
     let text = run_tool(Command::new("apt-get").args(["indextargets", "Created-By: Packages"]))?;
     Ok(parse_indextargets(&text)
         .into_iter()
-        .filter(|index| index.trusted && origins.iter().any(|o| o == "*" || *o == index.origin))
+        .filter(|index| {
+            index.trusted
+                && !index.unsigned_by_choice
+                && origins.iter().any(|o| o == "*" || *o == index.origin)
+        })
         .collect())
+}
+
+/// Whether the sources entry (`FILE:LINE`, as indextargets names it) says `trusted=yes`
+/// (one-line format) or `Trusted: yes` (deb822, in the stanza starting at LINE). An entry
+/// guard cannot read counts as marked: never evidence of a signature.
+fn marked_trusted(entry: &str) -> bool {
+    let Some((file, line)) = entry.rsplit_once(':') else {
+        return true;
+    };
+    let (Ok(text), Ok(line)) = (std::fs::read_to_string(file), line.parse::<usize>()) else {
+        return true;
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(first) = line.checked_sub(1).and_then(|i| lines.get(i)) else {
+        return true;
+    };
+    if file.ends_with(".sources") {
+        lines[line - 1..]
+            .iter()
+            .take_while(|l| !l.trim().is_empty())
+            .filter_map(|l| l.split_once(':'))
+            .any(|(k, v)| k.trim().eq_ignore_ascii_case("trusted") && v.trim() == "yes")
+    } else {
+        first
+            .split_once('[')
+            .and_then(|(_, rest)| rest.split_once(']'))
+            .is_some_and(|(options, _)| {
+                options
+                    .split_whitespace()
+                    .any(|o| o.eq_ignore_ascii_case("trusted=yes"))
+            })
+    }
 }
 
 fn run_tool(cmd: &mut Command) -> Result<String, PackageError> {
@@ -359,10 +404,8 @@ fn run_tool(cmd: &mut Command) -> Result<String, PackageError> {
             ),
         });
     }
-    String::from_utf8(out.stdout).map_err(|_| PackageError::Tool {
-        command,
-        reason: "output is not UTF-8".into(),
-    })
+    // A field guard does not read (a maintainer's name in Latin-1) must not stop apt.
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// For each wanted `.deb` digest (hex), the package an index names with it and that index:
@@ -434,8 +477,11 @@ pub fn scan_index(
         *arch = None;
         *sha = None;
     };
-    for line in reader.lines() {
+    for line in reader.split(b'\n') {
         let line = line?;
+        // Only ASCII fields are read; the rest of a stanza may be in any encoding.
+        let line = String::from_utf8_lossy(&line);
+        let line = line.strip_suffix('\r').unwrap_or(&line);
         if line.is_empty() {
             flush(&mut name, &mut version, &mut arch, &mut sha);
             continue;
@@ -446,7 +492,10 @@ pub fn scan_index(
         let value = Some(value.trim().to_string());
         match key {
             "Package" => name = value,
-            "Version" => version = value,
+            // dpkg shows `0:V` as `V`: the same version, one spelling.
+            "Version" => {
+                version = value.map(|v| v.strip_prefix("0:").map(str::to_string).unwrap_or(v))
+            }
             "Architecture" => arch = value,
             "SHA256" => sha = value.map(|v| v.to_ascii_lowercase()),
             _ => {}
@@ -635,7 +684,13 @@ fn resolve_symlink(link: &str, target: &Path) -> Option<String> {
 fn absolute(name: &Path) -> Option<String> {
     let text = name.to_str()?;
     let text = text.strip_prefix("./").unwrap_or(text);
-    if text.is_empty() || text.contains('\n') || text.contains('\\') {
+    if text.is_empty()
+        || text.contains('\n')
+        || text.contains('\\')
+        || name
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
         return None;
     }
     Some(format!("/{}", text.trim_start_matches('/')))
@@ -708,6 +763,12 @@ pub fn compiled_bytecode(list: &PackageList) -> BTreeMap<String, String> {
         let Some(stem) = stem.to_str() else { continue };
         let cache = dir.join("__pycache__");
         let names = caches.entry(cache.clone()).or_insert_with(|| {
+            // Root's own directory, not a link to one somebody else can fill.
+            let root_dir = std::fs::symlink_metadata(&cache)
+                .is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o022 == 0);
+            if !root_dir {
+                return Vec::new();
+            }
             std::fs::read_dir(&cache)
                 .map(|entries| {
                     entries
@@ -818,16 +879,24 @@ mod tests {
 
     #[test]
     fn index_scan_takes_the_identity_from_the_matching_stanza() {
-        let index = "Package: a\nVersion: 1\nArchitecture: all\nSHA256: AA\n\n\
+        let index = "Package: a\nVersion: 0:1\nArchitecture: all\nMaintainer: Jos\u{e9}\nSHA256: AA\n\n\
                      Package: b\nVersion: 2\nArchitecture: amd64\nSHA256: bb\n";
+        // Latin-1 where guard reads nothing: still scanned.
+        let index = index.replace('\u{e9}', "\u{0}").into_bytes();
+        let index: Vec<u8> = index
+            .iter()
+            .map(|&b| if b == 0 { 0xe9 } else { b })
+            .collect();
+        let index = &index[..];
         let wanted = HashSet::from(["aa".to_string(), "cc".to_string()]);
         let mut hits = Vec::new();
-        scan_index(index.as_bytes(), &wanted, &mut |hex, id| {
+        scan_index(index, &wanted, &mut |hex, id| {
             hits.push((hex.to_string(), id))
         })
         .unwrap();
         assert_eq!(hits.len(), 1);
         assert_eq!(hits[0].1.name, "a");
+        assert_eq!(hits[0].1.version, "1", "epoch 0 spelled as dpkg shows it");
     }
 
     #[test]
@@ -840,6 +909,40 @@ mod tests {
         assert_eq!(indexes.len(), 2);
         assert!(indexes[0].trusted && indexes[0].origin == "Debian");
         assert!(!indexes[1].trusted);
+    }
+
+    #[test]
+    fn sources_marked_trusted_are_not_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let list = dir.path().join("a.list");
+        std::fs::write(
+            &list,
+            "deb http://d/ x main\ndeb [ arch=amd64 trusted=yes ] file:/srv ./\n",
+        )
+        .unwrap();
+        let sources = dir.path().join("b.sources");
+        std::fs::write(
+            &sources,
+            "Types: deb\nURIs: http://d/\n\nTypes: deb\nURIs: file:/srv\nTrusted: yes\n",
+        )
+        .unwrap();
+        let at = |p: &Path, n: u32| format!("{}:{n}", p.display());
+        assert!(!marked_trusted(&at(&list, 1)));
+        assert!(marked_trusted(&at(&list, 2)));
+        assert!(!marked_trusted(&at(&sources, 1)));
+        assert!(marked_trusted(&at(&sources, 4)));
+        // What cannot be read is no evidence of a signature.
+        assert!(marked_trusted(&at(&list, 9)));
+        assert!(marked_trusted("/nonexistent:1"));
+        let text = format!(
+            "Filename: /x_Packages\nTrusted: yes\nCreated-By: Packages\nSourcesentry: {}\n",
+            at(&list, 1)
+        );
+        assert!(!parse_indextargets(&text)[0].unsigned_by_choice);
+        assert!(
+            parse_indextargets("Filename: /x\nTrusted: yes\nCreated-By: Packages\n")[0]
+                .unsigned_by_choice
+        );
     }
 
     #[test]

@@ -1174,15 +1174,28 @@ fn descriptor_path(fd: BorrowedFd<'_>) -> String {
 }
 
 fn reload(config: &Config, state: &State) {
+    // One at a time: a reload that began earlier (reading an older store) must not finish
+    // last and put its policy in force over a newer one.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let started = super::stats::boottime_ns();
     match config.load() {
         Ok(loaded) => {
             log_policy(&loaded);
             state.replace(loaded);
             bump(&state.stats.reloads);
+            state
+                .stats
+                .reload_started_ns
+                .store(started, std::sync::atomic::Ordering::Relaxed);
             log::info!("SIGHUP: policy reloaded");
         }
         Err(e) => {
             bump(&state.stats.reload_failures);
+            state
+                .stats
+                .failed_reload_started_ns
+                .store(started, std::sync::atomic::Ordering::Relaxed);
             log::error!("SIGHUP: policy not reloaded, the previous one stays in force: {e:#}");
         }
     }

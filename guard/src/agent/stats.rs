@@ -94,6 +94,11 @@ pub struct Stats {
     pub audit_dropped: AtomicU64,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
+    /// When (CLOCK_BOOTTIME, ns) the last reload that succeeded, and the last that failed,
+    /// began reading: a caller that changed a file the policy reads, then signalled, knows
+    /// its change is in force once a reload that began after its change has succeeded.
+    pub reload_started_ns: AtomicU64,
+    pub failed_reload_started_ns: AtomicU64,
     pub marked_filesystems: AtomicU64,
     /// Of the marked filesystems, those of types the policy does not trust.
     pub untrusted_filesystems: AtomicU64,
@@ -124,6 +129,8 @@ impl Default for Stats {
             audit_dropped: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
+            reload_started_ns: AtomicU64::new(0),
+            failed_reload_started_ns: AtomicU64::new(0),
             marked_filesystems: AtomicU64::new(0),
             untrusted_filesystems: AtomicU64::new(0),
             unverified_mappings: AtomicU64::new(0),
@@ -137,6 +144,13 @@ impl Default for Stats {
 
 pub fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// CLOCK_BOOTTIME in nanoseconds: comparable between processes, never set back.
+pub fn boottime_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| (t.tv_sec() as u64).saturating_mul(1_000_000_000) + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

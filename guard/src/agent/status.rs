@@ -50,6 +50,11 @@ pub struct Report {
     pub audit_dropped: u64,
     pub reloads: u64,
     pub reload_failures: u64,
+    /// CLOCK_BOOTTIME (ns) at which the last successful, and the last failed, reload began.
+    #[serde(default)]
+    pub reload_started_ns: u64,
+    #[serde(default)]
+    pub failed_reload_started_ns: u64,
     pub cache_entries: u64,
     pub cache_hits: u64,
     pub cache_misses: u64,
@@ -99,6 +104,8 @@ pub fn report(state: &State) -> Report {
         audit_dropped: stats.audit_dropped.load(Ordering::Relaxed),
         reloads: stats.reloads.load(Ordering::Relaxed),
         reload_failures: stats.reload_failures.load(Ordering::Relaxed),
+        reload_started_ns: stats.reload_started_ns.load(Ordering::Relaxed),
+        failed_reload_started_ns: stats.failed_reload_started_ns.load(Ordering::Relaxed),
         cache_entries: state.cache.len() as u64,
         cache_hits: state.cache.hits.load(Ordering::Relaxed),
         cache_misses: state.cache.misses.load(Ordering::Relaxed),

@@ -124,6 +124,20 @@ fn trust(args: &HookArgs) -> anyhow::Result<ExitCode> {
             files: digests,
             bytecode: None,
         };
+        let existing = store.join(list.file_name());
+        if let Ok(old) = PackageList::read(&existing)
+            && old.deb_sha256 != list.deb_sha256
+        {
+            bail!(
+                "{id} is trusted already as another archive (sha256 {} from {}), and {} \
+                 (sha256 {}) from {} claims the same version: not trusted, apt stops here",
+                old.deb_sha256,
+                old.source,
+                deb.path.display(),
+                list.deb_sha256,
+                list.source
+            );
+        }
         let path = list.store(&store)?;
         note(&format!(
             "trusted {id} from {}: {} files ({})",
@@ -150,47 +164,73 @@ fn sync(args: &SyncArgs) -> anyhow::Result<ExitCode> {
     };
     let installed = packages::installed()?;
     let mut changed = false;
+    // One list that cannot be read or written must not keep the others' packages trusted
+    // after their removal: every list is handled, the first error reported after.
+    let mut first_error = None;
     for path in packages::lists_in(&store)? {
-        let mut list = PackageList::read(&path)?;
-        let on_disk = installed.get(&(list.id.name.clone(), list.id.arch.clone()));
-        let keep = match on_disk {
-            Some((version, status)) if packages::files_present(status) => {
-                *version == list.id.version || !args.end_of_run
+        let handled = sync_one(&path, &store, &installed, args.end_of_run);
+        match handled {
+            Ok(did) => changed |= did,
+            Err(e) => {
+                note(&format!("{e:#}"));
+                first_error.get_or_insert(e);
             }
-            _ => false,
-        };
-        if !keep {
-            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-            note(&format!(
-                "no longer trusted: {} (dpkg has {})",
-                list.id,
-                match on_disk {
-                    Some((version, status)) => format!("{version}, status {}", status.trim()),
-                    None => "no such package".into(),
-                }
-            ));
-            changed = true;
-            continue;
-        }
-        let done = on_disk.is_some_and(|(version, status)| {
-            *version == list.id.version && packages::configured(status)
-        });
-        if list.bytecode.is_none() && done {
-            let pycs = packages::compiled_bytecode(&list);
-            note(&format!(
-                "{}: {} bytecode files compiled from its sources trusted",
-                list.id,
-                pycs.len()
-            ));
-            list.bytecode = Some(pycs);
-            list.store(&store)?;
-            changed = true;
         }
     }
     if changed {
         reload_agent(&args.hook.socket)?;
     }
-    Ok(ExitCode::SUCCESS)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Drops or completes one list; whether it changed the store.
+fn sync_one(
+    path: &Path,
+    store: &Path,
+    installed: &packages::Installed,
+    end_of_run: bool,
+) -> anyhow::Result<bool> {
+    let mut list = PackageList::read(path)?;
+    let on_disk = installed.get(&(list.id.name.clone(), list.id.arch.clone()));
+    let present = on_disk.is_some_and(|(_, status)| packages::files_present(status));
+    let same_version = on_disk.is_some_and(|(version, _)| *version == list.id.version);
+    // Within apt's run (dpkg's post-invoke between its dpkg calls) a list whose package
+    // has not been configured yet may be for a package still to be unpacked: kept until the
+    // run ends. One that was configured and is gone now was removed.
+    let keep = if end_of_run {
+        present && same_version
+    } else {
+        present || list.bytecode.is_none()
+    };
+    if !keep {
+        std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+        note(&format!(
+            "no longer trusted: {} (dpkg has {})",
+            list.id,
+            match on_disk {
+                Some((version, status)) => format!("{version}, status {}", status.trim()),
+                None => "no such package".into(),
+            }
+        ));
+        return Ok(true);
+    }
+    let configured =
+        same_version && on_disk.is_some_and(|(_, status)| packages::configured(status));
+    if list.bytecode.is_none() && configured {
+        let pycs = packages::compiled_bytecode(&list);
+        note(&format!(
+            "{}: {} bytecode files compiled from its sources trusted",
+            list.id,
+            pycs.len()
+        ));
+        list.bytecode = Some(pycs);
+        list.store(store)?;
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 fn list(args: &HookArgs) -> anyhow::Result<ExitCode> {
@@ -234,15 +274,28 @@ fn note(message: &str) {
 }
 
 /// Makes the running agent load the store as it now is, and waits until it has: apt must
-/// not let dpkg unpack before the new files are trusted. No agent running: nothing to do.
-/// A reload the agent refuses fails the hook, so apt stops before unpacking.
+/// not let dpkg unpack before the new files are trusted. No agent (no socket, nobody
+/// listening): nothing to do. An agent that does not answer, or refuses the reload, fails
+/// the hook, so apt stops before unpacking.
 fn reload_agent(socket: &Path) -> anyhow::Result<()> {
-    let Ok(before) = status::query(socket) else {
-        return Ok(());
-    };
+    match std::os::unix::net::UnixStream::connect(socket) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(());
+        }
+        _ => {}
+    }
+    let before = status::query(socket).context("the agent does not answer")?;
     let pid = nix::unistd::Pid::from_raw(
         i32::try_from(before.pid).context("the agent's pid does not fit a pid_t")?,
     );
+    // A reload that begins after this read the store as this hook left it (the agent runs
+    // one reload at a time).
+    let changed = guard::agent::stats::boottime_ns();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP)
         .with_context(|| format!("signalling the agent (pid {pid})"))?;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -255,14 +308,14 @@ fn reload_agent(socket: &Path) -> anyhow::Result<()> {
             // A restarted agent read the store at start.
             return Ok(());
         }
-        if now.reload_failures > before.reload_failures {
+        if now.reload_started_ns >= changed {
+            return Ok(());
+        }
+        if now.failed_reload_started_ns >= changed {
             bail!(
                 "the agent (pid {pid}) refused to reload its policy: its log says why; \
                  the packages' files would not be trusted"
             );
-        }
-        if now.reloads > before.reloads {
-            return Ok(());
         }
     }
     bail!("the agent (pid {pid}) did not reload within 120 s")
