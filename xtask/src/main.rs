@@ -3,9 +3,9 @@
 mod fuzz;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, Subcommand};
 
 mod bench;
@@ -183,4 +183,20 @@ fn stress(seconds: u64) -> Result<()> {
         ])
         .env("GUARD_BIN", workspace_root().join("target/debug/guard"))
         .env("GUARD_STRESS_SECONDS", seconds.to_string()))
+}
+
+/// Runs a command and returns its standard output; fails with its standard error.
+pub(crate) fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    ensure!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 
-use crate::{cargo, run, workspace_root};
+use crate::{cargo, output, run, workspace_root};
 
 /// Which cargo profile to package.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -148,22 +148,6 @@ fn ensure_cargo_deb() -> Result<()> {
     let mut probe = cargo();
     probe.arg("deb");
     crate::ensure_cargo_tool(probe, "cargo-deb")
-}
-
-/// Runs a command and returns its standard output; fails with its standard error.
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Installs the Debian packages the check uses when they are missing (man, systemd-analyze).

@@ -16,6 +16,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 
 use super::{replace_dir, rootfs::fnv, step, write_atomic};
+use crate::output;
 
 /// The binary packages of python3.11 the guest has, in one upgrade: they pin each other's
 /// exact version, so apt can only take them together.
@@ -374,20 +375,6 @@ fn world_readable(path: &Path) -> Result<()> {
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .with_context(|| format!("chmod {mode:o} {}", path.display()))
-}
-
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    String::from_utf8(out.stdout).with_context(|| format!("{cmd:?} printed non-UTF-8"))
 }
 
 /// The repository's signing key: a gpg home of its own, kept across runs like the VM's
