@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::io::{BufRead, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -76,11 +77,12 @@ fn configured(args: &HookArgs) -> anyhow::Result<Option<(Policy, PathBuf)>> {
 
 fn trust(args: &HookArgs) -> anyhow::Result<ExitCode> {
     let mut debs = Vec::new();
-    for line in std::io::stdin().lock().lines() {
+    // Paths are bytes: a name that is not UTF-8 is still a file apt will install.
+    for line in std::io::stdin().lock().split(b'\n') {
         let line = line.context("reading the .deb list on standard input")?;
-        let line = line.trim();
+        let line = line.strip_suffix(b"\r").unwrap_or(&line);
         if !line.is_empty() {
-            debs.push(PathBuf::from(line));
+            debs.push(PathBuf::from(std::ffi::OsStr::from_bytes(line)));
         }
     }
     let Some((policy, store)) = configured(args)? else {
@@ -89,7 +91,11 @@ fn trust(args: &HookArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut opened = Vec::new();
     for path in &debs {
-        opened.push(Deb::read(path)?);
+        // One guard cannot read gets no list: its files stay untrusted, apt goes on.
+        match Deb::read(path) {
+            Ok(deb) => opened.push(deb),
+            Err(e) => note(&format!("{e}: its files stay untrusted")),
+        }
     }
     let wanted: HashSet<String> = opened.iter().map(|d| d.sha256.clone()).collect();
     let indexes = packages::trusted_indexes(&policy.packages.origins)?;
