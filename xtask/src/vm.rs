@@ -253,6 +253,26 @@ pub fn vm_test_in_suite() -> Result<()> {
     })
 }
 
+/// The VM measurements (tests/vm/bench_*.sh: the BPF LSM layer's cost) on both kernels,
+/// with the release build: `cargo xtask bench --vm`.
+pub fn vm_bench() -> Result<()> {
+    vm_test(VmTestArgs {
+        kernels: vec!["6.12".into(), "newest".into()],
+        opts: VmOpts {
+            timeout: 1800,
+            shares: Vec::new(),
+            cpus: 2,
+            memory: 2048,
+            suite: "bookworm".into(),
+            verbose: false,
+            no_guard: false,
+            debug_build: false,
+            no_agent: true,
+        },
+        filters: vec!["bench_".into()],
+    })
+}
+
 pub fn vm_test(mut args: VmTestArgs) -> Result<()> {
     // Each test decides whether it needs a running agent (and with which
     // options), and tests that load their own BPF programs must not race one.
@@ -264,8 +284,14 @@ pub fn vm_test(mut args: VmTestArgs) -> Result<()> {
         .collect::<std::io::Result<_>>()?;
     tests.retain(|p| {
         let name = p.file_name().unwrap_or_default().to_string_lossy();
+        let named = args.filters.iter().any(|f| name.contains(f.as_str()));
+        // bench_*.sh measure rather than test: `cargo xtask bench --vm`, or named.
         name.ends_with(".sh")
-            && (args.filters.is_empty() || args.filters.iter().any(|f| name.contains(f.as_str())))
+            && if name.starts_with("bench_") {
+                named
+            } else {
+                args.filters.is_empty() || named
+            }
     });
     tests.sort();
     if tests.is_empty() {

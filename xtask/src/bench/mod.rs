@@ -39,6 +39,10 @@ pub struct Options {
     /// Leave fapolicyd out (its columns then say "not measured: skipped by --no-fapolicyd").
     #[arg(long)]
     no_fapolicyd: bool,
+    /// Also measure the BPF LSM layer's cost on both VM kernels (tests/vm/bench_*.sh,
+    /// release build; about 6 min each, side by side). Not part of `cargo xtask test`.
+    #[arg(long)]
+    vm: bool,
 }
 
 /// The unprivileged identity every workload runs as: root with a trusted executable is
@@ -175,6 +179,9 @@ pub fn run(workspace: &Path, options: &Options) -> Result<()> {
         work.join("results.json").display(),
         work.join("ratios.svg").display()
     );
+    if options.vm {
+        crate::vm::vm_bench()?;
+    }
     Ok(())
 }
 
