@@ -84,8 +84,8 @@ rm -f "$stop"
         timeout 30 "${user[@]}" python3.11 -c "open('$marker', 'w')" 2> /dev/null
         timeout 30 "${user[@]}" python3 -c "open('$marker', 'w')" 2> /dev/null
         n=$((n + 1))
-        # Throughout, not flat out: the emulated CPU is apt's too.
-        sleep 2
+        # Throughout, not flat out: each refused exec costs the emulated CPU apt runs on.
+        sleep 5
     done
     echo "$n" > /tmp/packages-loops
 ) &

@@ -253,6 +253,19 @@ pub fn vm_test_in_suite() -> Result<()> {
     })
 }
 
+/// Whether tests/vm/NAME runs: every test when no filter is given, else those a filter
+/// names part of. bench_*.sh measure rather than test: only when named (`cargo xtask bench
+/// --vm` names them).
+fn selected(name: &str, filters: &[String]) -> bool {
+    let named = filters.iter().any(|f| name.contains(f.as_str()));
+    name.ends_with(".sh")
+        && if name.starts_with("bench_") {
+            named
+        } else {
+            filters.is_empty() || named
+        }
+}
+
 /// The VM measurements (tests/vm/bench_*.sh: the BPF LSM layer's cost) on both kernels,
 /// with the release build: `cargo xtask bench --vm`.
 pub fn vm_bench() -> Result<()> {
@@ -283,15 +296,10 @@ pub fn vm_test(mut args: VmTestArgs) -> Result<()> {
         .map(|e| e.map(|e| e.path()))
         .collect::<std::io::Result<_>>()?;
     tests.retain(|p| {
-        let name = p.file_name().unwrap_or_default().to_string_lossy();
-        let named = args.filters.iter().any(|f| name.contains(f.as_str()));
-        // bench_*.sh measure rather than test: `cargo xtask bench --vm`, or named.
-        name.ends_with(".sh")
-            && if name.starts_with("bench_") {
-                named
-            } else {
-                args.filters.is_empty() || named
-            }
+        selected(
+            &p.file_name().unwrap_or_default().to_string_lossy(),
+            &args.filters,
+        )
     });
     tests.sort();
     if tests.is_empty() {
@@ -750,4 +758,20 @@ fn payload_size(p: &Path) -> Result<u64> {
         };
     }
     Ok(n.max(1 << 20))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::selected;
+
+    #[test]
+    fn the_suite_runs_tests_and_bench_runs_measurements() {
+        let none: Vec<String> = Vec::new();
+        assert!(selected("attacks.sh", &none));
+        assert!(!selected("bench_lsm_overhead.sh", &none));
+        assert!(!selected("lib.bash", &none));
+        assert!(selected("bench_lsm_overhead.sh", &["bench_".into()]));
+        assert!(!selected("attacks.sh", &["bench_".into()]));
+        assert!(selected("upgrade_packages.sh", &["packages".into()]));
+    }
 }
