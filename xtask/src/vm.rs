@@ -233,24 +233,29 @@ pub fn run(args: RunArgs) -> Result<()> {
 
 /// The VM suite as `cargo xtask test` runs it: both kernels, the debug build it just tested.
 pub fn vm_test_in_suite() -> Result<()> {
-    vm_test(VmTestArgs {
+    // Measured on a clean clone with both kernels side by side: 37 min of tests on 6.12 and
+    // about 40 on the newest kernel (attacks.sh 12-16 min, upgrade_packages.sh about 10,
+    // self_protect.sh and lsm_native.sh 3-4 each on this emulated CPU).
+    vm_test(both_kernels(3300, true, Vec::new()))
+}
+
+/// Both kernels, as the suite and the bench boot them.
+fn both_kernels(timeout: u64, debug_build: bool, filters: Vec<String>) -> VmTestArgs {
+    VmTestArgs {
         kernels: vec!["6.12".into(), "newest".into()],
         opts: VmOpts {
-            // Measured on a clean clone with both kernels side by side: 37 min of tests on
-            // 6.12 and 41 on the newest kernel (attacks.sh 12-16 min, upgrade_packages.sh
-            // about 10, self_protect.sh and lsm_native.sh 3-4 each on this emulated CPU).
-            timeout: 3300,
+            timeout,
             shares: Vec::new(),
             cpus: 2,
             memory: 2048,
             suite: "bookworm".into(),
             verbose: false,
             no_guard: false,
-            debug_build: true,
+            debug_build,
             no_agent: true,
         },
-        filters: Vec::new(),
-    })
+        filters,
+    }
 }
 
 /// Whether tests/vm/NAME runs: every test when no filter is given, else those a filter
@@ -269,21 +274,7 @@ fn selected(name: &str, filters: &[String]) -> bool {
 /// The VM measurements (tests/vm/bench_*.sh: the BPF LSM layer's cost) on both kernels,
 /// with the release build: `cargo xtask bench --vm`.
 pub fn vm_bench() -> Result<()> {
-    vm_test(VmTestArgs {
-        kernels: vec!["6.12".into(), "newest".into()],
-        opts: VmOpts {
-            timeout: 1800,
-            shares: Vec::new(),
-            cpus: 2,
-            memory: 2048,
-            suite: "bookworm".into(),
-            verbose: false,
-            no_guard: false,
-            debug_build: false,
-            no_agent: true,
-        },
-        filters: vec!["bench_".into()],
-    })
+    vm_test(both_kernels(1800, false, vec!["bench_".into()]))
 }
 
 pub fn vm_test(mut args: VmTestArgs) -> Result<()> {
