@@ -727,6 +727,21 @@ pub fn files_present(status: &str) -> bool {
     !matches!(status.chars().nth(1), Some('n') | Some('c') | None)
 }
 
+/// Whether a list stays, given what dpkg has of its package (version, status). At the end
+/// of apt's run only the installed version's list stays. Within the run (dpkg's
+/// post-invoke between apt's dpkg calls) a list whose package was never configured may be
+/// for a package still to be unpacked: kept until the run ends; one that was configured and
+/// whose package is gone now was removed.
+pub fn keeps(list: &PackageList, on_disk: Option<&(String, String)>, end_of_run: bool) -> bool {
+    let present = on_disk.is_some_and(|(_, status)| files_present(status));
+    let same_version = on_disk.is_some_and(|(version, _)| *version == list.id.version);
+    if end_of_run {
+        present && same_version
+    } else {
+        present || list.bytecode.is_none()
+    }
+}
+
 /// Whether dpkg's status means the maintainer scripts finished (`ii`).
 pub fn configured(status: &str) -> bool {
     status.chars().nth(1) == Some('i')
@@ -943,6 +958,25 @@ mod tests {
             parse_indextargets("Filename: /x\nTrusted: yes\nCreated-By: Packages\n")[0]
                 .unsigned_by_choice
         );
+    }
+
+    #[test]
+    fn lists_stay_while_their_package_may_still_be_unpacked() {
+        let pending = list();
+        let mut configured = list();
+        configured.bytecode = Some(BTreeMap::new());
+        let at = |v: &str, s: &str| Some((v.to_string(), s.to_string()));
+        let v = pending.id.version.clone();
+        // Between apt's dpkg calls: not yet unpacked, or being replaced, stays.
+        assert!(keeps(&pending, None, false));
+        assert!(keeps(&configured, at("0.9", "ii ").as_ref(), false));
+        // Removed with dpkg -r after it was configured: goes at once.
+        assert!(!keeps(&configured, None, false));
+        assert!(!keeps(&configured, at(&v, "rc ").as_ref(), false));
+        // End of apt's run: the installed version's list only.
+        assert!(keeps(&configured, at(&v, "ii ").as_ref(), true));
+        assert!(!keeps(&configured, at("0.9", "ii ").as_ref(), true));
+        assert!(!keeps(&pending, None, true));
     }
 
     #[test]

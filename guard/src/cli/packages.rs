@@ -201,16 +201,8 @@ fn sync_one(
 ) -> anyhow::Result<bool> {
     let mut list = PackageList::read(path)?;
     let on_disk = installed.get(&(list.id.name.clone(), list.id.arch.clone()));
-    let present = on_disk.is_some_and(|(_, status)| packages::files_present(status));
     let same_version = on_disk.is_some_and(|(version, _)| *version == list.id.version);
-    // Within apt's run (dpkg's post-invoke between its dpkg calls) a list whose package
-    // has not been configured yet may be for a package still to be unpacked: kept until the
-    // run ends. One that was configured and is gone now was removed.
-    let keep = if end_of_run {
-        present && same_version
-    } else {
-        present || list.bytecode.is_none()
-    };
+    let keep = packages::keeps(&list, on_disk, end_of_run);
     if !keep {
         std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
         note(&format!(
