@@ -117,10 +117,10 @@ fn root_only(path: &Path, meta: &std::fs::Metadata) -> Result<(), PackageError> 
 /// What a list's header says of its package, as `guard explain` names it:
 /// `NAME VERSION (ARCH) from SOURCE`; None for a list that is not a package list.
 pub fn provenance(text: &str) -> Option<String> {
-    let header = header_of(text);
     if !text.starts_with(MAGIC) {
         return None;
     }
+    let header = header_of(text);
     Some(format!(
         "{} {} ({}) from {}",
         header.get(KEY_PACKAGE)?,
@@ -519,7 +519,7 @@ pub struct Deb {
 
 impl Deb {
     pub fn read(path: &Path) -> Result<Deb, PackageError> {
-        let mut file = std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)
@@ -542,30 +542,14 @@ impl Deb {
                 command: "dpkg-deb --fsys-tarfile".into(),
                 reason: e.to_string(),
             })?;
-        let mut stdin = child.stdin.take().expect("piped");
+        let stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
         let feeder = std::thread::spawn(move || -> io::Result<String> {
-            use sha2::Digest as _;
-            let mut hasher = sha2::Sha256::new();
-            let mut buf = vec![0u8; 256 * 1024];
-            let mut feeding = true;
-            loop {
-                let n = match file.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                hasher.update(&buf[..n]);
-                // dpkg-deb may stop reading (not an archive): the digest is still whole.
-                feeding = feeding && stdin.write_all(&buf[..n]).is_ok();
-            }
-            drop(stdin);
-            Ok(hasher
-                .finalize()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect())
+            let tee = Tee {
+                from: file,
+                to: Some(stdin),
+            };
+            Ok(digest_reader(tee, HashAlgo::Sha256)?.hex())
         });
         let digests = tar_digests(stdout);
         let sha256 = feeder
@@ -596,6 +580,25 @@ impl Deb {
             sha256,
             files,
         })
+    }
+}
+
+/// A reader that also writes what it reads to `to`, until `to` stops taking it (dpkg-deb
+/// may stop reading a file that is not an archive): the digest of `from` stays whole.
+struct Tee<R, W> {
+    from: R,
+    to: Option<W>,
+}
+
+impl<R: Read, W: Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.from.read(buf)?;
+        if let Some(to) = &mut self.to
+            && to.write_all(&buf[..n]).is_err()
+        {
+            self.to = None;
+        }
+        Ok(n)
     }
 }
 
@@ -977,6 +980,47 @@ mod tests {
         assert!(keeps(&configured, at(&v, "ii ").as_ref(), true));
         assert!(!keeps(&configured, at("0.9", "ii ").as_ref(), true));
         assert!(!keeps(&pending, None, true));
+    }
+
+    #[test]
+    fn an_archive_is_read_once_by_dpkg_deb() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("DEBIAN")).unwrap();
+        std::fs::create_dir_all(tree.join("usr/lib/x")).unwrap();
+        std::fs::write(
+            tree.join("DEBIAN/control"),
+            "Package: x\nVersion: 1\nArchitecture: all\nMaintainer: x <x@x>\nDescription: x\n",
+        )
+        .unwrap();
+        std::fs::write(tree.join("usr/lib/x/a.py"), "abc").unwrap();
+        std::os::unix::fs::symlink("a.py", tree.join("usr/lib/x/b.py")).unwrap();
+        let deb = dir.path().join("x.deb");
+        let built = Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-b"])
+            .arg(&tree)
+            .arg(&deb)
+            .output()
+            .expect("dpkg-deb (the hook runs it too)");
+        assert!(built.status.success(), "{built:?}");
+        let read = Deb::read(&deb).unwrap();
+        let whole = digest_reader(std::fs::File::open(&deb).unwrap(), HashAlgo::Sha256).unwrap();
+        assert_eq!(read.sha256, whole.hex());
+        let files = read.files.unwrap();
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(files["/usr/lib/x/a.py"], abc);
+        assert_eq!(files["/usr/lib/x/b.py"], abc);
+        // Not an archive: its digest still, and why it could not be read.
+        let junk = dir.path().join("junk.deb");
+        std::fs::write(&junk, vec![7u8; 300_000]).unwrap();
+        let read = Deb::read(&junk).unwrap();
+        let whole = digest_reader(std::fs::File::open(&junk).unwrap(), HashAlgo::Sha256).unwrap();
+        assert_eq!(read.sha256, whole.hex());
+        assert!(read.files.is_err());
+        // A symlink or a FIFO is refused, never read through.
+        let link = dir.path().join("link.deb");
+        std::os::unix::fs::symlink(&deb, &link).unwrap();
+        assert!(Deb::read(&link).is_err());
     }
 
     #[test]
