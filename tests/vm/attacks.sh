@@ -393,9 +393,9 @@ racing_writer() {
         done
     ) &
     local writer=$!
-    # Until the payload runs (it must, without guard), or 40 runs (under guard): a fixed few
+    # Until the payload runs (it must, without guard), or 20 runs (under guard): a fixed few
     # runs could all miss the writer on a loaded emulated CPU.
-    nb "$base" 'for i in $(seq 40); do python3 race.py; [ -e "$RAN" ] && break; done' RAN="$out/ran"
+    nb "$base" 'for i in $(seq 20); do python3 race.py; [ -e "$RAN" ] && break; done' RAN="$out/ran"
     touch "$root/race.stop"
     wait "$writer"
     cp "$root/race.good" "$base/race.py"
@@ -407,7 +407,7 @@ symlink_swap() {
         ( while [ ! -e swap.stop ]; do
             ln -sf "$EVIL" link.new && mv -T link.new link.py
             ln -sf "$GOOD" link.new && mv -T link.new link.py; done ) &
-        for i in $(seq 40); do python3 link.py; [ -e "$RAN" ] && break; done
+        for i in $(seq 20); do python3 link.py; [ -e "$RAN" ] && break; done
         touch swap.stop; wait' GOOD="$base/good.py" RAN="$out/ran"
 }
 # 17: root bind-mounts the attacker's file over a trusted module in a private mount

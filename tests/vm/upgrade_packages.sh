@@ -5,6 +5,9 @@
 # version, one with a new module in it). No private key is used after the start: the new
 # files are trusted because apt verified them, and only those.
 # Runs last (its name): it leaves python3.11 upgraded.
+# What it shows is dpkg's, apt's and the agent's work, the same on every kernel (the kernel
+# layer's hooks are the other tests'): a suite runs it on its first kernel.
+# guard-vm: one kernel
 # shellcheck source=lib.bash
 . "$(dirname "$0")/lib.bash"
 pk=/mnt/vm/packages
