@@ -235,6 +235,138 @@ impl Drop for Ext2 {
     }
 }
 
+/// A user's FUSE filesystem whose daemon answers everyone but root, and root never
+/// (tests/vm/stalling_fuse.py, the same daemon the VM test runs): the agent's own requests
+/// to it hang for ever. Dropped, its connection is aborted (which fails every request still
+/// waiting, the agent's included) and it is unmounted.
+pub struct StallingFuse {
+    mount_point: PathBuf,
+    daemon: Option<Child>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl StallingFuse {
+    /// Mounts it at `mount_point` (created if missing) with `x.py` in it, plus `extra`
+    /// daemon arguments (`--file NAME=TEXT`, `--link NAME=TARGET`).
+    pub fn mount_at(mount_point: &Path, extra: &[&str]) -> StallingFuse {
+        let dir = tempfile::Builder::new()
+            .prefix("guard-fuse-")
+            .tempdir()
+            .expect("tempdir");
+        let script = dir.path().join("stalling_fuse.py");
+        std::fs::write(&script, include_str!("../vm/stalling_fuse.py")).expect("write");
+        let log = dir.path().join("daemon.log");
+        std::fs::create_dir_all(mount_point).expect("mkdir");
+        set_mode(mount_point, 0o755);
+        let daemon = Command::new(PYTHON)
+            .arg(&script)
+            .arg(mount_point)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("log"))
+            .stderr(std::fs::File::create(dir.path().join("daemon.err")).expect("log"))
+            .spawn()
+            .expect("start the FUSE daemon");
+        let mut fuse = StallingFuse {
+            mount_point: mount_point.to_path_buf(),
+            daemon: Some(daemon),
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !fuse.log_text().contains("mounted") {
+            if let Some(Ok(Some(status))) = fuse.daemon.as_mut().map(Child::try_wait) {
+                let err = std::fs::read_to_string(fuse._dir.path().join("daemon.err"));
+                panic!("the FUSE daemon exited ({status}): {err:?} (needs root and /dev/fuse)");
+            }
+            assert!(Instant::now() < deadline, "the FUSE daemon did not mount");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        fuse
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.mount_point
+    }
+
+    /// What the daemon printed: "stalled request OP from pid TID (N)" per request of root's.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The thread ids whose requests it left unanswered.
+    pub fn stalled_callers(&self) -> Vec<i32> {
+        self.log_text()
+            .lines()
+            .filter_map(|l| l.strip_prefix("stalled request "))
+            .filter_map(|l| l.split(" from pid ").nth(1))
+            .filter_map(|l| l.split(' ').next()?.parse().ok())
+            .collect()
+    }
+
+    /// Waits (up to 30 s) until a thread of process `pid` has a request stalled here.
+    pub fn wait_stalled_by(&self, pid: i32) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self
+                .stalled_callers()
+                .iter()
+                .any(|tid| thread_group(*tid) == Some(pid))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no request of process {pid} reached the daemon: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The process a thread belongs to (its `Tgid`), while it lives.
+pub fn thread_group(tid: i32) -> Option<i32> {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+impl Drop for StallingFuse {
+    fn drop(&mut self) {
+        // Never through the mount itself (root's requests hang): its connection's number is
+        // the filesystem's device minor in the mount table, fusectl's directory for it.
+        let minor = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.split(' ').nth(4) == self.mount_point.to_str())
+            .and_then(|l| l.split(' ').nth(2)?.split(':').nth(1).map(str::to_owned));
+        if let Some(minor) = minor {
+            let connections = Path::new("/sys/fs/fuse/connections");
+            // (fails harmlessly when fusectl is mounted already)
+            let _ = Command::new("mount")
+                .args(["-t", "fusectl", "fusectl"])
+                .arg(connections)
+                .stderr(Stdio::null())
+                .status();
+            let _ = std::fs::write(connections.join(minor).join("abort"), "1");
+        }
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.mount_point)
+            .status();
+        if let Some(mut daemon) = self.daemon.take() {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+        }
+    }
+}
+
 /// A policy file trusting only the filesystem types `types`, profiling /usr/bin/python3.
 pub fn policy_trusting(dir: &Path, types: &[&str]) -> PathBuf {
     let path = dir.join("policy.toml");

@@ -567,10 +567,19 @@ fn boot(
             for t in tests.iter() {
                 fs::copy(t, dir.join(t.file_name().expect("a file")))?;
             }
-            // The helpers every test sources.
-            let lib = crate::workspace_root().join("tests/vm/lib.bash");
-            fs::copy(&lib, dir.join("lib.bash"))
-                .with_context(|| format!("copying {}", lib.display()))?;
+            // The helpers tests source or run (lib.bash, stalling_fuse.py): every file
+            // there that is not a test.
+            let helpers = crate::workspace_root().join("tests/vm");
+            for e in
+                fs::read_dir(&helpers).with_context(|| format!("reading {}", helpers.display()))?
+            {
+                let src = e?.path();
+                if src.extension().is_some_and(|x| x == "sh") || !src.is_file() {
+                    continue;
+                }
+                let dst = dir.join(src.file_name().unwrap_or_default());
+                fs::copy(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
+            }
             fs::write(
                 payload_dir.join("cmd"),
                 b"/bin/bash\0/mnt/vm/run-tests.sh\0",
