@@ -290,6 +290,18 @@ impl StallingFuse {
         &self.mount_point
     }
 
+    /// From now on root is never answered (a daemon started with
+    /// `--answer-root-until-signal` answered it until now).
+    pub fn stall_root(&self) {
+        if let Some(daemon) = &self.daemon {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(daemon.id() as i32),
+                nix::sys::signal::Signal::SIGUSR1,
+            )
+            .expect("signal the FUSE daemon");
+        }
+    }
+
     /// What the daemon printed: "stalled request OP from pid TID (N)" per request of root's.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -623,6 +635,18 @@ impl Agent {
         let out = run_with_timeout(
             Command::new(guard_bin())
                 .args(["status", "--json", "--socket"])
+                .arg(&self.socket),
+            Duration::from_secs(10),
+        );
+        assert!(out.status.success(), "guard status: {}", text(&out.stderr));
+        text(&out.stdout)
+    }
+
+    /// `guard status` as people read it.
+    pub fn status_text(&self) -> String {
+        let out = run_with_timeout(
+            Command::new(guard_bin())
+                .args(["status", "--socket"])
                 .arg(&self.socket),
             Duration::from_secs(10),
         );

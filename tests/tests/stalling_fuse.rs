@@ -89,6 +89,9 @@ fn start(fs: &Tmpfs, policy_dir: &tempfile::TempDir) -> Agent {
 #[test]
 fn a_fuse_daemon_that_never_answers_the_agent_stalls_only_its_own_filesystem() {
     let (fs, policy_dir, unsigned_ran) = setup();
+    // Dropped after the FUSE filesystem: an agent thread waiting on the daemon cannot be
+    // killed until its connection is aborted.
+    let agent;
     let fuse = StallingFuse::mount_at(&fs.path().join("fuse"), &[]);
     // Shown without guard: the user's own requests are answered (the interpreter runs x.py).
     let out = run_with_timeout(
@@ -102,7 +105,7 @@ fn a_fuse_daemon_that_never_answers_the_agent_stalls_only_its_own_filesystem() {
         text(&out.stderr)
     );
 
-    let agent = start(&fs, &policy_dir);
+    agent = start(&fs, &policy_dir);
     assert!(
         agent.log_text().contains("marked fuse.stallfs filesystem"),
         "{}",

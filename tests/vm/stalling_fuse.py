@@ -5,13 +5,17 @@
 # Standard library only: it speaks the kernel's FUSE protocol on /dev/fuse itself, so it
 # runs on the host and in the VM image alike.
 #
-#   python3 stalling_fuse.py MOUNTPOINT [--file NAME=TEXT] [--link NAME=TARGET]...
+#   python3 stalling_fuse.py MOUNTPOINT [--file NAME=TEXT] [--link NAME=TARGET]
+#                            [--dir NAME] [--answer-root-until-signal]
 #
 # It mounts (as root, with allow_other: the agent must be able to reach it), prints
-# "mounted" and serves until the filesystem is unmounted or its connection aborted.
+# "mounted" and serves until the filesystem is unmounted or its connection aborted. With
+# --answer-root-until-signal it answers root too until it gets SIGUSR1 (so that root can
+# mount something below it first).
 import ctypes
 import errno
 import os
+import signal
 import struct
 import sys
 
@@ -41,11 +45,22 @@ def main():
     mountpoint = sys.argv[1]
     # name -> (mode, content or link target)
     files = {"x.py": (0o100644, b"print('ran from fuse')\n")}
+    stalling = [True]
     args = sys.argv[2:]
     while args:
+        if args[0] == "--answer-root-until-signal":
+            stalling[0] = False
+            signal.signal(signal.SIGUSR1, lambda *_: stalling.__setitem__(0, True))
+            args = args[1:]
+            continue
+        if args[0] == "--dir" and len(args) >= 2:
+            files[args[1]] = (0o40755, b"")
+            args = args[2:]
+            continue
         kind = {"--file": 0o100644, "--link": 0o120777}.get(args[0])
         if kind is None or len(args) < 2 or "=" not in args[1]:
-            sys.exit("usage: stalling_fuse.py MOUNTPOINT [--file NAME=TEXT] [--link NAME=TARGET]")
+            sys.exit("usage: stalling_fuse.py MOUNTPOINT [--file NAME=TEXT] [--link NAME=TARGET] "
+                     "[--dir NAME] [--answer-root-until-signal]")
         name, text = args[1].split("=", 1)
         files[name] = (kind, text.encode())
         args = args[2:]
@@ -88,7 +103,7 @@ def main():
         if op == DESTROY:
             reply(unique)
             break
-        if uid == 0 and pid != 0:
+        if uid == 0 and pid != 0 and stalling[0]:
             stalled += 1
             print(f"stalled request {op} from pid {pid} ({stalled})", flush=True)
             continue
@@ -123,7 +138,8 @@ def main():
             out = b""
             for i, name in enumerate(names[offset:], start=offset + 1):
                 raw = name.encode()
-                kind = 10 if by_inode[inode[name]][0] == 0o120777 else 8  # DT_LNK, DT_REG
+                # DT_LNK, DT_DIR, DT_REG
+                kind = {0o120777: 10, 0o40755: 4}.get(by_inode[inode[name]][0], 8)
                 ent = struct.pack("<QQII", inode[name], i, len(raw), kind) + raw
                 out += ent + bytes(-len(ent) % 8)
             reply(unique, body=out)

@@ -355,7 +355,7 @@ fn marks_of(group: &Fanotify) -> HashSet<u64> {
 impl Marker {
     /// Marks each target not marked yet (in the group its kind calls for); returns how many
     /// filesystems are marked in all, and how many of them are of untrusted types.
-    fn mark_all(&mut self, targets: &[(mounts::Mount, mounts::Kind)]) -> (usize, usize) {
+    fn mark_all(&mut self, targets: &[mounts::Target]) -> (usize, usize) {
         self.isolated.retain(|i| !i.done.load(Ordering::SeqCst));
         let mut trusted_marks = marks_of(&self.main);
         let mut untrusted_marks = HashSet::new();
@@ -367,20 +367,23 @@ impl Marker {
         {
             untrusted_marks.extend(marks_of(group));
         }
-        for (target, kind) in targets {
+        let mut unmarked = HashSet::new();
+        for target in targets {
             if trusted_marks.contains(&target.dev) || untrusted_marks.contains(&target.dev) {
                 continue;
             }
-            let marked = match kind {
+            let marked = match target.kind {
                 mounts::Kind::Trusted => mark_in(&self.main, target, "trusted"),
                 _ => self.mark_untrusted(target),
             };
             if marked {
                 // The same filesystem may be listed twice (a watched path and its mount).
-                match kind {
+                match target.kind {
                     mounts::Kind::Trusted => trusted_marks.insert(target.dev),
                     _ => untrusted_marks.insert(target.dev),
                 };
+            } else {
+                unmarked.insert(target.dev);
             }
         }
         // Untrusted ones in the main group only when no group apart could be had.
@@ -390,7 +393,7 @@ impl Marker {
             .filter(|dev| {
                 targets
                     .iter()
-                    .any(|(t, kind)| t.dev == **dev && *kind != mounts::Kind::Trusted)
+                    .any(|t| t.dev == **dev && t.kind != mounts::Kind::Trusted)
             })
             .count();
         let untrusted = untrusted_marks.len() + untrusted_in_main;
@@ -402,12 +405,17 @@ impl Marker {
         stats
             .untrusted_filesystems
             .store(untrusted as u64, Ordering::Relaxed);
+        // (one listed twice, once marked, is marked)
+        unmarked.retain(|dev| !main_marks.contains(dev) && !untrusted_marks.contains(dev));
+        stats
+            .unmarked_filesystems
+            .store(unmarked.len() as u64, Ordering::Relaxed);
         (total, untrusted)
     }
 
     /// A filesystem of an untrusted type: a group of its own, else the shared one, else (no
     /// group to be had) the main group: checked but not isolated beats not checked.
-    fn mark_untrusted(&mut self, target: &mounts::Mount) -> bool {
+    fn mark_untrusted(&mut self, target: &mounts::Target) -> bool {
         if self.isolated.len() < MAX_ISOLATED {
             match new_group() {
                 Ok(group) => {
@@ -436,7 +444,7 @@ impl Marker {
                 Err(e) => log::warn!(
                     "no fanotify group of its own for {} at {} ({e}): sharing one",
                     target.fs_type,
-                    target.mount_point.display()
+                    target.place()
                 ),
             }
         }
@@ -444,7 +452,7 @@ impl Marker {
             log::warn!(
                 "no fanotify group of its own for {} at {} ({MAX_ISOLATED} in use): sharing one",
                 target.fs_type,
-                target.mount_point.display()
+                target.place()
             );
         }
         if self.shared.is_none() {
@@ -474,7 +482,7 @@ impl Marker {
                     "{} at {}: no group apart to be had, marked with the trusted filesystems \
                      (a stalled server there would hold up every open)",
                     target.fs_type,
-                    target.mount_point.display()
+                    target.place()
                 );
                 mark_in(&self.main, target, "untrusted")
             }
@@ -504,7 +512,12 @@ fn mark_filesystems(
                 mounts::Kind::Pseudo => mounts::Kind::Untrusted,
                 kind => kind,
             };
-            targets.push((watched, kind));
+            targets.push(mounts::Target {
+                dev: watched.dev,
+                fs_type: watched.fs_type.clone(),
+                kind,
+                places: vec![watched],
+            });
         }
     }
     if follow_mounts {
@@ -542,7 +555,7 @@ fn mark_filesystems(
 fn mounts_to_mark(
     state: &State,
     scope: Option<&[std::path::PathBuf]>,
-) -> anyhow::Result<Vec<(mounts::Mount, mounts::Kind)>> {
+) -> anyhow::Result<Vec<mounts::Target>> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").context("/proc/self/mountinfo")?;
     let loaded = state.loaded();
     Ok(mounts::to_mark(
@@ -552,26 +565,53 @@ fn mounts_to_mark(
     ))
 }
 
-/// Marks one filesystem in `group`; says so (or why not) in the log.
-fn mark_in(group: &Fanotify, target: &mounts::Mount, what: &str) -> bool {
-    match mark(group, &target.mount_point) {
-        Ok(()) => {
-            log::info!(
-                "marked {} filesystem at {} ({what} type)",
-                target.fs_type,
-                target.mount_point.display()
-            );
-            true
-        }
-        Err(e) => {
-            log::warn!(
-                "cannot mark {} filesystem at {}: {e}",
-                target.fs_type,
-                target.mount_point.display()
-            );
-            false
+/// How long marking waits for one place's lookup: a mount point's path may cross a
+/// user's FUSE filesystem, whose daemon need not answer root.
+const MARK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+/// Marking lookups that may be stuck at once.
+static STUCK_MARKS: super::deadline::Stuck = super::deadline::Stuck::new(8);
+
+/// Marks one filesystem in `group` through the first of its places that still reaches it,
+/// each looked up with a deadline; says so (or why not) in the log. A filesystem none of
+/// whose places reaches it (each renamed away, covered by another mount, or stuck) is not
+/// marked: an error in the log, counted as unmarked in `guard status`, tried again at the
+/// next change of the mount table.
+fn mark_in(group: &Arc<Fanotify>, target: &mounts::Target, what: &str) -> bool {
+    let mut failures = Vec::new();
+    for place in &target.places {
+        let marked = {
+            let (group, place, dev) = (group.clone(), place.clone(), target.dev);
+            super::deadline::run_within(&STUCK_MARKS, MARK_DEADLINE, move || {
+                mark(&group, &place, dev)
+            })
+        };
+        match marked {
+            Ok(()) => {
+                log::info!(
+                    "marked {} filesystem at {} ({what} type)",
+                    target.fs_type,
+                    place.mount_point.display()
+                );
+                if !failures.is_empty() {
+                    log::warn!(
+                        "{} filesystem marked at {}, not through its other places ({})",
+                        target.fs_type,
+                        place.mount_point.display(),
+                        failures.join("; ")
+                    );
+                }
+                return true;
+            }
+            Err(e) => failures.push(format!("{}: {e}", place.mount_point.display())),
         }
     }
+    log::error!(
+        "{} filesystem {}: NOT MARKED, its opens are not checked ({})",
+        target.fs_type,
+        target.place(),
+        failures.join("; ")
+    );
+    false
 }
 
 /// The kernel flags `/proc/self/mountinfo` with POLLPRI when the mount table changes:
@@ -642,15 +682,48 @@ fn serve_alone(group: &Fanotify, state: &State, done: &AtomicBool, ends_with_fil
     done.store(true, Ordering::SeqCst);
 }
 
-fn mark(group: &Fanotify, path: &Path) -> nix::Result<()> {
+/// Marks the filesystem of `place` through a descriptor of its mount point that is checked
+/// to reach that very mount (or, for a `--watch` path, that filesystem): a path read from
+/// the mount table may since lead elsewhere (a directory renamed above it, a second mount
+/// over it), and a mark made by path would then land on the wrong filesystem.
+fn mark(group: &Fanotify, place: &mounts::Mount, dev: u64) -> std::io::Result<()> {
+    use nix::fcntl::{OFlag, open};
+    use std::os::unix::fs::MetadataExt;
+    let fd = open(
+        &place.mount_point,
+        OFlag::O_PATH | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let reached = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    match place.id {
+        Some(id) => {
+            let now = mounts::mount_id_of_fd(fd.as_raw_fd())?;
+            if now != id {
+                return Err(std::io::Error::other(format!(
+                    "the path now reaches mount {now}, not mount {id} (renamed or covered since)"
+                )));
+            }
+        }
+        None => {
+            let now = std::fs::metadata(&reached)?.dev();
+            if now != dev {
+                return Err(std::io::Error::other(
+                    "the path now reaches another filesystem",
+                ));
+            }
+        }
+    }
     // Filesystem marks, not mount marks: bind mounts and new mount namespaces see the same
-    // superblock and cannot step around the mark.
-    group.mark(
-        MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_FILESYSTEM,
-        PERMISSION_EVENTS,
-        nix::fcntl::AT_FDCWD,
-        Some(path),
-    )
+    // superblock and cannot step around the mark. Made through the descriptor (its
+    // /proc/self/fd link resolves to the very mount and directory it holds).
+    group
+        .mark(
+            MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_FILESYSTEM,
+            PERMISSION_EVENTS,
+            nix::fcntl::AT_FDCWD,
+            Some(Path::new(&reached)),
+        )
+        .map_err(std::io::Error::from)
 }
 
 /// An interpreter's event, for a worker. It carries the policy it was sorted under, so a

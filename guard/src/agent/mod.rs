@@ -2,6 +2,7 @@
 //! reloads on SIGHUP and stops on SIGTERM/SIGINT.
 
 pub mod audit;
+pub mod deadline;
 pub mod fanotify;
 pub mod identities;
 pub mod kernel_layer;

@@ -12,6 +12,30 @@ pub struct Mount {
     pub dev: u64,
     pub mount_point: PathBuf,
     pub fs_type: String,
+    /// The mount's id in the mount table (`None` for a `--watch` path, known by its
+    /// device): what the mount point's path must still reach when it is marked.
+    pub id: Option<u64>,
+}
+
+/// A filesystem to mark and every place it is mounted: a filesystem mark made through any
+/// one of them covers them all, and one may no longer be reachable by its path (renamed
+/// away, covered by another mount) while another is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub dev: u64,
+    pub fs_type: String,
+    pub kind: Kind,
+    pub places: Vec<Mount>,
+}
+
+impl Target {
+    /// Where it is mounted, for logs.
+    pub fn place(&self) -> String {
+        self.places
+            .first()
+            .map(|m| m.mount_point.display().to_string())
+            .unwrap_or_default()
+    }
 }
 
 /// Parses `/proc/self/mountinfo`.
@@ -22,9 +46,12 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
         let Some(separator) = fields.iter().position(|f| *f == "-") else {
             continue;
         };
-        let (Some(dev), Some(point), Some(fs_type)) =
-            (fields.get(2), fields.get(4), fields.get(separator + 1))
-        else {
+        let (Some(id), Some(dev), Some(point), Some(fs_type)) = (
+            fields.first().and_then(|id| id.parse().ok()),
+            fields.get(2),
+            fields.get(4),
+            fields.get(separator + 1),
+        ) else {
             continue;
         };
         let Some((major, minor)) = dev.split_once(':') else {
@@ -37,6 +64,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
             dev: libc::makedev(major, minor),
             mount_point: PathBuf::from(unescape(point)),
             fs_type: fs_type.to_string(),
+            id: Some(id),
         });
     }
     mounts
@@ -159,23 +187,34 @@ fn magic_of_type(fs_type: &str) -> Option<u64> {
     guard_common::filesystem_magic(base)
 }
 
-/// One mount per filesystem to mark (a filesystem mark covers all its mounts), with its kind;
+/// The filesystems to mark, each with all its mounts (in the table's order), with its kind;
 /// pseudo filesystems left out. With `scope`, only filesystems mounted at or below one of
-/// those paths.
+/// those paths, by the mounts there.
 pub fn to_mark(
     mounts: &[Mount],
     trusted: &[(String, u64)],
     scope: Option<&[PathBuf]>,
-) -> Vec<(Mount, Kind)> {
-    let mut seen = HashSet::new();
-    mounts
+) -> Vec<Target> {
+    let mut targets: Vec<Target> = Vec::new();
+    for m in mounts
         .iter()
         .filter(|m| scope.is_none_or(|roots| roots.iter().any(|r| m.mount_point.starts_with(r))))
-        .map(|m| (m, kind(&m.fs_type, trusted)))
-        .filter(|(_, kind)| *kind != Kind::Pseudo)
-        .filter(|(m, _)| seen.insert(m.dev))
-        .map(|(m, kind)| (m.clone(), kind))
-        .collect()
+    {
+        if let Some(target) = targets.iter_mut().find(|t| t.dev == m.dev) {
+            target.places.push(m.clone());
+            continue;
+        }
+        let kind = kind(&m.fs_type, trusted);
+        if kind != Kind::Pseudo {
+            targets.push(Target {
+                dev: m.dev,
+                fs_type: m.fs_type.clone(),
+                kind,
+                places: vec![m.clone()],
+            });
+        }
+    }
+    targets
 }
 
 /// The filesystems a fanotify group holds marks on, from its `/proc/self/fdinfo` text:
@@ -193,6 +232,23 @@ pub fn superblock_marks(fdinfo: &str) -> HashSet<u64> {
         .collect()
 }
 
+/// The id of the mount a descriptor of this process is on (`mnt_id` in its fdinfo, which
+/// also holds for `O_PATH` descriptors).
+pub fn mount_id_of_fd(fd: i32) -> std::io::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))?;
+    mount_id_in_fdinfo(&text)
+        .ok_or_else(|| std::io::Error::other(format!("no mnt_id in the fdinfo of {fd}")))
+}
+
+fn mount_id_in_fdinfo(fdinfo: &str) -> Option<u64> {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The filesystems holding `paths`, one entry per filesystem.
 pub fn filesystems_of(paths: &[PathBuf]) -> anyhow::Result<Vec<Mount>> {
     use anyhow::Context;
@@ -206,6 +262,7 @@ pub fn filesystems_of(paths: &[PathBuf]) -> anyhow::Result<Vec<Mount>> {
                 dev: meta.dev(),
                 mount_point: path.clone(),
                 fs_type: fs_type_name(path),
+                id: None,
             });
         }
     }
@@ -255,16 +312,19 @@ mod tests {
         let picked = to_mark(&mounts, &trusted(&["ext4", "tmpfs"]), None);
         let points: Vec<_> = picked
             .iter()
-            .map(|(m, kind)| (m.mount_point.clone(), *kind))
+            .map(|t| (t.place(), t.places.len(), t.kind))
             .collect();
         assert_eq!(
             points,
             vec![
-                (PathBuf::from("/"), Kind::Trusted),
-                (PathBuf::from("/tmp/with space"), Kind::Trusted),
-                (PathBuf::from("/fuse"), Kind::Untrusted),
+                ("/".to_string(), 2, Kind::Trusted),
+                ("/tmp/with space".to_string(), 1, Kind::Trusted),
+                ("/fuse".to_string(), 1, Kind::Untrusted),
             ]
         );
+        // Every place of a filesystem, with its mount's id: the bind mount is the second.
+        assert_eq!(picked[0].places[1].mount_point, PathBuf::from("/mnt/bind"));
+        assert_eq!(picked[0].places[1].id, Some(31));
     }
 
     #[test]
@@ -294,11 +354,8 @@ mod tests {
         let mounts = parse_mountinfo(SAMPLE);
         let scope = [PathBuf::from("/tmp"), PathBuf::from("/fuse")];
         let picked = to_mark(&mounts, &trusted(&["ext4"]), Some(&scope));
-        let points: Vec<_> = picked.iter().map(|(m, _)| m.mount_point.clone()).collect();
-        assert_eq!(
-            points,
-            vec![PathBuf::from("/tmp/with space"), PathBuf::from("/fuse")]
-        );
+        let points: Vec<_> = picked.iter().map(Target::place).collect();
+        assert_eq!(points, ["/tmp/with space", "/fuse"]);
         // A path prefix is not a parent: /tmpx is not below /tmp.
         let tmpx = parse_mountinfo("40 22 0:50 / /tmpx rw - ramfs r rw\n");
         assert!(to_mark(&tmpx, &[], Some(&scope)).is_empty());
@@ -311,6 +368,7 @@ mod tests {
                       fanotify sdev:27 mflags:0 mask:50000 ignored_mask:0\n\
                       fanotify sdev:fe00001 mflags:0 mask:50000 ignored_mask:0\n\
                       fanotify ino:4d2 sdev:27 mflags:0 mask:1 ignored_mask:0\n";
+        assert_eq!(mount_id_in_fdinfo(fdinfo), Some(17));
         let marks = superblock_marks(fdinfo);
         assert_eq!(
             marks,

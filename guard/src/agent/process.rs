@@ -72,53 +72,20 @@ pub fn script_operand(pid: i32) -> io::Result<Option<Vec<u8>>> {
 /// How long the agent waits for an operand's walk through paths the user controls.
 pub const WALK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Walks that may be stuck at once (each holds a thread until its filesystem answers).
-const MAX_STUCK_WALKS: usize = 8;
-static WALKS_IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static STUCK_WALKS: super::deadline::Stuck = super::deadline::Stuck::new(8);
 
 /// [`resolve_operand`] with a deadline: the walk goes through `/proc/PID/cwd` or `root`,
 /// paths the user chose, where a FUSE daemon that never answers the agent would hold the
-/// worker forever. The walk runs on a thread of its own; past `deadline`, or with
-/// [`MAX_STUCK_WALKS`] already stuck, the answer is `TimedOut` (no answer, never a
-/// harmless one) and the worker goes on.
+/// worker forever. Past `deadline`, or with 8 walks already stuck, the answer is `TimedOut`
+/// (no answer, never a harmless one) and the worker goes on.
 pub fn resolve_operand_within(
     pid: i32,
     operand: &[u8],
     deadline: std::time::Duration,
 ) -> io::Result<FileId> {
     let operand = operand.to_vec();
-    run_within(deadline, move || resolve_operand(pid, &operand))
-}
-
-/// Runs `lookup` on a thread of its own and waits for it until `deadline`.
-fn run_within<T: Send + 'static>(
-    deadline: std::time::Duration,
-    lookup: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    use std::sync::atomic::Ordering;
-    if WALKS_IN_FLIGHT.fetch_add(1, Ordering::SeqCst) >= MAX_STUCK_WALKS {
-        WALKS_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
-        return Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "earlier walks through the user's paths are still stuck",
-        ));
-    }
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let spawned = std::thread::Builder::new()
-        .name("guard-walk".into())
-        .spawn(move || {
-            let result = lookup();
-            WALKS_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
-            let _ = tx.send(result);
-        });
-    if let Err(e) = spawned {
-        WALKS_IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
-        return Err(e);
-    }
-    rx.recv_timeout(deadline).unwrap_or_else(|_| {
-        Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("the walk took more than {deadline:?}"),
-        ))
+    super::deadline::run_within(&STUCK_WALKS, deadline, move || {
+        resolve_operand(pid, &operand)
     })
 }
 
@@ -140,9 +107,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn walks_have_a_deadline() {
+    fn walks_answer_within_their_deadline() {
         let pid = std::process::id() as i32;
-        // A walk that answers.
         let here = std::env::current_exe().unwrap();
         let meta = std::fs::metadata(&here).unwrap();
         use std::os::unix::ffi::OsStrExt;
@@ -153,21 +119,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!((id.dev, id.ino), (meta.dev(), meta.ino()));
-        // A lookup that never answers: a FIFO's open blocks as a FUSE daemon that stalls.
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("stall");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let started = std::time::Instant::now();
-        let stalled = {
-            let fifo = fifo.clone();
-            run_within(std::time::Duration::from_millis(300), move || {
-                std::fs::File::open(&fifo).map(|_| ())
-            })
-        };
-        assert_eq!(stalled.unwrap_err().kind(), io::ErrorKind::TimedOut);
-        assert!(started.elapsed() < std::time::Duration::from_secs(5));
-        // Release the stuck thread.
-        let _writer = std::fs::OpenOptions::new().write(true).open(&fifo);
     }
 
     #[test]

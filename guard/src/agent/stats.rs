@@ -102,6 +102,9 @@ pub struct Stats {
     pub marked_filesystems: AtomicU64,
     /// Of the marked filesystems, those of types the policy does not trust.
     pub untrusted_filesystems: AtomicU64,
+    /// Filesystems of the mount table none of whose mount points reached them when marked
+    /// (renamed away, covered, a lookup stuck): their opens are not checked.
+    pub unmarked_filesystems: AtomicU64,
     /// Executable mappings whose return-path check the exec gate skipped because the
     /// task's address space stayed locked (host mode's native-code rule).
     pub unverified_mappings: AtomicU64,
@@ -133,6 +136,7 @@ impl Default for Stats {
             failed_reload_started_ns: AtomicU64::new(0),
             marked_filesystems: AtomicU64::new(0),
             untrusted_filesystems: AtomicU64::new(0),
+            unmarked_filesystems: AtomicU64::new(0),
             unverified_mappings: AtomicU64::new(0),
             saturated: AtomicU64::new(0),
             latency: Histogram::default(),

@@ -33,6 +33,9 @@ pub struct Report {
     /// Of those, filesystems of untrusted types (code there is refused).
     #[serde(default)]
     pub untrusted_filesystems: u64,
+    /// Filesystems that should be marked and are not (the agent's log says why).
+    #[serde(default)]
+    pub unmarked_filesystems: u64,
     /// Executable mappings the exec gate could not look at again on return (a task whose
     /// threads kept its address space locked); see docs/failure-posture.md.
     #[serde(default)]
@@ -92,6 +95,7 @@ pub fn report(state: &State) -> Report {
             .filter(|l| l.package.is_some())
             .count() as u64,
         untrusted_filesystems: stats.untrusted_filesystems.load(Ordering::Relaxed),
+        unmarked_filesystems: stats.unmarked_filesystems.load(Ordering::Relaxed),
         unverified_mappings: stats.unverified_mappings.load(Ordering::Relaxed),
         saturated: stats.saturated.load(Ordering::Relaxed),
         events: stats.events.load(Ordering::Relaxed),

@@ -111,6 +111,12 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         "filesystems:  {} marked ({} of untrusted types)",
         report.marked_filesystems, report.untrusted_filesystems
     );
+    if report.unmarked_filesystems > 0 {
+        println!(
+            "              {} NOT MARKED: their opens are not checked (the agent's log says why)",
+            report.unmarked_filesystems
+        );
+    }
     println!("exec gate:    {}", report.exec_gate);
     if report.unverified_mappings > 0 {
         println!(
