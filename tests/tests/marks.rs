@@ -134,3 +134,69 @@ fn a_lookup_that_hangs_does_not_hold_up_the_other_marks() {
     let out = python(&fs.path().join("app"), &["evil.py"]);
     assert!(!out.status.success() && !ran.exists());
 }
+
+/// A shell of nobody's whose cwd is `dir`, that runs `evil.py` there once `go` exists (so
+/// its cwd can be covered by another mount first). Through /proc/self/cwd: CPython opens
+/// its script by an absolute path, which the mount on top would answer.
+fn holder(dir: &std::path::Path, go: &std::path::Path) -> std::process::Child {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args([
+            "/bin/sh",
+            "-c",
+            "cd \"$0\" || exit 9; while [ ! -e \"$1\" ]; do sleep 0.05; done; exec \"$2\" /proc/self/cwd/evil.py",
+        ])
+        .arg(dir)
+        .arg(go)
+        .arg(PYTHON)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("setpriv")
+}
+
+#[test]
+fn a_covered_filesystem_a_process_still_holds_is_marked_through_its_handle() {
+    let fs = Tmpfs::new();
+    let covered = fs.path().join("held");
+    mount_tmpfs(&covered);
+    let ran = fs.marker("held-ran");
+    std::fs::write(covered.join("evil.py"), payload(&ran)).expect("write");
+    set_mode(&covered.join("evil.py"), 0o644);
+    let (go_bare, go_guarded) = (fs.path().join("go-bare"), fs.path().join("go-guarded"));
+    let bare = holder(&covered, &go_bare);
+    let guarded = holder(&covered, &go_guarded);
+    std::thread::sleep(Duration::from_millis(500)); // both are in their cwd
+    mount_tmpfs(&covered);
+
+    // Without guard, the covered filesystem's unsigned code runs from the held cwd.
+    std::fs::write(&go_bare, "").expect("go");
+    let out = wait_with_timeout(bare, Duration::from_secs(30)).expect("the first holder hung");
+    assert!(ran.exists(), "without guard: {}", text(&out.stderr));
+    std::fs::remove_file(&ran).expect("rm");
+
+    let agent = start(&fs);
+    assert_eq!(
+        agent.status_field("unmarked_filesystems"),
+        0,
+        "{}",
+        agent.log_text()
+    );
+    assert!(
+        agent.log_text().contains("through a process's handle"),
+        "{}",
+        agent.log_text()
+    );
+    std::fs::write(&go_guarded, "").expect("go");
+    let out = wait_with_timeout(guarded, Duration::from_secs(30)).expect("the holder hung");
+    assert!(!out.status.success(), "ran: {}", text(&out.stdout));
+    assert!(
+        !ran.exists(),
+        "unsigned code ran on a covered filesystem:\n{}",
+        agent.log_text()
+    );
+    assert!(!agent.denies_for("evil.py").is_empty());
+}

@@ -568,6 +568,9 @@ fn mounts_to_mark(
 /// How long marking waits for one place's lookup: a mount point's path may cross a
 /// user's FUSE filesystem, whose daemon need not answer root.
 const MARK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long marking waits for a scan of the processes' handles (no filesystem's lookups:
+/// /proc only).
+const HANDLE_SCAN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Marking lookups that may be stuck at once.
 static STUCK_MARKS: super::deadline::Stuck = super::deadline::Stuck::new(8);
 
@@ -604,6 +607,30 @@ fn mark_in(group: &Arc<Fanotify>, target: &mounts::Target, what: &str) -> bool {
             }
             Err(e) => failures.push(format!("{}: {e}", place.mount_point.display())),
         }
+    }
+    // No path leads to it (each covered, say), but a process may still hold a directory or
+    // a file there (how anyone reaches a covered filesystem): marked through that handle.
+    let ids: Vec<u64> = target.places.iter().filter_map(|p| p.id).collect();
+    let held = {
+        let (group, target) = (group.clone(), target.clone());
+        super::deadline::run_within(&STUCK_MARKS, HANDLE_SCAN_DEADLINE, move || {
+            let place = mounts::held_on(&ids, &target)
+                .ok_or_else(|| std::io::Error::other("no process holds a handle there"))?;
+            mark(&group, &place, target.dev).map(|()| place.mount_point)
+        })
+    };
+    match held {
+        Ok(handle) => {
+            log::warn!(
+                "{} filesystem {} marked through a process's handle {} ({})",
+                target.fs_type,
+                target.place(),
+                handle.display(),
+                failures.join("; ")
+            );
+            return true;
+        }
+        Err(e) => failures.push(e.to_string()),
     }
     log::error!(
         "{} filesystem {}: NOT MARKED, its opens are not checked ({})",

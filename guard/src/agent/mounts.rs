@@ -232,6 +232,56 @@ pub fn superblock_marks(fdinfo: &str) -> HashSet<u64> {
         .collect()
 }
 
+/// A handle a process holds on one of the mounts `ids` (its cwd, root or an open
+/// descriptor), as a place to mark `target` through: `/proc/PID/cwd`, `/proc/PID/root` or
+/// `/proc/PID/fd/N`, which lead to that very mount. The descriptors are told apart by their fdinfo (no
+/// filesystem is asked); cwd and root by opening them `O_PATH`, which asks none either.
+pub fn held_on(ids: &[u64], target: &Target) -> Option<Mount> {
+    use std::os::fd::AsRawFd;
+    let procs = std::fs::read_dir("/proc").ok()?;
+    let place = |path: String, id: u64| Mount {
+        dev: target.dev,
+        mount_point: PathBuf::from(path),
+        fs_type: target.fs_type.clone(),
+        id: Some(id),
+    };
+    for pid in procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    {
+        for link in ["cwd", "root"] {
+            let path = format!("/proc/{pid}/{link}");
+            let Ok(dir) = nix::fcntl::open(
+                path.as_str(),
+                nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            ) else {
+                continue;
+            };
+            if let Ok(id) = mount_id_of_fd(dir.as_raw_fd())
+                && ids.contains(&id)
+            {
+                return Some(place(path, id));
+            }
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(text) = std::fs::read_to_string(fd.path()) else {
+                continue;
+            };
+            if let Some(id) = mount_id_in_fdinfo(&text)
+                && ids.contains(&id)
+            {
+                let n = fd.file_name().to_string_lossy().into_owned();
+                return Some(place(format!("/proc/{pid}/fd/{n}"), id));
+            }
+        }
+    }
+    None
+}
+
 /// The id of the mount a descriptor of this process is on (`mnt_id` in its fdinfo, which
 /// also holds for `O_PATH` descriptors).
 pub fn mount_id_of_fd(fd: i32) -> std::io::Result<u64> {
