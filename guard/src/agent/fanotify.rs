@@ -572,7 +572,7 @@ const MARK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
 /// /proc only).
 const HANDLE_SCAN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Marking lookups that may be stuck at once.
-static STUCK_MARKS: super::deadline::Stuck = super::deadline::Stuck::new(8);
+static STUCK_MARKS: super::deadline::Stuck = super::deadline::Stuck::new(32);
 
 /// Marks one filesystem in `group` through the first of its places that still reaches it,
 /// each looked up with a deadline; says so (or why not) in the log. A filesystem none of
