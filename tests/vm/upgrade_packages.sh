@@ -6,7 +6,8 @@
 # files are trusted because apt verified them, and only those.
 # Runs last (its name): it leaves python3.11 upgraded.
 # What it shows is dpkg's, apt's and the agent's work, the same on every kernel (the kernel
-# layer's hooks are the other tests'): a suite runs it on its first kernel.
+# layer's hooks are the other tests'): the suite (`cargo xtask test`) runs it on its first
+# kernel; `cargo xtask vm-test` on every kernel.
 # guard-vm: one kernel
 # shellcheck source=lib.bash
 . "$(dirname "$0")/lib.bash"

@@ -87,6 +87,10 @@ pub struct VmTestArgs {
     opts: VmOpts,
     /// Only run tests/vm/*.sh whose file name contains one of these.
     filters: Vec<String>,
+    /// The suite's split (`cargo xtask test`, for its time): a test marked `ONE_KERNEL`
+    /// runs on the first kernel only. `cargo xtask vm-test` runs every test on every kernel.
+    #[arg(skip)]
+    split: bool,
 }
 
 fn vm_dir() -> PathBuf {
@@ -238,7 +242,10 @@ pub fn vm_test_in_suite() -> Result<()> {
     // only and the attacks without guard (5 min) on the last; attacks.sh under guard takes
     // 10-12 min, self_protect.sh and lsm_native.sh 3-4 each on this emulated CPU. CI ran
     // the emulated CPU 1.4 times slower than that: the limit leaves room for it.
-    vm_test(both_kernels(3900, true, Vec::new()))
+    vm_test(VmTestArgs {
+        split: true,
+        ..both_kernels(3900, true, Vec::new())
+    })
 }
 
 /// Both kernels, as the suite and the bench boot them.
@@ -257,6 +264,7 @@ fn both_kernels(timeout: u64, debug_build: bool, filters: Vec<String>) -> VmTest
             no_agent: true,
         },
         filters,
+        split: false,
     }
 }
 
@@ -301,7 +309,7 @@ pub fn vm_test(mut args: VmTestArgs) -> Result<()> {
     let prepared = prepare(&args.kernels, &args.opts)?;
     let marked = tests
         .iter()
-        .map(|t| Ok((t.clone(), on_one_kernel(t)?)))
+        .map(|t| Ok((t.clone(), args.split && on_one_kernel(t)?)))
         .collect::<Result<Vec<_>>>()?;
     let plan = assign(&marked, prepared.kernels.len());
     // Built once here, not in each kernel's thread: both boots copy the same files.
@@ -388,9 +396,10 @@ enum Payload<'a> {
     },
 }
 
-/// The line by which a test says it runs on one kernel of a suite: what it shows does not
-/// depend on the kernel (a package upgrade is dpkg's and the agent's work), and running it
-/// on each would cost the suite's time twice.
+/// The line by which a test says it runs on one kernel of the suite (`cargo xtask test`):
+/// what it shows does not depend on the kernel (a package upgrade is dpkg's and the agent's
+/// work), and running it on each would cost the suite's time twice. `cargo xtask vm-test`
+/// still runs it on every kernel.
 const ONE_KERNEL: &str = "# guard-vm: one kernel";
 
 fn on_one_kernel(test: &Path) -> Result<bool> {
