@@ -42,6 +42,23 @@ fn start(fs: &Tmpfs) -> Agent {
     Agent::start(fs.path(), &["--follow"])
 }
 
+fn assert_logged(agent: &Agent, needle: &str) {
+    let log = agent.log_text();
+    assert!(
+        log.contains(needle),
+        "no {needle:?} in the agent's log:\n{log}"
+    );
+}
+
+fn assert_unmarked(agent: &Agent, count: u64) {
+    assert_eq!(
+        agent.status_field("unmarked_filesystems"),
+        count,
+        "{}",
+        agent.log_text()
+    );
+}
+
 #[test]
 fn a_covered_filesystem_is_marked_through_a_place_that_still_reaches_it() {
     let fs = Tmpfs::new();
@@ -69,12 +86,8 @@ fn a_covered_filesystem_is_marked_through_a_place_that_still_reaches_it() {
         agent.log_text()
     );
     assert!(!agent.denies_for("evil.py").is_empty());
-    assert_eq!(agent.status_field("unmarked_filesystems"), 0);
-    assert!(
-        agent.log_text().contains("renamed or covered since"),
-        "{}",
-        agent.log_text()
-    );
+    assert_unmarked(&agent, 0);
+    assert_logged(&agent, "renamed or covered since");
 }
 
 #[test]
@@ -84,17 +97,8 @@ fn a_filesystem_reachable_through_none_of_its_places_is_reported() {
     mount_tmpfs(&covered);
     mount_tmpfs(&covered);
     let agent = start(&fs);
-    assert_eq!(
-        agent.status_field("unmarked_filesystems"),
-        1,
-        "{}",
-        agent.log_text()
-    );
-    assert!(
-        agent.log_text().contains("NOT MARKED"),
-        "{}",
-        agent.log_text()
-    );
+    assert_unmarked(&agent, 1);
+    assert_logged(&agent, "NOT MARKED");
     let status = agent.status_text();
     assert!(status.contains("1 NOT MARKED"), "{status}");
 }
@@ -122,12 +126,8 @@ fn a_lookup_that_hangs_does_not_hold_up_the_other_marks() {
 
     agent = start(&fs);
     fuse.wait_stalled_by(agent.pid());
-    assert!(
-        agent.log_text().contains("took more than"),
-        "{}",
-        agent.log_text()
-    );
-    assert_eq!(agent.status_field("unmarked_filesystems"), 1);
+    assert_logged(&agent, "took more than");
+    assert_unmarked(&agent, 1);
     // The trusted tmpfs is marked and its opens decided.
     let out = python(&fs.path().join("app"), &["ok.py"]);
     assert_eq!(text(&out.stdout), "ok\n", "{}", text(&out.stderr));
@@ -179,17 +179,8 @@ fn a_covered_filesystem_a_process_still_holds_is_marked_through_its_handle() {
     std::fs::remove_file(&ran).expect("rm");
 
     let agent = start(&fs);
-    assert_eq!(
-        agent.status_field("unmarked_filesystems"),
-        0,
-        "{}",
-        agent.log_text()
-    );
-    assert!(
-        agent.log_text().contains("through a process's handle"),
-        "{}",
-        agent.log_text()
-    );
+    assert_unmarked(&agent, 0);
+    assert_logged(&agent, "through a process's handle");
     std::fs::write(&go_guarded, "").expect("go");
     let out = wait_with_timeout(guarded, Duration::from_secs(30)).expect("the holder hung");
     assert!(!out.status.success(), "ran: {}", text(&out.stdout));
