@@ -235,6 +235,11 @@ pub struct InodeState {
     /// verdict is valid, the file is code being read: write opens and truncation are refused
     /// (as the kernel refuses writes to a running executable).
     pub code_readers: u32,
+    /// Changes of the content alone (write opens and truncation), which an interpreter's open
+    /// compares between `file_open` and `file_post_open`: a writer that came while the agent
+    /// was checking could write after the check, so that open is refused. Renames and links
+    /// (a package upgrade replacing the file) leave the bytes being read as they were.
+    pub content_changes: u64,
 }
 
 /// The agent's verdict on an inode (inode storage `LSM_VERDICTS`), written by the agent

@@ -134,9 +134,10 @@ fn judge(file: *const u8, script: Option<&mut MainScript>, code_link: bool) -> R
     let offset = setting!(offsets.file_inode);
     // SAFETY: `file` is the hook's BTF-typed argument; `f_inode` is a pointer member.
     let inode_ptr = unsafe { btf_member(file, offset) };
-    Ok(match standing(inode_ptr) {
+    Ok(match standing(file, inode_ptr) {
         Standing::Verified => 0,
         Standing::Unverified if agent_alive() => 0,
         Standing::Unverified => refuse(HOOK_FILE_OPEN, Rule::KernelVerdict, &facts, EACCES),
+        Standing::Untracked => refuse(HOOK_FILE_OPEN, Rule::FactsUnavailable, &facts, EACCES),
     })
 }

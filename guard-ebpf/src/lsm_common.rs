@@ -8,7 +8,7 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel, generated,
     },
     macros::{btf_map, map},
-    maps::{Array, HashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, RingBuf},
 };
 use guard_common::{
     Rule,
@@ -60,6 +60,14 @@ pub static LSM_MAIN_SCRIPTS: TaskStorage<MainScript> = TaskStorage::new();
 /// [`InodeState::code_readers`], by `struct file` address, until released.
 #[map]
 pub static LSM_READER_FILES: HashMap<u64, u8> = HashMap::with_max_entries(65536, 0);
+
+/// Interpreters' read-only opens of regular files between `file_open` and
+/// `file_post_open`, by `struct file` address: the inode's
+/// [`InodeState::content_changes`] as `file_open` saw it. An open refused in between
+/// (fanotify said no) never reaches `file_post_open`: LRU, so its entry ages out; an entry
+/// missing at `file_post_open` fails that open closed.
+#[map]
+pub static LSM_OPENING_FILES: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 
 /// Whether the agent is there to check what the kernel cannot (see [`AgentState`]).
 #[map]

@@ -12,7 +12,10 @@
 //!
 //! While an interpreter holds verified code open (counted from `file_post_open`, after
 //! fanotify allowed the open, to `file_release`), write opens and truncation of it are
-//! refused: a check at open cannot cover a writer that comes after it.
+//! refused: a check at open cannot cover a writer that comes after it. A writer that comes
+//! while the agent is still checking (between `file_open` and `file_post_open`) is not
+//! refused, so the interpreter's open is: `file_post_open` compares the inode's content
+//! changes with those `file_open` saw ([`opening`], [`content_unchanged_since_open`]).
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, inode},
@@ -21,12 +24,15 @@ use aya_ebpf::{
 };
 use guard_common::{
     Rule,
-    lsm::{ATTR_SIZE, FMODE_READ, FMODE_WRITE, HOOK_INODE_SETATTR, InodeState, VERDICT_CACHE},
+    lsm::{
+        ATTR_SIZE, ENFORCE_FILE_OPEN, FMODE_READ, FMODE_WRITE, HOOK_FILE_OPEN, HOOK_INODE_SETATTR,
+        InodeState, S_IFMT, S_IFREG, VERDICT_CACHE,
+    },
 };
 
 use crate::lsm_common::{
-    EACCES, LSM_INODE_STATE, LSM_READER_FILES, LSM_VERDICTS, btf_member, current_exe, inode_facts,
-    is_interpreter, kread, refuse, setting,
+    EACCES, LSM_INODE_STATE, LSM_OPENING_FILES, LSM_READER_FILES, LSM_VERDICTS, btf_member,
+    current_exe, inode_facts, is_interpreter, kread, refuse, setting,
 };
 
 /// How `file_open` stands on an interpreter's read of a linked regular file.
@@ -35,13 +41,16 @@ pub enum Standing {
     Verified,
     /// No valid verdict: the agent must decide (or, when it is down, the kernel refuses).
     Unverified,
+    /// No memory to track the inode or this open: nothing can vouch for what is read.
+    Untracked,
 }
 
 /// Records, for the agent, whether the file is open for writing as the interpreter opens it
 /// (`writers_at_open`), and whether a valid verdict covers it. A file open for writing is
-/// never verified: its content can change under the reader.
+/// never verified: its content can change under the reader. Also records, for
+/// `file_post_open`, the content changes this open of `file` starts from.
 #[inline(always)]
-pub fn standing(inode_ptr: *mut u8) -> Standing {
+pub fn standing(file: *const u8, inode_ptr: *mut u8) -> Standing {
     let writers = kread::<i32>(inode_ptr, setting!(offsets.inode_writecount)).unwrap_or(1) > 0;
     let mut fresh = InodeState::default();
     // SAFETY: `inode_ptr` is the BTF-typed `file->f_inode` of the hook's file.
@@ -50,14 +59,23 @@ pub fn standing(inode_ptr: *mut u8) -> Standing {
     };
     if state.is_null() {
         // No memory for the state: nothing can vouch for the file.
-        return Standing::Unverified;
+        return Standing::Untracked;
     }
     // SAFETY: a non-null pointer from bpf_inode_storage_get is the inode's value, alive
     // for the program's run; concurrent writers of this field all store the same meaning.
-    let changes = unsafe {
+    let (changes, content_changes) = unsafe {
         (*state).writers_at_open = writers as u32;
-        core::ptr::read_volatile(&raw const (*state).changes)
+        (
+            core::ptr::read_volatile(&raw const (*state).changes),
+            core::ptr::read_volatile(&raw const (*state).content_changes),
+        )
     };
+    if LSM_OPENING_FILES
+        .insert(&(file as u64), &content_changes, 0)
+        .is_err()
+    {
+        return Standing::Untracked;
+    }
     if !writers && verified_at(inode_ptr, changes) {
         Standing::Verified
     } else {
@@ -169,6 +187,46 @@ pub fn changed(inode_ptr: *mut u8) {
     };
 }
 
+/// A change of the bytes themselves (a write open, a truncation): counted as a change, and
+/// as one an interpreter's open in progress must not miss.
+#[inline(always)]
+fn content_changed(inode_ptr: *mut u8) {
+    changed(inode_ptr);
+    if setting!(flags) & VERDICT_CACHE == 0 || inode_ptr.is_null() {
+        return;
+    }
+    // SAFETY: as in `changed`.
+    let state = unsafe { LSM_INODE_STATE.get_ptr_mut(inode_ptr.cast::<inode>()) };
+    if state.is_null() {
+        return;
+    }
+    // SAFETY: as in `changed`.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            &raw mut (*state).content_changes,
+            1,
+        )
+    };
+}
+
+/// Whether the content of the file an interpreter is opening stayed as it was when
+/// `file_open` recorded it ([`standing`]); forgets the record. No record (never made, or
+/// aged out) or no state is not evidence of an unchanged file: `false`.
+#[inline(always)]
+fn content_unchanged_since_open(file: *const u8, inode_ptr: *mut u8) -> bool {
+    let key = file as u64;
+    // SAFETY: a copy of the value is taken before the entry is removed.
+    let Some(seen) = (unsafe { LSM_OPENING_FILES.get(&key) }).copied() else {
+        return false;
+    };
+    let _ = LSM_OPENING_FILES.remove(&key);
+    // SAFETY: `inode_ptr` is the BTF-typed `file->f_inode`; looked up, never created.
+    let state = unsafe { LSM_INODE_STATE.get_ptr_mut(inode_ptr.cast::<inode>()) };
+    // SAFETY: non-null means the inode's value, alive for the program's run.
+    !state.is_null()
+        && unsafe { core::ptr::read_volatile(&raw const (*state).content_changes) } == seen
+}
+
 /// `changed` for the inode of a dentry (null for a negative dentry).
 #[inline(always)]
 pub fn dentry_changed(dentry: *const u8) {
@@ -196,7 +254,7 @@ pub fn write_open_refused(file: *const u8) -> bool {
     if code_in_use(inode_ptr) {
         return true;
     }
-    changed(inode_ptr);
+    content_changed(inode_ptr);
     false
 }
 
@@ -240,12 +298,17 @@ pub fn inode_setattr(ctx: LsmContext) -> i32 {
             _ => -EACCES,
         };
     }
-    changed(inode_ptr);
+    if truncates {
+        content_changed(inode_ptr);
+    } else {
+        changed(inode_ptr);
+    }
     0
 }
 
 // file_post_open(struct file *file, int mask), then the previous verdict: the open went
-// through (fanotify allowed it), so the file will be released; count an interpreter's read.
+// through (fanotify allowed it), so the file will be released; count an interpreter's read,
+// unless its content changed while the agent was checking it (then refuse the open).
 #[lsm(hook = "file_post_open")]
 pub fn file_post_open(ctx: LsmContext) -> i32 {
     let retval: i32 = ctx.arg(2);
@@ -266,6 +329,16 @@ pub fn file_post_open(ctx: LsmContext) -> i32 {
     let offset = setting!(offsets.file_inode);
     // SAFETY: `file` is the hook's BTF-typed argument; `f_inode` is a pointer member.
     let inode_ptr = unsafe { btf_member(file, offset) };
+    // `file_open` recorded exactly these opens (an interpreter's read of a regular file it
+    // judged), when it judges at all.
+    if setting!(flags) & ENFORCE_FILE_OPEN != 0 {
+        let Ok(facts) = inode_facts(inode_ptr) else {
+            return -EACCES;
+        };
+        if facts.mode & S_IFMT == S_IFREG && !content_unchanged_since_open(file, inode_ptr) {
+            return refuse(HOOK_FILE_OPEN, Rule::NoOpenWriters, &facts, EACCES);
+        }
+    }
     reader_opened(file, inode_ptr);
     0
 }

@@ -37,6 +37,55 @@ printf 'import sys\nprint(open(sys.argv[1]).read())\n' > "$dir/readfile.py"
 chmod 644 "$dir/readfile.py"
 evmctl ima_sign --hashalgo sha256 --key "$GUARD_KEY" "$dir/readfile.py" > /dev/null
 
+# A writer that opens verified code while the agent is still checking an interpreter's open
+# of it (a large file: hashing takes a while) is not refused, since nobody reads the file
+# yet; it could write after the check, before the read. The kernel refuses that open after
+# the agent allowed it. Without guard the same steps inject the writer's bytes.
+printf 'import os, sys, time\nprint("opening", flush=True)\ntry:\n    f = open(sys.argv[1], "rb")\nexcept PermissionError:\n    print("refused", flush=True)\n    sys.exit(0)\nprint("opened", flush=True)\nwhile not os.path.exists(sys.argv[2]):\n    time.sleep(0.05)\nprint("INJECTED" if f.read(8) == b"INJECTED" else "intact", flush=True)\n' > "$dir/window.py"
+chmod 644 "$dir/window.py"
+evmctl ima_sign --hashalgo sha256 --key "$GUARD_KEY" "$dir/window.py" > /dev/null
+# window_writer BIG: starts window.py on BIG as nobody; once its open is waiting on
+# fanotify (or done, without guard), opens BIG for writing, and writes after the open.
+window_writer() {
+    local big=$1 out=$dir/window.out pid
+    rm -f "$dir/window.go" "$out"
+    "${user[@]}" -- python3 -B "$dir/window.py" "$big" "$dir/window.go" > "$out" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 2000); do grep -q opening "$out" 2> /dev/null && break; sleep 0.01; done
+    for _ in $(seq 1 2000); do
+        grep -q fanotify "/proc/$pid/wchan" 2> /dev/null && break
+        grep -qE "opened|refused" "$out" && break
+        sleep 0.005
+    done
+    grep -q fanotify "/proc/$pid/wchan" 2> /dev/null && echo "  (writer opens during the check)"
+    exec 4<> "$big"
+    for _ in $(seq 1 2000); do grep -qE "opened|refused" "$out" && break; sleep 0.01; done
+    printf 'INJECTED' >&4
+    exec 4>&-
+    touch "$dir/window.go"
+    wait "$pid"
+    cat "$out"
+}
+# window_result WANT [during]: WANT is what window.py printed; with `during`, the writer's
+# open must have come while the agent was checking (else the window was missed).
+window_result() {
+    big_module "$dir/big.py"
+    window_writer "$dir/big.py" > "$dir/window.res"
+    sed 's/^/  /' "$dir/window.res"
+    grep -q "$1" "$dir/window.res" && { [ $# -eq 1 ] || grep -q "during the check" "$dir/window.res"; }
+}
+# Group-writable (group adm, which nobody is not in): not writable by the runner, so the
+# agent allows it for nobody, and a member of adm may write it. Such a verdict depends on
+# the runner, so the agent does not hand it to the kernel: only the kernel's comparison at
+# `file_post_open` sees the writer.
+big_module() {
+    rm -f "$1"
+    { printf 'print(1)\n'; head -c 48000000 /dev/zero | tr '\0' '#'; printf '\n'; } > "$1"
+    chgrp adm "$1"
+    chmod 664 "$1"
+    evmctl ima_sign --hashalgo sha256 --key "$GUARD_KEY" "$1" > /dev/null
+}
+check "without guard, a writer opened around an open injects its bytes" window_result INJECTED
 check "agent starts" start_agent
 guard status | head -4
 check "backend is bpf-lsm+fanotify" bash -c "guard status | grep -q 'backend bpf-lsm+fanotify'"
@@ -80,6 +129,7 @@ check "verified code being read: write open refused" bash -c "! echo '#' >> $dir
 check "verified code being read: truncate refused" bash -c "! perl -e 'truncate(\"$dir/victim.py\", 0) or exit 1'"
 wait $holder
 check "released: it can be written again" bash -c "echo '#' >> $dir/victim.py"
+check "a writer that opens verified code during its check: the open is refused" window_result refused during
 # A tmpfs mounted in a user namespace belongs to its creator (owners, xattrs): refused by
 # the kernel whatever it holds, and fanotify never sees it. The kernel cannot tell a code
 # read from a data read, so interpreters read nothing there.
