@@ -81,6 +81,21 @@ impl VerificationCache {
         self.lock().put(key, facts);
     }
 
+    /// How many entries it may hold.
+    pub fn capacity(&self) -> usize {
+        self.lock().cap().get()
+    }
+
+    /// Changes how many entries it may hold (at least one), evicting the least recently
+    /// used beyond it; returns how many were evicted.
+    pub fn set_capacity(&self, capacity: usize) -> usize {
+        let capacity = NonZeroUsize::new(capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
+        let mut entries = self.lock();
+        let before = entries.len();
+        entries.resize(capacity);
+        before - entries.len()
+    }
+
     /// Forgets everything (on policy reload: trusted keys may have changed).
     pub fn clear(&self) {
         self.lock().clear();

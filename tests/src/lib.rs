@@ -767,3 +767,119 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     text(&out.stderr)
 }
+
+/// A memory cgroup with a limit, for a process started through [`MemoryCgroup::wrapper`]:
+/// cgroup v2 where its memory controller is enabled at the root, else v1's memory
+/// hierarchy. Removed on drop (its processes are killed first).
+pub struct MemoryCgroup {
+    dir: PathBuf,
+    v2: bool,
+}
+
+impl MemoryCgroup {
+    pub fn new(limit_bytes: u64) -> MemoryCgroup {
+        let v2 = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"));
+        let root = if v2 {
+            PathBuf::from("/sys/fs/cgroup")
+        } else {
+            PathBuf::from("/sys/fs/cgroup/memory")
+        };
+        let dir = root.join(format!("guard-test-{}", std::process::id()));
+        std::fs::create_dir(&dir).expect("a memory cgroup (needs root and a memory controller)");
+        let cgroup = MemoryCgroup { dir, v2 };
+        let limit = if v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        std::fs::write(cgroup.dir.join(limit), limit_bytes.to_string()).expect("memory limit");
+        if v2 {
+            // No swap to escape to: the limit is the limit.
+            let _ = std::fs::write(cgroup.dir.join("memory.swap.max"), "0");
+        } else {
+            let _ = std::fs::write(cgroup.dir.join("memory.swappiness"), "0");
+        }
+        cgroup
+    }
+
+    /// A command prefix that moves itself into the cgroup, then execs the rest.
+    pub fn wrapper(&self) -> Vec<String> {
+        let procs = self.dir.join("cgroup.procs");
+        vec![
+            "sh".into(),
+            "-c".into(),
+            format!("echo $$ > {} && exec \"$0\" \"$@\"", procs.display()),
+        ]
+    }
+
+    fn read_u64(&self, file: &str) -> u64 {
+        std::fs::read_to_string(self.dir.join(file))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Bytes charged now.
+    pub fn usage(&self) -> u64 {
+        self.read_u64(if self.v2 {
+            "memory.current"
+        } else {
+            "memory.usage_in_bytes"
+        })
+    }
+
+    /// The most ever charged.
+    pub fn peak(&self) -> u64 {
+        self.read_u64(if self.v2 {
+            "memory.peak"
+        } else {
+            "memory.max_usage_in_bytes"
+        })
+    }
+
+    /// Anonymous memory charged now (what only the OOM killer can take back; the page
+    /// cache of files written is reclaimed under the limit).
+    pub fn anon(&self) -> u64 {
+        let key = if self.v2 { "anon " } else { "rss " };
+        std::fs::read_to_string(self.dir.join("memory.stat"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Processes the kernel's OOM killer killed in the cgroup.
+    pub fn oom_kills(&self) -> u64 {
+        let file = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        std::fs::read_to_string(self.dir.join(file))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        let procs = std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

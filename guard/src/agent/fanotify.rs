@@ -108,6 +108,15 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     drop(jobs);
 
+    // Under a memory limit the cache gives way before the OOM killer takes the agent.
+    if let Some(cgroup) = super::memory::Cgroup::own().filter(|c| c.limit().is_some()) {
+        let state = state.clone();
+        let configured = config.cache_capacity;
+        std::thread::Builder::new()
+            .name("guard-memory".into())
+            .spawn(move || super::memory::govern(state, cgroup, configured))?;
+    }
+
     let lsm_thread = match lsm_layer {
         Some(layer) => {
             let generation = state.generation();

@@ -7,6 +7,7 @@ pub mod fanotify;
 pub mod identities;
 pub mod kernel_layer;
 pub mod launch;
+pub mod memory;
 pub mod mounts;
 pub mod notify;
 pub mod opener;

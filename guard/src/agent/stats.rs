@@ -110,6 +110,12 @@ pub struct Stats {
     pub unverified_mappings: AtomicU64,
     /// Interpreters' opens answered by the reader because the workers' queue was full.
     pub saturated: AtomicU64,
+    /// The memory limit that applies to the agent (its cgroup's), 0 when none; and the
+    /// anonymous memory charged to that cgroup, as last read.
+    pub memory_limit: AtomicU64,
+    pub memory_anon: AtomicU64,
+    /// Verification cache entries evicted to stay under the memory limit.
+    pub cache_evictions: AtomicU64,
     /// Latency of every answer (event read to response written).
     pub latency: Histogram,
     /// Latency of answers that needed a signature check (cache misses).
@@ -139,6 +145,9 @@ impl Default for Stats {
             unmarked_filesystems: AtomicU64::new(0),
             unverified_mappings: AtomicU64::new(0),
             saturated: AtomicU64::new(0),
+            memory_limit: AtomicU64::new(0),
+            memory_anon: AtomicU64::new(0),
+            cache_evictions: AtomicU64::new(0),
             latency: Histogram::default(),
             miss_latency: Histogram::default(),
             hit_latency: Histogram::default(),

@@ -59,6 +59,17 @@ pub struct Report {
     #[serde(default)]
     pub failed_reload_started_ns: u64,
     pub cache_entries: u64,
+    /// How many entries the cache may hold now: less than configured under memory pressure.
+    #[serde(default)]
+    pub cache_capacity: u64,
+    /// Entries evicted to stay under the memory limit.
+    #[serde(default)]
+    pub cache_evictions: u64,
+    /// The agent's cgroup memory limit (0: none) and the anonymous memory charged to it.
+    #[serde(default)]
+    pub memory_limit: u64,
+    #[serde(default)]
+    pub memory_anon: u64,
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub queue_depth: u64,
@@ -111,6 +122,10 @@ pub fn report(state: &State) -> Report {
         reload_started_ns: stats.reload_started_ns.load(Ordering::Relaxed),
         failed_reload_started_ns: stats.failed_reload_started_ns.load(Ordering::Relaxed),
         cache_entries: state.cache.len() as u64,
+        cache_capacity: state.cache.capacity() as u64,
+        cache_evictions: stats.cache_evictions.load(Ordering::Relaxed),
+        memory_limit: stats.memory_limit.load(Ordering::Relaxed),
+        memory_anon: stats.memory_anon.load(Ordering::Relaxed),
         cache_hits: state.cache.hits.load(Ordering::Relaxed),
         cache_misses: state.cache.misses.load(Ordering::Relaxed),
         queue_depth: state.queue_depth(),

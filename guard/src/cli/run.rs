@@ -136,6 +136,15 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         "cache:        {} entries, {} hits, {} misses",
         report.cache_entries, report.cache_hits, report.cache_misses
     );
+    if report.memory_limit > 0 {
+        println!(
+            "memory:       {} MiB anonymous of a {} MiB limit; cache capacity {}, {} evicted under pressure",
+            report.memory_anon >> 20,
+            report.memory_limit >> 20,
+            report.cache_capacity,
+            report.cache_evictions
+        );
+    }
     println!(
         "queue depth:  {}{}",
         report.queue_depth,
