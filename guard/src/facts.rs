@@ -46,13 +46,20 @@ pub fn object_of(file: &File, code: CodeKind) -> io::Result<Object> {
 
 /// What makes `file` code for an interpreter with `profile`: being its main script, a code
 /// pattern on any name the open reached it by (the file's own, the one the interpreter
-/// asked for), or its content. When a name could not be read (`missing` says why), the
-/// open is judged as code: a fact guard could not establish never makes it data.
+/// asked for), one of those names being an entry of its search path (`search_path`: the
+/// last components of its entries), or its content. When a name could not be read
+/// (`missing` says why), the open is judged as code: a fact guard could not establish never
+/// makes it data.
+///
+/// A file on the search path is an archive whatever its bytes: the interpreter reads code
+/// out of it by that name, and bytes its owner can change between the agent's read and the
+/// interpreter's are no verdict (issue 22).
 pub fn classify(
     profile: &Profile,
     file: &File,
     size: u64,
     names: &[&[u8]],
+    search_path: &[Vec<u8>],
     is_main_script: bool,
     missing: Option<&str>,
 ) -> io::Result<CodeKind> {
@@ -61,6 +68,12 @@ pub fn classify(
     }
     if let Some(kind) = code_by_name(profile, names) {
         return Ok(kind);
+    }
+    if names
+        .iter()
+        .any(|name| search_path.iter().any(|entry| entry == name))
+    {
+        return Ok(CodeKind::Archive);
     }
     Ok(match sniff(file, size, &profile.sniff)? {
         Some(Sniff::Pyc) => CodeKind::Bytecode,

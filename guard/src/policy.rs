@@ -127,6 +127,17 @@ pub enum ArgvDialect {
     Python,
 }
 
+impl ArgvDialect {
+    /// Environment variables whose entries the interpreter imports from, a file entry as
+    /// an archive whatever its name: Python's `zipimport` reads modules out of any regular
+    /// file on `sys.path`, and `PYTHONPATH` puts the user's names there.
+    pub fn search_path_env(self) -> &'static [&'static str] {
+        match self {
+            ArgvDialect::Python => &["PYTHONPATH"],
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The file as written.
 

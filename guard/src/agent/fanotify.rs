@@ -1098,11 +1098,29 @@ fn evaluate_interpreter(
         .chain(&named.asked)
         .map(Vec::as_slice)
         .collect();
+    // Only a file no name makes code is judged by its content; the search path's names
+    // come first.
+    let search_path = if named.code.is_none() && main_module.is_none() && !is_main_script {
+        process::search_path_names(tid, profile.argv.search_path_env()).unwrap_or_else(|e| {
+            named.missing = Some(format!("the interpreter's environment: {e}"));
+            Vec::new()
+        })
+    } else {
+        Vec::new()
+    };
     let missing = named.missing.as_deref();
     let code = if main_module.is_some() {
         CodeKind::MainScript
     } else {
-        facts::classify(profile, &file, meta.len(), &names, is_main_script, missing)?
+        facts::classify(
+            profile,
+            &file,
+            meta.len(),
+            &names,
+            &search_path,
+            is_main_script,
+            missing,
+        )?
     };
     // Who runs the interpreter matters only when the file's mode, owner or ACL could make
     // it writable by them: a group-writable file, an owner the policy does not trust, a

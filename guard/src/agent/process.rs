@@ -63,6 +63,48 @@ pub fn script_operand(pid: i32) -> io::Result<Option<Vec<u8>>> {
         .map(<[u8]>::to_vec))
 }
 
+/// The names the interpreter opens files on its search path by: the last component of
+/// each entry of the variables `vars` in its environment (as the kernel keeps it). Entries
+/// that name a directory whatever is there (`.`, `..`, empty) give none.
+pub fn search_path_names(pid: i32, vars: &[&str]) -> io::Result<Vec<Vec<u8>>> {
+    if vars.is_empty() {
+        return Ok(Vec::new());
+    }
+    let environ = std::fs::read(format!("/proc/{pid}/environ"))?;
+    let mut names = Vec::new();
+    for assignment in environ.split(|&b| b == 0) {
+        let Some(eq) = assignment.iter().position(|&b| b == b'=') else {
+            continue;
+        };
+        if !vars.iter().any(|v| v.as_bytes() == &assignment[..eq]) {
+            continue;
+        }
+        for entry in assignment[eq + 1..].split(|&b| b == b':') {
+            if let Some(name) = entry_name(entry) {
+                names.push(name.to_vec());
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// The last component of a search-path entry as the interpreter opens it: CPython makes
+/// entries absolute lexically (`os.path.abspath`), so `a/b/..` is `a`; `None` when what is
+/// left is `.`, `..` or the root, which are directories.
+pub fn entry_name(entry: &[u8]) -> Option<&[u8]> {
+    let mut stack: Vec<&[u8]> = Vec::new();
+    for component in entry.split(|&b| b == b'/') {
+        match component {
+            b"" | b"." => {}
+            b".." if stack.last().is_some_and(|top| *top != b"..") => {
+                stack.pop();
+            }
+            _ => stack.push(component),
+        }
+    }
+    stack.last().copied().filter(|last| *last != b"..")
+}
+
 /// Identity of what the script operand names, resolved again as the process would: relative
 /// to its cwd, absolute within its root.
 ///
@@ -128,6 +170,82 @@ mod tests {
         assert_eq!(parse_credentials(status), Some((1003, vec![53, 4, 24, 27])));
         assert_eq!(parse_credentials("Name:\tx\n"), None);
         assert_eq!(parse_credentials("Uid:\tx\n"), None);
+    }
+
+    /// Differential: the name `entry_name` gives is the one CPython opens the entry by,
+    /// `os.path.basename(os.path.abspath(entry))`, for generated entries; where it gives
+    /// none, Python's is a directory (a component of the cwd, or the root).
+    #[test]
+    fn search_path_entries_end_where_cpython_makes_them_end() {
+        const PARTS: [&str; 7] = ["a", "b.dat", "..", ".", "", "x.zip", "..."];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: usize| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            ((seed >> 33) as usize) % n
+        };
+        let entries: Vec<String> = (0..3000)
+            .map(|_| {
+                let parts: Vec<&str> = (0..1 + next(6)).map(|_| PARTS[next(PARTS.len())]).collect();
+                let lead = if next(3) == 0 { "/" } else { "" };
+                format!("{lead}{}", parts.join("/"))
+            })
+            .collect();
+        let cwd = tempfile::tempdir().unwrap();
+        let cwd = cwd.path().join("c1").join("c2");
+        std::fs::create_dir_all(&cwd).unwrap();
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import os, sys\nfor line in sys.stdin:\n    \
+                 print(os.path.basename(os.path.abspath(line[:-1])))",
+            ])
+            .current_dir(&cwd)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let input: String = entries.iter().map(|e| format!("{e}\n")).collect();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let answers = String::from_utf8(out.stdout).unwrap();
+        let answers: Vec<&str> = answers.lines().collect();
+        assert_eq!(answers.len(), entries.len());
+        let directories: Vec<String> = cwd
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .map(|c| if c == "/" { String::new() } else { c })
+            .collect();
+        for (entry, python) in entries.iter().zip(answers) {
+            match entry_name(entry.as_bytes()) {
+                Some(name) => assert_eq!(name, python.as_bytes(), "{entry:?}"),
+                None => assert!(
+                    directories.iter().any(|d| d == python),
+                    "{entry:?}: python names {python:?}, not a directory"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn search_path_names_from_the_environment() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .env("PYTHONPATH", "/srv/lib.dat:rel/x.zip/:.:/a/..:")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        // Until the exec: before it, the child's environment is still ours.
+        for _ in 0..500 {
+            if std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == b"sleep\x0010\x00")
+            {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let names = search_path_names(pid, &["PYTHONPATH"]);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(names.unwrap(), vec![b"lib.dat".to_vec(), b"x.zip".to_vec()]);
     }
 
     #[test]

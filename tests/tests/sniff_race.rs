@@ -1,0 +1,110 @@
+//! Content the opener can change is no verdict (issue 22 item 2), host mode.
+//!
+//! A zip on `PYTHONPATH` named `.dat` is code only by its bytes: its owner flips the
+//! end-of-central-directory signature back and forth, so that the agent reads "not a zip"
+//! while the interpreter's `zipimport` reads a zip. The agent now judges a file the
+//! interpreter opens by a search-path entry's name as an archive whatever its bytes.
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use guard_tests::*;
+
+/// Runs under guard; each has about one chance in eight to win the race without the fix.
+const TRIES: usize = 100;
+
+/// A zip holding `evil.py` (the payload), with 64 bytes in front so that its head is not a
+/// zip's: only the end-of-central-directory record makes it one. Returns the bytes and the
+/// offset of that record's signature.
+fn prefixed_zip(dir: &Path, payload: &str) -> (Vec<u8>, usize) {
+    let zip = dir.join("built.zip");
+    let script = format!(
+        "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], 'w') as z:\n    \
+         z.writestr('evil.py', {payload:?})\n"
+    );
+    let out = run(PYTHON, &[&"-c", &script, &zip]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut bytes = vec![b'#'; 64];
+    bytes.extend(std::fs::read(&zip).unwrap());
+    let eocd = bytes
+        .windows(4)
+        .rposition(|w| w == b"PK\x05\x06")
+        .expect("an end of central directory");
+    (bytes, eocd)
+}
+
+fn runs_payload(app: &Path, main: &Path, lib: &Path, marker: &Path) -> bool {
+    let out = run_with_timeout(
+        python_as(NOBODY, &[], app, &[main.to_str().unwrap()])
+            .env("PYTHONPATH", lib.to_str().unwrap()),
+        Duration::from_secs(30),
+    );
+    assert_no_panic(&out);
+    marker.exists()
+}
+
+#[test]
+fn a_zip_on_the_search_path_flipped_by_its_owner_never_runs() {
+    let fs = Tmpfs::new();
+    let marker = fs.marker("evil-ran");
+    let home = fs.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    chown(&home, NOBODY, NOBODY);
+    let scratch = tempfile::tempdir().unwrap();
+    let (bytes, eocd) = prefixed_zip(scratch.path(), &payload(&marker));
+    let lib = home.join("lib.dat");
+    std::fs::write(&lib, &bytes).unwrap();
+    chown(&lib, NOBODY, NOBODY);
+    let main = fs.signed(
+        "app/main.py",
+        "try:\n    import evil\nexcept Exception as e:\n    print('refused', e)\n",
+    );
+    let app = fs.path().join("app");
+
+    // Without guard the zip imports, whatever it is called.
+    assert!(
+        runs_payload(&app, &main, &lib, &marker),
+        "the attack does not run without guard"
+    );
+    std::fs::remove_file(&marker).unwrap();
+
+    let policy = policy_trusting(fs.path(), &["tmpfs"]);
+    let agent = Agent::start(fs.path(), &["--policy", policy.to_str().unwrap()]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flipper = {
+        let stop = stop.clone();
+        let lib = lib.clone();
+        std::thread::spawn(move || {
+            let file = std::fs::OpenOptions::new().write(true).open(&lib).unwrap();
+            let mut flips = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let signature: &[u8] = if flips.is_multiple_of(2) { b"XX" } else { b"PK" };
+                file.write_at(signature, eocd as u64).unwrap();
+                flips += 1;
+            }
+            flips
+        })
+    };
+    let mut tries = 0;
+    while tries < TRIES && !marker.exists() {
+        runs_payload(&app, &main, &lib, &marker);
+        tries += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let flips = flipper.join().unwrap();
+    eprintln!("{tries} runs under guard against {flips} flips");
+    assert!(
+        !marker.exists(),
+        "the flipped zip ran after {tries} runs\n{}",
+        agent.log_text()
+    );
+    // Refused as an archive by its search-path name, not by what its bytes said.
+    let denies = agent.denies_for("lib.dat");
+    assert!(
+        denies.iter().any(|d| d.contains("\"code\":\"archive\"")),
+        "{denies:#?}"
+    );
+}
