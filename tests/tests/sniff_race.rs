@@ -16,14 +16,14 @@ use guard_tests::*;
 /// Runs under guard; each has about one chance in eight to win the race without the fix.
 const TRIES: usize = 100;
 
-/// A zip holding `evil.py` (the payload), with 64 bytes in front so that its head is not a
+/// A zip holding `evil.py` and `pkg/evil.py` (the payload), with 64 bytes in front so that its head is not a
 /// zip's: only the end-of-central-directory record makes it one. Returns the bytes and the
 /// offset of that record's signature.
 fn prefixed_zip(dir: &Path, payload: &str) -> (Vec<u8>, usize) {
     let zip = dir.join("built.zip");
     let script = format!(
         "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], 'w') as z:\n    \
-         z.writestr('evil.py', {payload:?})\n"
+         z.writestr('evil.py', {payload:?})\n    z.writestr('pkg/evil.py', {payload:?})\n"
     );
     let out = run(PYTHON, &[&"-c", &script, &zip]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -36,10 +36,10 @@ fn prefixed_zip(dir: &Path, payload: &str) -> (Vec<u8>, usize) {
     (bytes, eocd)
 }
 
-fn runs_payload(app: &Path, main: &Path, lib: &Path, marker: &Path) -> bool {
+/// Runs `main` with `PYTHONPATH` set to `entry`.
+fn runs_payload(app: &Path, main: &Path, entry: &str, marker: &Path) -> bool {
     let out = run_with_timeout(
-        python_as(NOBODY, &[], app, &[main.to_str().unwrap()])
-            .env("PYTHONPATH", lib.to_str().unwrap()),
+        python_as(NOBODY, &[], app, &[main.to_str().unwrap()]).env("PYTHONPATH", entry),
         Duration::from_secs(30),
     );
     assert_no_panic(&out);
@@ -64,12 +64,18 @@ fn a_zip_on_the_search_path_flipped_by_its_owner_never_runs() {
     );
     let app = fs.path().join("app");
 
-    // Without guard the zip imports, whatever it is called.
-    assert!(
-        runs_payload(&app, &main, &lib, &marker),
-        "the attack does not run without guard"
-    );
-    std::fs::remove_file(&marker).unwrap();
+    // `zipimport` takes the longest prefix of an entry that is a file: `lib.dat/pkg` is
+    // the directory `pkg` inside the archive `lib.dat`.
+    let lib_entry = lib.to_str().unwrap().to_string();
+    let entries = [lib_entry.clone(), format!("{lib_entry}/pkg")];
+    // Without guard the zip imports, whatever it is called, both ways.
+    for entry in &entries {
+        assert!(
+            runs_payload(&app, &main, entry, &marker),
+            "the attack does not run without guard ({entry})"
+        );
+        std::fs::remove_file(&marker).unwrap();
+    }
 
     let policy = policy_trusting(fs.path(), &["tmpfs"]);
     let agent = Agent::start(fs.path(), &["--policy", policy.to_str().unwrap()]);
@@ -81,7 +87,11 @@ fn a_zip_on_the_search_path_flipped_by_its_owner_never_runs() {
             let file = std::fs::OpenOptions::new().write(true).open(&lib).unwrap();
             let mut flips = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let signature: &[u8] = if flips.is_multiple_of(2) { b"XX" } else { b"PK" };
+                let signature: &[u8] = if flips.is_multiple_of(2) {
+                    b"XX"
+                } else {
+                    b"PK"
+                };
                 file.write_at(signature, eocd as u64).unwrap();
                 flips += 1;
             }
@@ -90,7 +100,7 @@ fn a_zip_on_the_search_path_flipped_by_its_owner_never_runs() {
     };
     let mut tries = 0;
     while tries < TRIES && !marker.exists() {
-        runs_payload(&app, &main, &lib, &marker);
+        runs_payload(&app, &main, &entries[tries % 2], &marker);
         tries += 1;
     }
     stop.store(true, Ordering::Relaxed);

@@ -63,15 +63,16 @@ pub fn script_operand(pid: i32) -> io::Result<Option<Vec<u8>>> {
         .map(<[u8]>::to_vec))
 }
 
-/// The names the interpreter opens files on its search path by: the last component of
-/// each entry of the variables `vars` in its environment (as the kernel keeps it). Entries
-/// that name a directory whatever is there (`.`, `..`, empty) give none.
+/// The names the interpreter may open a file on its search path by: each component of
+/// each entry of the variables `vars` in its environment (as the kernel keeps it).
+/// `zipimport` takes the longest prefix of an entry that is a file as the archive
+/// (`lib.dat/pkg` reads `lib.dat`), so any component may be the archive's name.
 pub fn search_path_names(pid: i32, vars: &[&str]) -> io::Result<Vec<Vec<u8>>> {
     if vars.is_empty() {
         return Ok(Vec::new());
     }
     let environ = std::fs::read(format!("/proc/{pid}/environ"))?;
-    let mut names = Vec::new();
+    let mut names: Vec<Vec<u8>> = Vec::new();
     for assignment in environ.split(|&b| b == 0) {
         let Some(eq) = assignment.iter().position(|&b| b == b'=') else {
             continue;
@@ -80,18 +81,20 @@ pub fn search_path_names(pid: i32, vars: &[&str]) -> io::Result<Vec<Vec<u8>>> {
             continue;
         }
         for entry in assignment[eq + 1..].split(|&b| b == b':') {
-            if let Some(name) = entry_name(entry) {
-                names.push(name.to_vec());
+            for name in entry_names(entry) {
+                if !names.iter().any(|n| n == name) {
+                    names.push(name.to_vec());
+                }
             }
         }
     }
     Ok(names)
 }
 
-/// The last component of a search-path entry as the interpreter opens it: CPython makes
-/// entries absolute lexically (`os.path.abspath`), so `a/b/..` is `a`; `None` when what is
-/// left is `.`, `..` or the root, which are directories.
-pub fn entry_name(entry: &[u8]) -> Option<&[u8]> {
+/// The components of a search-path entry as the interpreter opens it: CPython makes
+/// entries absolute lexically (`os.path.abspath`), so `a/b/..` is `a`. Leading `..`s climb
+/// out of the working directory, whose components are directories, never archives: left out.
+pub fn entry_names(entry: &[u8]) -> Vec<&[u8]> {
     let mut stack: Vec<&[u8]> = Vec::new();
     for component in entry.split(|&b| b == b'/') {
         match component {
@@ -102,7 +105,8 @@ pub fn entry_name(entry: &[u8]) -> Option<&[u8]> {
             _ => stack.push(component),
         }
     }
-    stack.last().copied().filter(|last| *last != b"..")
+    stack.retain(|c| *c != b"..");
+    stack
 }
 
 /// Identity of what the script operand names, resolved again as the process would: relative
@@ -172,11 +176,11 @@ mod tests {
         assert_eq!(parse_credentials("Uid:\tx\n"), None);
     }
 
-    /// Differential: the name `entry_name` gives is the one CPython opens the entry by,
-    /// `os.path.basename(os.path.abspath(entry))`, for generated entries; where it gives
-    /// none, Python's is a directory (a component of the cwd, or the root).
+    /// Differential: the components `entry_names` gives are those CPython's
+    /// `os.path.abspath(entry)` ends with, for generated entries; what comes before them is
+    /// the working directory's (or part of it: directories).
     #[test]
-    fn search_path_entries_end_where_cpython_makes_them_end() {
+    fn search_path_entries_are_named_as_cpython_makes_them() {
         const PARTS: [&str; 7] = ["a", "b.dat", "..", ".", "", "x.zip", "..."];
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = move |n: usize| {
@@ -196,8 +200,7 @@ mod tests {
         let mut child = std::process::Command::new("python3")
             .args([
                 "-c",
-                "import os, sys\nfor line in sys.stdin:\n    \
-                 print(os.path.basename(os.path.abspath(line[:-1])))",
+                "import os, sys\nfor line in sys.stdin:\n    print(os.path.abspath(line[:-1]))",
             ])
             .current_dir(&cwd)
             .stdin(std::process::Stdio::piped())
@@ -210,19 +213,25 @@ mod tests {
         let answers = String::from_utf8(out.stdout).unwrap();
         let answers: Vec<&str> = answers.lines().collect();
         assert_eq!(answers.len(), entries.len());
-        let directories: Vec<String> = cwd
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .map(|c| if c == "/" { String::new() } else { c })
-            .collect();
+        let cwd = cwd.to_str().unwrap();
+        let cwd: Vec<&str> = cwd.split('/').filter(|c| !c.is_empty()).collect();
         for (entry, python) in entries.iter().zip(answers) {
-            match entry_name(entry.as_bytes()) {
-                Some(name) => assert_eq!(name, python.as_bytes(), "{entry:?}"),
-                None => assert!(
-                    directories.iter().any(|d| d == python),
-                    "{entry:?}: python names {python:?}, not a directory"
-                ),
-            }
+            let python: Vec<&str> = python.split('/').filter(|c| !c.is_empty()).collect();
+            let ours: Vec<&str> = entry_names(entry.as_bytes())
+                .into_iter()
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect();
+            assert!(python.ends_with(&ours), "{entry:?}: {python:?} vs {ours:?}");
+            let before = &python[..python.len() - ours.len()];
+            let absolute = entry.starts_with('/');
+            assert!(
+                if absolute {
+                    before.is_empty()
+                } else {
+                    cwd.starts_with(before)
+                },
+                "{entry:?}: {python:?} vs {ours:?}"
+            );
         }
     }
 
@@ -230,7 +239,7 @@ mod tests {
     fn search_path_names_from_the_environment() {
         let mut child = std::process::Command::new("sleep")
             .arg("10")
-            .env("PYTHONPATH", "/srv/lib.dat:rel/x.zip/:.:/a/..:")
+            .env("PYTHONPATH", "/srv/lib.dat:rel/x.zip/pkg:.:/a/..:/srv")
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
@@ -245,7 +254,9 @@ mod tests {
         let names = search_path_names(pid, &["PYTHONPATH"]);
         child.kill().unwrap();
         child.wait().unwrap();
-        assert_eq!(names.unwrap(), vec![b"lib.dat".to_vec(), b"x.zip".to_vec()]);
+        let names = names.unwrap();
+        let names: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+        assert_eq!(names, [&b"srv"[..], b"lib.dat", b"rel", b"x.zip", b"pkg"]);
     }
 
     #[test]
