@@ -883,3 +883,51 @@ impl Drop for MemoryCgroup {
         }
     }
 }
+
+/// A signed-program body that opens every file of the directory `sys.argv[1]` and prints
+/// `refused N opened M`.
+pub const OPENER: &str = "import os, sys\nrefused = opened = 0\n\
+    for name in os.listdir(sys.argv[1]):\n    try:\n        \
+    open(os.path.join(sys.argv[1], name), 'rb').close()\n        opened += 1\n    \
+    except PermissionError:\n        refused += 1\nprint(f'refused {refused} opened {opened}')\n";
+
+/// A zip holding `evil.py` and `pkg/evil.py` (`payload`), made by Python's zipfile in
+/// `scratch`, with 64 bytes in front so that its head is not a zip's: only the
+/// end-of-central-directory record makes it one. Returns the bytes and the offset of that
+/// record's signature.
+pub fn prefixed_zip(scratch: &Path, payload: &str) -> (Vec<u8>, usize) {
+    let zip = scratch.join("built.zip");
+    let script = format!(
+        "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], 'w') as z:\n    \
+         z.writestr('evil.py', {payload:?})\n    z.writestr('pkg/evil.py', {payload:?})\n"
+    );
+    let out = run(PYTHON, &[&"-c", &script, &zip]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut bytes = vec![b'#'; 64];
+    bytes.extend(std::fs::read(&zip).expect("the zip"));
+    let eocd = bytes
+        .windows(4)
+        .rposition(|w| w == b"PK\x05\x06")
+        .expect("an end of central directory");
+    (bytes, eocd)
+}
+
+/// python3 as nobody from `cwd` on the FUSE filesystem. The change of directory happens as
+/// nobody (root's, in the spawning child, would wait on the daemon for ever).
+pub fn python_in_fuse(cwd: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        format!("--reuid={NOBODY}"),
+        format!("--regid={NOBODY}"),
+        "--clear-groups".into(),
+    ])
+    .args(["--", "/bin/sh", "-c", "cd \"$0\" && exec \"$@\""])
+    .arg(cwd)
+    .arg(PYTHON)
+    .args(args)
+    .current_dir("/")
+    .env_clear()
+    .env("PATH", "/usr/bin:/bin")
+    .env("HOME", "/nonexistent");
+    cmd
+}

@@ -34,13 +34,7 @@ fn a_flood_of_distinct_files_under_a_memory_limit_does_not_kill_the_agent() {
         "app/signed.py",
         &format!("open({:?}, 'w').close()\n", marker.to_str().unwrap()),
     );
-    let opener = fs.signed(
-        "app/opener.py",
-        "import os, sys\nrefused = opened = 0\nfor name in os.listdir(sys.argv[1]):\n    \
-         try:\n        open(os.path.join(sys.argv[1], name), 'rb').close()\n        \
-         opened += 1\n    except PermissionError:\n        refused += 1\n\
-         print(f'refused {refused} opened {opened}')\n",
-    );
+    let opener = fs.signed("app/opener.py", OPENER);
     let policy = policy_trusting(fs.path(), &["tmpfs"]);
     let cgroup = MemoryCgroup::new(LIMIT);
     let wrapper = cgroup.wrapper();

@@ -16,26 +16,6 @@ use guard_tests::*;
 /// Runs under guard; each has about one chance in eight to win the race without the fix.
 const TRIES: usize = 100;
 
-/// A zip holding `evil.py` and `pkg/evil.py` (the payload), with 64 bytes in front so that its head is not a
-/// zip's: only the end-of-central-directory record makes it one. Returns the bytes and the
-/// offset of that record's signature.
-fn prefixed_zip(dir: &Path, payload: &str) -> (Vec<u8>, usize) {
-    let zip = dir.join("built.zip");
-    let script = format!(
-        "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], 'w') as z:\n    \
-         z.writestr('evil.py', {payload:?})\n    z.writestr('pkg/evil.py', {payload:?})\n"
-    );
-    let out = run(PYTHON, &[&"-c", &script, &zip]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let mut bytes = vec![b'#'; 64];
-    bytes.extend(std::fs::read(&zip).unwrap());
-    let eocd = bytes
-        .windows(4)
-        .rposition(|w| w == b"PK\x05\x06")
-        .expect("an end of central directory");
-    (bytes, eocd)
-}
-
 /// Runs `main` with `PYTHONPATH` set to `entry`.
 fn runs_payload(app: &Path, main: &Path, entry: &str, marker: &Path) -> bool {
     let out = run_with_timeout(

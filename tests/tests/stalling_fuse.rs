@@ -12,31 +12,10 @@
 //! The agent watches one test tmpfs (trusted) and follows mounts below it, where the FUSE
 //! filesystem is mounted; its daemon runs as root with `allow_other`, so the agent is let in.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use guard_tests::*;
-
-/// python3 as nobody from `cwd` on the FUSE filesystem. The change of directory happens as
-/// nobody (root's, in the spawning child, would wait on the daemon for ever).
-fn python_in_fuse(cwd: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        format!("--reuid={NOBODY}"),
-        format!("--regid={NOBODY}"),
-        "--clear-groups".into(),
-    ])
-    .args(["--", "/bin/sh", "-c", "cd \"$0\" && exec \"$@\""])
-    .arg(cwd)
-    .arg(PYTHON)
-    .args(args)
-    .current_dir("/")
-    .env_clear()
-    .env("PATH", "/usr/bin:/bin")
-    .env("HOME", "/nonexistent");
-    cmd
-}
 
 /// A signed program of another user's, run as nobody while the FUSE filesystem stalls the
 /// agent: it must run, and unsigned code must still be refused, both well within the bound.

@@ -18,6 +18,10 @@ use guard_tests::*;
 use nix::sys::signal::Signal;
 
 const RUNNERS: usize = 32;
+
+/// The tests here measure the agent under load: one at a time, or each would measure the
+/// other's load too.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const STABLE: usize = 8;
 const CHURN: usize = 4;
 
@@ -61,6 +65,7 @@ struct Tally {
 
 #[test]
 fn thirty_two_interpreters_under_churn_and_reloads() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let duration = Duration::from_secs(seconds());
     let fs = Tmpfs::new();
     let app = fs.path().join("app");
@@ -283,4 +288,215 @@ fn thirty_two_interpreters_under_churn_and_reloads() {
     assert!(tally.main_ok.load(Ordering::Relaxed) > 0, "{summary}");
     let log = agent.log_text();
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// Adversaries (issue 22): while a victim runs a signed program in a loop, one user's FUSE
+/// daemon stalls every request of the agent's, another flips the bytes of a zip on his
+/// `PYTHONPATH`, a third floods the agent with distinct files, all under a memory limit on
+/// the agent. Reports decisions, wrong decisions, the longest answer, hangs and agent
+/// restarts; wrong decisions, hangs and restarts must be 0.
+#[test]
+fn adversaries_cannot_stall_race_or_starve_the_agent() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let duration = Duration::from_secs(seconds());
+    let fs = Tmpfs::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let marker = fs.marker("adversary-ran");
+    // The victim's program and module, signed.
+    fs.signed("app/helper.py", "V = 'signed'\n");
+    let victim = fs.signed("app/victim.py", "import helper\nprint('ok', helper.V)\n");
+    let app = fs.path().join("app");
+    // The racer's zip, his own, flipped in place.
+    let home = fs.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    chown(&home, NOBODY, NOBODY);
+    let (bytes, eocd) = prefixed_zip(scratch.path(), &payload(&marker));
+    let lib = home.join("lib.dat");
+    std::fs::write(&lib, &bytes).unwrap();
+    chown(&lib, NOBODY, NOBODY);
+    let importer = fs.signed(
+        "app/importer.py",
+        "try:\n    import evil\nexcept Exception:\n    pass\n",
+    );
+    // The flooder's files: code by name, unsigned, a fresh batch each round.
+    let opener = fs.signed("app/opener.py", OPENER);
+    let policy = policy_trusting(scratch.path(), &["tmpfs"]);
+    // Small enough that even a short flood meets it (about 0.4 KiB a cache entry).
+    let cgroup = MemoryCgroup::new(16 << 20);
+    let wrapper = cgroup.wrapper();
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    // Declared before the FUSE filesystem: dropped after its connection is aborted.
+    let agent;
+    let fuse = StallingFuse::mount_at(&fs.path().join("fuse"), &[]);
+    agent = Agent::start_wrapped(
+        &wrapper,
+        fs.path(),
+        &["--follow", "--policy", policy.to_str().unwrap()],
+    );
+    let pid = agent.pid();
+    let deadline = Instant::now() + duration;
+
+    // The staller: interpreters on his FUSE filesystem, each left waiting on the agent's
+    // stalled reader (his own opens, which only he waits for).
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        stalled.push(
+            python_in_fuse(fuse.path(), &["x.py"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    // The racer's flipper and runs.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flipper = {
+        let stop = stop.clone();
+        let lib = lib.clone();
+        std::thread::spawn(move || {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::OpenOptions::new().write(true).open(&lib).unwrap();
+            let mut flips = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let signature: &[u8] = if flips.is_multiple_of(2) {
+                    b"XX"
+                } else {
+                    b"PK"
+                };
+                file.write_at(signature, eocd as u64).unwrap();
+                flips += 1;
+            }
+            flips
+        })
+    };
+    let hangs = Arc::new(AtomicU64::new(0));
+    let wrong = Arc::new(AtomicU64::new(0));
+    let bounded = |cmd: &mut std::process::Command, hangs: &AtomicU64| {
+        let child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = wait_with_timeout(child, Duration::from_secs(30));
+        if out.is_none() {
+            hangs.fetch_add(1, Ordering::Relaxed);
+        }
+        out
+    };
+    let racer = {
+        let (app, lib, importer, hangs) =
+            (app.clone(), lib.clone(), importer.clone(), hangs.clone());
+        std::thread::spawn(move || {
+            let entries = [lib.display().to_string(), format!("{}/pkg", lib.display())];
+            let mut runs = 0usize;
+            while Instant::now() < deadline {
+                let mut cmd = python_as(NOBODY, &[], &app, &[importer.to_str().unwrap()]);
+                cmd.env("PYTHONPATH", &entries[runs % 2]);
+                bounded(&mut cmd, &hangs);
+                runs += 1;
+            }
+            runs
+        })
+    };
+    let flooder = {
+        let (fs_path, opener, hangs, wrong) = (
+            fs.path().to_path_buf(),
+            opener.clone(),
+            hangs.clone(),
+            wrong.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut files = 0usize;
+            let mut round = 0;
+            while Instant::now() < deadline {
+                let batch = fs_path.join(format!("flood{round}"));
+                std::fs::create_dir_all(&batch).unwrap();
+                for i in 0..5000 {
+                    std::fs::write(batch.join(format!("m{i}.py")), b"").unwrap();
+                }
+                let mut cmd = python_as(
+                    NOBODY,
+                    &[],
+                    &fs_path,
+                    &[opener.to_str().unwrap(), batch.to_str().unwrap()],
+                );
+                if let Some(out) = bounded(&mut cmd, &hangs)
+                    && text(&out.stdout).trim() != "refused 5000 opened 0"
+                {
+                    wrong.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("flood round {round}: {}", text(&out.stdout));
+                }
+                files += 5000;
+                round += 1;
+            }
+            files
+        })
+    };
+    // The victim.
+    let mut victim_runs = 0u64;
+    let mut slowest = Duration::ZERO;
+    while Instant::now() < deadline {
+        let started = Instant::now();
+        let mut cmd = python_as(NOBODY, &[], &app, &[victim.to_str().unwrap()]);
+        match bounded(&mut cmd, &hangs) {
+            Some(out) if text(&out.stdout) == "ok signed\n" => {}
+            Some(out) => {
+                wrong.fetch_add(1, Ordering::Relaxed);
+                eprintln!("victim refused: {}", text(&out.stderr));
+            }
+            None => {}
+        }
+        slowest = slowest.max(started.elapsed());
+        victim_runs += 1;
+    }
+    let racer_runs = racer.join().unwrap();
+    let flood_files = flooder.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let flips = flipper.join().unwrap();
+    if marker.exists() {
+        wrong.fetch_add(1, Ordering::Relaxed);
+    }
+    let mut still_stalled = 0;
+    for child in stalled.iter_mut() {
+        if child.try_wait().unwrap().is_none() {
+            still_stalled += 1;
+        }
+    }
+    let alive = agent.status_field("pid") as i32 == pid;
+    let summary = format!(
+        "adversaries {} s: victim {victim_runs} runs (slowest {slowest:?}), racer {racer_runs} \
+         runs against {flips} flips, flood of {flood_files} files, {still_stalled} of 4 \
+         interpreters stalled on their own FUSE daemon; agent: {} decisions, {} wrong \
+         decisions, longest answer {} us, {} hangs, {} restarts, {} OOM kills, cache \
+         capacity {} ({} evicted under pressure)",
+        duration.as_secs(),
+        agent.status_field("decisions"),
+        wrong.load(Ordering::Relaxed),
+        agent.status_field("latency_max_us"),
+        hangs.load(Ordering::Relaxed),
+        u64::from(!alive),
+        cgroup.oom_kills(),
+        agent.status_field("cache_capacity"),
+        agent.status_field("cache_evictions"),
+    );
+    eprintln!("{summary}");
+    for mut child in stalled {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    drop(fuse);
+    assert_eq!(wrong.load(Ordering::Relaxed), 0, "{summary}");
+    assert_eq!(hangs.load(Ordering::Relaxed), 0, "{summary}");
+    assert!(alive, "{summary}");
+    assert_eq!(cgroup.oom_kills(), 0, "{summary}");
+    assert!(
+        victim_runs > 0 && racer_runs > 0 && flood_files > 0,
+        "{summary}"
+    );
+    assert_eq!(still_stalled, 4, "the FUSE daemon did not stall: {summary}");
+    assert!(
+        !agent.log_text().contains("panicked"),
+        "{}",
+        agent.log_text()
+    );
 }

@@ -43,11 +43,16 @@ enum Task {
         #[arg(long)]
         target: Vec<String>,
     },
-    /// The load test: 32 interpreters, rewrites and reloads against the real agent.
+    /// The load test: 32 interpreters, rewrites and reloads against the real agent; then
+    /// adversaries (a stalling FUSE daemon, a byte-flipping writer, a flood of distinct
+    /// files under a memory limit) against a victim's runs.
     Stress {
-        /// Seconds of load.
+        /// Seconds of load (each test).
         #[arg(long, default_value_t = 60)]
         time: u64,
+        /// Only the adversaries.
+        #[arg(long)]
+        adversarial: bool,
     },
     /// Measure guard against no guard and fapolicyd (about 10 minutes; root).
     Bench(bench::Options),
@@ -80,7 +85,7 @@ fn main() -> Result<()> {
             };
             fuzz::fuzz(time, &targets, fuzz::Build::Optimised).map(|_| ())
         }
-        Task::Stress { time } => stress(time),
+        Task::Stress { time, adversarial } => stress(time, adversarial),
         Task::Bench(options) => bench::run(&workspace_root(), &options),
         Task::Package { debug, check } => {
             let profile = if debug {
@@ -168,9 +173,10 @@ fn test(extra: &[String]) -> Result<()> {
 
 const FUZZ_SECONDS_IN_TEST: u64 = 5;
 
-/// The full-length stress test (the test suite runs a short one).
-fn stress(seconds: u64) -> Result<()> {
+/// The full-length stress tests (the test suite runs short ones).
+fn stress(seconds: u64, adversarial: bool) -> Result<()> {
     run(cargo().args(["build", "--package", "guard"]))?;
+    let only: &[&str] = if adversarial { &["adversaries"] } else { &[] };
     run(cargo()
         .args([
             "test",
@@ -180,7 +186,9 @@ fn stress(seconds: u64) -> Result<()> {
             "stress",
             "--",
             "--nocapture",
+            "--test-threads=1",
         ])
+        .args(only)
         .env("GUARD_BIN", workspace_root().join("target/debug/guard"))
         .env("GUARD_STRESS_SECONDS", seconds.to_string()))
 }
