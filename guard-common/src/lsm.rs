@@ -694,7 +694,7 @@ mod tests {
                 + (4 + crate::code_name::CODE_SUFFIX_BYTES) * crate::code_name::MAX_CODE_SUFFIXES
                 + 4
         );
-        assert_eq!(size_of::<InodeState>(), 16);
+        assert_eq!(size_of::<InodeState>(), 24);
         assert_eq!(size_of::<AgentState>(), 8);
         assert_eq!(size_of::<SelfProtectSettings>(), 40);
     }

@@ -167,13 +167,26 @@ fn reader_released(file: *const u8) {
 /// Counts a change of the inode: every verdict stamped before it is void.
 #[inline(always)]
 pub fn changed(inode_ptr: *mut u8) {
+    count_change(inode_ptr, false);
+}
+
+/// A change of the bytes themselves (a write open, a truncation): counted as a change, and
+/// as one an interpreter's open in progress must not miss.
+#[inline(always)]
+fn content_changed(inode_ptr: *mut u8) {
+    count_change(inode_ptr, true);
+}
+
+#[inline(always)]
+fn count_change(inode_ptr: *mut u8, content: bool) {
     if setting!(flags) & VERDICT_CACHE == 0 || inode_ptr.is_null() {
         return;
     }
     // SAFETY: `inode_ptr` is a BTF-typed inode pointer (or the helper rejects it).
     let state = unsafe { LSM_INODE_STATE.get_ptr_mut(inode_ptr.cast::<inode>()) };
     if state.is_null() {
-        // Never opened by an interpreter since it was loaded: no verdict to void.
+        // Never opened by an interpreter since it was loaded: no verdict to void, no open
+        // in progress.
         return;
     }
     // SAFETY: the inode's value, alive for the program's run. Atomic (BPF_ATOMIC_ADD) so
@@ -183,29 +196,13 @@ pub fn changed(inode_ptr: *mut u8) {
         core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
             &raw mut (*state).changes,
             1,
-        )
-    };
-}
-
-/// A change of the bytes themselves (a write open, a truncation): counted as a change, and
-/// as one an interpreter's open in progress must not miss.
-#[inline(always)]
-fn content_changed(inode_ptr: *mut u8) {
-    changed(inode_ptr);
-    if setting!(flags) & VERDICT_CACHE == 0 || inode_ptr.is_null() {
-        return;
-    }
-    // SAFETY: as in `changed`.
-    let state = unsafe { LSM_INODE_STATE.get_ptr_mut(inode_ptr.cast::<inode>()) };
-    if state.is_null() {
-        return;
-    }
-    // SAFETY: as in `changed`.
-    unsafe {
-        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-            &raw mut (*state).content_changes,
-            1,
-        )
+        );
+        if content {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                &raw mut (*state).content_changes,
+                1,
+            );
+        }
     };
 }
 

@@ -931,3 +931,45 @@ pub fn python_in_fuse(cwd: &Path, args: &[&str]) -> Command {
     .env("HOME", "/nonexistent");
     cmd
 }
+
+/// A writer flipping two bytes of a file in place as fast as it can, between `XX` and `PK`
+/// (an end-of-central-directory signature made and unmade), until stopped.
+pub struct Flipper {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl Flipper {
+    pub fn start(path: &Path, offset: usize) -> Flipper {
+        use std::os::unix::fs::FileExt;
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("the file to flip");
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut flips = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let signature: &[u8] = if flips.is_multiple_of(2) {
+                        b"XX"
+                    } else {
+                        b"PK"
+                    };
+                    file.write_at(signature, offset as u64).expect("flip");
+                    flips += 1;
+                }
+                flips
+            })
+        };
+        Flipper { stop, thread }
+    }
+
+    /// Stops and says how many flips were made.
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the flipper")
+    }
+}

@@ -5,10 +5,7 @@
 //! while the interpreter's `zipimport` reads a zip. The agent now judges a file the
 //! interpreter opens by a search-path entry's name as an archive whatever its bytes.
 
-use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use guard_tests::*;
@@ -59,32 +56,13 @@ fn a_zip_on_the_search_path_flipped_by_its_owner_never_runs() {
 
     let policy = policy_trusting(fs.path(), &["tmpfs"]);
     let agent = Agent::start(fs.path(), &["--policy", policy.to_str().unwrap()]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let flipper = {
-        let stop = stop.clone();
-        let lib = lib.clone();
-        std::thread::spawn(move || {
-            let file = std::fs::OpenOptions::new().write(true).open(&lib).unwrap();
-            let mut flips = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let signature: &[u8] = if flips.is_multiple_of(2) {
-                    b"XX"
-                } else {
-                    b"PK"
-                };
-                file.write_at(signature, eocd as u64).unwrap();
-                flips += 1;
-            }
-            flips
-        })
-    };
+    let flipper = Flipper::start(&lib, eocd);
     let mut tries = 0;
     while tries < TRIES && !marker.exists() {
         runs_payload(&app, &main, &entries[tries % 2], &marker);
         tries += 1;
     }
-    stop.store(true, Ordering::Relaxed);
-    let flips = flipper.join().unwrap();
+    let flips = flipper.stop();
     eprintln!("{tries} runs under guard against {flips} flips");
     assert!(
         !marker.exists(),

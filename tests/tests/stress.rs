@@ -349,26 +349,7 @@ fn adversaries_cannot_stall_race_or_starve_the_agent() {
         );
     }
     // The racer's flipper and runs.
-    let stop = Arc::new(AtomicBool::new(false));
-    let flipper = {
-        let stop = stop.clone();
-        let lib = lib.clone();
-        std::thread::spawn(move || {
-            use std::os::unix::fs::FileExt;
-            let file = std::fs::OpenOptions::new().write(true).open(&lib).unwrap();
-            let mut flips = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let signature: &[u8] = if flips.is_multiple_of(2) {
-                    b"XX"
-                } else {
-                    b"PK"
-                };
-                file.write_at(signature, eocd as u64).unwrap();
-                flips += 1;
-            }
-            flips
-        })
-    };
+    let flipper = Flipper::start(&lib, eocd);
     let hangs = Arc::new(AtomicU64::new(0));
     let wrong = Arc::new(AtomicU64::new(0));
     let bounded = |cmd: &mut std::process::Command, hangs: &AtomicU64| {
@@ -451,8 +432,7 @@ fn adversaries_cannot_stall_race_or_starve_the_agent() {
     }
     let racer_runs = racer.join().unwrap();
     let flood_files = flooder.join().unwrap();
-    stop.store(true, Ordering::Relaxed);
-    let flips = flipper.join().unwrap();
+    let flips = flipper.stop();
     if marker.exists() {
         wrong.fetch_add(1, Ordering::Relaxed);
     }
