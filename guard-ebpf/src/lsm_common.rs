@@ -64,8 +64,10 @@ pub static LSM_READER_FILES: HashMap<u64, u8> = HashMap::with_max_entries(65536,
 /// Interpreters' read-only opens of regular files between `file_open` and
 /// `file_post_open`, by `struct file` address: the inode's
 /// [`InodeState::content_changes`] as `file_open` saw it. An open refused in between
-/// (fanotify said no) never reaches `file_post_open`: LRU, so its entry ages out; an entry
-/// missing at `file_post_open` fails that open closed.
+/// (fanotify said no) never reaches `file_post_open`: LRU, so its entry ages out. An entry
+/// is missing at `file_post_open` when `file_open` did not judge the open (an identity
+/// adopted, a layer replaced in between) or, under a flood of refused opens filling the
+/// map within one open's check, when it aged out: then the window is not checked.
 #[map]
 pub static LSM_OPENING_FILES: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
 

@@ -207,14 +207,19 @@ fn count_change(inode_ptr: *mut u8, content: bool) {
 }
 
 /// Whether the content of the file an interpreter is opening stayed as it was when
-/// `file_open` recorded it ([`standing`]); forgets the record. No record (never made, or
-/// aged out) or no state is not evidence of an unchanged file: `false`.
+/// `file_open` recorded it ([`standing`]); forgets the record.
+///
+/// No record means this layer did not judge the open at `file_open`: the executable became
+/// a known interpreter's in between (the agent adopts a new identity, a package upgrade's
+/// python), or the layer was replaced in between (a policy reload loads a new one, with
+/// maps of its own). The agent checked the open all the same; only the window stays as it
+/// was before this check. A record whose inode state is gone cannot vouch: `false`.
 #[inline(always)]
 fn content_unchanged_since_open(file: *const u8, inode_ptr: *mut u8) -> bool {
     let key = file as u64;
     // SAFETY: a copy of the value is taken before the entry is removed.
     let Some(seen) = (unsafe { LSM_OPENING_FILES.get(&key) }).copied() else {
-        return false;
+        return true;
     };
     let _ = LSM_OPENING_FILES.remove(&key);
     // SAFETY: `inode_ptr` is the BTF-typed `file->f_inode`; looked up, never created.
