@@ -46,8 +46,9 @@ pub fn object_of(file: &File, code: CodeKind) -> io::Result<Object> {
 
 /// What makes `file` code for an interpreter with `profile`: being its main script, a code
 /// pattern on any name the open reached it by (the file's own, the one the interpreter
-/// asked for), one of those names being an entry of its search path (`search_path`: the
-/// last components of its entries), or its content. When a name could not be read
+/// asked for), one of those names being a component of an entry of its search path
+/// (`search_path`: `zipimport` opens the longest prefix of an entry that is a file), or its
+/// content. When a name could not be read
 /// (`missing` says why), the open is judged as code: a fact guard could not establish never
 /// makes it data.
 ///
