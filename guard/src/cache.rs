@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use lru::LruCache;
 
-use crate::engine::{Object, SignatureFact};
+use crate::engine::{ContentFacts, Object, SignatureFact};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ContentKey {
@@ -33,12 +33,6 @@ impl ContentKey {
             ctime: object.ctime,
         }
     }
-}
-
-#[derive(Clone, Debug)]
-pub struct ContentFacts {
-    pub signature: SignatureFact,
-    pub sha256: Option<Vec<u8>>,
 }
 
 /// A bounded LRU of verification results, with hit and miss counters.
@@ -74,7 +68,6 @@ impl VerificationCache {
         if matches!(
             facts.signature,
             SignatureFact::Failed(crate::ima::SignatureError::Unreadable(_))
-                | SignatureFact::NotChecked
         ) {
             return;
         }

@@ -119,15 +119,13 @@ impl CodeKind {
     }
 }
 
-/// Who is opening.
-#[derive(Clone, Debug, Default)]
-pub struct Subject {
+/// Who runs the interpreter, as far as a rule asks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Runner {
     /// Effective (filesystem) uid of the process.
     pub uid: u32,
     /// Effective gid and supplementary groups.
     pub gids: Vec<u32>,
-    /// Index of the interpreter profile the executable matched, if any.
-    pub profile: Option<usize>,
 }
 
 /// The signature fact, as far as it was established.
@@ -135,8 +133,22 @@ pub struct Subject {
 pub enum SignatureFact {
     Verified(Verified),
     Failed(SignatureError),
-    /// Not looked at, because an earlier check already decided.
-    NotChecked,
+}
+
+/// What a file's content says: its signature and, when the policy wants it, its SHA-256,
+/// both from the same read of the same descriptor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContentFacts {
+    pub signature: SignatureFact,
+    pub sha256: Option<Vec<u8>>,
+}
+
+/// The facts a decision may need beyond the file's structure, gathered only when a rule
+/// asks for them: who runs the interpreter (a /proc read), and the content (a hash of the
+/// whole file). A failure to gather is a fact too: the engine refuses on it.
+pub trait Facts {
+    fn runner(&mut self) -> std::io::Result<Runner>;
+    fn content(&mut self) -> ContentFacts;
 }
 
 /// What is being opened, all read from the opened descriptor.
@@ -156,15 +168,15 @@ pub struct Object {
     /// `statfs.f_type`.
     pub fs_magic: u64,
     pub code: CodeKind,
-    pub signature: SignatureFact,
-    /// SHA-256 of the content, when the allow-list or an exception needs it.
-    pub sha256: Option<Vec<u8>>,
     /// Whether someone had the file open for writing when the interpreter opened it, as
     /// the kernel layer saw it; `None` where nothing can tell (fanotify alone).
     pub open_writers: Option<bool>,
+    /// Whether the file is an interpreter module's (by identity,
+    /// [`crate::modules::ModuleFiles`]): allowed as an import, refused as the main script.
+    pub module_file: bool,
     /// The interpreter module this file is, when it is the main script: the file of a
-    /// listed module (by identity, [`crate::modules::ModuleFiles`]) that the process's main
-    /// script operand resolves to, or the `__main__` of the package directory it names.
+    /// listed module that the process's main script operand resolves to, or the `__main__`
+    /// of the package directory it names.
     pub main_module: Option<String>,
     /// The file's access ACL, when it has one: named entries can let the runner write it.
     pub acl: Option<crate::acl::Acl>,
@@ -190,6 +202,12 @@ pub struct Verdict {
     /// The rule that decided: the first failed check, or what made it pass.
     pub rule: Rule,
     pub checks: Vec<Check>,
+    /// The runner's uid when a rule asked who runs the interpreter: the verdict holds for
+    /// that runner alone.
+    pub runner: Option<u32>,
+    /// Whether the kernel layer may keep this verdict on the file's content, for any
+    /// runner and any way of running it (see [`decide_open`]).
+    pub kernel_may_keep: bool,
 }
 
 impl Verdict {
@@ -203,6 +221,8 @@ impl Verdict {
             enforced,
             rule: failed.unwrap_or(pass_rule),
             checks,
+            runner: None,
+            kernel_may_keep: false,
         }
     }
 
@@ -215,18 +235,7 @@ impl Verdict {
             .map(|c| c.reason.as_str())
             .unwrap_or("")
     }
-
-    /// Whether a decision still waits for the signature fact.
-    pub fn needs_signature(&self) -> bool {
-        self.policy_allows
-            && self
-                .checks
-                .iter()
-                .any(|c| c.rule == Rule::ValidSignature && c.reason == SIGNATURE_PENDING)
-    }
 }
-
-const SIGNATURE_PENDING: &str = "signature not checked yet";
 
 fn check(rule: Rule, passed: bool, reason: impl Into<String>) -> Check {
     Check {
@@ -236,24 +245,37 @@ fn check(rule: Rule, passed: bool, reason: impl Into<String>) -> Check {
     }
 }
 
-/// Decides an open. `policy` is the whole policy, `subject` and `object` the facts.
+/// The rules an exception may waive for content it names.
+const WAIVABLE: [Rule; 3] = [
+    Rule::TrustedOwner,
+    Rule::TrustedFilesystem,
+    Rule::ValidSignature,
+];
+
+/// Decides an interpreter's open of `object`: the one decision on a file as code, for the
+/// fanotify backend and `guard explain` alike. `profile` is the index of the interpreter's
+/// profile. The expensive facts are asked of `facts` only when a rule needs them: the
+/// runner when the file's mode, owner or ACL could let someone write it, the content when
+/// every structural check passed (or an exception could waive what failed).
 ///
-/// When the structural checks pass but the signature was not checked
-/// ([`SignatureFact::NotChecked`]), the verdict allows with [`Verdict::needs_signature`] set:
-/// callers gather the signature and decide again. Structural failures need no hashing.
-pub fn decide_open(policy: &Policy, subject: &Subject, object: &Object) -> Verdict {
+/// The verdict says whether it depended on the runner and whether the kernel may keep it:
+/// only an allowed regular file whose verdict holds for any runner and any way of running
+/// it. An interpreter module's file is allowed as an import only, and the kernel, which
+/// cannot tell an import from the main script, would let `python3 .../timeit.py` read it.
+pub fn decide_open(
+    policy: &Policy,
+    profile: usize,
+    object: &Object,
+    facts: &mut dyn Facts,
+) -> Verdict {
     if !object.code.is_code() {
-        let why = if subject.profile.is_some() {
-            "the interpreter opens it as data"
-        } else {
-            "the process is not a profiled interpreter"
-        };
+        let why = "the interpreter opens it as data";
         return Verdict::from_checks(policy, vec![check(Rule::NotCode, true, why)], Rule::NotCode);
     }
 
-    let mut checks = Vec::with_capacity(6);
+    let mut checks = Vec::with_capacity(8);
     if let Some(module) = &object.main_module {
-        main_module_checks(policy, subject, module, &mut checks);
+        main_module_checks(policy, profile, module, &mut checks);
     }
     let regular = object.kind == FileKind::Regular;
     checks.push(if regular {
@@ -298,28 +320,8 @@ pub fn decide_open(policy: &Policy, subject: &Subject, object: &Object) -> Verdi
         None => {}
     }
 
-    let exception = object
-        .sha256
-        .as_ref()
-        .and_then(|digest| policy.exceptions.iter().find(|e| &e.sha256 == digest));
-    let waived = |rule: Rule| exception.filter(|e| e.waive.contains(&rule));
-    let mut waivers_used = false;
-    let mut waivable = |rule: Rule, passed: bool, reason: String| -> Check {
-        match waived(rule) {
-            Some(e) if !passed => {
-                waivers_used = true;
-                check(
-                    rule,
-                    true,
-                    format!("{reason}; waived by exception: {}", e.reason),
-                )
-            }
-            _ => check(rule, passed, reason),
-        }
-    };
-
     let owner_trusted = policy.trust.owners.contains(&object.uid);
-    checks.push(waivable(
+    checks.push(check(
         Rule::TrustedOwner,
         owner_trusted,
         if owner_trusted {
@@ -332,7 +334,27 @@ pub fn decide_open(policy: &Policy, subject: &Subject, object: &Object) -> Verdi
         },
     ));
 
-    checks.push(writability_check(policy, subject, object));
+    let mut runner_uid = None;
+    if runner_matters(policy, object) {
+        match facts.runner() {
+            Ok(runner) => {
+                runner_uid = Some(runner.uid);
+                checks.push(writability_check(policy, &runner, object));
+            }
+            Err(e) => {
+                return facts_unavailable(
+                    policy,
+                    format!("cannot read who runs the interpreter: {e}"),
+                );
+            }
+        }
+    } else {
+        checks.push(writability_check(
+            policy,
+            &Runner::nobody_in_particular(),
+            object,
+        ));
+    }
 
     let fs_trusted = policy
         .trust
@@ -342,7 +364,7 @@ pub fn decide_open(policy: &Policy, subject: &Subject, object: &Object) -> Verdi
     let fs_name = guard_common::filesystem_name(object.fs_magic)
         .map(str::to_string)
         .unwrap_or_else(|| format!("unknown filesystem 0x{:x}", object.fs_magic));
-    checks.push(waivable(
+    checks.push(check(
         Rule::TrustedFilesystem,
         fs_trusted.is_some(),
         match fs_trusted {
@@ -351,54 +373,104 @@ pub fn decide_open(policy: &Policy, subject: &Subject, object: &Object) -> Verdi
         },
     ));
 
-    let listing = object
-        .sha256
-        .as_ref()
-        .and_then(|digest| policy.trust.allowed_sha256.get(digest));
-    let signature_check = match (&object.signature, listing) {
-        (_, Some(listing)) => check(
+    // The content is read only when it can change the answer: every check passed, or
+    // those that failed are ones an exception for this content could waive.
+    let structural_ok = checks.iter().all(|c| c.passed);
+    let waivable_failures = !policy.exceptions.is_empty()
+        && checks
+            .iter()
+            .all(|c| c.passed || WAIVABLE.contains(&c.rule));
+    let content = (structural_ok || waivable_failures).then(|| facts.content());
+
+    let signature_check = match &content {
+        None => check(
             Rule::ValidSignature,
-            true,
-            format!("sha256 digest is on the {listing}"),
+            false,
+            "not checked: an earlier check already refused the file",
         ),
-        (SignatureFact::Verified(v), None) => check(
-            Rule::ValidSignature,
-            true,
-            format!(
-                "valid signature by key {:08x} ({})",
-                v.key_id,
-                v.algo.name()
-            ),
-        ),
-        (SignatureFact::Failed(e), None) => waivable(Rule::ValidSignature, false, e.to_string()),
-        (SignatureFact::NotChecked, None) => {
-            let structural_ok = checks.iter().all(|c| c.passed);
-            if structural_ok {
-                check(Rule::ValidSignature, true, SIGNATURE_PENDING)
-            } else {
-                check(
+        Some(content) => {
+            let listing = content
+                .sha256
+                .as_ref()
+                .and_then(|digest| policy.trust.allowed_sha256.get(digest));
+            match (&content.signature, listing) {
+                (_, Some(listing)) => check(
                     Rule::ValidSignature,
-                    false,
-                    "not checked: an earlier check already refused the file",
-                )
+                    true,
+                    format!("sha256 digest is on the {listing}"),
+                ),
+                (SignatureFact::Verified(v), None) => check(
+                    Rule::ValidSignature,
+                    true,
+                    format!(
+                        "valid signature by key {:08x} ({})",
+                        v.key_id,
+                        v.algo.name()
+                    ),
+                ),
+                (SignatureFact::Failed(e), None) => {
+                    check(Rule::ValidSignature, false, e.to_string())
+                }
             }
         }
     };
     checks.push(signature_check);
+
+    // An exception waives the rules it names, for the content it names only.
+    let exception = content
+        .as_ref()
+        .and_then(|c| c.sha256.as_ref())
+        .and_then(|digest| policy.exceptions.iter().find(|e| &e.sha256 == digest));
+    let mut waivers_used = false;
+    if let Some(exception) = exception {
+        for c in checks.iter_mut() {
+            if !c.passed && WAIVABLE.contains(&c.rule) && exception.waive.contains(&c.rule) {
+                c.passed = true;
+                c.reason = format!("{}; waived by exception: {}", c.reason, exception.reason);
+                waivers_used = true;
+            }
+        }
+    }
 
     let pass_rule = if waivers_used {
         Rule::Exception
     } else {
         Rule::ValidSignature
     };
-    Verdict::from_checks(policy, checks, pass_rule)
+    let mut verdict = Verdict::from_checks(policy, checks, pass_rule);
+    verdict.runner = runner_uid;
+    verdict.kernel_may_keep = verdict.policy_allows && runner_uid.is_none() && !object.module_file;
+    verdict
+}
+
+impl Runner {
+    /// The runner of a rule that asks nothing of the runner: in no group, owning nothing.
+    fn nobody_in_particular() -> Runner {
+        Runner {
+            uid: u32::MAX,
+            gids: Vec::new(),
+        }
+    }
+}
+
+/// Whether who runs the interpreter can change whether it may write the file: a
+/// group-writable file, an owner the policy does not trust, an ACL with named write
+/// entries. A trusted owner's file cannot be made writable to the runner by anyone else,
+/// and its mode only by that owner: for root's 0644 files the runner is never asked.
+fn runner_matters(policy: &Policy, object: &Object) -> bool {
+    object.mode & 0o020 != 0
+        || !policy.trust.owners.contains(&object.uid)
+        || object
+            .acl
+            .as_ref()
+            .is_some_and(crate::acl::Acl::grants_named_write)
 }
 
 /// The file of an interpreter module run as the main script is that module: refused with
 /// the rule of its `-m` spelling (`python3 .../timeit.py -s CODE` is `-m timeit -s CODE`),
 /// by the subject's profile's lists, matched as the exec gate matches `-m` operands.
-fn main_module_checks(policy: &Policy, subject: &Subject, module: &str, checks: &mut Vec<Check>) {
-    let Some(profile) = subject.profile.and_then(|p| policy.interpreters.get(p)) else {
+fn main_module_checks(policy: &Policy, profile: usize, module: &str, checks: &mut Vec<Check>) {
+    let Some(profile) = policy.interpreters.get(profile) else {
         return;
     };
     let kinds = module_kinds(module.as_bytes(), true, &ProfileModules(profile));
@@ -439,7 +511,7 @@ pub fn facts_unavailable(policy: &Policy, reason: impl Into<String>) -> Verdict 
 
 /// W^X: the runner must not be able to change the code it runs. Trusted owners are exempt
 /// as runners (root running root's files), never as writers through group or world bits.
-fn writability_check(policy: &Policy, subject: &Subject, object: &Object) -> Check {
+fn writability_check(policy: &Policy, runner: &Runner, object: &Object) -> Check {
     let mode = object.mode;
     if mode & 0o002 != 0 {
         return check(
@@ -448,7 +520,7 @@ fn writability_check(policy: &Policy, subject: &Subject, object: &Object) -> Che
             format!("mode {:04o}: writable by everyone", mode & 0o7777),
         );
     }
-    if mode & 0o020 != 0 && subject.gids.contains(&object.gid) {
+    if mode & 0o020 != 0 && runner.gids.contains(&object.gid) {
         return check(
             Rule::NotWritableByRunner,
             false,
@@ -456,25 +528,25 @@ fn writability_check(policy: &Policy, subject: &Subject, object: &Object) -> Che
                 "mode {:04o}: writable by group {}, which the runner (uid {}) is in",
                 mode & 0o7777,
                 object.gid,
-                subject.uid
+                runner.uid
             ),
         );
     }
     if let Some(why) = object
         .acl
         .as_ref()
-        .and_then(|acl| acl.write_grant(subject.uid, &subject.gids, object.gid))
+        .and_then(|acl| acl.write_grant(runner.uid, &runner.gids, object.gid))
     {
         return check(Rule::NotWritableByRunner, false, why);
     }
-    let runner_trusted = policy.trust.owners.contains(&subject.uid);
-    if object.uid == subject.uid && !runner_trusted {
+    let runner_trusted = policy.trust.owners.contains(&runner.uid);
+    if object.uid == runner.uid && !runner_trusted {
         return check(
             Rule::NotWritableByRunner,
             false,
             format!(
                 "owned by the runner (uid {}), who can rewrite it",
-                subject.uid
+                runner.uid
             ),
         );
     }
@@ -712,12 +784,79 @@ deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
         )
     }
 
+    /// Who runs, as the tests spell it: a runner and a profile.
+    struct Subject {
+        uid: u32,
+        gids: Vec<u32>,
+        profile: Option<usize>,
+    }
+
     fn runner() -> Subject {
         Subject {
             uid: 1000,
             gids: vec![1000, 27],
             profile: Some(0),
         }
+    }
+
+    /// A file as the tests spell it: its structure and what its content would say.
+    #[derive(Clone)]
+    struct TestFile {
+        object: Object,
+        signature: SignatureFact,
+        sha256: Option<Vec<u8>>,
+    }
+
+    impl std::ops::Deref for TestFile {
+        type Target = Object;
+        fn deref(&self) -> &Object {
+            &self.object
+        }
+    }
+
+    impl std::ops::DerefMut for TestFile {
+        fn deref_mut(&mut self) -> &mut Object {
+            &mut self.object
+        }
+    }
+
+    /// The facts as given, with what the engine asked for.
+    struct Given {
+        runner: Runner,
+        content: ContentFacts,
+        asked_runner: bool,
+        asked_content: bool,
+    }
+
+    impl Facts for Given {
+        fn runner(&mut self) -> std::io::Result<Runner> {
+            self.asked_runner = true;
+            Ok(self.runner.clone())
+        }
+        fn content(&mut self) -> ContentFacts {
+            self.asked_content = true;
+            self.content.clone()
+        }
+    }
+
+    fn given(subject: &Subject, file: &TestFile) -> Given {
+        Given {
+            runner: Runner {
+                uid: subject.uid,
+                gids: subject.gids.clone(),
+            },
+            content: ContentFacts {
+                signature: file.signature.clone(),
+                sha256: file.sha256.clone(),
+            },
+            asked_runner: false,
+            asked_content: false,
+        }
+    }
+
+    fn decide_open(policy: &Policy, subject: &Subject, file: &TestFile) -> Verdict {
+        let profile = subject.profile.unwrap_or(usize::MAX);
+        super::decide_open(policy, profile, &file.object, &mut given(subject, file))
     }
 
     fn signed() -> SignatureFact {
@@ -727,7 +866,15 @@ deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
         })
     }
 
-    fn good_file() -> Object {
+    fn good_file() -> TestFile {
+        TestFile {
+            object: good_object(),
+            signature: signed(),
+            sha256: None,
+        }
+    }
+
+    fn good_object() -> Object {
         Object {
             kind: FileKind::Regular,
             id: FileId { dev: 2049, ino: 42 },
@@ -740,9 +887,8 @@ deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
             ctime: (0, 0),
             fs_magic: EXT4,
             code: CodeKind::Source,
-            signature: signed(),
-            sha256: None,
             open_writers: None,
+            module_file: false,
             main_module: None,
             acl: None,
         }
@@ -767,23 +913,23 @@ deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
         };
         let nobodys = Object {
             uid: 65534,
-            ..good_file()
+            ..good_object()
         };
         let deleted = Object {
             nlink: 0,
-            ..good_file()
+            ..good_object()
         };
         let fifo = Object {
             mode: libc::S_IFIFO | 0o644,
-            ..good_file()
+            ..good_object()
         };
         let group_writable = Object {
             mode: libc::S_IFREG | 0o775,
-            ..good_file()
+            ..good_object()
         };
         let on_fuse = Object {
             fs_magic: FUSE,
-            ..good_file()
+            ..good_object()
         };
         let any = with("any");
         for object in [&nobodys, &deleted, &fifo, &on_fuse] {
@@ -809,7 +955,7 @@ deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
         );
         let on_overlay = Object {
             fs_magic: 0x794C_7630,
-            ..good_file()
+            ..good_object()
         };
         assert_eq!(decide_native(&owner, &on_overlay), None);
         let trusted = with("trusted");
@@ -941,9 +1087,14 @@ deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
         object.uid = 1000;
         let v = decide_open(&default_policy(), &runner(), &object);
         assert!(!v.allow);
+        // The signature is not checked then: it counts as failed.
         assert_eq!(
             failed(&v),
-            vec![Rule::TrustedOwner, Rule::NotWritableByRunner]
+            vec![
+                Rule::TrustedOwner,
+                Rule::NotWritableByRunner,
+                Rule::ValidSignature
+            ]
         );
         let owner_check = &v.checks[3];
         assert!(
@@ -999,16 +1150,74 @@ deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
     }
 
     #[test]
-    fn signature_is_asked_for_only_when_structure_passes() {
-        let mut object = good_file();
-        object.signature = SignatureFact::NotChecked;
-        let v = decide_open(&default_policy(), &runner(), &object);
-        assert!(v.needs_signature());
-        object.mode = libc::S_IFREG | 0o666;
-        let v = decide_open(&default_policy(), &runner(), &object);
-        assert!(!v.needs_signature());
+    fn content_is_asked_for_only_when_structure_passes() {
+        let policy = default_policy();
+        let mut file = good_file();
+        let mut facts = given(&runner(), &file);
+        let v = super::decide_open(&policy, 0, &file, &mut facts);
+        assert!(v.allow && facts.asked_content);
+        file.mode = libc::S_IFREG | 0o666;
+        let mut facts = given(&runner(), &file);
+        let v = super::decide_open(&policy, 0, &file, &mut facts);
+        assert!(!facts.asked_content);
         assert!(!v.allow);
         assert_eq!(v.rule, Rule::NotWritableByRunner);
+        let signature = v.checks.iter().find(|c| c.rule == Rule::ValidSignature);
+        assert!(!signature.unwrap().passed, "{v:?}");
+        // A failure an exception could waive needs the digest the exception names.
+        let hex = "22".repeat(32);
+        let excepting = self::policy(&format!(
+            "[[exception]]\ndigest = \"sha256:{hex}\"\nwaive = [\"trusted-owner\"]\nreason = \"R\"\n"
+        ));
+        let mut file = good_file();
+        file.uid = 1001;
+        let mut facts = given(&runner(), &file);
+        super::decide_open(&excepting, 0, &file, &mut facts);
+        assert!(facts.asked_content);
+        file.mode = libc::S_IFREG | 0o666;
+        let mut facts = given(&runner(), &file);
+        super::decide_open(&excepting, 0, &file, &mut facts);
+        assert!(!facts.asked_content, "world-writable is never waived");
+    }
+
+    #[test]
+    fn the_runner_is_asked_for_only_when_it_can_matter() {
+        let policy = default_policy();
+        let kept = |file: &TestFile| {
+            let mut facts = given(&runner(), file);
+            let v = super::decide_open(&policy, 0, file, &mut facts);
+            assert_eq!(facts.asked_runner, v.runner.is_some());
+            (facts.asked_runner, v.kernel_may_keep)
+        };
+        // Root's 0644 file: any runner, and the kernel may keep it.
+        assert_eq!(kept(&good_file()), (false, true));
+        let mut group_writable = good_file();
+        group_writable.mode = libc::S_IFREG | 0o664;
+        group_writable.gid = 50;
+        assert_eq!(kept(&group_writable), (true, false));
+        let mut users = good_file();
+        users.uid = 1001;
+        assert!(kept(&users).0);
+        // Allowed as an import only: not for the kernel to keep.
+        let mut module = good_file();
+        module.module_file = true;
+        assert_eq!(kept(&module), (false, false));
+        let mut unsigned = good_file();
+        unsigned.signature = SignatureFact::Failed(SignatureError::Missing);
+        assert_eq!(kept(&unsigned), (false, false));
+        // Who runs it cannot be read: refused, saying so.
+        struct Unknown;
+        impl Facts for Unknown {
+            fn runner(&mut self) -> std::io::Result<Runner> {
+                Err(std::io::Error::from_raw_os_error(libc::ESRCH))
+            }
+            fn content(&mut self) -> ContentFacts {
+                unreachable!("refused before the content")
+            }
+        }
+        let v = super::decide_open(&policy, 0, &group_writable, &mut Unknown);
+        assert!(!v.allow);
+        assert_eq!(v.rule, Rule::FactsUnavailable);
     }
 
     #[test]
@@ -1166,7 +1375,7 @@ deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
         // pdb is in both lists: both checks fail, inline code decides.
         assert_eq!(
             failed(&as_main(Some("pdb"))),
-            vec![Rule::NoInlineCode, Rule::NoStdinCode]
+            vec![Rule::NoInlineCode, Rule::NoStdinCode, Rule::ValidSignature]
         );
         // Not an interpreter module, not the main script (an import), or no profile.
         for module in [None, Some("json.tool"), Some("codeop"), Some("pdbx")] {

@@ -9,15 +9,17 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::cache::{ContentFacts, ContentKey, VerificationCache};
+use crate::cache::{ContentKey, VerificationCache};
 use crate::digest::{Digest, HashAlgo, digest_reader};
-use crate::engine::{CodeKind, FileId, FileKind, Object, SignatureFact, Subject, Verdict};
+use crate::engine::{
+    CodeKind, ContentFacts, Facts, FileId, FileKind, Object, Runner, SignatureFact, Verdict,
+};
 use crate::ima::SignatureError;
 use crate::keys::read_signature;
 use crate::policy::{Policy, Profile, Sniff};
 use crate::sniff::{PositionalReader, sniff};
 
-/// Structural facts of an opened file. The signature is left [`SignatureFact::NotChecked`].
+/// Structural facts of an opened file: what fstat, fstatfs and the ACL xattr say.
 pub fn object_of(file: &File, code: CodeKind) -> io::Result<Object> {
     let meta = file.metadata()?;
     let statfs = nix::sys::statfs::fstatfs(file.as_fd()).map_err(io::Error::from)?;
@@ -36,9 +38,8 @@ pub fn object_of(file: &File, code: CodeKind) -> io::Result<Object> {
         ctime: (meta.ctime(), meta.ctime_nsec()),
         fs_magic: statfs.filesystem_type().0 as u64,
         code,
-        signature: SignatureFact::NotChecked,
-        sha256: None,
         open_writers: None,
+        module_file: false,
         main_module: None,
         acl: crate::acl::read(file)?,
     })
@@ -113,9 +114,10 @@ fn kind_by_name(name: &str) -> CodeKind {
 
 /// Reads the signature xattr of `file`, verifies it and, when the policy needs one, takes
 /// the SHA-256 of the same descriptor. The file is hashed at most once per algorithm, and
-/// any change to it while it is hashed makes the signature fail: bytes that were not
-/// verified are never allowed.
-pub fn check_signature(policy: &Policy, file: &File, object: &mut Object) {
+/// any change to it while it is hashed (against `object`, the facts the decision and its
+/// cache key were made on) makes the signature fail: bytes that were not verified are
+/// never allowed.
+pub fn verify_content(policy: &Policy, file: &File, object: &Object) -> ContentFacts {
     let mut sha256: Option<Digest> = None;
     let mut hash = |algo: HashAlgo| -> io::Result<Digest> {
         if let Some(d) = sha256.as_ref().filter(|d| d.algo == algo) {
@@ -128,22 +130,22 @@ pub fn check_signature(policy: &Policy, file: &File, object: &mut Object) {
         Ok(digest)
     };
 
-    let fact = match read_signature(file) {
+    let signature = match read_signature(file) {
         Ok(value) => match policy.trust.keyring.verify(&value, &mut hash) {
             Ok(verified) => SignatureFact::Verified(verified),
             Err(e) => SignatureFact::Failed(e),
         },
         Err(e) => SignatureFact::Failed(e),
     };
-    let signature_ok = matches!(fact, SignatureFact::Verified(_));
-    if !signature_ok && policy.wants_sha256() {
-        object.sha256 = hash(HashAlgo::Sha256).ok().map(|d| d.bytes);
+    let signature_ok = matches!(signature, SignatureFact::Verified(_));
+    let sha256 = if !signature_ok && policy.wants_sha256() {
+        hash(HashAlgo::Sha256).ok().map(|d| d.bytes)
     } else if policy.wants_sha256() {
-        object.sha256 = sha256.map(|d| d.bytes);
-    }
-    object.signature = fact;
+        sha256.map(|d| d.bytes)
+    } else {
+        None
+    };
 
-    // Compared with the facts the decision (and its cache key) was made on.
     let changed = match file.metadata() {
         Ok(after) => {
             after.size() != object.size
@@ -153,60 +155,69 @@ pub fn check_signature(policy: &Policy, file: &File, object: &mut Object) {
         Err(_) => true,
     };
     if changed {
-        object.sha256 = None;
-        object.signature = SignatureFact::Failed(SignatureError::Unreadable(
-            "the file changed while it was being verified".into(),
-        ));
+        return ContentFacts {
+            signature: SignatureFact::Failed(SignatureError::Unreadable(
+                "the file changed while it was being verified".into(),
+            )),
+            sha256: None,
+        };
+    }
+    ContentFacts { signature, sha256 }
+}
+
+/// The facts of one open as the engine asks for them: the runner from `runner` (read only
+/// when a rule needs it), the content of `file` through `cache` when one is given.
+pub struct OpenFacts<'a, R: FnMut() -> io::Result<Runner>> {
+    pub policy: &'a Policy,
+    pub file: &'a File,
+    pub object: &'a Object,
+    pub cache: Option<&'a VerificationCache>,
+    pub runner: R,
+    /// Whether the content was needed, and where it came from.
+    pub lookup: Lookup,
+}
+
+impl<R: FnMut() -> io::Result<Runner>> Facts for OpenFacts<'_, R> {
+    fn runner(&mut self) -> io::Result<Runner> {
+        (self.runner)()
+    }
+
+    fn content(&mut self) -> ContentFacts {
+        let key = ContentKey::of(self.object);
+        if let Some(known) = self.cache.and_then(|c| c.get(&key)) {
+            self.lookup = Lookup::Hit;
+            return known;
+        }
+        self.lookup = Lookup::Miss;
+        let content = verify_content(self.policy, self.file, self.object);
+        if let Some(cache) = self.cache {
+            cache.put(key, content.clone());
+        }
+        content
     }
 }
 
-/// Decides an open of `file` by `subject`, gathering the signature only when the
-/// structural checks leave the decision to it, and through `cache` when one is given.
+/// Decides `profile`'s open of `file` (structural facts `object`), asking `runner` for who
+/// runs it only when a rule needs to know, and verifying the content (through `cache` when
+/// one is given) only when it can change the answer.
 pub fn decide_file(
     policy: &Policy,
-    subject: &Subject,
+    profile: usize,
     file: &File,
-    code: CodeKind,
-    main_module: Option<&str>,
-    open_writers: Option<bool>,
+    object: &Object,
+    runner: impl FnMut() -> io::Result<Runner>,
     cache: Option<&VerificationCache>,
-) -> io::Result<(Object, Verdict, Lookup)> {
-    let mut object = object_of(file, code)?;
-    object.open_writers = open_writers;
-    object.main_module = main_module.map(str::to_string);
-    let mut lookup = Lookup::NotNeeded;
-    let mut verdict = crate::engine::decide_open(policy, subject, &object);
-    // An exception can waive a structural failure, but only for content it names: then the
-    // digest is needed even though the structure already failed.
-    let exception_may_apply = !verdict.policy_allows
-        && object.kind == FileKind::Regular
-        && code.is_code()
-        && !policy.exceptions.is_empty();
-    if verdict.needs_signature() || exception_may_apply {
-        let key = ContentKey::of(&object);
-        match cache.and_then(|c| c.get(&key)) {
-            Some(known) => {
-                lookup = Lookup::Hit;
-                object.signature = known.signature;
-                object.sha256 = known.sha256;
-            }
-            None => {
-                lookup = Lookup::Miss;
-                check_signature(policy, file, &mut object);
-                if let Some(cache) = cache {
-                    cache.put(
-                        key,
-                        ContentFacts {
-                            signature: object.signature.clone(),
-                            sha256: object.sha256.clone(),
-                        },
-                    );
-                }
-            }
-        }
-        verdict = crate::engine::decide_open(policy, subject, &object);
-    }
-    Ok((object, verdict, lookup))
+) -> (Verdict, Lookup) {
+    let mut facts = OpenFacts {
+        policy,
+        file,
+        object,
+        cache,
+        runner,
+        lookup: Lookup::NotNeeded,
+    };
+    let verdict = crate::engine::decide_open(policy, profile, object, &mut facts);
+    (verdict, facts.lookup)
 }
 
 /// Whether a decision needed the content verification, and where it came from.

@@ -26,7 +26,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use super::audit::{AuditRecord, CheckRecord};
 use super::stats::bump;
 use super::{Config, Loaded, State, log_policy, mounts, opener, process, status};
-use crate::engine::{CodeKind, Subject, Verdict, facts_unavailable};
+use crate::engine::{CodeKind, Runner, Verdict, facts_unavailable};
 use crate::facts::{self, Lookup};
 use crate::policy::Profile;
 
@@ -928,8 +928,6 @@ struct Outcome {
     code: CodeKind,
     verdict: Verdict,
     lookup: Lookup,
-    /// The runner's uid, when the decision needed it (else read for the record).
-    uid: Option<u32>,
     path: String,
     id: String,
     /// A fact that could not be established, for which the open was judged as code.
@@ -942,7 +940,6 @@ impl Outcome {
             code: CodeKind::NotCode,
             verdict: facts_unavailable(&loaded.policy, reason),
             lookup: Lookup::NotNeeded,
-            uid: None,
             path: descriptor_path(fd),
             id: "?".into(),
             missing: None,
@@ -963,8 +960,8 @@ impl Outcome {
             time: super::audit::now(),
             pid,
             exe: process::executable_path(pid),
-            uid: self
-                .uid
+            uid: verdict
+                .runner
                 .or_else(|| process::credentials(pid).ok().map(|(uid, _)| uid))
                 .unwrap_or(u32::MAX),
             path: self.path.clone(),
@@ -1122,32 +1119,6 @@ fn evaluate_interpreter(
             missing,
         )?
     };
-    // Who runs the interpreter matters only when the file's mode, owner or ACL could make
-    // it writable by them: a group-writable file, an owner the policy does not trust, a
-    // named ACL entry with write. For
-    // the common case (root's 0644 files) the /proc read is skipped; a file's mode and
-    // owner can only be changed back and forth by its owner, and a trusted owner's file
-    // cannot be made writable to the runner by anyone else.
-    let runner_matters = code.is_code()
-        && (meta.mode() & 0o020 != 0
-            || !policy.trust.owners.contains(&meta.uid())
-            || crate::acl::read(&file)?.is_some_and(|acl| acl.grants_named_write()));
-    let (uid, subject) = if runner_matters {
-        let (uid, gids) = process::credentials(tid)?;
-        let subject = Subject {
-            uid,
-            gids,
-            profile: Some(profile_index),
-        };
-        (Some(uid), subject)
-    } else {
-        let nobody_in_particular = Subject {
-            uid: u32::MAX,
-            gids: Vec::new(),
-            profile: Some(profile_index),
-        };
-        (None, nobody_in_particular)
-    };
     // What the kernel layer saw at this open: writers, and the change count a verdict
     // recorded now must carry.
     let kernel = state.kernel_verdicts().filter(|_| code.is_code());
@@ -1162,7 +1133,6 @@ fn evaluate_interpreter(
                     format!("cannot read the kernel layer's facts on the file: {e}"),
                 ),
                 lookup: Lookup::NotNeeded,
-                uid,
                 path,
                 id: id.to_string(),
                 missing: named.missing,
@@ -1171,26 +1141,25 @@ fn evaluate_interpreter(
         Some(Ok(seen)) => seen,
         None => None,
     };
-    let open_writers = seen.map(|s| s.writers_at_open != 0);
-    let (object, mut verdict, lookup) = facts::decide_file(
+    let mut object = facts::object_of(&file, code)?;
+    object.open_writers = seen.map(|s| s.writers_at_open != 0);
+    object.module_file = module_file.is_some();
+    object.main_module = main_module.map(str::to_string);
+    let runner = || {
+        let (uid, gids) = process::credentials(tid)?;
+        Ok(Runner { uid, gids })
+    };
+    let (mut verdict, lookup) = facts::decide_file(
         policy,
-        &subject,
+        profile_index,
         &file,
-        code,
-        main_module,
-        open_writers,
+        &object,
+        runner,
         Some(&state.cache),
-    )?;
-    // A verdict that holds for any runner may be kept by the kernel, to run this content
-    // while the agent is down. One that depended on who runs it may not, nor one that
-    // depended on how it runs: an interpreter module's file is allowed as an import only,
-    // and the kernel, which cannot tell an import from the main script, would let
-    // `python3 .../timeit.py` read it while the agent is down.
+    );
+    // A verdict the kernel may keep runs this content while the agent is down.
     if let (Some(kernel), Some(seen)) = (&kernel, &seen)
-        && verdict.policy_allows
-        && !runner_matters
-        && module_file.is_none()
-        && object.kind == crate::engine::FileKind::Regular
+        && verdict.kernel_may_keep
     {
         match kernel.record(&file, seen) {
             Err(e) => {
@@ -1214,7 +1183,6 @@ fn evaluate_interpreter(
         code,
         verdict,
         lookup,
-        uid,
         path,
         id: object.id.to_string(),
         missing: named.missing,

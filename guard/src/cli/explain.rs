@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use guard::engine::{CodeKind, Launch, Subject};
+use guard::engine::{CodeKind, Launch, Runner};
 use guard::facts;
 
 use super::PolicyArgs;
@@ -78,11 +78,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             0
         }
     };
-    let subject = Subject {
-        uid,
-        gids,
-        profile: Some(profile),
-    };
+    let runner = Runner { uid, gids };
 
     let Some(path) = &args.path else {
         let program = match &args.interpreter {
@@ -95,7 +91,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
                 .flatten()
                 .next(),
         };
-        return explain_launch(&policy, profile, &subject, &args.argv, program.as_deref());
+        return explain_launch(&policy, profile, &runner, &args.argv, program.as_deref());
     };
     let file = facts::open_for_inspection(path)
         .with_context(|| format!("{}: cannot open", path.display()))?;
@@ -125,16 +121,18 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             None => None,
         }
     };
-    let (object, verdict, _) = facts::decide_file(
+    let mut object = facts::object_of(&file, CodeKind::MainScript)
+        .with_context(|| format!("{}: cannot read its facts", path.display()))?;
+    object.module_file = main_module.is_some();
+    object.main_module = main_module.map(str::to_string);
+    let (verdict, _) = facts::decide_file(
         &policy,
-        &subject,
+        profile,
         &file,
-        CodeKind::MainScript,
-        main_module,
+        &object,
+        || Ok(runner.clone()),
         None,
-        None,
-    )
-    .with_context(|| format!("{}: cannot read its facts", path.display()))?;
+    );
 
     println!("file:        {}", path.display());
     println!("identity:    {} ({})", object.id, object.kind.describe());
@@ -147,7 +145,7 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     );
     println!(
         "runner:      uid {} as {}",
-        subject.uid, policy.interpreters[profile].name
+        runner.uid, policy.interpreters[profile].name
     );
     if let Some(module) = &object.main_module {
         println!("module:      {module} (the file of an interpreter module)");
@@ -224,7 +222,7 @@ fn native_verdict(policy: &guard::policy::Policy, object: &guard::engine::Object
 fn explain_launch(
     policy: &guard::policy::Policy,
     profile: usize,
-    subject: &Subject,
+    runner: &Runner,
     argv: &[OsString],
     program: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
@@ -246,7 +244,7 @@ fn explain_launch(
         profile.name,
         shown.join(" ")
     );
-    println!("runner:      uid {} as {}", subject.uid, profile.name);
+    println!("runner:      uid {} as {}", runner.uid, profile.name);
     println!("policy:      {} ({})", policy.origin, policy.mode);
     match gate {
         Some(rule) => println!("exec gate:   kill by rule {}", rule.id()),
