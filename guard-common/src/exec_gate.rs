@@ -19,8 +19,7 @@ pub const DENY_INTERACTIVE: u32 = 1 << 2;
 /// Refuse a script operand that names a descriptor (`/dev/fd/*`, `/dev/stdin`, `/proc/*/fd/*`)
 /// or, by its absolute spelling, a device (`/dev/tty`, `/dev/pts/N`; not `/dev/shm/`).
 pub const DENY_DESCRIPTOR_SCRIPT: u32 = 1 << 3;
-/// Report refusals but do not kill.
-pub const PERMISSIVE: u32 = 1 << 4;
+pub use crate::PERMISSIVE;
 
 /// How many words after `argv[0]` the kernel reads before it must have found the program.
 /// CPython command lines with more options than this before the script are refused

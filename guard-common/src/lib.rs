@@ -122,6 +122,11 @@ impl Rule {
     }
 }
 
+/// In every kernel program's flags (the exec gate's and the LSM layer's): report refusals
+/// but allow (do not kill). One bit, the same in both wire formats, far from the
+/// per-layer bits.
+pub const PERMISSIVE: u32 = 1 << 31;
+
 /// Filesystem magic numbers (`statfs.f_type`) the policy may name, with their names.
 /// Shared so the kernel layer and user space map names to magics identically.
 pub const FILESYSTEM_MAGICS: &[(&str, u64)] = &[

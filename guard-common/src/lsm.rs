@@ -4,8 +4,7 @@
 //! The kernel side implements only the structural subset of the policy, the part it can
 //! decide from the inode alone (see `guard::lsm`): everything else is left to fanotify.
 
-/// Report refusals but allow the access.
-pub const PERMISSIVE: u32 = 1 << 0;
+pub use crate::PERMISSIVE;
 /// `file_open`: refuse interpreters' read-only opens of non-regular and unlinked files.
 pub const ENFORCE_FILE_OPEN: u32 = 1 << 1;
 /// `bprm_creds_for_exec`: refuse execs and `AT_EXECVE_CHECK`s of untrusted files.
@@ -44,30 +43,86 @@ pub const ATTR_SIZE: u32 = 1 << 3;
 /// unlink or rename its pins, or unmount the BPF filesystem holding them.
 pub const PROTECT_AGENT: u32 = 1 << 8;
 
-/// Which hook reported an event.
-pub const HOOK_FILE_OPEN: u32 = 1;
-pub const HOOK_BPRM_CREDS_FOR_EXEC: u32 = 2;
-pub const HOOK_INODE_SETXATTR: u32 = 3;
-pub const HOOK_INODE_REMOVEXATTR: u32 = 4;
-pub const HOOK_MMAP_FILE: u32 = 5;
-pub const HOOK_FILE_MPROTECT: u32 = 6;
-pub const HOOK_INODE_SETATTR: u32 = 7;
-pub const HOOK_BPRM_CHECK_SECURITY: u32 = 8;
-
 /// How many filesystem magics [`Trust::filesystems`] holds.
 pub const MAX_TRUSTED_FILESYSTEMS: usize = 16;
 /// How many owners [`Trust::owners`] holds.
 pub const MAX_TRUSTED_OWNERS: usize = 8;
-/// Self-protection hooks ([`PROTECT_AGENT`]); their events carry a target, not a file
-/// (see [`SelfProtectSettings`]).
-pub const HOOK_TASK_KILL: u32 = 9;
-pub const HOOK_PTRACE_ACCESS_CHECK: u32 = 10;
-pub const HOOK_FILE_SEND_SIGIOTASK: u32 = 11;
-pub const HOOK_BPF_MAP: u32 = 12;
-pub const HOOK_BPF_PROG: u32 = 13;
-pub const HOOK_PIN_UNLINK: u32 = 14;
-pub const HOOK_PIN_RENAME: u32 = 15;
-pub const HOOK_SB_UMOUNT: u32 = 16;
+/// Which hook reported an event, on the wire as its `u32`. The self-protection hooks
+/// ([`PROTECT_AGENT`]) report a target, not a file (see [`SelfProtectSettings`]).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    FileOpen = 1,
+    BprmCredsForExec = 2,
+    InodeSetxattr = 3,
+    InodeRemovexattr = 4,
+    MmapFile = 5,
+    FileMprotect = 6,
+    InodeSetattr = 7,
+    BprmCheckSecurity = 8,
+    TaskKill = 9,
+    PtraceAccessCheck = 10,
+    FileSendSigiotask = 11,
+    BpfMap = 12,
+    BpfProg = 13,
+    PinUnlink = 14,
+    PinRename = 15,
+    SbUmount = 16,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 16] = [
+        Hook::FileOpen,
+        Hook::BprmCredsForExec,
+        Hook::InodeSetxattr,
+        Hook::InodeRemovexattr,
+        Hook::MmapFile,
+        Hook::FileMprotect,
+        Hook::InodeSetattr,
+        Hook::BprmCheckSecurity,
+        Hook::TaskKill,
+        Hook::PtraceAccessCheck,
+        Hook::FileSendSigiotask,
+        Hook::BpfMap,
+        Hook::BpfProg,
+        Hook::PinUnlink,
+        Hook::PinRename,
+        Hook::SbUmount,
+    ];
+
+    pub const fn from_u32(value: u32) -> Option<Hook> {
+        let mut i = 0;
+        while i < Hook::ALL.len() {
+            if Hook::ALL[i] as u32 == value {
+                return Some(Hook::ALL[i]);
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// The LSM hook, as the kernel names it (the pins' programs share theirs).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Hook::FileOpen => "file_open",
+            Hook::BprmCredsForExec => "bprm_creds_for_exec",
+            Hook::InodeSetxattr => "inode_setxattr",
+            Hook::InodeRemovexattr => "inode_removexattr",
+            Hook::MmapFile => "mmap_file",
+            Hook::FileMprotect => "file_mprotect",
+            Hook::InodeSetattr => "inode_setattr",
+            Hook::BprmCheckSecurity => "bprm_check_security",
+            Hook::TaskKill => "task_kill",
+            Hook::PtraceAccessCheck => "ptrace_access_check",
+            Hook::FileSendSigiotask => "file_send_sigiotask",
+            Hook::BpfMap => "bpf_map",
+            Hook::BpfProg => "bpf_prog",
+            Hook::PinUnlink => "inode_unlink",
+            Hook::PinRename => "inode_rename",
+            Hook::SbUmount => "sb_umount",
+        }
+    }
+}
 
 /// Byte offsets of the kernel struct members the programs read, from the running kernel's
 /// BTF at load time (Rust BPF has no CO-RE). A bitfield is a byte offset and a mask.
@@ -534,6 +589,33 @@ mod pod {
 mod tests {
     use super::*;
     use crate::Rule;
+
+    #[test]
+    fn hooks_are_one_value_each() {
+        for (i, hook) in Hook::ALL.iter().enumerate() {
+            assert_eq!(Hook::from_u32(*hook as u32), Some(*hook));
+            assert_eq!(
+                *hook as usize,
+                i + 1,
+                "{hook:?}: values are 1..=16, in order"
+            );
+        }
+        assert_eq!(Hook::from_u32(0), None);
+        assert_eq!(Hook::from_u32(Hook::ALL.len() as u32 + 1), None);
+        // The exec gate's and the LSM layer's flags share the permissive bit, and no other.
+        use crate::exec_gate::{
+            DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE, DENY_STDIN_CODE,
+        };
+        let gate = DENY_INLINE_CODE | DENY_STDIN_CODE | DENY_INTERACTIVE | DENY_DESCRIPTOR_SCRIPT;
+        let layer = ENFORCE_FILE_OPEN
+            | ENFORCE_EXEC_CHECK
+            | PROTECT_SIGNATURES
+            | ENFORCE_EXEC_MAP
+            | VERDICT_CACHE
+            | NATIVE_ANY
+            | PROTECT_AGENT;
+        assert_eq!((gate | layer) & PERMISSIVE, 0);
+    }
 
     #[test]
     fn open_rule() {

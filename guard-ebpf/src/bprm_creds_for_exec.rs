@@ -8,9 +8,8 @@
 //! not this layer's job. Where the kernel has no `is_check` the loader does not attach it.
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use guard_common::lsm::{
-    ENFORCE_EXEC_CHECK, HOOK_BPRM_CREDS_FOR_EXEC, NATIVE_LINKED, NATIVE_OWNER,
-};
+use guard_common::lsm::Hook;
+use guard_common::lsm::{ENFORCE_EXEC_CHECK, NATIVE_LINKED, NATIVE_OWNER};
 
 use crate::lsm_common::{EACCES, kread, setting};
 
@@ -42,7 +41,7 @@ pub fn bprm_creds_for_exec(ctx: LsmContext) -> i32 {
 fn judge(bprm: *const u8) -> Result<i32, i32> {
     let file: *const u8 = kread(bprm, setting!(offsets.bprm_file))?;
     Ok(crate::native::judge_file_as(
-        HOOK_BPRM_CREDS_FOR_EXEC,
+        Hook::BprmCredsForExec as u32,
         file,
         NATIVE_LINKED | NATIVE_OWNER,
     ))

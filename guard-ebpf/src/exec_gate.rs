@@ -9,6 +9,7 @@ use aya_ebpf::{
     maps::{HashMap, RingBuf},
     programs::BtfTracePointContext,
 };
+use guard_common::lsm::Hook;
 use guard_common::{
     Rule,
     exec_gate::{
@@ -16,7 +17,6 @@ use guard_common::{
         MAX_ARGS, MAX_ENV, MAX_ENV_NAMES, MAX_EVAL_MODULES, ModuleKey, ModuleSet, PERMISSIVE,
         SCRIPT_PREFIX, Step,
     },
-    lsm::HOOK_BPRM_CREDS_FOR_EXEC,
 };
 
 const SIGKILL: u32 = 9;
@@ -117,7 +117,7 @@ fn try_exec(bprm: *const u8) -> Result<(), i32> {
 
     if kind == KIND_LOADER {
         if let Some(rule) = judge_loader(sp, argc, envc) {
-            refuse(HOOK_BPRM_CREDS_FOR_EXEC, rule, flags, key.ino, key.dev);
+            refuse(Hook::BprmCredsForExec as u32, rule, flags, key.ino, key.dev);
         }
         return Ok(());
     }
@@ -126,7 +126,7 @@ fn try_exec(bprm: *const u8) -> Result<(), i32> {
         _ => judge_env(sp, argc, envc),
     };
     if let Some(rule) = verdict {
-        refuse(HOOK_BPRM_CREDS_FOR_EXEC, rule, flags, key.ino, key.dev);
+        refuse(Hook::BprmCredsForExec as u32, rule, flags, key.ino, key.dev);
     }
     Ok(())
 }

@@ -11,7 +11,8 @@
 //! `ld.so ./prog`, and the segments and ELF interpreter the kernel maps at exec.
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use guard_common::lsm::{ENFORCE_EXEC_MAP, HOOK_FILE_MPROTECT, HOOK_MMAP_FILE, judge_exec_map};
+use guard_common::lsm::Hook;
+use guard_common::lsm::{ENFORCE_EXEC_MAP, judge_exec_map};
 
 use crate::lsm_common::{EACCES, current_exe, inode_facts, is_interpreter, kread, refuse, setting};
 use crate::native;
@@ -28,7 +29,7 @@ pub fn mmap_file(ctx: LsmContext) -> i32 {
     }
     let prot: u64 = ctx.arg(2);
     let file: *const u8 = ctx.arg(0);
-    judge(HOOK_MMAP_FILE, file, prot)
+    judge(Hook::MmapFile as u32, file, prot)
 }
 
 // file_mprotect(struct vm_area_struct *vma, unsigned long reqprot, unsigned long prot),
@@ -44,7 +45,7 @@ pub fn file_mprotect(ctx: LsmContext) -> i32 {
     let Ok(file) = kread::<*const u8>(vma, setting!(offsets.vma_file)) else {
         return -EACCES;
     };
-    judge(HOOK_FILE_MPROTECT, file, prot)
+    judge(Hook::FileMprotect as u32, file, prot)
 }
 
 #[inline(always)]

@@ -9,12 +9,13 @@
 //! count as changes for the verdict cache ([`crate::verdicts`]).
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
+use guard_common::lsm::Hook;
 use guard_common::{
     Rule,
     code_name::MainScript,
     lsm::{
-        ENFORCE_FILE_OPEN, FMODE_READ, FMODE_WRITE, HOOK_FILE_OPEN, S_IFCHR, S_IFMT, S_IFREG,
-        VERDICT_CACHE, judge_device_read, judge_open,
+        ENFORCE_FILE_OPEN, FMODE_READ, FMODE_WRITE, S_IFCHR, S_IFMT, S_IFREG, VERDICT_CACHE,
+        judge_device_read, judge_open,
     },
 };
 
@@ -37,7 +38,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     let file: *const u8 = ctx.arg(0);
     if write_open_refused(file) {
         return match kread::<*const u8>(file, setting!(offsets.file_inode)).map(inode_facts) {
-            Ok(Ok(facts)) => refuse(HOOK_FILE_OPEN, Rule::NoOpenWriters, &facts, EACCES),
+            Ok(Ok(facts)) => refuse(Hook::FileOpen as u32, Rule::NoOpenWriters, &facts, EACCES),
             _ => -EACCES,
         };
     }
@@ -76,7 +77,7 @@ fn judge(file: *const u8, script: Option<&mut MainScript>, code_link: bool) -> R
     let inode: *const u8 = kread(file, setting!(offsets.file_inode))?;
     let facts = inode_facts(inode)?;
     if let Some(rule) = judge_open(f_mode, facts.mode, facts.nlink) {
-        return Ok(refuse(HOOK_FILE_OPEN, rule, &facts, EACCES));
+        return Ok(refuse(Hook::FileOpen as u32, rule, &facts, EACCES));
     }
     if f_mode & (FMODE_READ | FMODE_WRITE) != FMODE_READ {
         return Ok(0);
@@ -89,7 +90,7 @@ fn judge(file: *const u8, script: Option<&mut MainScript>, code_link: bool) -> R
             None => true,
         };
         return Ok(match judge_device_read(facts.mode, named) {
-            Some(rule) => refuse(HOOK_FILE_OPEN, rule, &facts, EACCES),
+            Some(rule) => refuse(Hook::FileOpen as u32, rule, &facts, EACCES),
             None => 0,
         });
     }
@@ -104,7 +105,7 @@ fn judge(file: *const u8, script: Option<&mut MainScript>, code_link: bool) -> R
     let level: u32 = kread(user_ns, setting!(offsets.user_ns_level))?;
     if level != 0 {
         return Ok(refuse(
-            HOOK_FILE_OPEN,
+            Hook::FileOpen as u32,
             Rule::TrustedFilesystem,
             &facts,
             EACCES,
@@ -121,7 +122,7 @@ fn judge(file: *const u8, script: Option<&mut MainScript>, code_link: bool) -> R
         };
         if named {
             return Ok(refuse(
-                HOOK_FILE_OPEN,
+                Hook::FileOpen as u32,
                 Rule::TrustedFilesystem,
                 &facts,
                 EACCES,
@@ -137,7 +138,12 @@ fn judge(file: *const u8, script: Option<&mut MainScript>, code_link: bool) -> R
     Ok(match standing(file, inode_ptr) {
         Standing::Verified => 0,
         Standing::Unverified if agent_alive() => 0,
-        Standing::Unverified => refuse(HOOK_FILE_OPEN, Rule::KernelVerdict, &facts, EACCES),
-        Standing::Untracked => refuse(HOOK_FILE_OPEN, Rule::FactsUnavailable, &facts, EACCES),
+        Standing::Unverified => refuse(Hook::FileOpen as u32, Rule::KernelVerdict, &facts, EACCES),
+        Standing::Untracked => refuse(
+            Hook::FileOpen as u32,
+            Rule::FactsUnavailable,
+            &facts,
+            EACCES,
+        ),
     })
 }

@@ -4,10 +4,8 @@
 //! Every xattr change allowed here voids the inode's cached verdicts.
 
 use aya_ebpf::{helpers::generated, macros::lsm, programs::LsmContext};
-use guard_common::{
-    Rule,
-    lsm::{HOOK_INODE_REMOVEXATTR, HOOK_INODE_SETXATTR, PROTECT_SIGNATURES},
-};
+use guard_common::lsm::Hook;
+use guard_common::{Rule, lsm::PROTECT_SIGNATURES};
 
 use crate::lsm_common::{EPERM, current_exe, inode_facts, is_signer, kread, refuse, setting};
 use crate::verdicts::dentry_changed;
@@ -40,7 +38,7 @@ pub fn inode_setxattr(ctx: LsmContext) -> i32 {
         return retval;
     }
     allowed_change(
-        judge(HOOK_INODE_SETXATTR, ctx.arg(1), ctx.arg(2)),
+        judge(Hook::InodeSetxattr as u32, ctx.arg(1), ctx.arg(2)),
         ctx.arg(1),
     )
 }
@@ -54,7 +52,7 @@ pub fn inode_removexattr(ctx: LsmContext) -> i32 {
         return retval;
     }
     allowed_change(
-        judge(HOOK_INODE_REMOVEXATTR, ctx.arg(1), ctx.arg(2)),
+        judge(Hook::InodeRemovexattr as u32, ctx.arg(1), ctx.arg(2)),
         ctx.arg(1),
     )
 }

@@ -10,9 +10,10 @@
 //! [`crate::bprm_creds_for_exec`]).
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
+use guard_common::lsm::Hook;
 use guard_common::{
     Rule,
-    lsm::{CodeFile, HOOK_BPRM_CHECK_SECURITY, NATIVE_ANY, judge_native},
+    lsm::{CodeFile, NATIVE_ANY, judge_native},
 };
 
 use crate::lsm_common::{EACCES, InodeFacts, inode_facts, kread, refuse, setting};
@@ -31,7 +32,7 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     let Ok(file) = kread::<*const u8>(bprm, setting!(offsets.bprm_file)) else {
         return -EACCES;
     };
-    judge_file(HOOK_BPRM_CHECK_SECURITY, file)
+    judge_file(Hook::BprmCheckSecurity as u32, file)
 }
 
 /// Whether the native-code rule is on.

@@ -29,12 +29,10 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray},
     programs::TracePointContext,
 };
+use guard_common::lsm::Hook;
 use guard_common::{
     Rule,
-    lsm::{
-        CodeFile, HOOK_BPRM_CHECK_SECURITY, HOOK_FILE_MPROTECT, HOOK_MMAP_FILE, NATIVE_ANY,
-        judge_native,
-    },
+    lsm::{CodeFile, NATIVE_ANY, judge_native},
 };
 
 use crate::exec_gate::{gate_setting, kread, refuse};
@@ -178,8 +176,8 @@ fn apply(hook: u32, verdict: Result<Option<Refusal>, i32>) {
 /// full.
 #[inline(never)]
 pub fn judge_exec(bprm: *const u8) {
-    apply(HOOK_BPRM_CHECK_SECURITY, judge_program(bprm));
-    apply(HOOK_MMAP_FILE, judge_elf_interpreter());
+    apply(Hook::BprmCheckSecurity as u32, judge_program(bprm));
+    apply(Hook::MmapFile as u32, judge_elf_interpreter());
 }
 
 #[inline(always)]
@@ -457,12 +455,12 @@ pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
             Ok(None) => {}
             // Refused (and reported) once, before anything is mapped.
             verdict => {
-                apply(HOOK_MMAP_FILE, verdict);
+                apply(Hook::MmapFile as u32, verdict);
                 return 0;
             }
         }
     }
-    remember(0, arg(&ctx, 1), HOOK_MMAP_FILE, true);
+    remember(0, arg(&ctx, 1), Hook::MmapFile as u32, true);
     0
 }
 
@@ -477,7 +475,7 @@ pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
 pub fn sys_enter_shmat(ctx: TracePointContext) -> u32 {
     // shmat maps read-only with SHM_RDONLY, else read-write: readable either way.
     if enabled() && (arg(&ctx, 2) & SHM_EXEC != 0 || executable(PROT_READ)) {
-        remember(0, 1, HOOK_MMAP_FILE, true);
+        remember(0, 1, Hook::MmapFile as u32, true);
     }
     0
 }
@@ -518,7 +516,7 @@ fn enter_protect(ctx: &TracePointContext) {
     if !enabled() || !executable(arg(ctx, 2)) {
         return;
     }
-    remember(arg(ctx, 0), arg(ctx, 1), HOOK_FILE_MPROTECT, false);
+    remember(arg(ctx, 0), arg(ctx, 1), Hook::FileMprotect as u32, false);
 }
 
 /// On return from an executable-mapping call: every executable file mapping it made.

@@ -23,13 +23,12 @@ use aya_ebpf::{
     maps::{Array, HashMap},
     programs::LsmContext,
 };
+use guard_common::lsm::Hook;
 use guard_common::{
     Rule,
     exec_gate::InterpreterKey,
     lsm::{
-        HOOK_BPF_MAP, HOOK_BPF_PROG, HOOK_FILE_SEND_SIGIOTASK, HOOK_PIN_RENAME, HOOK_PIN_UNLINK,
-        HOOK_PTRACE_ACCESS_CHECK, HOOK_SB_UMOUNT, HOOK_TASK_KILL, OWN_MAP_PREFIX, PROTECT_AGENT,
-        PTRACE_MODE_ATTACH, SelfProtectSettings, harmless_signal,
+        OWN_MAP_PREFIX, PROTECT_AGENT, PTRACE_MODE_ATTACH, SelfProtectSettings, harmless_signal,
     },
 };
 
@@ -135,7 +134,7 @@ pub fn task_kill(ctx: LsmContext) -> i32 {
     if retval != 0 {
         return retval;
     }
-    judge_signal(HOOK_TASK_KILL, ctx.arg(0), ctx.arg(2))
+    judge_signal(Hook::TaskKill as u32, ctx.arg(0), ctx.arg(2))
 }
 
 // file_send_sigiotask(struct task_struct *tsk, struct fown_struct *fown, int sig), then the
@@ -158,7 +157,7 @@ pub fn file_send_sigiotask(ctx: LsmContext) -> i32 {
         return 0;
     }
     refuse_target(
-        HOOK_FILE_SEND_SIGIOTASK,
+        Hook::FileSendSigiotask as u32,
         protected_tgid() as u64,
         sig as u32,
     )
@@ -177,7 +176,11 @@ pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
     {
         return 0;
     }
-    refuse_target(HOOK_PTRACE_ACCESS_CHECK, protected_tgid() as u64, mode)
+    refuse_target(
+        Hook::PtraceAccessCheck as u32,
+        protected_tgid() as u64,
+        mode,
+    )
 }
 
 // bpf_map(struct bpf_map *map, fmode_t fmode), then the previous verdict: a descriptor for
@@ -200,7 +203,7 @@ pub fn bpf_map(ctx: LsmContext) -> i32 {
     }
     let id: u32 = kread(map, protect_setting!(map_id)).unwrap_or(0);
     let fmode: u32 = ctx.arg(1);
-    refuse_target(HOOK_BPF_MAP, id as u64, fmode)
+    refuse_target(Hook::BpfMap as u32, id as u64, fmode)
 }
 
 // bpf_prog(struct bpf_prog *prog), then the previous verdict.
@@ -224,7 +227,7 @@ pub fn bpf_prog(ctx: LsmContext) -> i32 {
     if unsafe { LSM_OWN_PROGS.get(&id) }.is_none() || is_controller() {
         return 0;
     }
-    refuse_target(HOOK_BPF_PROG, id as u64, 0)
+    refuse_target(Hook::BpfProg as u32, id as u64, 0)
 }
 
 /// Whether `dentry` is a pin below guard's pin root: its parent or grandparent is the root.
@@ -281,7 +284,7 @@ pub fn pin_unlink(ctx: LsmContext) -> i32 {
     if retval != 0 {
         return retval;
     }
-    judge_pin(HOOK_PIN_UNLINK, ctx.arg(1))
+    judge_pin(Hook::PinUnlink as u32, ctx.arg(1))
 }
 
 // inode_rename(struct inode *old_dir, struct dentry *old_dentry, struct inode *new_dir,
@@ -293,11 +296,11 @@ pub fn pin_rename(ctx: LsmContext) -> i32 {
     if retval != 0 {
         return retval;
     }
-    let verdict = judge_pin(HOOK_PIN_RENAME, ctx.arg(1));
+    let verdict = judge_pin(Hook::PinRename as u32, ctx.arg(1));
     if verdict != 0 {
         return verdict;
     }
-    judge_pin(HOOK_PIN_RENAME, ctx.arg(3))
+    judge_pin(Hook::PinRename as u32, ctx.arg(3))
 }
 
 // sb_umount(struct vfsmount *mnt, int flags), then the previous verdict: unmounting the
@@ -322,7 +325,7 @@ pub fn sb_umount(ctx: LsmContext) -> i32 {
     if s_dev != dev || is_controller() {
         return 0;
     }
-    refuse_target(HOOK_SB_UMOUNT, 0, s_dev)
+    refuse_target(Hook::SbUmount as u32, 0, s_dev)
 }
 
 /// Clears the protection when the protected process exits (from `sched_process_exit`).

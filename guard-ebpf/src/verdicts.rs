@@ -22,11 +22,12 @@ use aya_ebpf::{
     macros::lsm,
     programs::LsmContext,
 };
+use guard_common::lsm::Hook;
 use guard_common::{
     Rule,
     lsm::{
-        ATTR_SIZE, ENFORCE_FILE_OPEN, FMODE_READ, FMODE_WRITE, HOOK_FILE_OPEN, HOOK_INODE_SETATTR,
-        InodeState, S_IFMT, S_IFREG, VERDICT_CACHE,
+        ATTR_SIZE, ENFORCE_FILE_OPEN, FMODE_READ, FMODE_WRITE, InodeState, S_IFMT, S_IFREG,
+        VERDICT_CACHE,
     },
 };
 
@@ -296,7 +297,12 @@ pub fn inode_setattr(ctx: LsmContext) -> i32 {
     let inode_ptr = unsafe { btf_member(dentry, offset) };
     if truncates && code_in_use(inode_ptr) {
         return match kread::<*const u8>(dentry, offset).map(inode_facts) {
-            Ok(Ok(facts)) => refuse(HOOK_INODE_SETATTR, Rule::NoOpenWriters, &facts, EACCES),
+            Ok(Ok(facts)) => refuse(
+                Hook::InodeSetattr as u32,
+                Rule::NoOpenWriters,
+                &facts,
+                EACCES,
+            ),
             _ => -EACCES,
         };
     }
@@ -338,7 +344,7 @@ pub fn file_post_open(ctx: LsmContext) -> i32 {
             return -EACCES;
         };
         if facts.mode & S_IFMT == S_IFREG && !content_unchanged_since_open(file, inode_ptr) {
-            return refuse(HOOK_FILE_OPEN, Rule::NoOpenWriters, &facts, EACCES);
+            return refuse(Hook::FileOpen as u32, Rule::NoOpenWriters, &facts, EACCES);
         }
     }
     reader_opened(file, inode_ptr);

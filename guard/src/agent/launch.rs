@@ -4,6 +4,7 @@
 //! Runs on its own thread so that loading a program (the verifier takes a while) never
 //! delays an answer to a fanotify permission event.
 
+use guard_common::lsm::Hook;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
@@ -172,10 +173,9 @@ pub fn reason(rule: Rule) -> &'static str {
 
 /// Why the native-code rule refused a program or library.
 fn native_reason(rule: Rule, hook: u32) -> String {
-    use guard_common::lsm::{HOOK_BPRM_CHECK_SECURITY, HOOK_FILE_MPROTECT};
-    let what = match hook {
-        HOOK_BPRM_CHECK_SECURITY => "program",
-        HOOK_FILE_MPROTECT => "mapping made executable",
+    let what = match Hook::from_u32(hook) {
+        Some(Hook::BprmCheckSecurity) => "program",
+        Some(Hook::FileMprotect) => "mapping made executable",
         _ => "executable mapping",
     };
     let why = match rule {
@@ -201,7 +201,7 @@ fn report(state: &State, loaded: &Loaded, event: &GateEvent) {
         dev: event.file.dev,
         ino: event.file.ino,
     };
-    let launch = event.hook == guard_common::lsm::HOOK_BPRM_CREDS_FOR_EXEC;
+    let launch = event.hook == Hook::BprmCredsForExec as u32;
     let exe = if launch {
         loaded
             .interpreters

@@ -52,16 +52,11 @@ use aya::{Ebpf, EbpfError, EbpfLoader};
 use guard_common::Rule;
 use guard_common::code_name::{CodeSuffix, MAX_CODE_SUFFIXES};
 use guard_common::exec_gate::InterpreterKey;
+pub use guard_common::lsm::Hook as LsmHook;
 use guard_common::lsm::{
-    AgentState, ENFORCE_EXEC_CHECK, ENFORCE_EXEC_MAP, ENFORCE_FILE_OPEN, HOOK_BPRM_CHECK_SECURITY,
-    HOOK_BPRM_CREDS_FOR_EXEC, HOOK_FILE_MPROTECT, HOOK_FILE_OPEN, HOOK_INODE_REMOVEXATTR,
-    HOOK_INODE_SETATTR, HOOK_INODE_SETXATTR, HOOK_MMAP_FILE, InodeState, InodeVerdict, LsmOffsets,
-    LsmSettings, MAX_TRUSTED_FILESYSTEMS, MAX_TRUSTED_OWNERS, PERMISSIVE, PROTECT_SIGNATURES,
-    Trust, VERDICT_CACHE,
-};
-use guard_common::lsm::{
-    HOOK_BPF_MAP, HOOK_BPF_PROG, HOOK_FILE_SEND_SIGIOTASK, HOOK_PIN_RENAME, HOOK_PIN_UNLINK,
-    HOOK_PTRACE_ACCESS_CHECK, HOOK_SB_UMOUNT, HOOK_TASK_KILL, PROTECT_AGENT, SelfProtectSettings,
+    AgentState, ENFORCE_EXEC_CHECK, ENFORCE_EXEC_MAP, ENFORCE_FILE_OPEN, InodeState, InodeVerdict,
+    LsmOffsets, LsmSettings, MAX_TRUSTED_FILESYSTEMS, MAX_TRUSTED_OWNERS, PERMISSIVE,
+    PROTECT_AGENT, PROTECT_SIGNATURES, SelfProtectSettings, Trust, VERDICT_CACHE,
 };
 
 use crate::btf::{Btf, BtfError};
@@ -394,85 +389,19 @@ impl LsmConfig {
     }
 }
 
-/// Which hook refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LsmHook {
-    FileOpen,
-    BprmCredsForExec,
-    InodeSetxattr,
-    InodeRemovexattr,
-    MmapFile,
-    FileMprotect,
-    InodeSetattr,
-    BprmCheckSecurity,
-    TaskKill,
-    PtraceAccessCheck,
-    FileSendSigiotask,
-    BpfMap,
-    BpfProg,
-    PinUnlink,
-    PinRename,
-    SbUmount,
-}
-
-impl LsmHook {
-    fn from_u32(value: u32) -> Option<LsmHook> {
-        Some(match value {
-            HOOK_FILE_OPEN => LsmHook::FileOpen,
-            HOOK_BPRM_CREDS_FOR_EXEC => LsmHook::BprmCredsForExec,
-            HOOK_INODE_SETXATTR => LsmHook::InodeSetxattr,
-            HOOK_INODE_REMOVEXATTR => LsmHook::InodeRemovexattr,
-            HOOK_MMAP_FILE => LsmHook::MmapFile,
-            HOOK_FILE_MPROTECT => LsmHook::FileMprotect,
-            HOOK_INODE_SETATTR => LsmHook::InodeSetattr,
-            HOOK_BPRM_CHECK_SECURITY => LsmHook::BprmCheckSecurity,
-            HOOK_TASK_KILL => LsmHook::TaskKill,
-            HOOK_PTRACE_ACCESS_CHECK => LsmHook::PtraceAccessCheck,
-            HOOK_FILE_SEND_SIGIOTASK => LsmHook::FileSendSigiotask,
-            HOOK_BPF_MAP => LsmHook::BpfMap,
-            HOOK_BPF_PROG => LsmHook::BpfProg,
-            HOOK_PIN_UNLINK => LsmHook::PinUnlink,
-            HOOK_PIN_RENAME => LsmHook::PinRename,
-            HOOK_SB_UMOUNT => LsmHook::SbUmount,
-            _ => return None,
-        })
-    }
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            LsmHook::FileOpen => "file_open",
-            LsmHook::BprmCredsForExec => "bprm_creds_for_exec",
-            LsmHook::InodeSetxattr => "inode_setxattr",
-            LsmHook::InodeRemovexattr => "inode_removexattr",
-            LsmHook::MmapFile => "mmap_file",
-            LsmHook::FileMprotect => "file_mprotect",
-            LsmHook::InodeSetattr => "inode_setattr",
-            LsmHook::BprmCheckSecurity => "bprm_check_security",
-            LsmHook::TaskKill => "task_kill",
-            LsmHook::PtraceAccessCheck => "ptrace_access_check",
-            LsmHook::FileSendSigiotask => "file_send_sigiotask",
-            LsmHook::BpfMap => "bpf_map",
-            LsmHook::BpfProg => "bpf_prog",
-            LsmHook::PinUnlink => "inode_unlink",
-            LsmHook::PinRename => "inode_rename",
-            LsmHook::SbUmount => "sb_umount",
+/// What a self-protection event's fields mean (see `SelfProtectSettings`), or `None` for a
+/// file event.
+fn hook_target(hook: LsmHook, ino: u64, detail: u32) -> Option<String> {
+    Some(match hook {
+        LsmHook::TaskKill | LsmHook::FileSendSigiotask => {
+            format!("target=pid:{ino} signal={detail}")
         }
-    }
-
-    /// What a self-protection event's fields mean (see `SelfProtectSettings`), or `None`
-    /// for a file event.
-    fn target(self, ino: u64, detail: u32) -> Option<String> {
-        Some(match self {
-            LsmHook::TaskKill | LsmHook::FileSendSigiotask => {
-                format!("target=pid:{ino} signal={detail}")
-            }
-            LsmHook::PtraceAccessCheck => format!("target=pid:{ino} ptrace-mode={detail:#x}"),
-            LsmHook::BpfMap => format!("target=map-id:{ino} fmode={detail:#x}"),
-            LsmHook::BpfProg => format!("target=prog-id:{ino}"),
-            LsmHook::SbUmount => format!("target=bpffs dev={}:{}", detail >> 20, detail & 0xf_ffff),
-            _ => return None,
-        })
-    }
+        LsmHook::PtraceAccessCheck => format!("target=pid:{ino} ptrace-mode={detail:#x}"),
+        LsmHook::BpfMap => format!("target=map-id:{ino} fmode={detail:#x}"),
+        LsmHook::BpfProg => format!("target=prog-id:{ino}"),
+        LsmHook::SbUmount => format!("target=bpffs dev={}:{}", detail >> 20, detail & 0xf_ffff),
+        _ => return None,
+    })
 }
 
 /// One refusal, as the kernel reported it.
@@ -510,7 +439,7 @@ impl std::fmt::Display for LsmEvent {
             self.tid,
             self.uid,
         )?;
-        match self.hook.target(self.object.ino, self.mode) {
+        match hook_target(self.hook, self.object.ino, self.mode) {
             Some(target) => write!(f, "{target}"),
             None => write!(
                 f,
