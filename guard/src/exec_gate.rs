@@ -27,10 +27,6 @@ use guard_common::lsm::{LsmOffsets, Trust};
 
 use crate::btf::{Btf, BtfError};
 
-/// The kernel programs, built for the BPF target by `build.rs`.
-pub(crate) static EBPF_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guard-ebpf"));
-
 const PROGRAM: &str = "sched_process_exec";
 /// The native-code rule's syscall tracepoints (category `syscalls`), attached when the
 /// gate enforces it (see `guard-ebpf/src/native_gate.rs`).
@@ -362,7 +358,7 @@ impl ExecGate {
             // The object's maps are all created, the LSM layer's task storage among them
             // (no user-space type in aya).
             .allow_unsupported_maps()
-            .load(EBPF_OBJECT)?;
+            .load(crate::ebpf_object::EBPF_OBJECT)?;
 
         // Identities first, attach last: the program must never run with a half-filled map.
         let mut interpreters: HashMap<_, InterpreterKey, u32> = HashMap::try_from(

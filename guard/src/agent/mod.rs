@@ -1,12 +1,14 @@
-//! The enforcing agent (`guard run`): loads the policy, starts a backend, serves status,
-//! reloads on SIGHUP and stops on SIGTERM/SIGINT.
+//! The enforcing agent (`guard run`). [`supervisor`] starts and stops everything and
+//! reloads the policy; [`fanotify`] answers permission events; [`lsm_layer`] and
+//! [`exec_gate`] are the agent's sides of the two kernel layers; the engine
+//! ([`crate::engine`]) decides for all of them. This module holds the state they share.
 
 pub mod audit;
 pub mod deadline;
+pub mod exec_gate;
 pub mod fanotify;
 pub mod identities;
-pub mod kernel_layer;
-pub mod launch;
+pub mod lsm_layer;
 pub mod memory;
 pub mod mounts;
 pub mod notify;
@@ -14,6 +16,7 @@ pub mod opener;
 pub mod process;
 pub mod stats;
 pub mod status;
+pub mod supervisor;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -272,7 +275,7 @@ impl State {
 pub fn run(config: Config) -> anyhow::Result<()> {
     // fanotify always runs (signatures are checked in user space); the backend decides
     // whether the BPF LSM layer runs beside it.
-    fanotify::run(config)
+    supervisor::run(config)
 }
 
 pub(crate) fn log_policy(loaded: &Loaded) {

@@ -60,7 +60,8 @@ use guard_common::lsm::{
 };
 
 use crate::btf::{Btf, BtfError};
-use crate::exec_gate::{EBPF_OBJECT, Identity};
+use crate::ebpf_object::EBPF_OBJECT;
+use crate::exec_gate::Identity;
 pub use crate::policy::NativeCode;
 
 const SETTINGS_GLOBAL: &str = "LSM_SETTINGS";
