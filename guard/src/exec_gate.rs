@@ -457,15 +457,12 @@ impl ExecGate {
         std::iter::from_fn(move || {
             loop {
                 let item = self.events.next()?;
-                if item.len() < size_of::<guard_common::exec_gate::GateEvent>() {
+                let Some(raw) =
+                    crate::ebpf_object::decode::<guard_common::exec_gate::GateEvent>(&item)
+                else {
                     log::warn!("exec gate: short event ({} bytes)", item.len());
                     continue;
-                }
-                // SAFETY: the kernel wrote a whole GateEvent (length checked above), a
-                // repr(C) struct of integers valid for any bit pattern; the ring buffer gives
-                // no alignment guarantee, hence read_unaligned.
-                let raw: guard_common::exec_gate::GateEvent =
-                    unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                };
                 let Some(rule) = Rule::from_u32(raw.rule) else {
                     log::warn!("exec gate: unknown rule id {}", raw.rule);
                     continue;
