@@ -1,6 +1,8 @@
 //! Streaming file digests (never a whole-file read into memory).
 
+use std::fs::File;
 use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 
 /// Hash algorithms of the IMA signature header (`enum hash_algo` in the kernel).
 /// Ordered weakest first.
@@ -64,6 +66,33 @@ pub struct Digest {
 impl Digest {
     pub fn hex(&self) -> String {
         self.bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Hashes the whole content of an open file, from offset 0 whatever the descriptor's own
+/// offset (which it leaves alone).
+pub fn digest_file(file: &File, algo: HashAlgo) -> io::Result<Digest> {
+    digest_reader(PositionalReader::new(file), algo)
+}
+
+/// A `Read` over a descriptor with its own position, starting at 0 (`pread`), so hashing
+/// does not depend on or disturb the descriptor's offset.
+pub struct PositionalReader<'a> {
+    file: &'a File,
+    offset: u64,
+}
+
+impl<'a> PositionalReader<'a> {
+    pub fn new(file: &'a File) -> Self {
+        PositionalReader { file, offset: 0 }
+    }
+}
+
+impl io::Read for PositionalReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.offset)?;
+        self.offset += n as u64;
+        Ok(n)
     }
 }
 

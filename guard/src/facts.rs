@@ -10,14 +10,14 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::cache::{ContentKey, VerificationCache};
-use crate::digest::{Digest, HashAlgo, digest_reader};
+use crate::digest::{Digest, HashAlgo, digest_file};
 use crate::engine::{
     CodeKind, ContentFacts, Facts, FileId, FileKind, Object, Runner, SignatureFact, Verdict,
 };
 use crate::ima::SignatureError;
 use crate::keys::read_signature;
 use crate::policy::{Policy, Profile, Sniff};
-use crate::sniff::{PositionalReader, sniff};
+use crate::sniff::sniff;
 
 /// Structural facts of an opened file: what fstat, fstatfs and the ACL xattr say.
 pub fn object_of(file: &File, code: CodeKind) -> io::Result<Object> {
@@ -123,7 +123,7 @@ pub fn verify_content(policy: &Policy, file: &File, object: &Object) -> ContentF
         if let Some(d) = sha256.as_ref().filter(|d| d.algo == algo) {
             return Ok(d.clone());
         }
-        let digest = digest_reader(PositionalReader::new(file), algo)?;
+        let digest = digest_file(file, algo)?;
         if algo == HashAlgo::Sha256 {
             sha256 = Some(digest.clone());
         }

@@ -25,7 +25,7 @@ use spki::SubjectPublicKeyInfoRef;
 use x509_cert::Certificate;
 use x509_cert::ext::pkix::SubjectKeyIdentifier;
 
-use crate::digest::{Digest, HashAlgo, digest_reader};
+use crate::digest::{Digest, HashAlgo, digest_file};
 use crate::ima::{self, ImaSignature, SignatureError};
 
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
@@ -637,9 +637,7 @@ impl Keyring {
     /// content read from the same descriptor.
     pub fn verify_file(&self, file: &File) -> Result<Verified, SignatureError> {
         let xattr = read_signature(file)?;
-        self.verify(&xattr, &mut |algo| {
-            digest_reader(crate::sniff::PositionalReader::new(file), algo)
-        })
+        self.verify(&xattr, &mut |algo| digest_file(file, algo))
     }
 }
 

@@ -77,27 +77,6 @@ fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// A `Read` over a descriptor with its own position, starting at 0 (`pread`), so hashing
-/// does not depend on or disturb the descriptor's offset.
-pub struct PositionalReader<'a> {
-    file: &'a File,
-    offset: u64,
-}
-
-impl<'a> PositionalReader<'a> {
-    pub fn new(file: &'a File) -> Self {
-        PositionalReader { file, offset: 0 }
-    }
-}
-
-impl io::Read for PositionalReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.file.read_at(buf, self.offset)?;
-        self.offset += n as u64;
-        Ok(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Write;
