@@ -10,7 +10,6 @@
 //! Dropping [`ExecGate`] detaches the program.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, MapData, MapError, RingBuf};
@@ -26,6 +25,7 @@ use guard_common::exec_gate::{
 use guard_common::lsm::{LsmOffsets, Trust};
 
 use crate::btf::{Btf, BtfError};
+use crate::ebpf_object::Identity;
 
 const PROGRAM: &str = "sched_process_exec";
 /// The native-code rule's syscall tracepoints (category `syscalls`), attached when the
@@ -63,11 +63,6 @@ pub enum ExecGateError {
     Map(#[from] MapError),
     #[error("the exec gate object has no {0}")]
     Missing(&'static str),
-    #[error("cannot identify interpreter {path}: {source}")]
-    Interpreter {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("cannot pin the exec gate under {0}: {1}")]
     Pin(PathBuf, String),
     #[error("too many interpreters and loaders ({0}, at most {MAX_INTERPRETERS})")]
@@ -88,56 +83,6 @@ pub enum ExecGateError {
         "no tracefs for the native-code tracepoints, and mounting it on /sys/kernel/tracing failed: {0}"
     )]
     Tracefs(String),
-}
-
-/// An executable's identity as `stat(2)` reports it (`st_dev` in user-space encoding).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Identity {
-    pub dev: u64,
-    pub ino: u64,
-}
-
-impl From<crate::engine::FileId> for Identity {
-    fn from(id: crate::engine::FileId) -> Identity {
-        Identity {
-            dev: id.dev,
-            ino: id.ino,
-        }
-    }
-}
-
-impl Identity {
-    /// The identity of the file `path` resolves to (symlinks followed: `/usr/bin/python3`
-    /// is the `python3.11` it points at).
-    pub fn of_path(path: &Path) -> Result<Identity, ExecGateError> {
-        let meta = std::fs::metadata(path).map_err(|source| ExecGateError::Interpreter {
-            path: path.to_owned(),
-            source,
-        })?;
-        Ok(Identity {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        })
-    }
-
-    /// `sb->s_dev` is `MKDEV(major, minor)` = `major << 20 | minor`, while `st_dev` is
-    /// `new_encode_dev` (minor split around the major): the same device, other bits.
-    pub(crate) fn kernel_key(self) -> InterpreterKey {
-        let major = libc::major(self.dev) as u32;
-        let minor = libc::minor(self.dev) as u32;
-        InterpreterKey {
-            ino: self.ino,
-            dev: (major << 20) | (minor & 0xf_ffff),
-            pad: 0,
-        }
-    }
-
-    pub(crate) fn from_kernel(dev: u32, ino: u64) -> Identity {
-        Identity {
-            dev: libc::makedev(dev >> 20, dev & 0xf_ffff),
-            ino,
-        }
-    }
 }
 
 /// What the gate refuses, and for which executables.
@@ -350,7 +295,7 @@ impl ExecGate {
         if executables > MAX_INTERPRETERS {
             return Err(ExecGateError::TooManyInterpreters(executables));
         }
-        let offsets = crate::lsm::kernel_offsets(&Btf::from_kernel()?)?;
+        let offsets = crate::ebpf_object::kernel_offsets(&Btf::from_kernel()?)?;
         let settings = config.settings(offsets)?;
         let modules = config.module_entries()?;
         let mut ebpf = EbpfLoader::new()

@@ -9,7 +9,7 @@ pub mod agent;
 pub mod btf;
 pub mod cache;
 pub mod digest;
-mod ebpf_object;
+pub mod ebpf_object;
 pub mod elf;
 pub mod engine;
 pub mod exec_gate;

@@ -14,7 +14,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use guard::exec_gate::{ExecGate, ExecGateConfig, GateEvent, Identity};
+use guard::ebpf_object::Identity;
+use guard::exec_gate::{ExecGate, ExecGateConfig, GateEvent};
 use guard_common::Rule;
 
 const TIMEOUT: Duration = Duration::from_secs(20);

@@ -14,7 +14,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use super::audit::{AuditRecord, CheckRecord};
 use super::stats::bump;
 use super::{Loaded, State};
-use crate::exec_gate::{ExecGate, ExecGateConfig, GateEvent, Identity};
+use crate::ebpf_object::Identity;
+use crate::exec_gate::{ExecGate, ExecGateConfig, GateEvent};
 use crate::policy::{Mode, Permission};
 
 /// The gate's configuration for a policy: one gate serves every profile, so a behaviour

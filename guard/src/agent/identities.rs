@@ -22,8 +22,8 @@ use aya::maps::{HashMap, Map, MapData};
 use guard_common::exec_gate::{InterpreterKey, KIND_INTERPRETER, KIND_LOADER};
 
 use super::{Loaded, State};
+use crate::ebpf_object::Identity;
 use crate::engine::FileId;
-use crate::exec_gate::Identity;
 
 /// The kernel maps an adopted identity goes into.
 #[derive(Default)]

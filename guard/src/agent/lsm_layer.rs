@@ -16,7 +16,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use super::audit::{AuditRecord, CheckRecord};
 use super::stats::bump;
 use super::{Loaded, State};
-use crate::exec_gate::Identity;
+use crate::ebpf_object::Identity;
 use crate::lsm::{DEFAULT_PIN_DIR, GUARD_PIN_ROOT, LsmConfig, LsmEvent, LsmLayer, LsmStatus};
 use crate::policy::Mode;
 

@@ -100,7 +100,7 @@ impl Config {
             .controllers
             .iter()
             .map(|path| {
-                crate::exec_gate::Identity::of_path(path)
+                crate::ebpf_object::Identity::of_path(path)
                     .with_context(|| format!("--controller {}", path.display()))
             })
             .collect::<anyhow::Result<_>>()?;
@@ -136,12 +136,12 @@ pub struct Loaded {
     /// as main scripts.
     pub modules: crate::modules::ModuleFiles,
     /// The configuration's controllers (`--controller`), resolved at every (re)load.
-    pub controllers: Vec<crate::exec_gate::Identity>,
+    pub controllers: Vec<crate::ebpf_object::Identity>,
 }
 
 impl Loaded {
     /// The profiled interpreters' identities, as the kernel layers key them.
-    pub fn interpreter_identities(&self) -> Vec<crate::exec_gate::Identity> {
+    pub fn interpreter_identities(&self) -> Vec<crate::ebpf_object::Identity> {
         self.interpreters
             .iter()
             .map(|(id, _)| (*id).into())

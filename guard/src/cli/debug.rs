@@ -11,7 +11,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use guard::exec_gate::Identity;
+use guard::ebpf_object::Identity;
 use guard::lsm::{LsmConfig, LsmLayer};
 
 #[derive(Subcommand)]

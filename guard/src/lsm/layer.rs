@@ -3,59 +3,6 @@
 
 use super::*;
 
-pub(crate) fn kernel_offsets(btf: &Btf) -> Result<LsmOffsets, BtfError> {
-    // Before 6.14 there is no AT_EXECVE_CHECK: a zero mask never matches.
-    let (bprm_is_check, mask) = match btf.member_bit("linux_binprm", "is_check") {
-        Ok(found) => found,
-        Err(BtfError::NoMember(..)) => (0, 0),
-        Err(e) => return Err(e),
-    };
-    let file_path = btf.member_offset("file", "f_path", btf.struct_size("path")?)?;
-    let dentry_name = btf.member_offset("dentry", "d_name", btf.struct_size("qstr")?)?;
-    Ok(LsmOffsets {
-        task_mm: btf.member_offset("task_struct", "mm", 8)?,
-        mm_exe_file: btf.member_offset("mm_struct", "exe_file", 8)?,
-        file_inode: btf.member_offset("file", "f_inode", 8)?,
-        file_mode: btf.member_offset("file", "f_mode", 4)?,
-        inode_mode: btf.member_offset("inode", "i_mode", 2)?,
-        inode_nlink: btf.member_offset("inode", "i_nlink", 4)?,
-        inode_uid: btf.member_offset("inode", "i_uid", 4)?,
-        inode_ino: btf.member_offset("inode", "i_ino", 8)?,
-        inode_sb: btf.member_offset("inode", "i_sb", 8)?,
-        sb_dev: btf.member_offset("super_block", "s_dev", 4)?,
-        bprm_file: btf.member_offset("linux_binprm", "file", 8)?,
-        bprm_is_check,
-        bprm_is_check_mask: mask as u32,
-        dentry_inode: btf.member_offset("dentry", "d_inode", 8)?,
-        vma_file: btf.member_offset("vm_area_struct", "vm_file", 8)?,
-        inode_writecount: btf.member_offset("inode", "i_writecount", 4)?,
-        sb_user_ns: btf.member_offset("super_block", "s_user_ns", 8)?,
-        user_ns_level: btf.member_offset("user_namespace", "level", 4)?,
-        iattr_valid: btf.member_offset("iattr", "ia_valid", 4)?,
-        sb_magic: btf.member_offset("super_block", "s_magic", 8)?,
-        bprm_p: btf.member_offset("linux_binprm", "p", 8)?,
-        bprm_argc: btf.member_offset("linux_binprm", "argc", 4)?,
-        mm_arg_end: btf.member_offset("mm_struct", "arg_end", 8)?,
-        file_path_mnt: file_path + btf.member_offset("path", "mnt", 8)?,
-        file_path_dentry: file_path + btf.member_offset("path", "dentry", 8)?,
-        dentry_name_len: dentry_name + btf.member_offset("qstr", "len", 4)?,
-        dentry_name: dentry_name + btf.member_offset("qstr", "name", 8)?,
-        vfsmount_root: btf.member_offset("vfsmount", "mnt_root", 8)?,
-        mount_vfsmount: btf.member_offset("mount", "mnt", btf.struct_size("vfsmount")?)?,
-        mount_mountpoint: btf.member_offset("mount", "mnt_mountpoint", 8)?,
-        mount_parent: btf.member_offset("mount", "mnt_parent", 8)?,
-        bprm_envc: btf.member_offset("linux_binprm", "envc", 4)?,
-        vma_flags: btf.member_offset("vm_area_struct", "vm_flags", 8)?,
-        vma_end: btf.member_offset("vm_area_struct", "vm_end", 8)?,
-        mm_saved_auxv: btf.array_member_offset("mm_struct", "saved_auxv", 16)?,
-        task_files: btf.member_offset("task_struct", "files", 8)?,
-        files_fdt: btf.member_offset("files_struct", "fdt", 8)?,
-        fdt_fd: btf.member_offset("fdtable", "fd", 8)?,
-        fdt_max_fds: btf.member_offset("fdtable", "max_fds", 4)?,
-        task_personality: btf.member_offset("task_struct", "personality", 4)?,
-    })
-}
-
 /// The loaded and attached LSM programs. Detached when dropped.
 pub struct LsmLayer {
     events: RingBuf<MapData>,
@@ -114,7 +61,7 @@ impl LsmLayer {
             pinned_controllers(dir)?;
         }
         let kernel_btf = Btf::from_kernel()?;
-        let offsets = kernel_offsets(&kernel_btf)?;
+        let offsets = crate::ebpf_object::kernel_offsets(&kernel_btf)?;
         let settings = config.settings(offsets);
         let protect = self_protect_settings(&kernel_btf, config)?;
         let mut ebpf = EbpfLoader::new()

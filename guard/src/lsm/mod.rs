@@ -61,7 +61,7 @@ use guard_common::lsm::{
 
 use crate::btf::{Btf, BtfError};
 use crate::ebpf_object::EBPF_OBJECT;
-use crate::exec_gate::Identity;
+use crate::ebpf_object::Identity;
 pub use crate::policy::NativeCode;
 
 mod config;
@@ -198,7 +198,7 @@ mod tests {
             eprintln!("no kernel BTF here; skipped");
             return;
         };
-        let offsets = kernel_offsets(&btf).unwrap();
+        let offsets = crate::ebpf_object::kernel_offsets(&btf).unwrap();
         assert_ne!(offsets.task_mm, 0);
         assert_ne!(offsets.inode_nlink, offsets.inode_mode);
         // struct qstr is { u32 hash; u32 len; } (one u64), then the name pointer.
