@@ -9,8 +9,6 @@ use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
 
-use crate::lsm_common::LSM_AGENT;
-
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -21,13 +19,6 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
     }
     // Its pid may be recycled: protect no stranger.
     crate::self_protect::protected_exited(tgid);
-    if let Some(agent) = LSM_AGENT.get_ptr_mut(0) {
-        // SAFETY: a pointer into the array's only entry, valid for the program's run.
-        unsafe {
-            if (*agent).tgid == tgid {
-                (*agent).alive = 0;
-            }
-        }
-    }
+    crate::maps::agent_exited(tgid);
     0
 }

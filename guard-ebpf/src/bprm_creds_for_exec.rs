@@ -11,7 +11,8 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use guard_common::lsm::Hook;
 use guard_common::lsm::{ENFORCE_EXEC_CHECK, NATIVE_LINKED, NATIVE_OWNER};
 
-use crate::lsm_common::{EACCES, kread, setting};
+use crate::kernel::kread;
+use crate::lsm_common::{EACCES, setting};
 
 #[lsm(hook = "bprm_creds_for_exec")]
 pub fn bprm_creds_for_exec(ctx: LsmContext) -> i32 {

@@ -9,8 +9,9 @@
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use guard_common::lsm::ENFORCE_FILE_OPEN;
 
-use crate::lsm_common::{LSM_MAIN_SCRIPTS, setting};
+use crate::lsm_common::setting;
 use crate::main_script::dentry_named_as_code;
+use crate::maps::main_script;
 
 #[lsm(hook = "inode_follow_link")]
 pub fn code_link_follow(ctx: LsmContext) -> i32 {
@@ -21,9 +22,7 @@ pub fn code_link_follow(ctx: LsmContext) -> i32 {
         return retval;
     }
     // Only tasks that exec'd an interpreter (or opened files as one) have a record.
-    // SAFETY: a non-null task storage pointer is the current task's value, alive while the
-    // task is, and only the task itself runs the programs that touch it.
-    let Some(script) = (unsafe { LSM_MAIN_SCRIPTS.current(false).as_mut() }) else {
+    let Some(script) = main_script(false) else {
         return 0;
     };
     let dentry: *const u8 = ctx.arg(0);
@@ -41,8 +40,7 @@ pub fn code_link_stat(ctx: LsmContext) -> i32 {
     if retval != 0 || setting!(flags) & ENFORCE_FILE_OPEN == 0 {
         return retval;
     }
-    // SAFETY: as in `code_link_follow`.
-    if let Some(script) = unsafe { LSM_MAIN_SCRIPTS.current(false).as_mut() } {
+    if let Some(script) = main_script(false) {
         script.code_link = 0;
     }
     0

@@ -1,10 +1,7 @@
 //! `tp_btf/sched_process_exec`: refuses CPython invocations the policy forbids.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
-        bpf_probe_read_user, generated,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_user, generated},
     macros::{btf_tracepoint, map},
     maps::{HashMap, RingBuf},
     programs::BtfTracePointContext,
@@ -18,6 +15,8 @@ use guard_common::{
         SCRIPT_PREFIX, Step,
     },
 };
+
+use crate::kernel::kread;
 
 const SIGKILL: u32 = 9;
 
@@ -69,11 +68,10 @@ impl ModuleSet for KernelModules {
 #[map]
 static LSM_GATE_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
+/// A field of the gate's settings (see [`crate::kernel::loader_set`]).
 macro_rules! gate_setting {
     ($($field:tt)+) => {
-        // SAFETY: a plain read of the loader-initialised global; volatile so the compiler
-        // does not fold in the zeroes it was compiled with.
-        unsafe { core::ptr::read_volatile(&raw const $crate::exec_gate::GATE_SETTINGS.$($field)+) }
+        $crate::kernel::loader_set(&raw const $crate::exec_gate::GATE_SETTINGS.$($field)+)
     };
 }
 pub(crate) use gate_setting;
@@ -87,13 +85,6 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     }
     let _ = try_exec(bprm);
     0
-}
-
-/// Reads `*(base + offset)` from kernel memory.
-#[inline(always)]
-pub(crate) fn kread<T>(base: *const u8, offset: u32) -> Result<T, i32> {
-    // SAFETY: bpf_probe_read_kernel tolerates any address; a bad one is an error, not a fault.
-    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) }
 }
 
 fn try_exec(bprm: *const u8) -> Result<(), i32> {

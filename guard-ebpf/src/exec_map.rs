@@ -14,7 +14,9 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use guard_common::lsm::Hook;
 use guard_common::lsm::{ENFORCE_EXEC_MAP, judge_exec_map};
 
-use crate::lsm_common::{EACCES, current_exe, inode_facts, is_interpreter, kread, refuse, setting};
+use crate::kernel::kread;
+use crate::lsm_common::{EACCES, current_exe, inode_facts, refuse, setting};
+use crate::maps::is_interpreter;
 use crate::native;
 
 const PROT_EXEC: u64 = 4;

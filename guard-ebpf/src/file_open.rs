@@ -19,13 +19,12 @@ use guard_common::{
     },
 };
 
-use crate::lsm_common::{
-    EACCES, agent_alive, btf_member, current_exe, inode_facts, is_interpreter, kread, refuse,
-    setting,
-};
+use crate::kernel::kread;
+use crate::lsm_common::{EACCES, current_exe, file_inode, inode_facts, refuse, setting};
 use crate::main_script::{
     current_script, dentry_named_as_code, mount_named_as_code, trusted_filesystem,
 };
+use crate::maps::{agent_alive, is_interpreter};
 use crate::verdicts::{Standing, standing, write_open_refused};
 
 #[lsm(hook = "file_open")]
@@ -132,10 +131,7 @@ fn judge(file: *const u8, script: Option<&mut MainScript>, code_link: bool) -> R
     if setting!(flags) & VERDICT_CACHE == 0 {
         return Ok(0);
     }
-    let offset = setting!(offsets.file_inode);
-    // SAFETY: `file` is the hook's BTF-typed argument; `f_inode` is a pointer member.
-    let inode_ptr = unsafe { btf_member(file, offset) };
-    Ok(match standing(file, inode_ptr) {
+    Ok(match standing(file, file_inode(file)) {
         Standing::Verified => 0,
         Standing::Unverified if agent_alive() => 0,
         Standing::Unverified => refuse(Hook::FileOpen as u32, Rule::KernelVerdict, &facts, EACCES),

@@ -7,7 +7,9 @@ use aya_ebpf::{helpers::generated, macros::lsm, programs::LsmContext};
 use guard_common::lsm::Hook;
 use guard_common::{Rule, lsm::PROTECT_SIGNATURES};
 
-use crate::lsm_common::{EPERM, current_exe, inode_facts, is_signer, kread, refuse, setting};
+use crate::kernel::kread;
+use crate::lsm_common::{EPERM, current_exe, inode_facts, refuse, setting};
+use crate::maps::is_signer;
 use crate::verdicts::dentry_changed;
 
 /// `"security.ima\0"` zero-padded to 16 bytes, as two native-endian words.

@@ -28,9 +28,13 @@ mod file_open;
 #[cfg(target_arch = "bpf")]
 mod inode_xattr;
 #[cfg(target_arch = "bpf")]
+mod kernel;
+#[cfg(target_arch = "bpf")]
 mod lsm_common;
 #[cfg(target_arch = "bpf")]
 mod main_script;
+#[cfg(target_arch = "bpf")]
+mod maps;
 #[cfg(target_arch = "bpf")]
 mod native;
 #[cfg(target_arch = "bpf")]

@@ -15,7 +15,9 @@ use guard_common::{
 };
 
 use crate::exec_gate::read_user_word;
-use crate::lsm_common::{LSM_MAIN_SCRIPTS, current_exe, is_interpreter, kread, setting};
+use crate::kernel::kread;
+use crate::lsm_common::{current_exe, setting};
+use crate::maps::{forget_main_script, is_interpreter};
 
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn main_script_exec(ctx: BtfTracePointContext) -> i32 {
@@ -23,7 +25,7 @@ pub fn main_script_exec(ctx: BtfTracePointContext) -> i32 {
     let bprm: *const u8 = ctx.arg(2);
     if !matches!(current_exe(), Ok(Some(exe)) if is_interpreter(&exe)) {
         // What an earlier exec of this task recorded no longer applies.
-        LSM_MAIN_SCRIPTS.delete_current();
+        forget_main_script();
         return 0;
     }
     let Some(script) = current_script() else {
@@ -40,10 +42,7 @@ pub fn main_script_exec(ctx: BtfTracePointContext) -> i32 {
 /// The current task's record, created empty when missing; `None` without memory for it.
 #[inline(always)]
 pub fn current_script() -> Option<&'static mut MainScript> {
-    let script = LSM_MAIN_SCRIPTS.current(true);
-    // SAFETY: a non-null task storage pointer is the current task's value, alive while the
-    // task is, and only the task itself runs the programs that touch it.
-    unsafe { script.as_mut() }
+    crate::maps::main_script(true)
 }
 
 fn record_operand(bprm: *const u8, script: &mut MainScript) -> Result<(), i32> {

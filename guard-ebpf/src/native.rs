@@ -16,7 +16,8 @@ use guard_common::{
     lsm::{CodeFile, NATIVE_ANY, judge_native},
 };
 
-use crate::lsm_common::{EACCES, InodeFacts, inode_facts, kread, refuse, setting};
+use crate::kernel::kread;
+use crate::lsm_common::{EACCES, InodeFacts, inode_facts, refuse, setting};
 
 #[lsm(hook = "bprm_check_security")]
 pub fn bprm_check_security(ctx: LsmContext) -> i32 {

@@ -35,7 +35,8 @@ use guard_common::{
     lsm::{CodeFile, NATIVE_ANY, judge_native},
 };
 
-use crate::exec_gate::{gate_setting, kread, refuse};
+use crate::exec_gate::{gate_setting, refuse};
+use crate::kernel::kread;
 
 const PROT_READ: u64 = 1;
 const PROT_EXEC: u64 = 4;

@@ -32,7 +32,8 @@ use guard_common::{
     },
 };
 
-use crate::lsm_common::{EPERM, InodeFacts, current_exe, inode_facts, kread, refuse, setting};
+use crate::kernel::kread;
+use crate::lsm_common::{EPERM, InodeFacts, current_exe, inode_facts, refuse, setting};
 
 /// Set by the loader like `LSM_SETTINGS`.
 #[unsafe(no_mangle)]

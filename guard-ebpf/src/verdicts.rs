@@ -17,23 +17,20 @@
 //! refused, so the interpreter's open is: `file_post_open` compares the inode's content
 //! changes with those `file_open` saw ([`opening`], [`content_unchanged_since_open`]).
 
-use aya_ebpf::{
-    bindings::{BPF_NOEXIST, inode},
-    macros::lsm,
-    programs::LsmContext,
-};
+use aya_ebpf::{macros::lsm, programs::LsmContext};
 use guard_common::lsm::Hook;
 use guard_common::{
     Rule,
-    lsm::{
-        ATTR_SIZE, ENFORCE_FILE_OPEN, FMODE_READ, FMODE_WRITE, InodeState, S_IFMT, S_IFREG,
-        VERDICT_CACHE,
-    },
+    lsm::{ATTR_SIZE, ENFORCE_FILE_OPEN, FMODE_READ, FMODE_WRITE, S_IFMT, S_IFREG, VERDICT_CACHE},
 };
 
+use crate::kernel::kread;
 use crate::lsm_common::{
-    EACCES, LSM_INODE_STATE, LSM_OPENING_FILES, LSM_READER_FILES, LSM_VERDICTS, btf_member,
-    current_exe, inode_facts, is_interpreter, kread, refuse, setting,
+    EACCES, current_exe, dentry_inode, file_inode, inode_facts, refuse, setting,
+};
+use crate::maps::{
+    Inode, InodeStateRef, is_interpreter, opening_record, opening_take, reader_file_add,
+    reader_file_take, verdict_changes,
 };
 
 /// How `file_open` stands on an interpreter's read of a linked regular file.
@@ -51,33 +48,18 @@ pub enum Standing {
 /// never verified: its content can change under the reader. Also records, for
 /// `file_post_open`, the content changes this open of `file` starts from.
 #[inline(always)]
-pub fn standing(file: *const u8, inode_ptr: *mut u8) -> Standing {
-    let writers = kread::<i32>(inode_ptr, setting!(offsets.inode_writecount)).unwrap_or(1) > 0;
-    let mut fresh = InodeState::default();
-    // SAFETY: `inode_ptr` is the BTF-typed `file->f_inode` of the hook's file.
-    let state = unsafe {
-        LSM_INODE_STATE.get_or_insert_ptr_mut(inode_ptr.cast::<inode>(), Some(&mut fresh))
-    };
-    if state.is_null() {
+pub fn standing(file: *const u8, inode: Inode) -> Standing {
+    let writers = kread::<i32>(inode.0, setting!(offsets.inode_writecount)).unwrap_or(1) > 0;
+    let Some(state) = InodeStateRef::of_or_create(inode) else {
         // No memory for the state: nothing can vouch for the file.
         return Standing::Untracked;
-    }
-    // SAFETY: a non-null pointer from bpf_inode_storage_get is the inode's value, alive
-    // for the program's run; concurrent writers of this field all store the same meaning.
-    let (changes, content_changes) = unsafe {
-        (*state).writers_at_open = writers as u32;
-        (
-            core::ptr::read_volatile(&raw const (*state).changes),
-            core::ptr::read_volatile(&raw const (*state).content_changes),
-        )
     };
-    if LSM_OPENING_FILES
-        .insert(&(file as u64), &content_changes, 0)
-        .is_err()
-    {
+    state.set_writers_at_open(writers);
+    let changes = state.changes();
+    if !opening_record(file as u64, state.content_changes()) {
         return Standing::Untracked;
     }
-    if !writers && verified_at(inode_ptr, changes) {
+    if !writers && verified_at(inode, changes) {
         Standing::Verified
     } else {
         Standing::Unverified
@@ -86,125 +68,70 @@ pub fn standing(file: *const u8, inode_ptr: *mut u8) -> Standing {
 
 /// Whether the agent's verdict on the inode is stamped with `changes`, the current count.
 #[inline(always)]
-fn verified_at(inode_ptr: *mut u8, changes: u64) -> bool {
-    // SAFETY: `inode_ptr` is a BTF-typed inode pointer; the verdict is looked up, never
-    // created here.
-    let verdict = unsafe { LSM_VERDICTS.get_ptr_mut(inode_ptr.cast::<inode>()) };
-    // SAFETY: non-null means the inode's value, alive for the program's run.
-    !verdict.is_null() && unsafe { (*verdict).changes } == changes
+fn verified_at(inode: Inode, changes: u64) -> bool {
+    verdict_changes(inode) == Some(changes)
 }
 
 /// Whether the inode is verified code that an interpreter is reading now: then nobody may
 /// change it (`-EACCES` from the hook), as nobody may write a running executable.
 #[inline(always)]
-pub fn code_in_use(inode_ptr: *mut u8) -> bool {
-    if setting!(flags) & VERDICT_CACHE == 0 || inode_ptr.is_null() {
+pub fn code_in_use(inode: Inode) -> bool {
+    if setting!(flags) & VERDICT_CACHE == 0 || inode.is_null() {
         return false;
     }
-    // SAFETY: `inode_ptr` is a BTF-typed inode pointer (or the helper rejects it).
-    let state = unsafe { LSM_INODE_STATE.get_ptr_mut(inode_ptr.cast::<inode>()) };
-    if state.is_null() {
+    let Some(state) = InodeStateRef::of(inode) else {
         return false;
-    }
-    // SAFETY: the inode's value, alive for the program's run.
-    let (readers, changes) = unsafe {
-        (
-            core::ptr::read_volatile(&raw const (*state).code_readers),
-            core::ptr::read_volatile(&raw const (*state).changes),
-        )
     };
-    readers > 0 && verified_at(inode_ptr, changes)
+    state.code_readers() > 0 && verified_at(inode, state.changes())
 }
 
 /// Counts an interpreter's read-only open of a regular file that went through (after
 /// fanotify allowed it), once per `struct file`.
 #[inline(always)]
-pub fn reader_opened(file: *const u8, inode_ptr: *mut u8) {
-    // SAFETY: `inode_ptr` is the BTF-typed `file->f_inode`.
-    let state = unsafe { LSM_INODE_STATE.get_ptr_mut(inode_ptr.cast::<inode>()) };
-    if state.is_null()
-        || LSM_READER_FILES
-            .insert(&(file as u64), &1, BPF_NOEXIST.into())
-            .is_err()
+pub fn reader_opened(file: *const u8, inode: Inode) {
+    // Not counted (no state, or the table is full): then never uncounted either.
+    if let Some(state) = InodeStateRef::of(inode)
+        && reader_file_add(file as u64)
     {
-        // Not counted (no state, or the table is full): then never uncounted either.
-        return;
+        state.add_code_readers(1);
     }
-    // SAFETY: the inode's value, alive for the program's run; atomic as in `changed`.
-    unsafe {
-        core::intrinsics::atomic_xadd::<u32, u32, { core::intrinsics::AtomicOrdering::Relaxed }>(
-            &raw mut (*state).code_readers,
-            1,
-        )
-    };
 }
 
 /// Uncounts a released file counted by [`reader_opened`].
 #[inline(always)]
 fn reader_released(file: *const u8) {
-    let key = file as u64;
-    // SAFETY: presence test only.
-    if unsafe { LSM_READER_FILES.get(&key) }.is_none() {
+    if !reader_file_take(file as u64) {
         return;
     }
-    let _ = LSM_READER_FILES.remove(&key);
-    let offset = setting!(offsets.file_inode);
-    // SAFETY: `file` is the hook's BTF-typed argument; `f_inode` is a pointer member.
-    let inode_ptr = unsafe { btf_member(file, offset) };
-    // SAFETY: as in `changed`.
-    let state = unsafe { LSM_INODE_STATE.get_ptr_mut(inode_ptr.cast::<inode>()) };
-    if state.is_null() {
-        return;
+    if let Some(state) = InodeStateRef::of(file_inode(file)) {
+        // Adding u32::MAX wraps to subtracting one.
+        state.add_code_readers(u32::MAX);
     }
-    // SAFETY: the inode's value; adding u32::MAX wraps to subtracting one.
-    unsafe {
-        core::intrinsics::atomic_xadd::<u32, u32, { core::intrinsics::AtomicOrdering::Relaxed }>(
-            &raw mut (*state).code_readers,
-            u32::MAX,
-        )
-    };
 }
 
 /// Counts a change of the inode: every verdict stamped before it is void.
 #[inline(always)]
-pub fn changed(inode_ptr: *mut u8) {
-    count_change(inode_ptr, false);
+pub fn changed(inode: Inode) {
+    count_change(inode, false);
 }
 
 /// A change of the bytes themselves (a write open, a truncation): counted as a change, and
 /// as one an interpreter's open in progress must not miss.
 #[inline(always)]
-fn content_changed(inode_ptr: *mut u8) {
-    count_change(inode_ptr, true);
+fn content_changed(inode: Inode) {
+    count_change(inode, true);
 }
 
 #[inline(always)]
-fn count_change(inode_ptr: *mut u8, content: bool) {
-    if setting!(flags) & VERDICT_CACHE == 0 || inode_ptr.is_null() {
+fn count_change(inode: Inode, content: bool) {
+    if setting!(flags) & VERDICT_CACHE == 0 || inode.is_null() {
         return;
     }
-    // SAFETY: `inode_ptr` is a BTF-typed inode pointer (or the helper rejects it).
-    let state = unsafe { LSM_INODE_STATE.get_ptr_mut(inode_ptr.cast::<inode>()) };
-    if state.is_null() {
-        // Never opened by an interpreter since it was loaded: no verdict to void, no open
-        // in progress.
-        return;
+    // No state: never opened by an interpreter since the layer loaded, so no verdict to
+    // void and no open in progress.
+    if let Some(state) = InodeStateRef::of(inode) {
+        state.count_change(content);
     }
-    // SAFETY: the inode's value, alive for the program's run. Atomic (BPF_ATOMIC_ADD) so
-    // that concurrent changes are all counted: a lost count could leave a truncation
-    // racing another change unseen. core's AtomicU64 has no fetch_add on this target.
-    unsafe {
-        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-            &raw mut (*state).changes,
-            1,
-        );
-        if content {
-            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-                &raw mut (*state).content_changes,
-                1,
-            );
-        }
-    };
 }
 
 /// Whether the content of the file an interpreter is opening stayed as it was when
@@ -216,18 +143,11 @@ fn count_change(inode_ptr: *mut u8, content: bool) {
 /// maps of its own). The agent checked the open all the same; only the window stays as it
 /// was before this check. A record whose inode state is gone cannot vouch: `false`.
 #[inline(always)]
-fn content_unchanged_since_open(file: *const u8, inode_ptr: *mut u8) -> bool {
-    let key = file as u64;
-    // SAFETY: a copy of the value is taken before the entry is removed.
-    let Some(seen) = (unsafe { LSM_OPENING_FILES.get(&key) }).copied() else {
+fn content_unchanged_since_open(file: *const u8, inode: Inode) -> bool {
+    let Some(seen) = opening_take(file as u64) else {
         return true;
     };
-    let _ = LSM_OPENING_FILES.remove(&key);
-    // SAFETY: `inode_ptr` is the BTF-typed `file->f_inode`; looked up, never created.
-    let state = unsafe { LSM_INODE_STATE.get_ptr_mut(inode_ptr.cast::<inode>()) };
-    // SAFETY: non-null means the inode's value, alive for the program's run.
-    !state.is_null()
-        && unsafe { core::ptr::read_volatile(&raw const (*state).content_changes) } == seen
+    InodeStateRef::of(inode).is_some_and(|state| state.content_changes() == seen)
 }
 
 /// `changed` for the inode of a dentry (null for a negative dentry).
@@ -236,9 +156,7 @@ pub fn dentry_changed(dentry: *const u8) {
     if dentry.is_null() {
         return;
     }
-    let offset = setting!(offsets.dentry_inode);
-    // SAFETY: `dentry` is a BTF-typed hook argument; `d_inode` is a pointer member.
-    changed(unsafe { btf_member(dentry, offset) });
+    changed(dentry_inode(dentry));
 }
 
 /// A file opened for writing: refused (`true`) while it is verified code an interpreter is
@@ -251,13 +169,11 @@ pub fn write_open_refused(file: *const u8) -> bool {
     if f_mode & FMODE_WRITE == 0 {
         return false;
     }
-    let offset = setting!(offsets.file_inode);
-    // SAFETY: `file` is a BTF-typed hook argument; `f_inode` is a pointer member.
-    let inode_ptr = unsafe { btf_member(file, offset) };
-    if code_in_use(inode_ptr) {
+    let inode = file_inode(file);
+    if code_in_use(inode) {
         return true;
     }
-    content_changed(inode_ptr);
+    content_changed(inode);
     false
 }
 
@@ -273,9 +189,7 @@ pub fn file_release(ctx: LsmContext) -> i32 {
     if let Ok(f_mode) = kread::<u32>(file, setting!(offsets.file_mode))
         && f_mode & FMODE_WRITE != 0
     {
-        let offset = setting!(offsets.file_inode);
-        // SAFETY: `file` is the hook's BTF-typed argument; `f_inode` is a pointer member.
-        changed(unsafe { btf_member(file, offset) });
+        changed(file_inode(file));
     }
     0
 }
@@ -292,11 +206,9 @@ pub fn inode_setattr(ctx: LsmContext) -> i32 {
     let iattr: *const u8 = ctx.arg(2);
     let truncates = kread::<u32>(iattr, setting!(offsets.iattr_valid))
         .map_or(true, |valid| valid & ATTR_SIZE != 0);
-    let offset = setting!(offsets.dentry_inode);
-    // SAFETY: `dentry` is the hook's BTF-typed argument; `d_inode` is a pointer member.
-    let inode_ptr = unsafe { btf_member(dentry, offset) };
-    if truncates && code_in_use(inode_ptr) {
-        return match kread::<*const u8>(dentry, offset).map(inode_facts) {
+    let inode = dentry_inode(dentry);
+    if truncates && code_in_use(inode) {
+        return match kread::<*const u8>(dentry, setting!(offsets.dentry_inode)).map(inode_facts) {
             Ok(Ok(facts)) => refuse(
                 Hook::InodeSetattr as u32,
                 Rule::NoOpenWriters,
@@ -307,9 +219,9 @@ pub fn inode_setattr(ctx: LsmContext) -> i32 {
         };
     }
     if truncates {
-        content_changed(inode_ptr);
+        content_changed(inode);
     } else {
-        changed(inode_ptr);
+        changed(inode);
     }
     0
 }
@@ -334,20 +246,18 @@ pub fn file_post_open(ctx: LsmContext) -> i32 {
         Ok(Some(exe)) if is_interpreter(&exe) => {}
         _ => return 0,
     }
-    let offset = setting!(offsets.file_inode);
-    // SAFETY: `file` is the hook's BTF-typed argument; `f_inode` is a pointer member.
-    let inode_ptr = unsafe { btf_member(file, offset) };
+    let inode = file_inode(file);
     // `file_open` recorded exactly these opens (an interpreter's read of a regular file it
     // judged), when it judges at all.
     if setting!(flags) & ENFORCE_FILE_OPEN != 0 {
-        let Ok(facts) = inode_facts(inode_ptr) else {
+        let Ok(facts) = inode_facts(inode.0) else {
             return -EACCES;
         };
-        if facts.mode & S_IFMT == S_IFREG && !content_unchanged_since_open(file, inode_ptr) {
+        if facts.mode & S_IFMT == S_IFREG && !content_unchanged_since_open(file, inode) {
             return refuse(Hook::FileOpen as u32, Rule::NoOpenWriters, &facts, EACCES);
         }
     }
-    reader_opened(file, inode_ptr);
+    reader_opened(file, inode);
     0
 }
 

@@ -1,0 +1,322 @@
+//! The LSM layer's maps, behind typed functions that hold their `unsafe`: the hooks read
+//! and change what the maps hold, never the maps themselves. User space finds each map by
+//! its name (`LSM_…`), so names are part of the wire format.
+
+use aya_ebpf::{
+    bindings::{
+        BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, BPF_NOEXIST, bpf_map_type, inode,
+    },
+    btf_maps::InodeStorage,
+    helpers::generated,
+    macros::{btf_map, map},
+    maps::{Array, HashMap, LruHashMap, RingBuf},
+};
+use guard_common::{
+    code_name::MainScript,
+    exec_gate::InterpreterKey,
+    lsm::{AgentState, InodeState, InodeVerdict, LsmEvent},
+};
+
+/// The profiled interpreters, by executable identity (the value is unused).
+#[map]
+static LSM_INTERPRETERS: HashMap<InterpreterKey, u32> = HashMap::with_max_entries(64, 0);
+
+/// Executables allowed to set or remove `security.ima` (the value is unused).
+#[map]
+static LSM_SIGNERS: HashMap<InterpreterKey, u32> = HashMap::with_max_entries(16, 0);
+
+/// What the kernel tracks per inode: changes and writers (see [`InodeState`]).
+#[btf_map]
+static LSM_INODE_STATE: InodeStorage<InodeState> = InodeStorage::new();
+
+/// The agent's verdicts per inode (see [`InodeVerdict`]); written from user space.
+#[btf_map]
+static LSM_VERDICTS: InodeStorage<InodeVerdict> = InodeStorage::new();
+
+/// Each interpreter task's script operand and code-link flag (see [`MainScript`]).
+#[btf_map]
+static LSM_MAIN_SCRIPTS: TaskStorage<MainScript> = TaskStorage::new();
+
+/// Interpreters' read-only opens of regular files counted in
+/// [`InodeState::code_readers`], by `struct file` address, until released.
+#[map]
+static LSM_READER_FILES: HashMap<u64, u8> = HashMap::with_max_entries(65536, 0);
+
+/// Interpreters' read-only opens of regular files between `file_open` and
+/// `file_post_open`, by `struct file` address: the inode's
+/// [`InodeState::content_changes`] as `file_open` saw it. An open refused in between
+/// (fanotify said no) never reaches `file_post_open`: LRU, so its entry ages out. An entry
+/// is missing at `file_post_open` when `file_open` did not judge the open (an identity
+/// adopted, a layer replaced in between) or, under a flood of refused opens filling the
+/// map within one open's check, when it aged out: then the window is not checked.
+#[map]
+static LSM_OPENING_FILES: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// Whether the agent is there to check what the kernel cannot (see [`AgentState`]).
+#[map]
+static LSM_AGENT: Array<AgentState> = Array::with_max_entries(1, 0);
+
+#[map]
+static LSM_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+/// A task storage map. aya-ebpf has none: the same BTF layout as its `InodeStorage`.
+#[repr(C)]
+pub struct TaskStorage<T> {
+    r#type: *const [i32; bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE as usize],
+    key: *const i32,
+    value: *const T,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
+}
+
+// SAFETY: the fields are placeholders the loader reads from BTF; never dereferenced.
+unsafe impl<T> Sync for TaskStorage<T> {}
+
+impl<T> TaskStorage<T> {
+    pub const fn new() -> Self {
+        TaskStorage {
+            r#type: core::ptr::null(),
+            key: core::ptr::null(),
+            value: core::ptr::null(),
+            max_entries: core::ptr::null(),
+            map_flags: core::ptr::null(),
+        }
+    }
+
+    /// The current task's value (created zeroed with `create`); null when there is none
+    /// or no memory for it.
+    #[inline(always)]
+    fn current(&self, create: bool) -> *mut T {
+        let flags = if create {
+            BPF_LOCAL_STORAGE_GET_F_CREATE as u64
+        } else {
+            0
+        };
+        // SAFETY: the map is this static; the task pointer is the BTF-typed current task;
+        // a null value asks the kernel to zero a new entry.
+        unsafe {
+            generated::bpf_task_storage_get(
+                core::ptr::from_ref(self).cast_mut().cast(),
+                generated::bpf_get_current_task_btf(),
+                core::ptr::null_mut(),
+                flags,
+            )
+        }
+        .cast()
+    }
+
+    /// Removes the current task's value, if any.
+    #[inline(always)]
+    fn delete_current(&self) {
+        // SAFETY: as in `current`.
+        unsafe {
+            generated::bpf_task_storage_delete(
+                core::ptr::from_ref(self).cast_mut().cast(),
+                generated::bpf_get_current_task_btf(),
+            )
+        };
+    }
+}
+
+/// Whether `key` is a profiled interpreter's executable.
+#[inline(always)]
+pub fn is_interpreter(key: &InterpreterKey) -> bool {
+    // SAFETY: the value is only tested for presence, never read through.
+    unsafe { LSM_INTERPRETERS.get(key) }.is_some()
+}
+
+/// Whether `key` is an executable allowed to change `security.ima`.
+#[inline(always)]
+pub fn is_signer(key: &InterpreterKey) -> bool {
+    // SAFETY: as above.
+    unsafe { LSM_SIGNERS.get(key) }.is_some()
+}
+
+/// Whether the agent is running to check signatures.
+#[inline(always)]
+pub fn agent_alive() -> bool {
+    LSM_AGENT.get(0).is_some_and(|agent| agent.alive != 0)
+}
+
+/// The agent's process `tgid` is gone: nobody checks signatures until one says it does.
+#[inline(always)]
+pub fn agent_exited(tgid: u32) {
+    if let Some(agent) = LSM_AGENT.get_ptr_mut(0) {
+        // SAFETY: a pointer into the array's only entry, valid for the program's run.
+        unsafe {
+            if (*agent).tgid == tgid {
+                (*agent).alive = 0;
+            }
+        }
+    }
+}
+
+/// Reports a refusal to user space. A full ring buffer loses the report, never the refusal.
+#[inline(always)]
+pub fn report(event: &LsmEvent) {
+    let _ = LSM_EVENTS.output::<LsmEvent>(event, 0);
+}
+
+/// The current task's main-script record, created zeroed with `create`; `None` when there
+/// is none (or no memory for it).
+#[inline(always)]
+pub fn main_script(create: bool) -> Option<&'static mut MainScript> {
+    // SAFETY: a non-null task storage pointer is the current task's value, alive while the
+    // task is, and only the task itself runs the programs that touch it.
+    unsafe { LSM_MAIN_SCRIPTS.current(create).as_mut() }
+}
+
+/// Forgets the current task's main-script record.
+#[inline(always)]
+pub fn forget_main_script() {
+    LSM_MAIN_SCRIPTS.delete_current();
+}
+
+/// A `struct inode *` the verifier tracks as BTF-typed (`file->f_inode`, `dentry->d_inode`
+/// loaded from a hook's argument by [`crate::lsm_common::btf_member`]); may be null. The
+/// inode-storage helpers accept nothing else, and refuse null.
+#[derive(Clone, Copy)]
+pub struct Inode(pub *mut u8);
+
+impl Inode {
+    #[inline(always)]
+    pub fn is_null(self) -> bool {
+        self.0.is_null()
+    }
+
+    #[inline(always)]
+    fn storage_key(self) -> *mut inode {
+        self.0.cast::<inode>()
+    }
+}
+
+/// The kernel's record of an inode an interpreter opened (see [`InodeState`]): a pointer
+/// into inode storage, valid for the program's run. Fields several CPUs change are read
+/// volatile and added to atomically.
+#[derive(Clone, Copy)]
+pub struct InodeStateRef(*mut InodeState);
+
+impl InodeStateRef {
+    /// The inode's record, if it has one.
+    #[inline(always)]
+    pub fn of(inode: Inode) -> Option<InodeStateRef> {
+        // SAFETY: `inode` is BTF-typed (or null, which the helper rejects); looked up, never
+        // created.
+        let state = unsafe { LSM_INODE_STATE.get_ptr_mut(inode.storage_key()) };
+        (!state.is_null()).then_some(InodeStateRef(state))
+    }
+
+    /// The inode's record, created zeroed if it has none; `None` when there is no memory.
+    #[inline(always)]
+    pub fn of_or_create(inode: Inode) -> Option<InodeStateRef> {
+        let mut fresh = InodeState::default();
+        // SAFETY: as in `of`; `fresh` is the initial value copied in on creation.
+        let state =
+            unsafe { LSM_INODE_STATE.get_or_insert_ptr_mut(inode.storage_key(), Some(&mut fresh)) };
+        (!state.is_null()).then_some(InodeStateRef(state))
+    }
+
+    #[inline(always)]
+    pub fn changes(self) -> u64 {
+        // SAFETY: the inode's value, alive for the program's run.
+        unsafe { core::ptr::read_volatile(&raw const (*self.0).changes) }
+    }
+
+    #[inline(always)]
+    pub fn content_changes(self) -> u64 {
+        // SAFETY: as above.
+        unsafe { core::ptr::read_volatile(&raw const (*self.0).content_changes) }
+    }
+
+    #[inline(always)]
+    pub fn code_readers(self) -> u32 {
+        // SAFETY: as above.
+        unsafe { core::ptr::read_volatile(&raw const (*self.0).code_readers) }
+    }
+
+    /// Concurrent opens all store the same meaning: the last one stands.
+    #[inline(always)]
+    pub fn set_writers_at_open(self, writers: bool) {
+        // SAFETY: as above.
+        unsafe { (*self.0).writers_at_open = writers as u32 };
+    }
+
+    /// Counts a change (and, with `content`, a change of the bytes). Atomic
+    /// (BPF_ATOMIC_ADD) so that concurrent changes are all counted: a lost count could
+    /// leave a truncation racing another change unseen. core's AtomicU64 has no fetch_add
+    /// on this target.
+    #[inline(always)]
+    pub fn count_change(self, content: bool) {
+        // SAFETY: the inode's value, alive for the program's run.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                &raw mut (*self.0).changes,
+                1,
+            );
+            if content {
+                core::intrinsics::atomic_xadd::<
+                    u64,
+                    u64,
+                    { core::intrinsics::AtomicOrdering::Relaxed },
+                >(&raw mut (*self.0).content_changes, 1);
+            }
+        }
+    }
+
+    /// Adds `delta` to the interpreters reading the inode (`u32::MAX` takes one away).
+    #[inline(always)]
+    pub fn add_code_readers(self, delta: u32) {
+        // SAFETY: as in `count_change`.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u32, u32, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                &raw mut (*self.0).code_readers,
+                delta,
+            )
+        };
+    }
+}
+
+/// The change count the agent's verdict on the inode is stamped with, if it recorded one.
+#[inline(always)]
+pub fn verdict_changes(inode: Inode) -> Option<u64> {
+    // SAFETY: `inode` is BTF-typed; the verdict is looked up, never created here.
+    let verdict = unsafe { LSM_VERDICTS.get_ptr_mut(inode.storage_key()) };
+    // SAFETY: non-null means the inode's value, alive for the program's run.
+    (!verdict.is_null()).then(|| unsafe { (*verdict).changes })
+}
+
+/// Records an interpreter's read-only open `file` (a `struct file` address) as counted;
+/// false when it already was, or the table is full.
+#[inline(always)]
+pub fn reader_file_add(file: u64) -> bool {
+    LSM_READER_FILES
+        .insert(&file, &1, BPF_NOEXIST.into())
+        .is_ok()
+}
+
+/// Forgets a counted reader's `file`; whether it was counted.
+#[inline(always)]
+pub fn reader_file_take(file: u64) -> bool {
+    // SAFETY: presence test only.
+    if unsafe { LSM_READER_FILES.get(&file) }.is_none() {
+        return false;
+    }
+    let _ = LSM_READER_FILES.remove(&file);
+    true
+}
+
+/// Records the content changes an interpreter's open `file` starts from; false when it
+/// cannot be recorded.
+#[inline(always)]
+pub fn opening_record(file: u64, content_changes: u64) -> bool {
+    LSM_OPENING_FILES.insert(&file, &content_changes, 0).is_ok()
+}
+
+/// The content changes recorded for the open `file`, forgetting them.
+#[inline(always)]
+pub fn opening_take(file: u64) -> Option<u64> {
+    // SAFETY: a copy of the value is taken before the entry is removed.
+    let seen = unsafe { LSM_OPENING_FILES.get(&file) }.copied()?;
+    let _ = LSM_OPENING_FILES.remove(&file);
+    Some(seen)
+}
