@@ -76,8 +76,11 @@ where
         if bytes.is_empty() || bytes.len() > CODE_SUFFIX_BYTES || !literal {
             continue;
         }
+        let Ok(len) = u32::try_from(bytes.len()) else {
+            continue;
+        };
         let mut entry = CodeSuffix {
-            len: bytes.len() as u32,
+            len,
             bytes: [0; CODE_SUFFIX_BYTES],
         };
         entry.bytes[..bytes.len()].copy_from_slice(bytes);
@@ -154,7 +157,9 @@ fn same_bytes(a: &[u8; NAME_BUFFER], b: &[u8; NAME_BUFFER], len: usize) -> bool 
     true
 }
 
-/// `value`, as something the compiler cannot reason about.
+/// `value`, as something the compiler cannot reason about (the verifier must see the
+/// bounds check it would otherwise fold away).
+#[allow(unsafe_code)]
 #[inline(always)]
 fn opaque(value: usize) -> usize {
     // SAFETY: a volatile read of a local the function owns.
@@ -173,7 +178,7 @@ fn has_suffix<S: Fn(usize) -> CodeSuffix>(
         let suffix = suffixes(s);
         let suffix_len = suffix.len as usize;
         // A name that is only the suffix (".py") is a hidden file, not code by its name.
-        if (s as u32) < count && suffix_len > 0 && suffix_len < len {
+        if s < count as usize && suffix_len > 0 && suffix_len < len {
             let start = len - suffix_len;
             let mut j = 0;
             while j < CODE_SUFFIX_BYTES {
@@ -194,6 +199,8 @@ fn has_suffix<S: Fn(usize) -> CodeSuffix>(
 }
 
 #[cfg(test)]
+// Test names are a few bytes long.
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     extern crate std;
     use std::vec::Vec;

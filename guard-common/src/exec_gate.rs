@@ -329,7 +329,10 @@ impl ArgvJudge {
                     self.module[i] = name[i];
                     i += 1;
                 }
-                self.module_len = i as u32;
+                // At most the module buffer's length.
+                #[allow(clippy::cast_possible_truncation)]
+                let len = i as u32;
+                self.module_len = len;
                 self.module_whole = whole;
             }
             Word::Options if !whole => return Step::Refuse(Rule::FactsUnavailable),
@@ -548,7 +551,9 @@ fn is_proc_path(path: &[u8]) -> bool {
         && path[5] == b'/'
 }
 
+// aya reads these from maps and ring buffers as plain bytes.
 #[cfg(feature = "user")]
+#[allow(unsafe_code)]
 mod pod {
     // SAFETY: all four are `repr(C)`, made only of integers with explicit padding fields, so
     // every bit pattern is valid and there are no implicit padding bytes.

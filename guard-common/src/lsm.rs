@@ -481,6 +481,9 @@ impl Trust {
             }
         }
         for &magic in magics {
+            // Every magic guard knows fits in 32 bits (the kernel's `s_magic` is an
+            // unsigned long holding 32-bit values).
+            #[allow(clippy::cast_possible_truncation)]
             let magic = magic as u32;
             if (trust.filesystem_count as usize) < MAX_TRUSTED_FILESYSTEMS
                 && !trust.filesystem(magic)
@@ -509,7 +512,7 @@ impl Trust {
 pub fn listed<const N: usize>(value: u32, values: &[u32; N], count: u32) -> bool {
     let mut i = 0;
     while i < N {
-        if (i as u32) < count && values[i] == value {
+        if i < count as usize && values[i] == value {
             return true;
         }
         i += 1;
@@ -564,7 +567,9 @@ pub fn judge_native(flags: u32, file: &CodeFile, trust: &Trust) -> Option<crate:
     None
 }
 
+// aya reads these from maps and ring buffers as plain bytes.
 #[cfg(feature = "user")]
+#[allow(unsafe_code)]
 mod pod {
     // SAFETY: all of them are `repr(C)`, made only of `u32`/`u64` fields laid out without
     // implicit padding, so every bit pattern is valid.
@@ -601,7 +606,7 @@ mod tests {
             );
         }
         assert_eq!(Hook::from_u32(0), None);
-        assert_eq!(Hook::from_u32(Hook::ALL.len() as u32 + 1), None);
+        assert_eq!(Hook::from_u32(Hook::SbUmount as u32 + 1), None);
         // The exec gate's and the LSM layer's flags share the permissive bit, and no other.
         use crate::exec_gate::{
             DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE, DENY_STDIN_CODE,

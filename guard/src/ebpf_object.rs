@@ -17,6 +17,7 @@ pub(crate) static EBPF_OBJECT: &[u8] =
 
 /// One record of a kernel program's ring buffer, as the program wrote it; `None` when the
 /// item is shorter than a `T` (never read past what the kernel wrote).
+#[allow(unsafe_code)]
 pub(crate) fn decode<T: aya::Pod>(item: &[u8]) -> Option<T> {
     if item.len() < size_of::<T>() {
         return None;

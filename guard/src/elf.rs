@@ -94,7 +94,8 @@ pub fn program_interpreter(file: &File) -> Result<Option<PathBuf>, ElfError> {
         if size == 0 || size > MAX_INTERP {
             return Err(ElfError::Malformed("PT_INTERP size"));
         }
-        let mut path = vec![0u8; size as usize];
+        let size = usize::try_from(size).map_err(|_| ElfError::Malformed("PT_INTERP size"))?;
+        let mut path = vec![0u8; size];
         read_exact_at(file, &mut path, offset)?;
         // The segment holds a NUL-terminated path; what follows the NUL is not part of it.
         let end = path.iter().position(|b| *b == 0).unwrap_or(path.len());

@@ -622,7 +622,12 @@ pub fn decide_native(policy: &Policy, object: &Object) -> Option<Rule> {
         mode: object.mode,
         nlink: u32::try_from(object.nlink).unwrap_or(u32::MAX),
         uid: object.uid,
-        fs_magic: object.fs_magic as u32,
+        // The kernel holds magics in 32 bits (see `guard_common::lsm::Trust`).
+        fs_magic: {
+            #[allow(clippy::cast_possible_truncation)]
+            let magic = object.fs_magic as u32;
+            magic
+        },
         fs_user_ns_level: 0,
     };
     guard_common::lsm::judge_native(policy.native.code.flags(), &file, &policy.trust_table())

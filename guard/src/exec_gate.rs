@@ -194,7 +194,7 @@ impl ExecGateConfig {
             *slot = EnvPattern::new(name.as_bytes())
                 .ok_or_else(|| ExecGateError::EnvName(name.clone()))?;
         }
-        settings.env_count = self.refused_env.len() as u32;
+        settings.env_count = u32::try_from(self.refused_env.len()).unwrap_or(u32::MAX);
         for (on, bit) in [
             (self.deny_inline_code, DENY_INLINE_CODE),
             (self.deny_stdin_code, DENY_STDIN_CODE),

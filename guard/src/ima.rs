@@ -258,6 +258,7 @@ mod tests {
             state ^= state >> 7;
             state ^= state << 17;
             let len = (state % 64) as usize;
+            #[allow(clippy::cast_possible_truncation)]
             let mut buf: Vec<u8> = (0..len).map(|i| (state >> (i % 8 * 8)) as u8).collect();
             if let Some(first) = buf.first_mut() {
                 *first = TYPE_DIGSIG;

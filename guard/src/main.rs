@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         // A command whose output is cut short (`guard status | head`) ends quietly, as Unix
         // tools do, instead of failing on EPIPE. The agent keeps SIGPIPE ignored: a closed
         // log pipe must not kill enforcement.
+        #[allow(unsafe_code)]
         // SAFETY: restores the default disposition (no handler code runs), before any
         // thread exists.
         unsafe {

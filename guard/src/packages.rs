@@ -833,7 +833,10 @@ fn source_facts(path: &Path, hex: &str) -> Option<(u32, u32)> {
         return None;
     }
     let digest = digest_reader(&mut file, HashAlgo::Sha256).ok()?;
-    (digest.hex() == hex).then_some((meta.mtime() as u32, meta.size() as u32))
+    // PEP 552 headers hold the source's mtime and size modulo 2^32, as CPython writes them.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let stamp = (meta.mtime() as u32, meta.size() as u32);
+    (digest.hex() == hex).then_some(stamp)
 }
 
 fn pyc_of(path: &Path, (mtime, size): (u32, u32)) -> Option<String> {

@@ -542,6 +542,8 @@ impl Policy {
                         })?;
                     filesystems.push((name.get_ref().clone(), magic));
                 }
+                // The kernel holds magics in 32 bits (see `guard_common::lsm::Trust`).
+                #[allow(clippy::cast_possible_truncation)]
                 let mut magics: Vec<u32> = filesystems.iter().map(|(_, m)| *m as u32).collect();
                 magics.sort_unstable();
                 magics.dedup();

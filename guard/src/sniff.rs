@@ -47,6 +47,7 @@ fn has_zip_trailer(file: &File, size: u64) -> io::Result<bool> {
     if size < EOCD_MIN {
         return Ok(false);
     }
+    #[allow(clippy::cast_possible_truncation)]
     let mut tail = [0u8; EOCD_MIN as usize];
     read_exact_at(file, &mut tail, size - EOCD_MIN)?;
     if tail[..4] == *b"PK\x05\x06" {

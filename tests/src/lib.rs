@@ -683,7 +683,12 @@ impl Agent {
             .lines()
             .find_map(|l| l.trim().strip_prefix(&needle))
             .and_then(|v| v.trim_end_matches(',').parse::<f64>().ok())
-            .map(|v| v as u64)
+            // Counters, and latencies in whole microseconds.
+            .map(|v| {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let whole = v as u64;
+                whole
+            })
             .unwrap_or_else(|| panic!("no {name} in status:\n{status}"))
     }
 

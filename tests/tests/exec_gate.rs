@@ -146,7 +146,7 @@ impl Case {
         let event = event_for(pid).unwrap_or_else(|| panic!("no event for pid {pid}"));
         assert_eq!(event.rule, rule);
         assert!(event.killed);
-        assert_eq!(event.uid, unsafe { libc::getuid() });
+        assert_eq!(event.uid, nix::unistd::getuid().as_raw());
     }
 
     fn assert_runs(&self, child: Child) {

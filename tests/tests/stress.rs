@@ -150,9 +150,10 @@ fn thirty_two_interpreters_under_churn_and_reloads() {
                         if !out.status.success() {
                             failures.push(format!("trivial refused: {}", text(&out.stderr)));
                         }
-                        tally
-                            .max_trivial_ms
-                            .fetch_max(elapsed.as_millis() as u64, Ordering::Relaxed);
+                        tally.max_trivial_ms.fetch_max(
+                            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                            Ordering::Relaxed,
+                        );
                     }
                     _ => {
                         if !out.status.success() || !stdout.contains("main-done") {
@@ -442,7 +443,7 @@ fn adversaries_cannot_stall_race_or_starve_the_agent() {
             still_stalled += 1;
         }
     }
-    let alive = agent.status_field("pid") as i32 == pid;
+    let alive = i32::try_from(agent.status_field("pid")) == Ok(pid);
     let summary = format!(
         "adversaries {} s: victim {victim_runs} runs (slowest {slowest:?}), racer {racer_runs} \
          runs against {flips} flips, flood of {flood_files} files, {still_stalled} of 4 \

@@ -11,10 +11,10 @@ use anyhow::{Context, Result, bail};
 
 use crate::workspace_root;
 
-pub const TARGETS: [&str; 6] = ["policy", "ima", "keys", "sniff", "argv", "argv_cpython"];
+pub(crate) const TARGETS: [&str; 6] = ["policy", "ima", "keys", "sniff", "argv", "argv_cpython"];
 
 /// Executions and outcome of one target's run.
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub target: String,
     pub executions: u64,
     pub seconds: u64,
@@ -35,7 +35,7 @@ fn cargo_nightly() -> Command {
 }
 
 /// Installs cargo-fuzz when missing (the `setup` half of fuzzing).
-pub fn setup() -> Result<()> {
+pub(crate) fn setup() -> Result<()> {
     let mut probe = cargo_nightly();
     probe.arg("fuzz");
     crate::ensure_cargo_tool(probe, "cargo-fuzz")
@@ -43,7 +43,7 @@ pub fn setup() -> Result<()> {
 
 /// How the harnesses are compiled.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Build {
+pub(crate) enum Build {
     /// Optimised (`cargo xtask fuzz`): the most executions per second.
     Optimised,
     /// Unoptimised (the test suite's few seconds per target, mostly replaying kept inputs):
@@ -52,7 +52,7 @@ pub enum Build {
 }
 
 /// Runs each of `targets` for `seconds` and reports its executions.
-pub fn fuzz(seconds: u64, targets: &[String], build: Build) -> Result<Vec<Outcome>> {
+pub(crate) fn fuzz(seconds: u64, targets: &[String], build: Build) -> Result<Vec<Outcome>> {
     for target in targets {
         if !TARGETS.contains(&target.as_str()) {
             bail!(

@@ -19,7 +19,7 @@ use crate::{cargo, output, run, workspace_root};
 
 /// Which cargo profile to package.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Profile {
+pub(crate) enum Profile {
     Release,
     /// The debug binary `cargo xtask test` has already built: the package is byte-for-byte
     /// the same except for the binary's optimisation, and the check then takes seconds
@@ -60,7 +60,7 @@ const MAN_PAGES: &[&str] = &[
 const UNIT: &str = "/lib/systemd/system/guard.service";
 
 /// Builds the .deb and returns its path.
-pub fn build(profile: Profile) -> Result<PathBuf> {
+pub(crate) fn build(profile: Profile) -> Result<PathBuf> {
     ensure_cargo_deb()?;
     let root = workspace_root();
     run(cargo().args([
@@ -181,7 +181,7 @@ fn ensure_tools() -> Result<()> {
 }
 
 /// Builds the package from `profile` and checks it end to end on this host.
-pub fn check(profile: Profile) -> Result<()> {
+pub(crate) fn check(profile: Profile) -> Result<()> {
     ensure!(
         nix_is_root(),
         "the package check installs the package: run it as root"
@@ -208,8 +208,7 @@ pub fn check(profile: Profile) -> Result<()> {
 }
 
 fn nix_is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 fn is_installed(package: &str) -> bool {
@@ -631,13 +630,9 @@ impl Drop for Running {
 
 fn nix_kill(pid: u32, signal: i32) -> Result<()> {
     let pid = i32::try_from(pid).context("pid")?;
-    // SAFETY: kill(2) with a child's pid we still own (not yet reaped), no memory involved.
-    let rc = unsafe { libc::kill(pid, signal) };
-    ensure!(
-        rc == 0,
-        "kill -{signal} {pid}: {}",
-        std::io::Error::last_os_error()
-    );
+    let signal = nix::sys::signal::Signal::try_from(signal).context("signal")?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+        .with_context(|| format!("kill -{signal} {pid}"))?;
     Ok(())
 }
 

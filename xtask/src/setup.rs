@@ -35,7 +35,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
 /// The bpf-linker release that matches the aya 0.14 set.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-pub fn setup() -> Result<()> {
+pub(crate) fn setup() -> Result<()> {
     rust_src()?;
     bpf_linker()?;
     debian_packages()?;

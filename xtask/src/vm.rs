@@ -34,7 +34,7 @@ use clap::Args;
 
 /// Options shared by `run` and `vm-test`.
 #[derive(Args, Clone, Debug)]
-pub struct VmOpts {
+pub(crate) struct VmOpts {
     /// Overall limit in seconds; the VM is killed and the run fails after it.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
@@ -67,7 +67,7 @@ pub struct VmOpts {
 }
 
 #[derive(Args, Debug)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// `newest` (trixie-backports), `6.12` (bookworm-security) or an exact release.
     #[arg(long, default_value = "newest")]
     kernel: String,
@@ -79,7 +79,7 @@ pub struct RunArgs {
 }
 
 #[derive(Args, Debug)]
-pub struct VmTestArgs {
+pub(crate) struct VmTestArgs {
     /// Kernels to boot, each as for `run --kernel`.
     #[arg(long = "kernel", default_values = ["6.12", "newest"])]
     kernels: Vec<String>,
@@ -219,7 +219,7 @@ fn prepare(specs: &[String], opts: &VmOpts) -> Result<Prepared> {
     })
 }
 
-pub fn run(args: RunArgs) -> Result<()> {
+pub(crate) fn run(args: RunArgs) -> Result<()> {
     let prepared = prepare(std::slice::from_ref(&args.kernel), &args.opts)?;
     let outcome = boot(
         &prepared,
@@ -236,7 +236,7 @@ pub fn run(args: RunArgs) -> Result<()> {
 }
 
 /// The VM suite as `cargo xtask test` runs it: both kernels, the debug build it just tested.
-pub fn vm_test_in_suite() -> Result<()> {
+pub(crate) fn vm_test_in_suite() -> Result<()> {
     // Measured on a clean clone with both kernels side by side (this machine, 2 cores): about
     // 35 min of tests on each kernel once the package upgrade (9-11 min) runs on the first
     // only and the attacks without guard (5 min) on the last; attacks.sh under guard takes
@@ -283,11 +283,11 @@ fn selected(name: &str, filters: &[String]) -> bool {
 
 /// The VM measurements (tests/vm/bench_*.sh: the BPF LSM layer's cost) on both kernels,
 /// with the release build: `cargo xtask bench --vm`.
-pub fn vm_bench() -> Result<()> {
+pub(crate) fn vm_bench() -> Result<()> {
     vm_test(both_kernels(1800, false, vec!["bench_".into()]))
 }
 
-pub fn vm_test(mut args: VmTestArgs) -> Result<()> {
+pub(crate) fn vm_test(mut args: VmTestArgs) -> Result<()> {
     // Each test decides whether it needs a running agent (and with which
     // options), and tests that load their own BPF programs must not race one.
     args.opts.no_agent = true;

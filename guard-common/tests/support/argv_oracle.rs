@@ -34,7 +34,7 @@ use guard_common::python_argv::{self, Invocation, Reader, Word};
 
 /// Where the generator's choices come from: a seeded PRNG in the test, the fuzzer's bytes
 /// in the fuzz target.
-pub trait Source {
+pub(crate) trait Source {
     /// A number below `n` (`n` at least 1).
     fn below(&mut self, n: usize) -> usize;
 
@@ -49,17 +49,17 @@ pub trait Source {
 }
 
 /// SplitMix64: tiny, fast, and good enough to spread choices; deterministic by seed.
-pub struct SplitMix(u64);
+pub(crate) struct SplitMix(u64);
 
 impl SplitMix {
     /// The stream of one case: the same for a seed and index whatever thread runs it.
-    pub fn for_case(seed: u64, case: u64) -> SplitMix {
+    pub(crate) fn for_case(seed: u64, case: u64) -> SplitMix {
         let mut mix = SplitMix(seed ^ case.wrapping_mul(0xA076_1D64_78BD_642F));
         mix.next();
         mix
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -70,18 +70,21 @@ impl SplitMix {
 
 impl Source for SplitMix {
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        // Below n, a usize.
+        #[allow(clippy::cast_possible_truncation)]
+        let choice = (self.next() % n as u64) as usize;
+        choice
     }
 }
 
 /// The fuzzer's bytes, one per choice (every choice is below 256); zeros once used up, so
 /// every input is a command line and short inputs are short ones.
-pub struct Bytes<'a> {
+pub(crate) struct Bytes<'a> {
     bytes: &'a [u8],
 }
 
 impl<'a> Bytes<'a> {
-    pub fn new(bytes: &'a [u8]) -> Self {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
         Bytes { bytes }
     }
 }
@@ -101,7 +104,7 @@ impl Source for Bytes<'_> {
 
 /// Records the choices another source makes as the bytes that replay them through
 /// [`Bytes`]: how the fuzz target's seeds are written from generated cases.
-pub struct Recorder<S> {
+pub(crate) struct Recorder<S> {
     pub inner: S,
     pub bytes: Vec<u8>,
 }
@@ -109,7 +112,10 @@ pub struct Recorder<S> {
 impl<S: Source> Source for Recorder<S> {
     fn below(&mut self, n: usize) -> usize {
         let choice = self.inner.below(n);
-        self.bytes.push(choice as u8);
+        // A recording replays choices modulo 256, as the fuzzer's bytes do.
+        #[allow(clippy::cast_possible_truncation)]
+        let byte = choice as u8;
+        self.bytes.push(byte);
         choice
     }
 }
@@ -119,7 +125,7 @@ impl<S: Source> Source for Recorder<S> {
 
 /// Inline code that says it ran. Also a file name (when it becomes a script operand) and a
 /// module name (`No module named ...`), like every other word.
-pub const CODE_WORD: &str = "print(\"GUARDTAG code\")";
+pub(crate) const CODE_WORD: &str = "print(\"GUARDTAG code\")";
 const TAG: &str = "GUARDTAG ";
 
 /// Options without an argument. `v` is missing: it floods stderr with import traces and is
@@ -312,7 +318,7 @@ fn long_word(src: &mut impl Source) -> Vec<u8> {
 }
 
 /// A command line (without `argv[0]`).
-pub fn generate(src: &mut impl Source) -> Vec<Vec<u8>> {
+pub(crate) fn generate(src: &mut impl Source) -> Vec<Vec<u8>> {
     let items = if src.chance(5) {
         10 + src.below(30)
     } else {
@@ -326,7 +332,7 @@ pub fn generate(src: &mut impl Source) -> Vec<Vec<u8>> {
 }
 
 /// The command line as a shell would take it, to paste into one.
-pub fn shell_words(words: &[Vec<u8>]) -> String {
+pub(crate) fn shell_words(words: &[Vec<u8>]) -> String {
     let mut line = String::from("python3");
     for word in words {
         let text = String::from_utf8_lossy(word);
@@ -352,7 +358,7 @@ pub fn shell_words(words: &[Vec<u8>]) -> String {
 /// The profiled CPython executables: the default policy's `/usr/bin/python3*` and
 /// `/usr/local/bin/python3*`, ELF files only (`python3.11-config` is a shell script), each
 /// once by canonical path.
-pub fn profiled_interpreters() -> Vec<PathBuf> {
+pub(crate) fn profiled_interpreters() -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = Vec::new();
     for dir in ["/usr/bin", "/usr/local/bin"] {
         let Ok(entries) = fs::read_dir(dir) else {
@@ -395,7 +401,7 @@ import sys; print(\"GUARDTAG stdin\", sys.argv[0].encode(\"utf-8\", \"surrogatee
 /// is a script printing its tag, and `__main__.py` for the directory operands), and `io/`
 /// with the standard input program and the output files, out of reach of any operand or
 /// module name.
-pub struct Sandbox {
+pub(crate) struct Sandbox {
     root: PathBuf,
     cwd: PathBuf,
     io: PathBuf,
@@ -410,7 +416,7 @@ pub struct Sandbox {
 static SANDBOXES: AtomicUsize = AtomicUsize::new(0);
 
 impl Sandbox {
-    pub fn new(timeout: Duration) -> Sandbox {
+    pub(crate) fn new(timeout: Duration) -> Sandbox {
         let base = std::env::temp_dir();
         sweep(&base);
         let root = base.join(format!(
@@ -478,7 +484,7 @@ impl Sandbox {
 
     /// Runs `python words...` in the sandbox, standard input the tagged program (never a
     /// terminal), killed after the timeout. `slot` names the output files: one per thread.
-    pub fn run(&self, python: &Path, words: &[Vec<u8>], slot: usize) -> Output {
+    pub(crate) fn run(&self, python: &Path, words: &[Vec<u8>], slot: usize) -> Output {
         self.make_files(words);
         // A signal the run did not ask for (a kernel layer another test loaded on this host,
         // the OOM killer) is no answer from CPython: ask again, then report it.
@@ -565,7 +571,7 @@ fn write_file(path: &Path, body: &str) {
 }
 
 /// What one run printed.
-pub struct Output {
+pub(crate) struct Output {
     /// Exit status; `None` when killed.
     pub code: Option<i32>,
     pub timed_out: bool,
@@ -579,7 +585,7 @@ pub struct Output {
 
 /// The program CPython ran, from what it printed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Program {
+pub(crate) enum Program {
     /// Nothing at all: a usage error, or it printed help or its version.
     Nothing(&'static str),
     /// `-c` code.
@@ -597,7 +603,7 @@ pub enum Program {
 
 /// CPython's own account of a run.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ran {
+pub(crate) struct Ran {
     pub program: Program,
     /// It read code from standard input as its program (also through `/dev/stdin`).
     pub stdin_code: bool,
@@ -632,7 +638,7 @@ impl std::fmt::Display for Ran {
 }
 
 /// guard's reading, with the words as text.
-pub fn describe(inv: &Invocation) -> String {
+pub(crate) fn describe(inv: &Invocation) -> String {
     let word = |w: Option<&[u8]>| w.map_or("none".to_string(), quoted);
     format!(
         "inline_code {}, module {}, script {}, inspect {}, truncated {}",
@@ -707,7 +713,7 @@ fn module_error(stderr: &str) -> Option<Option<Vec<u8>>> {
 }
 
 /// Reads CPython's account of a run from its output.
-pub fn what_ran(output: &Output) -> Result<Ran, String> {
+pub(crate) fn what_ran(output: &Output) -> Result<Ran, String> {
     if output.timed_out {
         return Err("CPython did not finish in time".into());
     }
@@ -810,7 +816,7 @@ fn cmdline(words: &[Vec<u8>]) -> Vec<u8> {
 }
 
 /// Why guard's reading of `words` disagrees with what CPython `ran`, if it does.
-pub fn disagreement(words: &[Vec<u8>], ran: &Ran, cwd: &[u8]) -> Option<String> {
+pub(crate) fn disagreement(words: &[Vec<u8>], ran: &Ran, cwd: &[u8]) -> Option<String> {
     let inv: Invocation = python_argv::parse(words.iter().map(|w| w.as_slice()));
     let joined = cmdline(words);
     let from_proc = python_argv::parse_cmdline(&joined);
@@ -887,7 +893,7 @@ pub fn disagreement(words: &[Vec<u8>], ran: &Ran, cwd: &[u8]) -> Option<String> 
 }
 
 /// Runs one command line and compares: `Err` with the whole story when guard disagrees.
-pub fn differ(
+pub(crate) fn differ(
     sandbox: &Sandbox,
     python: &Path,
     words: &[Vec<u8>],

@@ -228,7 +228,11 @@ pub fn superblock_marks(fdinfo: &str) -> HashSet<u64> {
         .filter_map(|line| line.strip_prefix("fanotify sdev:"))
         .filter_map(|rest| rest.split_whitespace().next())
         .filter_map(|hex| u64::from_str_radix(hex, 16).ok())
-        .map(|kdev| libc::makedev((kdev >> 20) as u32, (kdev & 0xf_ffff) as u32))
+        .filter_map(|kdev| {
+            let major = u32::try_from(kdev >> 20).ok()?;
+            let minor = u32::try_from(kdev & 0xf_ffff).ok()?;
+            Some(libc::makedev(major, minor))
+        })
         .collect()
 }
 

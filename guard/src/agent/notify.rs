@@ -81,12 +81,12 @@ pub struct Heartbeat {
 
 impl Heartbeat {
     pub fn beat(&self) {
-        let now = self.started.elapsed().as_millis() as u64;
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(now, Ordering::Relaxed);
     }
 
     fn age(&self) -> Duration {
-        let now = self.started.elapsed().as_millis() as u64;
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
     }
 }

@@ -168,7 +168,8 @@ fn path_argument(number: i64, args: &[u64; 6]) -> Option<u64> {
 /// across into an unmapped page would fail as a whole.
 fn read_string(tid: i32, address: u64) -> Result<Vec<u8>, Unknown> {
     let mut path = Vec::with_capacity(256);
-    let mut at = address as usize;
+    let mut at = usize::try_from(address)
+        .map_err(|_| Unknown(format!("address {address:#x} out of range")))?;
     while path.len() < PATH_MAX {
         let chunk = (PAGE - at % PAGE).min(PATH_MAX - path.len());
         let mut buf = [0u8; PAGE];

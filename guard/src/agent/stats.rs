@@ -29,6 +29,8 @@ impl Histogram {
     fn index(ns: u64) -> usize {
         let ns = ns.max(1);
         let power = 63 - ns.leading_zeros() as usize;
+        // Masked below SUB_BUCKETS.
+        #[allow(clippy::cast_possible_truncation)]
         let sub = if power >= 3 {
             ((ns >> (power - 3)) & (SUB_BUCKETS as u64 - 1)) as usize
         } else {
@@ -49,7 +51,7 @@ impl Histogram {
     }
 
     pub fn record(&self, elapsed: Duration) {
-        let ns = elapsed.as_nanos().min(u64::MAX as u128) as u64;
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         self.buckets[Self::index(ns)].fetch_add(1, Ordering::Relaxed);
         self.max_ns.fetch_max(ns, Ordering::Relaxed);
     }
@@ -65,6 +67,8 @@ impl Histogram {
         if total == 0 {
             return 0;
         }
+        // q in [0, 1]: a rank between 1 and total.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let rank = ((total as f64) * q).ceil().max(1.0) as u64;
         let mut seen = 0;
         for (i, count) in counts.iter().enumerate() {

@@ -15,7 +15,7 @@ use guard::ebpf_object::Identity;
 use guard::lsm::{LsmConfig, LsmLayer};
 
 #[derive(Subcommand)]
-pub enum DebugCommand {
+pub(crate) enum DebugCommand {
     /// Load the BPF LSM layer alone, print its refusals, run until SIGTERM or SIGINT.
     Lsm(LsmArgs),
     /// Run a command with BPF run-time statistics on and print, per guard program, how often
@@ -41,7 +41,7 @@ pub enum DebugCommand {
 }
 
 #[derive(Args)]
-pub struct LsmArgs {
+pub(crate) struct LsmArgs {
     /// An interpreter executable to profile (repeatable; symlinks followed).
     #[arg(long = "interpreter", value_name = "PATH", required = true)]
     pub interpreters: Vec<PathBuf>,
@@ -68,7 +68,7 @@ pub struct LsmArgs {
     pub verdict_cache: bool,
 }
 
-pub fn run(command: DebugCommand) -> anyhow::Result<ExitCode> {
+pub(super) fn run(command: DebugCommand) -> anyhow::Result<ExitCode> {
     match command {
         DebugCommand::Lsm(args) => lsm(args),
         DebugCommand::HookCosts { command } => hook_costs(&command),

@@ -18,7 +18,7 @@ use super::PolicyArgs;
 #[command(
     override_usage = "guard explain [OPTIONS] <PATH>\n       guard explain [OPTIONS] -- <ARG>..."
 )]
-pub struct ExplainArgs {
+pub(crate) struct ExplainArgs {
     /// The file to explain, as the interpreter's main script (code whatever its name).
     #[arg(required_unless_present = "argv", conflicts_with = "argv")]
     pub path: Option<PathBuf>,
@@ -37,7 +37,7 @@ pub struct ExplainArgs {
     pub policy: PolicyArgs,
 }
 
-pub fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     let policy = args.policy.load()?;
     let (uid, gids) = match &args.user {
         Some(user) => facts::user_credentials(user).map_err(anyhow::Error::msg)?,

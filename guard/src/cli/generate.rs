@@ -11,7 +11,7 @@ use clap::{Args, CommandFactory};
 use super::Cli;
 
 #[derive(Args)]
-pub struct OutDir {
+pub(crate) struct OutDir {
     /// Directory to write into (created if missing).
     pub dir: PathBuf,
 }
@@ -25,7 +25,7 @@ fn create(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// guard.1 and one page per visible subcommand (guard-run.1, guard-policy-check.1, …).
-pub fn man(args: &OutDir) -> anyhow::Result<ExitCode> {
+pub(super) fn man(args: &OutDir) -> anyhow::Result<ExitCode> {
     create(&args.dir)?;
     clap_mangen::generate_to(command(), &args.dir)
         .with_context(|| format!("writing man pages to {}", args.dir.display()))?;
@@ -33,7 +33,7 @@ pub fn man(args: &OutDir) -> anyhow::Result<ExitCode> {
 }
 
 /// Completions for bash (guard.bash), zsh (_guard) and fish (guard.fish).
-pub fn completions(args: &OutDir) -> anyhow::Result<ExitCode> {
+pub(super) fn completions(args: &OutDir) -> anyhow::Result<ExitCode> {
     use clap_complete::Shell;
     create(&args.dir)?;
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {

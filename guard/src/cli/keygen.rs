@@ -12,7 +12,7 @@ use der::{EncodePem, pem::LineEnding};
 use guard::keys::{KeyType, Signer};
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Key type.
     #[arg(long = "type", value_name = "TYPE", default_value = "rsa3072",
           value_parser = clap::builder::PossibleValuesParser::new(KeyType::ALL.map(KeyType::name)))]
@@ -28,7 +28,7 @@ pub struct Args {
     days: u64,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let kind = KeyType::ALL
         .into_iter()
         .find(|k| k.name() == args.kind)

@@ -27,13 +27,13 @@ use guard::policy::Policy;
 owned by a trusted owner, not writable by the user running them, on a trusted filesystem, and \
 signed with an IMA signature (security.ima) by a trusted key."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Show every check the policy makes on a file or an interpreter command line, and the
     /// verdict (exit 0 allow, 1 deny, 2 error).
     Explain(explain::ExplainArgs),
@@ -66,7 +66,7 @@ pub enum Command {
 
 /// Where the policy and extra trusted keys come from.
 #[derive(Args, Clone, Debug, Default)]
-pub struct PolicyArgs {
+pub(crate) struct PolicyArgs {
     /// Policy file (TOML); the embedded default policy when absent.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
@@ -76,14 +76,14 @@ pub struct PolicyArgs {
 }
 
 impl PolicyArgs {
-    pub fn load(&self) -> anyhow::Result<Policy> {
+    pub(crate) fn load(&self) -> anyhow::Result<Policy> {
         let mut policy = Policy::load_or_default(self.policy.as_deref())?;
         policy.add_keys(&self.keys).context("--key")?;
         Ok(policy)
     }
 }
 
-pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Explain(args) => explain::run(&args),
         Command::Policy(command) => policy::run(&command),

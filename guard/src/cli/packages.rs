@@ -21,7 +21,7 @@ const DEFAULT_POLICY: &str = "/etc/guard/policy.toml";
 const LOG: &str = "/var/log/guard/packages.log";
 
 #[derive(Subcommand)]
-pub enum PackagesCommand {
+pub(crate) enum PackagesCommand {
     /// apt's DPkg::Pre-Install-Pkgs hook: reads .deb paths on standard input, records the
     /// file digests of each one a trusted apt source verified, reloads the agent before dpkg
     /// unpacks anything.
@@ -34,7 +34,7 @@ pub enum PackagesCommand {
 }
 
 #[derive(Args)]
-pub struct HookArgs {
+pub(crate) struct HookArgs {
     /// The agent's policy (its `[packages]` section says where lists go and which apt
     /// origins are trusted).
     #[arg(long, value_name = "FILE", default_value = DEFAULT_POLICY)]
@@ -45,7 +45,7 @@ pub struct HookArgs {
 }
 
 #[derive(Args)]
-pub struct SyncArgs {
+pub(crate) struct SyncArgs {
     #[command(flatten)]
     hook: HookArgs,
     /// apt's run is over: also drop lists of versions dpkg does not have (the version an
@@ -54,7 +54,7 @@ pub struct SyncArgs {
     end_of_run: bool,
 }
 
-pub fn run(command: PackagesCommand) -> anyhow::Result<ExitCode> {
+pub(super) fn run(command: PackagesCommand) -> anyhow::Result<ExitCode> {
     match command {
         PackagesCommand::Trust(args) => trust(&args),
         PackagesCommand::Sync(args) => sync(&args),

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use guard::policy::Policy;
 
 #[derive(Subcommand)]
-pub enum PolicyCommand {
+pub(crate) enum PolicyCommand {
     /// Validate a policy file: syntax, types, keys, owners, allow-lists (exit 0 when usable).
     Check {
         /// The policy file.
@@ -21,7 +21,7 @@ pub enum PolicyCommand {
     },
 }
 
-pub fn run(command: &PolicyCommand) -> anyhow::Result<ExitCode> {
+pub(super) fn run(command: &PolicyCommand) -> anyhow::Result<ExitCode> {
     match command {
         PolicyCommand::Check { file } => {
             let policy = Policy::load(file)?;

@@ -8,7 +8,7 @@ use clap::Args;
 use guard::agent::{self, Backend, status};
 
 #[derive(Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Policy file (TOML); the embedded default policy when absent.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
@@ -62,7 +62,7 @@ pub struct RunArgs {
     pub cache_size: usize,
 }
 
-pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     agent::run(agent::Config {
         policy_path: args.policy,
         extra_keys: args.keys,
@@ -83,7 +83,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 #[derive(Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Unix socket of the running agent.
     #[arg(long, value_name = "PATH", default_value = status::DEFAULT_SOCKET)]
     pub socket: PathBuf,
@@ -92,7 +92,7 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-pub fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let report = status::query(&args.socket)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

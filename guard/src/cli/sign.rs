@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use walkdir::WalkDir;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Private key: PEM PKCS#8, "RSA PRIVATE KEY" or "EC PRIVATE KEY".
     #[arg(long, value_name = "KEY", required_unless_present = "list")]
     key: Option<PathBuf>,
@@ -48,7 +48,7 @@ enum Item {
     Fail(PathBuf, String),
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let algo = HashAlgo::from_name(&args.hash).context("unsupported hash algorithm")?;
 
     let mut items = Vec::new();

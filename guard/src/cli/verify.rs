@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use guard::keys::{Keyring, Verified};
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Trusted keys: the policy's (the embedded default's when no --policy), plus every --key.
     #[command(flatten)]
     trust: super::PolicyArgs,
@@ -16,7 +16,7 @@ pub struct Args {
     paths: Vec<PathBuf>,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let policy = args.trust.load()?;
     let keyring = &policy.trust.keyring;
     if keyring.is_empty() {
@@ -35,7 +35,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Writes one line per path, "PATH: OK (key id xxxxxxxx, sha256)" or "PATH: FAIL: reason",
 /// and says whether every path verified. Errors only when `out` cannot be written.
-pub fn verify_paths(
+pub(super) fn verify_paths(
     keyring: &Keyring,
     paths: &[PathBuf],
     out: &mut dyn Write,
@@ -60,7 +60,7 @@ pub fn verify_paths(
 }
 
 /// Verifies what `path` opens to: the signature and the content come from one descriptor.
-pub fn verify_path(keyring: &Keyring, path: &Path) -> Result<Verified, String> {
+pub(super) fn verify_path(keyring: &Keyring, path: &Path) -> Result<Verified, String> {
     let file = guard::facts::open_for_inspection(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".to_string(),
         std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),

@@ -169,10 +169,11 @@ impl LsmConfig {
         }
         flags |= self.native_code.flags();
         let mut code_suffixes = [CodeSuffix::default(); MAX_CODE_SUFFIXES];
-        let code_suffix_count = guard_common::code_name::code_suffixes(
+        let code_suffix_count = u32::try_from(guard_common::code_name::code_suffixes(
             self.code_patterns.iter().map(String::as_str),
             &mut code_suffixes,
-        ) as u32;
+        ))
+        .unwrap_or(u32::MAX);
         LsmSettings {
             offsets,
             flags,
@@ -187,6 +188,8 @@ impl LsmConfig {
     pub(super) fn trusted_magics(&self) -> Vec<u32> {
         let mut magics: Vec<u32> = Vec::new();
         for magic in &self.trusted_filesystems {
+            // The kernel holds magics in 32 bits (see `guard_common::lsm::Trust`).
+            #[allow(clippy::cast_possible_truncation)]
             let magic = *magic as u32;
             if !magics.contains(&magic) {
                 magics.push(magic);

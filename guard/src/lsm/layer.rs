@@ -210,7 +210,7 @@ impl LsmLayer {
             {
                 let entry: &mut (u64, u64) = stats.entry(name.to_string()).or_default();
                 entry.0 += info.run_count();
-                entry.1 += info.run_time().as_nanos() as u64;
+                entry.1 += u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX);
             }
         }
         Ok(stats)

@@ -14,7 +14,7 @@ use super::host::BENCH_FS_TYPE;
 use super::util::{check_interrupted, run_timed, signal, wait_deadline};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub enum Kind {
+pub(super) enum Kind {
     None,
     Guard,
     FapolicydNone,
@@ -22,14 +22,14 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub(super) const ALL: [Kind; 4] = [
         Kind::None,
         Kind::Guard,
         Kind::FapolicydNone,
         Kind::FapolicydSha256,
     ];
 
-    pub fn label(self) -> &'static str {
+    pub(super) fn label(self) -> &'static str {
         match self {
             Kind::None => "no guard",
             Kind::Guard => "guard (fanotify)",
@@ -38,7 +38,7 @@ impl Kind {
         }
     }
 
-    pub fn key(self) -> &'static str {
+    pub(super) fn key(self) -> &'static str {
         match self {
             Kind::None => "none",
             Kind::Guard => "guard",
@@ -47,13 +47,13 @@ impl Kind {
         }
     }
 
-    pub fn is_fapolicyd(self) -> bool {
+    pub(super) fn is_fapolicyd(self) -> bool {
         matches!(self, Kind::FapolicydNone | Kind::FapolicydSha256)
     }
 }
 
 /// A started contender; stopped on drop.
-pub struct Running {
+pub(super) struct Running {
     pub kind: Kind,
     child: Option<Child>,
     pub socket: PathBuf,
@@ -61,7 +61,7 @@ pub struct Running {
 }
 
 impl Running {
-    pub fn start(kind: Kind, layout: &Layout) -> Result<Running> {
+    pub(super) fn start(kind: Kind, layout: &Layout) -> Result<Running> {
         check_interrupted()?;
         let log = layout.work.join(format!("{}.log", kind.key()));
         let socket = layout.work.join("guard.sock");
@@ -79,7 +79,7 @@ impl Running {
         Ok(running)
     }
 
-    pub fn pid(&self) -> Option<u32> {
+    pub(super) fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
@@ -171,7 +171,7 @@ impl Running {
     }
 
     /// `guard status --json` of the running agent.
-    pub fn guard_status(&self, layout: &Layout) -> Result<serde_json::Value> {
+    pub(super) fn guard_status(&self, layout: &Layout) -> Result<serde_json::Value> {
         let ran = run_timed(
             Command::new(&layout.guard)
                 .args(["status", "--json", "--socket"])
@@ -185,7 +185,7 @@ impl Running {
         serde_json::from_slice(&ran.output.stdout).context("guard status output")
     }
 
-    pub fn stop(mut self) -> Result<()> {
+    pub(super) fn stop(mut self) -> Result<()> {
         self.stop_inner()
     }
 
@@ -262,7 +262,7 @@ const KNOWN_LIBS: &[&str] = &[
 
 /// Installs the known-libs rules as `compiled.rules` (what `fagenrules` would produce) and
 /// trusts exactly `trusted` (fapolicyd-cli --file add), starting from an empty trust file.
-pub fn configure_fapolicyd(trusted: &[&Path]) -> Result<String> {
+pub(super) fn configure_fapolicyd(trusted: &[&Path]) -> Result<String> {
     let samples = Path::new("/usr/share/fapolicyd/sample-rules");
     let rules_d = Path::new("/etc/fapolicyd/rules.d");
     let _ = std::fs::remove_dir_all(rules_d);

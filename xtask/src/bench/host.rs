@@ -14,16 +14,16 @@ use super::util::must;
 /// in `watch_fs`: with a type nothing else on the host uses, it marks only our mount and
 /// leaves the rest of the host (and other users of it) alone, as `guard --watch` does.
 /// guard trusts it as "ext4" (the same superblock magic).
-pub const BENCH_FS_TYPE: &str = "ext2";
+pub(super) const BENCH_FS_TYPE: &str = "ext2";
 
 /// A loop-mounted ext2 image under target/bench, unmounted and deleted on drop.
-pub struct BenchFs {
+pub(super) struct BenchFs {
     pub root: PathBuf,
     image: PathBuf,
 }
 
 impl BenchFs {
-    pub fn mount(work: &Path) -> Result<BenchFs> {
+    pub(super) fn mount(work: &Path) -> Result<BenchFs> {
         let root = work.join("fs");
         let image = work.join("fs.img");
         // A leftover from an interrupted run.
@@ -90,7 +90,7 @@ fn mounts_of_type(fs_type: &str) -> Result<Vec<String>> {
 const FAPOLICYD_STATE: &[&str] = &["/etc/fapolicyd", "/var/lib/fapolicyd", "/run/fapolicyd"];
 
 /// Saves fapolicyd's configuration, database and runtime directory; restores them on drop.
-pub struct FapolicydHost {
+pub(super) struct FapolicydHost {
     backup: PathBuf,
     saved: Vec<(PathBuf, bool)>,
     /// A policy-rc.d we created to keep apt from starting the daemon.
@@ -98,7 +98,7 @@ pub struct FapolicydHost {
 }
 
 impl FapolicydHost {
-    pub fn prepare(work: &Path) -> Result<FapolicydHost> {
+    pub(super) fn prepare(work: &Path) -> Result<FapolicydHost> {
         if Command::new("pgrep")
             .args(["-x", "fapolicyd"])
             .output()
@@ -195,7 +195,7 @@ fn flat(path: &Path) -> String {
         .replace('/', "_")
 }
 
-pub fn which(program: &str) -> Option<PathBuf> {
+pub(super) fn which(program: &str) -> Option<PathBuf> {
     for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin"] {
         let path = Path::new(dir).join(program);
         if path.exists() {
@@ -207,7 +207,7 @@ pub fn which(program: &str) -> Option<PathBuf> {
 
 /// The machine, for the methodology section.
 #[derive(serde::Serialize, Clone)]
-pub struct Machine {
+pub(super) struct Machine {
     pub nproc: usize,
     pub kernel: String,
     pub cpu: String,
@@ -218,14 +218,14 @@ pub struct Machine {
     pub load_before: String,
 }
 
-pub fn loadavg() -> String {
+pub(super) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .trim()
         .to_string()
 }
 
-pub fn machine() -> Machine {
+pub(super) fn machine() -> Machine {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let cpuinfo = read("/proc/cpuinfo");
     let cpu = cpuinfo

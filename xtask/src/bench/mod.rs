@@ -23,7 +23,7 @@ use report::{Latency, Memory, Signing};
 use util::{Ran, check_interrupted, drop_caches, must, run_timed};
 
 #[derive(clap::Args, Clone, Debug)]
-pub struct Options {
+pub(crate) struct Options {
     /// Rounds: each round runs every contender once, in the same order (A/B/C/D, A/B/C/D...).
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -50,7 +50,7 @@ pub struct Options {
 const NOBODY: u32 = 65534;
 
 /// Where everything is.
-pub struct Layout {
+pub(crate) struct Layout {
     pub work: PathBuf,
     pub root: PathBuf,
     pub guard: PathBuf,
@@ -64,7 +64,7 @@ pub struct Layout {
     pub probe_exec: PathBuf,
 }
 
-pub fn run(workspace: &Path, options: &Options) -> Result<()> {
+pub(crate) fn run(workspace: &Path, options: &Options) -> Result<()> {
     if !nix_is_root() {
         bail!("cargo xtask bench needs root (mounts, fanotify, fapolicyd, drop_caches)");
     }
@@ -186,8 +186,7 @@ pub fn run(workspace: &Path, options: &Options) -> Result<()> {
 }
 
 fn nix_is_root() -> bool {
-    // SAFETY: geteuid(2) cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 impl Layout {

@@ -14,7 +14,7 @@ use super::util::{median, min_max};
 /// guard's decision latency from its own counters, one value per guard round (each round
 /// a fresh agent: one cold storm, warm storms, tar).
 #[derive(Serialize, Clone, Default)]
-pub struct Latency {
+pub(super) struct Latency {
     pub decisions: f64,
     pub events: f64,
     pub cache_hits: f64,
@@ -30,7 +30,7 @@ pub struct Latency {
 }
 
 #[derive(Serialize)]
-pub struct Signing {
+pub(super) struct Signing {
     pub files: usize,
     pub bytes: u64,
     /// Tool name and wall-clock samples in ms.
@@ -38,7 +38,7 @@ pub struct Signing {
 }
 
 #[derive(Serialize)]
-pub struct Memory {
+pub(super) struct Memory {
     pub files: usize,
     pub sign_s: f64,
     pub open_all_s: f64,
@@ -51,7 +51,7 @@ pub struct Memory {
 }
 
 #[derive(Serialize)]
-pub struct Contender {
+pub(super) struct Contender {
     pub contender: String,
     pub key: String,
     pub measured: bool,
@@ -66,14 +66,14 @@ pub struct Contender {
 }
 
 #[derive(Serialize)]
-pub struct Workload {
+pub(super) struct Workload {
     pub id: String,
     pub name: String,
     pub contenders: Vec<Contender>,
 }
 
 #[derive(Serialize)]
-pub struct Target {
+pub(super) struct Target {
     pub what: String,
     pub target: String,
     pub value: String,
@@ -82,7 +82,7 @@ pub struct Target {
 }
 
 #[derive(Serialize)]
-pub struct Results {
+pub(super) struct Results {
     pub machine: Machine,
     pub methodology: Vec<String>,
     pub workloads: Vec<Workload>,
@@ -98,7 +98,7 @@ pub struct Results {
     pub elapsed_s: f64,
 }
 
-pub struct Inputs<'a> {
+pub(super) struct Inputs<'a> {
     pub machine: Machine,
     pub options: String,
     pub samples: &'a BTreeMap<(&'a str, Kind), Vec<f64>>,
@@ -136,7 +136,7 @@ fn row(name: &str, key: &str, samples: &[f64], baseline: f64, baseline_min: f64)
     }
 }
 
-pub fn build(inputs: Inputs<'_>) -> Results {
+pub(super) fn build(inputs: Inputs<'_>) -> Results {
     let mut workloads = Vec::new();
     for (id, name) in WORKLOADS {
         let baseline = inputs
@@ -391,6 +391,8 @@ fn half_iqr(samples: &[f64]) -> f64 {
     if sorted.len() < 2 {
         return f64::NAN;
     }
+    // q in [0, 1]: an index within the samples.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
     (at(0.75) - at(0.25)) / 2.0
 }
@@ -403,7 +405,7 @@ fn fmt_ms(v: f64) -> String {
     }
 }
 
-pub fn markdown(r: &Results) -> String {
+pub(super) fn markdown(r: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# guard benchmark (`cargo xtask bench`)\n");
     let _ = writeln!(
@@ -547,7 +549,7 @@ pub fn markdown(r: &Results) -> String {
 }
 
 /// A grouped horizontal bar chart of the ratios to no guard, with the 1.0 line.
-pub fn svg(r: &Results) -> String {
+pub(super) fn svg(r: &Results) -> String {
     let colors = ["#888888", "#2a7ab0", "#d08c2a", "#b0412a"];
     let bar_h = 16.0;
     let group_gap = 22.0;
@@ -645,7 +647,7 @@ fn escape(text: &str) -> String {
 }
 
 /// Writes report.md, results.json and ratios.svg; returns the Markdown.
-pub fn write(dir: &Path, results: &Results) -> Result<String> {
+pub(super) fn write(dir: &Path, results: &Results) -> Result<String> {
     let md = markdown(results);
     std::fs::write(dir.join("report.md"), &md).context("report.md")?;
     std::fs::write(

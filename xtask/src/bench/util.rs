@@ -17,7 +17,9 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 /// Ctrl-C must not kill the harness outright: the Drop guards (fapolicyd config, mounts,
 /// daemons) only run if we return normally.
-pub fn catch_interrupts() {
+// The one handler the harness installs: libc's signal(2) has no safe wrapper.
+#[allow(unsafe_code)]
+pub(super) fn catch_interrupts() {
     for signal in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe {
@@ -29,7 +31,7 @@ pub fn catch_interrupts() {
     }
 }
 
-pub fn check_interrupted() -> Result<()> {
+pub(super) fn check_interrupted() -> Result<()> {
     if INTERRUPTED.load(Ordering::SeqCst) {
         bail!("interrupted: cleaning up");
     }
@@ -37,16 +39,16 @@ pub fn check_interrupted() -> Result<()> {
 }
 
 /// What a bounded run produced.
-pub struct Ran {
+pub(super) struct Ran {
     pub elapsed: Duration,
     pub output: Output,
 }
 
 impl Ran {
-    pub fn stderr(&self) -> String {
+    pub(super) fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.output.stderr).into_owned()
     }
-    pub fn stdout(&self) -> String {
+    pub(super) fn stdout(&self) -> String {
         String::from_utf8_lossy(&self.output.stdout).into_owned()
     }
 }
@@ -54,7 +56,7 @@ impl Ran {
 /// Runs a command with a deadline and measures its wall-clock time from spawn to reap.
 /// With `discard_stdout` the output is read and thrown away (tar writes its archive there:
 /// it must really be produced, GNU tar skips reading file data when writing to /dev/null).
-pub fn run_timed(cmd: &mut Command, limit: Duration, discard_stdout: bool) -> Result<Ran> {
+pub(super) fn run_timed(cmd: &mut Command, limit: Duration, discard_stdout: bool) -> Result<Ran> {
     check_interrupted()?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -97,7 +99,10 @@ pub fn run_timed(cmd: &mut Command, limit: Duration, discard_stdout: bool) -> Re
 }
 
 /// Waits for a child; kills it on timeout.
-pub fn wait_deadline(child: &mut Child, limit: Duration) -> Result<std::process::ExitStatus> {
+pub(super) fn wait_deadline(
+    child: &mut Child,
+    limit: Duration,
+) -> Result<std::process::ExitStatus> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait()? {
@@ -114,7 +119,7 @@ pub fn wait_deadline(child: &mut Child, limit: Duration) -> Result<std::process:
 }
 
 /// Runs a setup command that must succeed (bounded).
-pub fn must(cmd: &mut Command, limit: Duration) -> Result<Ran> {
+pub(super) fn must(cmd: &mut Command, limit: Duration) -> Result<Ran> {
     let ran = run_timed(cmd, limit, false)?;
     if !ran.output.status.success() {
         bail!(
@@ -128,21 +133,22 @@ pub fn must(cmd: &mut Command, limit: Duration) -> Result<Ran> {
 }
 
 /// `sync; echo 3 > /proc/sys/vm/drop_caches`: page cache, dentries and inodes.
-pub fn drop_caches() -> Result<()> {
-    // SAFETY: sync(2) has no preconditions.
-    unsafe { libc::sync() };
+pub(super) fn drop_caches() -> Result<()> {
+    nix::unistd::sync();
     std::fs::write("/proc/sys/vm/drop_caches", "3\n").context("dropping the page cache")
 }
 
 /// Sends a signal to a process we started.
-pub fn signal(pid: u32, signal: libc::c_int) {
-    // SAFETY: kill(2) with a pid of our own child.
-    unsafe {
-        libc::kill(pid as libc::pid_t, signal);
+pub(super) fn signal(pid: u32, signal: libc::c_int) {
+    if let (Ok(pid), Ok(signal)) = (
+        i32::try_from(pid),
+        nix::sys::signal::Signal::try_from(signal),
+    ) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
     }
 }
 
-pub fn median(samples: &[f64]) -> f64 {
+pub(super) fn median(samples: &[f64]) -> f64 {
     if samples.is_empty() {
         return f64::NAN;
     }
@@ -156,14 +162,14 @@ pub fn median(samples: &[f64]) -> f64 {
     }
 }
 
-pub fn min_max(samples: &[f64]) -> (f64, f64) {
+pub(super) fn min_max(samples: &[f64]) -> (f64, f64) {
     let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
     let max = samples.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     (min, max)
 }
 
 /// `VmHWM` (peak resident set) of a process, in KiB.
-pub fn vm_hwm_kib(pid: u32) -> Result<u64> {
+pub(super) fn vm_hwm_kib(pid: u32) -> Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("/proc/{pid}/status"))?;
     text.lines()
@@ -173,7 +179,7 @@ pub fn vm_hwm_kib(pid: u32) -> Result<u64> {
 }
 
 /// Counts regular files under a directory (without following links).
-pub fn count_files(dir: &Path) -> usize {
+pub(super) fn count_files(dir: &Path) -> usize {
     fn walk(dir: &Path, n: &mut usize) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;

@@ -54,7 +54,7 @@ const REPO_LAYOUT: &str = "1";
 /// Returns the repository directory (Packages, Release, InRelease, Release.gpg, key.asc
 /// and the .debs side by side), building it when the guest tree's python3.11 packages, the
 /// signing key or the layout changed.
-pub fn ensure(vm_dir: &Path, tree: &Path) -> Result<PathBuf> {
+pub(super) fn ensure(vm_dir: &Path, tree: &Path) -> Result<PathBuf> {
     let gpg = ensure_key(vm_dir)?;
     let public_key = fs::read(gpg.public_key())
         .with_context(|| format!("reading {}", gpg.public_key().display()))?;

@@ -3,14 +3,14 @@
 
 use std::io::{self, Write};
 
-pub struct Cpio<W: Write> {
+pub(super) struct Cpio<W: Write> {
     out: W,
     ino: u32,
     written: u64,
 }
 
 impl<W: Write> Cpio<W> {
-    pub fn new(out: W) -> Self {
+    pub(super) fn new(out: W) -> Self {
         Self {
             out,
             ino: 1,
@@ -18,17 +18,17 @@ impl<W: Write> Cpio<W> {
         }
     }
 
-    pub fn dir(&mut self, name: &str) -> io::Result<()> {
+    pub(super) fn dir(&mut self, name: &str) -> io::Result<()> {
         self.entry(name, 0o040755, 0, &[])
     }
 
-    pub fn file(&mut self, name: &str, mode: u32, data: &[u8]) -> io::Result<()> {
+    pub(super) fn file(&mut self, name: &str, mode: u32, data: &[u8]) -> io::Result<()> {
         self.entry(name, 0o100000 | mode, 0, data)
     }
 
     /// The kernel opens /dev/console for init's stdio before anything can
     /// mount devtmpfs, so the node has to be in the archive itself.
-    pub fn char_dev(&mut self, name: &str, major: u32, minor: u32) -> io::Result<()> {
+    pub(super) fn char_dev(&mut self, name: &str, major: u32, minor: u32) -> io::Result<()> {
         self.entry(name, 0o020600, (major << 8) | minor, &[])
     }
 
@@ -69,7 +69,7 @@ impl<W: Write> Cpio<W> {
         self.write(&[0u8; 3][..n])
     }
 
-    pub fn finish(mut self) -> io::Result<W> {
+    pub(super) fn finish(mut self) -> io::Result<W> {
         self.entry("TRAILER!!!", 0, 0, &[])?;
         self.out.flush()?;
         Ok(self.out)

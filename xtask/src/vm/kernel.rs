@@ -24,12 +24,12 @@ const LIST_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// kernels build ext4, virtio-pci and virtiofs in, but virtio-blk as a module.
 const INITRAMFS_MODULES: &[&str] = &["virtio_blk"];
 
-pub struct Apt {
+pub(super) struct Apt {
     dir: PathBuf,
 }
 
 impl Apt {
-    pub fn new(vm_dir: &Path) -> Result<Self> {
+    pub(super) fn new(vm_dir: &Path) -> Result<Self> {
         let dir = vm_dir.join("apt");
         for d in [
             "etc/apt.conf.d",
@@ -82,7 +82,7 @@ impl Apt {
         cmd
     }
 
-    pub fn update_if_stale(&self) -> Result<()> {
+    pub(super) fn update_if_stale(&self) -> Result<()> {
         let stamp = self.dir.join("state/updated");
         let fresh = fs::metadata(&stamp)
             .and_then(|m| m.modified())
@@ -130,20 +130,20 @@ impl Apt {
 
 /// One extracted kernel under target/vm/kernels/<release>.
 #[derive(Clone, Debug)]
-pub struct Kernel {
+pub(super) struct Kernel {
     /// What `uname -r` prints in the guest, e.g. `6.12.117+deb12-cloud-amd64`.
     pub release: String,
     pub dir: PathBuf,
 }
 
 impl Kernel {
-    pub fn vmlinuz(&self) -> PathBuf {
+    pub(super) fn vmlinuz(&self) -> PathBuf {
         self.dir.join("vmlinuz")
     }
-    pub fn modules(&self) -> PathBuf {
+    pub(super) fn modules(&self) -> PathBuf {
         self.dir.join("modules")
     }
-    pub fn initrd(&self) -> PathBuf {
+    pub(super) fn initrd(&self) -> PathBuf {
         self.dir.join("initrd.cpio")
     }
 }
@@ -170,7 +170,7 @@ fn version_key(release: &str) -> Vec<u64> {
 }
 
 /// Resolves `6.12`, `newest` or an exact release to an exact release.
-pub fn resolve(apt: &Apt, spec: &str) -> Result<String> {
+pub(super) fn resolve(apt: &Apt, spec: &str) -> Result<String> {
     let candidates: Vec<String> = match spec {
         "6.12" => apt
             .pkgnames("linux-image-6.12.")?
@@ -194,7 +194,7 @@ pub fn resolve(apt: &Apt, spec: &str) -> Result<String> {
         .with_context(|| format!("no cloud kernel package found for --kernel {spec}"))
 }
 
-pub fn ensure(vm_dir: &Path, apt: &Apt, release: &str) -> Result<Kernel> {
+pub(super) fn ensure(vm_dir: &Path, apt: &Apt, release: &str) -> Result<Kernel> {
     let kernel = Kernel {
         release: release.to_owned(),
         dir: vm_dir.join("kernels").join(release),
@@ -358,7 +358,9 @@ fn is_dynamic_elf(bin: &[u8]) -> bool {
     };
     let rd64 = |o: usize| {
         bin.get(o..o + 8)
-            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap())) as usize
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()))
+            .try_into()
+            .unwrap_or(usize::MAX)
     };
     let (phoff, phentsize, phnum) = (rd64(0x20), rd16(0x36), rd16(0x38));
     (0..phnum).any(|i| rd32(phoff + i * phentsize) == 3)

@@ -31,20 +31,20 @@ const IMAGE_LAYOUT: &str = "2";
 /// Free space in the guest root on top of what the tree needs.
 const IMAGE_SLACK: u64 = 1 << 30;
 
-pub struct Keys {
+pub(super) struct Keys {
     pub key: PathBuf,
     pub cert: PathBuf,
     pub cert_der: PathBuf,
 }
 
 /// Where the signing key and certificate live inside the guest.
-pub const GUEST_KEY: &str = "/etc/guard/signing-key.pem";
-pub const GUEST_CERT: &str = "/etc/guard/signing-cert.pem";
-pub const GUEST_CERT_DER: &str = "/etc/guard/signing-cert.der";
+pub(super) const GUEST_KEY: &str = "/etc/guard/signing-key.pem";
+pub(super) const GUEST_CERT: &str = "/etc/guard/signing-cert.pem";
+pub(super) const GUEST_CERT_DER: &str = "/etc/guard/signing-cert.der";
 
 /// One EC P-256 key pair for the VM, kept on the host too so host-side test
 /// code can sign files in shared directories with the same key.
-pub fn ensure_keys(vm_dir: &Path) -> Result<Keys> {
+pub(super) fn ensure_keys(vm_dir: &Path) -> Result<Keys> {
     let dir = vm_dir.join("keys");
     let keys = Keys {
         key: dir.join("signing-key.pem"),
@@ -100,7 +100,7 @@ pub fn ensure_keys(vm_dir: &Path) -> Result<Keys> {
     Ok(keys)
 }
 
-pub fn ensure_tree(vm_dir: &Path, suite: &str) -> Result<PathBuf> {
+pub(super) fn ensure_tree(vm_dir: &Path, suite: &str) -> Result<PathBuf> {
     let tree = vm_dir.join(format!("rootfs-{suite}"));
     let done = tree.join(".guard-debootstrap-done");
     if done.exists() {
@@ -168,7 +168,7 @@ fn dir_size(path: &Path) -> Result<u64> {
 /// Returns the root image for these kernels, building it when the tree, the
 /// keys or the kernel set changed. Modules of every kernel go in, so one
 /// image serves all kernels and `modprobe` works in the guest.
-pub fn ensure_image(
+pub(super) fn ensure_image(
     vm_dir: &Path,
     tree: &Path,
     suite: &str,
