@@ -41,15 +41,8 @@ fn signers() -> Vec<Identity> {
 pub fn config(loaded: &Loaded, agent: Option<u32>) -> LsmConfig {
     let mut config = LsmConfig::new(loaded.interpreter_identities());
     config.exec_check = true;
-    config.trusted_uids = loaded.policy.trust.owners.clone();
+    config.trust = loaded.policy.trust_table();
     config.native_code = loaded.policy.native.code;
-    config.trusted_filesystems = loaded
-        .policy
-        .trust
-        .filesystems
-        .iter()
-        .map(|(_, magic)| *magic)
-        .collect();
     config.code_patterns = loaded
         .policy
         .interpreters

@@ -168,12 +168,7 @@ fn lsm(args: LsmArgs) -> anyhow::Result<ExitCode> {
     config.exec_check = args.exec_check;
     config.native_code = args.native_code;
     let policy = guard::policy::Policy::embedded_default()?;
-    config.trusted_filesystems = policy
-        .trust
-        .filesystems
-        .iter()
-        .map(|(_, magic)| *magic)
-        .collect();
+    config.trust = policy.trust_table();
     config.code_patterns = policy
         .interpreters
         .iter()

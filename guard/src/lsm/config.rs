@@ -83,16 +83,15 @@ pub struct LsmConfig {
     pub exec_mappings: bool,
     /// `bprm_creds_for_exec`: refuse execs and `AT_EXECVE_CHECK`s of untrusted files.
     pub exec_check: bool,
-    /// The trusted owners for `exec_check` and [`NativeCode::Trusted`] (at most
-    /// [`MAX_TRUSTED_OWNERS`]).
-    pub trusted_uids: Vec<u32>,
+    /// The trusted owners and filesystem types as the kernel holds them
+    /// ([`crate::policy::Policy::trust_table`], which validated the counts): owners for
+    /// `exec_check` and the native-code levels, filesystem types for
+    /// [`NativeCode::Trusted`] and `file_open`'s files named as code
+    /// ([`guard_common::code_name`]).
+    pub trust: Trust,
     /// The policy's executable rules for every task (`bprm_check_security`, and
     /// `mmap_file`/`file_mprotect` whatever `exec_mappings` says).
     pub native_code: NativeCode,
-    /// The trusted filesystem types, by magic (at most [`MAX_TRUSTED_FILESYSTEMS`]
-    /// distinct ones): for [`NativeCode::Trusted`], and for `file_open`'s files named as
-    /// code ([`guard_common::code_name`]).
-    pub trusted_filesystems: Vec<u64>,
     /// The profiles' code patterns (`*.py`…): those that are a literal suffix name code
     /// for `file_open` ([`guard_common::code_name::code_suffixes`]).
     pub code_patterns: Vec<String>,
@@ -136,9 +135,8 @@ impl LsmConfig {
             file_open: true,
             exec_mappings: true,
             exec_check: false,
-            trusted_uids: vec![0],
+            trust: Trust::new(&[0], &[]),
             native_code: NativeCode::Any,
-            trusted_filesystems: Vec::new(),
             code_patterns: Vec::new(),
             signers: Vec::new(),
             protect_signatures: false,
@@ -177,25 +175,10 @@ impl LsmConfig {
         LsmSettings {
             offsets,
             flags,
-            trust: Trust::new(&self.trusted_uids, &self.trusted_filesystems),
+            trust: self.trust,
             code_suffixes,
             code_suffix_count,
         }
-    }
-
-    /// The distinct trusted filesystem magics as the kernel compares them (32 bits: the
-    /// kernel program truncates `s_magic` the same way).
-    pub(super) fn trusted_magics(&self) -> Vec<u32> {
-        let mut magics: Vec<u32> = Vec::new();
-        for magic in &self.trusted_filesystems {
-            // The kernel holds magics in 32 bits (see `guard_common::lsm::Trust`).
-            #[allow(clippy::cast_possible_truncation)]
-            let magic = *magic as u32;
-            if !magics.contains(&magic) {
-                magics.push(magic);
-            }
-        }
-        magics
     }
 
     /// The programs to load (each named after its hook).

@@ -28,20 +28,6 @@ impl LsmLayer {
                 MAX_INTERPRETERS,
             ));
         }
-        if config.trusted_uids.len() > MAX_TRUSTED_OWNERS {
-            return Err(LsmError::TooMany(
-                "trusted owners",
-                config.trusted_uids.len(),
-                MAX_TRUSTED_OWNERS,
-            ));
-        }
-        if config.trusted_magics().len() > MAX_TRUSTED_FILESYSTEMS {
-            return Err(LsmError::TooMany(
-                "trusted filesystem types",
-                config.trusted_magics().len(),
-                MAX_TRUSTED_FILESYSTEMS,
-            ));
-        }
         if config.signers.len() > MAX_SIGNERS {
             return Err(LsmError::TooMany(
                 "signers",

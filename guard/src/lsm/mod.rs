@@ -55,8 +55,8 @@ use guard_common::exec_gate::InterpreterKey;
 pub use guard_common::lsm::Hook as LsmHook;
 use guard_common::lsm::{
     AgentState, ENFORCE_EXEC_CHECK, ENFORCE_EXEC_MAP, ENFORCE_FILE_OPEN, InodeState, InodeVerdict,
-    LsmOffsets, LsmSettings, MAX_TRUSTED_FILESYSTEMS, MAX_TRUSTED_OWNERS, PERMISSIVE,
-    PROTECT_AGENT, PROTECT_SIGNATURES, SelfProtectSettings, Trust, VERDICT_CACHE,
+    LsmOffsets, LsmSettings, PERMISSIVE, PROTECT_AGENT, PROTECT_SIGNATURES, SelfProtectSettings,
+    Trust, VERDICT_CACHE,
 };
 
 use crate::btf::{Btf, BtfError};
@@ -212,7 +212,7 @@ mod tests {
     fn every_trusted_owner_reaches_the_kernel() {
         let mut config = LsmConfig::new(vec![]);
         assert_eq!(config.settings(LsmOffsets::default()).trust.owner_count, 1);
-        config.trusted_uids = vec![0, 2, 1000];
+        config.trust = Trust::new(&[0, 2, 1000], &[]);
         let settings = config.settings(LsmOffsets::default());
         assert_eq!(settings.trust.owner_count, 3);
         assert_eq!(settings.trust.owners[..4], [0, 2, 1000, 0]);
@@ -260,7 +260,7 @@ mod tests {
 
         config.native_code = NativeCode::Trusted;
         // ext2, ext3 and ext4 share one magic: counted once.
-        config.trusted_filesystems = vec![0xEF53, 0xEF53, 0x0102_1994];
+        config.trust = Trust::new(&[0], &[0xEF53, 0xEF53, 0x0102_1994]);
         let settings = config.settings(offsets);
         assert_eq!(settings.flags & NATIVE_ANY, NATIVE_ANY);
         assert_eq!(settings.trust.filesystem_count, 2);
