@@ -352,8 +352,10 @@ pub(crate) fn vm_test(mut args: VmTestArgs) -> Result<()> {
     for ((k, tests), outcome) in prepared.kernels.iter().zip(&plan).zip(outcomes) {
         let outcome = outcome?;
         let mut seen = 0;
+        let mut since_last = Vec::new();
         for line in &outcome.lines {
             let Some(rest) = line.strip_prefix("GUARD-VM-TEST ") else {
+                since_last.push(line.as_str());
                 continue;
             };
             seen += 1;
@@ -361,10 +363,16 @@ pub(crate) fn vm_test(mut args: VmTestArgs) -> Result<()> {
                 Some(("PASS", _)) => passed += 1,
                 Some((_, name)) => {
                     failed += 1;
-                    failures.push(format!("{} on {}", name, k.release));
+                    failures.push(format!(
+                        "{} on {}{}",
+                        name,
+                        k.release,
+                        why_it_failed(&since_last)
+                    ));
                 }
                 None => {}
             }
+            since_last.clear();
         }
         if seen < tests.len() {
             failed += tests.len() - seen;
@@ -384,6 +392,25 @@ pub(crate) fn vm_test(mut args: VmTestArgs) -> Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// A failed test's own words, for the summary (the last thing a CI log shows): its
+/// `not ok` lines and the indented lines that follow each, at most 60 lines.
+fn why_it_failed(lines: &[&str]) -> String {
+    let mut out = Vec::new();
+    let mut following = false;
+    for line in lines {
+        if line.contains("not ok") || line.contains("FAIL") {
+            out.push(*line);
+            following = true;
+        } else if following && line.starts_with(' ') {
+            out.push(*line);
+        } else {
+            following = false;
+        }
+    }
+    out.truncate(60);
+    out.iter().map(|l| format!("\n    {l}")).collect()
 }
 
 enum Payload<'a> {
@@ -809,8 +836,25 @@ fn payload_size(p: &Path) -> Result<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::{assign, selected};
+    use super::{assign, selected, why_it_failed};
     use std::path::PathBuf;
+
+    #[test]
+    fn a_failure_is_told_with_its_own_lines() {
+        let lines = [
+            "ok: one",
+            "not ok: 16c writer: PAYLOAD RAN (rc=0)",
+            "    big",
+            "    more",
+            "ok: two",
+            "  not indented after an ok",
+        ];
+        assert_eq!(
+            why_it_failed(&lines),
+            "\n    not ok: 16c writer: PAYLOAD RAN (rc=0)\n        big\n        more"
+        );
+        assert_eq!(why_it_failed(&["ok: fine"]), "");
+    }
 
     #[test]
     fn the_suite_runs_tests_and_bench_runs_measurements() {
