@@ -48,6 +48,56 @@ pub struct AuditRecord {
     pub checks: Vec<CheckRecord>,
 }
 
+/// What a kernel layer refused (the exec gate, the LSM layer), as the audit trail says it:
+/// one rule, no path (the kernel reports identities).
+pub struct KernelRefusal {
+    pub pid: u32,
+    pub exe: String,
+    pub uid: u32,
+    pub id: crate::engine::FileId,
+    pub code: &'static str,
+    /// False in permissive mode.
+    pub enforced: bool,
+    pub rule: guard_common::Rule,
+    pub reason: String,
+}
+
+impl From<KernelRefusal> for AuditRecord {
+    fn from(refusal: KernelRefusal) -> AuditRecord {
+        AuditRecord {
+            missing: None,
+            time: now(),
+            pid: i32::try_from(refusal.pid).unwrap_or(-1),
+            exe: refusal.exe,
+            uid: refusal.uid,
+            path: String::new(),
+            id: refusal.id.to_string(),
+            code: refusal.code,
+            decision: "deny",
+            enforced: refusal.enforced,
+            rule: refusal.rule.id(),
+            reason: refusal.reason.clone(),
+            checks: vec![CheckRecord {
+                rule: refusal.rule.id(),
+                passed: false,
+                reason: refusal.reason,
+            }],
+        }
+    }
+}
+
+/// Counts a kernel layer's refusal and sends its record.
+pub fn kernel_refusal(state: &super::State, refusal: KernelRefusal) {
+    use super::stats::bump;
+    bump(&state.stats.code_decisions);
+    if refusal.enforced {
+        bump(&state.stats.denies);
+    } else {
+        bump(&state.stats.would_deny);
+    }
+    state.audit.send(refusal.into());
+}
+
 pub fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

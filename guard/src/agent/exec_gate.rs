@@ -11,7 +11,7 @@ use std::sync::Arc;
 use guard_common::Rule;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use super::audit::{AuditRecord, CheckRecord};
+use super::audit::KernelRefusal;
 use super::stats::bump;
 use super::{Loaded, State};
 use crate::ebpf_object::Identity;
@@ -192,12 +192,6 @@ fn native_reason(rule: Rule, hook: u32) -> String {
 }
 
 fn report(state: &State, loaded: &Loaded, event: &GateEvent) {
-    bump(&state.stats.code_decisions);
-    if event.killed {
-        bump(&state.stats.denies);
-    } else {
-        bump(&state.stats.would_deny);
-    }
     let id = crate::engine::FileId {
         dev: event.file.dev,
         ino: event.file.ino,
@@ -229,23 +223,17 @@ fn report(state: &State, loaded: &Loaded, event: &GateEvent) {
     } else {
         ("native", native_reason(event.rule, event.hook))
     };
-    state.audit.send(AuditRecord {
-        missing: None,
-        time: super::audit::now(),
-        pid: event.pid as i32,
-        exe,
-        uid: event.uid,
-        path: String::new(),
-        id: id.to_string(),
-        code,
-        decision: "deny",
-        enforced: event.killed,
-        rule: event.rule.id(),
-        reason: reason.clone(),
-        checks: vec![CheckRecord {
-            rule: event.rule.id(),
-            passed: false,
+    super::audit::kernel_refusal(
+        state,
+        KernelRefusal {
+            pid: event.pid,
+            exe,
+            uid: event.uid,
+            id,
+            code,
+            enforced: event.killed,
+            rule: event.rule,
             reason,
-        }],
-    });
+        },
+    );
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use super::audit::{AuditRecord, CheckRecord};
+use super::audit::KernelRefusal;
 use super::stats::bump;
 use super::{Loaded, State};
 use crate::ebpf_object::Identity;
@@ -116,34 +116,20 @@ pub fn run(state: Arc<State>, mut layer: LsmLayer, mut generation: u64) {
 }
 
 fn report(state: &State, event: &LsmEvent) {
-    bump(&state.stats.code_decisions);
-    if event.refused {
-        bump(&state.stats.denies);
-    } else {
-        bump(&state.stats.would_deny);
-    }
-    let reason = format!("refused in the kernel: {event}");
-    let id = crate::engine::FileId {
-        dev: event.object.dev,
-        ino: event.object.ino,
-    };
-    state.audit.send(AuditRecord {
-        missing: None,
-        time: super::audit::now(),
-        pid: event.pid as i32,
-        exe: super::process::executable_path(event.pid as i32),
-        uid: event.uid,
-        path: String::new(),
-        id: id.to_string(),
-        code: event.hook.name(),
-        decision: "deny",
-        enforced: event.refused,
-        rule: event.rule.id(),
-        reason: reason.clone(),
-        checks: vec![CheckRecord {
-            rule: event.rule.id(),
-            passed: false,
-            reason,
-        }],
-    });
+    super::audit::kernel_refusal(
+        state,
+        KernelRefusal {
+            pid: event.pid,
+            exe: super::process::executable_path(i32::try_from(event.pid).unwrap_or(-1)),
+            uid: event.uid,
+            id: crate::engine::FileId {
+                dev: event.object.dev,
+                ino: event.object.ino,
+            },
+            code: event.hook.name(),
+            enforced: event.refused,
+            rule: event.rule,
+            reason: format!("refused in the kernel: {event}"),
+        },
+    );
 }

@@ -41,8 +41,8 @@ pub(super) const MAIN_SCRIPT_TRACEPOINT: &str = "main_script_exec";
 pub(super) const CODE_NAME_HOOKS: [&str; 2] = ["code_link_follow", "code_link_stat"];
 /// Notices the agent's exit (`tp_btf`, also its program's name).
 pub(super) const AGENT_EXIT_TRACEPOINT: &str = "sched_process_exit";
-/// Every program of the layer.
-pub(super) const ALL_PROGRAMS: &[&str] = &[
+/// The layer's hooks that are neither change hooks nor self-protection.
+const ENFORCING_HOOKS: [&str; 7] = [
     "file_open",
     "mmap_file",
     "file_mprotect",
@@ -50,27 +50,21 @@ pub(super) const ALL_PROGRAMS: &[&str] = &[
     "bprm_check_security",
     "inode_setxattr",
     "inode_removexattr",
-    "file_post_open",
-    "file_release",
-    "inode_setattr",
-    "inode_rename",
-    "inode_link",
-    "inode_unlink",
-    AGENT_EXIT_TRACEPOINT,
-    "task_kill",
-    "file_send_sigiotask",
-    "ptrace_access_check",
-    "bpf_map",
-    "bpf_prog",
-    "pin_unlink",
-    "pin_rename",
-    "sb_umount",
-    MAIN_SCRIPT_TRACEPOINT,
-    "code_link_follow",
-    "code_link_stat",
-    // The exec gate, pinned beside the layer by the agent.
-    "sched_process_exec",
 ];
+/// Every program of the layer, and the exec gate's pinned beside it by the agent.
+fn all_programs() -> impl Iterator<Item = &'static str> {
+    ENFORCING_HOOKS
+        .into_iter()
+        .chain(CHANGE_HOOKS)
+        .chain(SELF_PROTECT_PROGRAMS)
+        .chain(PIN_PROGRAMS)
+        .chain(CODE_NAME_HOOKS)
+        .chain([
+            MAIN_SCRIPT_TRACEPOINT,
+            AGENT_EXIT_TRACEPOINT,
+            "sched_process_exec",
+        ])
+}
 /// What the layer enforces, and for which executables.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LsmConfig {
@@ -231,7 +225,5 @@ impl LsmConfig {
 
 /// Whether a loaded program's name is one of the layer's (the kernel keeps 15 bytes).
 pub(super) fn is_ours(name: &str) -> bool {
-    ALL_PROGRAMS
-        .iter()
-        .any(|p| p.as_bytes()[..p.len().min(15)] == *name.as_bytes())
+    all_programs().any(|p| p.as_bytes()[..p.len().min(15)] == *name.as_bytes())
 }

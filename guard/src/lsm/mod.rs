@@ -219,6 +219,34 @@ mod tests {
     }
 
     #[test]
+    fn every_program_loaded_is_known_as_ours() {
+        let mut config = LsmConfig::new(vec![]);
+        config.exec_check = true;
+        config.native_code = NativeCode::Trusted;
+        config.protect_signatures = true;
+        config.verdict_cache = true;
+        config.protect_agent = true;
+        config.protected_pins = Some(PathBuf::from("/sys/fs/bpf/guard"));
+        let offsets = LsmOffsets {
+            bprm_is_check_mask: 1,
+            ..LsmOffsets::default()
+        };
+        for program in config
+            .programs(&offsets)
+            .into_iter()
+            .chain(config.tracepoints())
+        {
+            // The kernel keeps 15 bytes of a program's name.
+            assert!(
+                config::is_ours(&program[..program.len().min(15)]),
+                "{program}"
+            );
+        }
+        assert!(config::is_ours("sched_process_exec"));
+        assert!(!config::is_ours("some_other_prog"));
+    }
+
+    #[test]
     fn code_names_follow_file_open() {
         let mut config = LsmConfig::new(vec![]);
         config.code_patterns = vec!["*.py".into(), "*.so.[0-9]*".into()];
