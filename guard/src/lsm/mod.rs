@@ -242,7 +242,7 @@ mod tests {
                 "{program}"
             );
         }
-        assert!(config::is_ours("sched_process_exec"));
+        assert!(config::is_ours("sched_process_e"));
         assert!(!config::is_ours("some_other_prog"));
     }
 
