@@ -1,7 +1,7 @@
 //! `tp_btf/sched_process_exec`: refuses CPython invocations the policy forbids.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_user, generated},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated},
     macros::{btf_tracepoint, map},
     maps::{HashMap, RingBuf},
     programs::BtfTracePointContext,
@@ -16,7 +16,8 @@ use guard_common::{
     },
 };
 
-use crate::kernel::kread;
+use crate::kernel::{LoopBody, bounded_loop, kread, read_user_str, read_user_words};
+use core::ops::ControlFlow;
 
 const SIGKILL: u32 = 9;
 
@@ -142,16 +143,7 @@ fn judge_argv(sp: u64, argc: i32, flags: u32) -> Step {
         verdict: Step::More,
         buf: [0; ARG_BUFFER],
     };
-    // SAFETY: `argv_step` has the callback signature bpf_loop expects, and `walk` outlives
-    // the call.
-    unsafe {
-        generated::bpf_loop(
-            MAX_ARGS,
-            argv_step as *mut core::ffi::c_void,
-            (&raw mut walk).cast(),
-            0,
-        )
-    };
+    bounded_loop(MAX_ARGS, &mut walk);
     match walk.verdict {
         // Words left that the walk did not reach: padding must not hide `-c`.
         Step::More => Step::Refuse(Rule::FactsUnavailable),
@@ -162,8 +154,8 @@ fn judge_argv(sp: u64, argc: i32, flags: u32) -> Step {
             let mut whole = true;
             if let Some(index) = walk.judge.script_index() {
                 // argv[1 + index]: the words after argv[0] are counted from 0.
-                match read_user_prefix(sp + 8 * (2 + index as u64), &mut script) {
-                    Ok(len) => whole = len < SCRIPT_PREFIX - 1,
+                match read_user_str(sp + 8 * (2 + index as u64), &mut script) {
+                    Ok(word) => whole = word.len() < SCRIPT_PREFIX - 1,
                     Err(_) => return Step::Refuse(Rule::FactsUnavailable),
                 }
             }
@@ -173,28 +165,26 @@ fn judge_argv(sp: u64, argc: i32, flags: u32) -> Step {
     }
 }
 
-/// One `bpf_loop` step: word `index + 1` (argv[0] is the name the interpreter was started
-/// under, not an option). Returns 1 to stop.
-extern "C" fn argv_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    // SAFETY: `ctx` is the `ArgvWalk` judge_argv passed to bpf_loop, alive and unaliased
-    // for the duration of the loop.
-    let walk = unsafe { &mut *ctx.cast::<ArgvWalk>() };
-    let i = index + 1;
-    if i >= walk.argc as u64 {
-        walk.verdict = walk.judge.finish();
-        return 1;
-    }
-    let Ok(word) = read_user_word(walk.sp + 8 * (1 + i), &mut walk.buf) else {
-        walk.verdict = Step::Refuse(Rule::FactsUnavailable);
-        return 1;
-    };
-    // A word that filled the buffer may go on beyond it.
-    let whole = word.len() < ARG_BUFFER - 1;
-    match walk.judge.feed(word, whole) {
-        Step::More => 0,
-        verdict => {
-            walk.verdict = verdict;
-            1
+/// Word `index + 1` (argv[0] is the name the interpreter was started under, not an option).
+impl LoopBody for ArgvWalk {
+    fn step(&mut self, index: u64) -> ControlFlow<()> {
+        let i = index + 1;
+        if i >= self.argc as u64 {
+            self.verdict = self.judge.finish();
+            return ControlFlow::Break(());
+        }
+        let Ok(word) = read_user_str(self.sp + 8 * (1 + i), &mut self.buf) else {
+            self.verdict = Step::Refuse(Rule::FactsUnavailable);
+            return ControlFlow::Break(());
+        };
+        // A word that filled the buffer may go on beyond it.
+        let whole = word.len() < ARG_BUFFER - 1;
+        match self.judge.feed(word, whole) {
+            Step::More => ControlFlow::Continue(()),
+            verdict => {
+                self.verdict = verdict;
+                ControlFlow::Break(())
+            }
         }
     }
 }
@@ -218,16 +208,7 @@ fn judge_loader(sp: u64, argc: i32, envc: i32) -> Option<Rule> {
         verdict: Step::More,
         buf: [0; ARG_BUFFER],
     };
-    // SAFETY: `loader_step` has the callback signature bpf_loop expects, and `walk`
-    // outlives the call.
-    unsafe {
-        generated::bpf_loop(
-            MAX_ARGS,
-            loader_step as *mut core::ffi::c_void,
-            (&raw mut walk).cast(),
-            0,
-        )
-    };
+    bounded_loop(MAX_ARGS, &mut walk);
     let rule = match walk.verdict {
         Step::Allow => return None,
         Step::Refuse(rule) => rule,
@@ -239,25 +220,24 @@ fn judge_loader(sp: u64, argc: i32, envc: i32) -> Option<Rule> {
     Some(rule)
 }
 
-/// One `bpf_loop` step of [`judge_loader`]: word `index + 1`. Returns 1 to stop.
-extern "C" fn loader_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    // SAFETY: `ctx` is the `LoaderWalk` judge_loader passed to bpf_loop, alive and
-    // unaliased for the duration of the loop.
-    let walk = unsafe { &mut *ctx.cast::<LoaderWalk>() };
-    let i = index + 1;
-    if i >= walk.argc as u64 {
-        walk.verdict = walk.judge.finish();
-        return 1;
-    }
-    let Ok(word) = read_user_word(walk.sp + 8 * (1 + i), &mut walk.buf) else {
-        walk.verdict = Step::Refuse(Rule::FactsUnavailable);
-        return 1;
-    };
-    match walk.judge.feed(word) {
-        Step::More => 0,
-        verdict => {
-            walk.verdict = verdict;
-            1
+/// Word `index + 1` of a loader's command line.
+impl LoopBody for LoaderWalk {
+    fn step(&mut self, index: u64) -> ControlFlow<()> {
+        let i = index + 1;
+        if i >= self.argc as u64 {
+            self.verdict = self.judge.finish();
+            return ControlFlow::Break(());
+        }
+        let Ok(word) = read_user_str(self.sp + 8 * (1 + i), &mut self.buf) else {
+            self.verdict = Step::Refuse(Rule::FactsUnavailable);
+            return ControlFlow::Break(());
+        };
+        match self.judge.feed(word) {
+            Step::More => ControlFlow::Continue(()),
+            verdict => {
+                self.verdict = verdict;
+                ControlFlow::Break(())
+            }
         }
     }
 }
@@ -285,49 +265,25 @@ fn loader_traced(sp: u64, argc: i32, envc: i32) -> bool {
         envc: envc as u32,
         found: false,
     };
-    // SAFETY: `trace_step` has the callback signature bpf_loop expects, and `walk` outlives
-    // the call.
-    unsafe {
-        generated::bpf_loop(
-            MAX_ENV,
-            trace_step as *mut core::ffi::c_void,
-            (&raw mut walk).cast(),
-            0,
-        )
-    };
+    bounded_loop(MAX_ENV, &mut walk);
     walk.found
 }
 
-/// One `bpf_loop` step of [`loader_traced`]: environment entry `index`. Returns 1 to stop.
-extern "C" fn trace_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    // SAFETY: `ctx` is the `TraceWalk` loader_traced passed to bpf_loop, alive and
-    // unaliased for the duration of the loop.
-    let walk = unsafe { &mut *ctx.cast::<TraceWalk>() };
-    if index >= walk.envc as u64 {
-        return 1;
+/// Environment entry `index` of a loader's exec.
+impl LoopBody for TraceWalk {
+    fn step(&mut self, index: u64) -> ControlFlow<()> {
+        if index >= self.envc as u64 {
+            return ControlFlow::Break(());
+        }
+        let Ok(entry) = read_user_words(self.envp + 8 * index) else {
+            return ControlFlow::Break(());
+        };
+        if gate_setting!(loader_trace).matches(&entry) {
+            self.found = true;
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
     }
-    // SAFETY: reads a user pointer of the exec'ing task; a bad address is an error.
-    let Ok(ptr) = (unsafe { bpf_probe_read_user((walk.envp + 8 * index) as *const u64) }) else {
-        return 1;
-    };
-    // Zero-filled: bytes after the NUL must not match the pattern's tail.
-    let mut entry = [0u64; 4];
-    // SAFETY: writes at most 32 bytes into `entry`, which is 32 bytes long.
-    let n = unsafe {
-        generated::bpf_probe_read_user_str(
-            entry.as_mut_ptr().cast(),
-            32,
-            ptr as *const core::ffi::c_void,
-        )
-    };
-    if n < 0 {
-        return 1;
-    }
-    if gate_setting!(loader_trace).matches(&entry) {
-        walk.found = true;
-        return 1;
-    }
-    0
 }
 
 fn judge_env(sp: u64, argc: i32, envc: i32) -> Option<Rule> {
@@ -344,23 +300,9 @@ fn judge_env(sp: u64, argc: i32, envc: i32) -> Option<Rule> {
         if j as i32 >= envc {
             return None;
         }
-        // SAFETY: reads a user pointer of the exec'ing task; a bad address is an error.
-        let Ok(ptr) = (unsafe { bpf_probe_read_user((envp + 8 * j as u64) as *const u64) }) else {
+        let Ok(entry) = read_user_words(envp + 8 * j as u64) else {
             return Some(Rule::FactsUnavailable);
         };
-        // Zero-filled: bytes after the NUL must not match a pattern's tail.
-        let mut entry = [0u64; 4];
-        // SAFETY: writes at most 32 bytes into `entry`, which is 32 bytes long.
-        let n = unsafe {
-            generated::bpf_probe_read_user_str(
-                entry.as_mut_ptr().cast(),
-                32,
-                ptr as *const core::ffi::c_void,
-            )
-        };
-        if n < 0 {
-            return Some(Rule::FactsUnavailable);
-        }
         let mut k = 0;
         while k < MAX_ENV_NAMES {
             if k as u32 >= count {
@@ -379,26 +321,6 @@ fn judge_env(sp: u64, argc: i32, envc: i32) -> Option<Rule> {
 #[inline(always)]
 fn env_pattern(k: usize) -> guard_common::exec_gate::EnvPattern {
     gate_setting!(env[k])
-}
-
-/// Reads the user string that `argv`/`envp` slot `slot` points to.
-#[inline(always)]
-pub(crate) fn read_user_word(slot: u64, buf: &mut [u8; ARG_BUFFER]) -> Result<&[u8], i32> {
-    // SAFETY: reads a user pointer of the exec'ing task; a bad address is an error.
-    let ptr: u64 = unsafe { bpf_probe_read_user(slot as *const u64) }?;
-    // SAFETY: as above; the helper writes at most `buf.len()` bytes.
-    unsafe { aya_ebpf::helpers::bpf_probe_read_user_str_bytes(ptr as *const u8, buf) }
-}
-
-/// Reads the user string that `argv` slot `slot` points to into a zeroed fixed buffer (NUL
-/// after the string, zeros after that); returns the string's length.
-#[inline(always)]
-fn read_user_prefix(slot: u64, buf: &mut [u8; SCRIPT_PREFIX]) -> Result<usize, i32> {
-    // SAFETY: reads a user pointer of the exec'ing task; a bad address is an error.
-    let ptr: u64 = unsafe { bpf_probe_read_user(slot as *const u64) }?;
-    // SAFETY: as above; the helper writes at most `buf.len()` bytes.
-    unsafe { aya_ebpf::helpers::bpf_probe_read_user_str_bytes(ptr as *const u8, buf) }
-        .map(|s| s.len())
 }
 
 /// Kills the current task (unless permissive) and reports why: `hook` refused `rule` for the

@@ -14,10 +14,12 @@ use guard_common::{
     python_argv::{Reader, Word},
 };
 
-use crate::exec_gate::read_user_word;
-use crate::kernel::kread;
+use crate::kernel::{
+    LoopBody, bounded_loop, kread, read_kernel_name, read_user_name, read_user_str, read_user_u64,
+};
 use crate::lsm_common::{current_exe, setting};
 use crate::maps::{forget_main_script, is_interpreter};
+use core::ops::ControlFlow;
 
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn main_script_exec(ctx: BtfTracePointContext) -> i32 {
@@ -53,9 +55,9 @@ fn record_operand(bprm: *const u8, script: &mut MainScript) -> Result<(), i32> {
     };
     // The argv strings lie end to end, each with its NUL: a word ends where the next one
     // starts, and the last one at the mm's `arg_end`.
-    let start: u64 = read_user(sp + 8 * (1 + index))?;
+    let start: u64 = read_user_u64(sp + 8 * (1 + index))?;
     let end: u64 = if index + 1 < argc as u64 {
-        read_user(sp + 8 * (2 + index))?
+        read_user_u64(sp + 8 * (2 + index))?
     } else {
         // SAFETY: returns the current task pointer; only read through bpf_probe_read_kernel.
         let task = unsafe { generated::bpf_get_current_task() } as *const u8;
@@ -71,7 +73,7 @@ fn record_operand(bprm: *const u8, script: &mut MainScript) -> Result<(), i32> {
     } else {
         NAME_BUFFER
     };
-    read_user_bytes(
+    read_user_name(
         start + (total - tail_len) as u64,
         &mut script.scratch,
         tail_len,
@@ -83,7 +85,7 @@ fn record_operand(bprm: *const u8, script: &mut MainScript) -> Result<(), i32> {
         return Ok(());
     }
     let len = tail_len - first;
-    read_user_bytes(start + (total - len) as u64, &mut script.name, len)?;
+    read_user_name(start + (total - len) as u64, &mut script.name, len)?;
     script.name_len = len as u32;
     Ok(())
 }
@@ -108,73 +110,32 @@ fn operand_index(sp: u64, argc: i32) -> Option<u64> {
         found: 0,
         buf: [0; ARG_BUFFER],
     };
-    // SAFETY: `operand_step` has the callback signature bpf_loop expects, and `walk`
-    // outlives the call.
-    unsafe {
-        generated::bpf_loop(
-            MAX_ARGS,
-            operand_step as *mut core::ffi::c_void,
-            (&raw mut walk).cast(),
-            0,
-        )
-    };
+    bounded_loop(MAX_ARGS, &mut walk);
     (walk.found != 0).then_some(walk.found)
 }
 
-/// One `bpf_loop` step: word `index + 1` (argv[0] is no option). Returns 1 to stop.
-extern "C" fn operand_step(index: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    // SAFETY: `ctx` is the `OperandWalk` operand_index passed to bpf_loop, alive and
-    // unaliased for the duration of the loop.
-    let walk = unsafe { &mut *ctx.cast::<OperandWalk>() };
-    let i = index + 1;
-    if i >= walk.argc as u64 {
-        return 1;
-    }
-    let Ok(word) = read_user_word(walk.sp + 8 * (1 + i), &mut walk.buf) else {
-        return 1;
-    };
-    match walk.reader.feed(word) {
-        Word::Script(_) => {
-            walk.found = i;
-            1
+/// Word `index + 1` (argv[0] is no option).
+impl LoopBody for OperandWalk {
+    fn step(&mut self, index: u64) -> ControlFlow<()> {
+        let i = index + 1;
+        if i >= self.argc as u64 {
+            return ControlFlow::Break(());
         }
-        // `-c`, `-m`, or options the kernel does not read: no script operand.
-        Word::InlineCode | Word::Module(_) | Word::Unread | Word::Program => 1,
-        _ => 0,
+        let Ok(word) = read_user_str(self.sp + 8 * (1 + i), &mut self.buf) else {
+            return ControlFlow::Break(());
+        };
+        match self.reader.feed(word) {
+            Word::Script(_) => {
+                self.found = i;
+                ControlFlow::Break(())
+            }
+            // `-c`, `-m`, or options the kernel does not read: no script operand.
+            Word::InlineCode | Word::Module(_) | Word::Unread | Word::Program => {
+                ControlFlow::Break(())
+            }
+            _ => ControlFlow::Continue(()),
+        }
     }
-}
-
-#[inline(always)]
-fn read_user(address: u64) -> Result<u64, i32> {
-    // SAFETY: reads user memory of the exec'd task; a bad address is an error.
-    unsafe { aya_ebpf::helpers::bpf_probe_read_user(address as *const u64) }.map_err(|e| e as i32)
-}
-
-/// Reads `len` (at most [`NAME_BUFFER`]) bytes of user memory into `buf`.
-#[inline(always)]
-fn read_user_bytes(address: u64, buf: &mut [u8; NAME_BUFFER], len: usize) -> Result<(), i32> {
-    if len == 0 {
-        return Ok(());
-    }
-    if len > NAME_BUFFER {
-        return Err(-1);
-    }
-    // SAFETY: writes `len` (1 to NAME_BUFFER) bytes into `buf`.
-    let ret = unsafe {
-        generated::bpf_probe_read_user(
-            buf.as_mut_ptr().cast(),
-            verifier_bounded(len as u32),
-            address as *const core::ffi::c_void,
-        )
-    };
-    if ret == 0 { Ok(()) } else { Err(ret as i32) }
-}
-
-/// `len`, known to be 1 to [`NAME_BUFFER`], in a form the verifier can bound: the
-/// compiler folds range checks into wrapping arithmetic the verifier cannot follow.
-#[inline(always)]
-fn verifier_bounded(len: u32) -> u32 {
-    ((len - 1) & (NAME_BUFFER as u32 - 1)) + 1
 }
 
 /// Whether `dentry`'s name is named as code for this interpreter task.
@@ -185,17 +146,7 @@ pub fn dentry_named_as_code(dentry: *const u8, script: &mut MainScript) -> Resul
     if len == 0 || len as usize > NAME_BUFFER {
         return Ok(false);
     }
-    // SAFETY: writes `len` (1 to NAME_BUFFER) bytes into the scratch buffer.
-    let ret = unsafe {
-        generated::bpf_probe_read_kernel(
-            script.scratch.as_mut_ptr().cast(),
-            verifier_bounded(len),
-            name.cast(),
-        )
-    };
-    if ret != 0 {
-        return Err(ret as i32);
-    }
+    read_kernel_name(name, &mut script.scratch, len)?;
     Ok(named_as_code(
         &script.scratch,
         len,

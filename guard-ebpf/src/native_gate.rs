@@ -36,7 +36,8 @@ use guard_common::{
 };
 
 use crate::exec_gate::{gate_setting, refuse};
-use crate::kernel::kread;
+use crate::kernel::{LoopBody, bounded_loop, kread};
+use core::ops::ControlFlow;
 
 const PROT_READ: u64 = 1;
 const PROT_EXEC: u64 = 4;
@@ -317,16 +318,7 @@ fn judge_range(start: u64, len: u64) -> Result<Option<Refusal>, i32> {
             rule: Rule::FactsUnavailable,
         },
     };
-    // SAFETY: `range_step` has the callback signature bpf_loop expects, and `walk` outlives
-    // the call.
-    unsafe {
-        generated::bpf_loop(
-            MAX_RANGE_VMAS,
-            range_step as *mut core::ffi::c_void,
-            (&raw mut walk).cast(),
-            0,
-        )
-    };
+    bounded_loop(MAX_RANGE_VMAS, &mut walk);
     match walk.verdict {
         0 => Ok(None),
         1 => Ok(Some(walk.refusal)),
@@ -343,39 +335,38 @@ fn judge_range(start: u64, len: u64) -> Result<Option<Refusal>, i32> {
     }
 }
 
-/// One mapping of the walk. Returns 1 to stop.
-extern "C" fn range_step(_index: u64, ctx: *mut core::ffi::c_void) -> i64 {
-    // SAFETY: `ctx` is the `RangeWalk` judge_range passed to bpf_loop, alive and unaliased
-    // for the duration of the loop.
-    let walk = unsafe { &mut *ctx.cast::<RangeWalk>() };
-    if walk.addr >= walk.end {
-        walk.verdict = 0;
-        return 1;
-    }
-    let vma = match find_vma(walk.task, walk.addr) {
-        Ok(Some(vma)) => vma,
-        Ok(None) => {
-            walk.verdict = 0;
-            return 1;
+/// One mapping of the walk.
+impl LoopBody for RangeWalk {
+    fn step(&mut self, _index: u64) -> ControlFlow<()> {
+        if self.addr >= self.end {
+            self.verdict = 0;
+            return ControlFlow::Break(());
         }
-        Err(e) => {
-            walk.verdict = if e == -(EBUSY as i32) { UNVERIFIED } else { -1 };
-            return 1;
+        let vma = match find_vma(self.task, self.addr) {
+            Ok(Some(vma)) => vma,
+            Ok(None) => {
+                self.verdict = 0;
+                return ControlFlow::Break(());
+            }
+            Err(e) => {
+                self.verdict = if e == -(EBUSY as i32) { UNVERIFIED } else { -1 };
+                return ControlFlow::Break(());
+            }
+        };
+        if vma.flags & VM_EXEC != 0 && !vma.file.is_null() {
+            let verdict = judge_file_into(vma.file, &mut self.refusal);
+            if verdict != 0 {
+                self.verdict = verdict;
+                return ControlFlow::Break(());
+            }
         }
-    };
-    if vma.flags & VM_EXEC != 0 && !vma.file.is_null() {
-        let verdict = judge_file_into(vma.file, &mut walk.refusal);
-        if verdict != 0 {
-            walk.verdict = verdict;
-            return 1;
+        if vma.end <= self.addr {
+            self.verdict = -1;
+            return ControlFlow::Break(());
         }
+        self.addr = vma.end;
+        ControlFlow::Continue(())
     }
-    if vma.end <= walk.addr {
-        walk.verdict = -1;
-        return 1;
-    }
-    walk.addr = vma.end;
-    0
 }
 
 /// The file behind descriptor `fd` of the current task.
