@@ -400,6 +400,37 @@ pub fn judge_open(f_mode: u32, i_mode: u32, nlink: u32) -> Option<crate::Rule> {
     }
 }
 
+/// Where a linked regular file an interpreter reads lives, for `file_open`'s
+/// `trusted-filesystem` rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadFilesystem {
+    /// A superblock owned by a user namespace is its creator's: any uid and any xattr there,
+    /// `security.ima` included, is theirs to forge, and fanotify cannot mark it. Refused.
+    Foreign,
+    /// A type the policy does not trust (procfs serves bytes a user chooses, and fanotify
+    /// cannot mark it either): refused when the file is named as code.
+    Untrusted,
+    /// Left to fanotify (content, signatures).
+    Trusted,
+}
+
+/// The `trusted-filesystem` standing of a read of a linked regular file on a superblock of
+/// user namespace level `fs_user_ns_level` and type `fs_magic`.
+#[inline(always)]
+pub fn judge_read_filesystem(
+    fs_user_ns_level: u32,
+    fs_magic: u32,
+    trust: &Trust,
+) -> ReadFilesystem {
+    if fs_user_ns_level != 0 {
+        ReadFilesystem::Foreign
+    } else if !trust.filesystem(fs_magic) {
+        ReadFilesystem::Untrusted
+    } else {
+        ReadFilesystem::Trusted
+    }
+}
+
 /// The rule for a character device an interpreter reads under a name that is code (`named`:
 /// its script operand's last component, a code suffix, by its own, a followed link's or a
 /// mount point's name): a device is never code. A terminal read as the main script is an
@@ -635,6 +666,32 @@ mod tests {
         assert_eq!(judge_open(ro, 0o600, 1), Some(Rule::RegularFile));
         assert_eq!(judge_open(ro, S_IFCHR | 0o666, 1), None);
         assert_eq!(judge_open(ro, S_IFDIR | 0o755, 2), None);
+    }
+
+    #[test]
+    fn read_filesystem_rule() {
+        const EXT4: u32 = 0xEF53;
+        const PROC: u32 = 0x9FA0;
+        let trust = Trust::new(&[0], &[EXT4 as u64]);
+        assert_eq!(
+            judge_read_filesystem(0, EXT4, &trust),
+            ReadFilesystem::Trusted
+        );
+        assert_eq!(
+            judge_read_filesystem(0, PROC, &trust),
+            ReadFilesystem::Untrusted
+        );
+        assert_eq!(
+            judge_read_filesystem(0, FUSE_SUPER_MAGIC, &trust),
+            ReadFilesystem::Untrusted
+        );
+        // A user namespace's mount of a trusted type is still its creator's.
+        for level in [1, 2, 32] {
+            assert_eq!(
+                judge_read_filesystem(level, EXT4, &trust),
+                ReadFilesystem::Foreign
+            );
+        }
     }
 
     #[test]

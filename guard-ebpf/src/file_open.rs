@@ -14,16 +14,14 @@ use guard_common::{
     Rule,
     code_name::MainScript,
     lsm::{
-        ENFORCE_FILE_OPEN, FMODE_READ, FMODE_WRITE, S_IFCHR, S_IFMT, S_IFREG, VERDICT_CACHE,
-        judge_device_read, judge_open,
+        ENFORCE_FILE_OPEN, FMODE_READ, FMODE_WRITE, ReadFilesystem, S_IFCHR, S_IFMT, S_IFREG,
+        VERDICT_CACHE, judge_device_read, judge_open, judge_read_filesystem,
     },
 };
 
 use crate::kernel::kread;
 use crate::lsm_common::{EACCES, current_exe, file_inode, inode_facts, refuse, setting};
-use crate::main_script::{
-    current_script, dentry_named_as_code, mount_named_as_code, trusted_filesystem,
-};
+use crate::main_script::{current_script, dentry_named_as_code, mount_named_as_code};
 use crate::maps::{agent_alive, is_interpreter};
 use crate::verdicts::{Standing, standing, write_open_refused};
 
@@ -97,36 +95,26 @@ fn judge(file: *const u8, script: Option<&mut MainScript>, code_link: bool) -> R
     if facts.mode & S_IFMT != S_IFREG {
         return Ok(0);
     }
-    // A superblock owned by a user namespace is its creator's: any uid and any xattr there,
-    // `security.ima` included, is theirs to forge, and fanotify cannot mark it.
     let sb: *const u8 = kread(inode, setting!(offsets.inode_sb))?;
     let user_ns: *const u8 = kread(sb, setting!(offsets.sb_user_ns))?;
     let level: u32 = kread(user_ns, setting!(offsets.user_ns_level))?;
-    if level != 0 {
+    let fs_magic: u32 = kread(sb, setting!(offsets.sb_magic))?;
+    let refused = match judge_read_filesystem(level, fs_magic, &setting!(trust)) {
+        ReadFilesystem::Foreign => true,
+        // Without a record (no memory) the name cannot be judged: refused, fail closed.
+        ReadFilesystem::Untrusted => match script {
+            Some(script) => code_link || file_named_as_code(file, script)?,
+            None => true,
+        },
+        ReadFilesystem::Trusted => false,
+    };
+    if refused {
         return Ok(refuse(
             Hook::FileOpen as u32,
             Rule::TrustedFilesystem,
             &facts,
             EACCES,
         ));
-    }
-    // Nor can fanotify mark procfs, whose files serve bytes a user chooses: a file named
-    // as code must come from a trusted filesystem type. Without a record (no memory) only
-    // an untrusted type is known: refused, fail closed.
-    let fs_magic: u32 = kread(sb, setting!(offsets.sb_magic))?;
-    if !trusted_filesystem(fs_magic) {
-        let named = match script {
-            Some(script) => code_link || file_named_as_code(file, script)?,
-            None => true,
-        };
-        if named {
-            return Ok(refuse(
-                Hook::FileOpen as u32,
-                Rule::TrustedFilesystem,
-                &facts,
-                EACCES,
-            ));
-        }
     }
     if setting!(flags) & VERDICT_CACHE == 0 {
         return Ok(0);

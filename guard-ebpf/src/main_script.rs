@@ -208,9 +208,3 @@ pub fn mount_named_as_code(
     }
     dentry_named_as_code(mountpoint, script)
 }
-
-/// Whether `magic` is one of the policy's trusted filesystem types.
-#[inline(always)]
-pub fn trusted_filesystem(magic: u32) -> bool {
-    setting!(trust).filesystem(magic)
-}
