@@ -2,8 +2,7 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated},
-    macros::{btf_tracepoint, map},
-    maps::{HashMap, RingBuf},
+    macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
 use guard_common::lsm::Hook;
@@ -11,8 +10,7 @@ use guard_common::{
     Rule,
     exec_gate::{
         ARG_BUFFER, ArgvJudge, GateEvent, GateSettings, InterpreterKey, KIND_LOADER, LoaderJudge,
-        MAX_ARGS, MAX_ENV, MAX_ENV_NAMES, MAX_EVAL_MODULES, ModuleKey, ModuleSet, PERMISSIVE,
-        SCRIPT_PREFIX, Step,
+        MAX_ARGS, MAX_ENV, MAX_ENV_NAMES, ModuleKey, ModuleSet, PERMISSIVE, SCRIPT_PREFIX, Step,
     },
 };
 
@@ -41,33 +39,15 @@ pub(crate) static GATE_SETTINGS: GateSettings = GateSettings {
     },
 };
 
-/// The profiled interpreters and the dynamic loaders, by executable identity; the value is
-/// `KIND_INTERPRETER` or `KIND_LOADER`. The gate's maps are named `LSM_…`: the BPF LSM
-/// layer's self-protection refuses descriptors for maps by that prefix to all but the
-/// agent's controllers, so nobody can empty this one to switch the gate off.
-#[map]
-static LSM_GATE_EXECS: HashMap<InterpreterKey, u32> = HashMap::with_max_entries(64, 0);
-
-/// The interpreter modules (`-m NAME` that amounts to `-c` or stdin code), by NUL-padded
-/// name; the value holds `MODULE_INLINE_CODE` / `MODULE_STDIN_CODE` bits.
-#[map]
-static LSM_GATE_MODULES: HashMap<ModuleKey, u32> =
-    HashMap::with_max_entries(MAX_EVAL_MODULES as u32, 0);
-
-/// The judge's view of [`LSM_GATE_MODULES`].
+/// The judge's view of the gate's module map.
 struct KernelModules;
 
 impl ModuleSet for KernelModules {
     #[inline(always)]
     fn kinds(&self, key: &ModuleKey) -> u32 {
-        // SAFETY: the map value is a plain u32 copied out at once; the user side fills the
-        // map before the program is attached and never changes it afterwards.
-        unsafe { LSM_GATE_MODULES.get(key) }.copied().unwrap_or(0)
+        crate::maps::gate_module_kinds(key)
     }
 }
-
-#[map]
-static LSM_GATE_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
 /// A field of the gate's settings (see [`crate::kernel::loader_set`]).
 macro_rules! gate_setting {
@@ -95,8 +75,7 @@ fn try_exec(bprm: *const u8) -> Result<(), i32> {
     let sb: *const u8 = kread(inode, gate_setting!(offsets.inode_sb))?;
     let dev: u32 = kread(sb, gate_setting!(offsets.sb_dev))?;
     let key = InterpreterKey { ino, dev, pad: 0 };
-    // SAFETY: the map value is a plain u32 copied out at once; the user side only inserts.
-    let Some(kind) = (unsafe { LSM_GATE_EXECS.get(key) }).copied() else {
+    let Some(kind) = crate::maps::gate_exec_kind(&key) else {
         return Ok(());
     };
 
@@ -346,5 +325,5 @@ pub(crate) fn refuse(hook: u32, rule: Rule, flags: u32, ino: u64, dev: u32) {
         comm: aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]),
     };
     // A full ring buffer loses the report, never the kill.
-    let _ = LSM_GATE_EVENTS.output::<GateEvent>(&event, 0);
+    crate::maps::gate_report(&event);
 }

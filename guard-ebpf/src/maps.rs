@@ -1,7 +1,8 @@
-//! The LSM layer's maps, behind typed functions that hold their `unsafe`: the hooks read
+//! The programs' maps (the LSM layer's and the exec gate's), behind typed functions that hold their `unsafe`: the hooks read
 //! and change what the maps hold, never the maps themselves. User space finds each map by
 //! its name (`LSM_…`), so names are part of the wire format.
 
+use crate::native_gate::Pending;
 use aya_ebpf::{
     bindings::{
         BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, BPF_NOEXIST, bpf_map_type, inode,
@@ -9,11 +10,11 @@ use aya_ebpf::{
     btf_maps::InodeStorage,
     helpers::generated,
     macros::{btf_map, map},
-    maps::{Array, HashMap, LruHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use guard_common::{
     code_name::MainScript,
-    exec_gate::InterpreterKey,
+    exec_gate::{GateEvent, InterpreterKey, MAX_EVAL_MODULES, ModuleKey},
     lsm::{AgentState, InodeState, InodeVerdict, LsmEvent},
 };
 
@@ -319,4 +320,128 @@ pub fn opening_take(file: u64) -> Option<u64> {
     let seen = unsafe { LSM_OPENING_FILES.get(&file) }.copied()?;
     let _ = LSM_OPENING_FILES.remove(&file);
     Some(seen)
+}
+
+// The exec gate's maps.
+
+/// The profiled interpreters and the dynamic loaders, by executable identity; the value is
+/// `KIND_INTERPRETER` or `KIND_LOADER`. The gate's maps are named `LSM_…`: the BPF LSM
+/// layer's self-protection refuses descriptors for maps by that prefix to all but the
+/// agent's controllers, so nobody can empty this one to switch the gate off.
+#[map]
+static LSM_GATE_EXECS: HashMap<InterpreterKey, u32> = HashMap::with_max_entries(64, 0);
+
+/// The interpreter modules (`-m NAME` that amounts to `-c` or stdin code), by NUL-padded
+/// name; the value holds `MODULE_INLINE_CODE` / `MODULE_STDIN_CODE` bits.
+#[map]
+static LSM_GATE_MODULES: HashMap<ModuleKey, u32> =
+    HashMap::with_max_entries(MAX_EVAL_MODULES as u32, 0);
+
+#[map]
+static LSM_GATE_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+/// `KIND_INTERPRETER` or `KIND_LOADER` for an executable the gate watches.
+#[inline(always)]
+pub fn gate_exec_kind(key: &InterpreterKey) -> Option<u32> {
+    // SAFETY: the value is a plain u32 copied out at once; the user side only inserts.
+    unsafe { LSM_GATE_EXECS.get(key) }.copied()
+}
+
+/// The `MODULE_*` bits of an interpreter module (0: not one).
+#[inline(always)]
+pub fn gate_module_kinds(key: &ModuleKey) -> u32 {
+    // SAFETY: the value is a plain u32 copied out at once; the user side fills the map
+    // before the program is attached and never changes it afterwards.
+    unsafe { LSM_GATE_MODULES.get(key) }.copied().unwrap_or(0)
+}
+
+/// Reports a kill. A full ring buffer loses the report, never the kill.
+#[inline(always)]
+pub fn gate_report(event: &GateEvent) {
+    let _ = LSM_GATE_EVENTS.output::<GateEvent>(event, 0);
+}
+
+// The native-code gate's maps.
+
+/// Return-path checks skipped because the address space stayed locked (one slot per CPU;
+/// the agent sums them into `guard status`).
+#[map]
+static LSM_GATE_UNVERIFIED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Executable-mapping calls in flight, keyed by `pid_tgid`. LRU: a thread that never
+/// returns (killed inside) leaves no debris; evicting an entry needs thousands of calls in
+/// flight at once, and `mmap`'s entry check has already judged its descriptor.
+#[map]
+static LSM_GATE_MAPPINGS: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(16384, 0);
+
+/// Counts a return-path check skipped on this CPU.
+#[inline(always)]
+pub fn count_unverified() {
+    if let Some(slot) = LSM_GATE_UNVERIFIED.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; a tracing program is not preempted while it runs.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Records thread `pid_tgid`'s executable-mapping call in flight.
+#[inline(always)]
+pub fn pending_mapping_record(pid_tgid: u64, pending: &Pending) {
+    let _ = LSM_GATE_MAPPINGS.insert(&pid_tgid, pending, 0);
+}
+
+/// Thread `pid_tgid`'s call in flight, forgotten.
+#[inline(always)]
+pub fn pending_mapping_take(pid_tgid: u64) -> Option<Pending> {
+    // SAFETY: the value is copied out at once.
+    let pending = unsafe { LSM_GATE_MAPPINGS.get(&pid_tgid) }.copied()?;
+    let _ = LSM_GATE_MAPPINGS.remove(&pid_tgid);
+    Some(pending)
+}
+
+// Self-protection's maps.
+
+/// Executables that may stop, trace and unpin the agent (the value is unused).
+#[map]
+static LSM_CONTROLLERS: HashMap<InterpreterKey, u32> = HashMap::with_max_entries(16, 0);
+
+/// The protected process (its thread group id; 0: none). Set by the loader, cleared by
+/// `sched_process_exit` when it exits, so a recycled pid is never protected.
+#[map]
+static LSM_PROTECTED: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Ids of the layer's programs (the value is unused), filled by the loader.
+#[map]
+static LSM_OWN_PROGS: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
+
+/// The protected process's thread group id (0: none).
+#[inline(always)]
+pub fn protected_tgid() -> u32 {
+    LSM_PROTECTED.get(0).copied().unwrap_or(0)
+}
+
+/// The protected process `tgid` exited: a recycled pid is never protected.
+#[inline(always)]
+pub fn protected_exited(tgid: u32) {
+    if let Some(protected) = LSM_PROTECTED.get_ptr_mut(0) {
+        // SAFETY: a pointer into the array's only entry, valid for the program's run.
+        unsafe {
+            if *protected == tgid {
+                *protected = 0;
+            }
+        }
+    }
+}
+
+/// Whether `exe` may stop, trace and unpin the agent.
+#[inline(always)]
+pub fn is_controller(exe: &InterpreterKey) -> bool {
+    // SAFETY: the value is only tested for presence.
+    unsafe { LSM_CONTROLLERS.get(exe) }.is_some()
+}
+
+/// Whether `id` is one of the layer's programs.
+#[inline(always)]
+pub fn is_own_program(id: u32) -> bool {
+    // SAFETY: the value is only tested for presence.
+    unsafe { LSM_OWN_PROGS.get(&id) }.is_some()
 }

@@ -17,7 +17,7 @@
 //! mappings than the walk reaches, no mapping at the ELF interpreter's address) is refused
 //! (`facts-unavailable`). One is not: `bpf_find_vma` only try-locks the address space, and
 //! a task whose threads keep it locked (a JIT's mapping churn) would be killed at random,
-//! so the return-path check is then skipped and counted ([`LSM_GATE_UNVERIFIED`]): `mmap`'s
+//! so the return-path check is then skipped and counted (`LSM_GATE_UNVERIFIED`): `mmap`'s
 //! file was judged by descriptor on entry, and `mprotect` of a file mapping gives no more
 //! than anonymous executable memory, which the rule allows. 32-bit (compat) system calls
 //! are not traced: see docs/threat-model.md.
@@ -25,8 +25,7 @@
 use aya_ebpf::{
     bindings::task_struct,
     helpers::{bpf_get_current_pid_tgid, generated},
-    macros::{map, tracepoint},
-    maps::{LruHashMap, PerCpuArray},
+    macros::tracepoint,
     programs::TracePointContext,
 };
 use guard_common::lsm::Hook;
@@ -71,7 +70,7 @@ pub fn enabled() -> bool {
 /// An executable-mapping system call in flight, by thread: what to judge on its return.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct Pending {
+pub(crate) struct Pending {
     /// The range's start (`mprotect`), unless `from_return`.
     start: u64,
     len: u64,
@@ -80,24 +79,6 @@ struct Pending {
     /// fails.
     from_return: u32,
 }
-
-/// Keyed by `pid_tgid`. LRU: a thread that never returns (killed inside) leaves no debris;
-/// evicting an entry needs thousands of calls in flight at once, and `mmap`'s entry check
-/// has already judged its descriptor.
-/// Return-path checks skipped because the address space stayed locked (one slot per CPU;
-/// the agent sums them into `guard status`).
-#[map]
-static LSM_GATE_UNVERIFIED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
-
-fn count_unverified() {
-    if let Some(slot) = LSM_GATE_UNVERIFIED.get_ptr_mut(0) {
-        // SAFETY: this CPU's slot; a tracing program is not preempted while it runs.
-        unsafe { *slot += 1 };
-    }
-}
-
-#[map]
-static LSM_GATE_MAPPINGS: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(16384, 0);
 
 /// The refusal for a file about to run as native code, with its identity.
 #[repr(C)]
@@ -327,7 +308,7 @@ fn judge_range(start: u64, len: u64) -> Result<Option<Refusal>, i32> {
         // executable by `mprotect` gives no more than anonymous executable memory, which
         // the rule allows. Counted, so it is not silent.
         UNVERIFIED => {
-            count_unverified();
+            crate::maps::count_unverified();
             Ok(None)
         }
         // More mappings than the walk reaches, or a fact it could not read.
@@ -416,15 +397,12 @@ fn remember(start: u64, len: u64, hook: u32, from_return: bool) {
         hook,
         from_return: from_return as u32,
     };
-    let _ = LSM_GATE_MAPPINGS.insert(&bpf_get_current_pid_tgid(), &pending, 0);
+    crate::maps::pending_mapping_record(bpf_get_current_pid_tgid(), &pending);
 }
 
 /// The pending call of this thread, if it was executable, and the call's return value.
 fn returned(ctx: &TracePointContext) -> Option<(Pending, u64)> {
-    let key = bpf_get_current_pid_tgid();
-    // SAFETY: the value is copied out at once.
-    let pending = unsafe { LSM_GATE_MAPPINGS.get(&key) }.copied()?;
-    let _ = LSM_GATE_MAPPINGS.remove(&key);
+    let pending = crate::maps::pending_mapping_take(bpf_get_current_pid_tgid())?;
     // SAFETY: the exit record's return value is at ARGS.
     let ret = unsafe { ctx.read_at::<u64>(ARGS) }.ok()?;
     Some((pending, ret))

@@ -1,6 +1,6 @@
 //! Self-protection ([`PROTECT_AGENT`]): the agent cannot be stopped or tampered with except
 //! by its *controllers*: PID 1 (the init system: `systemctl stop guard`), the agent itself,
-//! and the executables the loader puts in [`LSM_CONTROLLERS`] (guard's own binary, so
+//! and the executables the loader puts in `LSM_CONTROLLERS` (guard's own binary, so
 //! `guard debug lsm-unpin` works, and those the configuration names).
 //!
 //! * `task_kill`, `file_send_sigiotask`: no signal but the harmless ones
@@ -10,19 +10,14 @@
 //!   `process_vm_writev`, `pidfd_getfd`); read-mode checks only disclose and stay allowed,
 //!   so `ps`, `lsof` and `ls -l /proc/PID/exe` keep working.
 //! * `bpf_map`, `bpf_prog`: no descriptor (by id or from a pin) for a map named `LSM_…` or a
-//!   program in [`LSM_OWN_PROGS`]: whoever holds a map descriptor can rewrite the signer or
+//!   program in `LSM_OWN_PROGS`: whoever holds a map descriptor can rewrite the signer or
 //!   interpreter lists.
 //! * `inode_unlink`, `inode_rename`, `sb_umount`: the pins below guard's pin root stay, so
 //!   the layer stays attached (fail closed) when the agent is gone.
 //!
 //! Each refusal is `EPERM`, reported as [`Rule::ControllerOnly`].
 
-use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
-    macros::{lsm, map},
-    maps::{Array, HashMap},
-    programs::LsmContext,
-};
+use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::lsm, programs::LsmContext};
 use guard_common::lsm::Hook;
 use guard_common::{
     Rule,
@@ -49,25 +44,12 @@ pub static SELF_PROTECT_SETTINGS: SelfProtectSettings = SelfProtectSettings {
     pins_ino: 0,
 };
 
+/// A field of the self-protection settings (see [`crate::kernel::loader_set`]).
 macro_rules! protect_setting {
     ($field:ident) => {
-        // SAFETY: as `setting!`: a volatile read of the loader-initialised global.
-        unsafe { core::ptr::read_volatile(&raw const SELF_PROTECT_SETTINGS.$field) }
+        crate::kernel::loader_set(&raw const SELF_PROTECT_SETTINGS.$field)
     };
 }
-
-/// Executables that may stop, trace and unpin the agent (the value is unused).
-#[map]
-pub static LSM_CONTROLLERS: HashMap<InterpreterKey, u32> = HashMap::with_max_entries(16, 0);
-
-/// The protected process (its thread group id; 0: none). Set by the loader, cleared by
-/// `sched_process_exit` when it exits, so a recycled pid is never protected.
-#[map]
-pub static LSM_PROTECTED: Array<u32> = Array::with_max_entries(1, 0);
-
-/// Ids of the layer's programs (the value is unused), filled by the loader.
-#[map]
-pub static LSM_OWN_PROGS: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
 
 #[inline(always)]
 fn enabled() -> bool {
@@ -76,7 +58,7 @@ fn enabled() -> bool {
 
 #[inline(always)]
 fn protected_tgid() -> u32 {
-    LSM_PROTECTED.get(0).copied().unwrap_or(0)
+    crate::maps::protected_tgid()
 }
 
 /// Whether the current task may act on the agent.
@@ -90,8 +72,7 @@ fn is_controller() -> bool {
         return true;
     }
     match current_exe() {
-        // SAFETY: the value is only tested for presence.
-        Ok(Some(exe)) => unsafe { LSM_CONTROLLERS.get(&exe) }.is_some(),
+        Ok(Some(exe)) => crate::maps::is_controller(&exe),
         _ => false,
     }
 }
@@ -224,8 +205,7 @@ pub fn bpf_prog(ctx: LsmContext) -> i32 {
     let Ok(id) = kread::<u32>(aux, protect_setting!(aux_id)) else {
         return -EPERM;
     };
-    // SAFETY: the value is only tested for presence.
-    if unsafe { LSM_OWN_PROGS.get(&id) }.is_none() || is_controller() {
+    if !crate::maps::is_own_program(id) || is_controller() {
         return 0;
     }
     refuse_target(Hook::BpfProg as u32, id as u64, 0)
@@ -332,12 +312,5 @@ pub fn sb_umount(ctx: LsmContext) -> i32 {
 /// Clears the protection when the protected process exits (from `sched_process_exit`).
 #[inline(always)]
 pub fn protected_exited(tgid: u32) {
-    if let Some(protected) = LSM_PROTECTED.get_ptr_mut(0) {
-        // SAFETY: a pointer into the array's only entry, valid for the program's run.
-        unsafe {
-            if *protected == tgid {
-                *protected = 0;
-            }
-        }
-    }
+    crate::maps::protected_exited(tgid);
 }
