@@ -36,7 +36,21 @@ pub struct MainScript {
     pub name: [u8; NAME_BUFFER],
     /// Where a hook copies the name it judges (the BPF stack is too small for it).
     pub scratch: [u8; NAME_BUFFER],
+    /// The task's opens `file_open` judged that `file_post_open` has not seen yet: the
+    /// `struct file` address (0: a free slot) and the inode's content changes `file_open`
+    /// saw. A task opens one file at a time; the slots are for the opens nested in it (an
+    /// overlay's backing file). Per task, so no other task can push a record out.
+    pub opening_files: [u64; OPENING_SLOTS],
+    pub opening_changes: [u64; OPENING_SLOTS],
+    /// The slot the next record takes (modulo [`OPENING_SLOTS`]).
+    pub opening_next: u32,
+    pub opening_pad: u32,
 }
+
+/// How many nested opens a task's record holds: overlays stack at most two deep
+/// (`FILESYSTEM_MAX_STACK_DEPTH`), so an open is at most three `file_open`s.
+pub const OPENING_SLOTS: usize = 4;
+const _: () = assert!(OPENING_SLOTS.is_power_of_two());
 
 impl Default for MainScript {
     fn default() -> Self {
@@ -45,7 +59,52 @@ impl Default for MainScript {
             code_link: 0,
             name: [0; NAME_BUFFER],
             scratch: [0; NAME_BUFFER],
+            opening_files: [0; OPENING_SLOTS],
+            opening_changes: [0; OPENING_SLOTS],
+            opening_next: 0,
+            opening_pad: 0,
         }
+    }
+}
+
+impl MainScript {
+    /// Records that `file_open` judged the open of `file` (a `struct file` address) when
+    /// the inode's content changes were `changes`. A record left for the same address (an
+    /// open refused before `file_post_open`, whose `struct file` was freed and reused) is
+    /// replaced, never kept beside the new one.
+    #[inline(always)]
+    pub fn record_opening(&mut self, file: u64, changes: u64) {
+        let mut target = OPENING_SLOTS;
+        let mut slot = 0;
+        while slot < OPENING_SLOTS {
+            if self.opening_files[slot] == file {
+                target = slot;
+            }
+            slot += 1;
+        }
+        if target == OPENING_SLOTS {
+            target = self.opening_next as usize;
+            self.opening_next = self.opening_next.wrapping_add(1);
+        }
+        // Below OPENING_SLOTS either way; the mask shows it (a power of two).
+        let target = target & (OPENING_SLOTS - 1);
+        self.opening_files[target] = file;
+        self.opening_changes[target] = changes;
+    }
+
+    /// The content changes recorded for the open of `file`, forgetting them; `None` when
+    /// `file_open` recorded none for it.
+    #[inline(always)]
+    pub fn take_opening(&mut self, file: u64) -> Option<u64> {
+        let mut slot = 0;
+        while slot < OPENING_SLOTS {
+            if file != 0 && self.opening_files[slot] == file {
+                self.opening_files[slot] = 0;
+                return Some(self.opening_changes[slot]);
+            }
+            slot += 1;
+        }
+        None
     }
 }
 
@@ -206,6 +265,32 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
+
+    #[test]
+    fn a_task_keeps_its_nested_openings_apart() {
+        let mut task = MainScript::default();
+        assert_eq!(task.take_opening(0x1000), None);
+        // An overlay's file, then its backing file: both found, each once.
+        task.record_opening(0x1000, 7);
+        task.record_opening(0x2000, 9);
+        assert_eq!(task.take_opening(0x2000), Some(9));
+        assert_eq!(task.take_opening(0x2000), None);
+        assert_eq!(task.take_opening(0x1000), Some(7));
+        // A record left behind (an open refused before file_post_open) is overwritten in
+        // turn, never matched by another address.
+        for n in 0..10u64 {
+            task.record_opening(0x3000 + n, n);
+        }
+        assert_eq!(task.take_opening(0x3009), Some(9));
+        assert_eq!(task.take_opening(0x3006), Some(6));
+        assert_eq!(task.take_opening(0x3005), None);
+        assert_eq!(task.take_opening(0), None);
+        // A stale record at an address reused by the next open is replaced by it.
+        task.record_opening(0x4000, 1);
+        task.record_opening(0x4000, 2);
+        assert_eq!(task.take_opening(0x4000), Some(2));
+        assert_eq!(task.take_opening(0x4000), None);
+    }
 
     fn buffer(bytes: &[u8]) -> [u8; NAME_BUFFER] {
         let mut buf = [0; NAME_BUFFER];

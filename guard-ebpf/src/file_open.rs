@@ -69,7 +69,11 @@ fn file_named_as_code(file: *const u8, script: &mut MainScript) -> Result<bool, 
 }
 
 #[inline(always)]
-fn judge(file: *const u8, script: Option<&mut MainScript>, code_link: bool) -> Result<i32, i32> {
+fn judge(
+    file: *const u8,
+    mut script: Option<&mut MainScript>,
+    code_link: bool,
+) -> Result<i32, i32> {
     let f_mode: u32 = kread(file, setting!(offsets.file_mode))?;
     let inode: *const u8 = kread(file, setting!(offsets.file_inode))?;
     let facts = inode_facts(inode)?;
@@ -82,7 +86,7 @@ fn judge(file: *const u8, script: Option<&mut MainScript>, code_link: bool) -> R
     // A device read under a code name: a terminal as the script. Without a record (no
     // memory) the name cannot be judged: refused, fail closed.
     if facts.mode & S_IFMT == S_IFCHR {
-        let named = match script {
+        let named = match script.as_deref_mut() {
             Some(script) => code_link || file_named_as_code(file, script)?,
             None => true,
         };
@@ -102,7 +106,7 @@ fn judge(file: *const u8, script: Option<&mut MainScript>, code_link: bool) -> R
     let refused = match judge_read_filesystem(level, fs_magic, &setting!(trust)) {
         ReadFilesystem::Foreign => true,
         // Without a record (no memory) the name cannot be judged: refused, fail closed.
-        ReadFilesystem::Untrusted => match script {
+        ReadFilesystem::Untrusted => match script.as_deref_mut() {
             Some(script) => code_link || file_named_as_code(file, script)?,
             None => true,
         },
@@ -119,7 +123,7 @@ fn judge(file: *const u8, script: Option<&mut MainScript>, code_link: bool) -> R
     if setting!(flags) & VERDICT_CACHE == 0 {
         return Ok(0);
     }
-    Ok(match standing(file, file_inode(file)) {
+    Ok(match standing(file, file_inode(file), script) {
         Standing::Verified => 0,
         Standing::Unverified if agent_alive() => 0,
         Standing::Unverified => refuse(Hook::FileOpen as u32, Rule::KernelVerdict, &facts, EACCES),

@@ -43,16 +43,6 @@ static LSM_MAIN_SCRIPTS: TaskStorage<MainScript> = TaskStorage::new();
 #[map]
 static LSM_READER_FILES: HashMap<u64, u8> = HashMap::with_max_entries(65536, 0);
 
-/// Interpreters' read-only opens of regular files between `file_open` and
-/// `file_post_open`, by `struct file` address: the inode's
-/// [`InodeState::content_changes`] as `file_open` saw it. An open refused in between
-/// (fanotify said no) never reaches `file_post_open`: LRU, so its entry ages out. An entry
-/// is missing at `file_post_open` when `file_open` did not judge the open (an identity
-/// adopted, a layer replaced in between) or, under a flood of refused opens filling the
-/// map within one open's check, when it aged out: then the window is not checked.
-#[map]
-static LSM_OPENING_FILES: LruHashMap<u64, u64> = LruHashMap::with_max_entries(65536, 0);
-
 /// Whether the agent is there to check what the kernel cannot (see [`AgentState`]).
 #[map]
 static LSM_AGENT: Array<AgentState> = Array::with_max_entries(1, 0);
@@ -304,22 +294,6 @@ pub fn reader_file_take(file: u64) -> bool {
     }
     let _ = LSM_READER_FILES.remove(&file);
     true
-}
-
-/// Records the content changes an interpreter's open `file` starts from; false when it
-/// cannot be recorded.
-#[inline(always)]
-pub fn opening_record(file: u64, content_changes: u64) -> bool {
-    LSM_OPENING_FILES.insert(&file, &content_changes, 0).is_ok()
-}
-
-/// The content changes recorded for the open `file`, forgetting them.
-#[inline(always)]
-pub fn opening_take(file: u64) -> Option<u64> {
-    // SAFETY: a copy of the value is taken before the entry is removed.
-    let seen = unsafe { LSM_OPENING_FILES.get(&file) }.copied()?;
-    let _ = LSM_OPENING_FILES.remove(&file);
-    Some(seen)
 }
 
 // The exec gate's maps.

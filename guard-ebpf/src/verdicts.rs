@@ -15,7 +15,8 @@
 //! refused: a check at open cannot cover a writer that comes after it. A writer that comes
 //! while the agent is still checking (between `file_open` and `file_post_open`) is not
 //! refused, so the interpreter's open is: `file_post_open` compares the inode's content
-//! changes with those `file_open` saw ([`opening`], [`content_unchanged_since_open`]).
+//! changes with those `file_open` recorded in the task's own record ([`standing`],
+//! [`content_unchanged_since_open`]).
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use guard_common::lsm::Hook;
@@ -29,9 +30,9 @@ use crate::lsm_common::{
     EACCES, current_exe, dentry_inode, file_inode, inode_facts, refuse, setting,
 };
 use crate::maps::{
-    Inode, InodeStateRef, is_interpreter, opening_record, opening_take, reader_file_add,
-    reader_file_take, verdict_changes,
+    Inode, InodeStateRef, is_interpreter, reader_file_add, reader_file_take, verdict_changes,
 };
+use guard_common::code_name::MainScript;
 
 /// How `file_open` stands on an interpreter's read of a linked regular file.
 pub enum Standing {
@@ -48,7 +49,7 @@ pub enum Standing {
 /// never verified: its content can change under the reader. Also records, for
 /// `file_post_open`, the content changes this open of `file` starts from.
 #[inline(always)]
-pub fn standing(file: *const u8, inode: Inode) -> Standing {
+pub fn standing(file: *const u8, inode: Inode, script: Option<&mut MainScript>) -> Standing {
     let writers = kread::<i32>(inode.0, setting!(offsets.inode_writecount)).unwrap_or(1) > 0;
     let Some(state) = InodeStateRef::of_or_create(inode) else {
         // No memory for the state: nothing can vouch for the file.
@@ -56,9 +57,11 @@ pub fn standing(file: *const u8, inode: Inode) -> Standing {
     };
     state.set_writers_at_open(writers);
     let changes = state.changes();
-    if !opening_record(file as u64, state.content_changes()) {
+    // No record of the task (no memory): the open could not be followed to its end.
+    let Some(script) = script else {
         return Standing::Untracked;
-    }
+    };
+    script.record_opening(file as u64, state.content_changes());
     if !writers && verified_at(inode, changes) {
         Standing::Verified
     } else {
@@ -144,7 +147,8 @@ fn count_change(inode: Inode, content: bool) {
 /// was before this check. A record whose inode state is gone cannot vouch: `false`.
 #[inline(always)]
 fn content_unchanged_since_open(file: *const u8, inode: Inode) -> bool {
-    let Some(seen) = opening_take(file as u64) else {
+    let Some(seen) = crate::maps::main_script(false).and_then(|s| s.take_opening(file as u64))
+    else {
         return true;
     };
     InodeStateRef::of(inode).is_some_and(|state| state.content_changes() == seen)
