@@ -38,9 +38,20 @@ pub struct ModuleFile {
     /// For a package's `__main__` (source or bytecode): the package directory, which run
     /// as the main script (`python3 .../asyncio`) runs this file.
     pub package_dir: Option<FileId>,
+    /// The names the file has where it was found (`timeit.py`, `timeit.cpython-311.pyc`):
+    /// an import of the module asks for one of them.
+    pub names: Vec<String>,
 }
 
 impl ModuleFile {
+    /// Whether `name`, the last component of the path an interpreter asked for, is one of
+    /// the file's own. Under another name (a link `x.py` or `d/__main__.py` to it, run by
+    /// `-m x` or as the directory `d`) the interpreter runs it as another module, the main
+    /// one among them: it is then the main script.
+    pub fn opened_as_itself(&self, name: &[u8]) -> bool {
+        self.names.iter().any(|own| own.as_bytes() == name)
+    }
+
     /// Whether this file, with identity `file`, is what a main script operand resolving to
     /// `main` runs as `__main__`.
     pub fn runs_as_main(&self, file: FileId, main: FileId) -> bool {
@@ -141,9 +152,15 @@ impl ModuleFiles {
             let entry = self.files.entry(identity(&meta)).or_insert(ModuleFile {
                 module,
                 package_dir: None,
+                names: Vec::new(),
             });
             // A `__main__` listed by its own name is still its package's.
             entry.package_dir = entry.package_dir.or(package_dir);
+            if let Some(name) = path.file_name().and_then(|n| n.to_str())
+                && !entry.names.iter().any(|n| n == name)
+            {
+                entry.names.push(name.to_string());
+            }
             let entry = entry.clone();
             if let Ok(real) = std::fs::canonicalize(path) {
                 self.paths.insert(real, entry);
@@ -567,6 +584,21 @@ mod tests {
             files.main_module(id_of(&lib.join("asyncio/sub/__main__.py")), Some(package)),
             None
         );
+
+        // An import asks for one of the file's own names; any other is another module.
+        let timeit = files.get(timeit).unwrap();
+        assert!(timeit.opened_as_itself(b"timeit.py"));
+        assert!(!timeit.opened_as_itself(b"x.py"));
+        assert!(!timeit.opened_as_itself(b"__main__.py"));
+        assert!(!timeit.opened_as_itself(b"timeit.cpython-311.pyc"));
+        let timeit_pyc = files
+            .get(id_of(&lib.join("__pycache__/timeit.cpython-311.pyc")))
+            .unwrap();
+        assert!(timeit_pyc.opened_as_itself(b"timeit.cpython-311.pyc"));
+        assert!(!timeit_pyc.opened_as_itself(b"x.cpython-311.pyc"));
+        let main = files.get(main).unwrap();
+        assert!(main.opened_as_itself(b"__main__.py"));
+        assert!(!main.opened_as_itself(b"asyncio.py"));
     }
 
     #[test]

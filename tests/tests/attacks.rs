@@ -458,6 +458,13 @@ fn interpreter_module_files_as_main_scripts_are_refused() {
     std::os::unix::fs::symlink(lib.join("timeit.py"), hops.join("t")).unwrap();
     std::os::unix::fs::symlink(lib.join("asyncio"), lab.path("tmp/al")).unwrap();
     let through_hops = format!("{}t -n 1 -s \"$LINE\" pass", "s/".repeat(39));
+    // The module's file under a name of nobody's: a directory whose `__main__.py` links to
+    // it, run as the directory or by `-m` (and `-m` of the link `t.py` above). CPython runs
+    // it as `__main__`, whatever the name.
+    for (dir, module) in [("tmp/dt", "timeit.py"), ("tmp/dc", "code.py")] {
+        std::fs::create_dir_all(lab.path(dir)).unwrap();
+        std::os::unix::fs::symlink(lib.join(module), lab.path(dir).join("__main__.py")).unwrap();
+    }
     let attacks: Vec<(&Path, String, &str)> = vec![
         (
             &cwd,
@@ -482,6 +489,11 @@ fn interpreter_module_files_as_main_scripts_are_refused() {
             "no-inline-code",
         ),
         (&hops, through_hops, "no-inline-code"),
+        (&cwd, "-m t -n 1 -s \"$LINE\" pass".into(), "no-inline-code"),
+        (&cwd, "dt -n 1 -s \"$LINE\" pass".into(), "no-inline-code"),
+        (&cwd, "-m dt -n 1 -s \"$LINE\" pass".into(), "no-inline-code"),
+        (&cwd, "dc < \"$EVIL\"".into(), "no-stdin-code"),
+        (&cwd, "-m dc < \"$EVIL\"".into(), "no-stdin-code"),
         (&cwd, "\"$LIB/code.py\" < \"$EVIL\"".into(), "no-stdin-code"),
         (
             &cwd,

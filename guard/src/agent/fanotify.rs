@@ -898,7 +898,15 @@ fn evaluate_interpreter(
                 }
                 _ => false,
             };
-            if is_main_script || unknown || package_main {
+            // Under a name that is not the file's own the interpreter runs it as another
+            // module (`-m x` of a link `x.py` to it, a directory whose `__main__.py` links
+            // to it): `__main__` among them. Opened by descriptor alone, no name says what
+            // it runs as.
+            let foreign_name = match &named.asked {
+                Some(asked) => !entry.opened_as_itself(asked),
+                None => !unknown,
+            };
+            if is_main_script || unknown || package_main || foreign_name {
                 main_module = Some(entry.module.as_str());
             }
         }
