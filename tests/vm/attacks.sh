@@ -463,6 +463,16 @@ attacks() {
         nb "$base" 'exec python3 "$LIB/pdb.py" -c "$LINE" -c c ok.py' LIB="$lib"
     attack check "1b python3 STDLIB/code.py < file (by path)" refused \
         nb "$tmp" 'exec python3 "$LIB/code.py" < "$EVIL"' LIB="$lib"
+    # Under a name of the attacker's: CPython runs the file as __main__ whatever its name.
+    attack check "1b -m of the attacker's link x.py to STDLIB/timeit.py" refused \
+        nb "$tmp" 'ln -sf "$LIB/timeit.py" mt.py && exec python3 -m mt -n 1 -s "$CODE" pass' \
+        LIB="$lib"
+    attack check "1b a directory whose __main__.py links to STDLIB/timeit.py" refused \
+        nb "$tmp" 'mkdir -p dt && ln -sf "$LIB/timeit.py" dt/__main__.py &&
+            exec python3 dt -n 1 -s "$CODE" pass' LIB="$lib"
+    attack check "1b -m of a package whose __main__.py links to STDLIB/code.py < file" refused \
+        nb "$tmp" 'mkdir -p dc && ln -sf "$LIB/code.py" dc/__main__.py &&
+            exec python3 -m dc < "$EVIL"' LIB="$lib"
     baseline "family 1b"
     if [ "$phase" = guard ]; then
         check "1b -m json.tool and -m this still run" \
