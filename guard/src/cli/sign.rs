@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context;
 use guard::digest::{HashAlgo, digest_reader};
@@ -91,20 +92,11 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
     // `ProgressBar::println` is silent when the bar is hidden; suspend-and-print is not.
     let report = |line: String| bar.suspend(|| eprintln!("{line}"));
 
-    let (mut signed, mut skipped, mut failed) = (0usize, 0usize, 0usize);
+    let (mut skipped, mut failed) = (0usize, 0usize);
+    let mut to_sign = Vec::with_capacity(total);
     for item in items {
         match item {
-            Item::Sign(path) => {
-                bar.set_message(path.display().to_string());
-                match sign_file(&path, &signer, algo) {
-                    Ok(()) => signed += 1,
-                    Err(reason) => {
-                        failed += 1;
-                        report(format!("guard: {}: {reason}", path.display()));
-                    }
-                }
-                bar.inc(1);
-            }
+            Item::Sign(path) => to_sign.push(path),
             Item::Skip(path, reason) => {
                 skipped += 1;
                 report(format!("guard: {}: skipped: {reason}", path.display()));
@@ -115,6 +107,33 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // Each file is read and signed on its own: every core works (hashing runs at the
+    // CPU's SHA speed, the signature is a private-key operation per file).
+    let next = AtomicUsize::new(0);
+    let (signed, sign_failed) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(1, 16)
+        .min(to_sign.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                while let Some(path) = to_sign.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    bar.set_message(path.display().to_string());
+                    match sign_file(path, &signer, algo) {
+                        Ok(()) => signed.fetch_add(1, Ordering::Relaxed),
+                        Err(reason) => {
+                            report(format!("guard: {}: {reason}", path.display()));
+                            sign_failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                    bar.inc(1);
+                }
+            });
+        }
+    });
+    let signed = signed.into_inner();
+    let failed = failed + sign_failed.into_inner();
     bar.finish_and_clear();
     println!(
         "signed {signed} file{} (key id {:08x}, {}), skipped {skipped}, failed {failed}",
