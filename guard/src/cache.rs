@@ -1,9 +1,11 @@
 //! Cache of content verifications (signature and digest), the only expensive facts.
 //!
 //! Keyed by what changes whenever content, owner, mode or xattrs change: device, inode,
-//! size and the modification and change times to the nanosecond. Any write, chmod, chown
+//! size and the modification and change times to the nanosecond. A write(2), chmod, chown
 //! or setxattr moves ctime, and ctime cannot be set from user space, so a stale entry can
-//! never be found again. Structural checks are not cached: they are cheap and depend on
+//! never be found again. Writes through a shared mapping may move no time at all: only
+//! files nobody but a trusted owner can write are cached
+//! ([`crate::engine::content_may_be_cached`]). Structural checks are not cached: they are cheap and depend on
 //! who is asking.
 
 use std::num::NonZeroUsize;

@@ -453,6 +453,15 @@ impl Runner {
     }
 }
 
+/// Whether a verification of the file's content may be reused for a later open while its
+/// size and times stay the same: only when nobody but a trusted owner can write it. A
+/// writer holding a shared writable mapping changes the bytes without moving the times
+/// (tmpfs stamps them at the first write fault only), so a group's member, an untrusted
+/// owner or an ACL's named writer could rewrite verified content unseen.
+pub fn content_may_be_cached(policy: &Policy, object: &Object) -> bool {
+    !runner_matters(policy, object)
+}
+
 /// Whether who runs the interpreter can change whether it may write the file: a
 /// group-writable file, an owner the policy does not trust, an ACL with named write
 /// entries. A trusted owner's file cannot be made writable to the runner by anyone else,
@@ -1183,6 +1192,18 @@ deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
         let mut facts = given(&runner(), &file);
         super::decide_open(&excepting, 0, &file, &mut facts);
         assert!(!facts.asked_content, "world-writable is never waived");
+    }
+
+    #[test]
+    fn only_content_nobody_else_can_write_is_cached() {
+        let policy = default_policy();
+        assert!(content_may_be_cached(&policy, &good_object()));
+        let mut group_writable = good_object();
+        group_writable.mode = libc::S_IFREG | 0o664;
+        assert!(!content_may_be_cached(&policy, &group_writable));
+        let mut users = good_object();
+        users.uid = 1000;
+        assert!(!content_may_be_cached(&policy, &users));
     }
 
     #[test]

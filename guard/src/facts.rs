@@ -183,14 +183,17 @@ impl<R: FnMut() -> io::Result<Runner>> Facts for OpenFacts<'_, R> {
     }
 
     fn content(&mut self) -> ContentFacts {
+        let cache = self
+            .cache
+            .filter(|_| crate::engine::content_may_be_cached(self.policy, self.object));
         let key = ContentKey::of(self.object);
-        if let Some(known) = self.cache.and_then(|c| c.get(&key)) {
+        if let Some(known) = cache.and_then(|c| c.get(&key)) {
             self.lookup = Lookup::Hit;
             return known;
         }
         self.lookup = Lookup::Miss;
         let content = verify_content(self.policy, self.file, self.object);
-        if let Some(cache) = self.cache {
+        if let Some(cache) = cache {
             cache.put(key, content.clone());
         }
         content

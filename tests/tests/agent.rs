@@ -236,6 +236,88 @@ fn same_size_rewrite_with_restored_mtime_is_refused() {
     assert!(line.contains("valid-signature"), "{line}");
 }
 
+/// A group member holding a shared writable mapping rewrites signed code the runner may run
+/// (it is not in the group): on tmpfs only the first write fault stamps the times, so
+/// the rewrite leaves size, mtime and ctime as the cached verification saw them.
+#[test]
+fn writes_through_a_mapping_are_not_served_from_the_cache() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    const GROUP: u32 = 4242;
+    let fs = Tmpfs::new();
+    let script = fs.signed("r/mapped.py", "print('original')\n");
+    std::os::unix::fs::chown(&script, Some(0), Some(GROUP)).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o664)).unwrap();
+    // Where the writer (not root) leaves its marks.
+    let marks = fs.path().join("marks");
+    std::fs::create_dir(&marks).unwrap();
+    std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let ready = marks.join("writer.ready");
+    let go = marks.join("writer.go");
+    let done = marks.join("writer.done");
+    let writer_code = format!(
+        "import mmap, os, time\n\
+         f = open({script:?}, 'r+b')\n\
+         m = mmap.mmap(f.fileno(), 0)\n\
+         m[0:1] = m[0:1]\n\
+         open({ready:?}, 'w').close()\n\
+         while not os.path.exists({go:?}): time.sleep(0.01)\n\
+         m[:18] = b\"print('tampered')\\n\"\n\
+         open({done:?}, 'w').close()\n\
+         time.sleep(60)\n"
+    );
+    // The writer runs before the agent watches: its own interpreter is none of the test's.
+    let mut writer = Command::new("setpriv")
+        .args([
+            format!("--reuid={GROUP}"),
+            format!("--regid={GROUP}"),
+            "--clear-groups".into(),
+            "--".into(),
+            PYTHON.into(),
+            "-c".into(),
+            writer_code,
+        ])
+        .spawn()
+        .unwrap();
+    let wait_for = |path: &Path| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !path.exists() {
+            assert!(std::time::Instant::now() < deadline, "the writer never wrote");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for(&ready);
+    let agent = Agent::start(fs.path(), &[]);
+    let dir = fs.path().join("r");
+    let out = python(&dir, &["mapped.py"]);
+    assert!(
+        out.status.success() && text(&out.stdout) == "original\n",
+        "{}",
+        text(&out.stderr)
+    );
+    let before = std::fs::metadata(&script).unwrap();
+    std::fs::write(&go, "").unwrap();
+    wait_for(&done);
+    let after = std::fs::metadata(&script).unwrap();
+    // The attack's premise: new bytes, and nothing in the file's facts says so.
+    assert_eq!(std::fs::read_to_string(&script).unwrap(), "print('tampered')\n");
+    assert_eq!(
+        (before.size(), before.mtime_nsec(), before.ctime(), before.ctime_nsec()),
+        (after.size(), after.mtime_nsec(), after.ctime(), after.ctime_nsec()),
+        "the kernel stamped the mapped write: this test shows nothing here"
+    );
+    let out = python(&dir, &["mapped.py"]);
+    let _ = writer.kill();
+    let _ = writer.wait();
+    assert!(
+        !out.status.success() && !text(&out.stdout).contains("tampered"),
+        "the rewritten script ran: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let line = &agent.denies_for("mapped.py")[0];
+    assert!(line.contains("valid-signature"), "{line}");
+}
+
 fn filetime_of(meta: &std::fs::Metadata) -> String {
     use std::os::unix::fs::MetadataExt;
     format!("@{}.{:09}", meta.mtime(), meta.mtime_nsec())
