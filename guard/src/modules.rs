@@ -106,7 +106,10 @@ impl ModuleFiles {
             for bin in &bin_dirs {
                 found.collect_front_ends(bin, &names);
             }
-            for dir in &dirs {
+            // Installed packages count too: a listed third-party module (pygments) run by
+            // path from dist-packages is that module as much as timeit.py is.
+            let site: Vec<PathBuf> = dirs.iter().flat_map(|d| site_dirs(d)).collect();
+            for dir in dirs.iter().chain(&site) {
                 for name in &names {
                     found.collect(dir, name);
                 }
@@ -368,6 +371,26 @@ pub fn stdlib_dirs(exe: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// The directories of installed packages beside a stdlib directory `lib/pythonX.Y`: its
+/// `site-packages` and `dist-packages`, and Debian's version-independent
+/// `lib/python3/dist-packages`; canonical, those that exist.
+fn site_dirs(stdlib: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![stdlib.join("site-packages"), stdlib.join("dist-packages")];
+    if let Some(lib) = stdlib.parent() {
+        dirs.push(lib.join("python3/dist-packages"));
+    }
+    let mut found: Vec<PathBuf> = Vec::new();
+    for dir in dirs {
+        if let Ok(real) = std::fs::canonicalize(&dir)
+            && real.is_dir()
+            && !found.contains(&real)
+        {
+            found.push(real);
+        }
+    }
+    found
+}
+
 /// `X.Y` of an executable named `pythonX.Y` (`python3.11`, `python3.11d`); `None` for
 /// `python3` or another name.
 fn version_of(name: &str) -> Option<String> {
@@ -519,6 +542,39 @@ mod tests {
         // Another version's name does not take this stdlib.
         std::fs::write(root.path().join("bin/python3.99"), b"").unwrap();
         assert!(!stdlib_dirs(&root.path().join("bin/python3.99")).contains(&lib));
+    }
+
+    #[test]
+    fn installed_packages_beside_the_stdlib_are_searched_too() {
+        let root = tempfile::tempdir().unwrap();
+        let stdlib = root.path().join("lib/python3.11");
+        std::fs::create_dir_all(stdlib.join("site-packages")).unwrap();
+        std::fs::create_dir_all(root.path().join("lib/python3/dist-packages/pygments")).unwrap();
+        std::fs::write(
+            root.path()
+                .join("lib/python3/dist-packages/pygments/__main__.py"),
+            "",
+        )
+        .unwrap();
+        let real = |p: &str| std::fs::canonicalize(root.path().join(p)).unwrap();
+        let site = site_dirs(&stdlib);
+        assert_eq!(
+            site,
+            vec![
+                real("lib/python3.11/site-packages"),
+                real("lib/python3/dist-packages")
+            ]
+        );
+        let mut files = ModuleFiles::default();
+        for dir in &site {
+            files.collect(dir, "pygments");
+        }
+        let main = files.get(id_of(
+            &root
+                .path()
+                .join("lib/python3/dist-packages/pygments/__main__.py"),
+        ));
+        assert_eq!(main.map(|m| m.module.as_str()), Some("pygments.__main__"));
     }
 
     #[test]

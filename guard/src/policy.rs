@@ -369,12 +369,13 @@ fn table_fits(key: &str, count: usize, max: usize) -> Result<(), String> {
 /// The filesystem types trusted when the policy names none.
 pub const DEFAULT_FILESYSTEMS: &[&str] = &["ext4", "xfs", "btrfs", "f2fs", "tmpfs"];
 
-/// Stdlib modules whose `__main__` runs Python given on its command line or read from a file
-/// it opens as data: `-m NAME` is `-c` in another spelling. The embedded default policy
-/// lists the same names, each with its reason.
+/// Modules whose `__main__` runs Python given on its command line or read from a file it
+/// opens as data: `-m NAME` is `-c` in another spelling. The stdlib's, and installed ones a
+/// distribution ships widely (pygments). The embedded default policy lists the same names,
+/// each with its reason.
 pub const DEFAULT_INLINE_CODE_MODULES: &[&str] = &[
     "timeit", "pdb", "profile", "cProfile", "trace", "runpy", "doctest", "pickle", "pydoc",
-    "idlelib",
+    "idlelib", "pygments",
 ];
 
 /// Stdlib modules whose `__main__` reads Python from standard input (a REPL), or launches

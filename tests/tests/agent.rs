@@ -281,7 +281,10 @@ fn writes_through_a_mapping_are_not_served_from_the_cache() {
     let wait_for = |path: &Path| {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while !path.exists() {
-            assert!(std::time::Instant::now() < deadline, "the writer never wrote");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never wrote"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     };
@@ -299,10 +302,23 @@ fn writes_through_a_mapping_are_not_served_from_the_cache() {
     wait_for(&done);
     let after = std::fs::metadata(&script).unwrap();
     // The attack's premise: new bytes, and nothing in the file's facts says so.
-    assert_eq!(std::fs::read_to_string(&script).unwrap(), "print('tampered')\n");
     assert_eq!(
-        (before.size(), before.mtime_nsec(), before.ctime(), before.ctime_nsec()),
-        (after.size(), after.mtime_nsec(), after.ctime(), after.ctime_nsec()),
+        std::fs::read_to_string(&script).unwrap(),
+        "print('tampered')\n"
+    );
+    assert_eq!(
+        (
+            before.size(),
+            before.mtime_nsec(),
+            before.ctime(),
+            before.ctime_nsec()
+        ),
+        (
+            after.size(),
+            after.mtime_nsec(),
+            after.ctime(),
+            after.ctime_nsec()
+        ),
         "the kernel stamped the mapped write: this test shows nothing here"
     );
     let out = python(&dir, &["mapped.py"]);

@@ -344,6 +344,8 @@ fn interpreter_modules_are_killed_at_exec() {
     let evil = lab.evil("tmp/evil.py", payload(&marker));
     lab.evil("tmp/notes.txt", format!(">>> {line}\n"));
     lab.evil("tmp/evil.txt", payload(&marker));
+    // pygments loads a lexer from any file with `.py` somewhere in its name.
+    lab.evil("tmp/evil.py.txt", payload(&marker));
     let pkl = lab.path("tmp/evil.pkl");
     build(
         "import pickle, sys\n\
@@ -376,6 +378,7 @@ fn interpreter_modules_are_killed_at_exec() {
         (&cwd, "-m cProfile evil.txt"),
         (&cwd, "-m cProfile -m code < \"$EVIL\""),
         (&cwd, "-m trace --count evil.txt"),
+        (&cwd, "-m pygments -x -l evil.py.txt:P < /dev/null"),
     ];
     for (dir, args) in attacks {
         // Without the gate (the host's python3 is not profiled), the payload runs.
@@ -491,7 +494,11 @@ fn interpreter_module_files_as_main_scripts_are_refused() {
         (&hops, through_hops, "no-inline-code"),
         (&cwd, "-m t -n 1 -s \"$LINE\" pass".into(), "no-inline-code"),
         (&cwd, "dt -n 1 -s \"$LINE\" pass".into(), "no-inline-code"),
-        (&cwd, "-m dt -n 1 -s \"$LINE\" pass".into(), "no-inline-code"),
+        (
+            &cwd,
+            "-m dt -n 1 -s \"$LINE\" pass".into(),
+            "no-inline-code",
+        ),
         (&cwd, "dc < \"$EVIL\"".into(), "no-stdin-code"),
         (&cwd, "-m dc < \"$EVIL\"".into(), "no-stdin-code"),
         (&cwd, "\"$LIB/code.py\" < \"$EVIL\"".into(), "no-stdin-code"),
