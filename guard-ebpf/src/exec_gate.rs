@@ -102,20 +102,73 @@ fn try_exec(bprm: *const u8) -> Result<(), i32> {
     Ok(())
 }
 
-/// State of the argv walk, on the program's stack and handed to each `bpf_loop` step.
-struct ArgvWalk {
+/// A judge of an exec's command line, fed one word after `argv[0]` at a time.
+trait WordJudge {
+    fn word(&mut self, word: &[u8], whole: bool) -> Step;
+    fn end(&mut self) -> Step;
+}
+
+impl WordJudge for ArgvJudge {
+    #[inline(always)]
+    fn word(&mut self, word: &[u8], whole: bool) -> Step {
+        self.feed(word, whole)
+    }
+    #[inline(always)]
+    fn end(&mut self) -> Step {
+        self.finish()
+    }
+}
+
+impl WordJudge for LoaderJudge {
+    #[inline(always)]
+    fn word(&mut self, word: &[u8], _whole: bool) -> Step {
+        self.feed(word)
+    }
+    #[inline(always)]
+    fn end(&mut self) -> Step {
+        self.finish()
+    }
+}
+
+/// State of a walk over an exec's words, on the program's stack and handed to each
+/// `bpf_loop` step.
+struct WordWalk<J> {
     sp: u64,
     argc: i32,
-    judge: ArgvJudge,
+    judge: J,
     verdict: Step,
     buf: [u8; ARG_BUFFER],
+}
+
+/// Word `index + 1` (argv[0] is the name the program was started under, not an option).
+impl<J: WordJudge> LoopBody for WordWalk<J> {
+    fn step(&mut self, index: u64) -> ControlFlow<()> {
+        let i = index + 1;
+        if i >= self.argc as u64 {
+            self.verdict = self.judge.end();
+            return ControlFlow::Break(());
+        }
+        let Ok(word) = read_user_str(self.sp + 8 * (1 + i), &mut self.buf) else {
+            self.verdict = Step::Refuse(Rule::FactsUnavailable);
+            return ControlFlow::Break(());
+        };
+        // A word that filled the buffer may go on beyond it.
+        let whole = word.len() < ARG_BUFFER - 1;
+        match self.judge.word(word, whole) {
+            Step::More => ControlFlow::Continue(()),
+            verdict => {
+                self.verdict = verdict;
+                ControlFlow::Break(())
+            }
+        }
+    }
 }
 
 // The verifier would walk an open-coded loop over words, each with a loop over its bytes,
 // once per word and combination of judge states: over its million-instruction budget.
 // A `bpf_loop` callback is verified once, whatever the number of words.
 fn judge_argv(sp: u64, argc: i32, flags: u32) -> Step {
-    let mut walk = ArgvWalk {
+    let mut walk = WordWalk {
         sp,
         argc,
         judge: ArgvJudge::new(flags),
@@ -144,43 +197,10 @@ fn judge_argv(sp: u64, argc: i32, flags: u32) -> Step {
     }
 }
 
-/// Word `index + 1` (argv[0] is the name the interpreter was started under, not an option).
-impl LoopBody for ArgvWalk {
-    fn step(&mut self, index: u64) -> ControlFlow<()> {
-        let i = index + 1;
-        if i >= self.argc as u64 {
-            self.verdict = self.judge.finish();
-            return ControlFlow::Break(());
-        }
-        let Ok(word) = read_user_str(self.sp + 8 * (1 + i), &mut self.buf) else {
-            self.verdict = Step::Refuse(Rule::FactsUnavailable);
-            return ControlFlow::Break(());
-        };
-        // A word that filled the buffer may go on beyond it.
-        let whole = word.len() < ARG_BUFFER - 1;
-        match self.judge.feed(word, whole) {
-            Step::More => ControlFlow::Continue(()),
-            verdict => {
-                self.verdict = verdict;
-                ControlFlow::Break(())
-            }
-        }
-    }
-}
-
-/// State of a loader's argv walk, handed to each `bpf_loop` step.
-struct LoaderWalk {
-    sp: u64,
-    argc: i32,
-    judge: LoaderJudge,
-    verdict: Step,
-    buf: [u8; ARG_BUFFER],
-}
-
 /// A dynamic loader exec'd directly: refused when it would run a program, unless the
 /// environment puts it in trace mode (`ldd`).
 fn judge_loader(sp: u64, argc: i32, envc: i32) -> Option<Rule> {
-    let mut walk = LoaderWalk {
+    let mut walk = WordWalk {
         sp,
         argc,
         judge: LoaderJudge::new(),
@@ -197,28 +217,6 @@ fn judge_loader(sp: u64, argc: i32, envc: i32) -> Option<Rule> {
         return None;
     }
     Some(rule)
-}
-
-/// Word `index + 1` of a loader's command line.
-impl LoopBody for LoaderWalk {
-    fn step(&mut self, index: u64) -> ControlFlow<()> {
-        let i = index + 1;
-        if i >= self.argc as u64 {
-            self.verdict = self.judge.finish();
-            return ControlFlow::Break(());
-        }
-        let Ok(word) = read_user_str(self.sp + 8 * (1 + i), &mut self.buf) else {
-            self.verdict = Step::Refuse(Rule::FactsUnavailable);
-            return ControlFlow::Break(());
-        };
-        match self.judge.feed(word) {
-            Step::More => ControlFlow::Continue(()),
-            verdict => {
-                self.verdict = verdict;
-                ControlFlow::Break(())
-            }
-        }
-    }
 }
 
 /// State of the search for the loader's trace variable.
