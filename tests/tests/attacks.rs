@@ -468,6 +468,10 @@ fn interpreter_module_files_as_main_scripts_are_refused() {
         std::fs::create_dir_all(lab.path(dir)).unwrap();
         std::os::unix::fs::symlink(lib.join(module), lab.path(dir).join("__main__.py")).unwrap();
     }
+    // Under another module path: a link to the stdlib directory makes `-m s.timeit` the
+    // stdlib's timeit; a link to asyncio makes `-m x` its REPL.
+    std::os::unix::fs::symlink(&lib, lab.path("tmp/s")).unwrap();
+    std::os::unix::fs::symlink(lib.join("asyncio"), lab.path("tmp/x")).unwrap();
     let attacks: Vec<(&Path, String, &str)> = vec![
         (
             &cwd,
@@ -501,6 +505,9 @@ fn interpreter_module_files_as_main_scripts_are_refused() {
         ),
         (&cwd, "dc < \"$EVIL\"".into(), "no-stdin-code"),
         (&cwd, "-m dc < \"$EVIL\"".into(), "no-stdin-code"),
+        (&cwd, "-m s.timeit -n 1 -s \"$LINE\" pass".into(), "no-inline-code"),
+        (&cwd, "-m s.code < \"$EVIL\"".into(), "no-stdin-code"),
+        (&cwd, "-m x < \"$EVIL\"".into(), "no-stdin-code"),
         (&cwd, "\"$LIB/code.py\" < \"$EVIL\"".into(), "no-stdin-code"),
         (
             &cwd,

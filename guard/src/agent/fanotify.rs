@@ -872,11 +872,15 @@ fn evaluate_interpreter(
     if named.code.is_none() || module_file.is_some() {
         // CPython opens its main script by the operand's own path (made absolute): the
         // path it asks for ends with the operand, whatever the file behind it is called.
-        let operand = process::script_operand(tid);
-        if let Err(e) = &operand {
+        let main = process::main_operand(tid);
+        if let Err(e) = &main {
             named.missing = Some(format!("the interpreter's command line: {e}"));
         }
-        if let (Ok(Some(operand)), Some(asked)) = (&operand, &named.asked_path) {
+        let operand = match &main {
+            Ok(process::MainOperand::Script(script)) => Some(script.as_slice()),
+            _ => None,
+        };
+        if let (Some(operand), Some(asked)) = (operand, &named.asked_path) {
             is_main_script = opener::opens_operand(asked, operand);
         }
         // The file of an interpreter module is refused when it is the main script, and
@@ -889,8 +893,8 @@ fn evaluate_interpreter(
             // the name the file was asked under sits in the directory the operand names. A
             // renamed spelling (a link to the directory) is resolved again; a walk that
             // fails is no answer.
-            let package_main = match (&operand, entry.package_dir) {
-                (Ok(Some(operand)), Some(_)) => {
+            let package_main = match (operand, entry.package_dir) {
+                (Some(operand), Some(_)) => {
                     let named_dir = opener::named_component(operand);
                     named.asked_dir.as_deref() == Some(named_dir)
                         || process::resolve_operand_within(tid, operand, process::WALK_DEADLINE)
@@ -906,7 +910,16 @@ fn evaluate_interpreter(
                 Some(asked) => !entry.opened_as_itself(asked),
                 None => !unknown,
             };
-            if is_main_script || unknown || package_main || foreign_name {
+            // `-m NAME` runs the module the import system finds by NAME, whatever
+            // directories (links to the stdlib, `dist-packages` as a namespace package) its
+            // parts name: the file asked for under that dotted path is `__main__`.
+            let module_main = match (&main, &named.asked_path) {
+                (Ok(process::MainOperand::Module(module)), Some(asked)) => {
+                    opener::opens_module(asked, module)
+                }
+                _ => false,
+            };
+            if is_main_script || unknown || package_main || foreign_name || module_main {
                 main_module = Some(entry.module.as_str());
             }
         }

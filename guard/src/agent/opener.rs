@@ -103,6 +103,44 @@ pub fn opens_operand(asked: &[u8], operand: &[u8]) -> bool {
         && asked[asked.len() - operand.len() - 1] == b'/'
 }
 
+/// Whether `asked`, a path the interpreter opened, is the file of module `module` (a dotted
+/// name, as `-m` takes it) as the import system finds it: the name's parts as directories,
+/// then `LAST.py`, `LAST.pyc`, `__pycache__/LAST.TAG.pyc`, or for a package
+/// `LAST/__main__` in those forms. The import system builds the path from a search-path
+/// entry and the parts, so a link in the entry (`s -> /usr/lib/python3.11` for `-m
+/// s.timeit`) shows in the parts, not in the file's own path.
+pub fn opens_module(asked: &[u8], module: &[u8]) -> bool {
+    let parts: Vec<&[u8]> = module.split(|&b| b == b'.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return false;
+    }
+    let mut components: Vec<&[u8]> = asked
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
+    let Some(last) = components.pop() else {
+        return false;
+    };
+    let stem = if let Some(pyc) = last.strip_suffix(b".pyc") {
+        if components.last() == Some(&&b"__pycache__"[..]) {
+            components.pop();
+            // `NAME.TAG.pyc`: the module's name is before the first dot.
+            let dot = pyc.iter().position(|&b| b == b'.').unwrap_or(pyc.len());
+            &pyc[..dot]
+        } else {
+            pyc
+        }
+    } else if let Some(source) = last.strip_suffix(b".py") {
+        source
+    } else {
+        return false;
+    };
+    components.push(stem);
+    let ends_with = |path: &[&[u8]]| path.len() >= parts.len() && path.ends_with(&parts);
+    ends_with(&components)
+        || (stem == b"__main__" && ends_with(&components[..components.len() - 1]))
+}
+
 /// The component before the last: the directory the last name was looked up in
 /// (`/usr/lib/python3.11/asyncio/__main__.py` gives `asyncio`), repeated `/` skipped.
 pub fn parent_component(path: &[u8]) -> &[u8] {
@@ -201,6 +239,40 @@ fn read_string(tid: i32, address: u64) -> Result<Vec<u8>, Unknown> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_main_module_is_found_by_its_dotted_path() {
+        let yes: &[(&str, &str)] = &[
+            ("/tmp/u/s/timeit.py", "s.timeit"),
+            ("/tmp/u/s/__pycache__/timeit.cpython-311.pyc", "s.timeit"),
+            ("/tmp/u/s/__pycache__/timeit.cpython-311.opt-1.pyc", "s.timeit"),
+            ("/tmp/u/t.py", "t"),
+            ("/tmp/u/t.pyc", "t"),
+            ("/tmp/u/x/__main__.py", "x"),
+            ("/tmp/u/x/__main__.py", "x.__main__"),
+            ("/tmp/u/x/__pycache__/__main__.cpython-311.pyc", "x"),
+            ("/usr/lib/python3/dist-packages/pygments/__main__.py", "dist-packages.pygments"),
+            ("//tmp//u//s//timeit.py", "s.timeit"),
+        ];
+        for (asked, module) in yes {
+            assert!(opens_module(asked.as_bytes(), module.as_bytes()), "{asked} {module}");
+        }
+        let no: &[(&str, &str)] = &[
+            // An import by the main module, or of another name.
+            ("/usr/lib/python3.11/timeit.py", "myapp"),
+            ("/usr/lib/python3.11/timeit.py", "s.timeit"),
+            ("/tmp/u/s/timeit.py", "timeit.s"),
+            ("/tmp/u/xs/timeit.py", "s.timeit"),
+            ("/tmp/u/x/__init__.py", "x"),
+            ("/tmp/u/x/events.py", "x"),
+            ("/tmp/u/x/__main__.txt", "x"),
+            ("/tmp/u/s/timeit.py", "s..timeit"),
+            ("", "t"),
+        ];
+        for (asked, module) in no {
+            assert!(!opens_module(asked.as_bytes(), module.as_bytes()), "{asked} {module}");
+        }
+    }
 
     #[test]
     fn syscall_lines() {

@@ -53,15 +53,29 @@ fn parse_credentials(status: &str) -> Option<(u32, Vec<u32>)> {
     Some((uid?, gids))
 }
 
-/// The interpreter's script operand, from its command line as the kernel keeps it and read
-/// as CPython reads it: `None` when there is none (`-c`, `-m`, standard input).
-pub fn script_operand(pid: i32) -> io::Result<Option<Vec<u8>>> {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
-    Ok(python_argv::parse_cmdline(&cmdline)
-        .script
-        .filter(|script| *script != b"-")
-        .map(<[u8]>::to_vec))
+/// What the interpreter runs as `__main__`, from its command line as the kernel keeps it
+/// and read as CPython reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MainOperand {
+    /// A script operand: a file, a directory or a zip.
+    Script(Vec<u8>),
+    /// `-m NAME`: the module the import system finds by that dotted name.
+    Module(Vec<u8>),
+    /// None: `-c`, standard input.
+    None,
 }
+
+/// The interpreter's main operand (see [`MainOperand`]).
+pub fn main_operand(pid: i32) -> io::Result<MainOperand> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
+    let invocation = python_argv::parse_cmdline(&cmdline);
+    Ok(match (invocation.script, invocation.module) {
+        (Some(script), _) if script != b"-" => MainOperand::Script(script.to_vec()),
+        (_, Some(module)) if invocation.script.is_none() => MainOperand::Module(module.to_vec()),
+        _ => MainOperand::None,
+    })
+}
+
 
 /// The names the interpreter may open a file on its search path by: each component of
 /// each entry of the variables `vars` in its environment (as the kernel keeps it).
