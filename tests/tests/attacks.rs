@@ -101,7 +101,7 @@ impl Lab {
                 "mode = \"enforce\"\n\
                  [trust]\nowners = [\"root\"]\nfilesystems = [\"tmpfs\", \"ext4\"]\n\
                  [[interpreter]]\nname = \"python\"\nexecutables = [{:?}]\nargv = \"python\"\n\
-                 code_patterns = [\"*.py\", \"*.pyc\", \"*.pyo\", \"*.pyw\", \"*.pth\", \"*.so\", \
+                 code_patterns = [\"*.py\", \"*.pyc\", \"*.pyo\", \"*.pyw\", \"*.pth\", \"*._pth\", \"*.so\", \
                  \"*.so.[0-9]*\", \"*.zip\", \"*.whl\", \"*.egg\", \"*.pyz\"]\n\
                  sniff = [\"pyc\", \"zip\", \"elf\"]\nmain_script_is_code = true\n\
                  inline_code = \"deny\"\nstdin = \"deny\"\ninteractive = \"deny\"\n\
@@ -410,6 +410,62 @@ fn interpreter_modules_are_killed_at_exec() {
     }
 }
 
+/// `NAME._pth` beside the path the interpreter was started by (a link of the attacker's to
+/// it) replaces its whole search path: CPython reads it at startup. It is code by its name,
+/// so the attacker's is refused, and CPython, which skips a `._pth` it cannot read, keeps
+/// its own search path (the zip-flipping race of 11b came back through one).
+#[test]
+fn a_search_path_file_beside_the_interpreter_is_code() {
+    let lab = Lab::new();
+    let real = std::fs::canonicalize(PYTHON).unwrap();
+    let version = real.file_name().unwrap().to_str().unwrap().to_string();
+    let attacker = lab.path("tmp/pthlib");
+    std::fs::create_dir_all(&attacker).unwrap();
+    chown(&attacker, NOBODY, NOBODY);
+    let pth = format!(
+        "{}\n/usr/lib/{version}\n/usr/lib/{version}/lib-dynload\n",
+        attacker.display()
+    );
+    lab.signed("base/path.py", "import sys\nprint(sys.path)\n");
+    let base = lab.path("base");
+    let attacker_dir = attacker.to_str().unwrap();
+    // Without guard (a link to the host's unprofiled python3), the search path is the file's.
+    let unguarded = lab.path("tmp/pth0");
+    std::fs::create_dir_all(&unguarded).unwrap();
+    std::os::unix::fs::symlink(&real, unguarded.join("python3")).unwrap();
+    lab.evil("tmp/pth0/python3._pth", &pth);
+    let out = lab.sh(
+        &base,
+        "exec \"$DIR/python3\" path.py",
+        &[("DIR", unguarded.to_str().unwrap())],
+    );
+    assert!(
+        text(&out.stdout).contains(attacker_dir),
+        "the ._pth does not set the search path without guard: {}",
+        describe(&out)
+    );
+    // With guard: refused as code, skipped by CPython, the search path the interpreter's own.
+    let guarded = lab.path("tmp/pth1");
+    std::fs::create_dir_all(&guarded).unwrap();
+    std::os::unix::fs::symlink(&lab.python, guarded.join("python3")).unwrap();
+    lab.evil("tmp/pth1/python3._pth", &pth);
+    let out = lab.sh(
+        &base,
+        "exec \"$DIR/python3\" path.py",
+        &[("DIR", guarded.to_str().unwrap())],
+    );
+    assert!(
+        out.status.success() && !text(&out.stdout).contains(attacker_dir),
+        "the attacker's ._pth set the search path: {}",
+        describe(&out)
+    );
+    assert!(
+        !lab.agent.denies_for("python3._pth").is_empty(),
+        "no refusal of the ._pth:\n{}",
+        lab.agent.log_text()
+    );
+}
+
 /// Family 1b by path: the file of an interpreter module run as the main script (by its
 /// path, its bytecode, a symlink to it, relative to the stdlib) is that module, refused at
 /// the open with the rule of its `-m` spelling; imported by a signed script it runs.
@@ -505,7 +561,11 @@ fn interpreter_module_files_as_main_scripts_are_refused() {
         ),
         (&cwd, "dc < \"$EVIL\"".into(), "no-stdin-code"),
         (&cwd, "-m dc < \"$EVIL\"".into(), "no-stdin-code"),
-        (&cwd, "-m s.timeit -n 1 -s \"$LINE\" pass".into(), "no-inline-code"),
+        (
+            &cwd,
+            "-m s.timeit -n 1 -s \"$LINE\" pass".into(),
+            "no-inline-code",
+        ),
         (&cwd, "-m s.code < \"$EVIL\"".into(), "no-stdin-code"),
         (&cwd, "-m x < \"$EVIL\"".into(), "no-stdin-code"),
         (&cwd, "\"$LIB/code.py\" < \"$EVIL\"".into(), "no-stdin-code"),

@@ -245,17 +245,26 @@ mod tests {
         let yes: &[(&str, &str)] = &[
             ("/tmp/u/s/timeit.py", "s.timeit"),
             ("/tmp/u/s/__pycache__/timeit.cpython-311.pyc", "s.timeit"),
-            ("/tmp/u/s/__pycache__/timeit.cpython-311.opt-1.pyc", "s.timeit"),
+            (
+                "/tmp/u/s/__pycache__/timeit.cpython-311.opt-1.pyc",
+                "s.timeit",
+            ),
             ("/tmp/u/t.py", "t"),
             ("/tmp/u/t.pyc", "t"),
             ("/tmp/u/x/__main__.py", "x"),
             ("/tmp/u/x/__main__.py", "x.__main__"),
             ("/tmp/u/x/__pycache__/__main__.cpython-311.pyc", "x"),
-            ("/usr/lib/python3/dist-packages/pygments/__main__.py", "dist-packages.pygments"),
+            (
+                "/usr/lib/python3/dist-packages/pygments/__main__.py",
+                "dist-packages.pygments",
+            ),
             ("//tmp//u//s//timeit.py", "s.timeit"),
         ];
         for (asked, module) in yes {
-            assert!(opens_module(asked.as_bytes(), module.as_bytes()), "{asked} {module}");
+            assert!(
+                opens_module(asked.as_bytes(), module.as_bytes()),
+                "{asked} {module}"
+            );
         }
         let no: &[(&str, &str)] = &[
             // An import by the main module, or of another name.
@@ -270,7 +279,10 @@ mod tests {
             ("", "t"),
         ];
         for (asked, module) in no {
-            assert!(!opens_module(asked.as_bytes(), module.as_bytes()), "{asked} {module}");
+            assert!(
+                !opens_module(asked.as_bytes(), module.as_bytes()),
+                "{asked} {module}"
+            );
         }
     }
 

@@ -76,7 +76,6 @@ pub fn main_operand(pid: i32) -> io::Result<MainOperand> {
     })
 }
 
-
 /// The names the interpreter may open a file on its search path by: each component of
 /// each entry of the variables `vars` in its environment (as the kernel keeps it).
 /// `zipimport` takes the longest prefix of an entry that is a file as the archive
