@@ -41,6 +41,28 @@ pub struct ModuleFile {
     /// The names the file has where it was found (`timeit.py`, `timeit.cpython-311.pyc`):
     /// an import of the module asks for one of them.
     pub names: Vec<String>,
+    /// Size, modification and change times when it was found: an inode number the
+    /// filesystem gave to another file since (a package upgrade replaces every file) is
+    /// not this module.
+    stamp: Stamp,
+}
+
+/// What tells one file from another that got the same inode number later.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stamp {
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    pub fn of(meta: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
 }
 
 impl ModuleFile {
@@ -126,6 +148,14 @@ impl ModuleFiles {
         self.files.get(&id)
     }
 
+    /// The module file with this identity, if it is still the file found there: `stamp`,
+    /// the opened file's, is the one it had when found. A file replaced since (a package
+    /// upgrade, whose new files may reuse old inode numbers) is looked up by its path
+    /// ([`Self::at_path`]).
+    pub fn get_unchanged(&self, id: FileId, stamp: Stamp) -> Option<&ModuleFile> {
+        self.files.get(&id).filter(|entry| entry.stamp == stamp)
+    }
+
     /// The module file at this real path, if one was resolved there.
     pub fn at_path(&self, path: &Path) -> Option<&ModuleFile> {
         self.paths.get(path)
@@ -156,6 +186,7 @@ impl ModuleFiles {
                 module,
                 package_dir: None,
                 names: Vec::new(),
+                stamp: Stamp::of(&meta),
             });
             // A `__main__` listed by its own name is still its package's.
             entry.package_dir = entry.package_dir.or(package_dir);
@@ -655,6 +686,20 @@ mod tests {
         let main = files.get(main).unwrap();
         assert!(main.opened_as_itself(b"__main__.py"));
         assert!(!main.opened_as_itself(b"asyncio.py"));
+
+        // The same inode number, another file since (what a package upgrade leaves): not
+        // the module by identity; by path, a file at the module's place still is.
+        let path = lib.join("timeit.py");
+        let meta = std::fs::metadata(&path).unwrap();
+        let id = identity(&meta);
+        assert!(files.get_unchanged(id, Stamp::of(&meta)).is_some());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::write(&path, "changed = True\n").unwrap();
+        let after = std::fs::metadata(&path).unwrap();
+        assert_eq!(identity(&after), id);
+        assert!(files.get_unchanged(id, Stamp::of(&after)).is_none());
+        let real = std::fs::canonicalize(&path).unwrap();
+        assert_eq!(files.at_path(&real).map(|m| m.module.as_str()), Some("timeit"));
     }
 
     #[test]

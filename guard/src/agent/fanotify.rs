@@ -860,12 +860,15 @@ fn evaluate_interpreter(
         ino: meta.ino(),
     };
     // By identity; a new file at a module's path (a package update) is that module too.
-    let module_file = loaded.modules.get(id).or_else(|| {
-        own_path
-            .as_ref()
-            .ok()
-            .and_then(|path| loaded.modules.at_path(path))
-    });
+    let module_file = loaded
+        .modules
+        .get_unchanged(id, crate::modules::Stamp::of(&meta))
+        .or_else(|| {
+            own_path
+                .as_ref()
+                .ok()
+                .and_then(|path| loaded.modules.at_path(path))
+        });
     let mut named = open_names(profile, module_file.is_some(), tid, &own_path);
     let mut main_module = None;
     let mut is_main_script = false;
