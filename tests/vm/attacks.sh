@@ -473,6 +473,9 @@ attacks() {
     attack check "1b -m of a package whose __main__.py links to STDLIB/code.py < file" refused \
         nb "$tmp" 'mkdir -p dc && ln -sf "$LIB/code.py" dc/__main__.py &&
             exec python3 -m dc < "$EVIL"' LIB="$lib"
+    # Under another module path: -m runs what the import system finds by the dotted name.
+    attack check "1b -m s.timeit, s the attacker's link to STDLIB" refused \
+        nb "$tmp" 'ln -sfn "$LIB" s && exec python3 -m s.timeit -n 1 -s "$CODE" pass' LIB="$lib"
     baseline "family 1b"
     if [ "$phase" = guard ]; then
         check "1b -m json.tool and -m this still run" \
