@@ -21,7 +21,12 @@ use crate::sniff::sniff;
 
 /// Structural facts of an opened file: what fstat, fstatfs and the ACL xattr say.
 pub fn object_of(file: &File, code: CodeKind) -> io::Result<Object> {
-    let meta = file.metadata()?;
+    object_with(file, &file.metadata()?, code)
+}
+
+/// [`object_of`] with the descriptor's fstat already taken (`meta`, of `file`): the
+/// content is verified against this snapshot, so any change since fails the verification.
+pub fn object_with(file: &File, meta: &std::fs::Metadata, code: CodeKind) -> io::Result<Object> {
     let statfs = nix::sys::statfs::fstatfs(file.as_fd()).map_err(io::Error::from)?;
     Ok(Object {
         kind: FileKind::from_mode(meta.mode()),

@@ -979,7 +979,7 @@ fn evaluate_interpreter(
         Some(Ok(seen)) => seen,
         None => None,
     };
-    let mut object = facts::object_of(&file, code)?;
+    let mut object = facts::object_with(&file, &meta, code)?;
     object.open_writers = seen.map(|s| s.writers_at_open != 0);
     object.module_file = module_file.is_some();
     object.main_module = main_module.map(str::to_string);
