@@ -699,7 +699,10 @@ mod tests {
         assert_eq!(identity(&after), id);
         assert!(files.get_unchanged(id, Stamp::of(&after)).is_none());
         let real = std::fs::canonicalize(&path).unwrap();
-        assert_eq!(files.at_path(&real).map(|m| m.module.as_str()), Some("timeit"));
+        assert_eq!(
+            files.at_path(&real).map(|m| m.module.as_str()),
+            Some("timeit")
+        );
     }
 
     #[test]
