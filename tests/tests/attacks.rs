@@ -410,6 +410,72 @@ fn interpreter_modules_are_killed_at_exec() {
     }
 }
 
+/// A package's `__main__` runs when imported: pygments' calls its `main` at module level, and
+/// `-W ignore::pygments.__main__.X` imports it before the script, with the script's
+/// arguments (`-x -l FILE:CLASS` execs FILE). A listed package's `__main__` is the main
+/// script however it is opened.
+#[test]
+fn a_listed_packages_main_imported_is_the_main_script() {
+    let host_dist = Path::new("/usr/lib/python3/dist-packages");
+    assert!(
+        host_dist.join("pygments/__main__.py").is_file(),
+        "the host has no pygments to attack with (cargo xtask setup installs python3-pygments)"
+    );
+    let lab = Lab::with_stdlib();
+    let marker = lab.marker("pygmain");
+    lab.evil("tmp/evil.py.txt", payload(&marker));
+    // The lab's interpreter finds an installed, signed pygments where Debian puts it.
+    let dist = lab.path("usr/lib/python3/dist-packages");
+    std::fs::create_dir_all(&dist).unwrap();
+    for dir in ["usr/lib/python3", "usr/lib/python3/dist-packages"] {
+        set_mode(&lab.path(dir), 0o755);
+    }
+    let out = run_with_timeout(
+        Command::new("cp")
+            .arg("-a")
+            .arg(host_dist.join("pygments"))
+            .arg(&dist),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "copying pygments: {}", describe(&out));
+    let out = guard(&[&"sign", &"-r", &"--key", &keys().private, &dist]);
+    assert!(out.status.success(), "signing pygments: {}", describe(&out));
+    lab.agent.signal(nix::sys::signal::Signal::SIGHUP);
+    std::thread::sleep(Duration::from_secs(2));
+    let cwd = lab.path("tmp");
+    let args = "-W ignore::pygments.__main__.X ../base/ok.py -x -l evil.py.txt:P < /dev/null";
+    // Without guard (the host's python3 and pygments), the payload runs.
+    let out = lab.sh(
+        &cwd,
+        &format!("PYTHONPATH={} exec {PYTHON} {args}", host_dist.display()),
+        &[],
+    );
+    assert!(
+        marker.exists(),
+        "the attack does not work unguarded\n{}",
+        describe(&out)
+    );
+    std::fs::remove_file(&marker).unwrap();
+    let before = lab.denies("no-inline-code").len();
+    let out = lab.sh(
+        &cwd,
+        &format!("PYTHONPATH={} exec \"$PY\" {args}", dist.display()),
+        &[],
+    );
+    assert!(
+        !marker.exists(),
+        "the payload ran through pygments' __main__\n{}\n{}",
+        describe(&out),
+        lab.agent.log_text()
+    );
+    assert!(
+        lab.denies("no-inline-code").len() > before,
+        "pygments' __main__ not refused by no-inline-code\n{}",
+        describe(&out)
+    );
+    lab.baseline();
+}
+
 /// `NAME._pth` beside the path the interpreter was started by (a link of the attacker's to
 /// it) replaces its whole search path: CPython reads it at startup. It is code by its name,
 /// so the attacker's is refused, and CPython, which skips a `._pth` it cannot read, keeps
