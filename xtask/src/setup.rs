@@ -12,11 +12,9 @@ use crate::{run, workspace_root};
 /// the python3 the agent profiles, openssl for test keys, setpriv, man and systemd-analyze
 /// for the package check, gcc for the attack tests' native library, and qemu, debootstrap,
 /// mkfs.ext4, xz and busybox for the VM (virtiofsd ships in qemu-system-common), gnupg to
-/// sign the VM's test apt repository (a fresh machine has gpgv only), pygments for the
-/// attack on a listed package's `__main__`.
+/// sign the VM's test apt repository (a fresh machine has gpgv only).
 const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
-    "python3-pygments",
     "attr",
     "acl",
     "ima-evm-utils",

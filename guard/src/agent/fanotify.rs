@@ -891,11 +891,20 @@ fn evaluate_interpreter(
         // be told apart is the main script.
         if let Some(entry) = module_file {
             let unknown = named.missing.is_some();
-            // A package's `__main__` exists to run as the main script, and importing it
-            // runs it too (pygments' calls its `main` at module level: `-W
-            // ignore::pygments.__main__.X` imports it before the script, with the script's
-            // arguments): every open of it is the main script's.
-            let package_main = entry.package_dir.is_some();
+            // A package's `__main__` runs as the main script when the operand names the
+            // package directory: CPython looks the file up in the directory it was given, so
+            // the name the file was asked under sits in the directory the operand names. A
+            // renamed spelling (a link to the directory) is resolved again; a walk that
+            // fails is no answer.
+            let package_main = match (operand, entry.package_dir) {
+                (Some(operand), Some(_)) => {
+                    let named_dir = opener::named_component(operand);
+                    named.asked_dir.as_deref() == Some(named_dir)
+                        || process::resolve_operand_within(tid, operand, process::WALK_DEADLINE)
+                            .map_or(true, |main| entry.runs_as_main(id, main))
+                }
+                _ => false,
+            };
             // Under a name that is not the file's own the interpreter runs it as another
             // module (`-m x` of a link `x.py` to it, a directory whose `__main__.py` links
             // to it): `__main__` among them. Opened by descriptor alone, no name says what
@@ -1028,6 +1037,9 @@ struct OpenNames {
     asked: Option<Vec<u8>>,
     /// The whole path the interpreter passed.
     asked_path: Option<Vec<u8>>,
+    /// The directory the interpreter looked the name up in (for bytecode, the one holding
+    /// its `__pycache__`).
+    asked_dir: Option<Vec<u8>>,
     /// The code kind the names give.
     code: Option<CodeKind>,
     /// Which name could not be read, and why.
@@ -1060,6 +1072,7 @@ fn open_names(
         .as_deref()
         .and_then(|own| facts::code_by_name(profile, &[own]));
     let mut asked = None;
+    let mut asked_dir = None;
     let mut asked_path = None;
     if code.is_none() || module_file {
         match opener::asked_path(tid) {
@@ -1067,6 +1080,7 @@ fn open_names(
                 let last = opener::last_component(&path).to_vec();
                 code = code.or_else(|| facts::code_by_name(profile, &[&last]));
                 asked = Some(last);
+                asked_dir = Some(opener::module_dir_component(&path).to_vec());
                 asked_path = Some(path);
             }
             Ok(None) => {}
@@ -1079,6 +1093,7 @@ fn open_names(
         own,
         asked,
         asked_path,
+        asked_dir,
         code,
         missing,
     }
