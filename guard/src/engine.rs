@@ -462,6 +462,22 @@ pub fn content_may_be_cached(policy: &Policy, object: &Object) -> bool {
     !runner_matters(policy, object)
 }
 
+/// Whether the kernel may answer later opens of the file itself, without asking, while
+/// nothing about the file changes: the verdict is the same for every opener and every way
+/// of opening it. Verified code (a signature or a listed digest; an exception is not
+/// stretched to opens nobody sees), a verdict the kernel may keep (any runner, not an
+/// interpreter module's file, which is refused as a main script), content only a trusted
+/// owner can write (nobody rewrites it through a mapping unseen), and allows not logged
+/// one by one.
+pub fn same_for_every_open(policy: &Policy, object: &Object, verdict: &Verdict) -> bool {
+    object.code.is_code()
+        && verdict.policy_allows
+        && verdict.kernel_may_keep
+        && verdict.rule == Rule::ValidSignature
+        && content_may_be_cached(policy, object)
+        && !policy.audit.log_allows
+}
+
 /// Whether who runs the interpreter can change whether it may write the file: a
 /// group-writable file, an owner the policy does not trust, an ACL with named write
 /// entries. A trusted owner's file cannot be made writable to the runner by anyone else,
@@ -1204,6 +1220,37 @@ deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
         let mut users = good_object();
         users.uid = 1000;
         assert!(!content_may_be_cached(&policy, &users));
+    }
+
+    #[test]
+    fn only_verified_code_the_same_for_every_open_is_left_to_the_kernel() {
+        let policy = default_policy();
+        let left = |policy: &Policy, file: &TestFile| {
+            let v = super::decide_open(policy, 0, file, &mut given(&runner(), file));
+            same_for_every_open(policy, file, &v)
+        };
+        assert!(left(&policy, &good_file()));
+        let mut group_writable = good_file();
+        group_writable.mode = libc::S_IFREG | 0o664;
+        assert!(!left(&policy, &group_writable), "depends on the runner");
+        let mut module = good_file();
+        module.module_file = true;
+        assert!(!left(&policy, &module), "refused as a main script");
+        let mut unsigned = good_file();
+        unsigned.signature = SignatureFact::Failed(SignatureError::Missing);
+        assert!(!left(&policy, &unsigned));
+        let mut data = good_file();
+        data.object.code = CodeKind::NotCode;
+        assert!(!left(&policy, &data), "allowed as data, not verified");
+        let mut logging = default_policy();
+        logging.audit.log_allows = true;
+        assert!(!left(&logging, &good_file()), "every allow is logged");
+        let mut permissive = default_policy();
+        permissive.mode = Mode::Permissive;
+        assert!(
+            !left(&permissive, &unsigned),
+            "allowed only because permissive"
+        );
     }
 
     #[test]

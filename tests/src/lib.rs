@@ -469,6 +469,26 @@ pub fn keys() -> &'static Keys {
     })
 }
 
+/// A second signing key pair (P-256, self-signed certificate `NAME.pem` beside `NAME.key`),
+/// for tests that take a key away: the agents' `--key` stays trusted whatever the policy says.
+pub fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{name}.key"));
+    let cert = dir.join(format!("{name}.pem"));
+    let out = run_with_timeout(
+        Command::new("openssl")
+            .args(["req", "-new", "-x509", "-nodes", "-newkey", "ec"])
+            .args(["-pkeyopt", "ec_paramgen_curve:P-256", "-subj", "/CN=second"])
+            .args(["-days", "2", "-addext", "subjectKeyIdentifier=hash"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    (key, cert)
+}
+
 /// Signs a file with evmctl (the reference implementation of the format).
 pub fn sign(path: &Path) {
     let keys = keys();

@@ -442,8 +442,12 @@ fn status_reports_counters_and_sigterm_stops_cleanly() {
     ] {
         assert!(status.contains(field), "{status}");
     }
-    let hits = agent.status_field("cache_hits");
-    assert!(hits >= 2, "repeated runs did not hit the cache: {status}");
+    // Verified once: the repeats were served from the cache or left to the kernel.
+    let misses = agent.status_field("cache_misses");
+    assert_eq!(
+        misses, 1,
+        "three runs verified the file {misses} times: {status}"
+    );
     let socket = agent.socket.clone();
     assert!(agent.stop().success());
     assert!(!socket.exists(), "socket left behind");

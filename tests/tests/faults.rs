@@ -4,7 +4,7 @@
 //! leaked descriptor.
 
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -308,24 +308,6 @@ fn a_filesystem_that_vanishes_under_a_running_interpreter() {
         after <= baseline,
         "descriptor leak: {baseline} before, {after} after"
     );
-}
-
-fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let key = dir.join(format!("{name}.key"));
-    let cert = dir.join(format!("{name}.pem"));
-    let out = run_with_timeout(
-        Command::new("openssl")
-            .args(["req", "-new", "-x509", "-nodes", "-newkey", "ec"])
-            .args(["-pkeyopt", "ec_paramgen_curve:P-256", "-subj", "/CN=second"])
-            .args(["-days", "2", "-addext", "subjectKeyIdentifier=hash"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
-        Duration::from_secs(30),
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    (key, cert)
 }
 
 #[test]

@@ -22,6 +22,7 @@ use nix::sys::fanotify::{
 };
 
 use super::audit::{AuditRecord, CheckRecord};
+use super::ignore_marks::{FileState, IgnoreMarks};
 use super::stats::bump;
 use super::{Config, Loaded, State, mounts, opener, process};
 use crate::engine::{CodeKind, Runner, Verdict, facts_unavailable};
@@ -46,6 +47,9 @@ impl FanotifyBackend {
             Arc::new(new_group().context(
                 "fanotify_init (needs CAP_SYS_ADMIN and a kernel with permission events)",
             )?);
+        if let Some(marks) = super::ignore_marks::IgnoreMarks::start(group.clone(), state) {
+            let _ = state.ignore_marks.set(marks);
+        }
         let watched = mark_filesystems(&group, config, state)?;
         let (queue, jobs) = bounded::<Job>(4096);
         let mut workers = Vec::new();
@@ -513,11 +517,15 @@ fn serve_alone(group: &Fanotify, state: &State, done: &AtomicBool, ends_with_fil
             }
         }
         if fds[0].any().unwrap_or(false) {
-            read_events(group, state, own_pid, &mut |job| answer(group, state, job));
+            read_events(group, state, own_pid, &mut |job| {
+                answer(group, state, job, None);
+            });
         } else if ends_with_filesystem && marks_of(group).is_empty() {
             // The filesystem is gone (the kernel dropped the mark with it): nothing more
             // can arrive here.
-            read_events(group, state, own_pid, &mut |job| answer(group, state, job));
+            read_events(group, state, own_pid, &mut |job| {
+                answer(group, state, job, None);
+            });
             log::info!("a filesystem of an untrusted type is gone: its reader stops");
             for counter in [
                 &state.stats.marked_filesystems,
@@ -582,6 +590,9 @@ struct Job {
     event: FanotifyEvent,
     received: Instant,
     loaded: Arc<Loaded>,
+    /// The policy's generation, read before `loaded`: a mark made under an older policy
+    /// is taken back.
+    generation: u64,
     /// `None` when the process's executable could not be identified.
     profile: Option<usize>,
 }
@@ -610,6 +621,7 @@ fn read_events(group: &Fanotify, state: &State, own_pid: i32, dispatch: &mut dyn
             return;
         }
         let received = Instant::now();
+        let generation = state.generation();
         let mut loaded = state.loaded();
         for event in events {
             bump(&state.stats.events);
@@ -674,6 +686,7 @@ fn read_events(group: &Fanotify, state: &State, own_pid: i32, dispatch: &mut dyn
                 event,
                 received,
                 loaded: loaded.clone(),
+                generation,
                 profile,
             });
         }
@@ -693,9 +706,11 @@ fn respond(group: &Fanotify, state: &State, fd: BorrowedFd<'_>, allow: bool) {
 }
 
 fn work(group: &Fanotify, state: &State, jobs: &Receiver<Job>) {
+    // The main group's files are on filesystems of trusted types: only theirs are kept.
+    let marks = state.ignore_marks.get().map(Arc::as_ref);
     while let Ok(job) = jobs.recv() {
         state.queued.fetch_sub(1, Ordering::Relaxed);
-        answer(group, state, job);
+        answer(group, state, job, marks);
     }
 }
 
@@ -709,8 +724,9 @@ fn answer_unavailable(group: &Fanotify, state: &State, job: Job, why: &str) {
     state.audit.send(outcome.record(job.event.pid()));
 }
 
-/// Decides an interpreter's open, answers the kernel, then counts and logs it.
-fn answer(group: &Fanotify, state: &State, job: Job) {
+/// Decides an interpreter's open, answers the kernel, then counts and logs it, and leaves
+/// the file's next opens to the kernel (`marks`) when the verdict holds for all of them.
+fn answer(group: &Fanotify, state: &State, job: Job, marks: Option<&IgnoreMarks>) {
     let Some(fd) = job.event.fd() else { return };
     let pid = job.event.pid();
     let loaded = &job.loaded;
@@ -730,6 +746,9 @@ fn answer(group: &Fanotify, state: &State, job: Job) {
         Lookup::Miss => state.stats.miss_latency.record(elapsed),
         Lookup::NotNeeded => {}
     }
+    if let (Some(marks), Some(verified)) = (marks, &outcome.same_for_every_open) {
+        marks.keep(fd, verified, job.generation, state);
+    }
     count(state, &outcome);
     if outcome.worth_logging(&loaded.policy) {
         state.audit.send(outcome.record(pid));
@@ -746,6 +765,8 @@ struct Outcome {
     id: String,
     /// A fact that could not be established, for which the open was judged as code.
     missing: Option<String>,
+    /// The file as the decision saw it, when the verdict holds for every open of it.
+    same_for_every_open: Option<FileState>,
 }
 
 impl Outcome {
@@ -757,6 +778,7 @@ impl Outcome {
             path: descriptor_path(fd),
             id: "?".into(),
             missing: None,
+            same_for_every_open: None,
         }
     }
 
@@ -974,6 +996,7 @@ fn evaluate_interpreter(
                 path,
                 id: id.to_string(),
                 missing: named.missing,
+                same_for_every_open: None,
             });
         }
         Some(Ok(seen)) => seen,
@@ -1017,6 +1040,8 @@ fn evaluate_interpreter(
             }
         }
     }
+    let same_for_every_open =
+        crate::engine::same_for_every_open(policy, &object, &verdict).then(|| FileState::of(&meta));
     Ok(Outcome {
         code,
         verdict,
@@ -1024,6 +1049,7 @@ fn evaluate_interpreter(
         path,
         id: object.id.to_string(),
         missing: named.missing,
+        same_for_every_open,
     })
 }
 

@@ -8,6 +8,7 @@ pub mod deadline;
 pub mod exec_gate;
 pub mod fanotify;
 pub mod identities;
+pub mod ignore_marks;
 pub mod lsm_layer;
 pub mod memory;
 pub mod mounts;
@@ -166,6 +167,8 @@ pub struct State {
     /// The kernel maps of executable identities, and the lock that orders adopting a new
     /// identity against a layer's reload ([`identities`]).
     pub identities: Mutex<identities::KernelIdentities>,
+    /// fanotify's ignore marks on files whose opens the kernel answers itself.
+    pub ignore_marks: std::sync::OnceLock<Arc<ignore_marks::IgnoreMarks>>,
 }
 
 impl State {
@@ -188,6 +191,7 @@ impl State {
             stopping: std::sync::atomic::AtomicBool::new(false),
             kernel_verdicts: RwLock::new(None),
             identities: Mutex::new(identities::KernelIdentities::default()),
+            ignore_marks: std::sync::OnceLock::new(),
         }
     }
 
@@ -241,6 +245,11 @@ impl State {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(loaded);
         self.cache.clear();
         self.generation.fetch_add(1, Ordering::SeqCst);
+        // After the generation: a decision under the previous policy that marks a file
+        // after this sees the new generation and takes its mark back.
+        if let Some(marks) = self.ignore_marks.get() {
+            marks.forget_all();
+        }
     }
 
     pub fn generation(&self) -> u64 {

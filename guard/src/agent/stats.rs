@@ -120,6 +120,10 @@ pub struct Stats {
     pub memory_anon: AtomicU64,
     /// Verification cache entries evicted to stay under the memory limit.
     pub cache_evictions: AtomicU64,
+    /// Ignore marks made (files whose opens the kernel answers itself), and how many times
+    /// an attribute change or a reload dropped them all.
+    pub kernel_kept: AtomicU64,
+    pub kernel_forgotten: AtomicU64,
     /// Latency of every answer (event read to response written).
     pub latency: Histogram,
     /// Latency of answers that needed a signature check (cache misses).
@@ -152,6 +156,8 @@ impl Default for Stats {
             memory_limit: AtomicU64::new(0),
             memory_anon: AtomicU64::new(0),
             cache_evictions: AtomicU64::new(0),
+            kernel_kept: AtomicU64::new(0),
+            kernel_forgotten: AtomicU64::new(0),
             latency: Histogram::default(),
             miss_latency: Histogram::default(),
             hit_latency: Histogram::default(),

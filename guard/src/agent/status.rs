@@ -65,6 +65,12 @@ pub struct Report {
     /// Entries evicted to stay under the memory limit.
     #[serde(default)]
     pub cache_evictions: u64,
+    /// Files whose opens were left to the kernel (ignore marks made), and how many times
+    /// every such mark was dropped (an attribute change, a reload).
+    #[serde(default)]
+    pub kernel_kept: u64,
+    #[serde(default)]
+    pub kernel_forgotten: u64,
     /// The agent's cgroup memory limit (0: none) and the anonymous memory charged to it.
     #[serde(default)]
     pub memory_limit: u64,
@@ -124,6 +130,8 @@ pub fn report(state: &State) -> Report {
         cache_entries: state.cache.len() as u64,
         cache_capacity: state.cache.capacity() as u64,
         cache_evictions: stats.cache_evictions.load(Ordering::Relaxed),
+        kernel_kept: stats.kernel_kept.load(Ordering::Relaxed),
+        kernel_forgotten: stats.kernel_forgotten.load(Ordering::Relaxed),
         memory_limit: stats.memory_limit.load(Ordering::Relaxed),
         memory_anon: stats.memory_anon.load(Ordering::Relaxed),
         cache_hits: state.cache.hits.load(Ordering::Relaxed),

@@ -136,6 +136,10 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         "cache:        {} entries, {} hits, {} misses",
         report.cache_entries, report.cache_hits, report.cache_misses
     );
+    println!(
+        "kernel cache: {} files left to the kernel, dropped {} times (attribute changes, reloads)",
+        report.kernel_kept, report.kernel_forgotten
+    );
     if report.memory_limit > 0 {
         println!(
             "memory:       {} MiB anonymous of a {} MiB limit; cache capacity {}, {} evicted under pressure",

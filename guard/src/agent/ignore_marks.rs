@@ -1,0 +1,252 @@
+//! fanotify's own verdict cache: an evictable inode ignore mark on a file whose open was
+//! allowed for every opener and every way of opening it, so the kernel stops asking for
+//! that file until something about it changes.
+//!
+//! What clears a mark, and what does not:
+//! - a write or a truncate: the kernel clears the ignore mask itself (FS_MODIFY, the mark
+//!   is made without `FAN_MARK_IGNORED_SURV_MODIFY`);
+//! - chmod, chown, an xattr (a signature, an ACL), a link count change (unlink, rename
+//!   over, a hard link), utimes: FS_ATTRIB, which the kernel does *not* clear a mark for. A
+//!   second group (notification class, `FAN_REPORT_FID`, the only class that may watch
+//!   FAN_ATTRIB) watches each kept file for it, and any event there drops every ignore
+//!   mark; so does an overflow of that group's queue;
+//! - a policy reload (keys, owners, filesystems, `audit.log_allows`): drops every mark,
+//!   and a decision made under the previous policy cannot put one back (the generation);
+//! - the inode leaving the cache: the mark goes with it (evictable: it never pins one);
+//! - the agent stopping: the group, and with it every mark, is gone.
+//!
+//! The mark covers `FAN_OPEN_PERM` only: an exec of the file is still seen (identities
+//! adopted at exec follow the executable, whatever was cached on it).
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
+
+use super::State;
+use super::stats::{Stats, bump};
+
+/// The ignore marks of the main group and the watch that drops them.
+pub struct IgnoreMarks {
+    main: Arc<Fanotify>,
+    changes: Fanotify,
+    stats: Arc<Stats>,
+    /// Off for good after the kernel refused a mark for a reason other than its limit (a
+    /// kernel without evictable marks): nothing is cached, every open is asked.
+    usable: AtomicBool,
+}
+
+/// What a verdict rests on of a file that no rule reads twice: identity, owner, mode,
+/// links, size and times (chmod, chown, ACLs and other xattrs move ctime).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileState {
+    dev: u64,
+    ino: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    nlink: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileState {
+    pub fn of(meta: &std::fs::Metadata) -> FileState {
+        use std::os::unix::fs::MetadataExt;
+        FileState {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            mode: meta.mode(),
+            uid: meta.uid(),
+            gid: meta.gid(),
+            nlink: meta.nlink(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    fn now(fd: BorrowedFd<'_>) -> nix::Result<FileState> {
+        let st = nix::sys::stat::fstat(fd)?;
+        Ok(FileState {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            nlink: st.st_nlink,
+            size: u64::try_from(st.st_size).unwrap_or(u64::MAX),
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        })
+    }
+}
+
+impl IgnoreMarks {
+    /// The watch group for `main`'s marks and its reader thread; `None` (and every open
+    /// asked, as before) when the kernel has no such group.
+    pub fn start(main: Arc<Fanotify>, state: &Arc<State>) -> Option<Arc<IgnoreMarks>> {
+        let changes = match Fanotify::init(
+            InitFlags::FAN_CLASS_NOTIF
+                | InitFlags::FAN_CLOEXEC
+                | InitFlags::FAN_NONBLOCK
+                | InitFlags::from_bits_retain(libc::FAN_REPORT_FID),
+            EventFFlags::O_RDONLY | EventFFlags::O_CLOEXEC,
+        ) {
+            Ok(group) => group,
+            Err(e) => {
+                log::warn!(
+                    "no attribute-change watch (fanotify_init FAN_REPORT_FID: {e}): verdicts \
+                     are not cached in the kernel"
+                );
+                return None;
+            }
+        };
+        let marks = Arc::new(IgnoreMarks {
+            main,
+            changes,
+            stats: state.stats.clone(),
+            usable: AtomicBool::new(true),
+        });
+        let watcher = marks.clone();
+        let state = state.clone();
+        let spawned = std::thread::Builder::new()
+            .name("guard-attrib".into())
+            .spawn(move || watcher.watch(&state));
+        if let Err(e) = spawned {
+            log::warn!("no attribute-change watch ({e}): verdicts are not cached in the kernel");
+            return None;
+        }
+        Some(marks)
+    }
+
+    /// Leaves the opens of `fd`'s file to the kernel while nothing about it changes, for a
+    /// verdict [`crate::engine::same_for_every_open`] says may be. `verified` is what the
+    /// decision read of the file, `generation` the policy's when the event was sorted. A
+    /// mark that cannot be made is no loss: the next open is asked, as before.
+    pub fn keep(&self, fd: BorrowedFd<'_>, verified: &FileState, generation: u64, state: &State) {
+        if !self.usable.load(Ordering::Relaxed) {
+            return;
+        }
+        // The watch first: a change after it is seen, and drops the mark made below.
+        if let Err(e) = self.changes.mark(
+            MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_EVICTABLE,
+            MaskFlags::FAN_ATTRIB,
+            fd,
+            None::<&std::path::Path>,
+        ) {
+            self.refused("watching a file's attributes", e);
+            return;
+        }
+        if let Err(e) = self.main.mark(
+            MarkFlags::FAN_MARK_ADD
+                | MarkFlags::FAN_MARK_IGNORED_MASK
+                | MarkFlags::FAN_MARK_EVICTABLE,
+            MaskFlags::FAN_OPEN_PERM,
+            fd,
+            None::<&std::path::Path>,
+        ) {
+            self.refused("an ignore mark", e);
+            return;
+        }
+        bump(&self.stats.kernel_kept);
+        // A change between the decision's look and the watch was not seen by it, and a
+        // reload between the sorting and now could not drop this mark: take it back.
+        let unchanged = FileState::now(fd).is_ok_and(|now| now == *verified);
+        if !unchanged || state.generation() != generation {
+            self.drop_one(fd);
+        }
+    }
+
+    /// Drops every ignore mark: the next open of every file is asked again.
+    pub fn forget_all(&self) {
+        bump(&self.stats.kernel_forgotten);
+        // FAN_MARK_FLUSH without a mount or filesystem flag: the inode marks only, which
+        // in the main group are these ignore marks alone.
+        if let Err(e) = self.main.mark(
+            MarkFlags::FAN_MARK_FLUSH,
+            MaskFlags::empty(),
+            nix::fcntl::AT_FDCWD,
+            None::<&std::path::Path>,
+        ) {
+            // Nothing else can take the marks back: stop the one group that holds them
+            // from being trusted again, and say so.
+            self.usable.store(false, Ordering::SeqCst);
+            log::error!("dropping the kernel's cached verdicts failed: {e}");
+        }
+    }
+
+    fn drop_one(&self, fd: BorrowedFd<'_>) {
+        if self
+            .main
+            .mark(
+                MarkFlags::FAN_MARK_REMOVE | MarkFlags::FAN_MARK_IGNORED_MASK,
+                MaskFlags::FAN_OPEN_PERM,
+                fd,
+                None::<&std::path::Path>,
+            )
+            .is_err()
+        {
+            self.forget_all();
+        }
+    }
+
+    fn refused(&self, what: &str, e: nix::errno::Errno) {
+        // The per-user mark limit: this file is asked each time, the others stay cached.
+        if e == nix::errno::Errno::ENOSPC {
+            return;
+        }
+        // A filesystem without file handles (no FID events) cannot be watched: its files
+        // are not cached, others are.
+        if matches!(
+            e,
+            nix::errno::Errno::EOPNOTSUPP | nix::errno::Errno::EXDEV | nix::errno::Errno::ENODEV
+        ) {
+            return;
+        }
+        if self.usable.swap(false, Ordering::SeqCst) {
+            log::warn!("{what}: {e}: verdicts are not cached in the kernel from now on");
+        }
+        self.forget_all();
+    }
+
+    /// Any attribute change of a kept file, or a lost event, drops every mark. Which file
+    /// changed is not worth finding out: its handle may not open any more (unlinked), and
+    /// the rest refill from the agent's own cache at their next open.
+    fn watch(&self, state: &State) {
+        let mut buffer = vec![0u8; 16 * 1024];
+        while !state.stopping() {
+            let mut fds = [PollFd::new(self.changes.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::from(1000u16)) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    log::error!("poll on the attribute-change watch: {e}");
+                    self.usable.store(false, Ordering::SeqCst);
+                    self.forget_all();
+                    return;
+                }
+            }
+            let mut changed = false;
+            loop {
+                match nix::unistd::read(&self.changes, &mut buffer) {
+                    Ok(0) | Err(nix::errno::Errno::EAGAIN) => break,
+                    Ok(_) => changed = true,
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => {
+                        log::error!("reading the attribute-change watch: {e}");
+                        changed = true;
+                        break;
+                    }
+                }
+            }
+            if changed {
+                self.forget_all();
+            }
+        }
+    }
+}
