@@ -161,6 +161,12 @@ impl ModuleFiles {
         self.paths.get(path)
     }
 
+    /// Whether the file is, or may be, a module's: known by identity whatever its stamp, or
+    /// at a module's path. A path that could not be read may be one.
+    pub fn may_be_one(&self, id: FileId, path: Option<&Path>) -> bool {
+        self.files.contains_key(&id) || path.is_none_or(|path| self.paths.contains_key(path))
+    }
+
     pub fn len(&self) -> usize {
         self.files.len()
     }
@@ -573,6 +579,24 @@ mod tests {
         // Another version's name does not take this stdlib.
         std::fs::write(root.path().join("bin/python3.99"), b"").unwrap();
         assert!(!stdlib_dirs(&root.path().join("bin/python3.99")).contains(&lib));
+    }
+
+    #[test]
+    fn a_file_known_by_identity_or_at_a_module_path_may_be_one() {
+        let root = tempfile::tempdir().unwrap();
+        let lib = root.path().join("lib");
+        std::fs::create_dir_all(&lib).unwrap();
+        std::fs::write(lib.join("timeit.py"), "").unwrap();
+        std::fs::write(lib.join("other.py"), "").unwrap();
+        let mut files = ModuleFiles::default();
+        files.collect(&lib, "timeit");
+        let timeit = lib.join("timeit.py");
+        let other = lib.join("other.py");
+        assert!(files.may_be_one(id_of(&timeit), Some(&timeit)));
+        assert!(files.may_be_one(id_of(&timeit), Some(Path::new("/elsewhere/x.py"))));
+        assert!(files.may_be_one(id_of(&other), Some(&timeit)));
+        assert!(files.may_be_one(id_of(&other), None), "a path not read");
+        assert!(!files.may_be_one(id_of(&other), Some(&other)));
     }
 
     #[test]

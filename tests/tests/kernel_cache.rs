@@ -271,3 +271,33 @@ fn verdicts_that_depend_on_the_opener_are_not_kept() {
     );
     drop(fine);
 }
+
+/// A signed file another program reads (a backup, `tar`) is verified ahead, after its open
+/// was answered: the first interpreter to run it already reaches no agent, and a change
+/// after that is still checked.
+#[test]
+fn a_signed_file_another_program_read_is_verified_ahead() {
+    let fs = Tmpfs::new();
+    let script = fs.signed("k/ahead.py", "print('ok')\n");
+    let unsigned = fs.write("k/plain.py", "print('ok')\n");
+    let agent = Agent::start(fs.path(), &[]);
+    let dir = fs.path().join("k");
+    let out = run_with_timeout(Command::new("cat").arg(&script).arg(&unsigned), LIMIT);
+    assert!(out.status.success());
+    agent.wait_for_status("kernel_kept", 1);
+    let events = agent.status_field("events");
+    assert!(runs(&dir, "ahead.py"), "{}", agent.log_text());
+    assert_eq!(
+        agent.status_field("events"),
+        events,
+        "the first interpreter open of a file verified ahead reached the agent"
+    );
+    assert_eq!(
+        agent.status_field("kernel_kept"),
+        1,
+        "an unsigned file was kept"
+    );
+    set_mode(&script, 0o666);
+    rechecked(&agent, &dir, "ahead.py", "chmod 0666");
+    assert!(!runs(&dir, "plain.py"));
+}

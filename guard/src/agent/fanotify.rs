@@ -22,7 +22,7 @@ use nix::sys::fanotify::{
 };
 
 use super::audit::{AuditRecord, CheckRecord};
-use super::ignore_marks::{FileState, IgnoreMarks};
+use super::ignore_marks::{Ahead, FileState, IgnoreMarks};
 use super::stats::bump;
 use super::{Config, Loaded, State, mounts, opener, process};
 use crate::engine::{CodeKind, Runner, Verdict, facts_unavailable};
@@ -101,7 +101,9 @@ impl FanotifyBackend {
                 }
             }
         };
-        read_events(group, state, own_pid, &mut dispatch);
+        // Only the main group's files (trusted filesystem types) are verified ahead.
+        let ahead = state.ignore_marks.get().map(Arc::as_ref);
+        read_events(group, state, own_pid, ahead, &mut dispatch);
     }
 
     /// Workers drain what is queued and answer it; then closing the group lets the kernel
@@ -517,13 +519,13 @@ fn serve_alone(group: &Fanotify, state: &State, done: &AtomicBool, ends_with_fil
             }
         }
         if fds[0].any().unwrap_or(false) {
-            read_events(group, state, own_pid, &mut |job| {
+            read_events(group, state, own_pid, None, &mut |job| {
                 answer(group, state, job, None);
             });
         } else if ends_with_filesystem && marks_of(group).is_empty() {
             // The filesystem is gone (the kernel dropped the mark with it): nothing more
             // can arrive here.
-            read_events(group, state, own_pid, &mut |job| {
+            read_events(group, state, own_pid, None, &mut |job| {
                 answer(group, state, job, None);
             });
             log::info!("a filesystem of an untrusted type is gone: its reader stops");
@@ -598,8 +600,15 @@ struct Job {
 }
 
 /// Reads what is pending on `group`: answers the agent's own opens and those of processes
-/// that are no interpreter on the spot, and hands the rest to `dispatch`.
-fn read_events(group: &Fanotify, state: &State, own_pid: i32, dispatch: &mut dyn FnMut(Job)) {
+/// that are no interpreter on the spot (offering the latter to `ahead`, to verify their
+/// signed files ahead of any interpreter), and hands the rest to `dispatch`.
+fn read_events(
+    group: &Fanotify,
+    state: &State,
+    own_pid: i32,
+    ahead: Option<&IgnoreMarks>,
+    dispatch: &mut dyn FnMut(Job),
+) {
     loop {
         let events = match group.read_events() {
             Ok(events) => events,
@@ -669,6 +678,13 @@ fn read_events(group: &Fanotify, state: &State, own_pid: i32, dispatch: &mut dyn
                     None => {
                         respond(group, state, fd, true);
                         state.stats.latency.record(received.elapsed());
+                        if let Some(marks) = ahead {
+                            marks.offer(Ahead {
+                                event,
+                                loaded: loaded.clone(),
+                                generation,
+                            });
+                        }
                         continue;
                     }
                 },

@@ -17,22 +17,38 @@
 //!
 //! The mark covers `FAN_OPEN_PERM` only: an exec of the file is still seen (identities
 //! adopted at exec follow the executable, whatever was cached on it).
+//!
+//! A signed file another program opens (a backup, `tar`, a package manager) is verified
+//! ahead, off the reader's path and after its open was answered, so its first open by an
+//! interpreter already costs nothing: its verdict does not depend on who opens it.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags};
 
-use super::State;
 use super::stats::{Stats, bump};
+use super::{Loaded, State};
+use crate::engine::{CodeKind, FileId};
+
+/// Files bigger than this are not verified ahead: their first interpreter open pays.
+const AHEAD_MAX_SIZE: u64 = 64 << 20;
+
+/// An open the reader answered without reading the file: an opener that is no interpreter.
+pub struct Ahead {
+    pub event: nix::sys::fanotify::FanotifyEvent,
+    pub loaded: Arc<Loaded>,
+    pub generation: u64,
+}
 
 /// The ignore marks of the main group and the watch that drops them.
 pub struct IgnoreMarks {
     main: Arc<Fanotify>,
     changes: Fanotify,
     stats: Arc<Stats>,
+    ahead: crossbeam_channel::Sender<Ahead>,
     /// Off for good after the kernel refused a mark for a reason other than its limit (a
     /// kernel without evictable marks): nothing is cached, every open is asked.
     usable: AtomicBool,
@@ -105,17 +121,30 @@ impl IgnoreMarks {
                 return None;
             }
         };
+        let (ahead, offered) = crossbeam_channel::bounded::<Ahead>(1024);
         let marks = Arc::new(IgnoreMarks {
             main,
             changes,
             stats: state.stats.clone(),
+            ahead,
             usable: AtomicBool::new(true),
         });
         let watcher = marks.clone();
-        let state = state.clone();
+        let watcher_state = state.clone();
+        let verifier = marks.clone();
+        let verifier_state = state.clone();
         let spawned = std::thread::Builder::new()
             .name("guard-attrib".into())
-            .spawn(move || watcher.watch(&state));
+            .spawn(move || watcher.watch(&watcher_state))
+            .and_then(|_| {
+                std::thread::Builder::new()
+                    .name("guard-ahead".into())
+                    .spawn(move || {
+                        while let Ok(ahead) = offered.recv() {
+                            verifier.verify_ahead(&verifier_state, ahead);
+                        }
+                    })
+            });
         if let Err(e) = spawned {
             log::warn!("no attribute-change watch ({e}): verdicts are not cached in the kernel");
             return None;
@@ -158,6 +187,60 @@ impl IgnoreMarks {
         let unchanged = FileState::now(fd).is_ok_and(|now| now == *verified);
         if !unchanged || state.generation() != generation {
             self.drop_one(fd);
+        }
+    }
+
+    /// Hands an answered open to the verifier ahead; dropped when it is behind (the open
+    /// was answered, the next one is asked as before).
+    pub fn offer(&self, ahead: Ahead) {
+        if self.usable.load(Ordering::Relaxed) {
+            let _ = self.ahead.try_send(ahead);
+        }
+    }
+
+    /// Verifies a file another program opened as an interpreter's open of it as code would
+    /// be, and keeps the verdict when it is the same for every open: only a file that
+    /// carries a signature (the rest would be hashed for nothing), not an interpreter
+    /// module's, and no runner (a verdict that depends on one is not kept).
+    fn verify_ahead(&self, state: &State, ahead: Ahead) {
+        let Some(fd) = ahead.event.fd() else { return };
+        let loaded = &ahead.loaded;
+        let policy = &loaded.policy;
+        if policy.audit.log_allows || policy.interpreters.is_empty() || state.stopping() {
+            return;
+        }
+        let Ok(owned) = fd.try_clone_to_owned() else {
+            return;
+        };
+        let file = std::fs::File::from(owned);
+        if crate::keys::read_signature(&file).is_err() {
+            return;
+        }
+        let Ok(meta) = file.metadata() else { return };
+        if !meta.is_file() || meta.len() > AHEAD_MAX_SIZE {
+            return;
+        }
+        let id = {
+            use std::os::unix::fs::MetadataExt;
+            FileId {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            }
+        };
+        let path = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok();
+        if loaded.modules.may_be_one(id, path.as_deref()) {
+            return;
+        }
+        let Ok(object) = crate::facts::object_with(&file, &meta, CodeKind::Source) else {
+            return;
+        };
+        let runner = || -> std::io::Result<crate::engine::Runner> {
+            Err(std::io::Error::other("verified ahead of any interpreter"))
+        };
+        let (verdict, _) =
+            crate::facts::decide_file(policy, 0, &file, &object, runner, Some(&state.cache));
+        if crate::engine::same_for_every_open(policy, &object, &verdict) {
+            self.keep(fd, &FileState::of(&meta), ahead.generation, state);
         }
     }
 
