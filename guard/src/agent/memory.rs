@@ -23,6 +23,30 @@ const LOW: f64 = 0.3;
 /// The cache never shrinks below this: a working set of a few thousand files stays fast.
 const FLOOR: usize = 1024;
 
+/// Makes memory the agent frees go back to the kernel. Loading the kernel layers parses
+/// the kernel's BTF (tens of MiB, for a moment); glibc raises its mmap threshold past
+/// every mapped block freed, so later big blocks come from the heap, and the heap keeps
+/// what is freed: an agent idling at 30 MiB where 13 do. A fixed threshold keeps big
+/// blocks mapped, unmapped when freed.
+pub fn return_freed_memory() {
+    #[allow(unsafe_code)]
+    // SAFETY: mallopt sets an allocator parameter under the allocator's own lock; it
+    // touches no memory of ours.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+/// Gives the kernel back the free pages the heap holds (after the layers loaded).
+pub fn trim() {
+    #[allow(unsafe_code)]
+    // SAFETY: malloc_trim releases only pages no allocation uses, under the allocator's
+    // locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The memory cgroup the agent runs in, as far as its files tell a limit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cgroup {

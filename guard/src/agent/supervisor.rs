@@ -27,6 +27,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .context("signalfd")?;
 
+    super::memory::return_freed_memory();
     let loaded = config.load()?;
     log_policy(&loaded);
     let stats = Arc::new(super::stats::Stats::default());
@@ -108,6 +109,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         None
     };
 
+    // What loading the layers parsed is freed: give it back before the long run.
+    super::memory::trim();
     status::serve(&config.socket, state.clone())?;
     log::info!(
         "enforcing with fanotify on {} filesystem(s); status on {}",
