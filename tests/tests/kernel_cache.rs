@@ -94,7 +94,8 @@ fn every_change_to_a_kept_file_is_checked_again() {
         "renamed.py",
     ];
     let scripts = signed_scripts(&fs, &names);
-    let other = fs.signed("k/other.py", "print('other')\n");
+    // Another content: its signature is no signature of the others.
+    let other = fs.signed("k/other.py", "print('ok')  # other\n");
     let agent = Agent::start(fs.path(), &[]);
     let dir = fs.path().join("k");
     for name in names {
@@ -135,6 +136,18 @@ fn every_change_to_a_kept_file_is_checked_again() {
     std::fs::rename(&evil, &scripts[6]).unwrap();
     rechecked(&agent, &dir, "renamed.py", "a rename over it");
     assert!(agent.status_field("kernel_forgotten") > 0);
+
+    // Renamed itself (no attribute change): its new name could be an interpreter module's,
+    // whose file is never kept. Still signed, it runs, but the agent is asked again.
+    kept(&agent, &dir, "other.py");
+    std::fs::rename(&other, dir.join("moved.py")).unwrap();
+    let events = agent.status_field("events");
+    let out = python(&dir, &["moved.py"]);
+    assert_eq!(text(&out.stdout), "ok\n", "{}", text(&out.stderr));
+    assert!(
+        agent.status_field("events") > events,
+        "a kept file renamed was not asked about again"
+    );
 }
 
 /// Unlinking a kept file drops its mark too: held open, it is a deleted file, refused when

@@ -6,10 +6,11 @@
 //! - a write or a truncate: the kernel clears the ignore mask itself (FS_MODIFY, the mark
 //!   is made without `FAN_MARK_IGNORED_SURV_MODIFY`);
 //! - chmod, chown, an xattr (a signature, an ACL), a link count change (unlink, rename
-//!   over, a hard link), utimes: FS_ATTRIB, which the kernel does *not* clear a mark for. A
-//!   second group (notification class, `FAN_REPORT_FID`, the only class that may watch
-//!   FAN_ATTRIB) watches each kept file for it, and any event there drops every ignore
-//!   mark; so does an overflow of that group's queue;
+//!   over, a hard link), utimes: FS_ATTRIB, which the kernel does *not* clear a mark for;
+//!   and a rename of the file itself (FS_MOVE_SELF: a new name may be an interpreter
+//!   module's). A second group (notification class, `FAN_REPORT_FID`, the only class that
+//!   may watch these) watches each kept file for them, and any event there drops every
+//!   ignore mark; so does an overflow of that group's queue;
 //! - a policy reload (keys, owners, filesystems, `audit.log_allows`): drops every mark,
 //!   and a decision made under the previous policy cannot put one back (the generation);
 //! - the inode leaving the cache: the mark goes with it (evictable: it never pins one);
@@ -32,6 +33,12 @@ use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags}
 use super::stats::{Stats, bump};
 use super::{Loaded, State};
 use crate::engine::{CodeKind, FileId};
+
+/// What drops every mark when it happens to a kept file: an attribute or link count change,
+/// and a rename (no attribute event): renamed to an interpreter module's path (a package
+/// manager's `timeit.py.dpkg-new` renamed over `timeit.py`), a file becomes one, which is
+/// never kept.
+const WATCHED: MaskFlags = MaskFlags::FAN_ATTRIB.union(MaskFlags::FAN_MOVE_SELF);
 
 /// Files bigger than this are not verified ahead: their first interpreter open pays.
 const AHEAD_MAX_SIZE: u64 = 64 << 20;
@@ -163,7 +170,7 @@ impl IgnoreMarks {
         // The watch first: a change after it is seen, and drops the mark made below.
         if let Err(e) = self.changes.mark(
             MarkFlags::FAN_MARK_ADD | MarkFlags::FAN_MARK_EVICTABLE,
-            MaskFlags::FAN_ATTRIB,
+            WATCHED,
             fd,
             None::<&std::path::Path>,
         ) {
