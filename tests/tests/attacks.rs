@@ -1862,3 +1862,85 @@ fn a_replaced_interpreter_module_file_is_still_the_module() {
     assert_eq!(text(&out.stdout), "imported\n", "{}", describe(&out));
     lab.baseline();
 }
+
+/// Threat model W: a warning filter's category is a module CPython imports at start-up, by
+/// the name given, before the script; a listed package's `__main__` imported runs its
+/// command line (pygments' calls `main(sys.argv)`, and `-x -l FILE:CLASS` execs a lexer
+/// file it reads as data). `-W` and `PYTHONWARNINGS` alike; the same file opened by no
+/// filter (a byte-compilation, an import by a signed script) stays a module.
+#[test]
+fn a_warning_filter_does_not_run_a_listed_main() {
+    let lab = Lab::with_stdlib();
+    let marker = lab.marker("warnings");
+    lab.evil("tmp/evil.py.txt", payload(&marker));
+    let host_dist = Path::new("/usr/lib/python3/dist-packages");
+    assert!(
+        host_dist.join("pygments/__main__.py").exists(),
+        "python3-pygments is missing (cargo xtask setup installs it)"
+    );
+    // A signed copy where the lab interpreter's module table looks; a reload finds it.
+    for dir in ["usr/lib/python3", "usr/lib/python3/dist-packages"] {
+        std::fs::create_dir_all(lab.path(dir)).unwrap();
+        set_mode(&lab.path(dir), 0o755);
+    }
+    let dist = lab.path("usr/lib/python3/dist-packages");
+    let out = run_with_timeout(
+        Command::new("cp")
+            .arg("-a")
+            .arg(host_dist.join("pygments"))
+            .arg(&dist),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = guard(&[&"sign", &"-r", &"--key", &keys().private, &dist]);
+    assert!(out.status.success(), "{}", describe(&out));
+    lab.agent.signal(nix::sys::signal::Signal::SIGHUP);
+    lab.agent.wait_for_status("reloads", 1);
+
+    let cwd = lab.path("tmp");
+    let script = lab.path("base/ok.py");
+    let script = script.to_str().unwrap();
+    for (how, option, variable) in [
+        ("-W", "-W ignore::pygments.__main__.X", None),
+        ("PYTHONWARNINGS", "", Some("ignore::pygments.__main__.X")),
+    ] {
+        let run = |python: &str, path: &Path| {
+            let mut env = vec![("PYTHONPATH", path.to_str().unwrap())];
+            if let Some(value) = variable {
+                env.push(("PYTHONWARNINGS", value));
+            }
+            lab.sh(
+                &cwd,
+                &format!("exec {python} {option} {script} -x -l evil.py.txt:P < /dev/null"),
+                &env,
+            )
+        };
+        let out = run(PYTHON, host_dist);
+        assert!(
+            marker.exists(),
+            "{how}: the attack does not work unguarded\n{}",
+            describe(&out)
+        );
+        std::fs::remove_file(&marker).unwrap();
+        let out = run("\"$PY\"", &dist);
+        assert_not_ran(how, &out, &marker);
+        assert!(
+            !lab.denies("pygments").is_empty(),
+            "{how}: no refusal of pygments' __main__ logged\n{}",
+            describe(&out)
+        );
+    }
+    lab.baseline();
+    // Opened by no warning filter, the same file is a module like any other.
+    lab.signed(
+        "base/compiles.py",
+        "import sys\ncompile(open(sys.argv[1]).read(), sys.argv[1], 'exec')\nprint('compiled')\n",
+    );
+    let main = dist.join("pygments/__main__.py");
+    let out = lab.py(
+        &lab.path("base"),
+        &["compiles.py", main.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(text(&out.stdout), "compiled\n", "{}", describe(&out));
+}

@@ -960,7 +960,18 @@ fn evaluate_interpreter(
                 }
                 _ => false,
             };
-            if is_main_script || unknown || package_main || foreign_name || module_main {
+            // A package's `__main__` a warning filter imports runs its command line: the
+            // filter's category names it (`-W ignore::pygments.__main__.X`). A command line
+            // or environment that cannot be read may name it.
+            let warning_import = entry.package_dir.is_some()
+                && process::warnings_may_import_a_main(tid).unwrap_or(true);
+            if is_main_script
+                || unknown
+                || package_main
+                || foreign_name
+                || module_main
+                || warning_import
+            {
                 main_module = Some(entry.module.as_str());
             }
         }

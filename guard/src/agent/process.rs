@@ -76,6 +76,49 @@ pub fn main_operand(pid: i32) -> io::Result<MainOperand> {
     })
 }
 
+/// Whether the interpreter's warning filters may name a `__main__` module. A filter's
+/// category (`-W ignore::pkg.__main__.X`, or `PYTHONWARNINGS`) is a module CPython imports
+/// at start-up by the name given, and a package's `__main__` imported runs its command line
+/// (pygments' calls `main(sys.argv)` at module level). Read wider than CPython does: any
+/// word of the interpreter's own options (not the program's arguments), and the variable
+/// whatever `-E` says, that contains `__main__`.
+pub fn warnings_may_import_a_main(pid: i32) -> io::Result<bool> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
+    let environ = std::fs::read(format!("/proc/{pid}/environ"))?;
+    Ok(options_name_a_main(&cmdline) || environ_names_a_main(&environ))
+}
+
+fn names_a_main(bytes: &[u8]) -> bool {
+    bytes.windows(8).any(|w| w == b"__main__")
+}
+
+fn options_name_a_main(cmdline: &[u8]) -> bool {
+    let mut reader = python_argv::Reader::new();
+    for word in python_argv::cmdline_words(cmdline).skip(1) {
+        let kind = reader.feed(word);
+        let interpreters = matches!(
+            kind,
+            python_argv::Word::Options
+                | python_argv::Word::OptionsWithArgument
+                | python_argv::Word::Argument
+                | python_argv::Word::Unread
+        );
+        if interpreters && names_a_main(word) {
+            return true;
+        }
+        if reader.done() {
+            break;
+        }
+    }
+    false
+}
+
+fn environ_names_a_main(environ: &[u8]) -> bool {
+    environ
+        .split(|&b| b == 0)
+        .any(|a| a.starts_with(b"PYTHONWARNINGS=") && names_a_main(a))
+}
+
 /// The names the interpreter may open a file on its search path by: each component of
 /// each entry of the variables `vars` in its environment (as the kernel keeps it).
 /// `zipimport` takes the longest prefix of an entry that is a file as the archive
@@ -164,6 +207,46 @@ pub fn resolve_operand(pid: i32, operand: &[u8]) -> io::Result<FileId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warning_filters_naming_a_main_are_seen_where_cpython_reads_them() {
+        let cmdline = |words: &[&str]| {
+            let mut c = Vec::new();
+            for w in words {
+                c.extend_from_slice(w.as_bytes());
+                c.push(0);
+            }
+            c
+        };
+        for words in [
+            &["python3", "-W", "ignore::pygments.__main__.X", "ok.py"][..],
+            &["python3", "-Wignore::pygments.__main__.X", "ok.py"],
+            &["python3", "-bW", "ignore::pygments.__main__.X", "ok.py"],
+            &[
+                "python3",
+                "-E",
+                "-W",
+                " ignore :: pygments.__main__ .X",
+                "ok.py",
+            ],
+        ] {
+            assert!(options_name_a_main(&cmdline(words)), "{words:?}");
+        }
+        for words in [
+            // The program's arguments are not the interpreter's.
+            &["python3", "ok.py", "-W", "ignore::pygments.__main__.X"][..],
+            &["python3", "-W", "ignore", "ok.py", "__main__"],
+            &["python3", "-m", "pygments", "-W", "x.__main__.X"],
+        ] {
+            assert!(!options_name_a_main(&cmdline(words)), "{words:?}");
+        }
+        assert!(environ_names_a_main(
+            b"HOME=/\0PYTHONWARNINGS=default,ignore::pygments.__main__.X\0"
+        ));
+        assert!(!environ_names_a_main(
+            b"PYTHONWARNINGS=ignore\0X=__main__\0"
+        ));
+    }
 
     #[test]
     fn walks_answer_within_their_deadline() {
