@@ -35,6 +35,17 @@ impl ContentKey {
             ctime: object.ctime,
         }
     }
+
+    /// The same from an fstat.
+    pub fn of_stat(st: &libc::stat) -> ContentKey {
+        ContentKey {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: u64::try_from(st.st_size).unwrap_or(u64::MAX),
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        }
+    }
 }
 
 /// A bounded LRU of verification results, with hit and miss counters.

@@ -395,6 +395,20 @@ pub fn policy_trusting(dir: &Path, types: &[&str]) -> PathBuf {
     path
 }
 
+/// Writes an enforcing policy for /usr/bin/python3 on tmpfs, `trust` the rest of its
+/// `[trust]` table (`keys = [...]`, `owners = [...]`).
+pub fn write_python_policy(path: &Path, trust: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "mode = \"enforce\"\n[trust]\n{trust}\nfilesystems = [\"tmpfs\"]\n\
+             [[interpreter]]\nname = \"python\"\nexecutables = [\"/usr/bin/python3*\"]\n\
+             code_patterns = [\"*.py\"]\n"
+        ),
+    )
+    .expect("policy");
+}
+
 pub fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
@@ -491,11 +505,15 @@ pub fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 
 /// Signs a file with evmctl (the reference implementation of the format).
 pub fn sign(path: &Path) {
-    let keys = keys();
+    sign_with(&keys().private, path);
+}
+
+/// Signs a file with evmctl and the private key `key`.
+pub fn sign_with(key: &Path, path: &Path) {
     let out = run_with_timeout(
         Command::new("evmctl")
             .args(["ima_sign", "--hashalgo", "sha256", "--key"])
-            .arg(&keys.private)
+            .arg(key)
             .arg(path),
         Duration::from_secs(30),
     );

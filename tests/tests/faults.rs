@@ -316,27 +316,10 @@ fn a_key_file_deleted_at_runtime() {
     let keys_dir = tempfile::tempdir().unwrap();
     let (key, cert) = keygen(keys_dir.path(), "second");
     let file = fs.write("r/second.py", "print('second')\n");
-    let out = run_with_timeout(
-        Command::new("evmctl")
-            .args(["ima_sign", "--hashalgo", "sha256", "--key"])
-            .arg(&key)
-            .arg(&file),
-        Duration::from_secs(30),
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    sign_with(&key, &file);
     let policy_dir = tempfile::tempdir().unwrap();
     let policy = policy_dir.path().join("policy.toml");
-    let write_policy = |keys: &str| {
-        std::fs::write(
-            &policy,
-            format!(
-                "mode = \"enforce\"\n[trust]\nkeys = [{keys}]\nfilesystems = [\"tmpfs\"]\n\
-                 [[interpreter]]\nname = \"python\"\nexecutables = [\"/usr/bin/python3*\"]\n\
-                 code_patterns = [\"*.py\"]\n"
-            ),
-        )
-        .unwrap()
-    };
+    let write_policy = |keys: &str| write_python_policy(&policy, &format!("keys = [{keys}]"));
     // Named by a glob: a deleted key is simply no longer trusted after the reload.
     write_policy(&format!(
         "{:?}",
@@ -356,14 +339,7 @@ fn a_key_file_deleted_at_runtime() {
     // Named exactly: the reload is refused and the keys in memory stay in force.
     let (third_key, cert) = keygen(keys_dir.path(), "third");
     let third = fs.write("r/third.py", "print('third')\n");
-    let out = run_with_timeout(
-        Command::new("evmctl")
-            .args(["ima_sign", "--hashalgo", "sha256", "--key"])
-            .arg(&third_key)
-            .arg(&third),
-        Duration::from_secs(30),
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    sign_with(&third_key, &third);
     write_policy(&format!("{:?}", cert.to_str().unwrap()));
     agent.signal(Signal::SIGHUP);
     agent.wait_for_status("reloads", 2);

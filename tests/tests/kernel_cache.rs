@@ -196,26 +196,9 @@ fn a_reload_forgets_every_kept_verdict() {
     let conf = tempfile::tempdir().unwrap();
     let (key, cert) = keygen(conf.path(), "second");
     let script = fs.write("k/a.py", "print('ok')\n");
-    let out = run_with_timeout(
-        Command::new("evmctl")
-            .args(["ima_sign", "--hashalgo", "sha256", "--key"])
-            .arg(&key)
-            .arg(&script),
-        LIMIT,
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    sign_with(&key, &script);
     let policy = conf.path().join("policy.toml");
-    let write_policy = |trust: &str| {
-        std::fs::write(
-            &policy,
-            format!(
-                "mode = \"enforce\"\n[trust]\n{trust}\nfilesystems = [\"tmpfs\"]\n\
-                 [[interpreter]]\nname = \"python\"\nexecutables = [\"/usr/bin/python3*\"]\n\
-                 code_patterns = [\"*.py\"]\n"
-            ),
-        )
-        .unwrap();
-    };
+    let write_policy = |trust: &str| write_python_policy(&policy, trust);
     // Named by a glob: a deleted key is simply no longer trusted after the reload.
     let by_glob = format!("keys = [{:?}]", conf.path().join("*.pem").to_str().unwrap());
     write_policy(&by_glob);

@@ -1067,8 +1067,8 @@ fn evaluate_interpreter(
             }
         }
     }
-    let same_for_every_open =
-        crate::engine::same_for_every_open(policy, &object, &verdict).then(|| FileState::of(&meta));
+    let same_for_every_open = crate::engine::same_for_every_open(policy, &object, &verdict)
+        .then(|| FileState::of(&object));
     Ok(Outcome {
         code,
         verdict,

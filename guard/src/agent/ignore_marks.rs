@@ -32,6 +32,7 @@ use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags, MarkFlags, MaskFlags}
 
 use super::stats::{Stats, bump};
 use super::{Loaded, State};
+use crate::cache::ContentKey;
 use crate::engine::{CodeKind, FileId};
 
 /// What drops every mark when it happens to a kept file: an attribute or link count change,
@@ -61,49 +62,37 @@ pub struct IgnoreMarks {
     usable: AtomicBool,
 }
 
-/// What a verdict rests on of a file that no rule reads twice: identity, owner, mode,
-/// links, size and times (chmod, chown, ACLs and other xattrs move ctime).
+/// What a verdict rests on of a file: its content's version (identity, size, times:
+/// chmod, chown, ACLs and other xattrs move ctime), owner, mode and links.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileState {
-    dev: u64,
-    ino: u64,
+    version: ContentKey,
     mode: u32,
     uid: u32,
     gid: u32,
     nlink: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
 }
 
 impl FileState {
-    pub fn of(meta: &std::fs::Metadata) -> FileState {
-        use std::os::unix::fs::MetadataExt;
+    /// The state an interpreter's open was decided on.
+    pub fn of(object: &crate::engine::Object) -> FileState {
         FileState {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            mode: meta.mode(),
-            uid: meta.uid(),
-            gid: meta.gid(),
-            nlink: meta.nlink(),
-            size: meta.size(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
+            version: ContentKey::of(object),
+            mode: object.mode,
+            uid: object.uid,
+            gid: object.gid,
+            nlink: object.nlink,
         }
     }
 
     fn now(fd: BorrowedFd<'_>) -> nix::Result<FileState> {
         let st = nix::sys::stat::fstat(fd)?;
         Ok(FileState {
-            dev: st.st_dev,
-            ino: st.st_ino,
+            version: ContentKey::of_stat(&st),
             mode: st.st_mode,
             uid: st.st_uid,
             gid: st.st_gid,
             nlink: st.st_nlink,
-            size: u64::try_from(st.st_size).unwrap_or(u64::MAX),
-            mtime: (st.st_mtime, st.st_mtime_nsec),
-            ctime: (st.st_ctime, st.st_ctime_nsec),
         })
     }
 }
@@ -247,7 +236,7 @@ impl IgnoreMarks {
         let (verdict, _) =
             crate::facts::decide_file(policy, 0, &file, &object, runner, Some(&state.cache));
         if crate::engine::same_for_every_open(policy, &object, &verdict) {
-            self.keep(fd, &FileState::of(&meta), ahead.generation, state);
+            self.keep(fd, &FileState::of(&object), ahead.generation, state);
         }
     }
 
