@@ -16,6 +16,9 @@
 //! - the inode leaving the cache: the mark goes with it (evictable: it never pins one);
 //! - the agent stopping: the group, and with it every mark, is gone.
 //!
+//! Host mode only: with the BPF LSM layer, whether someone holds the file open for writing
+//! at each open is a fact the agent decides on (`no-open-writers`), which a mark would skip.
+//!
 //! The mark covers `FAN_OPEN_PERM` only: an exec of the file is still seen (identities
 //! adopted at exec follow the executable, whatever was cached on it).
 //!
@@ -153,7 +156,10 @@ impl IgnoreMarks {
     /// decision read of the file, `generation` the policy's when the event was sorted. A
     /// mark that cannot be made is no loss: the next open is asked, as before.
     pub fn keep(&self, fd: BorrowedFd<'_>, verified: &FileState, generation: u64, state: &State) {
-        if !self.usable.load(Ordering::Relaxed) {
+        // With the BPF LSM layer, an open of a file someone holds open for writing is left
+        // to the agent (`no-open-writers`, from what the kernel saw at that very open): an
+        // ignore mark would answer it unasked. The layer keeps its own inode verdicts.
+        if !self.usable.load(Ordering::Relaxed) || state.kernel_verdicts().is_some() {
             return;
         }
         // The watch first: a change after it is seen, and drops the mark made below.
@@ -179,9 +185,10 @@ impl IgnoreMarks {
         }
         bump(&self.stats.kernel_kept);
         // A change between the decision's look and the watch was not seen by it, and a
-        // reload between the sorting and now could not drop this mark: take it back.
+        // reload (or the LSM layer's arrival) between the sorting and now could not drop
+        // this mark: take it back.
         let unchanged = FileState::now(fd).is_ok_and(|now| now == *verified);
-        if !unchanged || state.generation() != generation {
+        if !unchanged || state.generation() != generation || state.kernel_verdicts().is_some() {
             self.drop_one(fd);
         }
     }

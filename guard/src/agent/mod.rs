@@ -205,10 +205,16 @@ impl State {
 
     /// Follows the BPF LSM layer to its latest load.
     pub fn set_kernel_verdicts(&self, verdicts: Option<Arc<crate::lsm::KernelVerdicts>>) {
+        let layer = verdicts.is_some();
         *self
             .kernel_verdicts
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = verdicts;
+        // With the layer, opens of files held open for writing are the agent's to judge:
+        // no ignore mark may answer them (`ignore_marks`).
+        if layer && let Some(marks) = self.ignore_marks.get() {
+            marks.forget_all();
+        }
     }
 
     /// The policy in force. Decisions hold their own reference, so a reload never
