@@ -209,7 +209,11 @@ impl IgnoreMarks {
         let Some(fd) = ahead.event.fd() else { return };
         let loaded = &ahead.loaded;
         let policy = &loaded.policy;
-        if policy.audit.log_allows || policy.interpreters.is_empty() || state.stopping() {
+        if policy.audit.log_allows
+            || policy.interpreters.is_empty()
+            || state.stopping()
+            || state.kernel_verdicts().is_some()
+        {
             return;
         }
         let Ok(owned) = fd.try_clone_to_owned() else {
