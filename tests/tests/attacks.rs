@@ -1395,6 +1395,7 @@ fn catalog_env(bench: &Bench) -> Vec<(String, String)> {
 /// Makes the catalog's files (tests/attacks/setup.bash), as root, with no agent running.
 fn catalog_setup(bench: &Bench, env: &[(String, String)]) -> Vec<(String, String)> {
     let mut cmd = Command::new("bash");
+    // Root's own PATH: the pycs and zips are built by the host's python3.
     cmd.arg(catalog_dir().join("setup.bash"))
         .env("GUARD_KEY", &keys().private)
         .envs(env.iter().filter(|(k, _)| k != "PATH").map(|(k, v)| (k, v)));
