@@ -823,73 +823,31 @@ const LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
 
 /// Family 18: the dynamic loader run directly (`ld.so python3 …`) runs the interpreter
 /// under the loader's identity. Every spelling of the loader is refused at exec whatever
-/// program it is asked to launch, and `ldd` (which runs the loader in modes that run
-/// nothing) keeps working.
+/// program it is asked to launch (the catalog's family 18; here root's hard link to it),
+/// and `ldd` (which runs the loader in modes that run nothing) keeps working.
 #[test]
 fn loader_launches_are_killed_at_exec() {
     let lab = Lab::new();
     let marker = lab.marker("loader");
     let code = payload(&marker);
-    let evil = lab.evil("tmp/evil.py", &code);
     let cwd = lab.path("tmp");
-    // Other names for the same loader file: root's hard link (same inode) and a shebang
-    // that makes the kernel exec the loader with the interpreter as its program.
+    // Root's hard link to the loader (the same inode): a name the catalog cannot make.
     let hard = lab.bin.path().join("ld-hard");
     std::fs::hard_link(std::fs::canonicalize(LOADER).unwrap(), &hard).unwrap();
-    let shebang = lab.evil(
-        "tmp/evil-shebang",
-        format!("#!{LOADER} {}\n{code}", lab.python.display()),
-    );
-    set_mode(&shebang, 0o755);
     let env = [
         ("LD", LOADER),
         ("HARD", hard.to_str().unwrap()),
-        ("EVIL", evil.to_str().unwrap()),
         ("CODE", &code),
     ];
-    let mut ran = Vec::new();
-    for script in [
-        "exec \"$LD\" \"$PY\" -c \"$CODE\"",
-        "exec \"$LD\" \"$PY\" \"$EVIL\"",
-        "exec \"$LD\" \"$PY\" evil.py",
-        "exec \"$LD\" --library-path /nonexistent \"$PY\" -c \"$CODE\"",
-        "exec \"$LD\" --inhibit-cache --argv0 python3 \"$PY\" \"$EVIL\"",
-        "exec \"$LD\" --preload '' \"$PY\" -c \"$CODE\"",
-        // Not profiled at all: the rule is about the loader, not about which program.
-        "exec \"$LD\" /usr/bin/python3 -c \"$CODE\"",
-        // The attacker's own symlink, in a directory it controls.
-        "ln -sf \"$LD\" ./ld && exec ./ld \"$PY\" -c \"$CODE\"",
-        "ln -sf /usr/lib64/ld-linux-x86-64.so.2 ./ld2 && exec ./ld2 \"$PY\" \"$EVIL\"",
-        "exec \"$HARD\" \"$PY\" -c \"$CODE\"",
-        "exec -a /usr/bin/true \"$LD\" \"$PY\" -c \"$CODE\"",
-        "exec env \"$LD\" \"$PY\" -c \"$CODE\"",
-        "exec ./evil-shebang",
-    ] {
-        let out = lab.sh(&cwd, script, &env);
-        let killed = out.status.code() == Some(128 + libc::SIGKILL)
-            || out.status.signal() == Some(libc::SIGKILL);
-        if marker.exists() || !killed {
-            ran.push(format!(
-                "{script}: payload ran: {}, {}",
-                marker.exists(),
-                describe(&out)
-            ));
-            let _ = std::fs::remove_file(&marker);
-        }
-    }
-    assert!(
-        ran.is_empty(),
-        "not killed at exec:\n{}\n{}",
-        ran.join("\n"),
-        lab.agent.log_text()
-    );
+    let out = lab.sh(&cwd, "exec \"$HARD\" \"$PY\" -c \"$CODE\"", &env);
+    assert_killed_in_shell("the loader's hard link", &out, &marker);
     let refusals = lab
         .agent
         .audit_lines()
         .into_iter()
         .filter(|l| l.contains("\"rule\":\"no-loader-launch\""))
         .count();
-    assert!(refusals >= 13, "{refusals} loader refusals audited");
+    assert!(refusals >= 1, "{refusals} loader refusals audited");
 
     // ldd runs the loader with --version, --verify and LD_TRACE_LOADED_OBJECTS=1.
     for target in [lab.python.to_str().unwrap(), "/usr/bin/python3"] {
@@ -1521,6 +1479,7 @@ fn judge(lab: &Lab, attack: &Attack, outcome: &Outcome, denies_before: usize) ->
 /// The attack catalog (tests/attacks/catalog.txt, shared with the VM's tests/vm/attacks.sh):
 /// every attack the host runs is shown to run its payload without any agent, then run under
 /// the lab's agent, where it must not; the signed baseline runs after each family.
+/// GUARD_CATALOG_ALL=1 runs the VM's own attacks too, to see which host mode refuses.
 #[test]
 fn the_attack_catalog_is_refused() {
     let all = std::env::var_os("GUARD_CATALOG_ALL").is_some();
