@@ -227,6 +227,19 @@ impl Lab {
             .filter(|l| l.contains("\"decision\":\"deny\"") && l.contains(needle))
             .collect()
     }
+
+    /// [`Lab::denies`] once there are more than `before` of them, or as they are after 3 s:
+    /// the agent audits after it answers the kernel, so a refused process can end first.
+    fn denies_after(&self, needle: &str, before: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let denies = self.denies(needle);
+            if denies.len() > before || std::time::Instant::now() > deadline {
+                return denies;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 fn nobody(cwd: &Path, env: &[(&str, &str)]) -> Command {
@@ -531,7 +544,7 @@ fn interpreter_module_files_as_main_scripts_are_refused() {
         let out = lab.sh(dir, &format!("exec \"$PY\" {args}"), &env);
         assert_refused(args, &out, &marker);
         assert!(
-            lab.denies(rule).len() > before,
+            lab.denies_after(rule, before).len() > before,
             "{args}: not refused by {rule}\n{}\n{}",
             describe(&out),
             lab.agent.log_text()
@@ -549,7 +562,7 @@ fn interpreter_module_files_as_main_scripts_are_refused() {
         let before = lab.denies("asyncio/__main__").len();
         let out = lab.sh(&cwd, &format!("exec \"$PY\" {args} < \"$EVIL\""), &env);
         assert_refused(args, &out, &marker);
-        let denies = lab.denies("asyncio/__main__");
+        let denies = lab.denies_after("asyncio/__main__", before);
         assert!(
             denies.len() > before && denies.last().unwrap().contains("no-stdin-code"),
             "{args}: its __main__ not refused by no-stdin-code\n{}\n{denies:?}",
