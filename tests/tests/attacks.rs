@@ -35,24 +35,23 @@ struct Lab {
     /// ([`without_any_agent`]).
     _running: std::sync::RwLockReadGuard<'static, ()>,
     fs: Tmpfs,
-    shm: Tmpfs,
+    /// Watched for as long as the lab runs.
+    _shm: Tmpfs,
     python: PathBuf,
     bin: tempfile::TempDir,
 }
 
-impl Lab {
-    fn new() -> Lab {
-        Lab::build(false)
-    }
+/// A lab before its agent starts: the mounts, the private python3 and the policy.
+struct Bench {
+    fs: Tmpfs,
+    shm: Tmpfs,
+    python: PathBuf,
+    bin: tempfile::TempDir,
+    policy: PathBuf,
+}
 
-    /// A lab whose python3 has a private, signed copy of the host's stdlib on the watched
-    /// tmpfs (`usr/bin/python3.11`, `usr/lib/python3.11`): the agent finds it from the
-    /// interpreter's real path and sees the opens of its modules.
-    fn with_stdlib() -> Lab {
-        Lab::build(true)
-    }
-
-    fn build(stdlib: bool) -> Lab {
+impl Bench {
+    fn new(stdlib: bool) -> Bench {
         let fs = Tmpfs::new();
         let shm = Tmpfs::new();
         let bin = tempfile::tempdir().unwrap();
@@ -94,6 +93,8 @@ impl Lab {
             set_mode(&python, 0o755);
             python
         };
+        // Allows are not logged one by one, as deployed: the kernel keeps verdicts that
+        // hold for every open (ignore marks), and every attack runs against that cache.
         let policy = bin.path().join("policy.toml");
         std::fs::write(
             &policy,
@@ -106,7 +107,7 @@ impl Lab {
                  sniff = [\"pyc\", \"zip\", \"elf\"]\nmain_script_is_code = true\n\
                  inline_code = \"deny\"\nstdin = \"deny\"\ninteractive = \"deny\"\n\
                  deny_env = [\"PYTHONSTARTUP\", \"PYTHONINSPECT\", \"PYTHONPYCACHEPREFIX\"]\n\
-                 [audit]\nlog_allows = true\n",
+                 [audit]\nlog_allows = false\n",
                 python.to_str().unwrap()
             ),
         )
@@ -117,20 +118,53 @@ impl Lab {
             set_mode(&d, 0o1777);
         }
         set_mode(shm.path(), 0o1777);
-        let shm_path = shm.path().to_str().unwrap().to_string();
-        let running = AGENTS.read().unwrap_or_else(|p| p.into_inner());
-        let agent = Agent::start_with_exec_gate(
-            fs.path(),
-            &["--watch", &shm_path, "--policy", policy.to_str().unwrap()],
-        );
-        let lab = Lab {
-            agent,
-            _running: running,
+        Bench {
             fs,
             shm,
             python,
             bin,
-        };
+            policy,
+        }
+    }
+
+    /// The lab: its agent (with its exec gate) started on the bench.
+    fn start(self) -> Lab {
+        let shm_path = self.shm.path().to_str().unwrap().to_string();
+        let running = AGENTS.read().unwrap_or_else(|p| p.into_inner());
+        let agent = Agent::start_with_exec_gate(
+            self.fs.path(),
+            &[
+                "--watch",
+                &shm_path,
+                "--policy",
+                self.policy.to_str().unwrap(),
+            ],
+        );
+        Lab {
+            agent,
+            _running: running,
+            fs: self.fs,
+            _shm: self.shm,
+            python: self.python,
+            bin: self.bin,
+        }
+    }
+}
+
+impl Lab {
+    fn new() -> Lab {
+        Lab::build(false)
+    }
+
+    /// A lab whose python3 has a private, signed copy of the host's stdlib on the watched
+    /// tmpfs (`usr/bin/python3.11`, `usr/lib/python3.11`): the agent finds it from the
+    /// interpreter's real path and sees the opens of its modules.
+    fn with_stdlib() -> Lab {
+        Lab::build(true)
+    }
+
+    fn build(stdlib: bool) -> Lab {
+        let lab = Bench::new(stdlib).start();
         lab.signed("base/ok.py", "import sys\nprint('ok', *sys.argv[1:])\n");
         lab
     }
@@ -195,6 +229,19 @@ impl Lab {
             .filter(|l| l.contains("\"decision\":\"deny\"") && l.contains(needle))
             .collect()
     }
+
+    /// [`Lab::denies`] once there are more than `before` of them, or as they are after 3 s:
+    /// the agent audits after it answers the kernel, so a refused process can end first.
+    fn denies_after(&self, needle: &str, before: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let denies = self.denies(needle);
+            if denies.len() > before || std::time::Instant::now() > deadline {
+                return denies;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 fn nobody(cwd: &Path, env: &[(&str, &str)]) -> Command {
@@ -257,6 +304,19 @@ fn assert_killed_in_shell(what: &str, out: &Output, marker: &Path) {
 
 /// Refused: the payload did not run and the interpreter failed.
 #[track_caller]
+/// The payload did not run (the command may go on without the refused code).
+fn assert_not_ran(what: &str, out: &Output, marker: &Path) {
+    assert!(!marker.exists(), "{what}: payload ran\n{}", describe(out));
+    // A line of its own: a terminal echoes the typed payload's source.
+    assert!(
+        !text(&out.stdout)
+            .lines()
+            .any(|l| l.trim_end() == "PAYLOAD RAN"),
+        "{what}: payload ran\n{}",
+        describe(out)
+    );
+}
+
 fn assert_refused(what: &str, out: &Output, marker: &Path) {
     assert!(!marker.exists(), "{what}: payload ran\n{}", describe(out));
     assert!(
@@ -272,40 +332,14 @@ fn assert_refused(what: &str, out: &Output, marker: &Path) {
     );
 }
 
-/// The payload did not run (the interpreter may go on without the refused file).
-#[track_caller]
-fn assert_not_ran(what: &str, out: &Output, marker: &Path) {
-    assert!(!marker.exists(), "{what}: payload ran\n{}", describe(out));
-    // A line of its own: a terminal echoes the typed payload's source.
-    assert!(
-        !text(&out.stdout)
-            .lines()
-            .any(|l| l.trim_end() == "PAYLOAD RAN"),
-        "{what}: payload ran\n{}",
-        describe(out)
-    );
-}
-
-/// Family 1: `-c` in every spelling, by identity (a symlink, a hard link, a forged argv[0]).
+/// Family 1 by identity: `-c` through root's names for the interpreter (a symlink, a hard
+/// link). Its spellings, an attacker's symlink and a forged argv[0] are in the catalog.
 #[test]
 fn inline_code_in_every_spelling_is_killed_at_exec() {
     let lab = Lab::new();
     let marker = lab.marker("inline");
     let code = payload(&marker);
     let cwd = lab.path("tmp");
-    for args in [
-        vec!["-c", &code],
-        vec!["-Ic", &code],
-        vec!["-E", "-X", "dev", "-c", &code],
-        vec!["-Sc", &code],
-        vec!["-Bc", &code],
-        vec!["-W", "ignore", "-c", &code],
-        vec!["-u", "-O", "-c", &code],
-    ] {
-        let out = lab.py(&cwd, &args, &[]);
-        assert_killed(&format!("{args:?}"), &out, &marker);
-    }
-    // Another name for the same file: a symlink, a hard link, a forged argv[0].
     let link = lab.bin.path().join("py-link");
     std::os::unix::fs::symlink(&lab.python, &link).unwrap();
     let hard = lab.bin.path().join("py-hard");
@@ -316,82 +350,19 @@ fn inline_code_in_every_spelling_is_killed_at_exec() {
         let out = run_with_timeout(&mut cmd, LIMIT);
         assert_killed(&format!("{} -c", exe.display()), &out, &marker);
     }
-    let out = lab.sh(
-        &cwd,
-        "exec -a /usr/bin/env \"$PY\" -c \"$CODE\"",
-        &[("CODE", &code)],
-    );
-    assert_killed_in_shell("exec -a env $PY -c", &out, &marker);
     lab.baseline();
     // An argument `-c` after the script belongs to the script.
     let out = lab.py(&lab.path("base"), &["ok.py", "-c", "x"], &[]);
     assert_eq!(text(&out.stdout), "ok -c x\n", "{}", describe(&out));
 }
 
-/// Family 1b: stdlib modules that are interpreters themselves. The module is signed, but its
-/// `__main__` runs Python from its command line, a file it reads as data, or stdin: `-m NAME`
-/// is `-c` or stdin code in another spelling, killed at exec. Each attack first runs its
-/// payload with the host's unprofiled python3, so a broken attack cannot pass for a refused
-/// one.
+/// Family 1b: stdlib modules that are interpreters themselves are killed at exec (their
+/// `-m` spellings are in the catalog); modules that do not evaluate code keep working, and
+/// so does a script given `-m code` as its arguments.
 #[test]
-fn interpreter_modules_are_killed_at_exec() {
+fn interpreter_modules_that_evaluate_no_code_keep_working() {
     let lab = Lab::new();
-    let marker = lab.marker("modules");
-    let line = format!(
-        "open({:?}, 'w').write('ran'); print('PAYLOAD RAN')",
-        marker.to_str().unwrap()
-    );
-    let evil = lab.evil("tmp/evil.py", payload(&marker));
-    lab.evil("tmp/notes.txt", format!(">>> {line}\n"));
-    lab.evil("tmp/evil.txt", payload(&marker));
-    // pygments loads a lexer from any file with `.py` somewhere in its name.
-    lab.evil("tmp/evil.py.txt", payload(&marker));
-    let pkl = lab.path("tmp/evil.pkl");
-    build(
-        "import pickle, sys\n\
-         class P:\n    def __reduce__(self): return (exec, (sys.argv[2],))\n\
-         open(sys.argv[1], 'wb').write(pickle.dumps(P()))\n",
-        &[&pkl, Path::new(&line)],
-    );
-    chown(&pkl, NOBODY, NOBODY);
-    let evil = evil.to_str().unwrap();
-    let cwd = lab.path("tmp");
     let base = lab.path("base");
-    let env = [("EVIL", evil), ("LINE", line.as_str())];
-    let attacks: &[(&Path, &str)] = &[
-        (&cwd, "-m timeit -n 1 -s \"$LINE\" pass"),
-        (&cwd, "-mtimeit -n 1 -s \"$LINE\" pass"),
-        (&base, "-m pdb -c \"$LINE\" -c c ok.py < /dev/null"),
-        (&cwd, "-m code < \"$EVIL\""),
-        (&cwd, "-mcode < \"$EVIL\""),
-        (&cwd, "-I -m code < \"$EVIL\""),
-        (&cwd, "-Im code < \"$EVIL\""),
-        (&cwd, "-E -X dev -m code < \"$EVIL\""),
-        (&cwd, "-m asyncio < \"$EVIL\""),
-        (&cwd, "-m asyncio.__main__ < \"$EVIL\""),
-        (&cwd, "-m runpy code < \"$EVIL\""),
-        (&cwd, "-m runpy timeit -n 1 -s \"$LINE\" pass"),
-        (&cwd, "-m doctest notes.txt"),
-        (&cwd, "-m pickle evil.pkl"),
-        (&cwd, "-m pydoc ./evil.txt"),
-        (&cwd, "-m profile evil.txt"),
-        (&cwd, "-m cProfile evil.txt"),
-        (&cwd, "-m cProfile -m code < \"$EVIL\""),
-        (&cwd, "-m trace --count evil.txt"),
-        (&cwd, "-m pygments -x -l evil.py.txt:P < /dev/null"),
-    ];
-    for (dir, args) in attacks {
-        // Without the gate (the host's python3 is not profiled), the payload runs.
-        let out = lab.sh(dir, &format!("exec {PYTHON} {args}"), &env);
-        assert!(
-            marker.exists(),
-            "{args}: the attack does not work unguarded\n{}",
-            describe(&out)
-        );
-        std::fs::remove_file(&marker).unwrap();
-        let out = lab.sh(dir, &format!("exec \"$PY\" {args}"), &env);
-        assert_killed_in_shell(args, &out, &marker);
-    }
     lab.baseline();
     // Modules that do not evaluate code keep working, also next to a refused name.
     lab.signed("base/data.json", "{\"a\": 1}\n");
@@ -588,7 +559,7 @@ fn interpreter_module_files_as_main_scripts_are_refused() {
         let out = lab.sh(dir, &format!("exec \"$PY\" {args}"), &env);
         assert_refused(args, &out, &marker);
         assert!(
-            lab.denies(rule).len() > before,
+            lab.denies_after(rule, before).len() > before,
             "{args}: not refused by {rule}\n{}\n{}",
             describe(&out),
             lab.agent.log_text()
@@ -606,7 +577,7 @@ fn interpreter_module_files_as_main_scripts_are_refused() {
         let before = lab.denies("asyncio/__main__").len();
         let out = lab.sh(&cwd, &format!("exec \"$PY\" {args} < \"$EVIL\""), &env);
         assert_refused(args, &out, &marker);
-        let denies = lab.denies("asyncio/__main__");
+        let denies = lab.denies_after("asyncio/__main__", before);
         assert!(
             denies.len() > before && denies.last().unwrap().contains("no-stdin-code"),
             "{args}: its __main__ not refused by no-stdin-code\n{}\n{denies:?}",
@@ -636,10 +607,11 @@ fn interpreter_module_files_as_main_scripts_are_refused() {
     );
 }
 
-/// Families 2, 3 and 7: code on standard input, descriptor scripts, `-i`, PYTHONINSPECT,
-/// PYTHONSTARTUP.
+/// Family 7 (the rest of 2, 3 and 7 is in the catalog): PYTHONINSPECT and PYTHONSTARTUP
+/// are refused at exec even where they would run nothing (no `-i`, no terminal: shown by no
+/// payload without guard, so not in the catalog); data on stdin for a signed script is fine.
 #[test]
-fn stdin_descriptor_and_interactive_code_is_killed_at_exec() {
+fn code_environment_is_killed_at_exec() {
     let lab = Lab::new();
     let marker = lab.marker("stdin");
     let evil = lab.evil("tmp/evil.py", payload(&marker));
@@ -647,24 +619,7 @@ fn stdin_descriptor_and_interactive_code_is_killed_at_exec() {
     let cwd = lab.path("tmp");
     let env = [("EVIL", evil)];
     for script in [
-        // Family 2: stdin.
-        "cat \"$EVIL\" | \"$PY\"",
-        "cat \"$EVIL\" | \"$PY\" -",
-        "cat \"$EVIL\" | \"$PY\" -E -",
-        "\"$PY\" < \"$EVIL\"",
-        "\"$PY\" - < \"$EVIL\"",
-        "\"$PY\" /dev/stdin < \"$EVIL\"",
-        "cat \"$EVIL\" | \"$PY\" /dev/stdin",
-        // Family 3: process substitution and descriptors.
-        "\"$PY\" <(cat \"$EVIL\")",
-        "\"$PY\" /dev/fd/3 3<\"$EVIL\"",
-        "\"$PY\" /dev/fd/3 3< <(cat \"$EVIL\")",
-        "\"$PY\" /proc/self/fd/3 3<\"$EVIL\"",
-        "\"$PY\" -- /dev/fd/3 3<\"$EVIL\"",
-        // Family 7: inspect after a signed script, code on stdin.
-        "cat \"$EVIL\" | \"$PY\" -i ../base/ok.py",
         "cat \"$EVIL\" | PYTHONINSPECT=1 \"$PY\" ../base/ok.py",
-        "cat \"$EVIL\" | \"$PY\" -i",
         "env PYTHONSTARTUP=\"$EVIL\" \"$PY\" -i ../base/ok.py < /dev/null",
         "env PYTHONSTARTUP=\"$EVIL\" \"$PY\" ../base/ok.py",
     ] {
@@ -690,119 +645,13 @@ fn stdin_descriptor_and_interactive_code_is_killed_at_exec() {
     );
 }
 
-/// Families 4 and 15: unsigned files wherever the attacker can write them, whatever their
-/// name; signed files the runner could rewrite.
+/// Family 8 (with 9 and 10, the rest of it, in the catalog): a module shadowing the stdlib
+/// next to a signed script is refused, and once it is gone the script runs.
 #[test]
-fn unsigned_or_writable_scripts_are_refused_at_open() {
-    let lab = Lab::new();
-    let marker = lab.marker("unsigned");
-    let code = payload(&marker);
-    lab.evil("tmp/evil.py", &code);
-    lab.evil("home/.cache/evil", &code);
-    lab.evil("home/notes.txt", &code);
-    lab.evil("tmp/app/__main__.py", &code);
-    let shm = lab.shm.path().join("evil.py");
-    std::fs::write(&shm, &code).unwrap();
-    chown(&shm, NOBODY, NOBODY);
-    // Signed, but the runner owns it or anyone may write it.
-    let own = lab.signed("tmp/own.py", &code);
-    chown(&own, NOBODY, NOBODY);
-    let world = lab.signed("base/world.py", &code);
-    set_mode(&world, 0o666);
-    let cwd = lab.path("tmp");
-    for (script, needle) in [
-        ("evil.py", "evil.py"),
-        ("../home/.cache/evil", "evil"),
-        ("../home/notes.txt", "notes.txt"),
-        ("app", "__main__.py"),
-        (shm.to_str().unwrap(), "evil.py"),
-        ("own.py", "own.py"),
-        ("../base/world.py", "world.py"),
-    ] {
-        let out = lab.py(&cwd, &[script], &[]);
-        assert_refused(script, &out, &marker);
-        assert!(
-            !lab.denies(needle).is_empty(),
-            "{script}: no deny audited\n{}",
-            lab.agent.log_text()
-        );
-    }
-    assert!(lab.denies("own.py")[0].contains("trusted-owner"));
-    assert!(lab.denies("world.py")[0].contains("not-writable-by-runner"));
-    lab.baseline();
-}
-
-/// Family 5: memfd and deleted files through /proc/self/fd and /dev/fd.
-#[test]
-fn memfd_and_deleted_file_scripts_are_refused() {
-    let lab = Lab::new();
-    let marker = lab.marker("memfd");
-    let code = payload(&marker);
-    // The host's own python3 (not profiled) plays the attacker's loader: it writes the
-    // payload to a memfd and execs the profiled interpreter on it.
-    let loader = "import os, sys\n\
-                  fd = os.memfd_create('x', 0)\n\
-                  os.write(fd, os.environ['CODE'].encode())\n\
-                  os.lseek(fd, 0, 0)\n\
-                  path = sys.argv[1].format(fd=fd, pid=os.getpid())\n\
-                  os.execv(os.environ['PY'], [os.environ['PY'], path])\n";
-    let cwd = lab.path("tmp");
-    for path in [
-        "/proc/self/fd/{fd}",
-        "/dev/fd/{fd}",
-        "/proc/{pid}/fd/{fd}",
-        "/proc/thread-self/fd/{fd}",
-        "/proc/{pid}/task/{pid}/fd/{fd}",
-    ] {
-        let mut cmd = nobody(&cwd, &[("CODE", &code)]);
-        cmd.args([PYTHON, "-c", loader, path])
-            .env("PY", &lab.python);
-        let out = run_with_timeout(&mut cmd, LIMIT);
-        assert_killed(&format!("memfd as {path}"), &out, &marker);
-    }
-    // A deleted file, still open: by descriptor name (the gate), or through a symlink to
-    // the descriptor (fanotify sees the deleted, unsigned inode).
-    let evil = lab.evil("tmp/deleted.py", &code);
-    let out = lab.sh(
-        &cwd,
-        "exec 3<deleted.py; rm deleted.py; exec \"$PY\" /proc/self/fd/3",
-        &[],
-    );
-    assert_killed_in_shell("deleted file as /proc/self/fd/3", &out, &marker);
-    std::fs::write(&evil, &code).unwrap();
-    chown(&evil, NOBODY, NOBODY);
-    let out = lab.sh(
-        &cwd,
-        "exec 3<deleted.py; rm deleted.py; ln -s /proc/self/fd/3 link.py; \"$PY\" link.py",
-        &[],
-    );
-    assert!(!marker.exists(), "deleted file via symlink ran");
-    assert!(!out.status.success(), "{}", describe(&out));
-    assert!(
-        !lab.denies("deleted.py").is_empty(),
-        "no deny audited\n{}",
-        lab.agent.log_text()
-    );
-    lab.baseline();
-}
-
-/// Families 8, 9 and 10: module shadowing from the current directory, next to a signed
-/// script, through PYTHONPATH, PYTHONHOME and a user-site .pth.
-#[test]
-fn shadowing_modules_and_code_environment_are_refused() {
+fn a_refused_shadow_leaves_the_signed_script_working() {
     let lab = Lab::new();
     let marker = lab.marker("shadow");
     let code = payload(&marker);
-    // -m from an attacker's current directory.
-    lab.evil("tmp/m/json.py", &code);
-    lab.evil("tmp/m/evilmod.py", &code);
-    let cwd = lab.path("tmp/m");
-    for args in [vec!["-m", "json.tool", "/dev/null"], vec!["-m", "evilmod"]] {
-        let out = lab.py(&cwd, &args, &[]);
-        assert_refused(&format!("{args:?}"), &out, &marker);
-    }
-    assert!(!lab.denies("json.py").is_empty());
-    // A module next to a signed script shadowing the stdlib.
     lab.signed("app/uses_json.py", "import json\nprint(json.dumps([1]))\n");
     let shadow = lab.evil("app/json.py", &code);
     let out = lab.py(&lab.path("app"), &["uses_json.py"], &[]);
@@ -810,59 +659,7 @@ fn shadowing_modules_and_code_environment_are_refused() {
     std::fs::remove_file(&shadow).unwrap();
     let out = lab.py(&lab.path("app"), &["uses_json.py"], &[]);
     assert_eq!(text(&out.stdout), "[1]\n", "{}", describe(&out));
-    // PYTHONPATH: sitecustomize, usercustomize, a stdlib shadow.
-    lab.evil("tmp/pp/sitecustomize.py", &code);
-    lab.evil("tmp/pp/usercustomize.py", &code);
-    lab.evil("tmp/pp/json.py", &code);
-    let pp = lab.path("tmp/pp");
-    let pp = pp.to_str().unwrap();
-    let out = lab.py(&lab.path("app"), &["uses_json.py"], &[("PYTHONPATH", pp)]);
-    assert_refused("PYTHONPATH", &out, &marker);
-    assert!(!lab.denies("sitecustomize.py").is_empty());
-    // PYTHONHOME with an attacker's encodings package (runs before site, and before io
-    // exists: the payload must do without open()).
-    let early = format!(
-        "import posix; posix.close(posix.open({:?}, posix.O_CREAT | posix.O_WRONLY))\n",
-        marker.to_str().expect("utf-8 path")
-    );
-    lab.evil("tmp/home/lib/python3.11/encodings/__init__.py", &early);
-    lab.evil("tmp/home/lib/python3.11/os.py", &early);
-    let home = lab.path("tmp/home");
-    let out = lab.py(
-        &lab.path("base"),
-        &["ok.py"],
-        &[("PYTHONHOME", home.to_str().unwrap())],
-    );
-    assert_refused("PYTHONHOME", &out, &marker);
-    // A .pth in the user site of a HOME the attacker owns.
-    let site = "home/nobody/.local/lib/python3.11/site-packages";
-    lab.evil(
-        &format!("{site}/x.pth"),
-        format!("import os; {}", code.lines().next().unwrap()),
-    );
-    lab.evil(&format!("{site}/evil_site.py"), &code);
-    lab.evil(&format!("{site}/y.pth"), "import evil_site\n");
-    let home = lab.path("home/nobody");
-    let out = lab.py(
-        &lab.path("base"),
-        &["ok.py", "site"],
-        &[("HOME", home.to_str().unwrap())],
-    );
-    assert_not_ran("user-site .pth", &out, &marker);
-    assert!(
-        !lab.denies("x.pth").is_empty(),
-        "the user site was not read\n{}",
-        describe(&out)
-    );
     lab.baseline();
-}
-
-/// Python run as root: builds zips and pycs for the attacks.
-fn build(script: &str, args: &[&Path]) {
-    let mut cmd = Command::new(PYTHON);
-    cmd.args(["-c", script]).args(args);
-    let out = run_with_timeout(&mut cmd, LIMIT);
-    assert!(out.status.success(), "build: {}", describe(&out));
 }
 
 const PYC_OF: &str = r#"
@@ -895,98 +692,13 @@ fn pyc(lab: &Lab, source: &Path, target: &Path, kind: &str, code: &str) {
     chown(target, NOBODY, NOBODY);
 }
 
-fn cache_tag() -> String {
-    let mut cmd = Command::new(PYTHON);
-    cmd.args(["-c", "import sys; print(sys.implementation.cache_tag)"]);
-    text(&run_with_timeout(&mut cmd, LIMIT).stdout)
-        .trim()
-        .to_string()
-}
-
-/// Families 11, 12 and 13: zip and wheel archives, forged pycs in a writable __pycache__
-/// or a pycache prefix, sourceless and renamed pycs, hash-based pycs.
+/// Family 13 (with 11 and 12, in the catalog): sourceless pycs on PYTHONPATH that a
+/// signed script does not import leave it working.
 #[test]
-fn archives_and_forged_bytecode_are_refused() {
+fn unimported_sourceless_bytecode_leaves_signed_scripts_working() {
     let lab = Lab::new();
     let marker = lab.marker("bytecode");
     let code = payload(&marker);
-    let tag = cache_tag();
-    // Family 11: python x.zip (also without its name), PYTHONPATH=x.whl.
-    let zip = lab.path("tmp/evil.zip");
-    build(
-        "import sys, zipfile\n\
-         with zipfile.ZipFile(sys.argv[1], 'w') as z:\n\
-         \x20   z.writestr('__main__.py', open(sys.argv[2]).read())\n\
-         \x20   z.writestr('json.py', open(sys.argv[2]).read())\n",
-        &[&zip, &lab.evil("tmp/payload.txt", &code)],
-    );
-    chown(&zip, NOBODY, NOBODY);
-    std::fs::copy(&zip, lab.path("tmp/evil.whl")).unwrap();
-    std::fs::copy(&zip, lab.path("tmp/archive.dat")).unwrap();
-    let cwd = lab.path("tmp");
-    for script in ["evil.zip", "archive.dat"] {
-        let out = lab.py(&cwd, &[script], &[]);
-        assert_refused(script, &out, &marker);
-    }
-    lab.signed("app/uses_json.py", "import json\nprint(json.dumps([1]))\n");
-    let whl = lab.path("tmp/evil.whl");
-    let out = lab.py(
-        &lab.path("app"),
-        &["uses_json.py"],
-        &[("PYTHONPATH", whl.to_str().unwrap())],
-    );
-    assert_not_ran("PYTHONPATH=x.whl", &out, &marker);
-    assert!(!lab.denies("evil.whl").is_empty(), "{}", describe(&out));
-
-    // Family 12: a forged pyc in a __pycache__ the attacker can write, next to a signed
-    // module; timestamp, checked-hash and unchecked-hash headers all match the source.
-    let module = lab.signed("lib/mod.py", "WHO = 'signed source'\n");
-    lab.signed("lib/main.py", "import mod\nprint(mod.WHO)\n");
-    let cache = lab.path("lib/__pycache__");
-    std::fs::create_dir_all(&cache).unwrap();
-    chown(&cache, NOBODY, NOBODY);
-    let forged = cache.join(format!("mod.{tag}.pyc"));
-    let evil_module = format!("{code}WHO = 'forged'\n");
-    for (kind, flags) in [
-        ("timestamp", &[][..]),
-        ("checked", &[][..]),
-        ("unchecked", &[][..]),
-        ("checked", &["--check-hash-based-pycs", "always"][..]),
-        ("unchecked", &["--check-hash-based-pycs", "always"][..]),
-    ] {
-        let _ = std::fs::remove_file(&forged);
-        pyc(&lab, &module, &forged, kind, &evil_module);
-        let mut args = flags.to_vec();
-        args.push("main.py");
-        let out = lab.py(&lab.path("lib"), &args, &[("PYTHONDONTWRITEBYTECODE", "1")]);
-        assert_not_ran(&format!("{kind} pyc {flags:?}"), &out, &marker);
-        assert_eq!(
-            text(&out.stdout),
-            "signed source\n",
-            "{kind} pyc {flags:?}: {}",
-            describe(&out)
-        );
-    }
-    assert!(!lab.denies("mod.").is_empty());
-    // -X pycache_prefix (PYTHONPYCACHEPREFIX is refused at exec).
-    let prefix = lab.path("tmp/prefix");
-    let prefixed = prefix.join(format!(
-        "{}/mod.{tag}.pyc",
-        lab.path("lib").to_str().unwrap().trim_start_matches('/')
-    ));
-    pyc(&lab, &module, &prefixed, "timestamp", &evil_module);
-    let x = format!("pycache_prefix={}", prefix.to_str().unwrap());
-    let out = lab.py(&lab.path("lib"), &["-X", &x, "main.py"], &[]);
-    assert_not_ran("-X pycache_prefix", &out, &marker);
-    assert_eq!(text(&out.stdout), "signed source\n", "{}", describe(&out));
-    let out = lab.py(
-        &lab.path("lib"),
-        &["main.py"],
-        &[("PYTHONPYCACHEPREFIX", prefix.to_str().unwrap())],
-    );
-    assert_killed("PYTHONPYCACHEPREFIX", &out, &marker);
-
-    // Family 13: sourceless pycs: imported, run as a script, renamed .txt.
     let sourceless = lab.path("tmp/sl/evilmod.pyc");
     pyc(
         &lab,
@@ -995,29 +707,14 @@ fn archives_and_forged_bytecode_are_refused() {
         "timestamp",
         &code,
     );
-    std::fs::copy(&sourceless, lab.path("tmp/sl/evil.txt")).unwrap();
-    chown(&lab.path("tmp/sl/evil.txt"), NOBODY, NOBODY);
-    let cwd = lab.path("tmp/sl");
-    for args in [
-        vec!["-m", "evilmod"],
-        vec!["evilmod.pyc"],
-        vec!["evil.txt"],
-        vec!["-c", "import evilmod"],
-    ] {
-        let out = lab.py(&cwd, &args, &[]);
-        if args[0] == "-c" {
-            assert_killed("-c import", &out, &marker);
-        } else {
-            assert_refused(&format!("{args:?}"), &out, &marker);
-        }
-    }
-    assert!(!lab.denies("evil.txt").is_empty());
+    lab.signed("app/uses_json.py", "import json\nprint(json.dumps([1]))\n");
     let out = lab.py(
         &lab.path("app"),
         &["uses_json.py"],
-        &[("PYTHONPATH", cwd.to_str().unwrap())],
+        &[("PYTHONPATH", lab.path("tmp/sl").to_str().unwrap())],
     );
     assert_eq!(text(&out.stdout), "[1]\n", "{}", describe(&out));
+    assert!(!marker.exists());
     lab.baseline();
 }
 
@@ -1067,42 +764,14 @@ fn compileall_then_guard_sign_signs_source_and_bytecode() {
     lab.baseline();
 }
 
-/// Families 14 and 16: copied and look-alike signatures; rewrites, symlink swaps and a
-/// bind mount over a trusted module.
+/// Family 16 (14 is in the catalog): rewrites, symlink swaps and bind mounts over a trusted
+/// module, which need root's writes between or during the runs.
 #[test]
 fn forged_signatures_rewrites_and_swaps_are_refused() {
     let lab = Lab::new();
     let marker = lab.marker("forged");
     let code = payload(&marker);
     let good = lab.signed("base/good.py", "print('good')\n");
-    let ima = xattr::get(&good, "security.ima").unwrap().unwrap();
-    // security.ima copied onto another file (root did it, or a restore tool).
-    let copied = lab.fs.write("base/copied.py", &code);
-    xattr::set(&copied, "security.ima", &ima).unwrap();
-    // user.ima set by the attacker on his own file (only security.ima counts).
-    let user = lab.evil("tmp/user.py", &code);
-    let out = lab.sh(
-        &lab.path("tmp"),
-        &format!(
-            "setfattr -n user.ima -v 0x{} user.py",
-            ima.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        ),
-        &[],
-    );
-    assert!(out.status.success(), "{}", describe(&out));
-    assert!(xattr::get(&user, "user.ima").unwrap().is_some());
-    for (dir, script, rule) in [
-        ("base", "copied.py", "valid-signature"),
-        ("tmp", "user.py", "trusted-owner"),
-    ] {
-        let out = lab.py(&lab.path(dir), &[script], &[]);
-        assert_refused(script, &out, &marker);
-        assert!(
-            lab.denies(script)[0].contains(rule),
-            "{:?}",
-            lab.denies(script)
-        );
-    }
     // Family 16: same-size rewrite with mtime restored, after a run that cached it.
     let same = lab.signed(
         "base/same.py",
@@ -1177,132 +846,36 @@ fn forged_signatures_rewrites_and_swaps_are_refused() {
     lab.baseline();
 }
 
-/// Family 19: an unsigned shared library through LD_PRELOAD or ctypes, whatever its name.
-#[test]
-fn unsigned_native_libraries_are_refused() {
-    let lab = Lab::new();
-    let marker = lab.marker("native");
-    let source = lab.path("tmp/evil.c");
-    std::fs::write(
-        &source,
-        format!(
-            "#include <fcntl.h>\n__attribute__((constructor)) static void run(void) {{ \
-             close(open({:?}, O_CREAT | O_WRONLY, 0644)); }}\n",
-            marker.to_str().unwrap()
-        ),
-    )
-    .unwrap();
-    let so = lab.path("tmp/evil.so");
-    let out = run("gcc", &[&"-shared", &"-fPIC", &"-o", &so, &source]);
-    assert!(out.status.success(), "gcc: {}", describe(&out));
-    chown(&so, NOBODY, NOBODY);
-    let disguised = lab.path("tmp/evil.dat");
-    std::fs::copy(&so, &disguised).unwrap();
-    chown(&disguised, NOBODY, NOBODY);
-    lab.signed(
-        "base/load.py",
-        "import ctypes, sys\n\
-         try:\n    ctypes.CDLL(sys.argv[1])\n    print('loaded')\n\
-         except OSError as e:\n    print('refused', e)\n",
-    );
-    for lib in [&so, &disguised] {
-        let lib = lib.to_str().unwrap();
-        // Set by the attacker's shell, so only the interpreter sees it.
-        let out = lab.sh(
-            &lab.path("base"),
-            "LD_PRELOAD=\"$LIB\" exec \"$PY\" ok.py",
-            &[("LIB", lib)],
-        );
-        assert_eq!(text(&out.stdout), "ok\n", "{}", describe(&out));
-        assert!(!marker.exists(), "LD_PRELOAD={lib} ran\n{}", describe(&out));
-        let out = lab.py(&lab.path("base"), &["load.py", lib], &[]);
-        assert!(
-            !marker.exists(),
-            "ctypes.CDLL({lib}) ran\n{}",
-            describe(&out)
-        );
-        assert!(
-            text(&out.stdout).starts_with("refused"),
-            "{}",
-            describe(&out)
-        );
-    }
-    assert!(!lab.denies("evil.dat").is_empty());
-    lab.baseline();
-}
-
 /// The system's dynamic loader, as the profiled python3 names it (`PT_INTERP`).
 const LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
 
 /// Family 18: the dynamic loader run directly (`ld.so python3 …`) runs the interpreter
 /// under the loader's identity. Every spelling of the loader is refused at exec whatever
-/// program it is asked to launch, and `ldd` (which runs the loader in modes that run
-/// nothing) keeps working.
+/// program it is asked to launch (the catalog's family 18; here root's hard link to it),
+/// and `ldd` (which runs the loader in modes that run nothing) keeps working.
 #[test]
 fn loader_launches_are_killed_at_exec() {
     let lab = Lab::new();
     let marker = lab.marker("loader");
     let code = payload(&marker);
-    let evil = lab.evil("tmp/evil.py", &code);
     let cwd = lab.path("tmp");
-    // Other names for the same loader file: root's hard link (same inode) and a shebang
-    // that makes the kernel exec the loader with the interpreter as its program.
+    // Root's hard link to the loader (the same inode): a name the catalog cannot make.
     let hard = lab.bin.path().join("ld-hard");
     std::fs::hard_link(std::fs::canonicalize(LOADER).unwrap(), &hard).unwrap();
-    let shebang = lab.evil(
-        "tmp/evil-shebang",
-        format!("#!{LOADER} {}\n{code}", lab.python.display()),
-    );
-    set_mode(&shebang, 0o755);
     let env = [
         ("LD", LOADER),
         ("HARD", hard.to_str().unwrap()),
-        ("EVIL", evil.to_str().unwrap()),
         ("CODE", &code),
     ];
-    let mut ran = Vec::new();
-    for script in [
-        "exec \"$LD\" \"$PY\" -c \"$CODE\"",
-        "exec \"$LD\" \"$PY\" \"$EVIL\"",
-        "exec \"$LD\" \"$PY\" evil.py",
-        "exec \"$LD\" --library-path /nonexistent \"$PY\" -c \"$CODE\"",
-        "exec \"$LD\" --inhibit-cache --argv0 python3 \"$PY\" \"$EVIL\"",
-        "exec \"$LD\" --preload '' \"$PY\" -c \"$CODE\"",
-        // Not profiled at all: the rule is about the loader, not about which program.
-        "exec \"$LD\" /usr/bin/python3 -c \"$CODE\"",
-        // The attacker's own symlink, in a directory it controls.
-        "ln -sf \"$LD\" ./ld && exec ./ld \"$PY\" -c \"$CODE\"",
-        "ln -sf /usr/lib64/ld-linux-x86-64.so.2 ./ld2 && exec ./ld2 \"$PY\" \"$EVIL\"",
-        "exec \"$HARD\" \"$PY\" -c \"$CODE\"",
-        "exec -a /usr/bin/true \"$LD\" \"$PY\" -c \"$CODE\"",
-        "exec env \"$LD\" \"$PY\" -c \"$CODE\"",
-        "exec ./evil-shebang",
-    ] {
-        let out = lab.sh(&cwd, script, &env);
-        let killed = out.status.code() == Some(128 + libc::SIGKILL)
-            || out.status.signal() == Some(libc::SIGKILL);
-        if marker.exists() || !killed {
-            ran.push(format!(
-                "{script}: payload ran: {}, {}",
-                marker.exists(),
-                describe(&out)
-            ));
-            let _ = std::fs::remove_file(&marker);
-        }
-    }
-    assert!(
-        ran.is_empty(),
-        "not killed at exec:\n{}\n{}",
-        ran.join("\n"),
-        lab.agent.log_text()
-    );
+    let out = lab.sh(&cwd, "exec \"$HARD\" \"$PY\" -c \"$CODE\"", &env);
+    assert_killed_in_shell("the loader's hard link", &out, &marker);
     let refusals = lab
         .agent
         .audit_lines()
         .into_iter()
         .filter(|l| l.contains("\"rule\":\"no-loader-launch\""))
         .count();
-    assert!(refusals >= 13, "{refusals} loader refusals audited");
+    assert!(refusals >= 1, "{refusals} loader refusals audited");
 
     // ldd runs the loader with --version, --verify and LD_TRACE_LOADED_OBJECTS=1.
     for target in [lab.python.to_str().unwrap(), "/usr/bin/python3"] {
@@ -1326,79 +899,13 @@ fn loader_launches_are_killed_at_exec() {
     lab.baseline();
 }
 
-/// Runs `args` (bash words, `$PY` expanded by bash) first with the host's unprofiled
-/// python3, where the payload must run (a broken attack must not pass for a refused one),
-/// then with the profiled one, where it must not.
-fn unguarded_then_refused(lab: &Lab, cwd: &Path, args: &str, env: &[(&str, &str)], marker: &Path) {
-    // `exec_py ARGS` in a longer script, or ARGS alone.
-    let script = |python: &str| {
-        let run = format!("exec {python}");
-        if args.contains("exec_py ") {
-            args.replace("exec_py", &run)
-        } else {
-            format!("{run} {args}")
-        }
-    };
-    let out = lab.sh(cwd, &script(PYTHON), env);
-    assert!(
-        marker.exists(),
-        "{args}: the attack does not work unguarded\n{}",
-        describe(&out)
-    );
-    std::fs::remove_file(marker).unwrap();
-    let out = lab.sh(cwd, &script("$PY"), env);
-    assert_not_ran(args, &out, marker);
-}
-
-/// Issue 15, class 1: an open is code by the name the interpreter asked for. CPython's
-/// import system looks up `evil.py`, `__init__.py`, `x.pth`; a symlink of that name to a
-/// data-named file is code to it, whatever the target is called.
+/// Issue 15, class 1: an open is code by the name the interpreter asked for (the catalog's
+/// `names`: code-named links to data-named files are code). Data stays data: a signed script
+/// named `tool` reads a data file also named `tool`.
 #[test]
-fn code_named_links_to_data_files_are_code() {
+fn data_named_like_a_script_stays_data() {
     let lab = Lab::new();
-    let marker = lab.marker("links");
-    let code = payload(&marker);
-    let line = code.lines().next().unwrap().to_string();
     let dir = lab.path("tmp/links");
-    lab.evil("tmp/links/p", &code);
-    lab.evil("tmp/links/pth-data", format!("import os; {line}\n"));
-    let link = |name: &str, target: &str| {
-        let path = dir.join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::os::unix::fs::symlink(target, &path).unwrap();
-        nix::unistd::fchownat(
-            nix::fcntl::AT_FDCWD,
-            &path,
-            Some(NOBODY.into()),
-            Some(NOBODY.into()),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .unwrap();
-    };
-    link("evil.py", "p");
-    link("pkg/__init__.py", "../p");
-    link(
-        "home/.local/lib/python3.11/site-packages/evil.pth",
-        "../../../../../pth-data",
-    );
-    lab.signed("base/imports_evil.py", "import evil\n");
-    lab.signed("base/imports_pkg.py", "import pkg\n");
-    let links = dir.to_str().unwrap();
-    let home = dir.join("home");
-    let home = home.to_str().unwrap();
-    let base = lab.path("base");
-    unguarded_then_refused(&lab, &dir, "-m evil", &[], &marker);
-    for script in ["imports_evil.py", "imports_pkg.py"] {
-        unguarded_then_refused(&lab, &base, script, &[("PYTHONPATH", links)], &marker);
-    }
-    unguarded_then_refused(&lab, &base, "ok.py", &[("HOME", home)], &marker);
-    let denies = lab.denies("/tmp/links/");
-    assert!(
-        denies.len() >= 4,
-        "every link refused as code: {denies:#?}\n{}",
-        lab.agent.log_text()
-    );
-    // Data stays data: a signed script named `tool` reads a data file also named `tool`.
     let tool = lab.signed(
         "base/tool",
         "import sys\nprint(open(sys.argv[1]).read(), end='')\n",
@@ -1406,82 +913,6 @@ fn code_named_links_to_data_files_are_code() {
     lab.evil("tmp/links/tool", "just data\n");
     let out = lab.py(&dir, &[tool.to_str().unwrap(), "tool"], &[]);
     assert_eq!(text(&out.stdout), "just data\n", "{}", describe(&out));
-    lab.baseline();
-}
-
-/// Issue 15, class 2: guard reads a command line as CPython does. An empty word is a word:
-/// `-W ''` takes it as its argument, and the data-named script that follows is the main
-/// script.
-#[test]
-fn empty_words_do_not_hide_the_script() {
-    let lab = Lab::new();
-    let marker = lab.marker("empty");
-    lab.evil("tmp/empty/payload", payload(&marker));
-    let cwd = lab.path("tmp/empty");
-    for args in [
-        "-W '' ./payload",
-        "-X '' ./payload",
-        "-W '' -X '' payload x ''",
-        "--check-hash-based-pycs default -W '' payload",
-    ] {
-        unguarded_then_refused(&lab, &cwd, args, &[], &marker);
-    }
-    lab.baseline();
-}
-
-/// Issue 25: a lookup guard makes itself (the file's name read back from its descriptor,
-/// the script operand resolved again under the process's cwd) that the attacker makes fail
-/// while the interpreter's own open succeeds proves nothing: the open is judged as code.
-#[test]
-fn lookups_made_to_fail_do_not_make_code_data() {
-    let lab = Lab::new();
-    let marker = lab.marker("lookups");
-    let code = payload(&marker);
-    // A working directory deeper than PATH_MAX: the descriptor's path cannot be read back
-    // (ENAMETOOLONG), and CPython, unable to make the operand absolute, opens it relative.
-    // Built and entered one component at a time: no path to it fits a syscall.
-    let component = "d".repeat(250);
-    let descend = format!("for i in $(seq 18); do mkdir -p {component} && cd {component}; done");
-    let out = lab.sh(
-        &lab.path("tmp"),
-        &format!("{descend} && printf '%s' \"$CODE\" > payload"),
-        &[("CODE", &code)],
-    );
-    assert!(out.status.success(), "{}", describe(&out));
-    unguarded_then_refused(
-        &lab,
-        &lab.path("tmp"),
-        &format!("{descend}; exec_py payload"),
-        &[],
-        &marker,
-    );
-    // An operand through 40 symlinks, the kernel's limit: the interpreter reaches the file,
-    // the agent's walk through /proc/PID/cwd (one link more) would not (ELOOP).
-    let dir = lab.path("tmp/hops");
-    lab.evil("tmp/hops/payload", &code);
-    std::os::unix::fs::symlink(".", dir.join("s")).unwrap();
-    let operand = format!("{}payload", "s/".repeat(40));
-    unguarded_then_refused(&lab, &dir, &operand, &[], &marker);
-    lab.baseline();
-}
-
-/// Issue 15, class 3: a terminal is not a script. CPython runs a terminal given as its
-/// script interactively (`python3 /dev/tty` shows `>>>`): an interactive console in all but
-/// name. The exec gate refuses every absolute spelling of a device; relative names and
-/// symlinks to a terminal reach no fanotify event (devtmpfs and devpts are not marked) and
-/// are the kernel layer's, by file type (tests/vm/attacks.sh).
-#[test]
-fn terminals_are_not_scripts() {
-    let lab = Lab::new();
-    let marker = lab.marker("tty");
-    let evil = lab.evil("tmp/typed.py", payload(&marker));
-    let cwd = lab.path("tmp");
-    let env = [("EVIL", evil.to_str().unwrap())];
-    for operand in ["/dev/tty", "//dev/./tty", "/dev/../dev/tty", "\\$(tty)"] {
-        // script(1) gives the interpreter a pty and types the payload into it.
-        let args = format!("script -eqc \"exec_py {operand}\" /dev/null < \"$EVIL\"");
-        unguarded_then_refused(&lab, &cwd, &args, &env, &marker);
-    }
     lab.baseline();
 }
 
@@ -1943,4 +1374,288 @@ fn a_warning_filter_does_not_run_a_listed_main() {
         &[],
     );
     assert_eq!(text(&out.stdout), "compiled\n", "{}", describe(&out));
+}
+
+/// One attack of tests/attacks/catalog.txt (its header describes the fields).
+#[derive(Debug)]
+struct Attack {
+    family: String,
+    on: String,
+    dir: String,
+    expect: String,
+    audit: Vec<String>,
+    name: String,
+    command: String,
+}
+
+fn catalog_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("attacks")
+}
+
+fn catalog() -> Vec<Attack> {
+    let path = catalog_dir().join("catalog.txt");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut attacks: Vec<Attack> = Vec::new();
+    for line in text.lines() {
+        if let Some(command) = line.strip_prefix("    ") {
+            let attack = attacks.last_mut().expect("a command follows a header");
+            if !attack.command.is_empty() {
+                attack.command.push('\n');
+            }
+            attack.command.push_str(command);
+        } else if !line.is_empty() && !line.starts_with('#') {
+            let f: Vec<&str> = line.splitn(6, '|').map(str::trim).collect();
+            assert_eq!(f.len(), 6, "catalog header: {line}");
+            assert!(
+                ["both", "host", "vm"].contains(&f[1]),
+                "catalog: where it runs: {line}"
+            );
+            assert!(
+                ["killed", "refused", "not_ran"].contains(&f[3]) || f[3].starts_with("signed:"),
+                "catalog: expected outcome: {line}"
+            );
+            attacks.push(Attack {
+                family: f[0].into(),
+                on: f[1].into(),
+                dir: f[2].into(),
+                expect: f[3].into(),
+                audit: match f[4] {
+                    "-" => Vec::new(),
+                    needles => needles.split(',').map(|n| n.trim().into()).collect(),
+                },
+                name: f[5].into(),
+                command: String::new(),
+            });
+        }
+    }
+    assert!(
+        attacks.iter().all(|a| !a.command.is_empty()),
+        "catalog: an attack without a command"
+    );
+    attacks
+}
+
+/// The variables the catalog's commands may use, for a bench's lab.
+fn catalog_env(bench: &Bench) -> Vec<(String, String)> {
+    let root = bench.fs.path().to_str().unwrap().to_string();
+    let code = format!("open('{root}/out/ran', 'w').write('ran')\nprint('PAYLOAD RAN')\n");
+    let line = code.lines().next().unwrap().to_string();
+    let bin = bench.bin.path().to_str().unwrap();
+    vec![
+        ("PATH".into(), format!("{bin}:/usr/bin:/bin")),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("PY".into(), bench.python.to_str().unwrap().into()),
+        ("CODE".into(), code),
+        ("LINE".into(), line),
+        ("EVIL".into(), format!("{root}/tmp/evil.py")),
+        ("BASE".into(), format!("{root}/base")),
+        ("TMP".into(), format!("{root}/tmp")),
+        ("OUT".into(), format!("{root}/out")),
+        ("AHOME".into(), format!("{root}/home")),
+        (
+            "SHM_EVIL".into(),
+            bench.shm.path().join("evil.py").to_str().unwrap().into(),
+        ),
+        ("ROOT".into(), root),
+    ]
+}
+
+/// Makes the catalog's files (tests/attacks/setup.bash), as root, with no agent running.
+fn catalog_setup(bench: &Bench, env: &[(String, String)]) -> Vec<(String, String)> {
+    let mut cmd = Command::new("bash");
+    // Root's own PATH: the pycs and zips are built by the host's python3.
+    cmd.arg(catalog_dir().join("setup.bash"))
+        .env("GUARD_KEY", &keys().private)
+        .envs(env.iter().filter(|(k, _)| k != "PATH").map(|(k, v)| (k, v)));
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(120));
+    assert!(out.status.success(), "setup.bash: {}", describe(&out));
+    let tag = std::fs::read_to_string(bench.fs.path().join("tag")).unwrap();
+    let mut env = env.to_vec();
+    env.push(("TAG".into(), tag.trim().into()));
+    env
+}
+
+/// What an attack did.
+struct Outcome {
+    status: std::process::ExitStatus,
+    stdout: String,
+    stderr: String,
+    ran: bool,
+    hung: bool,
+}
+
+impl Outcome {
+    fn describe(&self) -> String {
+        format!(
+            "status {:?}{}\nstdout: {}\nstderr: {}",
+            self.status,
+            if self.hung { " (hung, killed)" } else { "" },
+            self.stdout.chars().take(2000).collect::<String>(),
+            self.stderr.chars().take(2000).collect::<String>()
+        )
+    }
+}
+
+/// Runs an attack as nobody (bash, its own process group, killed with every process it left
+/// when it ends or after 30 s): whether the payload ran, by its marker in `out` or a line of
+/// its own on stdout (a terminal echoes the typed payload's source).
+fn attempt(root: &Path, env: &[(String, String)], attack: &Attack) -> Outcome {
+    use std::os::unix::process::CommandExt;
+    let out_dir = root.join("out");
+    for e in std::fs::read_dir(&out_dir).unwrap() {
+        let _ = std::fs::remove_file(e.unwrap().path());
+    }
+    let logs = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (logs.path().join("out"), logs.path().join("err"));
+    let mut cmd = nobody(&root.join(&attack.dir), &[]);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
+        .args(["bash", "-c", &attack.command])
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap());
+    let mut child = cmd.spawn().unwrap();
+    let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (status, hung) = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break (status, false);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+            break (child.wait().unwrap(), true);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+    let stdout = text(&std::fs::read(&out_path).unwrap());
+    let stderr = text(&std::fs::read(&err_path).unwrap());
+    let ran = std::fs::read_dir(&out_dir).unwrap().next().is_some()
+        || stdout.lines().any(|l| l.trim_end() == "PAYLOAD RAN");
+    Outcome {
+        status,
+        stdout,
+        stderr,
+        ran,
+        hung,
+    }
+}
+
+/// Why an attack's outcome under guard is not the one the catalog expects, if it is not.
+fn judge(lab: &Lab, attack: &Attack, outcome: &Outcome, denies_before: usize) -> Option<String> {
+    let killed = outcome.status.code() == Some(128 + libc::SIGKILL)
+        || outcome.status.signal() == Some(libc::SIGKILL);
+    if outcome.ran {
+        return Some("PAYLOAD RAN".into());
+    }
+    if outcome.hung {
+        return Some("hung".into());
+    }
+    match attack.expect.as_str() {
+        "killed" if !killed => return Some("not killed at exec".into()),
+        "refused" if outcome.status.success() => return Some("exit 0".into()),
+        "refused" if killed => return Some("killed at exec, expected a refused open".into()),
+        signed => {
+            if let Some(text) = signed.strip_prefix("signed:")
+                && !outcome.stdout.starts_with(text)
+            {
+                return Some("the signed code did not run".into());
+            }
+        }
+    }
+    if attack.audit.is_empty() {
+        return None;
+    }
+    // The agent audits after it answers: give it a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let audited = lab
+            .agent
+            .audit_lines()
+            .into_iter()
+            .filter(|l| l.contains("\"decision\":\"deny\""))
+            .skip(denies_before)
+            .any(|l| attack.audit.iter().all(|n| l.contains(n.as_str())));
+        if audited {
+            return None;
+        }
+        if std::time::Instant::now() > deadline {
+            return Some(format!("no deny audited with {:?}", attack.audit));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The attack catalog (tests/attacks/catalog.txt, shared with the VM's tests/vm/attacks.sh):
+/// every attack the host runs is shown to run its payload without any agent, then run under
+/// the lab's agent, where it must not; the signed baseline runs after each family.
+/// GUARD_CATALOG_ALL=1 runs the VM's own attacks too, to see which host mode refuses.
+#[test]
+fn the_attack_catalog_is_refused() {
+    let all = std::env::var_os("GUARD_CATALOG_ALL").is_some();
+    let attacks: Vec<Attack> = catalog()
+        .into_iter()
+        .filter(|a| all || a.on != "vm")
+        .collect();
+    let bench = Bench::new(false);
+    let env = catalog_env(&bench);
+    let mut failures = Vec::new();
+    without_any_agent(|| {
+        let env = catalog_setup(&bench, &env);
+        for attack in &attacks {
+            let outcome = attempt(bench.fs.path(), &env, attack);
+            if !outcome.ran {
+                failures.push(format!(
+                    "{} {}: the payload does not run even without guard: the attack is broken\n{}",
+                    attack.family,
+                    attack.name,
+                    outcome.describe()
+                ));
+            }
+        }
+    });
+    let env = catalog_setup(&bench, &env);
+    let lab = bench.start();
+    let baseline = |family: &str, failures: &mut Vec<String>| {
+        let mut cmd = nobody(&lab.path("base"), &[]);
+        cmd.arg(&lab.python).args(["ok.py", "x"]);
+        let out = run_with_timeout(&mut cmd, LIMIT);
+        if !(out.status.success() && text(&out.stdout) == "ok signed x\n") {
+            failures.push(format!(
+                "signed baseline refused after family {family}: {}",
+                describe(&out)
+            ));
+        }
+    };
+    for (i, attack) in attacks.iter().enumerate() {
+        let denies_before = lab.denies("").len();
+        let outcome = attempt(lab.fs.path(), &env, attack);
+        match judge(&lab, attack, &outcome, denies_before) {
+            None => println!("ok: {} {}", attack.family, attack.name),
+            Some(why) => {
+                println!("not ok: {} {}: {why}", attack.family, attack.name);
+                failures.push(format!(
+                    "{} {} ({}): {why}\n{}",
+                    attack.family,
+                    attack.name,
+                    attack.expect,
+                    outcome.describe()
+                ));
+            }
+        }
+        if attacks
+            .get(i + 1)
+            .is_none_or(|next| next.family != attack.family)
+        {
+            baseline(&attack.family, &mut failures);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} attacks failed:\n{}\n{}",
+        failures.len(),
+        attacks.len(),
+        failures.join("\n"),
+        lab.agent.log_text()
+    );
 }

@@ -616,6 +616,18 @@ fn boot(
                 let dst = dir.join(src.file_name().unwrap_or_default());
                 fs::copy(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
             }
+            // The attack catalog the host's tests share (tests/attacks), beside the tests as
+            // in the source tree: attacks.sh reads it from ../attacks.
+            let shared = crate::workspace_root().join("tests/attacks");
+            let attacks = payload_dir.join("attacks");
+            fs::create_dir_all(&attacks)?;
+            for e in
+                fs::read_dir(&shared).with_context(|| format!("reading {}", shared.display()))?
+            {
+                let src = e?.path();
+                let dst = attacks.join(src.file_name().unwrap_or_default());
+                fs::copy(&src, &dst).with_context(|| format!("copying {}", src.display()))?;
+            }
             fs::write(
                 payload_dir.join("cmd"),
                 b"/bin/bash\0/mnt/vm/run-tests.sh\0",
