@@ -44,6 +44,9 @@ use crate::engine::{CodeKind, FileId};
 /// never kept.
 const WATCHED: MaskFlags = MaskFlags::FAN_ATTRIB.union(MaskFlags::FAN_MOVE_SELF);
 
+/// How many answered opens may wait for verification ahead; more are dropped.
+const AHEAD_QUEUE: usize = 64;
+
 /// Files bigger than this are not verified ahead: their first interpreter open pays.
 const AHEAD_MAX_SIZE: u64 = 64 << 20;
 
@@ -120,7 +123,9 @@ impl IgnoreMarks {
                 return None;
             }
         };
-        let (ahead, offered) = crossbeam_channel::bounded::<Ahead>(1024);
+        // Each offer holds a descriptor: a short queue, so the agent never nears its
+        // descriptor limit (the kernel refuses the opens it cannot hand the agent).
+        let (ahead, offered) = crossbeam_channel::bounded::<Ahead>(AHEAD_QUEUE);
         let marks = Arc::new(IgnoreMarks {
             main,
             changes,

@@ -28,6 +28,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .context("signalfd")?;
 
     super::memory::return_freed_memory();
+    raise_descriptor_limit();
     let loaded = config.load()?;
     log_policy(&loaded);
     let stats = Arc::new(super::stats::Stats::default());
@@ -238,6 +239,22 @@ fn degraded(config: &Config, loaded: &Loaded, what: &str) -> anyhow::Result<()> 
     }
     log::error!("running degraded: {what}");
     Ok(())
+}
+
+/// Every event hands the agent a descriptor, and one the kernel cannot hand over is an open
+/// refused: the soft limit goes up to the hard one (the unit sets both; a shell's soft
+/// limit is often 1024).
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                log::warn!("raising the descriptor limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("reading the descriptor limit: {e}"),
+    }
 }
 
 fn reload(config: &Config, state: &State) {
