@@ -10,9 +10,9 @@
 
 use guard_common::Rule;
 use guard_common::exec_gate::{
-    ArgvJudge, DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE, DENY_STDIN_CODE,
-    EnvPattern, MAX_ARGS, MAX_CLUSTER, MAX_ENV, MODULE_INLINE_CODE, MODULE_STDIN_CODE, ModuleKey,
-    ModuleSet, Step, env_entry_refused, env_entry_words, judge_env,
+    ARG_BUFFER, ArgvJudge, DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE,
+    DENY_STDIN_CODE, EnvPattern, MAX_ARGS, MAX_CLUSTER, MAX_ENV, MODULE_INLINE_CODE,
+    MODULE_STDIN_CODE, ModuleKey, ModuleSet, Step, env_entry_refused, env_entry_words, judge_env,
 };
 use guard_common::python_argv;
 
@@ -115,8 +115,9 @@ pub fn decide_launch(policy: &Policy, profile: &Profile, launch: &Launch<'_>) ->
             false,
             format!(
                 "the exec gate reads {MAX_ARGS} words after argv[0], {MAX_CLUSTER} letters of \
-                 an option cluster and options up to their buffer's length: this command line \
-                 goes past that and is refused unread"
+                 an option cluster and {} bytes of an option word: this command line goes past \
+                 that and is refused unread",
+                ARG_BUFFER - 1
             ),
         ));
         return Verdict::from_checks(policy, checks, Rule::NotCode);
@@ -541,5 +542,68 @@ deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
         let v = decide(many.clone());
         assert_eq!((v.allow, v.rule), (false, Rule::FactsUnavailable));
         assert!(decide(many[1..].to_vec()).allow);
+    }
+
+    /// With what the kernel sees at exec (stdin not a terminal, no environment), the
+    /// engine refuses exactly what the gate kills, for every profile's permissions: both are
+    /// the same judge.
+    #[test]
+    fn the_engine_refuses_what_the_gate_kills() {
+        let words = [
+            "-c",
+            "x",
+            "-",
+            "-i",
+            "-I",
+            "-m",
+            "code",
+            "timeit",
+            "json.tool",
+            "s.py",
+            "/dev/fd/3",
+            "/dev/tty",
+            "/dev/shm/x.py",
+            "--",
+            "-E-",
+            "-W",
+            "-Ic",
+            "-i-",
+        ];
+        let mut argvs: Vec<Vec<&str>> = vec![vec![]];
+        for a in words {
+            argvs.push(vec![a]);
+            for b in words {
+                argvs.push(vec![a, b]);
+                for c in words {
+                    argvs.push(vec![a, b, c]);
+                }
+            }
+        }
+        let permission = |deny: bool| if deny { "deny" } else { "allow" };
+        for bits in 0..8 {
+            let policy = policy(&format!(
+                "[[interpreter]]\nname = \"p\"\nexecutables = []\ninline_code = \"{}\"\n\
+                 stdin = \"{}\"\ninteractive = \"{}\"\n",
+                permission(bits & 1 != 0),
+                permission(bits & 2 != 0),
+                permission(bits & 4 != 0),
+            ));
+            let profile = &policy.interpreters[0];
+            for args in &argvs {
+                let launch = Launch {
+                    args: args.iter().map(|a| a.as_bytes()).collect(),
+                    env_names: vec![],
+                    stdin_is_terminal: Some(false),
+                };
+                let verdict = decide_launch(&policy, profile, &launch);
+                let gate = judge_at_exec(profile, launch.args.iter().copied());
+                assert_eq!(
+                    verdict.allow,
+                    gate.is_none(),
+                    "{bits:03b} {args:?}: {gate:?} {}",
+                    verdict.reason()
+                );
+            }
+        }
     }
 }
