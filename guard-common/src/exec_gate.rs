@@ -200,11 +200,80 @@ impl EnvPattern {
 
     /// Whether an environment entry sets this variable (user-space form of [`Self::matches`]).
     pub fn matches_entry(&self, entry: &[u8]) -> bool {
-        let mut bytes = [0u8; 32];
-        let n = if entry.len() < 31 { entry.len() } else { 31 };
-        bytes[..n].copy_from_slice(&entry[..n]);
-        self.matches(&pack(&bytes))
+        self.matches(&env_entry_words(entry))
     }
+}
+
+/// The refused environment variables a judge knows: the gate's settings in the kernel, a
+/// list in user space.
+pub trait EnvNames {
+    /// How many patterns are in use (at most [`MAX_ENV_NAMES`] are read).
+    fn count(&self) -> u32;
+    /// Pattern `k`, for `k` below [`Self::count`] and [`MAX_ENV_NAMES`].
+    fn pattern(&self, k: usize) -> EnvPattern;
+}
+
+impl EnvNames for [EnvPattern] {
+    fn count(&self) -> u32 {
+        u32::try_from(self.len()).unwrap_or(u32::MAX)
+    }
+    fn pattern(&self, k: usize) -> EnvPattern {
+        self[k]
+    }
+}
+
+/// Whether one environment entry (its first 32 bytes as the kernel reads them,
+/// zero-padded) sets a refused variable ([`Rule::NoCodeEnvironment`]). The kernel runs this
+/// very loop on each entry; [`judge_env`] drives it over a whole environment.
+#[inline(always)]
+pub fn env_entry_refused<N: EnvNames + ?Sized>(names: &N, entry: &[u64; 4]) -> bool {
+    let count = names.count();
+    let mut k = 0;
+    while k < MAX_ENV_NAMES {
+        // Below MAX_ENV_NAMES.
+        #[allow(clippy::cast_possible_truncation)]
+        if k as u32 >= count {
+            break;
+        }
+        if names.pattern(k).matches(entry) {
+            return true;
+        }
+        k += 1;
+    }
+    false
+}
+
+/// The first 32 bytes of an environment entry as the kernel's string read leaves them: at
+/// most 31 bytes, then NULs.
+pub fn env_entry_words(entry: &[u8]) -> [u64; 4] {
+    let mut bytes = [0u8; 32];
+    let n = if entry.len() < 31 { entry.len() } else { 31 };
+    bytes[..n].copy_from_slice(&entry[..n]);
+    pack(&bytes)
+}
+
+/// Judges an interpreter's environment in user space, exactly as the kernel would, with
+/// its limits: nothing to refuse without names; more than [`MAX_ENV`] entries are refused
+/// unread ([`Rule::FactsUnavailable`]); an entry setting a refused variable is refused.
+pub fn judge_env<'a, N, E>(names: &N, env: E) -> Step
+where
+    N: EnvNames + ?Sized,
+    E: IntoIterator<Item = &'a [u8]>,
+    E::IntoIter: ExactSizeIterator,
+{
+    if names.count() == 0 {
+        return Step::Allow;
+    }
+    let env = env.into_iter();
+    if env.len() > MAX_ENV as usize {
+        return Step::Refuse(Rule::FactsUnavailable);
+    }
+    for entry in env {
+        if env_entry_refused(names, &env_entry_words(entry)) {
+            return Step::Refuse(Rule::NoCodeEnvironment);
+        }
+    }
+    Step::Allow
 }
 
 fn pack(bytes: &[u8; 32]) -> [u64; 4] {
@@ -934,6 +1003,38 @@ mod tests {
         allowed(&["--list-diagnostics"], &[]);
         allowed(&[], &[]);
         allowed(&["--library-path"], &[]);
+    }
+
+    #[test]
+    fn environments() {
+        let names = [
+            EnvPattern::new(b"PYTHONSTARTUP").unwrap(),
+            EnvPattern::new(b"PYTHONINSPECT").unwrap(),
+        ];
+        let judge = |env: &[&str]| judge_env(&names[..], env.iter().map(|e| e.as_bytes()));
+        assert_eq!(judge(&["HOME=/", "PATH=/bin"]), Step::Allow);
+        assert_eq!(judge(&[]), Step::Allow);
+        assert_eq!(
+            judge(&["HOME=/", "PYTHONINSPECT="]),
+            Step::Refuse(Rule::NoCodeEnvironment)
+        );
+        assert_eq!(judge(&["PYTHONINSPECTX=1"]), Step::Allow);
+        // Past the entries the kernel reads, refused unread, whatever they hold.
+        let mut long = ["A=1"; MAX_ENV as usize + 1];
+        assert_eq!(judge(&long), Step::Refuse(Rule::FactsUnavailable));
+        long[0] = "PYTHONSTARTUP=x";
+        assert_eq!(judge(&long), Step::Refuse(Rule::FactsUnavailable));
+        assert_eq!(judge(&long[1..]), Step::Allow);
+        // No names, nothing refused (and nothing read).
+        let none: [EnvPattern; 0] = [];
+        assert_eq!(
+            judge_env(&none[..], long.iter().map(|e| e.as_bytes())),
+            Step::Allow
+        );
+        assert!(env_entry_refused(
+            &names[..],
+            &env_entry_words(b"PYTHONSTARTUP=/x")
+        ));
     }
 
     #[test]

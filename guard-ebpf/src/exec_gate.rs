@@ -9,8 +9,9 @@ use guard_common::lsm::Hook;
 use guard_common::{
     Rule,
     exec_gate::{
-        ARG_BUFFER, ArgvJudge, GateEvent, GateSettings, InterpreterKey, KIND_LOADER, LoaderJudge,
-        MAX_ARGS, MAX_ENV, MAX_ENV_NAMES, ModuleKey, ModuleSet, PERMISSIVE, SCRIPT_PREFIX, Step,
+        ARG_BUFFER, ArgvJudge, EnvNames, EnvPattern, GateEvent, GateSettings, InterpreterKey,
+        KIND_LOADER, LoaderJudge, MAX_ARGS, MAX_ENV, MAX_ENV_NAMES, ModuleKey, ModuleSet,
+        PERMISSIVE, SCRIPT_PREFIX, Step, env_entry_refused,
     },
 };
 
@@ -29,11 +30,11 @@ pub(crate) static GATE_SETTINGS: GateSettings = GateSettings {
     trust: guard_common::lsm::Trust::EMPTY,
     env_count: 0,
     pad: 0,
-    env: [guard_common::exec_gate::EnvPattern {
+    env: [EnvPattern {
         words: [0; 4],
         mask: [0; 4],
     }; MAX_ENV_NAMES],
-    loader_trace: guard_common::exec_gate::EnvPattern {
+    loader_trace: EnvPattern {
         words: [0; 4],
         mask: [0; 4],
     },
@@ -280,24 +281,28 @@ fn judge_env(sp: u64, argc: i32, envc: i32) -> Option<Rule> {
         let Ok(entry) = read_user_words(envp + 8 * j as u64) else {
             return Some(Rule::FactsUnavailable);
         };
-        let mut k = 0;
-        while k < MAX_ENV_NAMES {
-            if k as u32 >= count {
-                break;
-            }
-            if env_pattern(k).matches(&entry) {
-                return Some(Rule::NoCodeEnvironment);
-            }
-            k += 1;
+        if env_entry_refused(&KernelEnv { count }, &entry) {
+            return Some(Rule::NoCodeEnvironment);
         }
         j += 1;
     }
     None
 }
 
-#[inline(always)]
-fn env_pattern(k: usize) -> guard_common::exec_gate::EnvPattern {
-    gate_setting!(env[k])
+/// The judge's view of the gate's refused environment variables.
+struct KernelEnv {
+    count: u32,
+}
+
+impl EnvNames for KernelEnv {
+    #[inline(always)]
+    fn count(&self) -> u32 {
+        self.count
+    }
+    #[inline(always)]
+    fn pattern(&self, k: usize) -> EnvPattern {
+        gate_setting!(env[k])
+    }
 }
 
 /// Kills the current task (unless permissive) and reports why: `hook` refused `rule` for the

@@ -6,15 +6,12 @@
 use std::fmt;
 
 use guard_common::Rule;
-use guard_common::exec_gate::{
-    ArgvJudge, DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE, DENY_STDIN_CODE,
-    MODULE_INLINE_CODE, MODULE_STDIN_CODE, ModuleKey, ModuleSet, Step, module_kinds,
-};
-use guard_common::python_argv::Invocation;
+use guard_common::exec_gate::{MODULE_INLINE_CODE, MODULE_STDIN_CODE, module_kinds};
 
 use crate::ima::SignatureError;
 use crate::keys::Verified;
-use crate::policy::{Mode, Permission, Policy, Profile};
+use crate::launch::ProfileModules;
+use crate::policy::{Mode, Permission, Policy};
 
 /// Identity of a file: what the kernel calls it, not what a path says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -211,7 +208,7 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    fn from_checks(policy: &Policy, checks: Vec<Check>, pass_rule: Rule) -> Verdict {
+    pub(crate) fn from_checks(policy: &Policy, checks: Vec<Check>, pass_rule: Rule) -> Verdict {
         let failed = checks.iter().find(|c| !c.passed).map(|c| c.rule);
         let policy_allows = failed.is_none();
         let enforced = policy.mode == Mode::Enforce;
@@ -237,7 +234,7 @@ impl Verdict {
     }
 }
 
-fn check(rule: Rule, passed: bool, reason: impl Into<String>) -> Check {
+pub(crate) fn check(rule: Rule, passed: bool, reason: impl Into<String>) -> Check {
     Check {
         rule,
         passed,
@@ -582,60 +579,6 @@ fn writability_check(policy: &Policy, runner: &Runner, object: &Object) -> Check
     )
 }
 
-/// What an interpreter's launch looks like, for the invocation rules.
-#[derive(Clone, Debug)]
-pub struct Launch<'a> {
-    pub invocation: Invocation<'a>,
-    /// Names of the environment variables set.
-    pub env_names: Vec<String>,
-    /// Whether standard input is a terminal; `None` when unknown (the kernel exec gate).
-    pub stdin_is_terminal: Option<bool>,
-}
-
-/// A profile's interpreter modules, as the exec gate's module map holds them: the engine
-/// and the kernel match `-m` operands with the same [`module_kinds`].
-pub struct ProfileModules<'a>(pub &'a Profile);
-
-impl ModuleSet for ProfileModules<'_> {
-    fn kinds(&self, key: &ModuleKey) -> u32 {
-        let listed = |names: &[String]| {
-            names
-                .iter()
-                .any(|n| ModuleKey::new(n.as_bytes()).as_ref() == Some(key))
-        };
-        let mut kinds = 0;
-        if listed(&self.0.inline_code_modules) {
-            kinds |= MODULE_INLINE_CODE;
-        }
-        if listed(&self.0.stdin_code_modules) {
-            kinds |= MODULE_STDIN_CODE;
-        }
-        kinds
-    }
-}
-
-/// What the kernel exec gate decides for this profile's command line (without `argv[0]`),
-/// with the kernel's own judge and limits: the rule it kills with, or `None`.
-pub fn judge_at_exec<'a, I>(profile: &Profile, args: I) -> Option<Rule>
-where
-    I: IntoIterator<Item = &'a [u8]>,
-{
-    let mut flags = DENY_DESCRIPTOR_SCRIPT;
-    for (permission, bit) in [
-        (profile.inline_code, DENY_INLINE_CODE),
-        (profile.stdin, DENY_STDIN_CODE),
-        (profile.interactive, DENY_INTERACTIVE),
-    ] {
-        if permission == Permission::Deny {
-            flags |= bit;
-        }
-    }
-    match ArgvJudge::judge(flags, &ProfileModules(profile), args) {
-        Step::Refuse(rule) => Some(rule),
-        Step::Allow | Step::More => None,
-    }
-}
-
 /// The policy's executable rules (`[native] code`) for `object` as a program or a shared
 /// library, by the kernel layer's own judge ([`guard_common::lsm::judge_native`]): `None`
 /// when it may run (always with `code = "any"`). User space cannot read the user namespace
@@ -658,134 +601,9 @@ pub fn decide_native(policy: &Policy, object: &Object) -> Option<Rule> {
     guard_common::lsm::judge_native(policy.native.code.flags(), &file, &policy.trust_table())
 }
 
-/// Decides an interpreter launch: `-c`, stdin, interactive use, environment, script operand,
-/// and `-m` of a module that is an interpreter itself (the profile's `inline_code_modules`
-/// count as `-c`, its `stdin_code_modules` as a bare interpreter reading stdin).
-pub fn decide_launch(policy: &Policy, profile: &Profile, launch: &Launch<'_>) -> Verdict {
-    let mut checks = Vec::with_capacity(5);
-    let invocation = &launch.invocation;
-    let kinds = invocation
-        .module
-        .map(|name| module_kinds(name, true, &ProfileModules(profile)))
-        .unwrap_or(0);
-    let module = String::from_utf8_lossy(invocation.module.unwrap_or_default());
-
-    if profile.inline_code == Permission::Deny {
-        checks.push(if invocation.inline_code {
-            check(Rule::NoInlineCode, false, "inline code (-c) is refused")
-        } else if kinds & MODULE_INLINE_CODE != 0 {
-            check(
-                Rule::NoInlineCode,
-                false,
-                format!(
-                    "-m {module} runs Python from its command line or a file it reads as data \
-                     (inline_code_modules): refused like -c"
-                ),
-            )
-        } else {
-            check(Rule::NoInlineCode, true, "no inline code")
-        });
-    }
-
-    let module_stdin = kinds & MODULE_STDIN_CODE != 0;
-    let reads_stdin = invocation.reads_stdin() || module_stdin;
-    let terminal = launch.stdin_is_terminal;
-    if profile.stdin == Permission::Deny {
-        // Unknown terminal-ness counts as code on stdin unless interactive use is allowed.
-        let stdin_code = reads_stdin
-            && match terminal {
-                Some(tty) => !tty,
-                None => profile.interactive == Permission::Deny || invocation.script.is_some(),
-            };
-        checks.push(if stdin_code && module_stdin {
-            check(
-                Rule::NoStdinCode,
-                false,
-                format!(
-                    "-m {module} reads Python from standard input (stdin_code_modules): \
-                     refused like code on stdin"
-                ),
-            )
-        } else if stdin_code {
-            check(
-                Rule::NoStdinCode,
-                false,
-                "code from standard input is refused",
-            )
-        } else {
-            check(Rule::NoStdinCode, true, "no code from standard input")
-        });
-    }
-
-    if profile.interactive == Permission::Deny {
-        let inspect_env = launch.env_names.iter().any(|n| n == "PYTHONINSPECT");
-        let console = reads_stdin && invocation.script.is_none() && terminal != Some(false);
-        let reason = if invocation.inspect {
-            Some("interactive inspection (-i) is refused".to_string())
-        } else if inspect_env {
-            Some("interactive inspection (PYTHONINSPECT) is refused".to_string())
-        } else if console && module_stdin {
-            Some(format!(
-                "-m {module} is an interactive console (stdin_code_modules): refused"
-            ))
-        } else if console {
-            Some("an interactive console is refused".to_string())
-        } else {
-            None
-        };
-        checks.push(match reason {
-            Some(reason) => check(Rule::NoInteractive, false, reason),
-            None => check(Rule::NoInteractive, true, "not interactive"),
-        });
-    }
-
-    let refused: Vec<&str> = launch
-        .env_names
-        .iter()
-        .filter(|n| profile.deny_env.iter().any(|d| d == *n))
-        .map(String::as_str)
-        .collect();
-    checks.push(if refused.is_empty() {
-        check(
-            Rule::NoCodeEnvironment,
-            true,
-            "no refused environment variable",
-        )
-    } else {
-        check(
-            Rule::NoCodeEnvironment,
-            false,
-            format!("refused environment variable(s): {}", refused.join(", ")),
-        )
-    });
-
-    let operand = String::from_utf8_lossy(invocation.script.unwrap_or_default());
-    checks.push(if invocation.script_is_descriptor_link() {
-        check(
-            Rule::ScriptIsFile,
-            false,
-            format!("the script operand {operand:?} names a file descriptor, not a file"),
-        )
-    } else if invocation.script_is_device() {
-        check(
-            Rule::ScriptIsFile,
-            false,
-            format!(
-                "the script operand {operand:?} names a device (a terminal reads what is typed: \
-                 an interactive console in all but name), not a file"
-            ),
-        )
-    } else {
-        check(Rule::ScriptIsFile, true, "the script operand is a path")
-    });
-    Verdict::from_checks(policy, checks, Rule::NotCode)
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
-
-    use guard_common::python_argv;
 
     use super::*;
     use crate::digest::HashAlgo;
@@ -1340,85 +1158,6 @@ deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
         assert_eq!(v.rule, Rule::ValidSignature);
     }
 
-    fn launch(args: &'static [&'static str], env: &[&str], tty: Option<bool>) -> Verdict {
-        let policy = default_policy();
-        let invocation = python_argv::parse(args.iter().map(|a| a.as_bytes()));
-        let launch = Launch {
-            invocation,
-            env_names: env.iter().map(|s| s.to_string()).collect(),
-            stdin_is_terminal: tty,
-        };
-        decide_launch(&policy, &policy.interpreters[0], &launch)
-    }
-
-    #[test]
-    fn launches() {
-        assert!(launch(&["s.py", "-c", "x"], &[], Some(false)).allow);
-        assert!(launch(&["-m", "json.tool"], &[], None).allow);
-        let v = launch(&["-Ic", "x"], &[], None);
-        assert_eq!((v.allow, v.rule), (false, Rule::NoInlineCode));
-        let v = launch(&[], &[], Some(false));
-        assert_eq!((v.allow, v.rule), (false, Rule::NoStdinCode));
-        let v = launch(&["-"], &[], None);
-        assert_eq!((v.allow, v.rule), (false, Rule::NoStdinCode));
-        let v = launch(&[], &[], Some(true));
-        assert_eq!((v.allow, v.rule), (false, Rule::NoInteractive));
-        let v = launch(&["-i", "s.py"], &[], Some(true));
-        assert_eq!((v.allow, v.rule), (false, Rule::NoInteractive));
-        let v = launch(&["s.py"], &["PYTHONINSPECT"], Some(true));
-        assert!(!v.allow);
-        let v = launch(&["s.py"], &["PYTHONSTARTUP", "HOME"], Some(true));
-        assert_eq!((v.allow, v.rule), (false, Rule::NoCodeEnvironment));
-        assert!(v.reason().contains("PYTHONSTARTUP"));
-        let v = launch(&["/dev/fd/63"], &[], None);
-        assert_eq!((v.allow, v.rule), (false, Rule::ScriptIsFile));
-    }
-
-    #[test]
-    fn interpreter_modules_are_refused_as_what_they_amount_to() {
-        for args in [
-            &["-m", "timeit", "-n", "1", "-s", "CODE", "pass"][..],
-            &["-mtimeit", "-s", "CODE"],
-            &["-m", "pdb", "-c", "CODE", "ok.py"],
-            &["-m", "doctest", "notes.txt"],
-            &["-m", "pickle", "data.pkl"],
-            &["-m", "pydoc", "./x.txt"],
-            &["-m", "cProfile", "x.txt"],
-            &["-I", "-m", "runpy", "code"],
-            &["-m", "idlelib.idle"],
-        ] {
-            let v = launch(args, &[], None);
-            assert_eq!((v.allow, v.rule), (false, Rule::NoInlineCode), "{args:?}");
-            assert!(v.reason().contains("refused like -c"), "{}", v.reason());
-        }
-        for args in [
-            &["-m", "code"][..],
-            &["-mcode"],
-            &["-E", "-X", "dev", "-m", "code"],
-            &["-m", "asyncio"],
-            &["-m", "asyncio.__main__"],
-        ] {
-            let v = launch(args, &[], None);
-            assert_eq!((v.allow, v.rule), (false, Rule::NoStdinCode), "{args:?}");
-            assert!(v.reason().contains("stdin_code_modules"), "{}", v.reason());
-            let v = launch(args, &[], Some(false));
-            assert_eq!((v.allow, v.rule), (false, Rule::NoStdinCode), "{args:?}");
-            // On a terminal, a REPL is an interactive console.
-            let v = launch(args, &[], Some(true));
-            assert_eq!((v.allow, v.rule), (false, Rule::NoInteractive), "{args:?}");
-            assert!(v.reason().contains("interactive console"), "{}", v.reason());
-        }
-        for args in [
-            &["-m", "json.tool", "f.json"][..],
-            &["-m", "this"],
-            &["-m", "codecs"],
-            &["-m", "unittest"],
-            &["ok.py", "-m", "code"],
-        ] {
-            assert!(launch(args, &[], None).allow, "{args:?}");
-        }
-    }
-
     #[test]
     fn the_file_of_an_interpreter_module_as_main_script_is_that_module() {
         let policy = default_policy();
@@ -1488,101 +1227,5 @@ deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
             decide_open(&policy, &runner(), &object).rule,
             Rule::NoStdinCode
         );
-    }
-
-    #[test]
-    fn module_lists_follow_the_policy() {
-        let text = "[[interpreter]]\nname = \"p\"\nexecutables = []\n";
-        // Absent lists are the defaults; empty lists allow; a listed name refuses.
-        let absent = policy(text);
-        let cleared = policy(&format!(
-            "{text}inline_code_modules = []\nstdin_code_modules = []\n"
-        ));
-        let own = policy(&format!(
-            "{text}inline_code_modules = [\"json.tool\"]\nstdin_code_modules = []\n"
-        ));
-        let allowed = policy(&format!("{text}inline_code = \"allow\"\n"));
-        let decide = |policy: &Policy, args: &'static [&'static str]| {
-            let invocation = python_argv::parse(args.iter().map(|a| a.as_bytes()));
-            let launch = Launch {
-                invocation,
-                env_names: vec![],
-                stdin_is_terminal: None,
-            };
-            let verdict = decide_launch(policy, &policy.interpreters[0], &launch);
-            let gate = judge_at_exec(&policy.interpreters[0], args.iter().map(|a| a.as_bytes()));
-            (!verdict.allow, gate)
-        };
-        assert_eq!(
-            decide(&absent, &["-m", "timeit"]),
-            (true, Some(Rule::NoInlineCode))
-        );
-        assert_eq!(decide(&cleared, &["-m", "timeit"]), (false, None));
-        assert_eq!(decide(&cleared, &["-m", "code"]), (false, None));
-        assert_eq!(
-            decide(&own, &["-m", "json.tool"]),
-            (true, Some(Rule::NoInlineCode))
-        );
-        assert_eq!(decide(&own, &["-m", "json"]), (false, None));
-        assert_eq!(decide(&allowed, &["-m", "timeit"]), (false, None));
-        assert_eq!(
-            decide(&allowed, &["-m", "code"]),
-            (true, Some(Rule::NoStdinCode))
-        );
-        assert_eq!(
-            absent.interpreters[0].inline_code_modules,
-            crate::policy::DEFAULT_INLINE_CODE_MODULES
-        );
-    }
-
-    /// `guard explain` (the engine, stdin unknown, no environment) and the kernel's judge
-    /// refuse the same command lines, for the same rule where one thing is wrong.
-    #[test]
-    fn the_engine_and_the_exec_gate_agree() {
-        let policy = Policy::embedded_default().unwrap();
-        let profile = &policy.interpreters[0];
-        let cases: &[&[&str]] = &[
-            &["-m", "timeit", "-s", "x", "pass"],
-            &["-mtimeit"],
-            &["-m", "pdb", "-c", "x", "ok.py"],
-            &["-m", "code"],
-            &["-I", "-m", "code"],
-            &["-Im", "code"],
-            &["-E", "-X", "dev", "-m", "code"],
-            &["-m", "asyncio.__main__"],
-            &["-m", "idlelib"],
-            &["-m", "idlelib.idle"],
-            &["-m", "runpy", "code"],
-            &["-m", "profile", "x.txt"],
-            &["-m", "cProfile", "-m", "code"],
-            &["-m", "trace", "--trace", "x.txt"],
-            &["-m", "doctest", "x.txt"],
-            &["-m", "pickle", "x.pkl"],
-            &["-m", "pydoc", "./x.txt"],
-            &["-m", "json.tool"],
-            &["-m", "this"],
-            &["-m", "codeop"],
-            &["-m", "pdbx"],
-            &["-m", "unittest"],
-            &["-m", "sqlite3"],
-            &["-X", "code", "ok.py"],
-            &["ok.py", "-m", "code"],
-            &["-c", "x"],
-            &["-"],
-            &["/dev/fd/3"],
-            &["ok.py"],
-        ];
-        for args in cases {
-            let invocation = python_argv::parse(args.iter().map(|a| a.as_bytes()));
-            let launch = Launch {
-                invocation,
-                env_names: vec![],
-                stdin_is_terminal: None,
-            };
-            let verdict = decide_launch(&policy, profile, &launch);
-            let gate = judge_at_exec(profile, args.iter().map(|a| a.as_bytes()));
-            let engine = (!verdict.allow).then_some(verdict.rule);
-            assert_eq!(engine, gate, "{args:?}: {}", verdict.reason());
-        }
     }
 }

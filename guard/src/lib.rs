@@ -16,6 +16,7 @@ pub mod exec_gate;
 pub mod facts;
 pub mod ima;
 pub mod keys;
+pub mod launch;
 pub mod lsm;
 pub mod modules;
 pub mod packages;

@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use guard::engine::{CodeKind, Launch, Runner};
+use guard::engine::{CodeKind, Runner};
 use guard::facts;
+use guard::launch::Launch;
 
 use super::PolicyArgs;
 
@@ -228,13 +229,13 @@ fn explain_launch(
 ) -> anyhow::Result<ExitCode> {
     let words: Vec<&[u8]> = argv.iter().map(|a| a.as_bytes()).collect();
     let launch = Launch {
-        invocation: guard_common::python_argv::parse(words.iter().copied()),
+        args: words.clone(),
         env_names: Vec::new(),
         stdin_is_terminal: None,
     };
     let profile = &policy.interpreters[profile];
-    let verdict = guard::engine::decide_launch(policy, profile, &launch);
-    let gate = guard::engine::judge_at_exec(profile, words.iter().copied());
+    let verdict = guard::launch::decide_launch(policy, profile, &launch);
+    let gate = guard::launch::judge_at_exec(profile, words.iter().copied());
     let shown: Vec<String> = argv
         .iter()
         .map(|a| format!("{:?}", a.to_string_lossy()))
