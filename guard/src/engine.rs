@@ -602,7 +602,7 @@ pub fn decide_native(policy: &Policy, object: &Object) -> Option<Rule> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::Path;
 
     use super::*;
@@ -612,11 +612,13 @@ mod tests {
     const EXT4: u64 = 0xEF53;
     const FUSE: u64 = 0x6573_5546;
 
-    fn policy(text: &str) -> Policy {
+    pub(crate) fn policy(text: &str) -> Policy {
         Policy::parse(text, "test.toml", Path::new("/")).unwrap()
     }
 
-    fn default_policy() -> Policy {
+    /// A python profile on ext4 and tmpfs, root the trusted owner: the rules' own tests and
+    /// the launch tests share it.
+    pub(crate) fn default_policy() -> Policy {
         policy(
             r#"
 [trust]

@@ -265,30 +265,8 @@ pub fn decide_launch(policy: &Policy, profile: &Profile, launch: &Launch<'_>) ->
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
-    use crate::policy::Policy;
-
-    fn policy(text: &str) -> Policy {
-        Policy::parse(text, "test.toml", Path::new("/")).unwrap()
-    }
-
-    fn default_policy() -> Policy {
-        policy(
-            r#"
-[trust]
-owners = [0]
-filesystems = ["ext4", "tmpfs"]
-[[interpreter]]
-name = "python"
-executables = ["/usr/bin/python3*"]
-code_patterns = ["*.py"]
-sniff = ["pyc", "zip"]
-deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
-"#,
-        )
-    }
+    use crate::engine::tests::{default_policy, policy};
 
     fn launch(args: &'static [&'static str], env: &[&str], tty: Option<bool>) -> Verdict {
         let policy = default_policy();
