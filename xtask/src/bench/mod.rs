@@ -48,8 +48,9 @@ pub(crate) struct Options {
     vm: bool,
 }
 
-/// About how long `--vm` takes (both kernels side by side, TCG on 2 host cores).
-const VM_MINUTES: u32 = 20;
+/// About how long `--vm` takes (both kernels side by side, TCG on 2 host cores: measured
+/// 2 min for bench_lsm_overhead.sh and 2.5 min for two rounds of bench_workloads.sh).
+const VM_MINUTES: u32 = 8;
 
 /// The unprivileged identity every workload runs as: root with a trusted executable is
 /// allowed everything by fapolicyd's 20-dracut rule, which would measure nothing.
