@@ -706,10 +706,12 @@ pub(super) fn markdown(r: &Results) -> String {
     }
     let _ = writeln!(
         out,
-        "\nP4 reads the signed tree: guard verifies signed files a non-interpreter opens ahead, \
-         off the reader's path, and then leaves them to the kernel (evictable inode ignore \
-         marks), so P4's timed runs, after an untimed warm-up in the same turn, mostly do not \
-         reach the agent. P4u reads an unsigned copy of the same tree (never \
+        "\nP4 reads the signed tree: on the host (fanotify mode) guard verifies signed files a \
+         non-interpreter opens ahead, off the reader's path, and then leaves them to the kernel \
+         (evictable inode ignore marks), so P4's timed runs, after an untimed warm-up in the \
+         same turn, mostly do not reach the agent. With the BPF LSM layer (the VM rows) the \
+         agent keeps no ignore marks and verifies nothing ahead, so there P4 too pays a round \
+         trip per open. P4u reads an unsigned copy of the same tree (never \
          signed, trusted by fapolicyd the same way): every open is a fanotify round trip to \
          the agent. #19's P4 target is judged on P4; P4u is shown beside it."
     );
