@@ -281,13 +281,40 @@ fn selected(name: &str, filters: &[String]) -> bool {
         }
 }
 
-/// The VM measurements (tests/vm/bench_*.sh: the BPF LSM layer's cost) on both kernels,
-/// with the release build: `cargo xtask bench --vm`.
-pub(crate) fn vm_bench() -> Result<()> {
-    vm_test(both_kernels(1800, false, vec!["bench_".into()]))
+/// The VM measurements (tests/vm/bench_*.sh: the workloads under BPF LSM + fanotify against
+/// no guard, the BPF LSM layer's cost) on both kernels, with the release build: `cargo
+/// xtask bench --vm`. Each kernel's release, the guest's lines and its failures.
+pub(crate) fn vm_bench() -> Result<Vec<KernelRun>> {
+    run_tests(both_kernels(3000, false, vec!["bench_".into()]))
 }
 
-pub(crate) fn vm_test(mut args: VmTestArgs) -> Result<()> {
+/// What one kernel's boot of `vm-test` said.
+pub(crate) struct KernelRun {
+    pub release: String,
+    pub lines: Vec<String>,
+    /// Each failed or missing test, with its own words.
+    pub failures: Vec<String>,
+    pub passed: usize,
+    /// Failed tests and tests that never reported.
+    pub failed: usize,
+}
+
+pub(crate) fn vm_test(args: VmTestArgs) -> Result<()> {
+    let runs = run_tests(args)?;
+    let passed: usize = runs.iter().map(|r| r.passed).sum();
+    let failures: Vec<&String> = runs.iter().flat_map(|r| &r.failures).collect();
+    for f in &failures {
+        println!("FAILED: {f}");
+    }
+    let failed: usize = runs.iter().map(|r| r.failed).sum();
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn run_tests(mut args: VmTestArgs) -> Result<Vec<KernelRun>> {
     // Each test decides whether it needs a running agent (and with which
     // options), and tests that load their own BPF programs must not race one.
     args.opts.no_agent = true;
@@ -318,8 +345,6 @@ pub(crate) fn vm_test(mut args: VmTestArgs) -> Result<()> {
     } else {
         None
     };
-    let (mut passed, mut failed) = (0, 0);
-    let mut failures = Vec::new();
     // The kernels boot side by side: each emulated VM runs on one host thread
     // (TCG, thread=single), so two take about the time of one on a machine with
     // two cores. Their lines are prefixed with the kernel's release.
@@ -349,8 +374,10 @@ pub(crate) fn vm_test(mut args: VmTestArgs) -> Result<()> {
             })
             .collect()
     });
+    let mut runs = Vec::new();
     for ((k, tests), outcome) in prepared.kernels.iter().zip(&plan).zip(outcomes) {
         let outcome = outcome?;
+        let (mut passed, mut failed, mut failures) = (0, 0, Vec::new());
         let mut seen = 0;
         let mut since_last = Vec::new();
         for line in &outcome.lines {
@@ -383,15 +410,15 @@ pub(crate) fn vm_test(mut args: VmTestArgs) -> Result<()> {
                 outcome.status
             ));
         }
+        runs.push(KernelRun {
+            release: k.release.clone(),
+            lines: outcome.lines,
+            failures,
+            passed,
+            failed,
+        });
     }
-    for f in &failures {
-        println!("FAILED: {f}");
-    }
-    println!("{passed} passed, {failed} failed");
-    if failed > 0 {
-        std::process::exit(1);
-    }
-    Ok(())
+    Ok(runs)
 }
 
 /// A failed test's own words, for the summary (the last thing a CI log shows): its

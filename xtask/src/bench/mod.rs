@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use contender::{Kind, Running};
-use report::{Latency, Memory, Signing};
+use report::{Bpf, Latency, Memory, Signing};
 use util::{Ran, check_interrupted, drop_caches, must, run_timed};
 
 #[derive(clap::Args, Clone, Debug)]
@@ -39,11 +39,18 @@ pub(crate) struct Options {
     /// Leave fapolicyd out (its columns then say "not measured: skipped by --no-fapolicyd").
     #[arg(long)]
     no_fapolicyd: bool,
-    /// Also measure the BPF LSM layer's cost on both VM kernels (tests/vm/bench_*.sh,
-    /// release build; about 6 min each, side by side). Not part of `cargo xtask test`.
+    /// Also measure the BPF mode in the VM on both kernels, side by side (release build,
+    /// TCG): the same workloads under `guard run --backend auto` (BPF LSM + fanotify)
+    /// against no guard (tests/vm/bench_workloads.sh), and the LSM layer's own cost
+    /// (tests/vm/bench_lsm_overhead.sh); their ratios go into the report. Runs after the
+    /// host's measurements. Not part of `cargo xtask test`.
     #[arg(long)]
     vm: bool,
 }
+
+/// About how long `--vm` takes (both kernels side by side, TCG on 2 host cores: measured
+/// 2 min for bench_lsm_overhead.sh and 2.5 min for two rounds of bench_workloads.sh).
+const VM_MINUTES: u32 = 8;
 
 /// The unprivileged identity every workload runs as: root with a trusted executable is
 /// allowed everything by fapolicyd's 20-dracut rule, which would measure nothing.
@@ -59,6 +66,8 @@ pub(crate) struct Layout {
     /// PYTHONHOME: `lib/python3.11` is a copy of the host's stdlib.
     prefix: PathBuf,
     stdlib: PathBuf,
+    /// `lib/python3.11`: a copy of the same stdlib, never signed (P4u).
+    unsigned: PathBuf,
     app: PathBuf,
     /// An untrusted copy of /bin/true: fapolicyd's readiness probe.
     pub probe_exec: PathBuf,
@@ -105,6 +114,7 @@ pub(crate) fn run(workspace: &Path, options: &Options) -> Result<()> {
         // The app's scripts one by one: the planted module next to them must stay untrusted.
         let trusted = [
             layout.prefix.clone(),
+            layout.unsigned.clone(),
             layout.app.join("storm.py"),
             layout.app.join("planted_main.py"),
         ];
@@ -153,6 +163,21 @@ pub(crate) fn run(workspace: &Path, options: &Options) -> Result<()> {
     drop(fs);
     drop(fapolicyd_host);
 
+    let bpf = if options.vm {
+        eprintln!(
+            "bench: the BPF mode in the VM, both kernels side by side (about {VM_MINUTES} min)"
+        );
+        match crate::vm::vm_bench() {
+            Ok(runs) => Bpf::Ran(runs.iter().map(vm_kernel).collect()),
+            Err(e) => Bpf::NotRun(format!("--vm failed: {e:#}")),
+        }
+    } else {
+        Bpf::NotRun(format!(
+            "pass --vm (BPF LSM programs cannot load on this host; the VM runs them under \
+             TCG, about {VM_MINUTES} min)"
+        ))
+    };
+
     let results = report::build(report::Inputs {
         machine,
         options: format!(
@@ -164,6 +189,7 @@ pub(crate) fn run(workspace: &Path, options: &Options) -> Result<()> {
         latency_rounds: &latency_rounds,
         signing,
         memory,
+        bpf,
         checks,
         fapolicyd_rules,
         stdlib_files,
@@ -179,10 +205,44 @@ pub(crate) fn run(workspace: &Path, options: &Options) -> Result<()> {
         work.join("results.json").display(),
         work.join("ratios.svg").display()
     );
-    if options.vm {
-        crate::vm::vm_bench()?;
-    }
     Ok(())
+}
+
+/// One kernel's samples and notes from tests/vm/bench_workloads.sh's lines
+/// (`GUARD-BENCH-SAMPLE ID none|guard MS`, `GUARD-BENCH-NOTE TEXT`) and
+/// bench_lsm_overhead.sh's summary (`LSM-OVERHEAD ...`).
+fn vm_kernel(run: &crate::vm::KernelRun) -> report::VmKernel {
+    let mut k = report::VmKernel {
+        release: run.release.clone(),
+        failure: (!run.failures.is_empty()).then(|| run.failures.join("; ")),
+        ..Default::default()
+    };
+    for line in &run.lines {
+        if let Some(at) = line.find("GUARD-BENCH-SAMPLE ") {
+            let mut words = line[at..].split_whitespace().skip(1);
+            if let (Some(id), Some(who), Some(Ok(ms))) = (
+                words.next(),
+                words.next(),
+                words.next().map(str::parse::<f64>),
+            ) {
+                k.samples
+                    .entry(id.to_string())
+                    .or_default()
+                    .entry(who.to_string())
+                    .or_default()
+                    .push(ms);
+            }
+        } else if let Some(at) = line.find("GUARD-BENCH-NOTE ") {
+            k.notes
+                .push(line[at + "GUARD-BENCH-NOTE ".len()..].trim().to_string());
+        } else if let Some(at) = line.find("LSM-OVERHEAD ") {
+            k.notes.push(format!(
+                "bench_lsm_overhead.sh: {}",
+                line[at + "LSM-OVERHEAD ".len()..].trim()
+            ));
+        }
+    }
+    k
 }
 
 fn nix_is_root() -> bool {
@@ -237,6 +297,7 @@ fn setup(work: &Path, root: &Path, guard: &Path, options: &Options) -> Result<La
         key: work.join("keys/guard.key"),
         prefix: root.join("prefix"),
         stdlib: root.join("prefix/lib/python3.11"),
+        unsigned: root.join("unsigned"),
         app: root.join("app"),
         probe_exec: root.join("probe/untrusted-true"),
     };
@@ -315,6 +376,19 @@ fn setup(work: &Path, root: &Path, guard: &Path, options: &Options) -> Result<La
             .arg(&layout.prefix)
             .arg(&layout.app),
         Duration::from_secs(600),
+    )?;
+    // P4u's tree: the same stdlib, copied after signing and never signed (no xattrs copied:
+    // `cp -a` would carry security.ima over from a signed source).
+    std::fs::create_dir_all(layout.unsigned.join("lib"))?;
+    must(
+        Command::new("cp")
+            .args([
+                "-RL",
+                "--preserve=mode,ownership,timestamps",
+                "/usr/lib/python3.11",
+            ])
+            .arg(layout.unsigned.join("lib")),
+        Duration::from_secs(300),
     )?;
     // Planted after signing and outside every trust list: the enforcement check.
     // The shebang makes fapolicyd's file-type detection call it text/x-python.
@@ -399,12 +473,12 @@ fn one_round(
 ) -> Result<RoundOutcome> {
     let limit = Duration::from_secs(120);
     let running = Running::start(kind, layout)?;
-    let tar = || {
+    let tar = |tree: &Path| {
         let mut cmd = Command::new("setpriv");
         cmd.arg(format!("--reuid={NOBODY}"))
             .arg(format!("--regid={NOBODY}"))
             .args(["--clear-groups", "--", "tar", "-cf", "-", "-C"])
-            .arg(&layout.prefix)
+            .arg(tree)
             .arg("lib");
         cmd
     };
@@ -430,11 +504,14 @@ fn one_round(
         samples.entry(("P1", kind)).or_default().push(ms);
     }
 
-    // P4: tar of the tree, not an interpreter: the tax every process pays.
-    timed_ok(run_timed(&mut tar(), limit, true)?, "tar warm-up")?;
-    for _ in 0..options.runs {
-        let ms = timed_ok(run_timed(&mut tar(), limit, true)?, "tar")?;
-        samples.entry(("P4", kind)).or_default().push(ms);
+    // P4: tar of the tree, not an interpreter: the tax every process pays. P4u: the same
+    // of the unsigned copy, which guard cannot leave to the kernel.
+    for (id, tree) in [("P4", &layout.prefix), ("P4u", &layout.unsigned)] {
+        timed_ok(run_timed(&mut tar(tree), limit, true)?, "tar warm-up")?;
+        for _ in 0..options.runs {
+            let ms = timed_ok(run_timed(&mut tar(tree), limit, true)?, "tar")?;
+            samples.entry((id, kind)).or_default().push(ms);
+        }
     }
     check_interrupted()?;
 
@@ -654,4 +731,32 @@ fn p6_memory(layout: &Layout, options: &Options) -> Result<Memory> {
     running.stop()?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(memory)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_lines_become_samples_and_notes() {
+        let run = crate::vm::KernelRun {
+            release: "6.12.0-test".into(),
+            lines: vec![
+                "[    1.0] noise".into(),
+                "GUARD-BENCH-SAMPLE P1 none 120.5".into(),
+                "GUARD-BENCH-SAMPLE P1 guard 130.0".into(),
+                "GUARD-BENCH-SAMPLE P1 guard garbage".into(),
+                "GUARD-BENCH-NOTE storm: 150 modules".into(),
+                "LSM-OVERHEAD 6.12.0-test: 20k opens".into(),
+            ],
+            failures: Vec::new(),
+            passed: 2,
+            failed: 0,
+        };
+        let k = vm_kernel(&run);
+        assert_eq!(k.samples["P1"]["none"], vec![120.5]);
+        assert_eq!(k.samples["P1"]["guard"], vec![130.0]);
+        assert_eq!(k.notes.len(), 2);
+        assert!(k.failure.is_none());
+    }
 }
