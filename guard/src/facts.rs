@@ -197,9 +197,11 @@ impl<R: FnMut() -> io::Result<Runner>> Facts for OpenFacts<'_, R> {
             return known;
         }
         self.lookup = Lookup::Miss;
+        // Read before verifying: a reload meanwhile (keys revoked) keeps this result out.
+        let epoch = cache.map(VerificationCache::epoch);
         let content = verify_content(self.policy, self.file, self.object);
-        if let Some(cache) = cache {
-            cache.put(key, content.clone());
+        if let (Some(cache), Some(epoch)) = (cache, epoch) {
+            cache.put_since(key, content.clone(), epoch);
         }
         content
     }
