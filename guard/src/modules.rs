@@ -45,6 +45,9 @@ pub struct ModuleFile {
     /// filesystem gave to another file since (a package upgrade replaces every file) is
     /// not this module.
     stamp: Stamp,
+    /// Where it was found (its real path): a file with its identity but another stamp is
+    /// still this module while that path leads to it (a chmod, a touch, a new signature).
+    found_at: PathBuf,
 }
 
 /// What tells one file from another that got the same inode number later.
@@ -153,7 +156,13 @@ impl ModuleFiles {
     /// upgrade, whose new files may reuse old inode numbers) is looked up by its path
     /// ([`Self::at_path`]).
     pub fn get_unchanged(&self, id: FileId, stamp: Stamp) -> Option<&ModuleFile> {
-        self.files.get(&id).filter(|entry| entry.stamp == stamp)
+        self.files.get(&id).filter(|entry| {
+            entry.stamp == stamp
+                // Changed since it was found, or another file that got its inode number:
+                // the module while its path still leads to it. A path that cannot be
+                // looked at may still lead to it.
+                || std::fs::metadata(&entry.found_at).map_or(true, |now| identity(&now) == id)
+        })
     }
 
     /// The module file at this real path, if one was resolved there.
@@ -188,11 +197,13 @@ impl ModuleFiles {
         if let Ok(meta) = std::fs::metadata(path)
             && meta.is_file()
         {
+            let real = std::fs::canonicalize(path).ok();
             let entry = self.files.entry(identity(&meta)).or_insert(ModuleFile {
                 module,
                 package_dir: None,
                 names: Vec::new(),
                 stamp: Stamp::of(&meta),
+                found_at: real.clone().unwrap_or_else(|| path.to_path_buf()),
             });
             // A `__main__` listed by its own name is still its package's.
             entry.package_dir = entry.package_dir.or(package_dir);
@@ -202,7 +213,7 @@ impl ModuleFiles {
                 entry.names.push(name.to_string());
             }
             let entry = entry.clone();
-            if let Ok(real) = std::fs::canonicalize(path) {
+            if let Some(real) = real {
                 self.paths.insert(real, entry);
             }
         }
@@ -711,8 +722,8 @@ mod tests {
         assert!(main.opened_as_itself(b"__main__.py"));
         assert!(!main.opened_as_itself(b"asyncio.py"));
 
-        // The same inode number, another file since (what a package upgrade leaves): not
-        // the module by identity; by path, a file at the module's place still is.
+        // Changed in place (a chmod, a rewrite): still the module, by identity too, while
+        // its path leads to it (reached by another path, a bind mount, it is no less).
         let path = lib.join("timeit.py");
         let meta = std::fs::metadata(&path).unwrap();
         let id = identity(&meta);
@@ -721,6 +732,14 @@ mod tests {
         std::fs::write(&path, "changed = True\n").unwrap();
         let after = std::fs::metadata(&path).unwrap();
         assert_eq!(identity(&after), id);
+        assert!(files.get_unchanged(id, Stamp::of(&after)).is_some());
+        // Replaced (what a package upgrade does: a new file renamed over it): the old
+        // identity, which another file may get, is not the module any more; by path, the
+        // file at the module's place still is.
+        let new = lib.join("timeit.py.new");
+        std::fs::write(&new, "replaced = True\n").unwrap();
+        std::fs::rename(&new, &path).unwrap();
+        assert_ne!(identity(&std::fs::metadata(&path).unwrap()), id);
         assert!(files.get_unchanged(id, Stamp::of(&after)).is_none());
         let real = std::fs::canonicalize(&path).unwrap();
         assert_eq!(

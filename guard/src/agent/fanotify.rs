@@ -1067,8 +1067,14 @@ fn evaluate_interpreter(
             }
         }
     }
-    let same_for_every_open = crate::engine::same_for_every_open(policy, &object, &verdict)
-        .then(|| FileState::of(&object));
+    // A file that may be a module's (by identity whatever its stamp, or by path) is never
+    // left to the kernel: reached here under another path (a bind mount in a user
+    // namespace), its opens by its own path must still be judged as the module's.
+    let same_for_every_open = (crate::engine::same_for_every_open(policy, &object, &verdict)
+        && !loaded
+            .modules
+            .may_be_one(id, own_path.as_ref().ok().map(std::path::PathBuf::as_path)))
+    .then(|| FileState::of(&object));
     Ok(Outcome {
         code,
         verdict,
