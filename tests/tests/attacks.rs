@@ -754,13 +754,14 @@ fn compileall_then_guard_sign_signs_source_and_bytecode() {
         describe(&out),
         lab.agent.log_text()
     );
-    let allowed: Vec<String> = lab
-        .agent
-        .audit_lines()
-        .into_iter()
-        .filter(|l| l.contains("helper.") && l.contains(".pyc") && l.contains("\"allow\""))
-        .collect();
-    assert!(!allowed.is_empty(), "{:?}", lab.agent.audit_lines());
+    // The pyc was allowed: verified at that open (an audited miss), from the cache, or
+    // left to the kernel after `guard sign` opened it (verified ahead): no allow needs to be
+    // logged, and none of its opens was refused.
+    assert!(
+        lab.denies("helper.").iter().all(|l| !l.contains(".pyc")),
+        "{:?}",
+        lab.agent.audit_lines()
+    );
     lab.baseline();
 }
 
