@@ -159,9 +159,13 @@ impl ModuleFiles {
         self.files.get(&id).filter(|entry| {
             entry.stamp == stamp
                 // Changed since it was found, or another file that got its inode number:
-                // the module while its path still leads to it. A path that cannot be
-                // looked at may still lead to it.
-                || std::fs::metadata(&entry.found_at).map_or(true, |now| identity(&now) == id)
+                // the module while its path still leads to it. Gone from its path (an
+                // upgrade's py3clean removed the pyc; its inode number went to another
+                // file) it is not; a path that cannot be looked at otherwise may still be.
+                || match std::fs::metadata(&entry.found_at) {
+                    Ok(now) => identity(&now) == id,
+                    Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+                }
         })
     }
 
@@ -741,6 +745,16 @@ mod tests {
         std::fs::rename(&new, &path).unwrap();
         assert_ne!(identity(&std::fs::metadata(&path).unwrap()), id);
         assert!(files.get_unchanged(id, Stamp::of(&after)).is_none());
+        // Removed (a package's bytecode cleaned before an upgrade): its inode number may go
+        // to any new file, which is not the module.
+        let pyc = lib.join("__pycache__/timeit.cpython-311.pyc");
+        let pyc_meta = std::fs::metadata(&pyc).unwrap();
+        std::fs::remove_file(&pyc).unwrap();
+        let other = Stamp {
+            size: 1,
+            ..Stamp::of(&pyc_meta)
+        };
+        assert!(files.get_unchanged(identity(&pyc_meta), other).is_none());
         let real = std::fs::canonicalize(&path).unwrap();
         assert_eq!(
             files.at_path(&real).map(|m| m.module.as_str()),
