@@ -62,10 +62,19 @@ pub(crate) use gate_setting;
 pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
     let bprm: *const u8 = ctx.arg(2);
+    let _ = try_exec(bprm);
+    0
+}
+
+/// The native-code rule at exec: a program of its own on the same tracepoint, so its
+/// call chain and the command line's walk each have the verifier's 512 bytes of combined
+/// stack to themselves.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn native_exec(ctx: BtfTracePointContext) -> i32 {
+    let bprm: *const u8 = ctx.arg(2);
     if crate::native_gate::enabled() {
         crate::native_gate::judge_exec(bprm);
     }
-    let _ = try_exec(bprm);
     0
 }
 
@@ -165,34 +174,65 @@ impl<J: WordJudge> LoopBody for WordWalk<J> {
     }
 }
 
+/// What `bpf_loop` is handed: its context must be on the stack, the walk is not.
+struct InScratch<'a, J>(&'a mut WordWalk<J>);
+
+impl<J: WordJudge> LoopBody for InScratch<'_, J> {
+    #[inline(always)]
+    fn step(&mut self, index: u64) -> ControlFlow<()> {
+        self.0.step(index)
+    }
+}
+
+/// A walk over an exec's words in this CPU's scratch slot (see
+/// [`crate::maps::gate_scratch`]); `None` when the slot cannot be had.
+#[inline(always)]
+fn scratch_walk<J: WordJudge>(sp: u64, argc: i32, judge: J) -> Option<&'static mut WordWalk<J>> {
+    let walk = crate::maps::gate_scratch::<WordWalk<J>>()?;
+    // SAFETY: `walk` points to this CPU's slot, large and aligned enough for a WordWalk
+    // (checked at compile time). Every field is written before the reference is made, the
+    // buffer's bytes are plain `u8`s (whatever a previous walk left there is a valid value),
+    // and no other program uses the slot while this one runs to its end on this CPU.
+    unsafe {
+        core::ptr::addr_of_mut!((*walk).sp).write(sp);
+        core::ptr::addr_of_mut!((*walk).argc).write(argc);
+        core::ptr::addr_of_mut!((*walk).judge).write(judge);
+        core::ptr::addr_of_mut!((*walk).verdict).write(Step::More);
+        Some(&mut *walk)
+    }
+}
+
 // The verifier would walk an open-coded loop over words, each with a loop over its bytes,
 // once per word and combination of judge states: over its million-instruction budget.
 // A `bpf_loop` callback is verified once, whatever the number of words.
 fn judge_argv(sp: u64, argc: i32, flags: u32) -> Step {
-    let mut walk = WordWalk {
-        sp,
-        argc,
-        judge: ArgvJudge::new(flags),
-        verdict: Step::More,
-        buf: [0; ARG_BUFFER],
+    let Some(walk) = scratch_walk(sp, argc, ArgvJudge::new(flags)) else {
+        return Step::Refuse(Rule::FactsUnavailable);
     };
-    bounded_loop(MAX_ARGS, &mut walk);
+    bounded_loop(MAX_ARGS, &mut InScratch(&mut *walk));
     match walk.verdict {
         // Words left that the walk did not reach: padding must not hide `-c`.
         Step::More => Step::Refuse(Rule::FactsUnavailable),
         // Out of the callback, so the verifier walks the operand's spelling and the module
         // lookups once.
         Step::Allow => {
-            let mut script = [0u8; SCRIPT_PREFIX];
+            // The operand goes into the walk's own buffer, which is done with: a buffer of
+            // its own would push this frame and the walk's step past the verifier's
+            // 512 bytes of combined stack.
+            let (script, _) = walk.buf.split_at_mut(SCRIPT_PREFIX);
+            script.fill(0);
             let mut whole = true;
             if let Some(index) = walk.judge.script_index() {
                 // argv[1 + index]: the words after argv[0] are counted from 0.
-                match read_user_str(sp + 8 * (2 + index as u64), &mut script) {
+                match read_user_str(sp + 8 * (2 + index as u64), script) {
                     Ok(word) => whole = word.len() < SCRIPT_PREFIX - 1,
                     Err(_) => return Step::Refuse(Rule::FactsUnavailable),
                 }
             }
-            walk.judge.judge_after_words(&KernelModules, &script, whole)
+            let Ok(script) = <&[u8; SCRIPT_PREFIX]>::try_from(&*script) else {
+                return Step::Refuse(Rule::FactsUnavailable);
+            };
+            walk.judge.judge_after_words(&KernelModules, script, whole)
         }
         verdict => verdict,
     }
@@ -201,14 +241,10 @@ fn judge_argv(sp: u64, argc: i32, flags: u32) -> Step {
 /// A dynamic loader exec'd directly: refused when it would run a program, unless the
 /// environment puts it in trace mode (`ldd`).
 fn judge_loader(sp: u64, argc: i32, envc: i32) -> Option<Rule> {
-    let mut walk = WordWalk {
-        sp,
-        argc,
-        judge: LoaderJudge::new(),
-        verdict: Step::More,
-        buf: [0; ARG_BUFFER],
+    let Some(walk) = scratch_walk(sp, argc, LoaderJudge::new()) else {
+        return Some(Rule::FactsUnavailable);
     };
-    bounded_loop(MAX_ARGS, &mut walk);
+    bounded_loop(MAX_ARGS, &mut InScratch(&mut *walk));
     let rule = match walk.verdict {
         Step::Allow => return None,
         Step::Refuse(rule) => rule,

@@ -314,6 +314,28 @@ static LSM_GATE_MODULES: HashMap<ModuleKey, u32> =
 #[map]
 static LSM_GATE_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 
+/// Room for the gate's walk over a command line, one slot per CPU. On the stack, the walk
+/// (its word buffer, the judge) would push the program, its `bpf_loop` step and what the
+/// step calls past the verifier's 512 bytes of combined stack.
+#[map]
+static LSM_GATE_SCRATCH: PerCpuArray<GateScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The scratch slot's bytes, aligned for any walk.
+#[repr(C, align(8))]
+pub struct GateScratch([u8; GATE_SCRATCH]);
+
+const GATE_SCRATCH: usize = 512;
+
+/// This CPU's scratch slot, for a `T` the caller writes whole before reading any of it.
+#[inline(always)]
+pub fn gate_scratch<T>() -> Option<*mut T> {
+    const {
+        assert!(core::mem::size_of::<T>() <= GATE_SCRATCH);
+        assert!(core::mem::align_of::<T>() <= 8);
+    }
+    LSM_GATE_SCRATCH.get_ptr_mut(0).map(|slot| slot.cast::<T>())
+}
+
 /// `KIND_INTERPRETER` or `KIND_LOADER` for an executable the gate watches.
 #[inline(always)]
 pub fn gate_exec_kind(key: &InterpreterKey) -> Option<u32> {

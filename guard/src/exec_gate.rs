@@ -17,10 +17,10 @@ use aya::programs::{BtfTracePoint, ProgramError, TracePoint};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use guard_common::Rule;
 use guard_common::exec_gate::{
-    DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE, DENY_STDIN_CODE, EnvPattern,
-    GateSettings, InterpreterKey, KIND_INTERPRETER, KIND_LOADER, MAX_ENV_NAME_LEN, MAX_ENV_NAMES,
-    MAX_EVAL_MODULES, MODULE_INLINE_CODE, MODULE_NAME_LEN, MODULE_STDIN_CODE, ModuleKey,
-    PERMISSIVE,
+    DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE, DENY_NO_SITE, DENY_STDIN_CODE,
+    EnvPattern, GateSettings, InterpreterKey, KIND_INTERPRETER, KIND_LOADER, MAX_ENV_NAME_LEN,
+    MAX_ENV_NAMES, MAX_EVAL_MODULES, MODULE_INLINE_CODE, MODULE_NAME_LEN, MODULE_STDIN_CODE,
+    ModuleKey, PERMISSIVE,
 };
 use guard_common::lsm::{LsmOffsets, Trust};
 
@@ -28,6 +28,8 @@ use crate::btf::{Btf, BtfError};
 use crate::ebpf_object::Identity;
 
 const PROGRAM: &str = "sched_process_exec";
+/// The native-code rule at exec, on the same tracepoint (see `guard-ebpf/src/exec_gate.rs`).
+const NATIVE_EXEC_PROGRAM: &str = "native_exec";
 /// The native-code rule's syscall tracepoints (category `syscalls`), attached when the
 /// gate enforces it (see `guard-ebpf/src/native_gate.rs`).
 const NATIVE_TRACEPOINTS: [&str; 8] = [
@@ -97,6 +99,8 @@ pub struct ExecGateConfig {
     pub deny_inline_code: bool,
     pub deny_stdin_code: bool,
     pub deny_interactive: bool,
+    /// Refuse `-S`: a start-up without `site` skips the audit hook a profile requires.
+    pub deny_no_site: bool,
     /// Refuse a script operand naming a descriptor (`/dev/fd/*`, `/dev/stdin`, `/proc/*/fd/*`).
     pub deny_descriptor_script: bool,
     /// Environment variables whose presence is refused (at most [`MAX_ENV_NAMES`]).
@@ -131,6 +135,7 @@ impl ExecGateConfig {
             deny_inline_code: true,
             deny_stdin_code: true,
             deny_interactive: true,
+            deny_no_site: false,
             deny_descriptor_script: true,
             refused_env: ["PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONPYCACHEPREFIX"]
                 .map(String::from)
@@ -199,6 +204,7 @@ impl ExecGateConfig {
             (self.deny_inline_code, DENY_INLINE_CODE),
             (self.deny_stdin_code, DENY_STDIN_CODE),
             (self.deny_interactive, DENY_INTERACTIVE),
+            (self.deny_no_site, DENY_NO_SITE),
             (self.deny_descriptor_script, DENY_DESCRIPTOR_SCRIPT),
             (self.permissive, PERMISSIVE),
         ] {
@@ -343,6 +349,19 @@ impl ExecGate {
             pinned.push(pin(dir, PROGRAM, program.take_link(id)?.into())?);
         }
         if config.native != crate::policy::NativeCode::Any {
+            let program: &mut BtfTracePoint = ebpf
+                .program_mut(NATIVE_EXEC_PROGRAM)
+                .ok_or(ExecGateError::Missing(NATIVE_EXEC_PROGRAM))?
+                .try_into()?;
+            program.load("sched_process_exec", &btf)?;
+            let id = program.attach()?;
+            if let Some(dir) = &config.pin_dir {
+                pinned.push(pin(
+                    dir,
+                    NATIVE_EXEC_PROGRAM,
+                    program.take_link(id)?.into(),
+                )?);
+            }
             ensure_tracefs()?;
             for name in NATIVE_TRACEPOINTS {
                 let program: &mut TracePoint = ebpf
