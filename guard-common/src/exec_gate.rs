@@ -19,6 +19,9 @@ pub const DENY_INTERACTIVE: u32 = 1 << 2;
 /// Refuse a script operand that names a descriptor (`/dev/fd/*`, `/dev/stdin`, `/proc/*/fd/*`)
 /// or, by its absolute spelling, a device (`/dev/tty`, `/dev/pts/N`; not `/dev/shm/`).
 pub const DENY_DESCRIPTOR_SCRIPT: u32 = 1 << 3;
+/// Refuse `-S`: without `site`, the profile's audit hook (installed by a `.pth` file) never
+/// loads ([`Rule::AuditHookRequired`]).
+pub const DENY_NO_SITE: u32 = 1 << 4;
 pub use crate::PERMISSIVE;
 
 /// How many words after `argv[0]` the kernel reads before it must have found the program.
@@ -386,7 +389,15 @@ impl ArgvJudge {
     #[inline(always)]
     pub fn feed(&mut self, word: &[u8], whole: bool) -> Step {
         self.words = self.words.wrapping_add(1);
-        match self.reader.feed(word) {
+        let read = if self.flags & DENY_NO_SITE != 0 {
+            self.reader.feed_stopping_at_no_site::<true>(word)
+        } else {
+            self.reader.feed(word)
+        };
+        match read {
+            // `-S` among the options: the interpreter starts without site, whatever else
+            // the command line asks.
+            Word::NoSite => return Step::Refuse(Rule::AuditHookRequired),
             Word::InlineCode if self.flags & DENY_INLINE_CODE != 0 => {
                 return Step::Refuse(Rule::NoInlineCode);
             }
@@ -686,6 +697,37 @@ mod tests {
 
     fn judge_modules(flags: u32, args: &[&str]) -> Step {
         ArgvJudge::judge(flags, &MODULES, args.iter().map(|a| a.as_bytes()))
+    }
+
+    #[test]
+    fn a_start_up_without_site_is_refused_only_where_the_hook_is_required() {
+        let hooked = ALL | DENY_NO_SITE;
+        for args in [
+            &["-S", "s.py"][..],
+            &["-ES", "s.py"],
+            &["-IS", "s.py"],
+            &["-sSE", "s.py"],
+            &["-E", "-S", "-m", "json.tool"],
+            &["-S", "-W", "x", "s.py"],
+        ] {
+            assert_eq!(
+                judge_modules(hooked, args),
+                Step::Refuse(Rule::AuditHookRequired),
+                "{args:?}"
+            );
+            assert_eq!(judge_modules(ALL, args), Step::Allow, "{args:?}");
+        }
+        // An `S` that is a program's argument, or an option's value, is no `-S`.
+        for args in [
+            &["s.py", "-S"][..],
+            &["-X", "S", "s.py"],
+            &["-XS", "s.py"],
+            &["-W", "S", "s.py"],
+            &["-WS", "s.py"],
+            &["-m", "json.tool", "-S"],
+        ] {
+            assert_eq!(judge_modules(hooked, args), Step::Allow, "{args:?}");
+        }
     }
 
     #[test]

@@ -60,10 +60,26 @@ pub enum Rule {
     /// Only the agent's controllers (PID 1, guard itself, executables the configuration
     /// names) may signal or trace it, reach its kernel maps and programs, or remove its pins.
     ControllerOnly = 19,
+    /// A profile whose dynamic code is denied must start with guard's audit hook: a
+    /// start-up that skips it (`-S`, no `site`) is refused.
+    AuditHookRequired = 20,
+    /// Code compiled or loaded at run time from something other than a file the interpreter
+    /// opened as code (`exec`/`eval`/`compile` of a string, `marshal.loads`, a code object
+    /// built by hand), reported by the audit hook.
+    DynamicCode = 21,
+    /// A native library loaded, or memory read or written, through `ctypes`.
+    NativeCall = 22,
+    /// A class looked up by `pickle` while loading data: unpickling runs what it names.
+    Unpickle = 23,
+    /// Another audit hook added (it sees, and may change, what guard's hook sees).
+    AuditHookAdded = 24,
+    /// A program started from Python (`os.system`, `subprocess`, `os.exec*`, `os.spawn*`,
+    /// `os.posix_spawn`).
+    ProcessLaunch = 25,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 19] = [
+    pub const ALL: [Rule; 25] = [
         Rule::RegularFile,
         Rule::NotDeleted,
         Rule::TrustedOwner,
@@ -83,6 +99,12 @@ impl Rule {
         Rule::KernelVerdict,
         Rule::NoLoaderLaunch,
         Rule::ControllerOnly,
+        Rule::AuditHookRequired,
+        Rule::DynamicCode,
+        Rule::NativeCall,
+        Rule::Unpickle,
+        Rule::AuditHookAdded,
+        Rule::ProcessLaunch,
     ];
 
     /// Stable identifier used in logs, the audit trail and `guard explain`.
@@ -107,6 +129,12 @@ impl Rule {
             Rule::KernelVerdict => "kernel-verdict",
             Rule::NoLoaderLaunch => "no-loader-launch",
             Rule::ControllerOnly => "controller-only",
+            Rule::AuditHookRequired => "audit-hook-required",
+            Rule::DynamicCode => "dynamic-code",
+            Rule::NativeCall => "native-call",
+            Rule::Unpickle => "unpickle",
+            Rule::AuditHookAdded => "audit-hook-added",
+            Rule::ProcessLaunch => "process-launch",
         }
     }
 

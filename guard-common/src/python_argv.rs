@@ -14,6 +14,8 @@ pub struct Invocation<'a> {
     pub script: Option<&'a [u8]>,
     /// `-i`: interactive inspection after the script.
     pub inspect: bool,
+    /// `-S`: no `site` at start-up, so nothing a `.pth` file or `sitecustomize` installs.
+    pub no_site: bool,
     /// An option that needs an argument came last with none: CPython refuses to start.
     pub truncated: bool,
 }
@@ -249,6 +251,33 @@ pub enum Word<'a> {
     Program,
     /// An option cluster longer than the reader's limit: what it asks for is unknown.
     Unread,
+    /// `-S` among the options, read by [`Reader::feed_stopping_at_no_site`]: the rest of
+    /// the cluster is not read.
+    NoSite,
+}
+
+/// Whether the option cluster `word` (`-ES`, `-IsS`, `-Wx`…), read as options, holds the
+/// option `letter`, as CPython's getopt reads it: the letters up to the first one that takes
+/// an argument (the rest is that argument) or a `-` (a long option), at most `limit` of
+/// them. A pass of its own rather than state [`Reader::feed`] carries from letter to letter:
+/// each such bit doubles the states the BPF verifier walks through the cluster loop.
+#[inline(always)]
+pub fn cluster_has(word: &[u8], letter: u8, limit: usize) -> bool {
+    if word.len() < 2 || word[0] != b'-' {
+        return false;
+    }
+    let mut i = 1;
+    while i < word.len() && i <= limit {
+        let option = word[i];
+        if option == letter {
+            return true;
+        }
+        if option == b'-' || takes_argument(option) {
+            return false;
+        }
+        i += 1;
+    }
+    false
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -311,6 +340,12 @@ impl Reader {
         }
     }
 
+    /// True when the next word is read as options (or the script operand, when it does
+    /// not start with `-`).
+    pub fn expects_option(&self) -> bool {
+        matches!(self.expect, Expect::Option)
+    }
+
     /// True once the words that follow belong to the program: no later word can change
     /// what the interpreter runs.
     pub fn done(&self) -> bool {
@@ -321,6 +356,16 @@ impl Reader {
     /// pointer into its caller's stack.
     #[inline(always)]
     pub fn feed<'a>(&mut self, arg: &'a [u8]) -> Word<'a> {
+        self.feed_stopping_at_no_site::<false>(arg)
+    }
+
+    /// [`Self::feed`], stopping at `-S` with [`Word::NoSite`] when `STOP`: the kernel's
+    /// judge refuses there. Nothing is carried from letter to letter, which would double
+    /// the states the BPF verifier walks (a letter that only continues leaves the state as
+    /// it was), and nothing is kept in the reader or beside it, whose room the kernel's
+    /// 512-byte stack pays for: a constant, one copy of the walk per setting.
+    #[inline(always)]
+    pub fn feed_stopping_at_no_site<'a, const STOP: bool>(&mut self, arg: &'a [u8]) -> Word<'a> {
         match self.expect {
             Expect::Done => return Word::Program,
             Expect::Argument => {
@@ -362,6 +407,9 @@ impl Reader {
             if option == b'-' {
                 long = i;
                 break;
+            }
+            if STOP && option == b'S' {
+                return Word::NoSite;
             }
             // Branch-free so the verifier does not fork a state per byte.
             self.inspect |= option == b'i';
@@ -482,6 +530,9 @@ where
     let mut reader = Reader::new();
     let mut invocation = Invocation::default();
     for arg in args {
+        if reader.expects_option() && cluster_has(arg, b'S', usize::MAX) {
+            invocation.no_site = true;
+        }
         match reader.feed(arg) {
             Word::Script(script) => invocation.script = Some(script),
             Word::Module(Some(module)) => invocation.module = Some(module),

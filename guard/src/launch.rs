@@ -11,7 +11,7 @@
 use guard_common::Rule;
 use guard_common::exec_gate::{
     ARG_BUFFER, ArgvJudge, DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE,
-    DENY_STDIN_CODE, EnvPattern, MAX_ARGS, MAX_CLUSTER, MAX_ENV, MODULE_INLINE_CODE,
+    DENY_NO_SITE, DENY_STDIN_CODE, EnvPattern, MAX_ARGS, MAX_CLUSTER, MAX_ENV, MODULE_INLINE_CODE,
     MODULE_STDIN_CODE, ModuleKey, ModuleSet, Step, env_entry_refused, env_entry_words, judge_env,
 };
 use guard_common::python_argv;
@@ -64,6 +64,9 @@ pub fn gate_flags(profile: &Profile) -> u32 {
         if permission == Permission::Deny {
             flags |= bit;
         }
+    }
+    if profile.require_audit_hook {
+        flags |= DENY_NO_SITE;
     }
     flags
 }
@@ -190,6 +193,22 @@ pub fn decide_launch(policy: &Policy, profile: &Profile, launch: &Launch<'_>) ->
         checks.push(match reason {
             Some(reason) => check(Rule::NoInteractive, false, reason),
             None => check(Rule::NoInteractive, true, "not interactive"),
+        });
+    }
+
+    if profile.require_audit_hook {
+        checks.push(if asks(DENY_NO_SITE, Rule::AuditHookRequired) {
+            check(
+                Rule::AuditHookRequired,
+                false,
+                "-S starts without site, so without the audit hook this profile requires                  (dynamic_code = \"deny\" or require_audit_hook): refused",
+            )
+        } else {
+            check(
+                Rule::AuditHookRequired,
+                true,
+                "starts with site, which loads the audit hook",
+            )
         });
     }
 

@@ -61,6 +61,32 @@ pub enum Permission {
     Deny,
 }
 
+/// What a profile's audit hook does with code made at run time: `exec`, `eval` or
+/// `compile` of a string, `marshal.loads`, a code object built by hand
+/// (`[[interpreter]] dynamic_code`, see [`crate::dynamic_code`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DynamicCode {
+    /// Neither recorded nor refused; the hook is not required.
+    Allow,
+    /// Recorded in the audit trail, never refused.
+    #[default]
+    Audit,
+    /// Refused unless the code that makes it is one of `dynamic_code_callers`, and
+    /// recorded; the hook is required at start-up.
+    Deny,
+}
+
+impl fmt::Display for DynamicCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DynamicCode::Allow => "allow",
+            DynamicCode::Audit => "audit",
+            DynamicCode::Deny => "deny",
+        })
+    }
+}
+
 /// Content sniffers that make a file code whatever its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -230,6 +256,12 @@ struct RawProfile {
     loaders: Vec<String>,
     #[serde(default = "deny")]
     loader_launch: Permission,
+    #[serde(default)]
+    dynamic_code: DynamicCode,
+    #[serde(default)]
+    dynamic_code_callers: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    require_audit_hook: Option<bool>,
 }
 
 fn default_dialect() -> ArgvDialect {
@@ -312,6 +344,15 @@ pub struct Profile {
     pub loaders: Vec<String>,
     /// A loader exec'd directly launching a program (`ld.so python3 …`).
     pub loader_launch: Permission,
+    /// What the audit hook does with code made at run time.
+    pub dynamic_code: DynamicCode,
+    /// The files whose own dynamic code is expected (matched against the calling frame's
+    /// file, `/` matched only by `/`): never refused, counted but not recorded one by one
+    /// ([`DEFAULT_DYNAMIC_CODE_CALLERS`] when absent).
+    pub dynamic_code_callers: Vec<glob::Pattern>,
+    /// A start-up that skips the audit hook (`-S`) is refused ([`guard_common::Rule::AuditHookRequired`]);
+    /// by default where `dynamic_code = "deny"`.
+    pub require_audit_hook: bool,
 }
 
 pub struct Exception {
@@ -382,6 +423,23 @@ pub const DEFAULT_INLINE_CODE_MODULES: &[&str] = &[
 /// any module as main: `-m NAME` is a bare interpreter reading stdin in another spelling.
 pub const DEFAULT_STDIN_CODE_MODULES: &[&str] = &[
     "code", "asyncio", "pdb", "profile", "cProfile", "trace", "runpy", "idlelib",
+];
+
+/// The stdlib files that make code from strings on their own, in every program that uses
+/// them: `collections.namedtuple` and `dataclasses` write their methods as source and
+/// `exec` it, `typing` compiles and evaluates string annotations (forward references),
+/// `types.coroutine` rebuilds a code object with other flags. The stdlib's gadgets that
+/// run a string their caller hands them (`timeit`, `code`, `pdb`, `cProfile.run`,
+/// `doctest`…) are left out on purpose: their dynamic code is the caller's.
+pub const DEFAULT_DYNAMIC_CODE_CALLERS: &[&str] = &[
+    "/usr/lib/python3*/collections/__init__.py",
+    "/usr/lib/python3*/dataclasses.py",
+    "/usr/lib/python3*/typing.py",
+    "/usr/lib/python3*/types.py",
+    "/usr/lib64/python3*/collections/__init__.py",
+    "/usr/lib64/python3*/dataclasses.py",
+    "/usr/lib64/python3*/typing.py",
+    "/usr/lib64/python3*/types.py",
 ];
 
 /// Rules an exception may waive: content and placement, never file kind or W^X.
@@ -568,6 +626,23 @@ impl Policy {
                         .map_err(|e| at(Some(pattern.span()), format!("bad code pattern: {e}")))?,
                 );
             }
+            let dynamic_code_callers = match &profile.dynamic_code_callers {
+                None => DEFAULT_DYNAMIC_CODE_CALLERS
+                    .iter()
+                    .map(|p| glob::Pattern::new(p).expect("valid default pattern"))
+                    .collect(),
+                Some(patterns) => patterns
+                    .iter()
+                    .map(|pattern| {
+                        glob::Pattern::new(pattern.get_ref()).map_err(|e| {
+                            at(
+                                Some(pattern.span()),
+                                format!("bad dynamic_code_callers pattern: {e}"),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
             let module_list = |names: &Option<Vec<Spanned<String>>>, default: &[&str]| match names {
                 None => Ok(default.iter().map(|n| n.to_string()).collect()),
                 Some(names) => {
@@ -650,6 +725,11 @@ impl Policy {
                 stdin_code_modules,
                 loaders: profile.loaders,
                 loader_launch: profile.loader_launch,
+                dynamic_code: profile.dynamic_code,
+                dynamic_code_callers,
+                require_audit_hook: profile
+                    .require_audit_hook
+                    .unwrap_or(profile.dynamic_code == DynamicCode::Deny),
             });
         }
 

@@ -529,6 +529,7 @@ pub fn sign_with(key: &Path, path: &Path) {
 /// A running `guard run`, killed when dropped.
 pub struct Agent {
     child: Option<Child>,
+    /// The status socket; the Python audit hook's is beside it (`python-hook.sock`).
     pub socket: PathBuf,
     pub audit: PathBuf,
     pub log: PathBuf,
@@ -584,6 +585,9 @@ impl Agent {
             .prefix("guard-agent-")
             .tempdir()
             .expect("tempdir");
+        // Interpreters' audit hooks connect to the hook socket beside the status one, as
+        // any user (the status socket itself stays 0600).
+        set_mode(dir.path(), 0o755);
         let socket = dir.path().join("guard.sock");
         let audit = dir.path().join("audit.jsonl");
         let log = dir.path().join("agent.log");

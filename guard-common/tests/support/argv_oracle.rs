@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use guard_common::exec_gate::{
     ARG_BUFFER, ArgvJudge, DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE,
-    DENY_STDIN_CODE, MAX_ARGS, MAX_CLUSTER, NoModules, Step,
+    DENY_NO_SITE, DENY_STDIN_CODE, MAX_ARGS, MAX_CLUSTER, NoModules, Step,
 };
 use guard_common::python_argv::{self, Invocation, Reader, Word};
 
@@ -391,11 +391,11 @@ pub(crate) fn profiled_interpreters() -> Vec<PathBuf> {
 // Running CPython
 
 const SCRIPT_BODY: &str = "# guard argv oracle: the first line is a comment, as -x skips it\n\
-import sys; print(\"GUARDTAG script\", sys.argv[0].encode(\"utf-8\", \"surrogateescape\").hex(), sys.flags.inspect)\n";
+import sys; print(\"GUARDTAG script\", sys.argv[0].encode(\"utf-8\", \"surrogateescape\").hex(), sys.flags.inspect, sys.flags.no_site)\n";
 const MAIN_BODY: &str = "# guard argv oracle\n\
-import sys; print(\"GUARDTAG main\", sys.argv[0].encode(\"utf-8\", \"surrogateescape\").hex(), sys.flags.inspect)\n";
+import sys; print(\"GUARDTAG main\", sys.argv[0].encode(\"utf-8\", \"surrogateescape\").hex(), sys.flags.inspect, sys.flags.no_site)\n";
 const STDIN_BODY: &str = "# guard argv oracle\n\
-import sys; print(\"GUARDTAG stdin\", sys.argv[0].encode(\"utf-8\", \"surrogateescape\").hex(), sys.flags.inspect)\n";
+import sys; print(\"GUARDTAG stdin\", sys.argv[0].encode(\"utf-8\", \"surrogateescape\").hex(), sys.flags.inspect, sys.flags.no_site)\n";
 
 /// A temporary directory: `cwd/` where CPython runs (every word that can name a file there
 /// is a script printing its tag, and `__main__.py` for the directory operands), and `io/`
@@ -609,6 +609,9 @@ pub(crate) struct Ran {
     pub stdin_code: bool,
     /// It went interactive after the program (`-i`).
     pub inspect: bool,
+    /// It started without `site` (`-S`), as a file or stdin program reports it; `None`
+    /// when only inline code ran.
+    pub no_site: Option<bool>,
 }
 
 fn quoted(bytes: &[u8]) -> String {
@@ -641,11 +644,12 @@ impl std::fmt::Display for Ran {
 pub(crate) fn describe(inv: &Invocation) -> String {
     let word = |w: Option<&[u8]>| w.map_or("none".to_string(), quoted);
     format!(
-        "inline_code {}, module {}, script {}, inspect {}, truncated {}",
+        "inline_code {}, module {}, script {}, inspect {}, no_site {}, truncated {}",
         inv.inline_code,
         word(inv.module),
         word(inv.script),
         inv.inspect,
+        inv.no_site,
         inv.truncated
     )
 }
@@ -654,6 +658,7 @@ struct Event {
     kind: String,
     argv0: Vec<u8>,
     inspect: bool,
+    no_site: Option<bool>,
 }
 
 fn events(stdout: &str) -> Result<Vec<Event>, String> {
@@ -668,11 +673,13 @@ fn events(stdout: &str) -> Result<Vec<Event>, String> {
                 kind: "code".into(),
                 argv0: Vec::new(),
                 inspect: false,
+                no_site: None,
             },
-            [kind, hex, inspect] => Event {
+            [kind, hex, inspect, no_site] => Event {
                 kind: kind.to_string(),
                 argv0: unhex(hex).ok_or_else(|| format!("bad tag line {line:?}"))?,
                 inspect: *inspect != "0",
+                no_site: Some(*no_site != "0"),
             },
             _ => return Err(format!("bad tag line {line:?}")),
         };
@@ -727,6 +734,7 @@ pub(crate) fn what_ran(output: &Output) -> Result<Ran, String> {
         program: Program::Nothing(why),
         stdin_code: false,
         inspect: false,
+        no_site: None,
     };
     if events.is_empty() {
         if output.code == Some(2) && (stderr.starts_with("usage: ") || stderr.contains("\nusage: "))
@@ -778,10 +786,12 @@ pub(crate) fn what_ran(output: &Output) -> Result<Ran, String> {
         .skip(usize::from(stdin_code))
         .any(|e| e.kind == "stdin");
     let inspect = after_program || events.iter().any(|e| e.inspect);
+    let no_site = events.iter().find_map(|e| e.no_site);
     Ok(Ran {
         program,
         stdin_code,
         inspect,
+        no_site,
     })
 }
 
@@ -866,13 +876,29 @@ pub(crate) fn disagreement(words: &[Vec<u8>], ran: &Ran, cwd: &[u8]) -> Option<S
                 && inv.reads_stdin()
         }
     };
-    if !program_ok || inv.truncated || inv.inspect != ran.inspect {
+    if !program_ok
+        || inv.truncated
+        || inv.inspect != ran.inspect
+        || ran.no_site.is_some_and(|no_site| no_site != inv.no_site)
+    {
         return Some(format!("guard reads {}", describe(&inv)));
     }
     let code = matches!(ran.program, Program::Code);
     let step = ArgvJudge::judge(ALL_DENIED, &NoModules, words.iter().map(|w| w.as_slice()));
     if (code || ran.stdin_code || ran.inspect) && !matches!(step, Step::Refuse(_)) {
         return Some(format!("the kernel's judge says {step:?}"));
+    }
+    // A start-up without `site` is refused where the audit hook is required, whatever
+    // else the command line asks.
+    let hooked = ArgvJudge::judge(
+        ALL_DENIED | DENY_NO_SITE,
+        &NoModules,
+        words.iter().map(|w| w.as_slice()),
+    );
+    if ran.no_site == Some(true) && !matches!(hooked, Step::Refuse(_)) {
+        return Some(format!(
+            "CPython skipped site, the kernel's judge with DENY_NO_SITE says {hooked:?}"
+        ));
     }
     if let Some(index) = kernel_operand(words) {
         let operand = words[index].as_slice();

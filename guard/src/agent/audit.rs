@@ -46,6 +46,9 @@ pub struct AuditRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missing: Option<String>,
     pub checks: Vec<CheckRecord>,
+    /// What the Python audit hook reported (`code` is `dynamic`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dynamic: Option<super::python_hook::DynamicRecord>,
 }
 
 /// What a kernel layer refused (the exec gate, the LSM layer), as the audit trail says it:
@@ -82,6 +85,7 @@ impl From<KernelRefusal> for AuditRecord {
                 passed: false,
                 reason: refusal.reason,
             }],
+            dynamic: None,
         }
     }
 }

@@ -61,6 +61,7 @@ pub fn gate_config(loaded: &Loaded) -> ExecGateConfig {
         deny_inline_code: denies(|p| p.inline_code),
         deny_stdin_code: denies(|p| p.stdin),
         deny_interactive: denies(|p| p.interactive),
+        deny_no_site: policy.interpreters.iter().any(|p| p.require_audit_hook),
         deny_descriptor_script: !policy.interpreters.is_empty(),
         refused_env,
         inline_code_modules: union(|p| &p.inline_code_modules),
@@ -165,6 +166,9 @@ pub fn reason(rule: Rule) -> &'static str {
         Rule::NoCodeEnvironment => "a refused environment variable is set",
         Rule::ScriptIsFile => "the script operand names a file descriptor, not a file",
         Rule::FactsUnavailable => "the command line is beyond what the gate can read: refused",
+        Rule::AuditHookRequired => {
+            "a start-up without site (-S) skips the audit hook the policy requires: refused"
+        }
         Rule::NoLoaderLaunch => {
             "the dynamic loader was run directly to launch a program (ld.so PROGRAM): refused"
         }

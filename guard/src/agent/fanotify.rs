@@ -837,6 +837,7 @@ impl Outcome {
                     reason: c.reason.clone(),
                 })
                 .collect(),
+            dynamic: None,
         }
     }
 }

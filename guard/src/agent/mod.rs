@@ -15,6 +15,7 @@ pub mod mounts;
 pub mod notify;
 pub mod opener;
 pub mod process;
+pub mod python_hook;
 pub mod stats;
 pub mod status;
 pub mod supervisor;

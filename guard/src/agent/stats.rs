@@ -124,6 +124,14 @@ pub struct Stats {
     /// an attribute change or a reload dropped them all.
     pub kernel_kept: AtomicU64,
     pub kernel_forgotten: AtomicU64,
+    /// Interpreters whose audit hook connected under a profile; the events their hooks
+    /// reported, those recorded one by one, those refused, and those counted only (over a
+    /// budget or the rate, or lost on the hook's side while the agent was behind).
+    pub hooked_processes: AtomicU64,
+    pub dynamic_events: AtomicU64,
+    pub dynamic_records: AtomicU64,
+    pub dynamic_denied: AtomicU64,
+    pub dynamic_dropped: AtomicU64,
     /// Latency of every answer (event read to response written).
     pub latency: Histogram,
     /// Latency of answers that needed a signature check (cache misses).
@@ -158,6 +166,11 @@ impl Default for Stats {
             cache_evictions: AtomicU64::new(0),
             kernel_kept: AtomicU64::new(0),
             kernel_forgotten: AtomicU64::new(0),
+            hooked_processes: AtomicU64::new(0),
+            dynamic_events: AtomicU64::new(0),
+            dynamic_records: AtomicU64::new(0),
+            dynamic_denied: AtomicU64::new(0),
+            dynamic_dropped: AtomicU64::new(0),
             latency: Histogram::default(),
             miss_latency: Histogram::default(),
             hit_latency: Histogram::default(),

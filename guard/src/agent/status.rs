@@ -71,6 +71,18 @@ pub struct Report {
     pub kernel_kept: u64,
     #[serde(default)]
     pub kernel_forgotten: u64,
+    /// The Python audit hook: interpreters whose hook connected, the events reported,
+    /// recorded one by one, refused, and counted only (see `agent::python_hook`).
+    #[serde(default)]
+    pub hooked_processes: u64,
+    #[serde(default)]
+    pub dynamic_events: u64,
+    #[serde(default)]
+    pub dynamic_records: u64,
+    #[serde(default)]
+    pub dynamic_denied: u64,
+    #[serde(default)]
+    pub dynamic_dropped: u64,
     /// The agent's cgroup memory limit (0: none) and the anonymous memory charged to it.
     #[serde(default)]
     pub memory_limit: u64,
@@ -132,6 +144,11 @@ pub fn report(state: &State) -> Report {
         cache_evictions: stats.cache_evictions.load(Ordering::Relaxed),
         kernel_kept: stats.kernel_kept.load(Ordering::Relaxed),
         kernel_forgotten: stats.kernel_forgotten.load(Ordering::Relaxed),
+        hooked_processes: stats.hooked_processes.load(Ordering::Relaxed),
+        dynamic_events: stats.dynamic_events.load(Ordering::Relaxed),
+        dynamic_records: stats.dynamic_records.load(Ordering::Relaxed),
+        dynamic_denied: stats.dynamic_denied.load(Ordering::Relaxed),
+        dynamic_dropped: stats.dynamic_dropped.load(Ordering::Relaxed),
         memory_limit: stats.memory_limit.load(Ordering::Relaxed),
         memory_anon: stats.memory_anon.load(Ordering::Relaxed),
         cache_hits: state.cache.hits.load(Ordering::Relaxed),

@@ -112,6 +112,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     // What loading the layers parsed is freed: give it back before the long run.
     super::memory::trim();
+    // The hooks' socket before the status one: once `guard status` answers, an interpreter
+    // started afterwards finds its hook's agent.
+    let hook_socket = crate::python_hook::socket_beside(&config.socket);
+    super::python_hook::serve(&hook_socket, state.clone())?;
     status::serve(&config.socket, state.clone())?;
     log::info!(
         "enforcing with fanotify on {} filesystem(s); status on {}",

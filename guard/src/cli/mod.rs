@@ -6,6 +6,7 @@ mod generate;
 mod keygen;
 mod packages;
 mod policy;
+mod python_hook;
 mod run;
 mod sign;
 mod verify;
@@ -40,6 +41,9 @@ pub(crate) enum Command {
     /// Check or show a policy.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Install guard's Python audit hook (reports and refuses code made at run time).
+    #[command(subcommand)]
+    PythonHook(python_hook::PythonHookCommand),
     /// Run the enforcing agent (fanotify; BPF LSM where available).
     Run(run::RunArgs),
     /// Show the running agent's counters.
@@ -87,6 +91,7 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Explain(args) => explain::run(&args),
         Command::Policy(command) => policy::run(&command),
+        Command::PythonHook(command) => python_hook::run(&command),
         Command::Run(args) => run::run(args),
         Command::Status(args) => run::status(&args),
         Command::Packages(command) => packages::run(command),

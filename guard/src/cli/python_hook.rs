@@ -1,0 +1,39 @@
+//! `guard python-hook install`: writes guard's Python audit hook into a site directory.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub(crate) enum PythonHookCommand {
+    /// Write the audit hook module and the `.pth` file that loads it at start-up into a
+    /// site directory (a directory `site` reads `.pth` files from). Sign both, like the rest
+    /// of the interpreter's library: the interpreter may load them only signed.
+    Install {
+        /// The site directory.
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = "/usr/lib/python3/dist-packages"
+        )]
+        site: PathBuf,
+        /// The agent's hook socket (beside its status socket).
+        #[arg(long, value_name = "PATH", default_value = guard::python_hook::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+}
+
+pub(super) fn run(command: &PythonHookCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        PythonHookCommand::Install { site, socket } => {
+            let written = guard::python_hook::install(site, socket)
+                .with_context(|| format!("installing the audit hook into {}", site.display()))?;
+            for path in written {
+                println!("{}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

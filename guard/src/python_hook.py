@@ -1,0 +1,246 @@
+# guard's audit hook (PEP 578): reports the code a program makes at run time (exec, eval,
+# compile of strings, marshal.loads, code objects built by hand), ctypes, pickle and
+# program launches to the guard agent, which records them and, where the policy says
+# dynamic_code = "deny", refuses them. Written by `guard python-hook install`; loaded at
+# start-up by the `.pth` file beside it, before any of the program's own code. Sign it
+# like the rest of the interpreter's library: unsigned, the interpreter may not load it.
+
+
+def _guard_install():
+    import sys
+    import _socket
+    import _thread
+
+    path = __SOCKET__
+    events = frozenset(__EVENTS__)
+    makes_code = frozenset(__MAKES_CODE__)
+    # What one message carries of a source, and how many messages may wait unread.
+    payload_max = 16384
+
+    def connect():
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        try:
+            sock.settimeout(5.0)
+            sock.connect(path)
+            sock.send(b"hello")
+            mode = sock.recv(64)
+            sock.settimeout(0.0)
+        except BaseException:
+            sock.close()
+            raise
+        return sock, mode
+
+    try:
+        sock, mode = connect()
+    except (FileNotFoundError, ConnectionRefusedError):
+        # No agent runs: nothing enforces anything on this host now.
+        return
+    except OSError:
+        # An agent runs but cannot be asked: what it would allow is not known.
+        sock, mode = None, b"deny"
+    if mode == b"allow":
+        sock.close()
+        return
+    deny = mode != b"audit"
+
+    modules = sys.modules
+    getframe = sys._getframe
+    lock = _thread.allocate_lock()
+    # Per (event, calling file): b"a" allowed and not to be reported again, b"r" allowed
+    # and reported each time, b"d" refused. Only asked for what makes code under deny.
+    answers = {}
+    state = {"sock": sock, "dropped": 0}
+
+    # The import system runs code read from files the interpreter opened as code, which
+    # guard judged when they were opened, and so does `site` at start-up with the import
+    # lines of `.pth` files (code by name to guard); once the main program starts,
+    # `site.addpackage` is one more function that runs lines of any file it is handed.
+    # Their frames are known by their module's globals (no frame gets them without
+    # running that module's own code), never by name.
+    importlib_globals = (
+        modules["_frozen_importlib"].__dict__,
+        modules["_frozen_importlib_external"].__dict__,
+    )
+    site = modules.get("site")
+    site_globals = site.__dict__ if site is not None else None
+    source_suffixes = tuple(modules["_frozen_importlib_external"].SOURCE_SUFFIXES)
+
+    starting = [True]
+    main_program = frozenset(
+        (
+            "cpython.run_file",
+            "cpython.run_module",
+            "cpython.run_command",
+            "cpython.run_stdin",
+            "cpython.run_interactivehook",
+            "cpython.run_startup",
+        )
+    )
+
+    def from_a_code_file(event, args, frame_globals):
+        if frame_globals is site_globals:
+            return starting[0] and event in ("compile", "exec")
+        if not any(frame_globals is g for g in importlib_globals):
+            return False
+        if event == "compile":
+            # A loader compiles what a file holds: code only under a code name, which
+            # guard judged at the open; a loader pointed at `data.txt` makes dynamic code.
+            name = args[1]
+            return isinstance(name, str) and name.endswith(source_suffixes)
+        return event in ("exec", "marshal.loads")
+
+    def text(value):
+        if isinstance(value, bytes):
+            return value
+        if isinstance(value, (bytearray, memoryview)):
+            return bytes(value)
+        if isinstance(value, str):
+            return value.encode("utf-8", "surrogatepass")
+        return repr(type(value)).encode()
+
+    def describe(event, args):
+        # (detail, payload): what the record shows of the event.
+        try:
+            if event == "compile":
+                return text(args[1]), text(args[0])
+            if event == "exec":
+                code = args[0]
+                return text(getattr(code, "co_filename", "")), text(getattr(code, "co_name", ""))
+            if event == "code.__new__":
+                return text(args[1]) + b":" + text(args[2]), b""
+            if event == "marshal.loads":
+                return b"", text(args[0])
+            if event == "pickle.find_class":
+                return text(args[0]) + b"." + text(args[1]), b""
+            if event in ("os.system",):
+                return b"", text(args[0])
+            if event in ("os.exec", "os.posix_spawn", "subprocess.Popen"):
+                return text(args[0]), text(repr(args[1]))
+            if event == "os.spawn":
+                return text(args[1]), text(repr(args[2]))
+            return text(" ".join(repr(a) for a in args)[:512]), b""
+        except Exception:
+            return b"?", b""
+
+    def send(message, ask):
+        sock = state["sock"]
+        if sock is None:
+            return b"d" if ask else None
+        if not ask:
+            try:
+                sock.send(message)
+            except BlockingIOError:
+                # The agent is behind: the event is counted, never waited for.
+                state["dropped"] += 1
+            except OSError:
+                # The agent restarted: ask the new one.
+                state["dropped"] += 1
+                reconnect()
+            return None
+        with lock:
+            try:
+                sock.settimeout(5.0)
+                sock.send(message)
+                answer = sock.recv(16)
+            except OSError:
+                answer = b"d"
+            finally:
+                try:
+                    sock.settimeout(0.0)
+                except OSError:
+                    pass
+        return answer[:1] or b"d"
+
+    def examine(event, args):
+        # The answer for this event: b"d" refused, anything else allowed.
+        try:
+            frame = getframe(2)
+        except ValueError:
+            # No Python code called it: the interpreter compiling its own main program
+            # at start-up, a file guard judged when it was opened.
+            return None, ""
+        if from_a_code_file(event, args, frame.f_globals):
+            return None, ""
+        caller = frame.f_code.co_filename
+        where = "%s by %s line %d" % (event, caller, frame.f_lineno)
+        key = (event, caller)
+        answer = answers.get(key)
+        if answer == b"a":
+            return answer, where
+        ask = deny and answer is None and event in makes_code
+        detail, payload = describe(event, args)
+        size = len(payload)
+        digest = b""
+        if size > payload_max:
+            try:
+                import _sha256
+
+                digest = _sha256.sha256(payload).hexdigest().encode()
+            except Exception:
+                digest = b"?"
+            payload = payload[:payload_max]
+        dropped, state["dropped"] = state["dropped"], 0
+        message = b"\0".join(
+            (
+                event.encode(),
+                text(caller),
+                str(frame.f_lineno).encode(),
+                b"1" if ask else b"0",
+                str(dropped).encode(),
+                str(size).encode(),
+                digest,
+                detail[:1024],
+                payload,
+            )
+        )
+        reply = send(message, ask)
+        if ask:
+            answer = reply
+            answers[key] = answer
+        return answer, where
+
+    def hook(event, args):
+        if event not in events:
+            if event in main_program:
+                starting[0] = False
+            return
+        try:
+            answer, where = examine(event, args)
+        except Exception:
+            # The hook itself failed: under deny, what it could not look at is refused.
+            answer, where = (b"d" if deny else None), event
+        if answer == b"d" and event in makes_code:
+            raise PermissionError("guard: dynamic code refused (%s): rule dynamic-code" % where)
+
+    def reconnect():
+        old = state["sock"]
+        try:
+            state["sock"], _ = connect()
+        except OSError:
+            state["sock"] = None
+        if old is not None:
+            old.close()
+
+    def flush():
+        # What could not be sent is counted by the agent, never lost without a count.
+        dropped = state["dropped"]
+        sock = state["sock"]
+        if dropped and sock is not None:
+            try:
+                sock.settimeout(1.0)
+                sock.send(b"\0".join((b"dropped", b"", b"0", b"0", str(dropped).encode())))
+            except OSError:
+                pass
+
+    import atexit
+    import os
+
+    atexit.register(flush)
+    # A child asks on its own connection: two processes reading one socket would take
+    # each other's answers.
+    os.register_at_fork(after_in_child=reconnect)
+    sys.addaudithook(hook)
+
+
+_guard_install()
+del _guard_install
