@@ -140,6 +140,14 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         "kernel cache: {} files left to the kernel, dropped {} times (attribute changes, reloads)",
         report.kernel_kept, report.kernel_forgotten
     );
+    println!(
+        "python hook:  {} interpreters hooked, {} events, {} recorded, {} refused, {} counted only (budget, rate, agent behind)",
+        report.hooked_processes,
+        report.dynamic_events,
+        report.dynamic_records,
+        report.dynamic_denied,
+        report.dynamic_dropped
+    );
     if report.memory_limit > 0 {
         println!(
             "memory:       {} MiB anonymous of a {} MiB limit; cache capacity {}, {} evicted under pressure",
