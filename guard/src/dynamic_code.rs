@@ -227,6 +227,18 @@ mod tests {
         let deny = policy("dynamic_code = \"deny\"\n");
         let p = &deny.interpreters[0];
         assert!(p.require_audit_hook);
+        // What moves the prefix, and so the site directories the hook comes from, is held
+        // to the rules: a virtual environment's configuration as code, PYTHONHOME refused.
+        assert!(p.code_patterns.iter().any(|c| c.matches("pyvenv.cfg")));
+        assert!(p.deny_env.iter().any(|n| n == "PYTHONHOME"));
+        let audit_profile = &audit.interpreters[0];
+        assert!(
+            !audit_profile
+                .code_patterns
+                .iter()
+                .any(|c| c.matches("pyvenv.cfg"))
+        );
+        assert!(!audit_profile.deny_env.iter().any(|n| n == "PYTHONHOME"));
         for event in [HookEvent::Compile, HookEvent::CodeNew, HookEvent::Unmarshal] {
             let d = decide(&deny, p, event, "/srv/app/run.py");
             assert!(!d.verdict.allow && d.record, "{event:?}");

@@ -442,6 +442,12 @@ pub const DEFAULT_DYNAMIC_CODE_CALLERS: &[&str] = &[
     "/usr/lib64/python3*/types.py",
 ];
 
+/// Start-up configuration that is code where the audit hook is required: it decides which
+/// site directories, and so whether the hook, load.
+const HOOK_START_UP_CODE: &[&str] = &["pyvenv.cfg"];
+/// Environment variables refused where the audit hook is required.
+const HOOK_REFUSED_ENV: &[&str] = &["PYTHONHOME"];
+
 /// Rules an exception may waive: content and placement, never file kind or W^X.
 const WAIVABLE: &[guard_common::Rule] = &[
     guard_common::Rule::ValidSignature,
@@ -678,9 +684,30 @@ impl Policy {
                     Ok(list)
                 }
             };
+            let require_audit_hook = profile
+                .require_audit_hook
+                .unwrap_or(profile.dynamic_code == DynamicCode::Deny);
+            let mut deny_env = profile.deny_env;
+            if require_audit_hook {
+                // The hook comes from the site directories of the interpreter's prefix. What
+                // moves the prefix decides whether it loads: a virtual environment's
+                // `pyvenv.cfg` (its own site directory, without the system's) is code, held
+                // to every rule a script is; `PYTHONHOME` (any prefix, a tree of links to
+                // the real stdlib) is refused at exec.
+                for name in HOOK_START_UP_CODE {
+                    if !code_patterns.iter().any(|p| p.as_str() == *name) {
+                        code_patterns.push(glob::Pattern::new(name).expect("a literal name"));
+                    }
+                }
+                for name in HOOK_REFUSED_ENV {
+                    if !deny_env.iter().any(|n| n == name) {
+                        deny_env.push(name.to_string());
+                    }
+                }
+            }
             // The exec gate matches refused names in the kernel, from a table of
             // MAX_ENV_NAMES patterns: a name it cannot hold would go unchecked.
-            for name in &profile.deny_env {
+            for name in &deny_env {
                 if guard_common::exec_gate::EnvPattern::new(name.as_bytes()).is_none() {
                     return Err(at(
                         None,
@@ -720,16 +747,14 @@ impl Policy {
                 inline_code: profile.inline_code,
                 stdin: profile.stdin,
                 interactive: profile.interactive,
-                deny_env: profile.deny_env,
+                deny_env,
                 inline_code_modules,
                 stdin_code_modules,
                 loaders: profile.loaders,
                 loader_launch: profile.loader_launch,
                 dynamic_code: profile.dynamic_code,
                 dynamic_code_callers,
-                require_audit_hook: profile
-                    .require_audit_hook
-                    .unwrap_or(profile.dynamic_code == DynamicCode::Deny),
+                require_audit_hook,
             });
         }
 

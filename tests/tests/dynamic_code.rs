@@ -16,26 +16,34 @@ use std::time::Duration;
 
 use guard_tests::*;
 
-/// A virtual environment on `fs` around the host's python3, with guard's hook installed
-/// for `agent` and signed. Returns its python.
-fn venv_with_hook(fs: &Tmpfs, agent: &Agent) -> PathBuf {
+/// A virtual environment `name` on `fs` around the host's python3, as `python3 -m venv`
+/// makes one (without the system's site directories). Returns its python and its site
+/// directory.
+fn venv(fs: &Tmpfs, name: &str) -> (PathBuf, PathBuf) {
     let version = stdout(&run(
         PYTHON,
         &[&"-c", &"import sys; print('%d.%d' % sys.version_info[:2])"],
     ))
     .trim()
     .to_string();
-    let venv = fs.path().join("venv");
+    let venv = fs.path().join(name);
     let site = venv.join(format!("lib/python{version}/site-packages"));
     std::fs::create_dir_all(&site).unwrap();
     std::fs::create_dir_all(venv.join("bin")).unwrap();
-    std::fs::write(
-        venv.join("pyvenv.cfg"),
+    fs.write(
+        &format!("{name}/pyvenv.cfg"),
         format!("home = /usr/bin\ninclude-system-site-packages = false\nversion = {version}\n"),
-    )
-    .unwrap();
+    );
     let python = venv.join("bin/python3");
     std::os::unix::fs::symlink(PYTHON, &python).unwrap();
+    (python, site)
+}
+
+/// A virtual environment on `fs` with guard's hook installed for `agent`, its hook and its
+/// configuration signed (an environment the operator vouches for). Returns its python.
+fn venv_with_hook(fs: &Tmpfs, agent: &Agent) -> PathBuf {
+    let (python, site) = venv(fs, "venv");
+    sign(&fs.path().join("venv/pyvenv.cfg"));
     let socket = agent.socket.parent().unwrap().join("python-hook.sock");
     let out = guard(&[
         &"python-hook",
@@ -327,6 +335,47 @@ fn deny_refuses_dynamic_code_and_the_stdlib_keeps_working() {
     assert!(agent.status_field("dynamic_denied") >= scripts.len() as u64);
 }
 
+#[test]
+fn a_virtual_environment_without_the_hook_does_not_start_where_it_is_required() {
+    let lab = Lab::new();
+    let script = lab.script("run.py", "exec(open(DATA).read())\n");
+    // The attacker's environment: site directories of its own, without the system's (and
+    // so without the hook). Without guard it runs the signed program unaudited.
+    let (bare, _) = venv(&lab.fs, "bare");
+    let out = run_as_nobody(&bare, &script);
+    assert!(
+        lab.ran(),
+        "the bare venv did not run the payload: {}",
+        text(&out.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    for (setting, refused) in [("deny", true), ("audit", false)] {
+        let policy = policy(dir.path(), &format!("dynamic_code = \"{setting}\"\n"));
+        let agent = Agent::start(lab.fs.path(), &["--policy", policy.to_str().unwrap()]);
+        let out = run_as_nobody(&bare, &script);
+        if refused {
+            assert!(
+                !out.status.success(),
+                "the bare venv started: {}",
+                text(&out.stdout)
+            );
+            assert!(!lab.ran(), "the bare venv ran the payload under deny");
+            assert!(
+                agent
+                    .denies_for("pyvenv.cfg")
+                    .iter()
+                    .any(|l| l.contains("valid-signature")),
+                "pyvenv.cfg not refused as unsigned code: {}",
+                agent.log_text()
+            );
+        } else {
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            assert!(lab.ran(), "audit refused the venv");
+        }
+    }
+}
+
 /// The policy names a private copy of python3 (the exec gate acts host-wide on the
 /// identities it profiles).
 fn private_python(dir: &Path) -> PathBuf {
@@ -368,9 +417,20 @@ fn a_start_up_that_skips_the_hook_is_refused_where_it_is_required() {
         .unwrap();
         let agent =
             Agent::start_with_exec_gate(lab.fs.path(), &["--policy", policy.to_str().unwrap()]);
-        for args in [&["-S"][..], &["-ES"], &["-I", "-S"], &["-sS"]] {
+        // `-S` skips site; PYTHONHOME moves the prefix whose site directories it reads.
+        let home = [("PYTHONHOME", "/usr")];
+        for (args, env) in [
+            (&["-S"][..], &[][..]),
+            (&["-ES"], &[]),
+            (&["-I", "-S"], &[]),
+            (&["-sS"], &[]),
+            (&[], &home),
+        ] {
             let out = run_with_timeout(
-                Command::new(&python).args(args).arg(&script),
+                Command::new(&python)
+                    .args(args)
+                    .arg(&script)
+                    .envs(env.iter().copied()),
                 Duration::from_secs(30),
             );
             if refused {
