@@ -354,7 +354,22 @@ fn setup(work: &Path, root: &Path, guard: &Path, options: &Options) -> Result<La
         storm.push_str(&format!("import {module}\n"));
     }
     storm.push_str("import sys\nprint(len(sys.modules))\n");
-    std::fs::write(layout.app.join("storm.py"), storm)?;
+    std::fs::write(layout.app.join("storm.py"), &storm)?;
+    // P1h: the same storm with guard's audit hook (#20) installed first, as its `.pth` file
+    // does at start-up (the storm runs without site, so the hook is imported by name),
+    // talking to the bench agent's hook socket beside its status socket.
+    must(
+        Command::new(guard)
+            .args(["python-hook", "install", "--site"])
+            .arg(&layout.app)
+            .arg("--socket")
+            .arg(layout.work.join("python-hook.sock")),
+        Duration::from_secs(60),
+    )?;
+    std::fs::write(
+        layout.app.join("storm_hooked.py"),
+        format!("import guard_audit_hook\n{storm}"),
+    )?;
     std::fs::write(
         layout.app.join("planted_main.py"),
         "import planted\nprint('planted module ran')\n",
@@ -502,6 +517,19 @@ fn one_round(
             "warm import storm",
         )?;
         samples.entry(("P1", kind)).or_default().push(ms);
+    }
+
+    // P1h: the same, with the audit hook.
+    timed_ok(
+        run_timed(&mut layout.python("storm_hooked.py"), limit, false)?,
+        "warm-up with the hook",
+    )?;
+    for _ in 0..options.runs {
+        let ms = timed_ok(
+            run_timed(&mut layout.python("storm_hooked.py"), limit, false)?,
+            "warm import storm with the hook",
+        )?;
+        samples.entry(("P1h", kind)).or_default().push(ms);
     }
 
     // P4: tar of the tree, not an interpreter: the tax every process pays. P4u: the same

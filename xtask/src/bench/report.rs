@@ -152,6 +152,7 @@ pub(super) struct Inputs<'a> {
 
 const WORKLOADS: &[(&str, &str)] = &[
     ("P1", "import storm, warm"),
+    ("P1h", "import storm, warm, guard's audit hook loaded first (#20)"),
     ("P2", "import storm, cold"),
     ("P4", "tar of the signed stdlib tree (non-Python)"),
     ("P4u", "tar of an unsigned copy of the tree (non-Python)"),
@@ -280,6 +281,29 @@ pub(super) fn build(inputs: Inputs<'_>) -> Results {
         )
     };
     let mut targets = Vec::new();
+    // #20: the hook adds at most 2 % to P1 (guard with the hook against guard without).
+    let median_of = |id: &str, kind: Kind| {
+        inputs
+            .samples
+            .get(&(id, kind))
+            .filter(|s| !s.is_empty())
+            .map(|s| median(s))
+    };
+    let hook = median_of("P1h", Kind::Guard)
+        .zip(median_of("P1", Kind::Guard))
+        .map(|(with, without)| with / without);
+    let hook_noise = noise_of(
+        inputs.samples.get(&("P1", Kind::Guard)).map(Vec::as_slice),
+        inputs.samples.get(&("P1h", Kind::Guard)).map(Vec::as_slice),
+    );
+    targets.push(Target {
+        what: "P1h / P1 under guard (the audit hook's cost, #20)".into(),
+        target: "<= 1.02".into(),
+        value: hook.map_or("not measured".into(), |v| {
+            format!("{v:.3} (noise ±{:.1} %)", hook_noise * 100.0)
+        }),
+        met: hook.map_or("not measured".into(), |v| judge(v, 1.02, hook_noise)),
+    });
     // Issue #19's targets, in its order. P4u is shown beside P4 but is not one of them.
     for (id, limit, vs_fapolicyd) in [
         ("P1", 1.03, true),
