@@ -201,7 +201,7 @@ pub fn decide_launch(policy: &Policy, profile: &Profile, launch: &Launch<'_>) ->
             check(
                 Rule::AuditHookRequired,
                 false,
-                "-S starts without site, so without the audit hook this profile requires                  (dynamic_code = \"deny\" or require_audit_hook): refused",
+                "-S starts without site, so without the audit hook this profile requires (dynamic_code = \"deny\" or require_audit_hook): refused",
             )
         } else {
             check(

@@ -424,3 +424,74 @@ fn output_cut_short_by_a_pipe_is_not_a_panic() {
     );
     assert_no_panic(&out);
 }
+
+#[test]
+fn explain_says_what_the_audit_hook_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let deny = dir.path().join("deny.toml");
+    std::fs::write(
+        &deny,
+        "[[interpreter]]\nname = \"python\"\nexecutables = [\"/usr/bin/python3*\"]\n\
+         dynamic_code = \"deny\"\n",
+    )
+    .unwrap();
+    // The default policy audits: allowed, recorded.
+    let out = guard(&[
+        &"explain",
+        &"--dynamic-code",
+        &"compile",
+        &"/srv/app/run.py",
+    ]);
+    assert_verdict(&out, 0, "dynamic-code", "audited");
+    assert!(
+        stdout(&out).contains("recorded one by one"),
+        "{}",
+        stdout(&out)
+    );
+    // Deny refuses a caller that is not listed, not the stdlib's own.
+    let policy: [&dyn AsRef<std::ffi::OsStr>; 2] = [&"--policy", &deny];
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"explain"];
+    args.extend(policy);
+    let refused = [
+        args.clone(),
+        vec![&"--dynamic-code", &"compile", &"/srv/app/run.py"],
+    ]
+    .concat();
+    assert_verdict(&guard(&refused), 1, "dynamic-code", "is refused");
+    let listed = [
+        args.clone(),
+        vec![
+            &"--dynamic-code",
+            &"compile",
+            &"/usr/lib/python3.11/dataclasses.py",
+        ],
+    ]
+    .concat();
+    let out = guard(&listed);
+    assert_verdict(&out, 0, "dynamic-code", "on its own");
+    assert!(
+        stdout(&out).contains("not recorded one by one"),
+        "{}",
+        stdout(&out)
+    );
+    // Only audited, even under deny.
+    let launch = [
+        args.clone(),
+        vec![&"--dynamic-code", &"subprocess.Popen", &"/x.py"],
+    ]
+    .concat();
+    assert_verdict(&guard(&launch), 0, "process-launch", "never refused");
+    // The start-up that skips the hook, as the exec gate judges it.
+    let skip = [args.clone(), vec![&"--", &"-S", &"x.py"]].concat();
+    let out = guard(&skip);
+    assert_verdict(&out, 1, "audit-hook-required", "-S starts without site");
+    assert!(stdout(&out).contains("exec gate:   kill by rule audit-hook-required"));
+    // An event the hook does not report is an error naming the ones it does.
+    let out = guard(&[&"explain", &"--dynamic-code", &"open", &"/x.py"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("pickle.find_class"),
+        "{}",
+        stderr(&out)
+    );
+}

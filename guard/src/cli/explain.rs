@@ -34,6 +34,11 @@ pub(crate) struct ExplainArgs {
     /// Judge for this interpreter executable; the policy's first interpreter by default.
     #[arg(long, value_name = "EXE")]
     pub interpreter: Option<PathBuf>,
+    /// Explain what the audit hook's agent decides for this CPython audit event (`compile`,
+    /// `exec`, `marshal.loads`, `ctypes.dlopen`, …) made by code in the file PATH (named
+    /// as CPython names the calling frame's file; it need not exist).
+    #[arg(long, value_name = "EVENT", conflicts_with = "argv")]
+    pub dynamic_code: Option<String>,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -80,6 +85,11 @@ pub(super) fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let runner = Runner { uid, gids };
+
+    if let Some(event) = &args.dynamic_code {
+        let caller = args.path.as_deref().unwrap_or(std::path::Path::new(""));
+        return explain_dynamic_code(&policy, profile, event, caller);
+    }
 
     let Some(path) = &args.path else {
         let program = match &args.interpreter {
@@ -264,6 +274,46 @@ fn explain_launch(
         None => println!("program:     none of the profile's executables exists"),
     }
     print_verdict(&verdict)
+}
+
+fn explain_dynamic_code(
+    policy: &guard::policy::Policy,
+    profile: usize,
+    event: &str,
+    caller: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    use guard::dynamic_code::{HOOKED_EVENTS, HookEvent, decide};
+    let Some(hooked) = HookEvent::from_name(event.as_bytes()) else {
+        let names: Vec<&str> = HOOKED_EVENTS.iter().map(|(name, _)| *name).collect();
+        bail!(
+            "{event:?} is not an audit event guard's hook reports; it reports {}",
+            names.join(", ")
+        );
+    };
+    let profile = &policy.interpreters[profile];
+    let caller = caller.to_string_lossy();
+    let decision = decide(policy, profile, hooked, &caller);
+    println!("event:       {event} made by code in {caller}");
+    println!(
+        "profile:     {} (dynamic_code = \"{}\", the hook {})",
+        profile.name,
+        profile.dynamic_code,
+        if profile.require_audit_hook {
+            "required at start-up"
+        } else {
+            "not required"
+        }
+    );
+    println!("policy:      {} ({})", policy.origin, policy.mode);
+    println!(
+        "trail:       {}",
+        if decision.record {
+            "recorded one by one (within the budgets)"
+        } else {
+            "counted in guard status, not recorded one by one"
+        }
+    );
+    print_verdict(&decision.verdict)
 }
 
 fn print_verdict(verdict: &guard::engine::Verdict) -> anyhow::Result<ExitCode> {

@@ -152,7 +152,10 @@ pub(super) struct Inputs<'a> {
 
 const WORKLOADS: &[(&str, &str)] = &[
     ("P1", "import storm, warm"),
-    ("P1h", "import storm, warm, guard's audit hook loaded first (#20)"),
+    (
+        "P1h",
+        "import storm, warm, guard's audit hook loaded first (#20)",
+    ),
     ("P2", "import storm, cold"),
     ("P4", "tar of the signed stdlib tree (non-Python)"),
     ("P4u", "tar of an unsigned copy of the tree (non-Python)"),
