@@ -64,15 +64,42 @@ fn names_literal(names: impl Iterator<Item = &'static str>) -> String {
     format!("({},)", quoted.join(", "))
 }
 
+/// What the hook does when no agent can be asked (none runs, or a namespace hides its
+/// socket from the process).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Unreachable {
+    /// Refuse code made at run time, but by the files the default policy expects
+    /// ([`crate::policy::DEFAULT_DYNAMIC_CODE_CALLERS`]): fail closed.
+    #[default]
+    Refuse,
+    /// Stay out of the way.
+    Allow,
+}
+
 /// The hook module's source, talking to the agent at `socket`.
-pub fn render(socket: &Path) -> Result<String, HookError> {
+pub fn render(socket: &Path, unreachable: Unreachable) -> Result<String, HookError> {
     use std::os::unix::ffi::OsStrExt;
     let bytes = socket.as_os_str().as_bytes();
     if !socket.is_absolute() || bytes.len() > 107 || bytes.contains(&0) {
         return Err(HookError::SocketPath(socket.to_path_buf()));
     }
+    let fallback: Vec<String> = crate::policy::DEFAULT_DYNAMIC_CODE_CALLERS
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect();
     Ok(SOURCE
         .replace("__SOCKET__", &bytes_literal(bytes))
+        .replace(
+            "__UNREACHABLE__",
+            match unreachable {
+                Unreachable::Refuse => "b\"deny\"",
+                Unreachable::Allow => "b\"allow\"",
+            },
+        )
+        .replace(
+            "__FALLBACK_CALLERS__",
+            &format!("({},)", fallback.join(", ")),
+        )
         .replace(
             "__EVENTS__",
             &names_literal(HOOKED_EVENTS.iter().map(|(name, _)| *name)),
@@ -96,8 +123,12 @@ pub fn pth() -> String {
 /// Writes the hook module and its `.pth` file into the site directory `site` (each
 /// replaced whole: a reader sees the old file or the new one), mode 0644. Returns the
 /// files written, to be signed.
-pub fn install(site: &Path, socket: &Path) -> Result<Vec<PathBuf>, HookError> {
-    let module = render(socket)?;
+pub fn install(
+    site: &Path,
+    socket: &Path,
+    unreachable: Unreachable,
+) -> Result<Vec<PathBuf>, HookError> {
+    let module = render(socket, unreachable)?;
     let files = [
         (site.join(format!("{MODULE_NAME}.py")), module),
         (site.join(PTH_NAME), pth()),
@@ -144,33 +175,49 @@ mod tests {
             "b\"/run/guard/x.sock\""
         );
         assert_eq!(bytes_literal(b"/a b\"\\\n"), "b\"/a\\x20b\\x22\\x5c\\x0a\"");
-        assert!(render(Path::new("relative.sock")).is_err());
-        assert!(render(Path::new(&format!("/{}", "x".repeat(107)))).is_err());
-        let source = render(Path::new("/run/guard/python-hook.sock")).unwrap();
-        assert!(!source.contains("__SOCKET__") && !source.contains("__EVENTS__"));
+        let refuse = Unreachable::Refuse;
+        assert!(render(Path::new("relative.sock"), refuse).is_err());
+        assert!(render(Path::new(&format!("/{}", "x".repeat(107))), refuse).is_err());
+        let source = render(Path::new("/run/guard/python-hook.sock"), refuse).unwrap();
+        for placeholder in [
+            "__SOCKET__",
+            "__EVENTS__",
+            "__MAKES_CODE__",
+            "__UNREACHABLE__",
+            "__FALLBACK_CALLERS__",
+        ] {
+            assert!(!source.contains(placeholder), "{placeholder} left");
+        }
         assert!(source.contains("\"compile\"") && source.contains("\"pickle.find_class\""));
     }
 
+    /// Real CPython with the hook and no agent to ask: `exec` of a string refused or
+    /// allowed as installed; the stdlib's own dynamic code (namedtuple) runs either way.
     #[test]
-    fn the_hook_compiles_as_python() {
-        let dir = tempfile::tempdir().unwrap();
-        let files = install(dir.path(), Path::new("/nonexistent/python-hook.sock")).unwrap();
-        assert_eq!(files.len(), 2);
-        // Real CPython: the module compiles, and with no agent it installs nothing and
-        // the program runs.
-        let out = std::process::Command::new("python3")
-            .arg("-c")
-            .arg(format!(
-                "import sys; sys.path.insert(0, {:?}); import {MODULE_NAME}; exec('print(6*7)')",
-                dir.path().to_str().unwrap()
-            ))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "42\n");
+    fn with_no_agent_the_hook_does_what_it_was_installed_to_do() {
+        for (unreachable, refused) in [(Unreachable::Refuse, true), (Unreachable::Allow, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let socket = Path::new("/nonexistent/python-hook.sock");
+            let files = install(dir.path(), socket, unreachable).unwrap();
+            assert_eq!(files.len(), 2);
+            let out = std::process::Command::new("/usr/bin/python3")
+                .arg("-c")
+                .arg(format!(
+                    "import sys; sys.path.insert(0, {:?}); import {MODULE_NAME}\n\
+                     import collections; collections.namedtuple('P', 'a b')\n\
+                     exec('print(6*7)')",
+                    dir.path().to_str().unwrap()
+                ))
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if refused {
+                assert!(!out.status.success(), "{unreachable:?}: exec ran");
+                assert!(stderr.contains("guard: dynamic code refused"), "{stderr}");
+            } else {
+                assert!(out.status.success(), "{unreachable:?}: {stderr}");
+                assert_eq!(String::from_utf8_lossy(&out.stdout), "42\n");
+            }
+        }
     }
 }

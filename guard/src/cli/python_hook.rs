@@ -22,13 +22,32 @@ pub(crate) enum PythonHookCommand {
         /// The agent's hook socket (beside its status socket).
         #[arg(long, value_name = "PATH", default_value = guard::python_hook::DEFAULT_SOCKET)]
         socket: PathBuf,
+        /// When no agent can be asked (none runs, or a namespace hides its socket): refuse
+        /// code made at run time but by the stdlib files the default policy expects (fail
+        /// closed), or allow it.
+        #[arg(long, value_enum, default_value = "refuse")]
+        when_unreachable: WhenUnreachable,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum WhenUnreachable {
+    Refuse,
+    Allow,
 }
 
 pub(super) fn run(command: &PythonHookCommand) -> anyhow::Result<ExitCode> {
     match command {
-        PythonHookCommand::Install { site, socket } => {
-            let written = guard::python_hook::install(site, socket)
+        PythonHookCommand::Install {
+            site,
+            socket,
+            when_unreachable,
+        } => {
+            let unreachable = match when_unreachable {
+                WhenUnreachable::Refuse => guard::python_hook::Unreachable::Refuse,
+                WhenUnreachable::Allow => guard::python_hook::Unreachable::Allow,
+            };
+            let written = guard::python_hook::install(site, socket, unreachable)
                 .with_context(|| format!("installing the audit hook into {}", site.display()))?;
             for path in written {
                 println!("{}", path.display());

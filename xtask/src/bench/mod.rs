@@ -363,7 +363,9 @@ fn setup(work: &Path, root: &Path, guard: &Path, options: &Options) -> Result<La
             .args(["python-hook", "install", "--site"])
             .arg(&layout.app)
             .arg("--socket")
-            .arg(layout.work.join("python-hook.sock")),
+            .arg(layout.work.join("python-hook.sock"))
+            // Without guard no agent answers: the hook then stays out of the way.
+            .args(["--when-unreachable", "allow"]),
         Duration::from_secs(60),
     )?;
     std::fs::write(
