@@ -41,6 +41,8 @@ check "without guard: python3 -S runs it" ran
 
 site=/usr/lib/python3/dist-packages
 mkdir -p "$site"
+# Whatever happens, the tests after this one find the interpreter as it was.
+trap 'rm -f "$site/guard_audit_hook.py" "$site/00-guard-audit-hook.pth"' EXIT
 guard python-hook install --site "$site" > "$d/hook.files"
 check "hook installed" test -s "$d/hook.files"
 while read -r f; do sign "$f"; done < "$d/hook.files"
@@ -109,5 +111,4 @@ check "deny: python3 -S refused at exec (rc=$rc)" bash -c "[ $rc -ne 0 ] && ! te
 check "deny: -S refusal recorded" bash -c "for _ in \$(seq 1 50); do grep -q audit-hook-required $audit && exit 0; sleep 0.2; done; exit 1"
 stop
 
-rm -f "$site/guard_audit_hook.py" "$site/00-guard-audit-hook.pth"
 exit $fail
