@@ -45,15 +45,30 @@ def _guard_install():
     deny = mode != b"audit"
     fallback_callers = __FALLBACK_CALLERS__
 
+    def matches(part, want):
+        # `*` alone among glob's signs (the default patterns use no other), matched
+        # without importing anything: the hook may run inside any import.
+        pieces = want.split("*")
+        if len(pieces) == 1:
+            return part == want
+        if not (part.startswith(pieces[0]) and part.endswith(pieces[-1])):
+            return False
+        at = len(pieces[0])
+        end = len(part) - len(pieces[-1])
+        for piece in pieces[1:-1]:
+            found = part.find(piece, at, end)
+            if found < 0:
+                return False
+            at = found + len(piece)
+        return at <= end
+
     def fallback_listed(caller):
         # The default dynamic_code_callers, a `*` matching within one path component.
-        import fnmatch
-
         parts = caller.split("/")
         for pattern in fallback_callers:
             wanted = pattern.split("/")
             if len(wanted) == len(parts) and all(
-                fnmatch.fnmatchcase(part, want) for part, want in zip(parts, wanted)
+                matches(part, want) for part, want in zip(parts, wanted)
             ):
                 return True
         return False
@@ -70,15 +85,41 @@ def _guard_install():
     # guard judged when they were opened, and so does `site` at start-up with the import
     # lines of `.pth` files (code by name to guard); once the main program starts,
     # `site.addpackage` is one more function that runs lines of any file it is handed.
-    # Their frames are known by their module's globals (no frame gets them without
-    # running that module's own code), never by name.
-    importlib_globals = (
-        modules["_frozen_importlib"].__dict__,
-        modules["_frozen_importlib_external"].__dict__,
-    )
+    # The import system is known by its functions' own code objects, each called by the
+    # one that reads the file with the loaders' own `get_data` (a private function called
+    # directly, or a loader whose `get_data` hands over other bytes, makes dynamic code),
+    # never by a name a frame could be given.
+    bootstrap = modules["_frozen_importlib"]
+    external = modules["_frozen_importlib_external"]
     site = modules.get("site")
     site_globals = site.__dict__ if site is not None else None
-    source_suffixes = tuple(modules["_frozen_importlib_external"].SOURCE_SUFFIXES)
+    source_suffixes = tuple(external.SOURCE_SUFFIXES)
+    frames_removed = bootstrap._call_with_frames_removed.__code__
+    source_to_code = external.SourceLoader.source_to_code.__code__
+    compile_bytecode = external._compile_bytecode.__code__
+    exec_module = external._LoaderBasics.exec_module.__code__
+    get_code = (
+        external.SourceLoader.get_code.__code__,
+        external.SourcelessFileLoader.get_code.__code__,
+    )
+    stock_get_data = external.FileLoader.get_data
+    zipimport = modules.get("zipimport")
+    zip_code = (
+        (
+            zipimport._compile_source.__code__,
+            zipimport._unmarshal_code.__code__,
+            zipimport._get_module_code.__code__,
+        )
+        if zipimport is not None
+        else None
+    )
+
+    def read_by_a_stock_loader(frame):
+        # `frame` runs the import system's get_code: its loader reads files itself.
+        if frame is None or frame.f_code not in get_code:
+            return False
+        loader = frame.f_locals.get("self")
+        return getattr(type(loader), "get_data", None) is stock_get_data
 
     starting = [True]
     main_program = frozenset(
@@ -92,17 +133,32 @@ def _guard_install():
         )
     )
 
-    def from_a_code_file(event, args, frame_globals):
-        if frame_globals is site_globals:
+    def from_a_code_file(event, args, frame):
+        code = frame.f_code
+        if frame.f_globals is site_globals:
             return starting[0] and event in ("compile", "exec")
-        if not any(frame_globals is g for g in importlib_globals):
+        caller = frame.f_back
+        if code is frames_removed and caller is not None:
+            if event == "exec":
+                return caller.f_code is exec_module
+            if event == "compile" and caller.f_code is source_to_code:
+                # Compiled what a stock loader read, and only under a code name, which
+                # guard judged at the open: a loader pointed at `data.txt` makes
+                # dynamic code.
+                name = args[1]
+                return (
+                    isinstance(name, str)
+                    and name.endswith(source_suffixes)
+                    and read_by_a_stock_loader(caller.f_back)
+                )
             return False
-        if event == "compile":
-            # A loader compiles what a file holds: code only under a code name, which
-            # guard judged at the open; a loader pointed at `data.txt` makes dynamic code.
-            name = args[1]
-            return isinstance(name, str) and name.endswith(source_suffixes)
-        return event in ("exec", "marshal.loads")
+        if code is compile_bytecode:
+            # Bytecode a stock loader read: code by content to guard (pyc sniffing).
+            return event == "marshal.loads" and read_by_a_stock_loader(caller)
+        if zip_code is not None and code in zip_code[:2]:
+            # zipimport reads the archive (code by name and content to guard) itself.
+            return caller is not None and caller.f_code is zip_code[2]
+        return False
 
     def text(value):
         if isinstance(value, bytes):
@@ -176,7 +232,7 @@ def _guard_install():
             # No Python code called it: the interpreter compiling its own main program
             # at start-up, a file guard judged when it was opened.
             return None, ""
-        if from_a_code_file(event, args, frame.f_globals):
+        if from_a_code_file(event, args, frame):
             return None, ""
         caller = frame.f_code.co_filename
         where = "%s by %s line %d" % (event, caller, frame.f_lineno)

@@ -220,4 +220,119 @@ mod tests {
             }
         }
     }
+
+    /// The import system's frames are exempt only for what its own loaders read from files:
+    /// real CPython, with no agent, so the installed fallback answers (refuse but the
+    /// default policy's stdlib callers). Each spelling runs its payload without the hook.
+    #[test]
+    fn the_import_system_is_exempt_only_for_what_its_own_loaders_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let hook = dir.path().join("hook");
+        std::fs::create_dir(&hook).unwrap();
+        install(
+            &hook,
+            Path::new("/nonexistent/python-hook.sock"),
+            Unreachable::Refuse,
+        )
+        .unwrap();
+        let marker = dir.path().join("ran");
+        let data = dir.path().join("data.txt");
+        std::fs::write(
+            &data,
+            format!(
+                "import os; open({:?}, 'w').write('ran')\n",
+                marker.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        let data = format!("{:?}", data.to_str().unwrap());
+        let modules = [
+            (
+                "baseline",
+                "from __future__ import annotations\n\
+                 import collections, dataclasses, enum, json, typing, types, email, zipfile\n\
+                 P = collections.namedtuple('P', 'a b')\n\
+                 @dataclasses.dataclass(frozen=True)\nclass D:\n    a: int = 1\n\
+                 def f(x: int) -> str: return str(x)\n\
+                 assert typing.get_type_hints(f) == {'x': int, 'return': str}\n\
+                 print('baseline ok')\n"
+                    .to_string(),
+            ),
+            ("exec_data", format!("exec(open({data}).read())\n")),
+            (
+                "loader_subclass",
+                format!(
+                    "import importlib.machinery\n\
+                     class L(importlib.machinery.SourceFileLoader):\n\
+                     \x20   def get_data(self, path):\n\
+                     \x20       return open({data}, 'rb').read()\n\
+                     L('m', '/nonexistent/m.py').load_module()\n"
+                ),
+            ),
+            (
+                "source_to_code",
+                format!(
+                    "import importlib.machinery\n\
+                     loader = importlib.machinery.SourceFileLoader('m', '/nonexistent/m.py')\n\
+                     exec(loader.source_to_code(open({data}, 'rb').read(), '/nonexistent/m.py'))\n"
+                ),
+            ),
+            (
+                "data_loader",
+                format!(
+                    "import importlib.machinery\n\
+                     importlib.machinery.SourceFileLoader('m', {data}).load_module()\n"
+                ),
+            ),
+        ];
+        for (name, body) in &modules {
+            std::fs::write(dir.path().join(format!("{name}.py")), body).unwrap();
+        }
+        let run = |name: &str, hooked: bool| {
+            let hook_line = if hooked {
+                format!(
+                    "sys.path.insert(0, {:?}); import {MODULE_NAME}; ",
+                    hook.to_str().unwrap()
+                )
+            } else {
+                String::new()
+            };
+            std::process::Command::new("/usr/bin/python3")
+                .arg("-B")
+                .arg("-c")
+                .arg(format!(
+                    "import sys, importlib; {hook_line}sys.path.insert(0, {:?}); \
+                     importlib.import_module({name:?})",
+                    dir.path().to_str().unwrap()
+                ))
+                .output()
+                .unwrap()
+        };
+        let out = run("baseline", true);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "baseline ok\n");
+        for (name, _) in &modules[1..] {
+            let out = run(name, false);
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                std::fs::remove_file(&marker).is_ok(),
+                "{name} ran nothing unhooked"
+            );
+            let out = run(name, true);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains("guard: dynamic code refused"),
+                "{name}: {stderr}"
+            );
+            assert!(!marker.exists(), "{name} ran its payload with the hook");
+        }
+    }
 }

@@ -232,6 +232,22 @@ const SPELLINGS: &[(&str, &str)] = &[
         "loader.py",
         "import importlib.machinery\nimportlib.machinery.SourceFileLoader('m', DATA).load_module()\n",
     ),
+    // The import system's own functions handed the data: a loader whose get_data returns
+    // it under a code name, and its compile step called directly.
+    (
+        "loader_subclass.py",
+        "import importlib.machinery\n\
+         class L(importlib.machinery.SourceFileLoader):\n\
+         \x20   def get_data(self, path):\n\
+         \x20       return open(DATA, 'rb').read()\n\
+         L('m', '/nonexistent/m.py').load_module()\n",
+    ),
+    (
+        "source_to_code.py",
+        "import importlib.machinery\n\
+         loader = importlib.machinery.SourceFileLoader('m', '/nonexistent/m.py')\n\
+         exec(loader.source_to_code(open(DATA, 'rb').read(), '/nonexistent/m.py'))\n",
+    ),
     ("run_path.py", "import runpy\nrunpy.run_path(DATA)\n"),
     (
         "addpackage.py",
