@@ -38,6 +38,14 @@ check "without guard: exec of a data file runs" ran
 check "without guard: timeit of a data file runs" ran
 "${user[@]}" -- python3 -S "$d/run.py"
 check "without guard: python3 -S runs it" ran
+# A virtual environment the user makes: its own site directories, without the hook.
+version=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+mkdir -p "$d/venv/bin" "$d/venv/lib/python$version/site-packages"
+printf 'home = /usr/bin\ninclude-system-site-packages = false\nversion = %s\n' "$version" > "$d/venv/pyvenv.cfg"
+chmod 644 "$d/venv/pyvenv.cfg"
+ln -s /usr/bin/python3 "$d/venv/bin/python3"
+"${user[@]}" -- "$d/venv/bin/python3" "$d/run.py"
+check "without guard: a bare venv runs it" ran
 
 site=/usr/lib/python3/dist-packages
 mkdir -p "$site"
@@ -108,6 +116,9 @@ check "deny: refusal recorded" record '"decision":"deny"' '"enforced":true' '"ru
 "${user[@]}" -- python3 -S "$d/run.py" > /dev/null 2>&1
 rc=$?
 check "deny: python3 -S refused at exec (rc=$rc)" bash -c "[ $rc -ne 0 ] && ! test -e $marker"
+"${user[@]}" -- "$d/venv/bin/python3" "$d/run.py" > /dev/null 2>&1
+check "deny: a bare venv (unsigned pyvenv.cfg) runs nothing" bash -c "! test -e $marker"
+check "deny: its pyvenv.cfg refused" bash -c "for _ in \$(seq 1 50); do grep -F pyvenv.cfg $audit | grep -q '\"decision\":\"deny\"' && exit 0; sleep 0.2; done; exit 1"
 check "deny: -S refusal recorded" bash -c "for _ in \$(seq 1 50); do grep -q audit-hook-required $audit && exit 0; sleep 0.2; done; exit 1"
 stop
 
