@@ -116,28 +116,50 @@ impl Decision {
     }
 }
 
-/// Whether `caller` (the file of the frame that made the code, as CPython names it) is one
-/// of the profile's expected dynamic-code callers. A `/` is matched only by a `/`.
-pub fn listed_caller(profile: &Profile, caller: &str) -> bool {
+/// Where code was made: the file of the frame that made it, as CPython names it, and the
+/// qualified name of that frame's function (its code object's `co_qualname`).
+#[derive(Clone, Copy, Debug)]
+pub struct Maker<'a> {
+    pub file: &'a str,
+    pub function: &'a str,
+}
+
+impl std::fmt::Display for Maker<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.function.is_empty() {
+            f.write_str(self.file)
+        } else {
+            write!(f, "{} ({})", self.file, self.function)
+        }
+    }
+}
+
+/// Whether `maker` is one of the profile's expected dynamic-code callers. A `/` is matched
+/// only by a `/`.
+pub fn listed_caller(profile: &Profile, maker: Maker<'_>) -> bool {
     let options = glob::MatchOptions {
         case_sensitive: true,
         require_literal_separator: true,
         require_literal_leading_dot: false,
     };
-    profile
-        .dynamic_code_callers
-        .iter()
-        .any(|pattern| pattern.matches_with(caller, options))
+    profile.dynamic_code_callers.iter().any(|caller| {
+        caller.file.matches_with(maker.file, options)
+            && caller
+                .function
+                .as_deref()
+                .is_none_or(|function| function == maker.function)
+    })
 }
 
 /// Decides one event the hook of an interpreter of `profile` reported, made by code in
-/// the file `caller`.
+/// `caller`.
 ///
-/// A caller's name can be trusted this far: a frame's file is the file its code object was
-/// compiled from, and naming a frame after another file takes a `compile` (or a code
+/// A caller's names can be trusted this far: a frame's file and function are its code
+/// object's, and making a code object under other names takes a `compile` (or a code
 /// object built by hand) by a caller that is not listed, which is refused under `deny`
-/// and recorded under `audit`.
-pub fn decide(policy: &Policy, profile: &Profile, event: HookEvent, caller: &str) -> Decision {
+/// and recorded under `audit`. A file mounted over a listed one's path (a user namespace)
+/// keeps its own function names.
+pub fn decide(policy: &Policy, profile: &Profile, event: HookEvent, caller: Maker<'_>) -> Decision {
     let rule = event.rule();
     if profile.dynamic_code == DynamicCode::Allow {
         return Decision {
@@ -207,6 +229,10 @@ mod tests {
         .unwrap()
     }
 
+    fn at<'a>(file: &'a str, function: &'a str) -> Maker<'a> {
+        Maker { file, function }
+    }
+
     #[test]
     fn every_hooked_event_has_one_meaning() {
         for (name, event) in HOOKED_EVENTS {
@@ -220,7 +246,12 @@ mod tests {
     fn audit_records_and_allows_what_deny_refuses() {
         let audit = policy("");
         let p = &audit.interpreters[0];
-        let d = decide(&audit, p, HookEvent::Compile, "/srv/app/run.py");
+        let d = decide(
+            &audit,
+            p,
+            HookEvent::Compile,
+            at("/srv/app/run.py", "<module>"),
+        );
         assert!(d.verdict.allow && d.record);
         assert_eq!(d.verdict.rule, Rule::DynamicCode);
 
@@ -240,7 +271,7 @@ mod tests {
         );
         assert!(!audit_profile.deny_env.iter().any(|n| n == "PYTHONHOME"));
         for event in [HookEvent::Compile, HookEvent::CodeNew, HookEvent::Unmarshal] {
-            let d = decide(&deny, p, event, "/srv/app/run.py");
+            let d = decide(&deny, p, event, at("/srv/app/run.py", "main"));
             assert!(!d.verdict.allow && d.record, "{event:?}");
             assert_eq!(d.answer(), b'd');
         }
@@ -251,36 +282,68 @@ mod tests {
             HookEvent::FindClass,
             HookEvent::ProcessLaunch,
         ] {
-            let d = decide(&deny, p, event, "/srv/app/run.py");
+            let d = decide(&deny, p, event, at("/srv/app/run.py", "main"));
             assert!(d.verdict.allow && d.record, "{event:?}");
         }
     }
 
     #[test]
-    fn the_stdlib_callers_are_expected_and_not_recorded() {
+    fn the_stdlib_makers_are_expected_and_not_recorded() {
         let deny = policy("dynamic_code = \"deny\"\n");
         let p = &deny.interpreters[0];
-        for caller in [
-            "/usr/lib/python3.11/collections/__init__.py",
-            "/usr/lib/python3.13/dataclasses.py",
-            "/usr/lib64/python3.9/typing.py",
+        for (file, function) in [
+            ("/usr/lib/python3.11/collections/__init__.py", "namedtuple"),
+            ("/usr/lib/python3.13/dataclasses.py", "_create_fn"),
+            ("/usr/lib64/python3.9/types.py", "coroutine"),
+            ("/usr/lib/python3.11/ast.py", "parse"),
         ] {
-            let d = decide(&deny, p, HookEvent::Compile, caller);
-            assert!(d.verdict.allow && !d.record, "{caller}");
+            let d = decide(&deny, p, HookEvent::Compile, at(file, function));
+            assert!(d.verdict.allow && !d.record, "{file} {function}");
             assert_eq!(d.answer(), b'a');
         }
-        // A `*` does not cross a `/`; gadgets of the stdlib are not listed.
-        for caller in [
-            "/usr/lib/python3.11/x/collections/__init__.py",
-            "/usr/lib/python3.11/timeit.py",
-            "<string>",
-            "",
+        for (file, function) in [
+            // Another function of a listed file: `class C(Counter): update = exec`.
+            (
+                "/usr/lib/python3.11/collections/__init__.py",
+                "Counter.__init__",
+            ),
+            // A `*` does not cross a `/`.
+            (
+                "/usr/lib/python3.11/x/collections/__init__.py",
+                "namedtuple",
+            ),
+            // The stdlib's gadgets: typing evaluates any expression it is handed.
+            ("/usr/lib/python3.11/typing.py", "ForwardRef._evaluate"),
+            ("/usr/lib/python3.11/timeit.py", "Timer.__init__"),
+            ("<string>", "<module>"),
+            ("<no frame>", ""),
+            ("", ""),
         ] {
             assert!(
-                !decide(&deny, p, HookEvent::Compile, caller).verdict.allow,
-                "{caller}"
+                !decide(&deny, p, HookEvent::Compile, at(file, function))
+                    .verdict
+                    .allow,
+                "{file} {function}"
             );
         }
+        // A whole file, where the policy says so.
+        let whole = policy(
+            "dynamic_code = \"deny\"\ndynamic_code_callers = [\"/opt/app/*.py\", \
+             { file = \"/opt/lib/t.py\", function = \"T.render\" }]\n",
+        );
+        let p = &whole.interpreters[0];
+        let allowed = |file, function| {
+            decide(&whole, p, HookEvent::Compile, at(file, function))
+                .verdict
+                .allow
+        };
+        assert!(allowed("/opt/app/x.py", "anything"));
+        assert!(allowed("/opt/lib/t.py", "T.render"));
+        assert!(!allowed("/opt/lib/t.py", "T.other"));
+        assert!(!allowed(
+            "/usr/lib/python3.11/collections/__init__.py",
+            "namedtuple"
+        ));
     }
 
     #[test]
@@ -289,7 +352,7 @@ mod tests {
         let mut permissive = policy("dynamic_code = \"deny\"\n");
         permissive.mode = crate::policy::Mode::Permissive;
         let p = &deny.interpreters[0];
-        let d = decide(&permissive, p, HookEvent::Compile, "/x.py");
+        let d = decide(&permissive, p, HookEvent::Compile, at("/x.py", "f"));
         assert!(d.verdict.allow && !d.verdict.policy_allows && d.record);
     }
 
@@ -298,7 +361,7 @@ mod tests {
         let allow = policy("dynamic_code = \"allow\"\n");
         let p = &allow.interpreters[0];
         assert!(!p.require_audit_hook);
-        let d = decide(&allow, p, HookEvent::Compile, "/x.py");
+        let d = decide(&allow, p, HookEvent::Compile, at("/x.py", "f"));
         assert!(d.verdict.allow && !d.record);
         let required = policy("dynamic_code = \"allow\"\nrequire_audit_hook = true\n");
         assert!(required.interpreters[0].require_audit_hook);

@@ -259,9 +259,18 @@ struct RawProfile {
     #[serde(default)]
     dynamic_code: DynamicCode,
     #[serde(default)]
-    dynamic_code_callers: Option<Vec<Spanned<String>>>,
+    dynamic_code_callers: Option<Vec<RawCaller>>,
     #[serde(default)]
     require_audit_hook: Option<bool>,
+}
+
+/// A `dynamic_code_callers` entry: a file (any of its functions), or a file and the one
+/// function in it (its qualified name, `Class.method`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawCaller {
+    File(String),
+    Function { file: String, function: String },
 }
 
 fn default_dialect() -> ArgvDialect {
@@ -349,7 +358,7 @@ pub struct Profile {
     /// The files whose own dynamic code is expected (matched against the calling frame's
     /// file, `/` matched only by `/`): never refused, counted but not recorded one by one
     /// ([`DEFAULT_DYNAMIC_CODE_CALLERS`] when absent).
-    pub dynamic_code_callers: Vec<glob::Pattern>,
+    pub dynamic_code_callers: Vec<Caller>,
     /// A start-up that skips the audit hook (`-S`) is refused ([`guard_common::Rule::AuditHookRequired`]);
     /// by default where `dynamic_code = "deny"`.
     pub require_audit_hook: bool,
@@ -425,21 +434,32 @@ pub const DEFAULT_STDIN_CODE_MODULES: &[&str] = &[
     "code", "asyncio", "pdb", "profile", "cProfile", "trace", "runpy", "idlelib",
 ];
 
-/// The stdlib files that make code from strings on their own, in every program that uses
-/// them: `collections.namedtuple` and `dataclasses` write their methods as source and
-/// `exec` it, `typing` compiles and evaluates string annotations (forward references),
-/// `types.coroutine` rebuilds a code object with other flags. The stdlib's gadgets that
-/// run a string their caller hands them (`timeit`, `code`, `pdb`, `cProfile.run`,
-/// `doctest`…) are left out on purpose: their dynamic code is the caller's.
-pub const DEFAULT_DYNAMIC_CODE_CALLERS: &[&str] = &[
-    "/usr/lib/python3*/collections/__init__.py",
-    "/usr/lib/python3*/dataclasses.py",
-    "/usr/lib/python3*/typing.py",
-    "/usr/lib/python3*/types.py",
-    "/usr/lib64/python3*/collections/__init__.py",
-    "/usr/lib64/python3*/dataclasses.py",
-    "/usr/lib64/python3*/typing.py",
-    "/usr/lib64/python3*/types.py",
+/// Code whose dynamic code is expected: the function (qualified name, `Class.method`) of a
+/// file, or any function of it. A function is named by its code object, which no caller
+/// can rename without making code first; a whole file lets every function in it pass on
+/// whatever it is handed (`Counter.update = exec`), so name the function where you can.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub file: glob::Pattern,
+    pub function: Option<String>,
+}
+
+/// The stdlib functions that make code from strings on their own, in every program that
+/// uses them, each from a template of identifiers they check: `collections.namedtuple`
+/// and `dataclasses._create_fn` write methods as source and run it, `types.coroutine`
+/// rebuilds a code object with other flags, `ast.parse` compiles to a tree, not code.
+/// Left out on purpose, as gadgets that run what their caller hands them: `typing`
+/// (string annotations are evaluated: `ForwardRef(expr)._evaluate` runs any expression),
+/// `timeit`, `code`, `pdb`, `cProfile.run`, `doctest`, `runpy.run_path`.
+pub const DEFAULT_DYNAMIC_CODE_CALLERS: &[(&str, &str)] = &[
+    ("/usr/lib/python3*/collections/__init__.py", "namedtuple"),
+    ("/usr/lib/python3*/dataclasses.py", "_create_fn"),
+    ("/usr/lib/python3*/types.py", "coroutine"),
+    ("/usr/lib/python3*/ast.py", "parse"),
+    ("/usr/lib64/python3*/collections/__init__.py", "namedtuple"),
+    ("/usr/lib64/python3*/dataclasses.py", "_create_fn"),
+    ("/usr/lib64/python3*/types.py", "coroutine"),
+    ("/usr/lib64/python3*/ast.py", "parse"),
 ];
 
 /// Start-up configuration that is code where the audit hook is required: it decides which
@@ -635,17 +655,28 @@ impl Policy {
             let dynamic_code_callers = match &profile.dynamic_code_callers {
                 None => DEFAULT_DYNAMIC_CODE_CALLERS
                     .iter()
-                    .map(|p| glob::Pattern::new(p).expect("valid default pattern"))
+                    .map(|(file, function)| Caller {
+                        file: glob::Pattern::new(file).expect("valid default pattern"),
+                        function: Some(function.to_string()),
+                    })
                     .collect(),
-                Some(patterns) => patterns
+                Some(entries) => entries
                     .iter()
-                    .map(|pattern| {
-                        glob::Pattern::new(pattern.get_ref()).map_err(|e| {
-                            at(
-                                Some(pattern.span()),
-                                format!("bad dynamic_code_callers pattern: {e}"),
-                            )
-                        })
+                    .map(|entry| {
+                        let (file, function) = match entry {
+                            RawCaller::File(file) => (file, None),
+                            RawCaller::Function { file, function } => {
+                                (file, Some(function.clone()))
+                            }
+                        };
+                        glob::Pattern::new(file)
+                            .map(|file| Caller { file, function })
+                            .map_err(|e| {
+                                at(
+                                    None,
+                                    format!("bad dynamic_code_callers pattern {file:?}: {e}"),
+                                )
+                            })
                     })
                     .collect::<Result<Vec<_>, _>>()?,
             };

@@ -4,6 +4,10 @@
 # dynamic_code = "deny", refuses them. Written by `guard python-hook install`; loaded at
 # start-up by the `.pth` file beside it, before any of the program's own code. Sign it
 # like the rest of the interpreter's library: unsigned, the interpreter may not load it.
+#
+# It lives in the process it watches: code already running there can undo it (ctypes,
+# gc, frames). It is a tripwire for data turned into code, not a sandbox. The builtins it
+# uses are bound when it is installed, so a program rebinding them later changes nothing.
 
 
 def _guard_install():
@@ -11,10 +15,38 @@ def _guard_install():
     import _socket
     import _thread
 
+    # Bound now: looked up at call time, a program could replace them.
+    len_, isinstance_, str_, bytes_, repr_, type_, getattr_, tuple_ = (
+        len,
+        isinstance,
+        str,
+        bytes,
+        repr,
+        type,
+        getattr,
+        tuple,
+    )
+    bytearray_, memoryview_, zip_, all_, frozenset_ = (
+        bytearray,
+        memoryview,
+        zip,
+        all,
+        frozenset,
+    )
+    oserror, blocking, valueerror, exception = (
+        OSError,
+        BlockingIOError,
+        ValueError,
+        Exception,
+    )
+    permission_error = PermissionError
+    get_ident = _thread.get_ident
+
     path = __SOCKET__
-    events = frozenset(__EVENTS__)
-    makes_code = frozenset(__MAKES_CODE__)
-    # What one message carries of a source, and how many messages may wait unread.
+    events = frozenset_(__EVENTS__)
+    makes_code = frozenset_(__MAKES_CODE__)
+    fallback_callers = __FALLBACK_CALLERS__
+    # What one message carries of a source.
     payload_max = 16384
 
     def connect():
@@ -32,97 +64,100 @@ def _guard_install():
 
     try:
         sock, mode = connect()
-    except OSError:
+    except oserror:
         # No agent can be asked: none runs, or this process cannot reach it (a mount or
-        # network namespace can hide the socket). What it would allow is not known, so
-        # the setting given at install decides: refuse (the default) the code that is not
-        # made by the files guard's default policy expects, or allow.
+        # network namespace can hide the socket, a user can fill the agent's table).
+        # What it would allow is not known, so the setting given at install decides:
+        # refuse (the default) the code not made by the default policy's stdlib
+        # functions, or allow.
         sock, mode = None, __UNREACHABLE__
     if mode == b"allow":
         if sock is not None:
             sock.close()
         return
     deny = mode != b"audit"
-    fallback_callers = __FALLBACK_CALLERS__
 
     def matches(part, want):
         # `*` alone among glob's signs (the default patterns use no other), matched
         # without importing anything: the hook may run inside any import.
         pieces = want.split("*")
-        if len(pieces) == 1:
+        if len_(pieces) == 1:
             return part == want
         if not (part.startswith(pieces[0]) and part.endswith(pieces[-1])):
             return False
-        at = len(pieces[0])
-        end = len(part) - len(pieces[-1])
+        at = len_(pieces[0])
+        end = len_(part) - len_(pieces[-1])
         for piece in pieces[1:-1]:
             found = part.find(piece, at, end)
             if found < 0:
                 return False
-            at = found + len(piece)
+            at = found + len_(piece)
         return at <= end
 
-    def fallback_listed(caller):
-        # The default dynamic_code_callers, a `*` matching within one path component.
+    def fallback_listed(caller, function):
+        # The default dynamic_code_callers: a file (`*` within one path component) and
+        # the function in it.
         parts = caller.split("/")
-        for pattern in fallback_callers:
+        for pattern, wanted_function in fallback_callers:
             wanted = pattern.split("/")
-            if len(wanted) == len(parts) and all(
-                matches(part, want) for part, want in zip(parts, wanted)
+            if (
+                function == wanted_function
+                and len_(wanted) == len_(parts)
+                and all_(matches(part, want) for part, want in zip_(parts, wanted))
             ):
                 return True
         return False
 
     modules = sys.modules
     getframe = sys._getframe
-    lock = _thread.allocate_lock()
-    # Per (event, calling file): b"a" allowed and not to be reported again, b"r" allowed
-    # and reported each time, b"d" refused. Only asked for what makes code under deny.
+    # Per (event, file, function) that made it: b"a" allowed and not to be reported
+    # again, b"r" allowed and reported each time, b"d" refused. Asked only for what makes
+    # code under deny.
     answers = {}
-    state = {"sock": sock, "dropped": 0}
+    state = {"sock": sock, "dropped": 0, "lock": _thread.allocate_lock()}
+    # Threads in an ask: a signal handler making code while its thread waits for an
+    # answer must not wait for the lock that thread holds.
+    asking = set()
 
     # The import system runs code read from files the interpreter opened as code, which
     # guard judged when they were opened, and so does `site` at start-up with the import
     # lines of `.pth` files (code by name to guard); once the main program starts,
     # `site.addpackage` is one more function that runs lines of any file it is handed.
     # The import system is known by its functions' own code objects, each called by the
-    # one that reads the file with the loaders' own `get_data` (a private function called
-    # directly, or a loader whose `get_data` hands over other bytes, makes dynamic code),
-    # never by a name a frame could be given.
+    # one that reads the file with the loaders' own `get_data` under a plain `str` path (a
+    # private function called directly, a loader whose `get_data` hands over other bytes,
+    # a path object whose str() and fspath() differ, make dynamic code), never by a name
+    # a frame could be given. Archives (zipimport) are not exempt: what a zipimporter reads
+    # cannot be tied to a file guard judged.
     bootstrap = modules["_frozen_importlib"]
     external = modules["_frozen_importlib_external"]
     site = modules.get("site")
     site_globals = site.__dict__ if site is not None else None
-    source_suffixes = tuple(external.SOURCE_SUFFIXES)
+    source_suffixes = tuple_(external.SOURCE_SUFFIXES)
     frames_removed = bootstrap._call_with_frames_removed.__code__
+    frozen_exec = bootstrap.FrozenImporter.exec_module.__code__
     source_to_code = external.SourceLoader.source_to_code.__code__
     compile_bytecode = external._compile_bytecode.__code__
     exec_module = external._LoaderBasics.exec_module.__code__
-    get_code = (
-        external.SourceLoader.get_code.__code__,
-        external.SourcelessFileLoader.get_code.__code__,
-    )
+    source_get_code = external.SourceLoader.get_code.__code__
+    sourceless_get_code = external.SourcelessFileLoader.get_code.__code__
     stock_get_data = external.FileLoader.get_data
-    zipimport = modules.get("zipimport")
-    zip_code = (
-        (
-            zipimport._compile_source.__code__,
-            zipimport._unmarshal_code.__code__,
-            zipimport._get_module_code.__code__,
-        )
-        if zipimport is not None
-        else None
-    )
 
-    def read_by_a_stock_loader(frame):
-        # `frame` runs the import system's get_code: its loader reads files itself.
-        if frame is None or frame.f_code not in get_code:
-            return False
-        loader = frame.f_locals.get("self")
-        return getattr(type(loader), "get_data", None) is stock_get_data
+    def stock_read(frame, path_name):
+        # `frame` runs the import system's get_code, whose loader reads files with the
+        # stock get_data, from the path in its local `path_name`: the path returned.
+        if frame is None or frame.f_code not in (source_get_code, sourceless_get_code):
+            return None
+        local = frame.f_locals
+        loader = local.get("self")
+        if getattr_(type_(loader), "get_data", None) is not stock_get_data:
+            return None
+        path = local.get(path_name)
+        return path if type_(path) is str_ else None
 
     starting = [True]
-    main_program = frozenset(
+    main = {"file": None, "compiled": False, "executed": False}
+    main_program = frozenset_(
         (
             "cpython.run_file",
             "cpython.run_module",
@@ -138,36 +173,40 @@ def _guard_install():
         if frame.f_globals is site_globals:
             return starting[0] and event in ("compile", "exec")
         caller = frame.f_back
+        if code is frozen_exec:
+            # A module frozen into the interpreter itself.
+            return event == "exec"
         if code is frames_removed and caller is not None:
             if event == "exec":
                 return caller.f_code is exec_module
             if event == "compile" and caller.f_code is source_to_code:
-                # Compiled what a stock loader read, and only under a code name, which
-                # guard judged at the open: a loader pointed at `data.txt` makes
-                # dynamic code.
+                # What a stock loader read, under a code name guard judged at the open:
+                # a loader pointed at `data.txt` makes dynamic code.
                 name = args[1]
+                read = stock_read(caller.f_back, "source_path")
                 return (
-                    isinstance(name, str)
+                    read is not None
+                    and type_(name) is str_
+                    and name == read
                     and name.endswith(source_suffixes)
-                    and read_by_a_stock_loader(caller.f_back)
                 )
             return False
-        if code is compile_bytecode:
+        if code is compile_bytecode and event == "marshal.loads":
             # Bytecode a stock loader read: code by content to guard (pyc sniffing).
-            return event == "marshal.loads" and read_by_a_stock_loader(caller)
-        if zip_code is not None and code in zip_code[:2]:
-            # zipimport reads the archive (code by name and content to guard) itself.
-            return caller is not None and caller.f_code is zip_code[2]
+            if caller is None:
+                return False
+            name = "bytecode_path" if caller.f_code is source_get_code else "path"
+            return stock_read(caller, name) is not None
         return False
 
     def text(value):
-        if isinstance(value, bytes):
+        if isinstance_(value, bytes_):
             return value
-        if isinstance(value, (bytearray, memoryview)):
-            return bytes(value)
-        if isinstance(value, str):
+        if isinstance_(value, (bytearray_, memoryview_)):
+            return bytes_(value)
+        if isinstance_(value, str_):
             return value.encode("utf-8", "surrogatepass")
-        return repr(type(value)).encode()
+        return repr_(type_(value)).encode()
 
     def describe(event, args):
         # (detail, payload): what the record shows of the event.
@@ -176,80 +215,112 @@ def _guard_install():
                 return text(args[1]), text(args[0])
             if event == "exec":
                 code = args[0]
-                return text(getattr(code, "co_filename", "")), text(getattr(code, "co_name", ""))
+                return text(getattr_(code, "co_filename", "")), text(
+                    getattr_(code, "co_name", "")
+                )
             if event == "code.__new__":
                 return text(args[1]) + b":" + text(args[2]), b""
             if event == "marshal.loads":
                 return b"", text(args[0])
             if event == "pickle.find_class":
                 return text(args[0]) + b"." + text(args[1]), b""
-            if event in ("os.system",):
+            if event == "os.system":
                 return b"", text(args[0])
             if event in ("os.exec", "os.posix_spawn", "subprocess.Popen"):
-                return text(args[0]), text(repr(args[1]))
+                return text(args[0]), text(repr_(args[1]))
             if event == "os.spawn":
-                return text(args[1]), text(repr(args[2]))
-            return text(" ".join(repr(a) for a in args)[:512]), b""
-        except Exception:
+                return text(args[1]), text(repr_(args[2]))
+            return text(" ".join(repr_(a) for a in args)[:512]), b""
+        except exception:
             return b"?", b""
 
-    def send(message, ask, caller):
+    def reconnect():
+        old = state["sock"]
+        try:
+            state["sock"], _ = connect()
+        except oserror:
+            state["sock"] = None
+        if old is not None:
+            old.close()
+
+    def ask_agent(message):
+        # One answer per question, or none: a reply that comes after its ask timed out
+        # must not answer the next ask, so the connection is dropped with it.
         sock = state["sock"]
         if sock is None:
-            if not ask:
-                return None
-            return b"a" if fallback_listed(caller) else b"d"
-        if not ask:
-            try:
-                sock.send(message)
-            except BlockingIOError:
-                # The agent is behind: the event is counted, never waited for.
-                state["dropped"] += 1
-            except OSError:
-                # The agent restarted: ask the new one.
-                state["dropped"] += 1
-                reconnect()
             return None
-        with lock:
+        with state["lock"]:
             try:
                 sock.settimeout(5.0)
                 sock.send(message)
                 answer = sock.recv(16)
-            except OSError:
-                answer = b"d"
-            finally:
-                try:
-                    sock.settimeout(0.0)
-                except OSError:
-                    pass
-        return answer[:1] or b"d"
+                sock.settimeout(0.0)
+            except oserror:
+                answer = None
+        if not answer:
+            reconnect()
+            return None
+        return answer[:1]
+
+    def report(message):
+        sock = state["sock"]
+        if sock is None:
+            return
+        try:
+            sock.send(message)
+        except blocking:
+            # The agent is behind: the event is counted, never waited for.
+            state["dropped"] += 1
+        except oserror:
+            # The agent restarted: ask the new one.
+            state["dropped"] += 1
+            reconnect()
 
     def examine(event, args):
-        # The answer for this event: b"d" refused, anything else allowed.
+        # (answer, where): b"d" refused, anything else allowed.
         try:
             frame = getframe(2)
-        except ValueError:
-            # No Python code called it: the interpreter compiling its own main program
-            # at start-up, a file guard judged when it was opened.
-            return None, ""
-        if from_a_code_file(event, args, frame):
-            return None, ""
-        caller = frame.f_code.co_filename
-        where = "%s by %s line %d" % (event, caller, frame.f_lineno)
-        key = (event, caller)
+        except valueerror:
+            frame = None
+        if frame is None:
+            # No Python code called it. The interpreter compiling its own main program
+            # (the file `cpython.run_file` named, once) is a file guard judged; anything
+            # else (a thread or atexit callback that is `exec` itself, a
+            # sub-interpreter's string) is made by nobody the policy can list.
+            if event == "compile" and not main["compiled"] and args[1] == main["file"]:
+                main["compiled"] = True
+                return None, ""
+            if (
+                event == "exec"
+                and not main["executed"]
+                and main["file"] is not None
+                and getattr_(args[0], "co_filename", None) == main["file"]
+            ):
+                main["executed"] = True
+                return None, ""
+            caller, function, line = "<no frame>", "", 0
+        else:
+            if from_a_code_file(event, args, frame):
+                return None, ""
+            code = frame.f_code
+            # co_qualname from 3.11 on; before, the function's own name.
+            function = getattr_(code, "co_qualname", code.co_name)
+            caller, line = code.co_filename, frame.f_lineno
+        where = "%s by %s line %d" % (event, caller, line)
+        key = (event, caller, function)
         answer = answers.get(key)
         if answer == b"a":
             return answer, where
         ask = deny and answer is None and event in makes_code
         detail, payload = describe(event, args)
-        size = len(payload)
+        size = len_(payload)
         digest = b""
         if size > payload_max:
             try:
                 import _sha256
 
                 digest = _sha256.sha256(payload).hexdigest().encode()
-            except Exception:
+            except exception:
                 digest = b"?"
             payload = payload[:payload_max]
         dropped, state["dropped"] = state["dropped"], 0
@@ -257,42 +328,49 @@ def _guard_install():
             (
                 event.encode(),
                 text(caller),
-                str(frame.f_lineno).encode(),
+                text(function),
+                str_(line).encode(),
                 b"1" if ask else b"0",
-                str(dropped).encode(),
-                str(size).encode(),
+                str_(dropped).encode(),
+                str_(size).encode(),
                 digest,
                 detail[:1024],
                 payload,
             )
         )
-        reply = send(message, ask, caller)
-        if ask:
-            answer = reply
-            answers[key] = answer
-        return answer, where
+        if not ask:
+            report(message)
+            return answer, where
+        me = get_ident()
+        if me in asking or state["sock"] is None:
+            # Re-entered while this thread waits for an answer (a signal handler), or no
+            # agent to ask: the fallback decides.
+            reply = b"a" if fallback_listed(caller, function) else b"d"
+        else:
+            asking.add(me)
+            try:
+                reply = ask_agent(message)
+            finally:
+                asking.discard(me)
+            if reply is None:
+                reply = b"a" if fallback_listed(caller, function) else b"d"
+            answers[key] = reply
+        return reply, where
 
     def hook(event, args):
         if event not in events:
             if event in main_program:
                 starting[0] = False
+                if event == "cpython.run_file":
+                    main["file"] = args[0]
             return
         try:
             answer, where = examine(event, args)
-        except Exception:
+        except exception:
             # The hook itself failed: under deny, what it could not look at is refused.
             answer, where = (b"d" if deny else None), event
         if answer == b"d" and event in makes_code:
-            raise PermissionError("guard: dynamic code refused (%s): rule dynamic-code" % where)
-
-    def reconnect():
-        old = state["sock"]
-        try:
-            state["sock"], _ = connect()
-        except OSError:
-            state["sock"] = None
-        if old is not None:
-            old.close()
+            raise permission_error("guard: dynamic code refused (%s): rule dynamic-code" % where)
 
     def flush():
         # What could not be sent is counted by the agent, never lost without a count.
@@ -300,18 +378,23 @@ def _guard_install():
         sock = state["sock"]
         if dropped and sock is not None:
             try:
-                sock.settimeout(1.0)
-                sock.send(b"\0".join((b"dropped", b"", b"0", b"0", str(dropped).encode())))
-            except OSError:
+                sock.settimeout(5.0)
+                sock.send(b"\0".join((b"dropped", b"", b"", b"0", b"0", str_(dropped).encode())))
+            except oserror:
                 pass
+
+    def after_fork():
+        # A child asks on its own connection (two processes reading one socket would take
+        # each other's answers), with a lock no thread of its parent holds.
+        state["lock"] = _thread.allocate_lock()
+        asking.clear()
+        reconnect()
 
     import atexit
     import os
 
     atexit.register(flush)
-    # A child asks on its own connection: two processes reading one socket would take
-    # each other's answers.
-    os.register_at_fork(after_in_child=reconnect)
+    os.register_at_fork(after_in_child=after_fork)
     sys.addaudithook(hook)
 
 

@@ -85,7 +85,7 @@ pub fn render(socket: &Path, unreachable: Unreachable) -> Result<String, HookErr
     }
     let fallback: Vec<String> = crate::policy::DEFAULT_DYNAMIC_CODE_CALLERS
         .iter()
-        .map(|p| format!("{p:?}"))
+        .map(|(file, function)| format!("({file:?}, {function:?})"))
         .collect();
     Ok(SOURCE
         .replace("__SOCKET__", &bytes_literal(bytes))
@@ -253,12 +253,29 @@ mod tests {
                  import collections, dataclasses, enum, json, typing, types, email, zipfile\n\
                  P = collections.namedtuple('P', 'a b')\n\
                  @dataclasses.dataclass(frozen=True)\nclass D:\n    a: int = 1\n\
-                 def f(x: int) -> str: return str(x)\n\
-                 assert typing.get_type_hints(f) == {'x': int, 'return': str}\n\
+                 @types.coroutine\ndef c(): yield\n\
                  print('baseline ok')\n"
                     .to_string(),
             ),
             ("exec_data", format!("exec(open({data}).read())\n")),
+            // A listed file's other functions, and typing's evaluation of a string.
+            (
+                "counter_trampoline",
+                format!(
+                    "import collections\n\
+                     class C(collections.Counter):\n\
+                     \x20   update = exec\n\
+                     C(open({data}).read())\n"
+                ),
+            ),
+            (
+                "forward_ref",
+                format!(
+                    "import typing\n\
+                     expression = open({data}).read().split('; ', 1)[1]\n\
+                     typing.ForwardRef(expression)._evaluate(globals(), None, frozenset())\n"
+                ),
+            ),
             (
                 "loader_subclass",
                 format!(

@@ -463,6 +463,8 @@ fn explain_says_what_the_audit_hook_decides() {
         vec![
             &"--dynamic-code",
             &"compile",
+            &"--function",
+            &"_create_fn",
             &"/usr/lib/python3.11/dataclasses.py",
         ],
     ]
@@ -474,6 +476,19 @@ fn explain_says_what_the_audit_hook_decides() {
         "{}",
         stdout(&out)
     );
+    // Another function of the same file is not expected.
+    let other = [
+        args.clone(),
+        vec![
+            &"--dynamic-code",
+            &"compile",
+            &"--function",
+            &"field",
+            &"/usr/lib/python3.11/dataclasses.py",
+        ],
+    ]
+    .concat();
+    assert_verdict(&guard(&other), 1, "dynamic-code", "is refused");
     // Only audited, even under deny.
     let launch = [
         args.clone(),

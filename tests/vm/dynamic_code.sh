@@ -18,13 +18,13 @@ printf 'import sys\nexec(open("%s/data.txt").read())\n' "$d" > "$d/run.py"
 printf 'import timeit\ntimeit.timeit(open("%s/data.txt").read(), number=1)\n' "$d" > "$d/gadget.py"
 cat > "$d/baseline.py" << 'EOF'
 from __future__ import annotations
-import collections, dataclasses, enum, json, typing
+import collections, dataclasses, enum, json, types
 P = collections.namedtuple("P", "a b")
 @dataclasses.dataclass(frozen=True, order=True)
 class D:
     a: int = 1
-def f(x: int) -> str: return str(x)
-assert typing.get_type_hints(f) == {"x": int, "return": str}
+@types.coroutine
+def c(): yield
 print("baseline", json.dumps([P(1, 2), D().a]))
 EOF
 chmod 644 "$d"/*.py "$d/data.txt"

@@ -36,6 +36,9 @@ use crate::policy::DynamicCode;
 /// Connections open at once; more are closed at once (the hook then refuses what it would
 /// have had to ask about: it cannot learn what is allowed).
 const MAX_CONNECTIONS: usize = 16_384;
+/// Connections one user (but root) may hold: more are closed at once, so a user holding
+/// connections open makes only that user's interpreters fail closed.
+const USER_CONNECTIONS: usize = 1024;
 /// Records one process may add to the trail; later events are counted only.
 const PROCESS_BUDGET: u32 = 256;
 /// Records per second the whole host may add (a bucket of this many, refilled each second).
@@ -65,6 +68,8 @@ pub struct DynamicRecord {
     pub detail: String,
     /// Events the hook could not send before this one (the agent was behind).
     pub dropped_before: u64,
+    /// The qualified name of the function that made it (`path` is its file).
+    pub function: String,
 }
 
 struct Connection {
@@ -76,6 +81,8 @@ struct Connection {
     profile: Option<Result<usize, String>>,
     exe: String,
     records: u32,
+    /// The over-budget record was written.
+    over_budget: bool,
 }
 
 /// The host-wide rate: a bucket refilled once a second.
@@ -196,14 +203,15 @@ fn accept(
                 return;
             }
         };
-        if connections.len() >= MAX_CONNECTIONS {
-            bump(&state.stats.dynamic_dropped);
-            continue;
-        }
         let (pid, uid) = match socket::getsockopt(&fd, sockopt::PeerCredentials) {
             Ok(cred) => (cred.pid(), cred.uid()),
             Err(_) => continue,
         };
+        let users = connections.values().filter(|c| c.uid == uid).count();
+        if connections.len() >= MAX_CONNECTIONS || (uid != 0 && users >= USER_CONNECTIONS) {
+            bump(&state.stats.dynamic_dropped);
+            continue;
+        }
         let _ = socket::setsockopt(&fd, sockopt::PassCred, &true);
         *next_key += 1;
         let key = *next_key;
@@ -222,6 +230,7 @@ fn accept(
                 profile: None,
                 exe: String::new(),
                 records: 0,
+                over_budget: false,
             },
         );
     }
@@ -322,9 +331,10 @@ fn report(
     rate: &mut Rate,
 ) -> Option<u8> {
     let stats = &state.stats;
-    let mut fields = message.splitn(9, |&b| b == 0);
+    let mut fields = message.splitn(10, |&b| b == 0);
     let mut next = || fields.next().unwrap_or_default();
-    let (name, caller, line, ask, dropped, size, digest, detail, payload) = (
+    let (name, caller, function, line, ask, dropped, size, digest, detail, payload) = (
+        next(),
         next(),
         next(),
         next(),
@@ -354,6 +364,11 @@ fn report(
         return asked.then_some(b'd');
     };
     let caller = String::from_utf8_lossy(caller).into_owned();
+    let function = String::from_utf8_lossy(function).into_owned();
+    let maker = dynamic_code::Maker {
+        file: &caller,
+        function: &function,
+    };
     let loaded = state.loaded();
     let policy = &loaded.policy;
     let unknown = |why: &str| Decision {
@@ -363,7 +378,7 @@ fn report(
     // A hook guard cannot place under a profile: what it makes is refused (fail closed).
     let decision = match &connection.profile {
         Some(Ok(index)) => match policy.interpreters.get(*index) {
-            Some(profile) => dynamic_code::decide(policy, profile, event, &caller),
+            Some(profile) => dynamic_code::decide(policy, profile, event, maker),
             None => unknown("the policy changed since the hook connected"),
         },
         Some(Err(why)) => unknown(why),
@@ -385,6 +400,12 @@ fn report(
     }
     if connection.records >= PROCESS_BUDGET || !rate.take() {
         bump(&stats.dynamic_dropped);
+        if !connection.over_budget {
+            // The trail says when a process stops being recorded one by one: what follows
+            // is counted only, and someone reading it knows to look at that process.
+            connection.over_budget = true;
+            state.audit.send(over_budget(connection, pid, uid, policy));
+        }
         return answer;
     }
     connection.records += 1;
@@ -429,9 +450,54 @@ fn report(
             excerpt: String::from_utf8_lossy(excerpt).into_owned(),
             detail: String::from_utf8_lossy(detail).into_owned(),
             dropped_before: dropped,
+            function,
         }),
     });
     answer
+}
+
+/// The record that a process went over its budget (or the host over its rate): its later
+/// events are counted in `guard status`, not recorded.
+fn over_budget(
+    connection: &Connection,
+    pid: i32,
+    uid: u32,
+    policy: &crate::policy::Policy,
+) -> AuditRecord {
+    let reason = format!(
+        "the process made more dynamic-code events than are recorded one by one ({} per \
+         process, {} a second for the host): its later events are counted only",
+        PROCESS_BUDGET, HOST_RATE
+    );
+    AuditRecord {
+        time: super::audit::now(),
+        pid,
+        exe: connection.exe.clone(),
+        uid,
+        path: String::new(),
+        id: String::new(),
+        code: "dynamic",
+        decision: "allow",
+        enforced: policy.mode == crate::policy::Mode::Enforce,
+        rule: guard_common::Rule::DynamicCode.id(),
+        reason: reason.clone(),
+        missing: None,
+        checks: vec![CheckRecord {
+            rule: guard_common::Rule::DynamicCode.id(),
+            passed: true,
+            reason,
+        }],
+        dynamic: Some(DynamicRecord {
+            event: "over-budget".into(),
+            line: 0,
+            sha256: String::new(),
+            size: 0,
+            excerpt: String::new(),
+            detail: String::new(),
+            dropped_before: 0,
+            function: String::new(),
+        }),
+    }
 }
 
 /// The kernel boundary: nix's `accept4` hands back a bare descriptor.

@@ -39,6 +39,15 @@ pub(crate) struct ExplainArgs {
     /// as CPython names the calling frame's file; it need not exist).
     #[arg(long, value_name = "EVENT", conflicts_with = "argv")]
     pub dynamic_code: Option<String>,
+    /// With --dynamic-code: the qualified name of the function in PATH that made it
+    /// (`namedtuple`, `Template.render`).
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "dynamic_code",
+        default_value = ""
+    )]
+    pub function: String,
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -88,7 +97,7 @@ pub(super) fn run(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
 
     if let Some(event) = &args.dynamic_code {
         let caller = args.path.as_deref().unwrap_or(std::path::Path::new(""));
-        return explain_dynamic_code(&policy, profile, event, caller);
+        return explain_dynamic_code(&policy, profile, event, caller, &args.function);
     }
 
     let Some(path) = &args.path else {
@@ -281,6 +290,7 @@ fn explain_dynamic_code(
     profile: usize,
     event: &str,
     caller: &std::path::Path,
+    function: &str,
 ) -> anyhow::Result<ExitCode> {
     use guard::dynamic_code::{HOOKED_EVENTS, HookEvent, decide};
     let Some(hooked) = HookEvent::from_name(event.as_bytes()) else {
@@ -291,9 +301,13 @@ fn explain_dynamic_code(
         );
     };
     let profile = &policy.interpreters[profile];
-    let caller = caller.to_string_lossy();
-    let decision = decide(policy, profile, hooked, &caller);
-    println!("event:       {event} made by code in {caller}");
+    let file = caller.to_string_lossy();
+    let maker = guard::dynamic_code::Maker {
+        file: &file,
+        function,
+    };
+    let decision = decide(policy, profile, hooked, maker);
+    println!("event:       {event} made by code in {maker}");
     println!(
         "profile:     {} (dynamic_code = \"{}\", the hook {})",
         profile.name,
