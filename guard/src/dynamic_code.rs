@@ -346,6 +346,23 @@ mod tests {
         ));
     }
 
+    /// The embedded default policy spells out the same expected makers the code falls back
+    /// to (and the hook refuses by when no agent answers).
+    #[test]
+    fn the_default_policy_lists_the_default_makers() {
+        let policy = Policy::embedded_default().unwrap();
+        let listed: Vec<(String, Option<String>)> = policy.interpreters[0]
+            .dynamic_code_callers
+            .iter()
+            .map(|c| (c.file.as_str().to_string(), c.function.clone()))
+            .collect();
+        let defaults: Vec<(String, Option<String>)> = crate::policy::DEFAULT_DYNAMIC_CODE_CALLERS
+            .iter()
+            .map(|(file, function)| (file.to_string(), Some(function.to_string())))
+            .collect();
+        assert_eq!(listed, defaults);
+    }
+
     #[test]
     fn permissive_mode_reports_what_it_would_refuse() {
         let deny = policy("dynamic_code = \"deny\"\n");
