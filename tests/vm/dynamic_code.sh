@@ -16,6 +16,7 @@ sign() { evmctl ima_sign --hashalgo sha256 --key "$GUARD_KEY" "$1" > /dev/null; 
 printf "import os; open('%s', 'w').write('ran')\n" "$marker" > "$d/data.txt"
 printf 'import sys\nexec(open("%s/data.txt").read())\n' "$d" > "$d/run.py"
 printf 'import timeit\ntimeit.timeit(open("%s/data.txt").read(), number=1)\n' "$d" > "$d/gadget.py"
+printf 'for i in range(20000):\n    exec("x = %%d" %% i)\nprint("flood done")\n' > "$d/flood.py"
 cat > "$d/baseline.py" << 'EOF'
 from __future__ import annotations
 import collections, dataclasses, enum, json, types
@@ -98,6 +99,9 @@ check "audit: the exec runs" ran
 check "audit: recorded with the digest, caller and line" \
     record '"event":"compile"' "\"sha256\":\"$sum\"" "\"path\":\"$d/run.py\"" '"line":2,' '"uid":65534,'
 check "audit: status counts hooked interpreters" bash -c "guard status | grep -Eq 'python hook: +[1-9]'"
+check "audit: a flood of exec finishes" bash -c "timeout 120 ${user[*]} -- python3 $d/flood.py | grep -q 'flood done'"
+check "audit: the flood is counted, not recorded one by one" record '"event":"over-budget"'
+guard status | grep 'python hook' | sed 's/^/  /'
 stop
 
 echo "### dynamic_code = \"deny\""
