@@ -357,12 +357,20 @@ def _guard_install():
             answers[key] = reply
         return reply, where
 
+    # One lookup for every event the interpreter raises (an import raises several): None
+    # for the many the hook ignores.
+    watched = dict.fromkeys(events, True)
+    watched.update(dict.fromkeys(main_program, False))
+    lookup = watched.get
+
     def hook(event, args):
-        if event not in events:
-            if event in main_program:
-                starting[0] = False
-                if event == "cpython.run_file":
-                    main["file"] = args[0]
+        reported = lookup(event)
+        if reported is None:
+            return
+        if not reported:
+            starting[0] = False
+            if event == "cpython.run_file":
+                main["file"] = args[0]
             return
         try:
             answer, where = examine(event, args)
