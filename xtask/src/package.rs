@@ -54,6 +54,7 @@ const MAN_PAGES: &[&str] = &[
     "guard-policy-show",
     "guard-run",
     "guard-status",
+    "guard-reload",
     "guard-sign",
     "guard-verify",
     "guard-keygen",

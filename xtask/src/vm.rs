@@ -243,7 +243,8 @@ pub(crate) fn vm_test_in_suite() -> Result<()> {
     // 35 min of tests on each kernel once the package upgrade (9-11 min) runs on the first
     // only and the attacks without guard (5 min) on the last; attacks.sh under guard takes
     // 10-12 min, self_protect.sh and lsm_native.sh 3-4 each on this emulated CPU. CI ran
-    // the emulated CPU 1.4 times slower than that: the limit leaves room for it.
+    // the emulated CPU 1.4 times slower than that: the limit leaves room for it. The limit is
+    // each boot's: systemd_unit.sh boots on its own after the rest (6 min on each kernel).
     vm_test(VmTestArgs {
         split: true,
         ..both_kernels(3900, true, Vec::new())
