@@ -69,7 +69,7 @@ fn every_subcommand_option_and_argument_has_a_description() {
     let top = help_of(&[]);
     let mut commands: Vec<Vec<String>> = subcommands(&top).into_iter().map(|c| vec![c]).collect();
     for expected in [
-        "explain", "policy", "run", "status", "sign", "verify", "keygen",
+        "explain", "policy", "run", "status", "reload", "sign", "verify", "keygen",
     ] {
         assert!(
             commands.iter().any(|c| c[0] == expected),

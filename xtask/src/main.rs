@@ -56,7 +56,7 @@ enum Task {
     },
     /// Measure guard against no guard and fapolicyd (about 10 minutes; root).
     Bench(bench::Options),
-    /// Build the Debian package (cargo-deb) into target/package/.
+    /// Build the Debian package (cargo-deb) into target/package/ and check it with lintian.
     Package {
         /// Package the debug binary instead of a release build (quick, for checks).
         #[arg(long)]
@@ -96,7 +96,7 @@ fn main() -> Result<()> {
             if check {
                 package::check(profile)
             } else {
-                package::build(profile).map(|_| ())
+                package::build(profile).and_then(|deb| package::lint(&deb))
             }
         }
     }

@@ -1,5 +1,6 @@
-//! `cargo xtask package`: the Debian package (cargo-deb), and `--check`: build it, look inside,
-//! install it on this host, run the installed agent the way its unit does, purge it.
+//! `cargo xtask package`: the Debian package (cargo-deb), checked with lintian, and `--check`:
+//! also look inside, install it on this host, run the installed agent the way its unit does,
+//! purge it.
 //!
 //! The check installs into the real root with `dpkg -i` (this is a disposable CI machine, run
 //! as root) because that is what exercises the maintainer scripts, `systemd-analyze verify`
@@ -43,7 +44,8 @@ impl Profile {
     }
 }
 
-/// Every page `guard generate-man` must produce: one per visible (sub)command.
+/// Every page `guard generate-man` must produce: one per visible (sub)command, in section 8
+/// (guard is in /usr/sbin).
 const MAN_PAGES: &[&str] = &[
     "guard",
     "guard-explain",
@@ -52,6 +54,7 @@ const MAN_PAGES: &[&str] = &[
     "guard-policy-show",
     "guard-run",
     "guard-status",
+    "guard-reload",
     "guard-sign",
     "guard-verify",
     "guard-keygen",
@@ -93,7 +96,7 @@ pub(crate) fn build(profile: Profile) -> Result<PathBuf> {
         .arg("generate-completions")
         .arg(doc.join("completions")))?;
     for page in MAN_PAGES {
-        let path = doc.join("man").join(format!("{page}.1"));
+        let path = doc.join("man").join(format!("{page}.8"));
         ensure!(
             path.is_file(),
             "guard generate-man did not write {}",
@@ -126,6 +129,7 @@ pub(crate) fn build(profile: Profile) -> Result<PathBuf> {
         ])
         .arg(&deb)
         .env("CARGO_TARGET_DIR", &stage))?;
+    add_md5sums(&deb, &dist.join("md5sums-tree"))?;
     let size = std::fs::metadata(&deb)
         .with_context(|| format!("cargo deb wrote no {}", deb.display()))?
         .len();
@@ -136,6 +140,48 @@ pub(crate) fn build(profile: Profile) -> Result<PathBuf> {
         started.elapsed().as_secs_f64()
     );
     Ok(deb)
+}
+
+/// cargo-deb writes no DEBIAN/md5sums, which `debsums` (and dpkg --verify on older dpkg)
+/// check the installed files against: repack the package with one, listing every file but
+/// the conffiles, as dh_md5sums does (dpkg keeps the conffiles' sums itself).
+fn add_md5sums(deb: &Path, tree: &Path) -> Result<()> {
+    if tree.exists() {
+        std::fs::remove_dir_all(tree).with_context(|| format!("removing {}", tree.display()))?;
+    }
+    run(Command::new("dpkg-deb")
+        .arg("--raw-extract")
+        .arg(deb)
+        .arg(tree))?;
+    let conffiles = std::fs::read_to_string(tree.join("DEBIAN/conffiles")).unwrap_or_default();
+    let conffiles: BTreeSet<&str> = conffiles
+        .lines()
+        .map(|l| l.trim().trim_start_matches('/'))
+        .collect();
+    let listing = output(
+        Command::new("find")
+            .arg(".")
+            .args([
+                "-path", "./DEBIAN", "-prune", "-o", "-type", "f", "-printf", "%P\n",
+            ])
+            .current_dir(tree),
+    )?;
+    let mut files: Vec<&str> = listing
+        .lines()
+        .filter(|f| !f.is_empty() && !conffiles.contains(f))
+        .collect();
+    files.sort_unstable();
+    ensure!(!files.is_empty(), "{} holds no files", deb.display());
+    let sums = output(Command::new("md5sum").args(&files).current_dir(tree))?;
+    let md5sums = tree.join("DEBIAN/md5sums");
+    std::fs::write(&md5sums, sums).with_context(|| format!("writing {}", md5sums.display()))?;
+    set_mode(&md5sums, 0o644)?;
+    run(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "--build"])
+        .arg(tree)
+        .arg(deb)
+        .stdout(Stdio::null()))?;
+    std::fs::remove_dir_all(tree).with_context(|| format!("removing {}", tree.display()))
 }
 
 fn deb_arch() -> Result<String> {
@@ -152,14 +198,19 @@ fn ensure_cargo_deb() -> Result<()> {
 
 /// Installs the Debian packages the check uses when they are missing (man, systemd-analyze).
 fn ensure_tools() -> Result<()> {
-    let mut missing = Vec::new();
-    for (tool, package) in [
+    ensure_debian_tools(&[
         ("man", "man-db"),
         ("systemd-analyze", "systemd"),
         ("setpriv", "util-linux"),
         ("unshare", "util-linux"),
         ("python3", "python3"),
-    ] {
+    ])
+}
+
+/// Installs, with apt, the package of each (command, package) whose command is missing.
+fn ensure_debian_tools(tools: &[(&str, &str)]) -> Result<()> {
+    let mut missing = Vec::new();
+    for &(tool, package) in tools {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .stdout(Stdio::null())
@@ -189,6 +240,7 @@ pub(crate) fn check(profile: Profile) -> Result<()> {
     ensure_tools()?;
     let deb = build(profile)?;
     let started = Instant::now();
+    lint(&deb)?;
     check_contents(&deb)?;
     if is_installed("guard") {
         // A previous check interrupted half-way; start from a clean host.
@@ -203,6 +255,119 @@ pub(crate) fn check(profile: Profile) -> Result<()> {
     eprintln!(
         "xtask: package check passed in {:.1} s after the build",
         started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Where the package's lintian overrides live in the source; shipped as
+/// /usr/share/lintian/overrides/guard, where lintian reads them from the package itself.
+const LINTIAN_OVERRIDES: &str = "packaging/debian/lintian-overrides";
+
+/// Debian's package checker on the .deb: any tag it reports, of any severity, fails, unless
+/// the package overrides it under a comment that says why (an override without one fails
+/// too, and lintian itself reports overrides that no longer match anything).
+pub(crate) fn lint(deb: &Path) -> Result<()> {
+    ensure_debian_tools(&[("lintian", "lintian")])?;
+    let overrides = workspace_root().join(LINTIAN_OVERRIDES);
+    if overrides.exists() {
+        let text = std::fs::read_to_string(&overrides)
+            .with_context(|| format!("reading {}", overrides.display()))?;
+        let unexplained = unexplained_overrides(&text);
+        ensure!(
+            unexplained.is_empty(),
+            "{}: overrides without a comment above them saying why: {unexplained:?}",
+            overrides.display()
+        );
+    }
+    check_changelog_version(deb)?;
+    let out = Command::new("lintian")
+        .args([
+            "--display-info",
+            "--pedantic",
+            "--show-overrides",
+            // Decided below from the tags: with --show-overrides, lintian's own --fail-on
+            // counts the overridden ones too.
+            "--fail-on",
+            "none",
+        ])
+        .arg(deb)
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot start lintian")?;
+    let report = String::from_utf8_lossy(&out.stdout);
+    let errors = String::from_utf8_lossy(&out.stderr);
+    // Overridden tags (O:) are shown, so the log says what is tolerated and the comment why.
+    for line in report.lines() {
+        eprintln!("lintian: {line}");
+    }
+    ensure!(
+        out.status.success(),
+        "lintian {} did not run ({}):\n{errors}",
+        deb.display(),
+        out.status
+    );
+    // E error, W warning, I info, P pedantic, X experimental; O overridden, N its comment.
+    let tags: Vec<&str> = report
+        .lines()
+        .filter(|l| {
+            ["E: ", "W: ", "I: ", "P: ", "X: "]
+                .iter()
+                .any(|t| l.starts_with(t))
+        })
+        .collect();
+    ensure!(
+        tags.is_empty(),
+        "lintian reports {} tag(s) on {}: fix each, or override it in {} under a comment \
+         saying why:\n{}",
+        tags.len(),
+        deb.display(),
+        LINTIAN_OVERRIDES,
+        tags.join("\n")
+    );
+    let overridden = report.lines().filter(|l| l.starts_with("O: ")).count();
+    eprintln!("xtask: lintian clean ({overridden} tags overridden, each with its reason)");
+    Ok(())
+}
+
+/// Override lines not directly under a comment (a blank line ends an explanation).
+fn unexplained_overrides(text: &str) -> Vec<String> {
+    let mut explained = false;
+    let mut bare = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('#') {
+            explained = true;
+        } else if line.is_empty() {
+            explained = false;
+        } else if !explained {
+            bare.push(line.to_string());
+        }
+    }
+    bare
+}
+
+/// The changelog's latest entry is the package's version: lintian checks the file's
+/// presence, not that it was kept up to date with Cargo.toml.
+fn check_changelog_version(deb: &Path) -> Result<()> {
+    let version = output(
+        Command::new("dpkg-deb")
+            .arg("--field")
+            .arg(deb)
+            .arg("Version"),
+    )?;
+    let version = version.trim();
+    let path = workspace_root().join("packaging/debian/changelog");
+    let changelog =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let latest = changelog
+        .lines()
+        .next()
+        .and_then(|l| l.split_once('(')?.1.split_once(')'))
+        .map(|(v, _)| v)
+        .with_context(|| format!("{}: no `guard (VERSION)` first line", path.display()))?;
+    ensure!(
+        latest == version,
+        "{} starts at {latest}, the package is {version}: add an entry",
+        path.display()
     );
     Ok(())
 }
@@ -247,6 +412,7 @@ fn check_contents(deb: &Path) -> Result<()> {
         "/usr/share/fish/vendor_completions.d/guard.fish",
         "/usr/share/doc/guard/operations.md",
         "/usr/share/doc/guard/copyright",
+        "/usr/share/doc/guard/changelog.Debian.gz",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -254,7 +420,7 @@ fn check_contents(deb: &Path) -> Result<()> {
     expected.extend(
         MAN_PAGES
             .iter()
-            .map(|p| format!("/usr/share/man/man1/{p}.1.gz")),
+            .map(|p| format!("/usr/share/man/man8/{p}.8.gz")),
     );
     let missing: Vec<&String> = expected.iter().filter(|p| !entries.contains(*p)).collect();
     ensure!(
@@ -362,7 +528,7 @@ fn check_installed() -> Result<()> {
     }
 
     for page in MAN_PAGES {
-        let path = format!("/usr/share/man/man1/{page}.1.gz");
+        let path = format!("/usr/share/man/man8/{page}.8.gz");
         let rendered = output(
             Command::new("man")
                 .args(["-l", &path])
@@ -703,7 +869,7 @@ fn purge_and_check_clean() -> Result<()> {
         "/run/guard",
         "/usr/share/guard",
         "/usr/share/doc/guard",
-        "/usr/share/man/man1/guard.1.gz",
+        "/usr/share/man/man8/guard.8.gz",
         "/usr/share/bash-completion/completions/guard",
         "/etc/systemd/system/multi-user.target.wants/guard.service",
         "/etc/systemd/system/guard.service",
@@ -721,4 +887,19 @@ fn purge_and_check_clean() -> Result<()> {
     );
     eprintln!("xtask: purged, nothing left");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unexplained_overrides;
+
+    #[test]
+    fn an_override_needs_a_comment_right_above_it() {
+        let text = "# why\nguard: tag-a\nguard: tag-b\n\nguard: tag-c\n# why c\n\nguard: tag-d\n";
+        assert_eq!(
+            unexplained_overrides(text),
+            ["guard: tag-c", "guard: tag-d"]
+        );
+        assert!(unexplained_overrides("# why\n# more\nguard: tag\n").is_empty());
+    }
 }

@@ -14,7 +14,9 @@
 //! VM tests are tests/vm/*.sh, run by bash as root with GUARD_BIN, GUARD_KEY,
 //! GUARD_CERT (PEM) and GUARD_CERT_DER set; exit 0 passes. Selecting a
 //! tests/vm/*packages*.sh also puts /mnt/vm/packages in the guest: guard.deb and
-//! a signed apt repository (see `Packages`).
+//! a signed apt repository (see `Packages`). A tests/vm/*systemd*.sh boots on its own, with
+//! systemd as PID 1 instead of init.sh (see `Init`): it shows the package as systemd runs it,
+//! and may reboot the VM (its writes survive a guest reboot, not the end of qemu).
 
 mod apt_repo;
 mod cpio;
@@ -241,7 +243,8 @@ pub(crate) fn vm_test_in_suite() -> Result<()> {
     // 35 min of tests on each kernel once the package upgrade (9-11 min) runs on the first
     // only and the attacks without guard (5 min) on the last; attacks.sh under guard takes
     // 10-12 min, self_protect.sh and lsm_native.sh 3-4 each on this emulated CPU. CI ran
-    // the emulated CPU 1.4 times slower than that: the limit leaves room for it.
+    // the emulated CPU 1.4 times slower than that: the limit leaves room for it. The limit is
+    // each boot's: systemd_unit.sh boots on its own after the rest (6 min on each kernel).
     vm_test(VmTestArgs {
         split: true,
         ..both_kernels(3900, true, Vec::new())
@@ -357,14 +360,8 @@ fn run_tests(mut args: VmTestArgs) -> Result<Vec<KernelRun>> {
             .enumerate()
             .map(|(i, (k, tests))| {
                 step(&format!("vm-test on {}", k.release));
-                let payload = Payload::Tests {
-                    tests,
-                    packages: packages
-                        .as_ref()
-                        .filter(|_| tests.iter().any(|t| needs_packages(t))),
-                };
-                let (prepared, opts) = (&prepared, &args.opts);
-                scope.spawn(move || boot(prepared, k, opts, &payload, i == last))
+                let (prepared, opts, packages) = (&prepared, &args.opts, packages.as_ref());
+                scope.spawn(move || boot_tests(prepared, k, opts, tests, packages, i == last))
             })
             .collect();
         runs.into_iter()
@@ -421,6 +418,43 @@ fn run_tests(mut args: VmTestArgs) -> Result<Vec<KernelRun>> {
     Ok(runs)
 }
 
+/// One kernel's tests: those under init.sh in one boot, then each systemd test in a boot of
+/// its own (it owns PID 1 and may reboot). Their lines follow one another; the status is the
+/// first failing boot's.
+fn boot_tests(
+    prepared: &Prepared,
+    kernel: &kernel::Kernel,
+    opts: &VmOpts,
+    tests: &[PathBuf],
+    packages: Option<&Packages>,
+    baseline: bool,
+) -> Result<Outcome> {
+    let (systemd, fast): (Vec<PathBuf>, Vec<PathBuf>) =
+        tests.iter().cloned().partition(|t| under_systemd(t));
+    let mut boots: Vec<(Vec<PathBuf>, Init)> = Vec::new();
+    if !fast.is_empty() {
+        boots.push((fast, Init::Fast));
+    }
+    boots.extend(systemd.into_iter().map(|t| (vec![t], Init::Systemd)));
+    let mut all = Outcome {
+        status: Some(0),
+        lines: Vec::new(),
+    };
+    for (tests, init) in &boots {
+        let payload = Payload::Tests {
+            tests,
+            packages: packages.filter(|_| tests.iter().any(|t| needs_packages(t))),
+            init: *init,
+        };
+        let outcome = boot(prepared, kernel, opts, &payload, baseline)?;
+        if all.status == Some(0) {
+            all.status = outcome.status;
+        }
+        all.lines.extend(outcome.lines);
+    }
+    Ok(all)
+}
+
 /// A failed test's own words, for the summary (the last thing a CI log shows): its
 /// `not ok` lines and the indented lines that follow each, at most 60 lines.
 fn why_it_failed(lines: &[&str]) -> String {
@@ -445,9 +479,20 @@ enum Payload<'a> {
     Cmd(Vec<String>),
     Tests {
         tests: &'a [PathBuf],
-        /// For tests/vm/*packages*.sh only.
+        /// For tests/vm/*packages*.sh and *systemd*.sh only.
         packages: Option<&'a Packages>,
+        init: Init,
     },
+}
+
+/// PID 1 of a test boot.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Init {
+    /// xtask/vm/init.sh: seconds to a shell, for every test but those below.
+    Fast,
+    /// systemd, running xtask/vm/systemd-tests.sh from a unit (guard-vm-tests.service), for
+    /// tests/vm/*systemd*.sh: one boot per test, which may reboot the VM.
+    Systemd,
 }
 
 /// The line by which a test says it runs on one kernel of the suite (`cargo xtask test`):
@@ -479,6 +524,12 @@ fn assign(tests: &[(PathBuf, bool)], kernels: usize) -> Vec<Vec<PathBuf>> {
 fn needs_packages(test: &Path) -> bool {
     test.file_name()
         .is_some_and(|n| n.to_string_lossy().contains("packages"))
+        || under_systemd(test)
+}
+
+fn under_systemd(test: &Path) -> bool {
+    test.file_name()
+        .is_some_and(|n| n.to_string_lossy().contains("systemd"))
 }
 
 /// What tests/vm/*packages*.sh install through dpkg and apt, at /mnt/vm/packages: guard.deb
@@ -621,9 +672,24 @@ fn boot(
                 fs::write(payload_dir.join("cmd"), argv)?;
             }
         }
-        Payload::Tests { tests, packages } => {
+        Payload::Tests {
+            tests,
+            packages,
+            init,
+        } => {
             if let Some(packages) = packages {
                 packages.copy_into(&payload_dir)?;
+            }
+            if *init == Init::Systemd {
+                // Its presence is what makes the initramfs hand over to systemd.
+                fs::write(
+                    payload_dir.join("guard-vm-tests.service"),
+                    include_str!("../vm/guard-vm-tests.service"),
+                )?;
+                fs::write(
+                    payload_dir.join("systemd-tests.sh"),
+                    include_str!("../vm/systemd-tests.sh"),
+                )?;
             }
             let dir = payload_dir.join("tests");
             fs::create_dir_all(&dir)?;
@@ -738,39 +804,50 @@ fn boot(
     if !opts.verbose {
         cmdline.push_str(" quiet");
     }
+    let systemd = matches!(
+        payload,
+        Payload::Tests {
+            init: Init::Systemd,
+            ..
+        }
+    );
+    if systemd {
+        // Only units that fail are shown; the tests' own lines are what xtask reads.
+        cmdline.push_str(" systemd.show_status=error");
+    }
     // thread=single: with one host thread per vCPU, TCG sometimes runs stale
     // code after the kernel live-patches itself (text_poke), and the 6.12
     // kernel oopses on a leftover int3 during boot. Round-robin vCPUs avoid it.
-    qemu.args([
-        "-accel",
-        "tcg,thread=single",
-        "-cpu",
-        "max",
-        "-nodefaults",
-        "-no-reboot",
-    ])
-    .arg("-smp")
-    .arg(opts.cpus.to_string())
-    .args(["-display", "none", "-serial", "stdio"])
-    .arg("-m")
-    .arg(opts.memory.to_string())
-    .arg("-kernel")
-    .arg(kernel.vmlinuz())
-    .arg("-initrd")
-    .arg(kernel.initrd())
-    .arg("-append")
-    .arg(&cmdline)
-    // snapshot=on: guest writes go to a throwaway overlay, so every boot
-    // starts from the same cached image.
-    .arg("-drive")
-    .arg(format!(
-        "file={},format=raw,if=virtio,snapshot=on",
-        prepared.image.display()
-    ))
-    .arg("-drive")
-    .arg(format!("file={},format=raw,if=virtio", run_img.display()))
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped());
+    qemu.args(["-accel", "tcg,thread=single", "-cpu", "max", "-nodefaults"])
+        // A systemd test reboots the guest on purpose: qemu resets it and keeps the snapshot's
+        // writes (and systemd-tests.sh counts the boots, so a panic's reboot loop ends too).
+        .args(if systemd {
+            &[][..]
+        } else {
+            &["-no-reboot"][..]
+        })
+        .arg("-smp")
+        .arg(opts.cpus.to_string())
+        .args(["-display", "none", "-serial", "stdio"])
+        .arg("-m")
+        .arg(opts.memory.to_string())
+        .arg("-kernel")
+        .arg(kernel.vmlinuz())
+        .arg("-initrd")
+        .arg(kernel.initrd())
+        .arg("-append")
+        .arg(&cmdline)
+        // snapshot=on: guest writes go to a throwaway overlay, so every boot
+        // starts from the same cached image.
+        .arg("-drive")
+        .arg(format!(
+            "file={},format=raw,if=virtio,snapshot=on",
+            prepared.image.display()
+        ))
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=virtio", run_img.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
     step(&format!(
         "booting {} (timeout {} s)",
         kernel.release, opts.timeout

@@ -24,10 +24,26 @@ fn create(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
 }
 
-/// guard.1 and one page per visible subcommand (guard-run.1, guard-policy-check.1, …).
+/// The manual section of guard's pages: 8, system administration, since the package installs
+/// guard in /usr/sbin (Debian policy 12.1; lintian checks the pairing).
+const MAN_SECTION: &str = "8";
+
+/// guard.8 and one page per visible subcommand (guard-run.8, guard-policy-check.8, …).
 pub(super) fn man(args: &OutDir) -> anyhow::Result<ExitCode> {
+    // clap_mangen::generate_to writes section 1 only; this is its walk with the section set.
+    fn generate(cmd: clap::Command, dir: &Path) -> std::io::Result<()> {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned() {
+            generate(sub, dir)?;
+        }
+        clap_mangen::Man::new(cmd)
+            .section(MAN_SECTION)
+            .generate_to(dir)
+            .map(|_| ())
+    }
     create(&args.dir)?;
-    clap_mangen::generate_to(command(), &args.dir)
+    let mut cmd = command().disable_help_subcommand(true);
+    cmd.build();
+    generate(cmd, &args.dir)
         .with_context(|| format!("writing man pages to {}", args.dir.display()))?;
     Ok(ExitCode::SUCCESS)
 }

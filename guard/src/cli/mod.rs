@@ -48,6 +48,9 @@ pub(crate) enum Command {
     Run(run::RunArgs),
     /// Show the running agent's counters.
     Status(run::StatusArgs),
+    /// Make the running agent re-read its policy and keys, and wait until it has (fails if
+    /// it refuses them: the previous policy stays). `systemctl reload guard` runs it.
+    Reload(run::ReloadArgs),
     /// Trust the files of packages apt verified (apt and dpkg hooks; `list` shows them).
     #[command(subcommand)]
     Packages(packages::PackagesCommand),
@@ -94,6 +97,7 @@ pub(crate) fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::PythonHook(command) => python_hook::run(&command),
         Command::Run(args) => run::run(args),
         Command::Status(args) => run::status(&args),
+        Command::Reload(args) => run::reload(&args),
         Command::Packages(command) => packages::run(command),
         Command::Sign(args) => sign::run(args),
         Command::Verify(args) => verify::run(args),

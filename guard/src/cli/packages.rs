@@ -6,7 +6,7 @@ use std::io::{BufRead, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -287,34 +287,5 @@ fn reload_agent(socket: &Path) -> anyhow::Result<()> {
         }
         _ => {}
     }
-    let before = status::query(socket).context("the agent does not answer")?;
-    let pid = nix::unistd::Pid::from_raw(
-        i32::try_from(before.pid).context("the agent's pid does not fit a pid_t")?,
-    );
-    // A reload that begins after this read the store as this hook left it (the agent runs
-    // one reload at a time).
-    let changed = guard::agent::stats::boottime_ns();
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP)
-        .with_context(|| format!("signalling the agent (pid {pid})"))?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-        let Ok(now) = status::query(socket) else {
-            continue;
-        };
-        if now.pid != before.pid {
-            // A restarted agent read the store at start.
-            return Ok(());
-        }
-        if now.reload_started_ns >= changed {
-            return Ok(());
-        }
-        if now.failed_reload_started_ns >= changed {
-            bail!(
-                "the agent (pid {pid}) refused to reload its policy: its log says why; \
-                 the packages' files would not be trusted"
-            );
-        }
-    }
-    bail!("the agent (pid {pid}) did not reload within 120 s")
+    super::run::reload_and_wait(socket).context("the packages' files would not be trusted")
 }

@@ -1,8 +1,10 @@
 //! `guard run` and `guard status`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
+use anyhow::{Context, bail};
 use clap::Args;
 
 use guard::agent::{self, Backend, status};
@@ -79,6 +81,57 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         allow_degraded: args.allow_degraded,
         controllers: args.controllers,
     })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Makes the running agent re-read its policy and keys (SIGHUP) and waits until it has: a
+/// caller that goes on (apt unpacking, an administrator's next command) meets the new policy.
+/// Fails if the agent does not answer or refuses the new policy (the previous one stays).
+pub(super) fn reload_and_wait(socket: &Path) -> anyhow::Result<()> {
+    let before = status::query(socket).context("the agent does not answer")?;
+    let pid = nix::unistd::Pid::from_raw(
+        i32::try_from(before.pid).context("the agent's pid does not fit a pid_t")?,
+    );
+    // A reload that begins after this reads the files as they are now (the agent runs one
+    // reload at a time).
+    let changed = guard::agent::stats::boottime_ns();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP)
+        .with_context(|| format!("signalling the agent (pid {pid})"))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        let Ok(now) = status::query(socket) else {
+            continue;
+        };
+        if now.pid != before.pid {
+            // A restarted agent read the files at start.
+            return Ok(());
+        }
+        if now.reload_started_ns >= changed {
+            return Ok(());
+        }
+        if now.failed_reload_started_ns >= changed {
+            bail!(
+                "the agent (pid {pid}) refused the new policy and keeps the previous one: its \
+                 log says why"
+            );
+        }
+    }
+    bail!("the agent (pid {pid}) did not reload within 120 s")
+}
+
+#[derive(Args)]
+pub(crate) struct ReloadArgs {
+    /// Unix socket of the running agent.
+    #[arg(long, value_name = "PATH", default_value = status::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+}
+
+/// `guard reload`: the unit's ExecReload, so that `systemctl reload guard` returns once the
+/// new policy is loaded, and fails when it is refused.
+pub(super) fn reload(args: &ReloadArgs) -> anyhow::Result<ExitCode> {
+    reload_and_wait(&args.socket)?;
+    println!("guard: policy reloaded");
     Ok(ExitCode::SUCCESS)
 }
 

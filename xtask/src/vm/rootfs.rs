@@ -23,6 +23,10 @@ const PACKAGES: &[&str] = &[
     "kmod",
     "openssl",
     "strace",
+    // systemd as PID 1 for tests/vm/*systemd*.sh only (every other boot runs xtask/vm/init.sh),
+    // and dbus for `systemd-analyze security`, which asks the manager over the system bus.
+    "systemd",
+    "dbus",
 ];
 
 /// Bump when the image contents change in a way the inputs below do not show.
@@ -103,7 +107,10 @@ pub(super) fn ensure_keys(vm_dir: &Path) -> Result<Keys> {
 pub(super) fn ensure_tree(vm_dir: &Path, suite: &str) -> Result<PathBuf> {
     let tree = vm_dir.join(format!("rootfs-{suite}"));
     let done = tree.join(".guard-debootstrap-done");
-    if done.exists() {
+    // A tree made with another package list is made again (its stamp changes, so does the
+    // image built from it).
+    let packages = tree.join(".guard-debootstrap-packages");
+    if done.exists() && fs::read_to_string(&packages).ok().as_deref() == Some(&PACKAGES.join(",")) {
         return Ok(tree);
     }
     if Command::new("debootstrap")
@@ -133,6 +140,10 @@ pub(super) fn ensure_tree(vm_dir: &Path, suite: &str) -> Result<PathBuf> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
+    write_atomic(
+        &tmp.join(".guard-debootstrap-packages"),
+        PACKAGES.join(",").as_bytes(),
+    )?;
     write_atomic(
         &tmp.join(".guard-debootstrap-done"),
         now.to_string().as_bytes(),
