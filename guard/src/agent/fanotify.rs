@@ -753,6 +753,7 @@ fn answer(group: &Fanotify, state: &State, job: Job, marks: Option<&IgnoreMarks>
     .unwrap_or_else(|_| {
         Outcome::unavailable(loaded, fd, "internal error while deciding (see the log)")
     });
+    let outcome = outcome.unless_unrecorded(state, &loaded.policy);
     // Answer first: everything below is bookkeeping the opener must not wait for.
     respond(group, state, fd, outcome.verdict.allow);
     let elapsed = job.received.elapsed();
@@ -796,6 +797,32 @@ impl Outcome {
             missing: None,
             same_for_every_open: None,
         }
+    }
+
+    /// `audit.disk_full = "refuse"`: while the audit file cannot be written, an enforced
+    /// policy lets no code load run that the trail would not record (cache hits included:
+    /// the operator chose that nothing runs while the trail is blind).
+    fn unless_unrecorded(mut self, state: &State, policy: &crate::policy::Policy) -> Outcome {
+        if !self.verdict.allow || !self.code.is_code() || !state.refusing_unrecorded(policy) {
+            return self;
+        }
+        bump(&state.stats.audit_refused);
+        let why = state
+            .stats
+            .audit_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+            .unwrap_or_else(|| "not writable".into());
+        self.verdict = facts_unavailable(
+            policy,
+            format!(
+                "the audit trail cannot be written ({why}): code is refused until it can \
+                 (audit.disk_full = \"refuse\")"
+            ),
+        );
+        self.same_for_every_open = None;
+        self
     }
 
     /// Refusals always; an allowed code load when its content was verified (a cache miss),
@@ -846,13 +873,18 @@ fn count(state: &State, outcome: &Outcome) {
         return;
     }
     bump(&state.stats.code_decisions);
-    if !outcome.verdict.policy_allows {
-        if outcome.verdict.enforced {
+    let verdict = &outcome.verdict;
+    if !verdict.policy_allows {
+        if verdict.enforced {
             bump(&state.stats.denies);
         } else {
             bump(&state.stats.would_deny);
         }
     }
+    state
+        .stats
+        .by_rule
+        .bump(verdict.rule, verdict.policy_allows, verdict.enforced);
 }
 
 fn evaluate(

@@ -258,6 +258,16 @@ impl State {
         }
     }
 
+    /// Whether code loads are refused because the audit file cannot be written
+    /// (`audit.disk_full = "refuse"` in enforce mode).
+    pub fn refusing_unrecorded(&self, policy: &Policy) -> bool {
+        self.stats
+            .audit_failing
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && policy.audit.disk_full == crate::policy::DiskFull::Refuse
+            && policy.mode == Mode::Enforce
+    }
+
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
     }

@@ -51,6 +51,20 @@ pub struct Report {
     pub errors: u64,
     pub overflows: u64,
     pub audit_dropped: u64,
+    /// Records written to the audit file, and lost because it could not be written:
+    /// with `audit_dropped`, every record is counted once.
+    #[serde(default)]
+    pub audit_written: u64,
+    #[serde(default)]
+    pub audit_lost: u64,
+    #[serde(default)]
+    pub audit_rotations: u64,
+    /// Code loads refused because the audit file could not be written.
+    #[serde(default)]
+    pub audit_refused: u64,
+    /// Why the audit file's last write failed; None while it is written.
+    #[serde(default)]
+    pub audit_error: Option<String>,
     pub reloads: u64,
     pub reload_failures: u64,
     /// CLOCK_BOOTTIME (ns) at which the last successful, and the last failed, reload began.
@@ -123,6 +137,15 @@ pub fn report(state: &State) -> Report {
         errors: stats.errors.load(Ordering::Relaxed),
         overflows: stats.overflows.load(Ordering::Relaxed),
         audit_dropped: stats.audit_dropped.load(Ordering::Relaxed),
+        audit_written: stats.audit_written.load(Ordering::Relaxed),
+        audit_lost: stats.audit_lost.load(Ordering::Relaxed),
+        audit_rotations: stats.audit_rotations.load(Ordering::Relaxed),
+        audit_refused: stats.audit_refused.load(Ordering::Relaxed),
+        audit_error: stats
+            .audit_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone(),
         reloads: stats.reloads.load(Ordering::Relaxed),
         reload_failures: stats.reload_failures.load(Ordering::Relaxed),
         reload_started_ns: stats.reload_started_ns.load(Ordering::Relaxed),

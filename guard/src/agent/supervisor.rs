@@ -32,11 +32,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let loaded = config.load()?;
     log_policy(&loaded);
     let stats = Arc::new(super::stats::Stats::default());
-    let audit_file = config
+    // Where and how big the trail is are read once: a reload does not move the file.
+    let audit = &loaded.policy.audit;
+    let trail = config
         .audit
         .clone()
-        .or_else(|| loaded.policy.audit.file.clone());
-    let (audit, audit_thread) = super::audit::start(audit_file, stats.clone())?;
+        .or_else(|| audit.file.clone())
+        .map(|path| super::audit::TrailConfig {
+            path,
+            max_file_size: audit.max_file_size,
+            max_files: audit.max_files,
+        });
+    let (audit, audit_thread) = super::audit::start(trail, stats.clone())?;
     let (lsm_layer, backend) = start_kernel_layer(&config, &loaded)?;
     let state = Arc::new(State::new(
         loaded,
@@ -128,8 +135,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let own_pid = std::process::id() as i32;
     let mut stop = false;
+    let mut refusing_unrecorded = false;
     while !stop {
         heartbeat.beat();
+        // Files the kernel answers itself would run unrecorded: asked again from now on.
+        let refusing = state.refusing_unrecorded(&state.loaded().policy);
+        if refusing
+            && !refusing_unrecorded
+            && let Some(marks) = state.ignore_marks.get()
+        {
+            marks.forget_all();
+        }
+        refusing_unrecorded = refusing;
         let mut fds = [
             PollFd::new(backend.as_fd(), PollFlags::POLLIN),
             PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN),

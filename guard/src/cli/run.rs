@@ -174,6 +174,24 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         report.miss_p50_us, report.miss_p99_us, report.miss_max_us
     );
     println!(
+        "audit trail:  {} records written, {} lost (file not writable), {} dropped (queue full), {} rotations{}",
+        report.audit_written,
+        report.audit_lost,
+        report.audit_dropped,
+        report.audit_rotations,
+        match &report.audit_error {
+            Some(why) => format!(
+                "\n              NOT WRITABLE: {why}; {} code loads refused meanwhile",
+                report.audit_refused
+            ),
+            None if report.audit_refused > 0 => format!(
+                "; {} code loads refused while it was not writable",
+                report.audit_refused
+            ),
+            None => String::new(),
+        }
+    );
+    println!(
         "problems:     {} errors, {} queue overflows, {} audit records dropped, {} failed reloads",
         report.errors, report.overflows, report.audit_dropped, report.reload_failures
     );
