@@ -12,7 +12,8 @@ use crate::{run, workspace_root};
 /// the python3 the agent profiles, openssl for test keys, setpriv, man and systemd-analyze
 /// for the package check, gcc for the attack tests' native library, and qemu, debootstrap,
 /// mkfs.ext4, xz and busybox for the VM (virtiofsd ships in qemu-system-common), gnupg to
-/// sign the VM's test apt repository (a fresh machine has gpgv only).
+/// sign the VM's test apt repository (a fresh machine has gpgv only), and prometheus_client's
+/// parser to read `guard status --format openmetrics` as a scraper would.
 const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     "attr",
@@ -30,6 +31,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "xz-utils",
     "busybox-static",
     "gnupg",
+    "python3-prometheus-client",
 ];
 
 /// The bpf-linker release that matches the aya 0.14 set.

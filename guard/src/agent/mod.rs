@@ -11,6 +11,7 @@ pub mod identities;
 pub mod ignore_marks;
 pub mod lsm_layer;
 pub mod memory;
+pub mod metrics;
 pub mod mounts;
 pub mod notify;
 pub mod opener;
@@ -55,6 +56,9 @@ pub struct Config {
     pub follow: bool,
     pub audit: Option<PathBuf>,
     pub socket: PathBuf,
+    /// Where to write the metrics for node_exporter's textfile collector, and how often.
+    pub metrics_file: Option<PathBuf>,
+    pub metrics_interval: std::time::Duration,
     pub workers: usize,
     pub cache_capacity: usize,
     pub backend: Backend,

@@ -103,6 +103,53 @@ pub struct Report {
     pub miss_p99_us: f64,
     pub miss_max_us: f64,
     pub exec_gate: String,
+    /// Code decisions by the rule that decided (non-zero counts only).
+    #[serde(default)]
+    pub by_rule: Vec<RuleDecisions>,
+    /// Answer latencies as cumulative histograms (all answers, cache hits, cache misses).
+    #[serde(default)]
+    pub histograms: Vec<LatencyHistogram>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RuleDecisions {
+    pub rule: String,
+    /// `allow` or `deny`: what the policy said.
+    pub decision: String,
+    /// `enforce` or `permissive`: whether it was enforced.
+    pub mode: String,
+    pub count: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LatencyHistogram {
+    /// `all`, `cache_hit` or `cache_miss`.
+    pub answers: String,
+    /// `(upper bound in seconds, answers at most that long)`, ascending.
+    pub buckets: Vec<(f64, u64)>,
+    pub count: u64,
+    pub sum_seconds: f64,
+}
+
+/// Bucket bounds of the latency histograms, in seconds: a cache hit's microseconds to a
+/// stalled filesystem's seconds.
+pub const LATENCY_BOUNDS: [f64; 14] = [
+    10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3, 250e-3, 1.0, 5.0,
+];
+
+fn histogram(answers: &str, histogram: &super::stats::Histogram) -> LatencyHistogram {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let bounds_ns: Vec<u64> = LATENCY_BOUNDS
+        .iter()
+        .map(|s| (s * 1e9).round() as u64)
+        .collect();
+    let (below, count, sum_ns) = histogram.cumulative(&bounds_ns);
+    LatencyHistogram {
+        answers: answers.into(),
+        buckets: LATENCY_BOUNDS.iter().copied().zip(below).collect(),
+        count,
+        sum_seconds: sum_ns as f64 / 1e9,
+    }
 }
 
 pub fn report(state: &State) -> Report {
@@ -170,6 +217,22 @@ pub fn report(state: &State) -> Report {
         miss_p99_us: us(stats.miss_latency.quantile(0.99)),
         miss_max_us: us(stats.miss_latency.max()),
         exec_gate: state.exec_gate_status(),
+        by_rule: stats
+            .by_rule
+            .nonzero()
+            .into_iter()
+            .map(|(rule, allowed, enforced, count)| RuleDecisions {
+                rule: rule.id().into(),
+                decision: if allowed { "allow" } else { "deny" }.into(),
+                mode: if enforced { "enforce" } else { "permissive" }.into(),
+                count,
+            })
+            .collect(),
+        histograms: vec![
+            histogram("all", &stats.latency),
+            histogram("cache_hit", &stats.hit_latency),
+            histogram("cache_miss", &stats.miss_latency),
+        ],
     }
 }
 

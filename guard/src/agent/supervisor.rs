@@ -120,6 +120,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     // What loading the layers parsed is freed: give it back before the long run.
     super::memory::trim();
     status::serve(&config.socket, state.clone())?;
+    if let Some(path) = &config.metrics_file {
+        super::metrics::write_periodically(state.clone(), path.clone(), config.metrics_interval)
+            .context("metrics file thread")?;
+    }
     log::info!(
         "enforcing with fanotify on {} filesystem(s); status on {}",
         watched,
