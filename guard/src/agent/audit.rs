@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
 use serde::Serialize;
 
+use super::journal::Journal;
 use super::stats::{Stats, bump};
 
 #[derive(Serialize, Clone, Debug)]
@@ -156,6 +157,7 @@ pub struct TrailConfig {
 /// Starts the audit thread. `trail` receives the JSON lines; the human lines go to `log`.
 pub fn start(
     trail: Option<TrailConfig>,
+    journal: Option<Journal>,
     stats: Arc<Stats>,
 ) -> anyhow::Result<(AuditSender, JoinHandle<()>)> {
     let trail = match trail {
@@ -165,7 +167,7 @@ pub fn start(
     let (queue, receiver) = bounded(16 * 1024);
     let handle = std::thread::Builder::new()
         .name("guard-audit".into())
-        .spawn(move || drain(receiver, trail))?;
+        .spawn(move || drain(receiver, trail, journal))?;
     Ok((AuditSender { queue, stats }, handle))
 }
 
@@ -389,8 +391,9 @@ fn open_append(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-fn drain(receiver: Receiver<Message>, mut trail: Option<Trail>) {
+fn drain(receiver: Receiver<Message>, mut trail: Option<Trail>, mut journal: Option<Journal>) {
     let mut line = Vec::with_capacity(1024);
+    let mut journal_failing = false;
     loop {
         let message = match receiver.recv_timeout(RETRY_INTERVAL) {
             Ok(message) => message,
@@ -405,7 +408,22 @@ fn drain(receiver: Receiver<Message>, mut trail: Option<Trail>) {
         let Message::Record(record) = message else {
             break;
         };
-        log_human(&record);
+        match journal.as_mut() {
+            Some(journal) => {
+                match journal.send_record(&record, &human_line(&record)) {
+                    Ok(()) => journal_failing = false,
+                    Err(e) => {
+                        // The line still reaches standard error (the journal's stream).
+                        if !journal_failing {
+                            log::error!("{e}: audit records go to standard error as lines");
+                        }
+                        journal_failing = true;
+                        log_human(&record);
+                    }
+                }
+            }
+            None => log_human(&record),
+        }
         if let Some(trail) = trail.as_mut() {
             line.clear();
             if serde_json::to_writer(&mut line, &*record).is_ok() {
@@ -424,9 +442,9 @@ fn drain(receiver: Receiver<Message>, mut trail: Option<Trail>) {
     }
 }
 
-fn log_human(record: &AuditRecord) {
-    let line = format!(
-        "{} pid={} uid={} exe={} path={} id={} code={} rule={}: {}",
+fn human_line(record: &AuditRecord) -> String {
+    format!(
+        "{} pid={} uid={} exe={} path={} id={} code={} rule={}: {}{}",
         record.decision,
         record.pid,
         record.uid,
@@ -435,11 +453,19 @@ fn log_human(record: &AuditRecord) {
         record.id,
         record.code,
         record.rule,
-        record.reason
-    );
-    match (record.decision, record.enforced) {
-        ("deny", true) => log::warn!("{line}"),
-        ("deny", false) => log::warn!("{line} (permissive: not enforced)"),
+        record.reason,
+        if record.decision == "deny" && !record.enforced {
+            " (permissive: not enforced)"
+        } else {
+            ""
+        }
+    )
+}
+
+fn log_human(record: &AuditRecord) {
+    let line = human_line(record);
+    match record.decision {
+        "deny" => log::warn!("{line}"),
         _ => log::info!("{line}"),
     }
 }
@@ -477,7 +503,7 @@ mod tests {
 
     fn flood(config: TrailConfig, records: i32) -> Arc<Stats> {
         let stats = Arc::new(Stats::default());
-        let (sender, thread) = start(Some(config), stats.clone()).unwrap();
+        let (sender, thread) = start(Some(config), None, stats.clone()).unwrap();
         for n in 0..records {
             // The queue holds 16 Ki records: a flood faster than the disk waits here
             // rather than be dropped, so every record must reach the file.

@@ -9,6 +9,7 @@ pub mod exec_gate;
 pub mod fanotify;
 pub mod identities;
 pub mod ignore_marks;
+pub mod journal;
 pub mod lsm_layer;
 pub mod memory;
 pub mod metrics;
@@ -59,6 +60,9 @@ pub struct Config {
     /// Where to write the metrics for node_exporter's textfile collector, and how often.
     pub metrics_file: Option<PathBuf>,
     pub metrics_interval: std::time::Duration,
+    /// Send audit records to this journal socket as structured entries; None: journald's
+    /// own when the standard error is the journal.
+    pub journal_socket: Option<PathBuf>,
     pub workers: usize,
     pub cache_capacity: usize,
     pub backend: Backend,

@@ -43,7 +43,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             max_file_size: audit.max_file_size,
             max_files: audit.max_files,
         });
-    let (audit, audit_thread) = super::audit::start(trail, stats.clone())?;
+    let journal = match &config.journal_socket {
+        Some(path) => Some(super::journal::Journal::connect(path)?),
+        None if super::journal::Journal::stderr_is_journal() => {
+            let path = std::path::Path::new(super::journal::DEFAULT_SOCKET);
+            super::journal::Journal::connect(path)
+                .inspect_err(|e| log::warn!("{e}: audit records go to standard error as lines"))
+                .ok()
+        }
+        None => None,
+    };
+    let (audit, audit_thread) = super::audit::start(trail, journal, stats.clone())?;
     let (lsm_layer, backend) = start_kernel_layer(&config, &loaded)?;
     let state = Arc::new(State::new(
         loaded,

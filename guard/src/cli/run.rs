@@ -47,6 +47,11 @@ pub(crate) struct RunArgs {
     /// Seconds between two writes of --metrics-file.
     #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     pub metrics_interval: u64,
+    /// Send each audit record to this journal socket as an entry with GUARD_* fields
+    /// (native protocol). Default: journald's socket when standard error is the journal
+    /// (under systemd), else the records are lines on standard error.
+    #[arg(long, value_name = "PATH")]
+    pub journal_socket: Option<PathBuf>,
     /// Do not load the exec gate (the eBPF program that refuses `-c`, code on stdin and
     /// descriptor scripts at exec): for debugging, or hosts that forbid BPF.
     #[arg(long)]
@@ -80,6 +85,7 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         socket: args.socket,
         metrics_file: args.metrics_file,
         metrics_interval: std::time::Duration::from_secs(args.metrics_interval),
+        journal_socket: args.journal_socket,
         workers: args.workers,
         cache_capacity: args.cache_size,
         backend: args.backend,
