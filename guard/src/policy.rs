@@ -260,6 +260,20 @@ struct RawAudit {
     max_files: Option<Spanned<u32>>,
     #[serde(default)]
     disk_full: DiskFull,
+    #[serde(default)]
+    kernel: KernelAudit,
+}
+
+/// Whether refusals also go to the kernel audit log (`[audit] kernel`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelAudit {
+    /// When an audit daemon (auditd) has registered with the kernel, checked at start and
+    /// at every reload: without one the kernel would print every record to its log.
+    #[default]
+    Auto,
+    On,
+    Off,
 }
 
 /// A size as written: bytes, or a number with a `K`, `M` or `G` suffix (powers of 1024).
@@ -392,6 +406,7 @@ pub struct Audit {
     /// Rotated files kept beside the current one (`FILE.1` newest .. `FILE.N` oldest).
     pub max_files: u32,
     pub disk_full: DiskFull,
+    pub kernel: KernelAudit,
 }
 
 /// What the agent does while the audit file cannot be written (a full disk, a quota, an
@@ -800,6 +815,7 @@ impl Policy {
                 max_file_size,
                 max_files,
                 disk_full: raw.audit.disk_full,
+                kernel: raw.audit.kernel,
             },
             native: Native {
                 code: raw.native.code,
@@ -1229,6 +1245,9 @@ mod tests {
         }
         let audit = parse("[audit]\ndisk_full = \"refuse\"\n").unwrap().audit;
         assert_eq!(audit.disk_full, DiskFull::Refuse);
+        assert_eq!(audit.kernel, KernelAudit::Auto);
+        let audit = parse("[audit]\nkernel = \"off\"\n").unwrap().audit;
+        assert_eq!(audit.kernel, KernelAudit::Off);
         let e = error_of("[audit]\nmax_file_size = \"8 MB\"\n");
         assert!(
             e.starts_with("test.toml:2:17: ") && e.contains("not a size"),

@@ -12,8 +12,9 @@ use crate::{run, workspace_root};
 /// the python3 the agent profiles, openssl for test keys, setpriv, man and systemd-analyze
 /// for the package check, gcc for the attack tests' native library, and qemu, debootstrap,
 /// mkfs.ext4, xz and busybox for the VM (virtiofsd ships in qemu-system-common), gnupg to
-/// sign the VM's test apt repository (a fresh machine has gpgv only), and prometheus_client's
-/// parser to read `guard status --format openmetrics` as a scraper would.
+/// sign the VM's test apt repository (a fresh machine has gpgv only), prometheus_client's
+/// parser to read `guard status --format openmetrics` as a scraper would, and auditd for
+/// auditctl and ausearch (the kernel audit test starts its own daemon where none runs).
 const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     "attr",
@@ -32,6 +33,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "busybox-static",
     "gnupg",
     "python3-prometheus-client",
+    "auditd",
 ];
 
 /// The bpf-linker release that matches the aya 0.14 set.

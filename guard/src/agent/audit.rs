@@ -16,6 +16,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounde
 use serde::Serialize;
 
 use super::journal::Journal;
+use super::kernel_audit::KernelAudit;
 use super::stats::{Stats, bump};
 
 #[derive(Serialize, Clone, Debug)]
@@ -47,6 +48,8 @@ pub struct AuditRecord {
     /// closed): which one, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missing: Option<String>,
+    /// Which layer decided: `fanotify`, `exec-gate` or `bpf-lsm`.
+    pub layer: &'static str,
     pub checks: Vec<CheckRecord>,
 }
 
@@ -62,12 +65,15 @@ pub struct KernelRefusal {
     pub enforced: bool,
     pub rule: guard_common::Rule,
     pub reason: String,
+    /// `exec-gate` or `bpf-lsm`.
+    pub layer: &'static str,
 }
 
 impl From<KernelRefusal> for AuditRecord {
     fn from(refusal: KernelRefusal) -> AuditRecord {
         AuditRecord {
             missing: None,
+            layer: refusal.layer,
             time: now(),
             pid: i32::try_from(refusal.pid).unwrap_or(-1),
             exe: refusal.exe,
@@ -158,6 +164,7 @@ pub struct TrailConfig {
 pub fn start(
     trail: Option<TrailConfig>,
     journal: Option<Journal>,
+    kernel: Option<KernelAudit>,
     stats: Arc<Stats>,
 ) -> anyhow::Result<(AuditSender, JoinHandle<()>)> {
     let trail = match trail {
@@ -165,9 +172,14 @@ pub fn start(
         None => None,
     };
     let (queue, receiver) = bounded(16 * 1024);
+    let sinks = Sinks {
+        journal,
+        kernel,
+        stats: stats.clone(),
+    };
     let handle = std::thread::Builder::new()
         .name("guard-audit".into())
-        .spawn(move || drain(receiver, trail, journal))?;
+        .spawn(move || drain(receiver, trail, sinks))?;
     Ok((AuditSender { queue, stats }, handle))
 }
 
@@ -391,7 +403,36 @@ fn open_append(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-fn drain(receiver: Receiver<Message>, mut trail: Option<Trail>, mut journal: Option<Journal>) {
+/// Where a record goes besides the file.
+struct Sinks {
+    journal: Option<Journal>,
+    /// For the kernel layers' refusals: fanotify's are recorded by the kernel itself.
+    kernel: Option<KernelAudit>,
+    stats: Arc<Stats>,
+}
+
+impl Sinks {
+    fn kernel_record(&mut self, record: &AuditRecord) {
+        if record.layer == "fanotify" || !self.stats.kernel_audit.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(kernel) = self.kernel.as_mut() else {
+            bump(&self.stats.kernel_audit_failed);
+            return;
+        };
+        if let Err(e) = kernel.user_avc(record)
+            && self
+                .stats
+                .kernel_audit_failed
+                .fetch_add(1, Ordering::Relaxed)
+                == 0
+        {
+            log::error!("{e} (counted in guard status)");
+        }
+    }
+}
+
+fn drain(receiver: Receiver<Message>, mut trail: Option<Trail>, mut sinks: Sinks) {
     let mut line = Vec::with_capacity(1024);
     let mut journal_failing = false;
     loop {
@@ -408,7 +449,8 @@ fn drain(receiver: Receiver<Message>, mut trail: Option<Trail>, mut journal: Opt
         let Message::Record(record) = message else {
             break;
         };
-        match journal.as_mut() {
+        sinks.kernel_record(&record);
+        match sinks.journal.as_mut() {
             Some(journal) => {
                 match journal.send_record(&record, &human_line(&record)) {
                     Ok(()) => journal_failing = false,
@@ -488,6 +530,7 @@ mod tests {
             rule: "valid-signature",
             reason: "no security.ima signature".into(),
             missing: None,
+            layer: "fanotify",
             checks: vec![],
         }
     }
@@ -503,7 +546,7 @@ mod tests {
 
     fn flood(config: TrailConfig, records: i32) -> Arc<Stats> {
         let stats = Arc::new(Stats::default());
-        let (sender, thread) = start(Some(config), None, stats.clone()).unwrap();
+        let (sender, thread) = start(Some(config), None, None, stats.clone()).unwrap();
         for n in 0..records {
             // The queue holds 16 Ki records: a flood faster than the disk waits here
             // rather than be dropped, so every record must reach the file.

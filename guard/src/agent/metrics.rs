@@ -268,6 +268,17 @@ pub fn render(report: &Report, format: Format) -> String {
         u8::from(report.audit_error.is_none()),
     );
 
+    w.gauge(
+        "guard_kernel_audit",
+        None,
+        "Whether refusals go to the kernel audit log.",
+        u8::from(report.kernel_audit),
+    );
+    w.counter(
+        "guard_kernel_audit_failed",
+        "Kernel layers' records that could not be sent to the kernel audit log.",
+        report.kernel_audit_failed,
+    );
     w.family(
         "guard_reloads",
         Kind::Counter,

@@ -10,6 +10,7 @@ pub mod fanotify;
 pub mod identities;
 pub mod ignore_marks;
 pub mod journal;
+pub mod kernel_audit;
 pub mod lsm_layer;
 pub mod memory;
 pub mod metrics;

@@ -187,6 +187,10 @@ pub struct Stats {
     /// Code loads refused because the audit file could not be written
     /// (`audit.disk_full = "refuse"`).
     pub audit_refused: AtomicU64,
+    /// Decisions go to the kernel audit log (`[audit] kernel`, resolved at start and at
+    /// every reload); and the records that could not be sent there.
+    pub kernel_audit: AtomicBool,
+    pub kernel_audit_failed: AtomicU64,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
     /// When (CLOCK_BOOTTIME, ns) the last reload that succeeded, and the last that failed,
@@ -242,6 +246,8 @@ impl Default for Stats {
             audit_failing: AtomicBool::new(false),
             audit_error: Mutex::new(None),
             audit_refused: AtomicU64::new(0),
+            kernel_audit: AtomicBool::new(false),
+            kernel_audit_failed: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
             reload_started_ns: AtomicU64::new(0),

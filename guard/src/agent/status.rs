@@ -65,6 +65,12 @@ pub struct Report {
     /// Why the audit file's last write failed; None while it is written.
     #[serde(default)]
     pub audit_error: Option<String>,
+    /// Whether decisions go to the kernel audit log, and the kernel layers' records that
+    /// could not be sent there.
+    #[serde(default)]
+    pub kernel_audit: bool,
+    #[serde(default)]
+    pub kernel_audit_failed: u64,
     pub reloads: u64,
     pub reload_failures: u64,
     /// CLOCK_BOOTTIME (ns) at which the last successful, and the last failed, reload began.
@@ -188,6 +194,8 @@ pub fn report(state: &State) -> Report {
         audit_lost: stats.audit_lost.load(Ordering::Relaxed),
         audit_rotations: stats.audit_rotations.load(Ordering::Relaxed),
         audit_refused: stats.audit_refused.load(Ordering::Relaxed),
+        kernel_audit: stats.kernel_audit.load(Ordering::Relaxed),
+        kernel_audit_failed: stats.kernel_audit_failed.load(Ordering::Relaxed),
         audit_error: stats
             .audit_error
             .lock()

@@ -53,7 +53,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let (audit, audit_thread) = super::audit::start(trail, journal, stats.clone())?;
+    let kernel_audit = super::kernel_audit::KernelAudit::open()
+        .inspect_err(|e| log::warn!("{e}: the kernel layers' refusals are not in the audit log"))
+        .ok();
+    let (audit, audit_thread) = super::audit::start(trail, journal, kernel_audit, stats.clone())?;
     let (lsm_layer, backend) = start_kernel_layer(&config, &loaded)?;
     let state = Arc::new(State::new(
         loaded,
@@ -65,6 +68,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     state.set_kernel_verdicts(lsm_layer.as_ref().and_then(|layer| layer.verdicts()));
 
     let backend = FanotifyBackend::start(&config, &state)?;
+    // After the groups are made: whether they can ask the kernel to record answers.
+    super::kernel_audit::resolve(state.loaded().policy.audit.kernel, &state.stats);
     let watched = backend.watched;
 
     // Under a memory limit the cache gives way before the OOM killer takes the agent.
@@ -297,6 +302,7 @@ fn reload(config: &Config, state: &State) {
     match config.load() {
         Ok(loaded) => {
             log_policy(&loaded);
+            super::kernel_audit::resolve(loaded.policy.audit.kernel, &state.stats);
             state.replace(loaded);
             bump(&state.stats.reloads);
             state

@@ -236,6 +236,17 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         }
     );
     println!(
+        "kernel audit: {}",
+        if report.kernel_audit {
+            format!(
+                "refusals recorded (ausearch -m FANOTIFY,USER_AVC); {} records not sent",
+                report.kernel_audit_failed
+            )
+        } else {
+            "not used ([audit] kernel; auto: when auditd runs)".to_string()
+        }
+    );
+    println!(
         "problems:     {} errors, {} queue overflows, {} audit records dropped, {} failed reloads",
         report.errors, report.overflows, report.audit_dropped, report.reload_failures
     );
