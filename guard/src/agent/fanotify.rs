@@ -736,7 +736,13 @@ fn respond_decided(
     if (!verdict.policy_allows || policy.audit.log_allows)
         && state.stats.kernel_audit.load(Ordering::Relaxed)
         && FANOTIFY_AUDIT.load(Ordering::Relaxed)
-        && respond_audited(group, fd, verdict.allow, verdict.rule)
+        && respond_audited(
+            group,
+            fd,
+            verdict.allow,
+            verdict.policy_allows,
+            verdict.rule,
+        )
     {
         return;
     }

@@ -84,10 +84,12 @@ pub fn resolve(setting: crate::policy::KernelAudit, stats: &super::stats::Stats)
 /// Answers a permission event with `FAN_AUDIT` (and the deciding rule where the kernel
 /// takes it), falling back to fewer fields on `EINVAL` so the event is answered whatever
 /// the kernel supports. False if even `FAN_AUDIT` was refused: the caller answers plainly.
+/// `trusted`: whether the policy allowed the file (a would-be refusal is allowed untrusted).
 pub fn respond_audited(
     group: &Fanotify,
     fd: std::os::fd::BorrowedFd<'_>,
     allow: bool,
+    trusted: bool,
     rule: guard_common::Rule,
 ) -> bool {
     use std::os::fd::AsRawFd;
@@ -106,7 +108,7 @@ pub fn respond_audited(
         answer.extend_from_slice(&16u16.to_ne_bytes());
         answer.extend_from_slice(&(rule as u32).to_ne_bytes());
         answer.extend_from_slice(&TRUST_UNKNOWN.to_ne_bytes());
-        let object = if allow { TRUST_YES } else { TRUST_NO };
+        let object = if trusted { TRUST_YES } else { TRUST_NO };
         answer.extend_from_slice(&object.to_ne_bytes());
         match nix::unistd::write(group.as_fd(), &answer) {
             Ok(_) => return true,
