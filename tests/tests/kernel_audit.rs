@@ -262,4 +262,5 @@ fn refusals_of_fanotify_and_the_exec_gate_are_in_ausearch() {
         eprintln!("the exec gate did not load here: its end-to-end refusal is not checked");
     }
     assert_eq!(agent.status_field("kernel_audit_failed"), 0);
+    assert!(agent.status_field("kernel_audit_answers") >= 1);
 }

@@ -71,6 +71,9 @@ log=$aud/audit.log
 # What the agent decided, and the kernel's audit state, to read a failure by.
 grep -h '"decision":"deny"' /var/log/guard/audit-kernel-audit.jsonl | cut -c1-260
 auditctl -s | grep -E "^(enabled|pid|lost|backlog_limit)"
+guard status --json | grep '"kernel_audit'
+check "fanotify answers asked the kernel to record them" \
+    bash -c "! guard status --json | grep -q '\"kernel_audit_answers\": 0,'"
 fanotify=$(ausearch -if "$log" -m FANOTIFY 2>/dev/null)
 user_avc=$(ausearch -if "$log" -m USER_AVC 2>/dev/null)
 echo "$fanotify" | grep -E "FANOTIFY|python3" | head -6 | cut -c1-240

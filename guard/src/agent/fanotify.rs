@@ -733,9 +733,13 @@ fn respond_decided(
     policy: &crate::policy::Policy,
 ) {
     use super::kernel_audit::{FANOTIFY_AUDIT, respond_audited};
-    if (!verdict.policy_allows || policy.audit.log_allows)
-        && state.stats.kernel_audit.load(Ordering::Relaxed)
-        && FANOTIFY_AUDIT.load(Ordering::Relaxed)
+    if (verdict.policy_allows && !policy.audit.log_allows)
+        || !state.stats.kernel_audit.load(Ordering::Relaxed)
+    {
+        respond(group, state, fd, verdict.allow);
+        return;
+    }
+    if FANOTIFY_AUDIT.load(Ordering::Relaxed)
         && respond_audited(
             group,
             fd,
@@ -744,8 +748,11 @@ fn respond_decided(
             verdict.rule,
         )
     {
+        bump(&state.stats.kernel_audit_answers);
         return;
     }
+    // Answered all the same, unrecorded: counted where the operator looks.
+    bump(&state.stats.kernel_audit_failed);
     respond(group, state, fd, verdict.allow);
 }
 

@@ -275,8 +275,13 @@ pub fn render(report: &Report, format: Format) -> String {
         u8::from(report.kernel_audit),
     );
     w.counter(
+        "guard_kernel_audit_answers",
+        "fanotify answers the kernel was asked to record (FANOTIFY records).",
+        report.kernel_audit_answers,
+    );
+    w.counter(
         "guard_kernel_audit_failed",
-        "Kernel layers' records that could not be sent to the kernel audit log.",
+        "Decisions to record that did not reach the kernel audit log.",
         report.kernel_audit_failed,
     );
     w.family(

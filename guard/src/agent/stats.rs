@@ -191,6 +191,8 @@ pub struct Stats {
     /// every reload); and the records that could not be sent there.
     pub kernel_audit: AtomicBool,
     pub kernel_audit_failed: AtomicU64,
+    /// fanotify answers the kernel was asked to record.
+    pub kernel_audit_answers: AtomicU64,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
     /// When (CLOCK_BOOTTIME, ns) the last reload that succeeded, and the last that failed,
@@ -248,6 +250,7 @@ impl Default for Stats {
             audit_refused: AtomicU64::new(0),
             kernel_audit: AtomicBool::new(false),
             kernel_audit_failed: AtomicU64::new(0),
+            kernel_audit_answers: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
             reload_started_ns: AtomicU64::new(0),

@@ -71,6 +71,9 @@ pub struct Report {
     pub kernel_audit: bool,
     #[serde(default)]
     pub kernel_audit_failed: u64,
+    /// fanotify answers the kernel was asked to record (its FANOTIFY records).
+    #[serde(default)]
+    pub kernel_audit_answers: u64,
     pub reloads: u64,
     pub reload_failures: u64,
     /// CLOCK_BOOTTIME (ns) at which the last successful, and the last failed, reload began.
@@ -196,6 +199,7 @@ pub fn report(state: &State) -> Report {
         audit_refused: stats.audit_refused.load(Ordering::Relaxed),
         kernel_audit: stats.kernel_audit.load(Ordering::Relaxed),
         kernel_audit_failed: stats.kernel_audit_failed.load(Ordering::Relaxed),
+        kernel_audit_answers: stats.kernel_audit_answers.load(Ordering::Relaxed),
         audit_error: stats
             .audit_error
             .lock()

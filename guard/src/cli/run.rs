@@ -239,8 +239,8 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         "kernel audit: {}",
         if report.kernel_audit {
             format!(
-                "refusals recorded (ausearch -m FANOTIFY,USER_AVC); {} records not sent",
-                report.kernel_audit_failed
+                "refusals recorded (ausearch -m FANOTIFY,USER_AVC): {} fanotify answers, {} not recorded",
+                report.kernel_audit_answers, report.kernel_audit_failed
             )
         } else {
             "not used ([audit] kernel; auto: when auditd runs)".to_string()
