@@ -7,9 +7,26 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if guard::agent::journal::Journal::stderr_is_journal() {
+        // journald takes a `<N>` prefix as the line's priority (SyslogLevelPrefix=, on by
+        // default) and stamps the time itself: errors are `err`, refusals `warning`.
+        logger.format(|out, record| {
+            use guard::agent::journal::{PRIORITY_ERR, PRIORITY_INFO, PRIORITY_WARNING};
+            use std::io::Write;
+            let priority = match record.level() {
+                log::Level::Error => PRIORITY_ERR,
+                log::Level::Warn => PRIORITY_WARNING,
+                log::Level::Info => PRIORITY_INFO,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            writeln!(out, "<{priority}>{}: {}", record.target(), record.args())
+        });
+    } else {
+        logger.format_timestamp_millis();
+    }
+    logger.init();
     let args = cli::Cli::parse();
     if !matches!(args.command, cli::Command::Run(_)) {
         // A command whose output is cut short (`guard status | head`) ends quietly, as Unix

@@ -297,6 +297,53 @@ struct RawAudit {
     file: Option<PathBuf>,
     #[serde(default)]
     log_allows: bool,
+    max_file_size: Option<Spanned<ByteSize>>,
+    max_files: Option<Spanned<u32>>,
+    #[serde(default)]
+    disk_full: DiskFull,
+    #[serde(default)]
+    kernel: KernelAudit,
+}
+
+/// Whether refusals also go to the kernel audit log (`[audit] kernel`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelAudit {
+    /// When an audit daemon (auditd) has registered with the kernel, checked at start and
+    /// at every reload: without one the kernel would print every record to its log.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// A size as written: bytes, or a number with a `K`, `M` or `G` suffix (powers of 1024).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ByteSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl ByteSize {
+    fn bytes(&self) -> Result<u64, String> {
+        let text = match self {
+            ByteSize::Bytes(bytes) => return Ok(*bytes),
+            ByteSize::Text(text) => text.trim(),
+        };
+        let (digits, shift) = match text.char_indices().last() {
+            Some((at, 'K' | 'k')) => (&text[..at], 10),
+            Some((at, 'M' | 'm')) => (&text[..at], 20),
+            Some((at, 'G' | 'g')) => (&text[..at], 30),
+            _ => (text, 0),
+        };
+        digits
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(1u64 << shift))
+            .ok_or_else(|| format!("{text:?} is not a size (bytes, or a number with K, M or G)"))
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -404,7 +451,44 @@ impl fmt::Display for Listing {
 pub struct Audit {
     pub file: Option<PathBuf>,
     pub log_allows: bool,
+    /// Rotate the file when a record would take it past this size (bytes); 0: never.
+    pub max_file_size: u64,
+    /// Rotated files kept beside the current one (`FILE.1` newest .. `FILE.N` oldest).
+    pub max_files: u32,
+    pub disk_full: DiskFull,
+    pub kernel: KernelAudit,
 }
+
+/// What the agent does while the audit file cannot be written (a full disk, a quota, an
+/// I/O error), as auditd's `disk_full_action`: the records are counted either way
+/// (`guard status`), and still reach the agent's log (the journal).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiskFull {
+    /// Drop the records that cannot be written, count them, and go on deciding as before.
+    #[default]
+    Drop,
+    /// Also, in enforce mode, refuse every interpreter's code load the agent answers until
+    /// the file is writable again: nothing runs that the trail does not record.
+    Refuse,
+}
+
+impl fmt::Display for DiskFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DiskFull::Drop => "drop",
+            DiskFull::Refuse => "refuse",
+        })
+    }
+}
+
+/// auditd's defaults (`max_log_file = 8`, `num_logs = 5`): the trail takes 48 MiB at most.
+pub const DEFAULT_AUDIT_MAX_FILE_SIZE: u64 = 8 << 20;
+pub const DEFAULT_AUDIT_MAX_FILES: u32 = 5;
+/// A rotated file holds at least a few whole records (one is a few hundred bytes).
+const MIN_AUDIT_FILE_SIZE: u64 = 4096;
+/// Renaming every kept file at each rotation: more would make rotation itself the cost.
+const MAX_AUDIT_FILES: u32 = 1000;
 
 /// Whether `[trust] KEY` (`count` distinct entries) fits the kernel programs' table.
 fn table_fits(key: &str, count: usize, max: usize) -> Result<(), String> {
@@ -789,6 +873,37 @@ impl Policy {
             });
         }
 
+        let max_file_size = match &raw.audit.max_file_size {
+            None => DEFAULT_AUDIT_MAX_FILE_SIZE,
+            Some(size) => {
+                let bytes = size.get_ref().bytes().map_err(|message| {
+                    at(Some(size.span()), format!("max_file_size: {message}"))
+                })?;
+                if bytes != 0 && bytes < MIN_AUDIT_FILE_SIZE {
+                    return Err(at(
+                        Some(size.span()),
+                        format!(
+                            "max_file_size: {bytes} bytes is too small (0 never rotates, else at \
+                             least {MIN_AUDIT_FILE_SIZE})"
+                        ),
+                    ));
+                }
+                bytes
+            }
+        };
+        let max_files = match &raw.audit.max_files {
+            None => DEFAULT_AUDIT_MAX_FILES,
+            Some(count) if (1..=MAX_AUDIT_FILES).contains(count.get_ref()) => *count.get_ref(),
+            Some(count) => {
+                return Err(at(
+                    Some(count.span()),
+                    format!(
+                        "max_files: {} rotated files (1 to {MAX_AUDIT_FILES})",
+                        count.get_ref()
+                    ),
+                ));
+            }
+        };
         let mut exceptions = Vec::new();
         for exception in raw.exceptions {
             let sha256 = parse_sha256_spec(exception.digest.get_ref())
@@ -833,6 +948,10 @@ impl Policy {
             audit: Audit {
                 file: raw.audit.file,
                 log_allows: raw.audit.log_allows,
+                max_file_size,
+                max_files,
+                disk_full: raw.audit.disk_full,
+                kernel: raw.audit.kernel,
             },
             native: Native {
                 code: raw.native.code,
@@ -1238,6 +1357,44 @@ mod tests {
             many.join(", ")
         ));
         assert!(e.contains("too many interpreter modules"), "{e}");
+    }
+
+    #[test]
+    fn audit_trail_is_bounded_by_default_and_checked() {
+        let audit = parse("").unwrap().audit;
+        assert_eq!(audit.max_file_size, DEFAULT_AUDIT_MAX_FILE_SIZE);
+        assert_eq!(audit.max_files, DEFAULT_AUDIT_MAX_FILES);
+        assert_eq!(audit.disk_full, DiskFull::Drop);
+        let default = Policy::embedded_default().unwrap().audit;
+        assert_eq!(default.max_file_size, DEFAULT_AUDIT_MAX_FILE_SIZE);
+        assert_eq!(default.disk_full, DiskFull::Drop);
+        for (size, bytes) in [
+            ("65536", 65536),
+            ("\"64K\"", 65536),
+            ("\"8M\"", 8 << 20),
+            ("0", 0),
+        ] {
+            let text = format!("[audit]\nmax_file_size = {size}\nmax_files = 3\n");
+            let audit = parse(&text).unwrap().audit;
+            assert_eq!(audit.max_file_size, bytes, "{size}");
+            assert_eq!(audit.max_files, 3);
+        }
+        let audit = parse("[audit]\ndisk_full = \"refuse\"\n").unwrap().audit;
+        assert_eq!(audit.disk_full, DiskFull::Refuse);
+        assert_eq!(audit.kernel, KernelAudit::Auto);
+        let audit = parse("[audit]\nkernel = \"off\"\n").unwrap().audit;
+        assert_eq!(audit.kernel, KernelAudit::Off);
+        let e = error_of("[audit]\nmax_file_size = \"8 MB\"\n");
+        assert!(
+            e.starts_with("test.toml:2:17: ") && e.contains("not a size"),
+            "{e}"
+        );
+        let e = error_of("[audit]\nmax_file_size = 100\n");
+        assert!(e.contains("too small"), "{e}");
+        let e = error_of("[audit]\nmax_files = 0\n");
+        assert!(e.starts_with("test.toml:2:13: "), "{e}");
+        let e = error_of("[audit]\ndisk_full = \"halt\"\n");
+        assert!(e.starts_with("test.toml:2:13: "), "{e}");
     }
 
     #[test]

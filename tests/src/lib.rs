@@ -89,12 +89,23 @@ pub struct Tmpfs {
 
 impl Tmpfs {
     pub fn new() -> Tmpfs {
+        Tmpfs::with_size("256m")
+    }
+
+    /// A tmpfs of `size` (mount's `size=` option): a small one fills up.
+    pub fn with_size(size: &str) -> Tmpfs {
         let dir = tempfile::Builder::new()
             .prefix("guard-fs-")
             .tempdir()
             .expect("tempdir");
         let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "mode=0755,size=256m", "guard-test"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("mode=0755,size={size}"),
+                "guard-test",
+            ])
             .arg(dir.path())
             .status()
             .expect("mount");
@@ -562,6 +573,14 @@ impl Agent {
         Agent::start_full(&[], extra, env)
     }
 
+    /// Starts the agent marking only `watch`, its audit file at `audit` (not in its own
+    /// directory): a test's filesystem with room for a few records.
+    pub fn start_with_audit(watch: &Path, audit: &Path, extra: &[&str]) -> Agent {
+        let mut args = vec!["--watch", watch.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        Agent::start_inner_at(&[], &args, &[], false, Some(audit))
+    }
+
     /// Starts the agent with its exec gate. The gate acts host-wide on the policy's
     /// interpreter identities: give a policy whose interpreter is a private copy, so the
     /// host's own `python3 -c` (other tests, other users) is left alone.
@@ -581,6 +600,16 @@ impl Agent {
         env: &[(&str, &str)],
         exec_gate: bool,
     ) -> Agent {
+        Agent::start_inner_at(wrapper, extra, env, exec_gate, None)
+    }
+
+    fn start_inner_at(
+        wrapper: &[&str],
+        extra: &[&str],
+        env: &[(&str, &str)],
+        exec_gate: bool,
+        audit: Option<&Path>,
+    ) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("guard-agent-")
             .tempdir()
@@ -589,7 +618,7 @@ impl Agent {
         // any user (the status socket itself stays 0600).
         set_mode(dir.path(), 0o755);
         let socket = dir.path().join("guard.sock");
-        let audit = dir.path().join("audit.jsonl");
+        let audit = audit.map_or_else(|| dir.path().join("audit.jsonl"), Path::to_path_buf);
         let log = dir.path().join("agent.log");
         let log_file = std::fs::File::create(&log).expect("log file");
         let mut command = match wrapper.split_first() {

@@ -13,7 +13,10 @@ use crate::{run, workspace_root};
 /// for the package check, gcc for the attack tests' native library, and qemu, debootstrap,
 /// mkfs.ext4, xz and busybox for the VM (virtiofsd ships in qemu-system-common), gnupg to
 /// sign the VM's test apt repository (a fresh machine has gpgv only), lintian for the package
-/// check (`cargo xtask package` fails on any tag it reports that no override explains).
+/// check (`cargo xtask package` fails on any tag it reports that no override explains),
+/// prometheus_client's parser to read `guard status --format openmetrics` as a scraper
+/// would, and auditd for auditctl and ausearch (the kernel audit test starts its own daemon
+/// where none runs).
 const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     "attr",
@@ -32,6 +35,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "busybox-static",
     "gnupg",
     "lintian",
+    "python3-prometheus-client",
+    "auditd",
 ];
 
 /// The bpf-linker release that matches the aya 0.14 set.

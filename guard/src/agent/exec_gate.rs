@@ -238,6 +238,7 @@ fn report(state: &State, loaded: &Loaded, event: &GateEvent) {
             enforced: event.killed,
             rule: event.rule,
             reason,
+            layer: "exec-gate",
         },
     );
 }

@@ -155,18 +155,31 @@ struct Isolated {
 const MAX_ISOLATED: usize = 64;
 
 fn new_group() -> nix::Result<Fanotify> {
-    Fanotify::init(
-        // FAN_REPORT_TID: the thread that opened, whose syscall holds the path it asked for
-        // (a process's other threads are elsewhere) and whose credentials the kernel used.
-        InitFlags::FAN_CLASS_CONTENT
-            | InitFlags::FAN_CLOEXEC
-            | InitFlags::FAN_NONBLOCK
-            | InitFlags::FAN_REPORT_TID,
-        EventFFlags::O_RDONLY
-            | EventFFlags::O_LARGEFILE
-            | EventFFlags::O_CLOEXEC
-            | EventFFlags::O_NOATIME,
-    )
+    use super::kernel_audit::FANOTIFY_AUDIT;
+    // FAN_REPORT_TID: the thread that opened, whose syscall holds the path it asked for
+    // (a process's other threads are elsewhere) and whose credentials the kernel used.
+    let flags = InitFlags::FAN_CLASS_CONTENT
+        | InitFlags::FAN_CLOEXEC
+        | InitFlags::FAN_NONBLOCK
+        | InitFlags::FAN_REPORT_TID;
+    let event_flags = EventFFlags::O_RDONLY
+        | EventFFlags::O_LARGEFILE
+        | EventFFlags::O_CLOEXEC
+        | EventFFlags::O_NOATIME;
+    // FAN_ENABLE_AUDIT lets an answer ask the kernel to record it in the audit log; it
+    // needs CAP_AUDIT_WRITE. Without it, groups that answer unrecorded.
+    let audit = InitFlags::from_bits_retain(libc::FAN_ENABLE_AUDIT);
+    match Fanotify::init(flags | audit, event_flags) {
+        Ok(group) => {
+            FANOTIFY_AUDIT.store(true, Ordering::Relaxed);
+            Ok(group)
+        }
+        Err(nix::errno::Errno::EPERM | nix::errno::Errno::EINVAL) => {
+            FANOTIFY_AUDIT.store(false, Ordering::Relaxed);
+            Fanotify::init(flags, event_flags)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The filesystems `group` holds a mark on now, as the kernel says.
@@ -709,6 +722,40 @@ fn read_events(
     }
 }
 
+/// Answers a decision, with the kernel's audit record of it when the kernel audit log is in
+/// use and the decision is one to record: a refusal (a would-be one in permissive mode),
+/// every decision with `audit.log_allows`.
+fn respond_decided(
+    group: &Fanotify,
+    state: &State,
+    fd: BorrowedFd<'_>,
+    verdict: &Verdict,
+    policy: &crate::policy::Policy,
+) {
+    use super::kernel_audit::{FANOTIFY_AUDIT, respond_audited};
+    if (verdict.policy_allows && !policy.audit.log_allows)
+        || !state.stats.kernel_audit.load(Ordering::Relaxed)
+    {
+        respond(group, state, fd, verdict.allow);
+        return;
+    }
+    if FANOTIFY_AUDIT.load(Ordering::Relaxed)
+        && respond_audited(
+            group,
+            fd,
+            verdict.allow,
+            verdict.policy_allows,
+            verdict.rule,
+        )
+    {
+        bump(&state.stats.kernel_audit_answers);
+        return;
+    }
+    // Answered all the same, unrecorded: counted where the operator looks.
+    bump(&state.stats.kernel_audit_failed);
+    respond(group, state, fd, verdict.allow);
+}
+
 fn respond(group: &Fanotify, state: &State, fd: BorrowedFd<'_>, allow: bool) {
     let response = if allow {
         Response::FAN_ALLOW
@@ -734,7 +781,7 @@ fn work(group: &Fanotify, state: &State, jobs: &Receiver<Job>) {
 fn answer_unavailable(group: &Fanotify, state: &State, job: Job, why: &str) {
     let Some(fd) = job.event.fd() else { return };
     let outcome = Outcome::unavailable(&job.loaded, fd, why);
-    respond(group, state, fd, outcome.verdict.allow);
+    respond_decided(group, state, fd, &outcome.verdict, &job.loaded.policy);
     state.stats.latency.record(job.received.elapsed());
     count(state, &outcome);
     state.audit.send(outcome.record(job.event.pid()));
@@ -753,8 +800,9 @@ fn answer(group: &Fanotify, state: &State, job: Job, marks: Option<&IgnoreMarks>
     .unwrap_or_else(|_| {
         Outcome::unavailable(loaded, fd, "internal error while deciding (see the log)")
     });
+    let outcome = outcome.unless_unrecorded(state, &loaded.policy);
     // Answer first: everything below is bookkeeping the opener must not wait for.
-    respond(group, state, fd, outcome.verdict.allow);
+    respond_decided(group, state, fd, &outcome.verdict, &loaded.policy);
     let elapsed = job.received.elapsed();
     state.stats.latency.record(elapsed);
     match outcome.lookup {
@@ -798,6 +846,32 @@ impl Outcome {
         }
     }
 
+    /// `audit.disk_full = "refuse"`: while the audit file cannot be written, an enforced
+    /// policy lets no code load run that the trail would not record (cache hits included:
+    /// the operator chose that nothing runs while the trail is blind).
+    fn unless_unrecorded(mut self, state: &State, policy: &crate::policy::Policy) -> Outcome {
+        if !self.verdict.allow || !self.code.is_code() || !state.refusing_unrecorded(policy) {
+            return self;
+        }
+        bump(&state.stats.audit_refused);
+        let why = state
+            .stats
+            .audit_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+            .unwrap_or_else(|| "not writable".into());
+        self.verdict = facts_unavailable(
+            policy,
+            format!(
+                "the audit trail cannot be written ({why}): code is refused until it can \
+                 (audit.disk_full = \"refuse\")"
+            ),
+        );
+        self.same_for_every_open = None;
+        self
+    }
+
     /// Refusals always; an allowed code load when its content was verified (a cache miss),
     /// not each repeat served from the cache; everything with `audit.log_allows`.
     fn worth_logging(&self, policy: &crate::policy::Policy) -> bool {
@@ -828,6 +902,7 @@ impl Outcome {
             rule: verdict.rule.id(),
             reason: verdict.reason().to_string(),
             missing: self.missing.clone(),
+            layer: "fanotify",
             checks: verdict
                 .checks
                 .iter()
@@ -847,13 +922,18 @@ fn count(state: &State, outcome: &Outcome) {
         return;
     }
     bump(&state.stats.code_decisions);
-    if !outcome.verdict.policy_allows {
-        if outcome.verdict.enforced {
+    let verdict = &outcome.verdict;
+    if !verdict.policy_allows {
+        if verdict.enforced {
             bump(&state.stats.denies);
         } else {
             bump(&state.stats.would_deny);
         }
     }
+    state
+        .stats
+        .by_rule
+        .bump(verdict.rule, verdict.policy_allows, verdict.enforced);
 }
 
 fn evaluate(

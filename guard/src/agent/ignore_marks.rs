@@ -193,7 +193,13 @@ impl IgnoreMarks {
         // reload (or the LSM layer's arrival) between the sorting and now could not drop
         // this mark: take it back.
         let unchanged = FileState::now(fd).is_ok_and(|now| now == *verified);
-        if !unchanged || state.generation() != generation || state.kernel_verdicts().is_some() {
+        // Nor may the kernel answer unasked while code loads are refused for want of an
+        // audit trail (the supervisor drops every mark when that begins).
+        if !unchanged
+            || state.generation() != generation
+            || state.kernel_verdicts().is_some()
+            || state.refusing_unrecorded(&state.loaded().policy)
+        {
             self.drop_one(fd);
         }
     }

@@ -130,6 +130,7 @@ fn report(state: &State, event: &LsmEvent) {
             enforced: event.refused,
             rule: event.rule,
             reason: format!("refused in the kernel: {event}"),
+            layer: "bpf-lsm",
         },
     );
 }

@@ -9,8 +9,11 @@ pub mod exec_gate;
 pub mod fanotify;
 pub mod identities;
 pub mod ignore_marks;
+pub mod journal;
+pub mod kernel_audit;
 pub mod lsm_layer;
 pub mod memory;
+pub mod metrics;
 pub mod mounts;
 pub mod notify;
 pub mod opener;
@@ -56,6 +59,12 @@ pub struct Config {
     pub follow: bool,
     pub audit: Option<PathBuf>,
     pub socket: PathBuf,
+    /// Where to write the metrics for node_exporter's textfile collector, and how often.
+    pub metrics_file: Option<PathBuf>,
+    pub metrics_interval: std::time::Duration,
+    /// Send audit records to this journal socket as structured entries; None: journald's
+    /// own when the standard error is the journal.
+    pub journal_socket: Option<PathBuf>,
     pub workers: usize,
     pub cache_capacity: usize,
     pub backend: Backend,
@@ -257,6 +266,16 @@ impl State {
         if let Some(marks) = self.ignore_marks.get() {
             marks.forget_all();
         }
+    }
+
+    /// Whether code loads are refused because the audit file cannot be written
+    /// (`audit.disk_full = "refuse"` in enforce mode).
+    pub fn refusing_unrecorded(&self, policy: &Policy) -> bool {
+        self.stats
+            .audit_failing
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && policy.audit.disk_full == crate::policy::DiskFull::Refuse
+            && policy.mode == Mode::Enforce
     }
 
     pub fn generation(&self) -> u64 {

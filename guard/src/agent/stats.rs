@@ -1,6 +1,7 @@
 //! Counters the running agent exposes through `guard status`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Sub-buckets per power of two: about 9% resolution on latency percentiles.
@@ -12,6 +13,8 @@ const POWERS: usize = 40;
 pub struct Histogram {
     buckets: Vec<AtomicU64>,
     max_ns: AtomicU64,
+    /// For the metrics' `_sum` (saturates after some 580 years of waiting).
+    sum_ns: AtomicU64,
 }
 
 impl Default for Histogram {
@@ -21,6 +24,7 @@ impl Default for Histogram {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             max_ns: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
         }
     }
 }
@@ -54,6 +58,29 @@ impl Histogram {
         let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         self.buckets[Self::index(ns)].fetch_add(1, Ordering::Relaxed);
         self.max_ns.fetch_max(ns, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts at each of `bounds_ns` (ascending), the total and the sum, for
+    /// the metrics: a sample counts under a bound when its whole bucket lies below it, so
+    /// a count is at most one bucket's width (about 9%) short, never over.
+    pub fn cumulative(&self, bounds_ns: &[u64]) -> (Vec<u64>, u64, u64) {
+        let mut below = vec![0u64; bounds_ns.len()];
+        let mut total = 0u64;
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            let count = bucket.load(Ordering::Relaxed);
+            if count == 0 {
+                continue;
+            }
+            total += count;
+            let upper = Self::bound(i);
+            for (slot, bound) in below.iter_mut().zip(bounds_ns) {
+                if upper <= *bound {
+                    *slot += count;
+                }
+            }
+        }
+        (below, total, self.sum_ns.load(Ordering::Relaxed))
     }
 
     /// The `q` quantile (0..1) in nanoseconds, as a bucket's upper bound; 0 when empty.
@@ -85,8 +112,60 @@ impl Histogram {
     }
 }
 
+/// Code decisions by the rule that decided, what came of it and the mode it was decided in.
+pub struct RuleCounts {
+    /// Per rule: denied / allowed, each permissive / enforced.
+    counts: Vec<[AtomicU64; 4]>,
+}
+
+impl Default for RuleCounts {
+    fn default() -> Self {
+        let slots = guard_common::Rule::ALL
+            .iter()
+            .map(|rule| *rule as usize + 1)
+            .max()
+            .unwrap_or(0);
+        RuleCounts {
+            counts: (0..slots).map(|_| Default::default()).collect(),
+        }
+    }
+}
+
+impl RuleCounts {
+    fn slot(allowed: bool, enforced: bool) -> usize {
+        usize::from(allowed) * 2 + usize::from(enforced)
+    }
+
+    pub fn bump(&self, rule: guard_common::Rule, allowed: bool, enforced: bool) {
+        if let Some(slots) = self.counts.get(rule as usize) {
+            bump(&slots[Self::slot(allowed, enforced)]);
+        }
+    }
+
+    /// `(rule, allowed, enforced, count)` for the counts that are not zero.
+    pub fn nonzero(&self) -> Vec<(guard_common::Rule, bool, bool, u64)> {
+        let mut out = Vec::new();
+        for rule in guard_common::Rule::ALL {
+            let Some(slots) = self.counts.get(rule as usize) else {
+                continue;
+            };
+            for allowed in [true, false] {
+                for enforced in [true, false] {
+                    let count = slots[Self::slot(allowed, enforced)].load(Ordering::Relaxed);
+                    if count > 0 {
+                        out.push((rule, allowed, enforced, count));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 /// Everything the agent counts.
 pub struct Stats {
+    /// Code decisions by the rule that decided.
+    pub by_rule: RuleCounts,
     pub started: Instant,
     pub events: AtomicU64,
     pub own_events: AtomicU64,
@@ -95,7 +174,25 @@ pub struct Stats {
     pub would_deny: AtomicU64,
     pub errors: AtomicU64,
     pub overflows: AtomicU64,
+    /// Records dropped because the audit thread's queue was full.
     pub audit_dropped: AtomicU64,
+    /// Records written to the audit file, and those that could not be (disk full, I/O
+    /// error): with `audit_dropped`, every record sent is in exactly one of the three.
+    pub audit_written: AtomicU64,
+    pub audit_lost: AtomicU64,
+    pub audit_rotations: AtomicU64,
+    /// The audit file's last write failed; why, for `guard status`.
+    pub audit_failing: AtomicBool,
+    pub audit_error: Mutex<Option<String>>,
+    /// Code loads refused because the audit file could not be written
+    /// (`audit.disk_full = "refuse"`).
+    pub audit_refused: AtomicU64,
+    /// Decisions go to the kernel audit log (`[audit] kernel`, resolved at start and at
+    /// every reload); and the records that could not be sent there.
+    pub kernel_audit: AtomicBool,
+    pub kernel_audit_failed: AtomicU64,
+    /// fanotify answers the kernel was asked to record.
+    pub kernel_audit_answers: AtomicU64,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
     /// When (CLOCK_BOOTTIME, ns) the last reload that succeeded, and the last that failed,
@@ -143,6 +240,7 @@ pub struct Stats {
 impl Default for Stats {
     fn default() -> Self {
         Stats {
+            by_rule: RuleCounts::default(),
             started: Instant::now(),
             events: AtomicU64::new(0),
             own_events: AtomicU64::new(0),
@@ -152,6 +250,15 @@ impl Default for Stats {
             errors: AtomicU64::new(0),
             overflows: AtomicU64::new(0),
             audit_dropped: AtomicU64::new(0),
+            audit_written: AtomicU64::new(0),
+            audit_lost: AtomicU64::new(0),
+            audit_rotations: AtomicU64::new(0),
+            audit_failing: AtomicBool::new(false),
+            audit_error: Mutex::new(None),
+            audit_refused: AtomicU64::new(0),
+            kernel_audit: AtomicBool::new(false),
+            kernel_audit_failed: AtomicU64::new(0),
+            kernel_audit_answers: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
             reload_started_ns: AtomicU64::new(0),

@@ -51,6 +51,29 @@ pub struct Report {
     pub errors: u64,
     pub overflows: u64,
     pub audit_dropped: u64,
+    /// Records written to the audit file, and lost because it could not be written:
+    /// with `audit_dropped`, every record is counted once.
+    #[serde(default)]
+    pub audit_written: u64,
+    #[serde(default)]
+    pub audit_lost: u64,
+    #[serde(default)]
+    pub audit_rotations: u64,
+    /// Code loads refused because the audit file could not be written.
+    #[serde(default)]
+    pub audit_refused: u64,
+    /// Why the audit file's last write failed; None while it is written.
+    #[serde(default)]
+    pub audit_error: Option<String>,
+    /// Whether decisions go to the kernel audit log, and the kernel layers' records that
+    /// could not be sent there.
+    #[serde(default)]
+    pub kernel_audit: bool,
+    #[serde(default)]
+    pub kernel_audit_failed: u64,
+    /// fanotify answers the kernel was asked to record (its FANOTIFY records).
+    #[serde(default)]
+    pub kernel_audit_answers: u64,
     pub reloads: u64,
     pub reload_failures: u64,
     /// CLOCK_BOOTTIME (ns) at which the last successful, and the last failed, reload began.
@@ -101,6 +124,53 @@ pub struct Report {
     pub miss_p99_us: f64,
     pub miss_max_us: f64,
     pub exec_gate: String,
+    /// Code decisions by the rule that decided (non-zero counts only).
+    #[serde(default)]
+    pub by_rule: Vec<RuleDecisions>,
+    /// Answer latencies as cumulative histograms (all answers, cache hits, cache misses).
+    #[serde(default)]
+    pub histograms: Vec<LatencyHistogram>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RuleDecisions {
+    pub rule: String,
+    /// `allow` or `deny`: what the policy said.
+    pub decision: String,
+    /// `enforce` or `permissive`: whether it was enforced.
+    pub mode: String,
+    pub count: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LatencyHistogram {
+    /// `all`, `cache_hit` or `cache_miss`.
+    pub answers: String,
+    /// `(upper bound in seconds, answers at most that long)`, ascending.
+    pub buckets: Vec<(f64, u64)>,
+    pub count: u64,
+    pub sum_seconds: f64,
+}
+
+/// Bucket bounds of the latency histograms, in seconds: a cache hit's microseconds to a
+/// stalled filesystem's seconds.
+pub const LATENCY_BOUNDS: [f64; 14] = [
+    10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3, 250e-3, 1.0, 5.0,
+];
+
+fn histogram(answers: &str, histogram: &super::stats::Histogram) -> LatencyHistogram {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let bounds_ns: Vec<u64> = LATENCY_BOUNDS
+        .iter()
+        .map(|s| (s * 1e9).round() as u64)
+        .collect();
+    let (below, count, sum_ns) = histogram.cumulative(&bounds_ns);
+    LatencyHistogram {
+        answers: answers.into(),
+        buckets: LATENCY_BOUNDS.iter().copied().zip(below).collect(),
+        count,
+        sum_seconds: sum_ns as f64 / 1e9,
+    }
 }
 
 pub fn report(state: &State) -> Report {
@@ -135,6 +205,18 @@ pub fn report(state: &State) -> Report {
         errors: stats.errors.load(Ordering::Relaxed),
         overflows: stats.overflows.load(Ordering::Relaxed),
         audit_dropped: stats.audit_dropped.load(Ordering::Relaxed),
+        audit_written: stats.audit_written.load(Ordering::Relaxed),
+        audit_lost: stats.audit_lost.load(Ordering::Relaxed),
+        audit_rotations: stats.audit_rotations.load(Ordering::Relaxed),
+        audit_refused: stats.audit_refused.load(Ordering::Relaxed),
+        kernel_audit: stats.kernel_audit.load(Ordering::Relaxed),
+        kernel_audit_failed: stats.kernel_audit_failed.load(Ordering::Relaxed),
+        kernel_audit_answers: stats.kernel_audit_answers.load(Ordering::Relaxed),
+        audit_error: stats
+            .audit_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone(),
         reloads: stats.reloads.load(Ordering::Relaxed),
         reload_failures: stats.reload_failures.load(Ordering::Relaxed),
         reload_started_ns: stats.reload_started_ns.load(Ordering::Relaxed),
@@ -164,6 +246,22 @@ pub fn report(state: &State) -> Report {
         miss_p99_us: us(stats.miss_latency.quantile(0.99)),
         miss_max_us: us(stats.miss_latency.max()),
         exec_gate: state.exec_gate_status(),
+        by_rule: stats
+            .by_rule
+            .nonzero()
+            .into_iter()
+            .map(|(rule, allowed, enforced, count)| RuleDecisions {
+                rule: rule.id().into(),
+                decision: if allowed { "allow" } else { "deny" }.into(),
+                mode: if enforced { "enforce" } else { "permissive" }.into(),
+                count,
+            })
+            .collect(),
+        histograms: vec![
+            histogram("all", &stats.latency),
+            histogram("cache_hit", &stats.hit_latency),
+            histogram("cache_miss", &stats.miss_latency),
+        ],
     }
 }
 

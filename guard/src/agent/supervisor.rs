@@ -32,11 +32,31 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let loaded = config.load()?;
     log_policy(&loaded);
     let stats = Arc::new(super::stats::Stats::default());
-    let audit_file = config
+    // Where and how big the trail is are read once: a reload does not move the file.
+    let audit = &loaded.policy.audit;
+    let trail = config
         .audit
         .clone()
-        .or_else(|| loaded.policy.audit.file.clone());
-    let (audit, audit_thread) = super::audit::start(audit_file, stats.clone())?;
+        .or_else(|| audit.file.clone())
+        .map(|path| super::audit::TrailConfig {
+            path,
+            max_file_size: audit.max_file_size,
+            max_files: audit.max_files,
+        });
+    let journal = match &config.journal_socket {
+        Some(path) => Some(super::journal::Journal::connect(path)?),
+        None if super::journal::Journal::stderr_is_journal() => {
+            let path = std::path::Path::new(super::journal::DEFAULT_SOCKET);
+            super::journal::Journal::connect(path)
+                .inspect_err(|e| log::warn!("{e}: audit records go to standard error as lines"))
+                .ok()
+        }
+        None => None,
+    };
+    let kernel_audit = super::kernel_audit::KernelAudit::open()
+        .inspect_err(|e| log::warn!("{e}: the kernel layers' refusals are not in the audit log"))
+        .ok();
+    let (audit, audit_thread) = super::audit::start(trail, journal, kernel_audit, stats.clone())?;
     let (lsm_layer, backend) = start_kernel_layer(&config, &loaded)?;
     let state = Arc::new(State::new(
         loaded,
@@ -48,6 +68,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     state.set_kernel_verdicts(lsm_layer.as_ref().and_then(|layer| layer.verdicts()));
 
     let backend = FanotifyBackend::start(&config, &state)?;
+    // After the groups are made: whether they can ask the kernel to record answers.
+    super::kernel_audit::resolve(state.loaded().policy.audit.kernel, &state.stats);
     let watched = backend.watched;
 
     // Under a memory limit the cache gives way before the OOM killer takes the agent.
@@ -117,6 +139,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let hook_socket = crate::python_hook::socket_beside(&config.socket);
     super::python_hook::serve(&hook_socket, state.clone())?;
     status::serve(&config.socket, state.clone())?;
+    if let Some(path) = &config.metrics_file {
+        super::metrics::write_periodically(state.clone(), path.clone(), config.metrics_interval)
+            .context("metrics file thread")?;
+    }
     log::info!(
         "enforcing with fanotify on {} filesystem(s); status on {}",
         watched,
@@ -132,8 +158,18 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let own_pid = std::process::id() as i32;
     let mut stop = false;
+    let mut refusing_unrecorded = false;
     while !stop {
         heartbeat.beat();
+        // Files the kernel answers itself would run unrecorded: asked again from now on.
+        let refusing = state.refusing_unrecorded(&state.loaded().policy);
+        if refusing
+            && !refusing_unrecorded
+            && let Some(marks) = state.ignore_marks.get()
+        {
+            marks.forget_all();
+        }
+        refusing_unrecorded = refusing;
         let mut fds = [
             PollFd::new(backend.as_fd(), PollFlags::POLLIN),
             PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN),
@@ -270,6 +306,7 @@ fn reload(config: &Config, state: &State) {
     match config.load() {
         Ok(loaded) => {
             log_policy(&loaded);
+            super::kernel_audit::resolve(loaded.policy.audit.kernel, &state.stats);
             state.replace(loaded);
             bump(&state.stats.reloads);
             state

@@ -42,6 +42,18 @@ pub(crate) struct RunArgs {
     /// Unix socket `guard status` reads.
     #[arg(long, value_name = "PATH", default_value = status::DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    /// Write the status as metrics (Prometheus text) to this file, atomically, for
+    /// node_exporter's textfile collector (name it `*.prom` in its directory).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
+    /// Seconds between two writes of --metrics-file.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    pub metrics_interval: u64,
+    /// Send each audit record to this journal socket as an entry with GUARD_* fields
+    /// (native protocol). Default: journald's socket when standard error is the journal
+    /// (under systemd), else the records are lines on standard error.
+    #[arg(long, value_name = "PATH")]
+    pub journal_socket: Option<PathBuf>,
     /// Do not load the exec gate (the eBPF program that refuses `-c`, code on stdin and
     /// descriptor scripts at exec): for debugging, or hosts that forbid BPF.
     #[arg(long)]
@@ -73,6 +85,9 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         follow: args.follow,
         audit: args.audit,
         socket: args.socket,
+        metrics_file: args.metrics_file,
+        metrics_interval: std::time::Duration::from_secs(args.metrics_interval),
+        journal_socket: args.journal_socket,
         workers: args.workers,
         cache_capacity: args.cache_size,
         backend: args.backend,
@@ -140,16 +155,45 @@ pub(crate) struct StatusArgs {
     /// Unix socket of the running agent.
     #[arg(long, value_name = "PATH", default_value = status::DEFAULT_SOCKET)]
     pub socket: PathBuf,
-    /// Print the raw JSON report.
-    #[arg(long)]
+    /// Print the raw JSON report (as --format json).
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// How to print the report: for people, as JSON, or as metrics (OpenMetrics 1.0 text,
+    /// or the Prometheus text format node_exporter's textfile collector reads).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: StatusFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum StatusFormat {
+    Text,
+    Json,
+    Openmetrics,
+    Prometheus,
 }
 
 pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    use guard::agent::metrics::{Format, render};
     let report = status::query(&args.socket)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(ExitCode::SUCCESS);
+    let format = if args.json {
+        StatusFormat::Json
+    } else {
+        args.format
+    };
+    match format {
+        StatusFormat::Text => {}
+        StatusFormat::Json => {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        StatusFormat::Openmetrics => {
+            print!("{}", render(&report, Format::OpenMetrics));
+            return Ok(ExitCode::SUCCESS);
+        }
+        StatusFormat::Prometheus => {
+            print!("{}", render(&report, Format::Prometheus));
+            return Ok(ExitCode::SUCCESS);
+        }
     }
     println!(
         "agent:        pid {}, up {:.0} s, backend {}, {} mode",
@@ -233,6 +277,35 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     println!(
         "  cache miss: p50 {:.1} us, p99 {:.1} us, max {:.1} us",
         report.miss_p50_us, report.miss_p99_us, report.miss_max_us
+    );
+    println!(
+        "audit trail:  {} records written, {} lost (file not writable), {} dropped (queue full), {} rotations{}",
+        report.audit_written,
+        report.audit_lost,
+        report.audit_dropped,
+        report.audit_rotations,
+        match &report.audit_error {
+            Some(why) => format!(
+                "\n              NOT WRITABLE: {why}; {} code loads refused meanwhile",
+                report.audit_refused
+            ),
+            None if report.audit_refused > 0 => format!(
+                "; {} code loads refused while it was not writable",
+                report.audit_refused
+            ),
+            None => String::new(),
+        }
+    );
+    println!(
+        "kernel audit: {}",
+        if report.kernel_audit {
+            format!(
+                "refusals recorded (ausearch -m FANOTIFY,USER_AVC): {} fanotify answers, {} not recorded",
+                report.kernel_audit_answers, report.kernel_audit_failed
+            )
+        } else {
+            "not used ([audit] kernel; auto: when auditd runs)".to_string()
+        }
     );
     println!(
         "problems:     {} errors, {} queue overflows, {} audit records dropped, {} failed reloads",

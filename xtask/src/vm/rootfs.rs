@@ -3,6 +3,7 @@
 //! signatures live in).
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -30,7 +31,7 @@ const PACKAGES: &[&str] = &[
 ];
 
 /// Bump when the image contents change in a way the inputs below do not show.
-const IMAGE_LAYOUT: &str = "2";
+const IMAGE_LAYOUT: &str = "3";
 
 /// Free space in the guest root on top of what the tree needs.
 const IMAGE_SLACK: u64 = 1 << 30;
@@ -273,6 +274,30 @@ fn sign_python(tree: &Path, guard: &Path) -> Result<()> {
     result
 }
 
+/// Debian's auditd, for tests/vm/kernel_audit.sh (refusals in the kernel audit log), from
+/// the tree's own suite. Installed, not started: the test starts it with a log of its own,
+/// and no other test runs with auditing on.
+fn install_auditd(tree: &Path) -> Result<()> {
+    if tree.join("usr/sbin/auditd").exists() {
+        return Ok(());
+    }
+    step("installing auditd into the guest tree (first time only)");
+    // Maintainer scripts must not start the daemon in the chroot.
+    let policy = tree.join("usr/sbin/policy-rc.d");
+    write_atomic(&policy, b"#!/bin/sh\nexit 101\n")?;
+    fs::set_permissions(&policy, fs::Permissions::from_mode(0o755))?;
+    let result = crate::run(Command::new("chroot").arg(tree).args([
+        "sh",
+        "-c",
+        "apt-get -q update && DEBIAN_FRONTEND=noninteractive apt-get -q install -y \
+         --no-install-recommends auditd && apt-get clean && rm -rf /var/lib/apt/lists/*",
+    ]));
+    let _ = fs::remove_file(&policy);
+    result?;
+    let _ = fs::remove_file(tree.join("etc/systemd/system/multi-user.target.wants/auditd.service"));
+    Ok(())
+}
+
 /// Idempotent changes to the debootstrap tree before imaging it.
 fn customise(tree: &Path, keys: &Keys, kernels: &[Kernel]) -> Result<()> {
     let guard_dir = tree.join("etc/guard");
@@ -294,6 +319,7 @@ fn customise(tree: &Path, keys: &Keys, kernels: &[Kernel]) -> Result<()> {
         fs::create_dir_all(tree.join(d))?;
     }
     write_atomic(&tree.join("etc/hostname"), b"guard-vm\n")?;
+    install_auditd(tree)?;
     let modules = tree.join("usr/lib/modules");
     let _ = fs::remove_dir_all(&modules);
     fs::create_dir_all(&modules)?;
