@@ -234,6 +234,7 @@ fn refusals_of_fanotify_and_the_exec_gate_are_in_ausearch() {
         missing: None,
         layer: "bpf-lsm",
         checks: vec![],
+        dynamic: None,
     };
     guard::agent::kernel_audit::KernelAudit::open()
         .and_then(|mut audit| audit.user_avc(&record))

@@ -61,7 +61,7 @@ pub struct AuditRecord {
     /// closed): which one, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missing: Option<String>,
-    /// Which layer decided: `fanotify`, `exec-gate` or `bpf-lsm`.
+    /// Which layer decided: `fanotify`, `exec-gate`, `bpf-lsm` or `python-hook`.
     pub layer: &'static str,
     pub checks: Vec<CheckRecord>,
     /// What the Python audit hook reported (`code` is `dynamic`).
@@ -553,6 +553,7 @@ mod tests {
             missing: None,
             layer: "fanotify",
             checks: vec![],
+            dynamic: None,
         }
     }
 
@@ -744,6 +745,7 @@ mod cost {
                 passed: false,
                 reason: "no security.ima signature".into(),
             }],
+            dynamic: None,
         }
     }
 

@@ -301,6 +301,7 @@ mod tests {
             missing: None,
             layer: "exec-gate",
             checks: vec![],
+            dynamic: None,
         };
         let text = user_avc_text(&record);
         assert_eq!(

@@ -423,6 +423,7 @@ fn report(
         uid,
         path: caller,
         id: String::new(),
+        layer: "python-hook",
         code: "dynamic",
         decision: if verdict.policy_allows {
             "allow"
@@ -476,6 +477,7 @@ fn over_budget(
         uid,
         path: String::new(),
         id: String::new(),
+        layer: "python-hook",
         code: "dynamic",
         decision: "allow",
         enforced: policy.mode == crate::policy::Mode::Enforce,
