@@ -37,9 +37,12 @@ EOF
 chmod 600 "$aud/auditd.conf"
 auditd -n -c "$aud" > "$aud/auditd.out" 2>&1 &
 auditd_pid=$!
-registered() { auditctl -s | grep -q "^pid $auditd_pid\$"; }
+# Registered, and auditing on: a process forked before auditing was ever enabled has no
+# audit context, so its fanotify answers would be recorded nowhere (USER_AVC records are
+# kept even with auditing off).
+registered() { auditctl -s | grep -q "^pid $auditd_pid\$" && auditctl -s | grep -q "^enabled 1\$"; }
 for _ in $(seq 1 100); do registered && break; sleep 0.2; done
-check "auditd runs and is registered" registered
+check "auditd runs, registered, auditing enabled" registered
 # A task's FANOTIFY record needs an audit context, that is some syscall rule loaded.
 check "a syscall rule loaded" auditctl -a never,exit -F arch=b64 -S acct
 
