@@ -663,7 +663,9 @@ impl Agent {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // The exec gate's programs take the verifier seconds each, more on a loaded machine
+        // (two agents starting at once on two cores beside a VM took 20 s).
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
@@ -675,7 +677,7 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("guard run not ready within 20 s:\n{}", self.log_text());
+        panic!("guard run not ready within 60 s:\n{}", self.log_text());
     }
 
     pub fn pid(&self) -> i32 {
