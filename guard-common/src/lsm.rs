@@ -349,8 +349,9 @@ pub const OWN_MAP_PREFIX: [u8; 4] = *b"LSM_";
 pub const PTRACE_MODE_ATTACH: u32 = 0x02;
 
 /// Signals anyone may still send the protected agent: 0 (does it exist?), `SIGHUP`
-/// (reload the policy: `systemctl reload` runs `/bin/kill -HUP`, not PID 1; what a reload
-/// reads is the policy file's business, see `--require-signed-policy`), `SIGCONT` (undoes
+/// (reload the policy: an operator's `kill -HUP`, not PID 1; `systemctl reload` runs `guard
+/// reload`, a controller anyway; what a reload reads is the policy file's business, see
+/// `--require-signed-policy`), `SIGCONT` (undoes
 /// only a stop, which is refused), and `SIGCHLD`, `SIGURG`, `SIGWINCH` (ignored by default).
 /// Everything else would end, stop or disturb the agent.
 #[inline(always)]

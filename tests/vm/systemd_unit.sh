@@ -156,10 +156,20 @@ if [ "${GUARD_VM_BOOT:-1}" = 1 ]; then
         "journalctl -u guard.service --no-pager | grep -q 'Watchdog timeout'"
     check "it enforces after the watchdog: python3 -c is refused" inline_refused
 
+    # restart: a stop job too, but the restart's; the layers stay pinned through it (the
+    # unit's ExecStopPost= unpins for a plain stop only).
+    unpins=$(journalctl -u guard.service --no-pager | grep -c 'lsm: removed')
+    require "systemctl restart guard" systemctl restart guard.service
+    check "the restart kept the layers pinned" \
+        test "$(journalctl -u guard.service --no-pager | grep -c 'lsm: removed')" = "$unpins"
+    check "it enforces after the restart: python3 -c is refused" inline_refused
+
     # stop: nothing enforces, nothing stays pinned.
     require "systemctl stop guard" systemctl stop guard.service
     check "after stop: no agent" no_agent
     check "after stop: nothing pinned" nothing_pinned
+    check "after stop: the unit unpinned" bash -c \
+        "journalctl -u guard.service --no-pager | grep -q 'lsm: removed'"
     check "after stop: python3 -c runs" inline_runs
     check "after stop: the unit is inactive, not failed" test "$(prop ActiveState)" = inactive
 
