@@ -788,6 +788,19 @@ impl Drop for Agent {
     }
 }
 
+/// A private copy of the host's python3 in `dir`, for a policy to profile: the exec gate
+/// acts host-wide on the identities it profiles, and the host's own python3 is left alone.
+/// Copied by another process: a descriptor open for writing in this one would leak into a
+/// child another test thread forks, and the exec would fail with ETXTBSY.
+pub fn private_python(dir: &Path) -> PathBuf {
+    let real = std::fs::canonicalize(PYTHON).expect("python3");
+    let copy = dir.join("python3");
+    let out = run("cp", &[&real, &copy]);
+    assert!(out.status.success(), "cp: {}", text(&out.stderr));
+    set_mode(&copy, 0o755);
+    copy
+}
+
 /// A command running python3 as an unprivileged user (with the given supplementary groups),
 /// from `cwd`.
 pub fn python_as(uid: u32, groups: &[u32], cwd: &Path, args: &[&str]) -> Command {

@@ -7,14 +7,6 @@ use std::time::Duration;
 
 use guard_tests::*;
 
-fn private_python(dir: &Path) -> PathBuf {
-    let real = std::fs::canonicalize(PYTHON).unwrap();
-    let copy = dir.join("python3");
-    std::fs::copy(&real, &copy).unwrap();
-    set_mode(&copy, 0o755);
-    copy
-}
-
 fn policy_for(dir: &Path, python: &Path, mode: &str) -> PathBuf {
     let policy = dir.join("policy.toml");
     std::fs::write(

@@ -409,19 +409,6 @@ fn a_virtual_environment_without_the_hook_does_not_start_where_it_is_required() 
     }
 }
 
-/// The policy names a private copy of python3 (the exec gate acts host-wide on the
-/// identities it profiles).
-fn private_python(dir: &Path) -> PathBuf {
-    let real = std::fs::canonicalize(PYTHON).unwrap();
-    let copy = dir.join("python3");
-    // Copied by another process: a descriptor open for writing here would leak into a
-    // child another test thread forks, and the exec would fail with ETXTBSY.
-    let out = run("cp", &[&real, &copy]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    set_mode(&copy, 0o755);
-    copy
-}
-
 #[test]
 fn a_start_up_that_skips_the_hook_is_refused_where_it_is_required() {
     let lab = Lab::new();

@@ -139,14 +139,6 @@ impl Drop for Auditd {
     }
 }
 
-fn private_python(dir: &Path) -> PathBuf {
-    let real = std::fs::canonicalize(PYTHON).unwrap();
-    let copy = dir.join("python3");
-    std::fs::copy(&real, &copy).unwrap();
-    set_mode(&copy, 0o755);
-    copy
-}
-
 fn run_private(python: &Path, cwd: &Path, args: &[&str]) -> std::process::Output {
     let mut cmd = Command::new("setpriv");
     cmd.args([

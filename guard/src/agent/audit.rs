@@ -69,6 +69,19 @@ pub struct AuditRecord {
     pub dynamic: Option<super::python_hook::DynamicRecord>,
 }
 
+/// A verdict's checks as the trail writes them.
+pub fn check_records(verdict: &crate::engine::Verdict) -> Vec<CheckRecord> {
+    verdict
+        .checks
+        .iter()
+        .map(|c| CheckRecord {
+            rule: c.rule.id(),
+            passed: c.passed,
+            reason: c.reason.clone(),
+        })
+        .collect()
+}
+
 /// What a kernel layer refused (the exec gate, the LSM layer), as the audit trail says it:
 /// one rule, no path (the kernel reports identities).
 pub struct KernelRefusal {

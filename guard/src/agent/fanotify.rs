@@ -21,7 +21,7 @@ use nix::sys::fanotify::{
     Response,
 };
 
-use super::audit::{AuditRecord, CheckRecord};
+use super::audit::AuditRecord;
 use super::ignore_marks::{Ahead, FileState, IgnoreMarks};
 use super::stats::bump;
 use super::{Config, Loaded, State, mounts, opener, process};
@@ -903,15 +903,7 @@ impl Outcome {
             reason: verdict.reason().to_string(),
             missing: self.missing.clone(),
             layer: "fanotify",
-            checks: verdict
-                .checks
-                .iter()
-                .map(|c| CheckRecord {
-                    rule: c.rule.id(),
-                    passed: c.passed,
-                    reason: c.reason.clone(),
-                })
-                .collect(),
+            checks: super::audit::check_records(verdict),
             dynamic: None,
         }
     }

@@ -434,15 +434,7 @@ fn report(
         rule: verdict.rule.id(),
         reason: verdict.reason().to_string(),
         missing: None,
-        checks: verdict
-            .checks
-            .iter()
-            .map(|c| CheckRecord {
-                rule: c.rule.id(),
-                passed: c.passed,
-                reason: c.reason.clone(),
-            })
-            .collect(),
+        checks: super::audit::check_records(&verdict),
         dynamic: Some(DynamicRecord {
             event: String::from_utf8_lossy(name).into_owned(),
             line: number(line),
