@@ -282,6 +282,8 @@ fn install_auditd(tree: &Path) -> Result<()> {
         return Ok(());
     }
     step("installing auditd into the guest tree (first time only)");
+    // No `apt-get clean`: the test apt repository repacks the python3.11 .debs debootstrap
+    // left in the tree's archive cache (apt_repo.rs).
     // Maintainer scripts must not start the daemon in the chroot.
     let policy = tree.join("usr/sbin/policy-rc.d");
     write_atomic(&policy, b"#!/bin/sh\nexit 101\n")?;
@@ -290,7 +292,7 @@ fn install_auditd(tree: &Path) -> Result<()> {
         "sh",
         "-c",
         "apt-get -q update && DEBIAN_FRONTEND=noninteractive apt-get -q install -y \
-         --no-install-recommends auditd && apt-get clean && rm -rf /var/lib/apt/lists/*",
+         --no-install-recommends auditd && rm -rf /var/lib/apt/lists/*",
     ]));
     let _ = fs::remove_file(&policy);
     result?;
