@@ -712,7 +712,9 @@ exec setpriv --bounding-set=-all,"$BOUNDING" --inh-caps=-all --no-new-privs -- "
     let mut agent = Running(cmd.spawn().context("starting the agent")?);
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
 
-    let ready = wait_datagram(&manager, "READY=1", Duration::from_secs(20), &mut agent.0)
+    // The exec gate's verification takes seconds, more on a loaded machine; the unit allows
+    // TimeoutStartSec=300s.
+    let ready = wait_datagram(&manager, "READY=1", Duration::from_secs(120), &mut agent.0)
         .with_context(log_text)?;
     // READY means enforcing: the status socket answers at once.
     let status = guard(&["status", "--socket", socket.to_str().unwrap_or_default()])
