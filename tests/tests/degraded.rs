@@ -81,7 +81,8 @@ impl Setup {
 
     /// Waits until the agent answers on its socket; stops it; returns its log.
     fn runs(&self, mut child: Child) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // The exec gate's verification takes seconds, more on a loaded machine.
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 let out = child.wait_with_output().unwrap();
@@ -90,7 +91,7 @@ impl Setup {
             if std::os::unix::net::UnixStream::connect(self.path("guard.sock")).is_ok() {
                 break;
             }
-            assert!(Instant::now() < deadline, "guard run not ready in 30 s");
+            assert!(Instant::now() < deadline, "guard run not ready in 60 s");
             std::thread::sleep(Duration::from_millis(50));
         }
         nix::sys::signal::kill(
