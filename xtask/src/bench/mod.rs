@@ -368,6 +368,14 @@ fn setup(work: &Path, root: &Path, guard: &Path, options: &Options) -> Result<La
             .args(["--when-unreachable", "allow"]),
         Duration::from_secs(60),
     )?;
+    // Byte-compiled as a distribution compiles what it installs (the runs cannot write a
+    // cache there): otherwise every run would compile the hook's source first.
+    must(
+        Command::new("/usr/bin/python3")
+            .args(["-m", "py_compile"])
+            .arg(layout.app.join("guard_audit_hook.py")),
+        Duration::from_secs(60),
+    )?;
     std::fs::write(
         layout.app.join("storm_hooked.py"),
         format!("import guard_audit_hook\n{storm}"),
