@@ -297,28 +297,40 @@ fn serve_connection(
 /// identify is told `deny`.
 fn hello(state: &State, connection: &mut Connection, pid: i32) {
     let loaded = state.loaded();
-    let answer: &[u8] = match process::executable(pid) {
+    let mut answer: Vec<u8> = match process::executable(pid) {
         Ok(exe) => match facts::profile_of_executable(&loaded.interpreters, exe) {
             Some(index) => {
                 connection.profile = Some(Ok(index));
                 connection.exe = process::executable_path(pid);
                 bump(&state.stats.hooked_processes);
-                match loaded.policy.interpreters[index].dynamic_code {
-                    DynamicCode::Allow => b"allow",
-                    DynamicCode::Audit => b"audit",
-                    DynamicCode::Deny => b"deny",
+                let profile = &loaded.policy.interpreters[index];
+                let mut answer = match profile.dynamic_code {
+                    DynamicCode::Allow => b"allow".to_vec(),
+                    DynamicCode::Audit => b"audit".to_vec(),
+                    DynamicCode::Deny => b"deny".to_vec(),
+                };
+                // The expected makers, one a line (`file<TAB>function`): their events need not
+                // leave the process (neither refused nor recorded one by one). The hook
+                // matches them conservatively and leaves any doubt to the agent.
+                for caller in &profile.dynamic_code_callers {
+                    answer.push(b'\n');
+                    answer.extend_from_slice(caller.file.as_str().as_bytes());
+                    answer.push(b'\t');
+                    answer.extend_from_slice(caller.function.as_deref().unwrap_or("*").as_bytes());
                 }
+                answer
             }
-            None => b"allow",
+            None => b"allow".to_vec(),
         },
         Err(e) => {
             connection.profile = Some(Err(format!(
                 "the interpreter's executable could not be read: {e}"
             )));
-            b"deny"
+            b"deny".to_vec()
         }
     };
-    let _ = socket::send(connection.fd.as_raw_fd(), answer, MsgFlags::MSG_DONTWAIT);
+    answer.truncate(MESSAGE_MAX);
+    let _ = socket::send(connection.fd.as_raw_fd(), &answer, MsgFlags::MSG_DONTWAIT);
 }
 
 /// One event: decided, counted, recorded within the budgets. Returns the answer to send
