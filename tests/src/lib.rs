@@ -801,6 +801,19 @@ pub fn private_python(dir: &Path) -> PathBuf {
     copy
 }
 
+/// `program` run as nobody without supplementary groups, with a cleared environment but
+/// `PATH`: how the tests run interpreters (a private copy of python3, a venv's).
+pub fn as_nobody(program: &Path) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={NOBODY}"))
+        .arg(format!("--regid={NOBODY}"))
+        .args(["--clear-groups", "--"])
+        .arg(program)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin");
+    cmd
+}
+
 /// A command running python3 as an unprivileged user (with the given supplementary groups),
 /// from `cwd`.
 pub fn python_as(uid: u32, groups: &[u32], cwd: &Path, args: &[&str]) -> Command {

@@ -76,19 +76,10 @@ fn policy(dir: &Path, extra: &str) -> PathBuf {
 
 /// Runs `python script` as nobody from the script's directory.
 fn run_as_nobody(python: &Path, script: &Path) -> Output {
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        &format!("--reuid={NOBODY}"),
-        &format!("--regid={NOBODY}"),
-        "--clear-groups",
-        "--",
-    ])
-    .arg(python)
-    .arg(script)
-    .current_dir(script.parent().unwrap())
-    .env_clear()
-    .env("PATH", "/usr/bin:/bin")
-    .env("HOME", "/nonexistent");
+    let mut cmd = as_nobody(python);
+    cmd.arg(script)
+        .current_dir(script.parent().unwrap())
+        .env("HOME", "/nonexistent");
     run_with_timeout(&mut cmd, Duration::from_secs(60))
 }
 

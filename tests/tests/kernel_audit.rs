@@ -140,18 +140,8 @@ impl Drop for Auditd {
 }
 
 fn run_private(python: &Path, cwd: &Path, args: &[&str]) -> std::process::Output {
-    let mut cmd = Command::new("setpriv");
-    cmd.args([
-        &format!("--reuid={NOBODY}"),
-        &format!("--regid={NOBODY}"),
-        "--clear-groups",
-        "--",
-    ])
-    .arg(python)
-    .args(args)
-    .current_dir(cwd)
-    .env_clear()
-    .env("PATH", "/usr/bin:/bin");
+    let mut cmd = as_nobody(python);
+    cmd.args(args).current_dir(cwd);
     run_with_timeout(&mut cmd, Duration::from_secs(30))
 }
 
