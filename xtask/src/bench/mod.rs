@@ -516,30 +516,27 @@ fn one_round(
     )?;
     samples.entry(("P2", kind)).or_default().push(cold);
 
-    // P1: warm (one untimed run first).
-    timed_ok(
-        run_timed(&mut layout.python("storm.py"), limit, false)?,
-        "warm-up",
-    )?;
-    for _ in 0..options.runs {
-        let ms = timed_ok(
-            run_timed(&mut layout.python("storm.py"), limit, false)?,
-            "warm import storm",
-        )?;
-        samples.entry(("P1", kind)).or_default().push(ms);
+    // P1 and P1h (the same storm with the audit hook), warm: one untimed run of each
+    // first, then in pairs, alternating which goes first, so the hook's cost is read as
+    // the ratio within each pair and the host's drift over a round cancels.
+    for (script, what) in [
+        ("storm.py", "warm-up"),
+        ("storm_hooked.py", "warm-up with the hook"),
+    ] {
+        timed_ok(run_timed(&mut layout.python(script), limit, false)?, what)?;
     }
-
-    // P1h: the same, with the audit hook.
-    timed_ok(
-        run_timed(&mut layout.python("storm_hooked.py"), limit, false)?,
-        "warm-up with the hook",
-    )?;
-    for _ in 0..options.runs {
-        let ms = timed_ok(
-            run_timed(&mut layout.python("storm_hooked.py"), limit, false)?,
-            "warm import storm with the hook",
-        )?;
-        samples.entry(("P1h", kind)).or_default().push(ms);
+    for run in 0..options.runs {
+        let mut pair = [
+            ("P1", "storm.py", "warm import storm"),
+            ("P1h", "storm_hooked.py", "warm import storm with the hook"),
+        ];
+        if run % 2 == 1 {
+            pair.reverse();
+        }
+        for (id, script, what) in pair {
+            let ms = timed_ok(run_timed(&mut layout.python(script), limit, false)?, what)?;
+            samples.entry((id, kind)).or_default().push(ms);
+        }
     }
 
     // P4: tar of the tree, not an interpreter: the tax every process pays. P4u: the same
