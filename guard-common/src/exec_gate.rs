@@ -5,10 +5,9 @@
 //! very code the kernel runs, so `guard`'s own tests pin down what the kernel decides.
 
 use crate::Rule;
+use crate::argv::{Dialect, Grammar, Word};
 use crate::loader_argv::{LoaderReader, LoaderWord};
-use crate::python_argv::{
-    Reader, Word, device_path_with, has_dot_dot_component, is_descriptor_link,
-};
+use crate::python_argv::{device_path_with, has_dot_dot_component, is_descriptor_link};
 
 /// Refuse `-c` (also inside clusters such as `-Ic`).
 pub const DENY_INLINE_CODE: u32 = 1 << 0;
@@ -56,8 +55,9 @@ pub const MODULE_INLINE_CODE: u32 = 1 << 0;
 /// ([`Rule::NoStdinCode`]).
 pub const MODULE_STDIN_CODE: u32 = 1 << 1;
 
-/// Value in the executable map: a profiled interpreter, whose argv is CPython's.
-pub const KIND_INTERPRETER: u32 = 0;
+/// Value in the executable map: a profiled interpreter, whose argv is CPython's. The other
+/// interpreters' values are their [`Dialect`]s (`Dialect::X as u32`).
+pub const KIND_INTERPRETER: u32 = Dialect::Python as u32;
 /// Value in the executable map: a dynamic loader (`ld.so`), a launcher whose direct use may
 /// not run a program ([`LoaderJudge`]).
 pub const KIND_LOADER: u32 = 1;
@@ -348,10 +348,11 @@ pub enum Step {
     Refuse(Rule),
 }
 
-/// Judges a CPython argv (without `argv[0]`) one word at a time, as the kernel reads it.
+/// Judges an interpreter's argv (without `argv[0]`) one word at a time, as the kernel reads
+/// it, with the interpreter's [`Grammar`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ArgvJudge {
-    reader: Reader,
+pub struct ArgvJudge<G> {
+    reader: G,
     flags: u32,
     /// The first bytes of the `-m` operand: enough for every dotted prefix a listed name
     /// could be (see [`module_kinds`]).
@@ -370,10 +371,11 @@ pub struct ArgvJudge {
 /// first `SCRIPT_PREFIX - 1`, NUL-padded, as the kernel's string read leaves them.
 pub const SCRIPT_PREFIX: usize = 64;
 
-impl ArgvJudge {
-    pub const fn new(flags: u32) -> Self {
+impl<G: Grammar> ArgvJudge<G> {
+    #[inline(always)]
+    pub fn new(flags: u32) -> Self {
         ArgvJudge {
-            reader: Reader::with_cluster_limit(MAX_CLUSTER),
+            reader: G::with_cluster_limit(MAX_CLUSTER),
             flags,
             module: [0; MODULE_NAME_LEN + 1],
             module_len: 0,
@@ -390,7 +392,7 @@ impl ArgvJudge {
     pub fn feed(&mut self, word: &[u8], whole: bool) -> Step {
         self.words = self.words.wrapping_add(1);
         let read = if self.flags & DENY_NO_SITE != 0 {
-            self.reader.feed_stopping_at_no_site::<true>(word)
+            self.reader.feed_stopping_at_no_hook::<true>(word)
         } else {
             self.reader.feed(word)
         };
@@ -400,6 +402,11 @@ impl ArgvJudge {
             Word::NoSite => return Step::Refuse(Rule::AuditHookRequired),
             Word::InlineCode if self.flags & DENY_INLINE_CODE != 0 => {
                 return Step::Refuse(Rule::NoInlineCode);
+            }
+            // Options or environment read from a file the command line names: what the
+            // profile refuses in the environment could come from there.
+            Word::CodeEnvironment if self.flags & DENY_INLINE_CODE != 0 => {
+                return Step::Refuse(Rule::NoCodeEnvironment);
             }
             Word::Module(Some(name)) => {
                 // A plain copy: the lookups happen once, after the word loop, where the
@@ -491,7 +498,7 @@ impl ArgvJudge {
     /// The end of the command line (or the program was found).
     #[inline(always)]
     pub fn finish(&self) -> Step {
-        if self.reader.inspect && self.flags & DENY_INTERACTIVE != 0 {
+        if self.reader.interactive() && self.flags & DENY_INTERACTIVE != 0 {
             return Step::Refuse(Rule::NoInteractive);
         }
         if self.reader.reads_stdin_without_script() && self.flags & DENY_STDIN_CODE != 0 {
@@ -502,12 +509,12 @@ impl ArgvJudge {
 
     /// Judges a whole argv (without `argv[0]`) in user space, exactly as the kernel would,
     /// with the kernel's limits.
-    pub fn judge<'a, I, M>(flags: u32, modules: &M, args: I) -> Step
+    pub fn judge_words<'a, I, M>(flags: u32, modules: &M, args: I) -> Step
     where
         I: IntoIterator<Item = &'a [u8]>,
         M: ModuleSet,
     {
-        let mut judge = ArgvJudge::new(flags);
+        let mut judge = ArgvJudge::<G>::new(flags);
         let mut args = args.into_iter();
         let mut script: &[u8] = &[];
         // The kernel's bpf_loop: MAX_ARGS steps, each reads one word or finds the end.
@@ -539,6 +546,21 @@ impl ArgvJudge {
             }
         }
         Step::Refuse(Rule::FactsUnavailable)
+    }
+}
+
+/// Judges an interpreter's whole argv (without `argv[0]`) in user space with its dialect's
+/// grammar, exactly as the kernel would, with the kernel's limits.
+pub fn judge_argv<'a, I, M>(dialect: Dialect, flags: u32, modules: &M, args: I) -> Step
+where
+    I: IntoIterator<Item = &'a [u8]>,
+    M: ModuleSet,
+{
+    match dialect {
+        Dialect::Python => {
+            ArgvJudge::<crate::python_argv::Reader>::judge_words(flags, modules, args)
+        }
+        Dialect::Perl | Dialect::Ruby | Dialect::Node => Step::Refuse(Rule::FactsUnavailable),
     }
 }
 
@@ -671,7 +693,12 @@ mod tests {
     }
 
     fn judge(args: &[&str]) -> Step {
-        ArgvJudge::judge(ALL, &NoModules, args.iter().map(|a| a.as_bytes()))
+        judge_argv(
+            Dialect::Python,
+            ALL,
+            &NoModules,
+            args.iter().map(|a| a.as_bytes()),
+        )
     }
 
     /// A module list as user space keeps it.
@@ -696,7 +723,12 @@ mod tests {
     ]);
 
     fn judge_modules(flags: u32, args: &[&str]) -> Step {
-        ArgvJudge::judge(flags, &MODULES, args.iter().map(|a| a.as_bytes()))
+        judge_argv(
+            Dialect::Python,
+            flags,
+            &MODULES,
+            args.iter().map(|a| a.as_bytes()),
+        )
     }
 
     #[test]
@@ -926,11 +958,11 @@ mod tests {
         allowed(&["-I", "-E", "s.py", "-i"]);
         allowed(&["/proc/self/cwd/s.py"]);
         assert_eq!(
-            ArgvJudge::judge(0, &NoModules, ["-c".as_bytes(), b"x"]),
+            judge_argv(Dialect::Python, 0, &NoModules, ["-c".as_bytes(), b"x"]),
             Step::Allow
         );
         assert_eq!(
-            ArgvJudge::judge(0, &NoModules, [b"-".as_slice()]),
+            judge_argv(Dialect::Python, 0, &NoModules, [b"-".as_slice()]),
             Step::Allow
         );
     }

@@ -5,6 +5,7 @@
 //! same rule the user-space engine reports: the layers cannot drift apart.
 #![no_std]
 
+pub mod argv;
 pub mod code_name;
 pub mod exec_gate;
 pub mod loader_argv;

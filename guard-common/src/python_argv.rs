@@ -231,30 +231,7 @@ const SHORT_WITH_ARGUMENT: &[u8] = b"cmWX";
 /// `--opt=VALUE` is an unknown option to CPython).
 const LONG_WITH_ARGUMENT: &[u8] = b"check-hash-based-pycs";
 
-/// What one word of the command line turned out to be, as [`Reader::feed`] classified it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Word<'a> {
-    /// Options read to their last byte (a reader that saw only a prefix of the word must
-    /// assume the rest could hold `c`).
-    Options,
-    /// Options whose last one took the rest of the word, or the next word, as its argument.
-    OptionsWithArgument,
-    /// The argument of the previous word's option.
-    Argument,
-    /// `-c`: the rest of the command line is code and arguments.
-    InlineCode,
-    /// `-m`: the module name, attached to this word or in the next one.
-    Module(Option<&'a [u8]>),
-    /// The script operand.
-    Script(&'a [u8]),
-    /// After the program was found: belongs to the program.
-    Program,
-    /// An option cluster longer than the reader's limit: what it asks for is unknown.
-    Unread,
-    /// `-S` among the options, read by [`Reader::feed_stopping_at_no_site`]: the rest of
-    /// the cluster is not read.
-    NoSite,
-}
+pub use crate::argv::Word;
 
 /// Whether the option cluster `word` (`-ES`, `-IsS`, `-Wx`…), read as options, holds the
 /// option `letter`, as CPython's getopt reads it: the letters up to the first one that takes
@@ -472,6 +449,33 @@ impl Reader {
     /// no `-c` and no `-m`.
     pub fn reads_stdin_without_script(&self) -> bool {
         !self.script && !self.inline_code && !self.module
+    }
+}
+
+impl crate::argv::Grammar for Reader {
+    #[inline(always)]
+    fn with_cluster_limit(limit: usize) -> Self {
+        Reader::with_cluster_limit(limit)
+    }
+    #[inline(always)]
+    fn feed_stopping_at_no_hook<'a, const STOP: bool>(&mut self, arg: &'a [u8]) -> Word<'a> {
+        self.feed_stopping_at_no_site::<STOP>(arg)
+    }
+    #[inline(always)]
+    fn done(&self) -> bool {
+        Reader::done(self)
+    }
+    #[inline(always)]
+    fn expects_option(&self) -> bool {
+        Reader::expects_option(self)
+    }
+    #[inline(always)]
+    fn interactive(&self) -> bool {
+        self.inspect
+    }
+    #[inline(always)]
+    fn reads_stdin_without_script(&self) -> bool {
+        Reader::reads_stdin_without_script(self)
     }
 }
 

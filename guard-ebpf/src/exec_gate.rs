@@ -5,7 +5,9 @@ use aya_ebpf::{
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
+use guard_common::argv::Grammar;
 use guard_common::lsm::Hook;
+use guard_common::python_argv::Reader;
 use guard_common::{
     Rule,
     exec_gate::{
@@ -118,7 +120,7 @@ trait WordJudge {
     fn end(&mut self) -> Step;
 }
 
-impl WordJudge for ArgvJudge {
+impl<G: Grammar> WordJudge for ArgvJudge<G> {
     #[inline(always)]
     fn word(&mut self, word: &[u8], whole: bool) -> Step {
         self.feed(word, whole)
@@ -206,7 +208,7 @@ fn scratch_walk<J: WordJudge>(sp: u64, argc: i32, judge: J) -> Option<&'static m
 // once per word and combination of judge states: over its million-instruction budget.
 // A `bpf_loop` callback is verified once, whatever the number of words.
 fn judge_argv(sp: u64, argc: i32, flags: u32) -> Step {
-    let Some(walk) = scratch_walk(sp, argc, ArgvJudge::new(flags)) else {
+    let Some(walk) = scratch_walk(sp, argc, ArgvJudge::<Reader>::new(flags)) else {
         return Step::Refuse(Rule::FactsUnavailable);
     };
     bounded_loop(MAX_ARGS, &mut InScratch(&mut *walk));

@@ -1,5 +1,5 @@
 //! An interpreter's launch: what its command line and environment ask for, judged by the
-//! exec gate's own judges ([`ArgvJudge`], [`judge_env`]), the very code the kernel runs.
+//! exec gate's own judges ([`judge_argv`], [`judge_env`]), the very code the kernel runs.
 //!
 //! Nothing here derives a launch rule: [`judge_at_exec`] is the kernel's verdict itself, and
 //! [`decide_launch`] asks the same judge once per rule (that rule's `DENY_*` bit alone) and
@@ -10,9 +10,10 @@
 
 use guard_common::Rule;
 use guard_common::exec_gate::{
-    ARG_BUFFER, ArgvJudge, DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE,
-    DENY_NO_SITE, DENY_STDIN_CODE, EnvPattern, MAX_ARGS, MAX_CLUSTER, MAX_ENV, MODULE_INLINE_CODE,
-    MODULE_STDIN_CODE, ModuleKey, ModuleSet, Step, env_entry_refused, env_entry_words, judge_env,
+    ARG_BUFFER, DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE, DENY_NO_SITE,
+    DENY_STDIN_CODE, EnvPattern, MAX_ARGS, MAX_CLUSTER, MAX_ENV, MODULE_INLINE_CODE,
+    MODULE_STDIN_CODE, ModuleKey, ModuleSet, Step, env_entry_refused, env_entry_words, judge_argv,
+    judge_env,
 };
 use guard_common::python_argv;
 
@@ -87,7 +88,12 @@ pub fn judge_at_exec<'a, I>(profile: &Profile, args: I) -> Option<Rule>
 where
     I: IntoIterator<Item = &'a [u8]>,
 {
-    match ArgvJudge::judge(gate_flags(profile), &ProfileModules(profile), args) {
+    match judge_argv(
+        profile.argv.dialect(),
+        gate_flags(profile),
+        &ProfileModules(profile),
+        args,
+    ) {
         Step::Refuse(rule) => Some(rule),
         Step::Allow | Step::More => None,
     }
@@ -100,7 +106,14 @@ where
 /// refused unread, as the gate refuses it.
 pub fn decide_launch(policy: &Policy, profile: &Profile, launch: &Launch<'_>) -> Verdict {
     let modules = ProfileModules(profile);
-    let judge = |flags: u32| ArgvJudge::judge(flags, &modules, launch.args.iter().copied());
+    let judge = |flags: u32| {
+        judge_argv(
+            profile.argv.dialect(),
+            flags,
+            &modules,
+            launch.args.iter().copied(),
+        )
+    };
     // Whether the command line asks for what `rule` refuses: the judge refuses it with
     // that rule's bit alone.
     let asks = |bit: u32, rule: Rule| judge(bit) == Step::Refuse(rule);

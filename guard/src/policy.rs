@@ -154,6 +154,13 @@ pub enum ArgvDialect {
 }
 
 impl ArgvDialect {
+    /// The grammar the exec gate and user space read this command line with.
+    pub fn dialect(self) -> guard_common::argv::Dialect {
+        match self {
+            ArgvDialect::Python => guard_common::argv::Dialect::Python,
+        }
+    }
+
     /// Environment variables whose entries the interpreter imports from, a file entry as
     /// an archive whatever its name: Python's `zipimport` reads modules out of any regular
     /// file on `sys.path`, and `PYTHONPATH` puts the user's names there.

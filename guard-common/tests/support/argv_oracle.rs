@@ -23,9 +23,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use guard_common::argv::Dialect;
 use guard_common::exec_gate::{
-    ARG_BUFFER, ArgvJudge, DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE,
-    DENY_NO_SITE, DENY_STDIN_CODE, MAX_ARGS, MAX_CLUSTER, NoModules, Step,
+    ARG_BUFFER, DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE, DENY_NO_SITE,
+    DENY_STDIN_CODE, MAX_ARGS, MAX_CLUSTER, NoModules, Step, judge_argv,
 };
 use guard_common::python_argv::{self, Invocation, Reader, Word};
 
@@ -884,13 +885,19 @@ pub(crate) fn disagreement(words: &[Vec<u8>], ran: &Ran, cwd: &[u8]) -> Option<S
         return Some(format!("guard reads {}", describe(&inv)));
     }
     let code = matches!(ran.program, Program::Code);
-    let step = ArgvJudge::judge(ALL_DENIED, &NoModules, words.iter().map(|w| w.as_slice()));
+    let step = judge_argv(
+        Dialect::Python,
+        ALL_DENIED,
+        &NoModules,
+        words.iter().map(|w| w.as_slice()),
+    );
     if (code || ran.stdin_code || ran.inspect) && !matches!(step, Step::Refuse(_)) {
         return Some(format!("the kernel's judge says {step:?}"));
     }
     // A start-up without `site` is refused where the audit hook is required, whatever
     // else the command line asks.
-    let hooked = ArgvJudge::judge(
+    let hooked = judge_argv(
+        Dialect::Python,
         ALL_DENIED | DENY_NO_SITE,
         &NoModules,
         words.iter().map(|w| w.as_slice()),
