@@ -10,6 +10,7 @@ pub mod code_name;
 pub mod exec_gate;
 pub mod loader_argv;
 pub mod lsm;
+pub mod perl_argv;
 pub mod python_argv;
 
 /// Every check the decision engine can make. The discriminants are part of the kernel ABI
