@@ -1,13 +1,14 @@
-//! `tp_btf/sched_process_exec`: refuses CPython invocations the policy forbids.
+//! `tp_btf/sched_process_exec`: refuses interpreter invocations the policy forbids, each
+//! interpreter's command line read by its own grammar ([`guard_common::argv`]).
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated},
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use guard_common::argv::Grammar;
+use guard_common::argv::{Dialect, Grammar};
 use guard_common::lsm::Hook;
-use guard_common::python_argv::Reader;
+use guard_common::python_argv;
 use guard_common::{
     Rule,
     exec_gate::{
@@ -104,7 +105,15 @@ fn try_exec(bprm: *const u8) -> Result<(), i32> {
         }
         return Ok(());
     }
-    let verdict = match judge_argv(sp, argc, flags) {
+    // Each interpreter's command line by its own grammar: one walk per dialect, each
+    // verified once.
+    let argv = match Dialect::from_u32(kind) {
+        Some(Dialect::Python) => judge_argv::<python_argv::Reader>(sp, argc, flags),
+        // An executable registered under a kind this program does not know: nothing says
+        // how its command line reads.
+        _ => Step::Refuse(Rule::FactsUnavailable),
+    };
+    let verdict = match argv {
         Step::Refuse(rule) => Some(rule),
         _ => judge_env(sp, argc, envc),
     };
@@ -207,8 +216,8 @@ fn scratch_walk<J: WordJudge>(sp: u64, argc: i32, judge: J) -> Option<&'static m
 // The verifier would walk an open-coded loop over words, each with a loop over its bytes,
 // once per word and combination of judge states: over its million-instruction budget.
 // A `bpf_loop` callback is verified once, whatever the number of words.
-fn judge_argv(sp: u64, argc: i32, flags: u32) -> Step {
-    let Some(walk) = scratch_walk(sp, argc, ArgvJudge::<Reader>::new(flags)) else {
+fn judge_argv<G: Grammar>(sp: u64, argc: i32, flags: u32) -> Step {
+    let Some(walk) = scratch_walk(sp, argc, ArgvJudge::<G>::new(flags)) else {
         return Step::Refuse(Rule::FactsUnavailable);
     };
     bounded_loop(MAX_ARGS, &mut InScratch(&mut *walk));
@@ -310,21 +319,42 @@ fn judge_env(sp: u64, argc: i32, envc: i32) -> Option<Rule> {
     if envc < 0 || envc as u32 > MAX_ENV {
         return Some(Rule::FactsUnavailable);
     }
-    let envp = sp + 8 * (1 + argc as u64 + 1);
-    let mut j: u32 = 0;
-    while j < MAX_ENV {
-        if j as i32 >= envc {
-            return None;
+    let mut walk = EnvWalk {
+        envp: sp + 8 * (1 + argc as u64 + 1),
+        envc: envc as u32,
+        count,
+        verdict: None,
+    };
+    // A bpf_loop: the callback is verified once, whatever the number of entries and names
+    // (an open-coded loop is walked once per entry and name).
+    bounded_loop(MAX_ENV, &mut walk);
+    walk.verdict
+}
+
+/// State of the search for a refused environment variable.
+struct EnvWalk {
+    envp: u64,
+    envc: u32,
+    count: u32,
+    verdict: Option<Rule>,
+}
+
+/// Environment entry `index` of an interpreter's exec.
+impl LoopBody for EnvWalk {
+    fn step(&mut self, index: u64) -> ControlFlow<()> {
+        if index >= self.envc as u64 {
+            return ControlFlow::Break(());
         }
-        let Ok(entry) = read_user_words(envp + 8 * j as u64) else {
-            return Some(Rule::FactsUnavailable);
+        let Ok(entry) = read_user_words(self.envp + 8 * index) else {
+            self.verdict = Some(Rule::FactsUnavailable);
+            return ControlFlow::Break(());
         };
-        if env_entry_refused(&KernelEnv { count }, &entry) {
-            return Some(Rule::NoCodeEnvironment);
+        if env_entry_refused(&KernelEnv { count: self.count }, &entry) {
+            self.verdict = Some(Rule::NoCodeEnvironment);
+            return ControlFlow::Break(());
         }
-        j += 1;
+        ControlFlow::Continue(())
     }
-    None
 }
 
 /// The judge's view of the gate's refused environment variables.

@@ -18,14 +18,14 @@ use aya::{Ebpf, EbpfError, EbpfLoader};
 use guard_common::Rule;
 use guard_common::exec_gate::{
     DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE, DENY_NO_SITE, DENY_STDIN_CODE,
-    EnvPattern, GateSettings, InterpreterKey, KIND_INTERPRETER, KIND_LOADER, MAX_ENV_NAME_LEN,
-    MAX_ENV_NAMES, MAX_EVAL_MODULES, MODULE_INLINE_CODE, MODULE_NAME_LEN, MODULE_STDIN_CODE,
-    ModuleKey, PERMISSIVE,
+    EnvPattern, GateSettings, InterpreterKey, KIND_LOADER, MAX_ENV_NAME_LEN, MAX_ENV_NAMES,
+    MAX_EVAL_MODULES, MODULE_INLINE_CODE, MODULE_NAME_LEN, MODULE_STDIN_CODE, ModuleKey,
+    PERMISSIVE,
 };
 use guard_common::lsm::{LsmOffsets, Trust};
 
 use crate::btf::{Btf, BtfError};
-use crate::ebpf_object::Identity;
+use crate::ebpf_object::{Identity, Interpreter};
 
 const PROGRAM: &str = "sched_process_exec";
 /// The native-code rule at exec, on the same tracepoint (see `guard-ebpf/src/exec_gate.rs`).
@@ -90,8 +90,9 @@ pub enum ExecGateError {
 /// What the gate refuses, and for which executables.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecGateConfig {
-    /// The profiled interpreters. Other executables are never touched.
-    pub interpreters: Vec<Identity>,
+    /// The profiled interpreters, each read with its dialect's grammar. Other executables
+    /// are never touched.
+    pub interpreters: Vec<Interpreter>,
     /// Dynamic loaders (`ld.so`): exec'd directly, they may not launch a program (only
     /// their modes that run nothing, as `ldd` uses them). An identity in both lists is
     /// judged as a loader.
@@ -130,7 +131,7 @@ impl ExecGateConfig {
     /// CPython run extra code or load code from elsewhere.
     pub fn strict(interpreters: Vec<Identity>) -> ExecGateConfig {
         ExecGateConfig {
-            interpreters,
+            interpreters: interpreters.into_iter().map(Interpreter::python).collect(),
             loaders: Vec::new(),
             deny_inline_code: true,
             deny_stdin_code: true,
@@ -318,8 +319,8 @@ impl ExecGate {
         )?;
         // Loaders last: should an identity be in both lists, the stricter loader judgement
         // wins (an interpreter's argv grammar says nothing about a loader's).
-        for identity in &config.interpreters {
-            interpreters.insert(identity.kernel_key(), KIND_INTERPRETER, 0)?;
+        for interpreter in &config.interpreters {
+            interpreters.insert(interpreter.identity.kernel_key(), interpreter.kind(), 0)?;
         }
         for identity in &config.loaders {
             interpreters.insert(identity.kernel_key(), KIND_LOADER, 0)?;
@@ -489,10 +490,10 @@ mod tests {
             config.settings(LsmOffsets::default()),
             Err(ExecGateError::EnvName(_))
         ));
-        config.refused_env = (0..9).map(|i| format!("V{i}")).collect();
+        config.refused_env = (0..=MAX_ENV_NAMES).map(|i| format!("V{i}")).collect();
         assert!(matches!(
             config.settings(LsmOffsets::default()),
-            Err(ExecGateError::TooManyEnvNames(9))
+            Err(ExecGateError::TooManyEnvNames(n)) if n == MAX_ENV_NAMES + 1
         ));
     }
 

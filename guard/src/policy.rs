@@ -151,6 +151,9 @@ impl fmt::Display for NativeCode {
 #[serde(rename_all = "lowercase")]
 pub enum ArgvDialect {
     Python,
+    Perl,
+    Ruby,
+    Node,
 }
 
 impl ArgvDialect {
@@ -158,6 +161,9 @@ impl ArgvDialect {
     pub fn dialect(self) -> guard_common::argv::Dialect {
         match self {
             ArgvDialect::Python => guard_common::argv::Dialect::Python,
+            ArgvDialect::Perl => guard_common::argv::Dialect::Perl,
+            ArgvDialect::Ruby => guard_common::argv::Dialect::Ruby,
+            ArgvDialect::Node => guard_common::argv::Dialect::Node,
         }
     }
 
@@ -167,6 +173,8 @@ impl ArgvDialect {
     pub fn search_path_env(self) -> &'static [&'static str] {
         match self {
             ArgvDialect::Python => &["PYTHONPATH"],
+            // Their search paths hold directories whose files are code by name.
+            ArgvDialect::Perl | ArgvDialect::Ruby | ArgvDialect::Node => &[],
         }
     }
 }
@@ -264,7 +272,7 @@ struct RawProfile {
     #[serde(default = "deny")]
     loader_launch: Permission,
     #[serde(default)]
-    dynamic_code: DynamicCode,
+    dynamic_code: Option<DynamicCode>,
     #[serde(default)]
     dynamic_code_callers: Option<Vec<RawCaller>>,
     #[serde(default)]
@@ -736,6 +744,43 @@ impl Policy {
         let mut interpreters = Vec::new();
         let mut deny_env_names: Vec<String> = Vec::new();
         for profile in raw.interpreters {
+            // CPython alone has interpreter modules (`-m`) and guard's audit hook: a setting
+            // of theirs in another interpreter's profile would be silently void.
+            let python = profile.argv == ArgvDialect::Python;
+            if !python {
+                let dialect = profile.argv.dialect().name();
+                for (set, setting) in [
+                    (profile.inline_code_modules.is_some(), "inline_code_modules"),
+                    (profile.stdin_code_modules.is_some(), "stdin_code_modules"),
+                    (
+                        profile.dynamic_code_callers.is_some(),
+                        "dynamic_code_callers",
+                    ),
+                    (profile.require_audit_hook.is_some(), "require_audit_hook"),
+                    (
+                        profile
+                            .dynamic_code
+                            .is_some_and(|d| d != DynamicCode::Allow),
+                        "dynamic_code (other than \"allow\")",
+                    ),
+                ] {
+                    if set {
+                        return Err(at(
+                            None,
+                            format!(
+                                "interpreter {:?}: {setting} is CPython's (its `-m` modules and \
+                                 guard's audit hook); argv = {dialect:?} has none",
+                                profile.name
+                            ),
+                        ));
+                    }
+                }
+            }
+            let dynamic_code = profile.dynamic_code.unwrap_or(if python {
+                DynamicCode::Audit
+            } else {
+                DynamicCode::Allow
+            });
             let mut code_patterns = Vec::new();
             for pattern in &profile.code_patterns {
                 code_patterns.push(
@@ -744,6 +789,7 @@ impl Policy {
                 );
             }
             let dynamic_code_callers = match &profile.dynamic_code_callers {
+                None if !python => Vec::new(),
                 None => DEFAULT_DYNAMIC_CODE_CALLERS
                     .iter()
                     .map(|(file, function)| Caller {
@@ -772,6 +818,7 @@ impl Policy {
                     .collect::<Result<Vec<_>, _>>()?,
             };
             let module_list = |names: &Option<Vec<Spanned<String>>>, default: &[&str]| match names {
+                None if !python => Ok(Vec::new()),
                 None => Ok(default.iter().map(|n| n.to_string()).collect()),
                 Some(names) => {
                     if names.len() > guard_common::exec_gate::MAX_EVAL_MODULES {
@@ -808,7 +855,7 @@ impl Policy {
             };
             let require_audit_hook = profile
                 .require_audit_hook
-                .unwrap_or(profile.dynamic_code == DynamicCode::Deny);
+                .unwrap_or(dynamic_code == DynamicCode::Deny);
             let mut deny_env = profile.deny_env;
             if require_audit_hook {
                 // The hook comes from the site directories of the interpreter's prefix. What
@@ -874,7 +921,7 @@ impl Policy {
                 stdin_code_modules,
                 loaders: profile.loaders,
                 loader_launch: profile.loader_launch,
-                dynamic_code: profile.dynamic_code,
+                dynamic_code,
                 dynamic_code_callers,
                 require_audit_hook,
             });

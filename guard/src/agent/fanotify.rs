@@ -986,7 +986,7 @@ fn evaluate_interpreter(
     if named.code.is_none() || module_file.is_some() {
         // CPython opens its main script by the operand's own path (made absolute): the
         // path it asks for ends with the operand, whatever the file behind it is called.
-        let main = process::main_operand(tid);
+        let main = process::main_operand(tid, profile.argv.dialect());
         if let Err(e) = &main {
             named.missing = Some(format!("the interpreter's command line: {e}"));
         }
