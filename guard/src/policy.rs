@@ -927,6 +927,24 @@ impl Policy {
             });
         }
 
+        // The BPF LSM layer compares every profile's code suffixes in the kernel, from a
+        // table of MAX_CODE_SUFFIXES: one it cannot hold would go unchecked there.
+        let suffixes = guard_common::code_name::distinct_code_suffixes(
+            interpreters
+                .iter()
+                .flat_map(|p: &Profile| p.code_patterns.iter().map(glob::Pattern::as_str)),
+        );
+        if suffixes > guard_common::code_name::MAX_CODE_SUFFIXES {
+            return Err(at(
+                None,
+                format!(
+                    "code_patterns: {suffixes} distinct code suffixes (`*.ext`) in all profiles, \
+                     the kernel layer compares at most {}",
+                    guard_common::code_name::MAX_CODE_SUFFIXES
+                ),
+            ));
+        }
+
         let max_file_size = match &raw.audit.max_file_size {
             None => DEFAULT_AUDIT_MAX_FILE_SIZE,
             Some(size) => {
@@ -1195,6 +1213,45 @@ mod tests {
             Ok(_) => panic!("policy should be refused:\n{text}"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn code_suffixes_beyond_the_kernel_table_are_refused_not_cut() {
+        let profile = |name: &str, suffixes: std::ops::Range<usize>| {
+            let patterns: Vec<String> = suffixes.map(|i| format!("\"*.x{i}\"")).collect();
+            format!(
+                "[[interpreter]]\nname = \"{name}\"\nexecutables = []\nargv = \"perl\"\n\
+                 code_patterns = [{}]\n",
+                patterns.join(", ")
+            )
+        };
+        // Two profiles sharing some: the union is what the kernel holds.
+        assert!(parse(&(profile("a", 0..20) + &profile("b", 12..32))).is_ok());
+        let e = error_of(&(profile("a", 0..20) + &profile("b", 12..33)));
+        assert!(e.contains("33 distinct code suffixes"), "{e}");
+    }
+
+    #[test]
+    fn settings_of_cpython_alone_are_refused_in_other_profiles() {
+        for setting in [
+            "dynamic_code = \"deny\"",
+            "dynamic_code = \"audit\"",
+            "require_audit_hook = false",
+            "inline_code_modules = []",
+            "stdin_code_modules = [\"x\"]",
+            "dynamic_code_callers = []",
+        ] {
+            let e = error_of(&format!(
+                "[[interpreter]]\nname = \"perl\"\nexecutables = []\nargv = \"perl\"\n{setting}\n"
+            ));
+            assert!(e.contains("CPython's"), "{setting}: {e}");
+        }
+        let policy =
+            parse("[[interpreter]]\nname = \"node\"\nexecutables = []\nargv = \"node\"\n").unwrap();
+        let node = &policy.interpreters[0];
+        assert_eq!(node.dynamic_code, DynamicCode::Allow);
+        assert!(node.inline_code_modules.is_empty() && node.dynamic_code_callers.is_empty());
+        assert!(!node.require_audit_hook);
     }
 
     #[test]
