@@ -997,6 +997,20 @@ fn evaluate_interpreter(
         if let (Some(operand), Some(asked)) = (operand, &named.asked_path) {
             is_main_script = opener::opens_operand(asked, operand);
         }
+        // Node resolves its operand itself (extensions, `index.js`) and opens the real path
+        // behind it: the name it asks for is the link's target (`node link.js` opens
+        // `data.txt`). Its main script is what the operand resolves to, by identity.
+        if let Some(operand) = operand
+            && !is_main_script
+            && profile.argv.dialect() == guard_common::argv::Dialect::Node
+        {
+            match process::node_main_within(tid, operand, process::WALK_DEADLINE) {
+                Ok(files) => is_main_script = files.contains(&id),
+                Err(e) => {
+                    named.missing = Some(format!("what the node operand resolves to: {e}"));
+                }
+            }
+        }
         // The file of an interpreter module is refused when it is the main script, and
         // only then: `import timeit` from a signed script opens the same file. What cannot
         // be told apart is the main script.

@@ -193,6 +193,44 @@ pub fn resolve_operand_within(
     })
 }
 
+/// The files Node may run for its operand, by identity: the operand as a file, with each
+/// extension its loader tries, or as a directory's `index` (Node's own order,
+/// `Module._findPath`), each resolved through its links as Node's `realpath` does. Those
+/// that do not exist are none; any other error is a fact missing.
+pub fn node_main_within(
+    pid: i32,
+    operand: &[u8],
+    deadline: std::time::Duration,
+) -> io::Result<Vec<FileId>> {
+    let operand = operand.to_vec();
+    super::deadline::run_within(&STUCK_WALKS, deadline, move || {
+        let mut files = Vec::new();
+        for suffix in [
+            &b""[..],
+            b".js",
+            b".json",
+            b".node",
+            b".mjs",
+            b".cjs",
+            b"/index.js",
+            b"/index.json",
+            b"/index.node",
+        ] {
+            let candidate = [operand.as_slice(), suffix].concat();
+            match resolve_operand(pid, &candidate) {
+                Ok(id) => files.push(id),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(files)
+    })
+}
+
 pub fn resolve_operand(pid: i32, operand: &[u8]) -> io::Result<FileId> {
     let operand = std::path::Path::new(std::ffi::OsStr::from_bytes(operand));
     let path: PathBuf = match operand.strip_prefix("/") {
