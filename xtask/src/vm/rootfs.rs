@@ -261,7 +261,9 @@ pub(super) fn ensure_image(
 /// the agent can enforce on a real Debian userland. Runs guard inside the tree so the
 /// layout is the guest's.
 fn sign_interpreters(tree: &Path, guard: &Path) -> Result<()> {
-    step("signing the guest's interpreters with the VM key (guard sign --python --perl --ruby --node)");
+    step(
+        "signing the guest's interpreters with the VM key (guard sign --python --perl --ruby --node)",
+    );
     let inside = "tmp/guard-sign";
     let copy = tree.join(inside);
     fs::copy(guard, &copy).with_context(|| format!("copying {}", guard.display()))?;
