@@ -268,6 +268,10 @@ struct RawProfile {
     #[serde(default)]
     stdin_code_modules: Option<Vec<Spanned<String>>>,
     #[serde(default)]
+    inline_code_scripts: Vec<Spanned<String>>,
+    #[serde(default)]
+    stdin_code_scripts: Vec<Spanned<String>>,
+    #[serde(default)]
     loaders: Vec<String>,
     #[serde(default = "deny")]
     loader_launch: Permission,
@@ -410,6 +414,13 @@ pub struct Profile {
     /// Interpreter modules refused as code on standard input: `-m NAME` (or a submodule)
     /// reads Python from stdin ([`DEFAULT_STDIN_CODE_MODULES`] when absent).
     pub stdin_code_modules: Vec<String>,
+    /// Scripts of the distribution that are interpreters themselves, run as the main script
+    /// (`ruby /usr/bin/erb`, its `#!` line's spelling): they run code from their command line
+    /// or a data file, refused as inline code. Absolute path globs, resolved to identities.
+    pub inline_code_scripts: Vec<glob::Pattern>,
+    /// As [`Self::inline_code_scripts`], for scripts that read code from standard input (a
+    /// REPL: `irb`, the CPAN shell), refused as code on stdin.
+    pub stdin_code_scripts: Vec<glob::Pattern>,
     /// Path globs of dynamic loaders besides the executables' own `PT_INTERP` loaders;
     /// resolved to identities like `executables`.
     pub loaders: Vec<String>,
@@ -906,6 +917,27 @@ impl Policy {
                 module_list(&profile.inline_code_modules, DEFAULT_INLINE_CODE_MODULES)?;
             let stdin_code_modules =
                 module_list(&profile.stdin_code_modules, DEFAULT_STDIN_CODE_MODULES)?;
+            let script_list = |patterns: &[Spanned<String>], setting: &str| {
+                patterns
+                    .iter()
+                    .map(|pattern| {
+                        let text = pattern.get_ref();
+                        if !text.starts_with('/') {
+                            return Err(at(
+                                Some(pattern.span()),
+                                format!("{setting}: {text:?} is not an absolute path"),
+                            ));
+                        }
+                        glob::Pattern::new(text).map_err(|e| {
+                            at(Some(pattern.span()), format!("{setting}: bad pattern: {e}"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            let inline_code_scripts =
+                script_list(&profile.inline_code_scripts, "inline_code_scripts")?;
+            let stdin_code_scripts =
+                script_list(&profile.stdin_code_scripts, "stdin_code_scripts")?;
             interpreters.push(Profile {
                 name: profile.name,
                 executables: profile.executables,
@@ -919,6 +951,8 @@ impl Policy {
                 deny_env,
                 inline_code_modules,
                 stdin_code_modules,
+                inline_code_scripts,
+                stdin_code_scripts,
                 loaders: profile.loaders,
                 loader_launch: profile.loader_launch,
                 dynamic_code,
