@@ -560,8 +560,7 @@ where
         Dialect::Python => {
             ArgvJudge::<crate::python_argv::Reader>::judge_words(flags, modules, args)
         }
-        Dialect::Ruby => ArgvJudge::<crate::ruby_argv::Reader>::judge_words(flags, modules, args),
-        Dialect::Perl | Dialect::Node => Step::Refuse(Rule::FactsUnavailable),
+        Dialect::Perl | Dialect::Ruby | Dialect::Node => Step::Refuse(Rule::FactsUnavailable),
     }
 }
 
@@ -964,82 +963,6 @@ mod tests {
         );
         assert_eq!(
             judge_argv(Dialect::Python, 0, &NoModules, [b"-".as_slice()]),
-            Step::Allow
-        );
-    }
-
-    #[test]
-    fn ruby_command_lines() {
-        let ruby = |flags: u32, args: &[&str]| {
-            judge_argv(
-                Dialect::Ruby,
-                flags,
-                &NoModules,
-                args.iter().map(|a| a.as_bytes()),
-            )
-        };
-        let refused = |args: &[&str], rule: Rule| {
-            assert_eq!(ruby(ALL, args), Step::Refuse(rule), "{args:?}");
-        };
-        for args in [
-            &["-e", "x"][..],
-            &["-ex"],
-            &["-We", "x"],
-            &["-0e", "x"],
-            &["-Kxe", "x"],
-            &["-r", "json", "-e", "x"],
-            &["--enable", "gems", "-e", "x"],
-        ] {
-            refused(args, Rule::NoInlineCode);
-        }
-        for args in [
-            &[][..],
-            &["-"],
-            &[""],
-            &["-w"],
-            &["-r", "json"],
-            &["--", "-"],
-            &["-v", "-"],
-        ] {
-            refused(args, Rule::NoStdinCode);
-        }
-        refused(&["/dev/fd/0"], Rule::ScriptIsFile);
-        refused(&["-C", "/x", "/dev/tty"], Rule::ScriptIsFile);
-        refused(&["-r", "debug/start", "s.rb"], Rule::NoInteractive);
-        // Options ruby refuses, and clusters past the kernel's limit, are not guessed.
-        refused(&["--frob", "s.rb"], Rule::FactsUnavailable);
-        refused(&["-b", "s.rb"], Rule::FactsUnavailable);
-        refused(&["-wwwwwwwwwwwwwwwwwwww", "s.rb"], Rule::FactsUnavailable);
-        let allowed = |args: &[&str]| assert_eq!(ruby(ALL, args), Step::Allow, "{args:?}");
-        allowed(&["s.rb", "-e", "x"]);
-        allowed(&["-w", "-r", "json", "-I", "lib", "s.rb"]);
-        allowed(&["-re", "s.rb"]);
-        allowed(&["-ie", "s.rb"]);
-        allowed(&["-W:e", "s.rb"]);
-        allowed(&["--encoding", "-e", "s.rb"]);
-        allowed(&["-w-", "-e"]);
-        allowed(&["-C", "/srv/app", "main.rb"]);
-        allowed(&["-S", "rake"]);
-        allowed(&["-v"]);
-        allowed(&["--version"]);
-        allowed(&["-h"]);
-        allowed(&["--disable=gems", "s.rb"]);
-        assert_eq!(ruby(0, &["-e", "x"]), Step::Allow);
-        assert_eq!(ruby(0, &[]), Step::Allow);
-        // Without rubygems, where the start-up hook is required.
-        for args in [
-            &["--disable=gems", "s.rb"][..],
-            &["--disable-gems", "s.rb"],
-            &["--disable", "all", "s.rb"],
-        ] {
-            assert_eq!(
-                ruby(ALL | DENY_NO_SITE, args),
-                Step::Refuse(Rule::AuditHookRequired),
-                "{args:?}"
-            );
-        }
-        assert_eq!(
-            ruby(ALL | DENY_NO_SITE, &["--disable=rubyopt", "s.rb"]),
             Step::Allow
         );
     }

@@ -45,6 +45,7 @@
 //! constant-length comparisons, few bits of state.
 
 use crate::argv::{Grammar, Word};
+use crate::python_argv::Invocation;
 
 /// Long options that take a value: `--NAME=VALUE`, `--NAME-VALUE` or `--NAME VALUE` (a
 /// `-VALUE` is ruby's only for `enable`, `disable` and `crash-report`; for the others a
@@ -125,9 +126,10 @@ impl Default for Reader {
     }
 }
 
-/// What [`Reader`] made of a whole command line (see [`parse`]).
+/// What [`Reader`] made of a whole command line (see [`read`]; [`parse`] gives the summary
+/// every interpreter's reader gives).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Invocation<'a> {
+pub struct Reading<'a> {
     /// `-e CODE`: code on the command line.
     pub inline_code: bool,
     /// The script operand (`-` and the empty word mean standard input).
@@ -144,7 +146,7 @@ pub struct Invocation<'a> {
     pub truncated: bool,
 }
 
-impl Invocation<'_> {
+impl Reading<'_> {
     /// True when ruby reads its program from standard input.
     pub fn reads_stdin(&self) -> bool {
         match self.script {
@@ -494,14 +496,36 @@ fn disables_gems(bytes: &[u8], start: usize) -> bool {
     false
 }
 
-/// Reads a CRuby argv (without `argv[0]`). Everything after the program (the script
-/// operand, or the first word that is no option after `-e`) belongs to it.
+/// Reads a CRuby argv (without `argv[0]`) in the terms every interpreter's reader answers
+/// in: the script operand (`-` for standard input, which the empty operand also is),
+/// inline code, a debugger console as `inspect`, rubygems skipped as `no_site`. A command
+/// line that exits without a program (`ruby -v`) still `reads_stdin()` there: [`read`] and
+/// the [`Grammar`] know better.
 pub fn parse<'a, I>(args: I) -> Invocation<'a>
 where
     I: IntoIterator<Item = &'a [u8]>,
 {
+    let reading = read(args);
+    Invocation {
+        inline_code: reading.inline_code,
+        module: None,
+        script: reading
+            .script
+            .map(|script| if script.is_empty() { &b"-"[..] } else { script }),
+        inspect: reading.debugger,
+        no_site: reading.no_gems,
+        truncated: reading.truncated || reading.unread,
+    }
+}
+
+/// Reads a CRuby argv (without `argv[0]`). Everything after the program (the script
+/// operand, or the first word that is no option after `-e`) belongs to it.
+pub fn read<'a, I>(args: I) -> Reading<'a>
+where
+    I: IntoIterator<Item = &'a [u8]>,
+{
     let mut reader = Reader::new();
-    let mut invocation = Invocation::default();
+    let mut invocation = Reading::default();
     for arg in args {
         let mut probe = reader;
         if probe.feed_stopping_at_no_gems::<true>(arg) == Word::NoSite {
@@ -530,12 +554,14 @@ mod tests {
     extern crate std;
     use std::vec::Vec;
 
-    fn run(args: &[&str]) -> Invocation<'static> {
-        let owned: Vec<&'static [u8]> = args
-            .iter()
+    fn run(args: &[&str]) -> Reading<'static> {
+        read(leak(args))
+    }
+
+    fn leak(args: &[&str]) -> Vec<&'static [u8]> {
+        args.iter()
             .map(|a| &*std::boxed::Box::leak(a.as_bytes().to_vec().into_boxed_slice()))
-            .collect();
-        parse(owned)
+            .collect()
     }
 
     fn words(args: &[&str]) -> Vec<Word<'static>> {
@@ -723,6 +749,107 @@ mod tests {
         ] {
             assert!(!run(args).debugger, "{args:?}");
         }
+    }
+
+    #[test]
+    fn parse_gives_the_common_summary() {
+        let inv = parse(leak(&["-w", "", "x"]));
+        assert_eq!(inv.script, Some(&b"-"[..]));
+        assert!(inv.reads_stdin());
+        let inv = parse(leak(&["-r", "debug/start", "--disable-gems", "s.rb", "-e"]));
+        assert_eq!(inv.script, Some(&b"s.rb"[..]));
+        assert!(inv.inspect && inv.no_site && !inv.inline_code && inv.module.is_none());
+        let inv = parse(leak(&["-e", "x", "s.rb"]));
+        assert!(inv.inline_code && inv.script.is_none() && !inv.reads_stdin());
+        assert!(parse(leak(&["-C"])).truncated);
+        assert!(parse(leak(&["--frob", "s.rb"])).truncated);
+    }
+
+    /// The kernel's judge on this grammar, with the kernel's limits.
+    #[test]
+    fn the_judge_on_ruby_command_lines() {
+        use crate::Rule;
+        use crate::exec_gate::{
+            ArgvJudge, DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE, DENY_NO_SITE,
+            DENY_STDIN_CODE, NoModules, Step,
+        };
+        const ALL: u32 =
+            DENY_INLINE_CODE | DENY_STDIN_CODE | DENY_INTERACTIVE | DENY_DESCRIPTOR_SCRIPT;
+        let ruby = |flags: u32, args: &[&str]| {
+            ArgvJudge::<Reader>::judge_words(flags, &NoModules, leak(args))
+        };
+        let refused = |args: &[&str], rule: Rule| {
+            assert_eq!(ruby(ALL, args), Step::Refuse(rule), "{args:?}");
+        };
+        for args in [
+            &["-e", "x"][..],
+            &["-ex"],
+            &["-We", "x"],
+            &["-0e", "x"],
+            &["-Kxe", "x"],
+            &["-r", "json", "-e", "x"],
+            &["--enable", "gems", "-e", "x"],
+        ] {
+            refused(args, Rule::NoInlineCode);
+        }
+        for args in [
+            &[][..],
+            &["-"],
+            &[""],
+            &["-w"],
+            &["-r", "json"],
+            &["--", "-"],
+            &["-v", "-"],
+        ] {
+            refused(args, Rule::NoStdinCode);
+        }
+        refused(&["/dev/fd/0"], Rule::ScriptIsFile);
+        refused(&["-C", "/x", "/dev/tty"], Rule::ScriptIsFile);
+        refused(&["-r", "debug/start", "s.rb"], Rule::NoInteractive);
+        // Options ruby refuses, and clusters past the kernel's limit, are not guessed.
+        refused(&["--frob", "s.rb"], Rule::FactsUnavailable);
+        refused(&["-b", "s.rb"], Rule::FactsUnavailable);
+        refused(&["-wwwwwwwwwwwwwwwwwwww", "s.rb"], Rule::FactsUnavailable);
+        // A `--disable` list longer than the kernel reads could name gems past its end.
+        let mut long = std::string::String::from("--disable=");
+        long.push_str(&",".repeat(200));
+        assert_eq!(
+            ruby(ALL | DENY_NO_SITE, &[long.as_str(), "s.rb"]),
+            Step::Refuse(Rule::FactsUnavailable)
+        );
+        let allowed = |args: &[&str]| assert_eq!(ruby(ALL, args), Step::Allow, "{args:?}");
+        allowed(&["s.rb", "-e", "x"]);
+        allowed(&["-w", "-r", "json", "-I", "lib", "s.rb"]);
+        allowed(&["-re", "s.rb"]);
+        allowed(&["-ie", "s.rb"]);
+        allowed(&["-W:e", "s.rb"]);
+        allowed(&["--encoding", "-e", "s.rb"]);
+        allowed(&["-w-", "-e"]);
+        allowed(&["-C", "/srv/app", "main.rb"]);
+        allowed(&["-S", "rake"]);
+        allowed(&["-v"]);
+        allowed(&["--version"]);
+        allowed(&["-h"]);
+        allowed(&["--disable=gems", "s.rb"]);
+        allowed(&[long.as_str(), "s.rb"]);
+        assert_eq!(ruby(0, &["-e", "x"]), Step::Allow);
+        assert_eq!(ruby(0, &[]), Step::Allow);
+        // Without rubygems, where the start-up hook is required.
+        for args in [
+            &["--disable=gems", "s.rb"][..],
+            &["--disable-gems", "s.rb"],
+            &["--disable", "all", "s.rb"],
+        ] {
+            assert_eq!(
+                ruby(ALL | DENY_NO_SITE, args),
+                Step::Refuse(Rule::AuditHookRequired),
+                "{args:?}"
+            );
+        }
+        assert_eq!(
+            ruby(ALL | DENY_NO_SITE, &["--disable=rubyopt", "s.rb"]),
+            Step::Allow
+        );
     }
 
     #[test]

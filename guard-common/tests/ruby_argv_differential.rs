@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use argv_oracle::SplitMix;
+use guard_common::Rule;
+use guard_common::exec_gate::Step;
 use oracle::{Program, Sandbox};
 
 const DEFAULT_SEED: u64 = 0x7275_6279_6172_6776;
@@ -55,21 +57,26 @@ fn kind(program: &Program) -> &'static str {
     }
 }
 
-/// Runs `cases` generated command lines on `ruby`, on every core; returns the
-/// disagreements and how many runs ended each way.
-fn run_all(
-    sandbox: &Sandbox,
-    ruby: &Path,
-    seed: u64,
-    cases: usize,
-) -> (Vec<String>, BTreeMap<String, usize>) {
+/// What the runs of one interpreter came to.
+struct Runs {
+    /// Disagreements, each with its whole story.
+    failures: Vec<String>,
+    /// How many runs ended each way.
+    outcomes: BTreeMap<String, usize>,
+    /// Command lines that ran a program where guard refuses as facts-unavailable.
+    unread: Vec<String>,
+}
+
+/// Runs `cases` generated command lines on `ruby`, on every core.
+fn run_all(sandbox: &Sandbox, ruby: &Path, seed: u64, cases: usize) -> Runs {
     let next = AtomicUsize::new(0);
     let failures = Mutex::new(Vec::new());
     let outcomes = Mutex::new(BTreeMap::new());
+    let unread = Mutex::new(Vec::new());
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
     std::thread::scope(|scope| {
         for slot in 0..workers {
-            let (next, failures, outcomes) = (&next, &failures, &outcomes);
+            let (next, failures, outcomes, unread) = (&next, &failures, &outcomes, &unread);
             scope.spawn(move || {
                 loop {
                     let case = next.fetch_add(1, Ordering::Relaxed);
@@ -78,13 +85,23 @@ fn run_all(
                     }
                     let words = oracle::generate(&mut SplitMix::for_case(seed, case as u64));
                     let key = match oracle::differ(sandbox, ruby, &words, slot) {
-                        Ok(ran) => {
+                        Ok((ran, step)) => {
                             let mut key = kind(&ran.program).to_string();
                             if ran.stdin_code && !matches!(ran.program, Program::Stdin) {
                                 key.push_str(", stdin as a file");
                             }
                             if ran.gems == Some(false) {
                                 key.push_str(", no rubygems");
+                            }
+                            // Failing closed where ruby ran a program: counted apart.
+                            if step == Step::Refuse(Rule::FactsUnavailable)
+                                && !matches!(ran.program, Program::Nothing(_))
+                            {
+                                key.push_str(", guard refuses: facts unavailable");
+                                unread
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("case {case}: {}", oracle::shell_words(&words)));
                             }
                             key
                         }
@@ -103,7 +120,13 @@ fn run_all(
     });
     let mut failures = failures.into_inner().unwrap();
     failures.sort();
-    (failures, outcomes.into_inner().unwrap())
+    let mut unread = unread.into_inner().unwrap();
+    unread.sort();
+    Runs {
+        failures,
+        outcomes: outcomes.into_inner().unwrap(),
+        unread,
+    }
 }
 
 #[test]
@@ -122,13 +145,21 @@ fn guard_reads_generated_command_lines_as_ruby_does() {
     let mut failed = Vec::new();
     for ruby in &rubies {
         let started = Instant::now();
-        let (failures, outcomes) = run_all(&sandbox, ruby, seed, cases);
+        let runs = run_all(&sandbox, ruby, seed, cases);
         eprintln!(
-            "ruby argv differential: {} — {cases} command lines in {:.1} s: {outcomes:?}",
+            "ruby argv differential: {} — {cases} command lines in {:.1} s: {:?}",
             ruby.display(),
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            runs.outcomes
         );
-        failed.extend(failures);
+        eprintln!(
+            "ruby argv differential: {} ran a program where guard fails closed (facts unavailable: words past the kernel's reach)",
+            runs.unread.len()
+        );
+        for line in runs.unread.iter().take(SHOWN) {
+            eprintln!("  {line}");
+        }
+        failed.extend(runs.failures);
     }
     if !failed.is_empty() {
         for story in failed.iter().take(SHOWN) {
@@ -228,8 +259,8 @@ fn known_command_lines_agree() {
         for (line, expected) in lines {
             let words: Vec<Vec<u8>> = line.iter().map(|w| w.as_bytes().to_vec()).collect();
             match oracle::differ(&sandbox, ruby, &words, 0) {
-                Ok(ran) if kind(&ran.program) == *expected => {}
-                Ok(ran) => failed.push(format!(
+                Ok((ran, _)) if kind(&ran.program) == *expected => {}
+                Ok((ran, _)) => failed.push(format!(
                     "{}: expected {expected}, ruby ran {ran}",
                     oracle::shell_words(&words)
                 )),

@@ -24,13 +24,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use guard_common::argv::Dialect;
+use guard_common::Rule;
 use guard_common::argv::Word;
 use guard_common::exec_gate::{
-    ARG_BUFFER, DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE, DENY_NO_SITE,
-    DENY_STDIN_CODE, MAX_ARGS, MAX_CLUSTER, NoModules, Step, judge_argv,
+    ARG_BUFFER, ArgvJudge, DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE,
+    DENY_NO_SITE, DENY_STDIN_CODE, MAX_ARGS, MAX_CLUSTER, NoModules, Step,
 };
-use guard_common::ruby_argv::{self, Invocation, Reader};
+use guard_common::ruby_argv::{self, Reader, Reading};
 
 use crate::argv_oracle::Source;
 
@@ -629,7 +629,7 @@ impl std::fmt::Display for Ran {
 }
 
 /// guard's reading, with the words as text.
-pub(crate) fn describe(inv: &Invocation) -> String {
+pub(crate) fn describe(inv: &Reading) -> String {
     format!(
         "inline_code {}, script {}, exits_without_program {}, debugger {}, no_gems {}, unread {}, truncated {}",
         inv.inline_code,
@@ -819,33 +819,30 @@ fn kernel_operand(words: &[Vec<u8>]) -> Option<usize> {
     None
 }
 
-/// Why guard's reading of `words` disagrees with what ruby `ran`, if it does.
-pub(crate) fn disagreement(words: &[Vec<u8>], ran: &Ran) -> Option<String> {
-    let inv: Invocation = ruby_argv::parse(words.iter().map(|w| w.as_slice()));
+/// Why guard's reading of `words` disagrees with what ruby `ran`, if it does; else the
+/// kernel's judgement with every `DENY_*` flag.
+pub(crate) fn disagreement(words: &[Vec<u8>], ran: &Ran) -> Result<Step, String> {
+    let inv: Reading = ruby_argv::read(words.iter().map(|w| w.as_slice()));
     let judge = |flags: u32| {
-        judge_argv(
-            Dialect::Ruby,
-            flags,
-            &NoModules,
-            words.iter().map(|w| w.as_slice()),
-        )
+        ArgvJudge::<Reader>::judge_words(flags, &NoModules, words.iter().map(|w| w.as_slice()))
     };
+    let step = judge(ALL_DENIED);
     // Rubygems skipped: refused where the start-up hook is required, whatever else the
     // command line asks (checked before the program: a dump or an error still says).
     if ran.gems == Some(false) && !inv.no_gems {
-        return Some(format!(
+        return Err(format!(
             "ruby ran without rubygems, guard reads {}",
             describe(&inv)
         ));
     }
     if ran.gems == Some(false) && !matches!(judge(ALL_DENIED | DENY_NO_SITE), Step::Refuse(_)) {
-        return Some(
+        return Err(
             "ruby ran without rubygems, the kernel's judge with DENY_NO_SITE allows it".into(),
         );
     }
     let program_ok = match &ran.program {
         // Whatever guard thinks, nothing ran.
-        Program::Nothing(_) => return None,
+        Program::Nothing(_) => return Ok(step),
         Program::Code => inv.inline_code && inv.script.is_none(),
         Program::Script(operand) => {
             !inv.inline_code && operand.as_slice() != b"-" && inv.script == Some(operand.as_slice())
@@ -855,12 +852,29 @@ pub(crate) fn disagreement(words: &[Vec<u8>], ran: &Ran) -> Option<String> {
     };
     // Ruby ran a program: it read every option, and every one had its argument.
     if !program_ok || inv.unread || inv.truncated || inv.debugger != ran.interactive {
-        return Some(format!("guard reads {}", describe(&inv)));
+        return Err(format!("guard reads {}", describe(&inv)));
+    }
+    let summary = ruby_argv::parse(words.iter().map(|w| w.as_slice()));
+    let script = inv.script.map(|s| if s.is_empty() { &b"-"[..] } else { s });
+    if summary.inline_code != inv.inline_code
+        || summary.script != script
+        || summary.inspect != inv.debugger
+        || summary.no_site != inv.no_gems
+    {
+        return Err(format!(
+            "parse reads {summary:?}, read reads {}",
+            describe(&inv)
+        ));
     }
     let code = matches!(ran.program, Program::Code);
-    let step = judge(ALL_DENIED);
     if (code || ran.stdin_code || ran.interactive) && !matches!(step, Step::Refuse(_)) {
-        return Some(format!("the kernel's judge says {step:?}"));
+        return Err(format!("the kernel's judge says {step:?}"));
+    }
+    // A plain script ran: the judge allows it, or fails closed on what the kernel cannot
+    // read whole (a word past its buffer, a cluster past its limit, a 33rd word).
+    let plain = matches!(ran.program, Program::Script(_)) && !ran.stdin_code && !ran.interactive;
+    if plain && !matches!(step, Step::Allow | Step::Refuse(Rule::FactsUnavailable)) {
+        return Err(format!("a script ran, the kernel's judge says {step:?}"));
     }
     if let Some(index) = kernel_operand(words) {
         let operand = words[index].as_slice();
@@ -870,22 +884,23 @@ pub(crate) fn disagreement(words: &[Vec<u8>], ran: &Ran) -> Option<String> {
             _ => false,
         };
         if !same {
-            return Some(format!(
+            return Err(format!(
                 "the kernel takes word {index} ({:?}) as the script operand",
                 String::from_utf8_lossy(operand)
             ));
         }
     }
-    None
+    Ok(step)
 }
 
-/// Runs one command line and compares: `Err` with the whole story when guard disagrees.
+/// Runs one command line and compares: `Err` with the whole story when guard disagrees,
+/// else what ruby ran and the kernel's judgement.
 pub(crate) fn differ(
     sandbox: &Sandbox,
     ruby: &Path,
     words: &[Vec<u8>],
     slot: usize,
-) -> Result<Ran, String> {
+) -> Result<(Ran, Step), String> {
     let output = sandbox.run(ruby, words, slot);
     let story = |why: &str| {
         format!(
@@ -899,8 +914,8 @@ pub(crate) fn differ(
     };
     let ran = what_ran(&output).map_err(|e| story(&e))?;
     match disagreement(words, &ran) {
-        Some(why) => Err(story(&format!("ruby ran {ran}, but {why}"))),
-        None => Ok(ran),
+        Err(why) => Err(story(&format!("ruby ran {ran}, but {why}"))),
+        Ok(step) => Ok((ran, step)),
     }
 }
 
