@@ -107,8 +107,6 @@ pub struct Reader {
     expect: Expect,
     /// `-e` was seen: the first word that is no option belongs to the program.
     pub inline_code: bool,
-    /// A script operand was seen.
-    pub script: bool,
     /// The script operand is `-` or the empty word: the program is standard input.
     pub stdin_script: bool,
     /// `-v`, `--verbose`, `--version`, `--copyright`, `-h` or `--help` was seen: without a
@@ -167,7 +165,6 @@ impl Reader {
         Reader {
             expect: Expect::Option,
             inline_code: false,
-            script: false,
             stdin_script: false,
             exits_without_program: false,
             debugger: false,
@@ -195,9 +192,11 @@ impl Reader {
     }
 
     /// True when ruby reads its program from standard input: `-` or the empty word as the
-    /// operand, or no operand, no `-e` and nothing that makes it exit first.
+    /// operand, or no operand, no `-e` and nothing that makes it exit first. No bit of its
+    /// own says an operand was read: without `-e`, only the operand and `-h`/`--help` (which
+    /// exit) end the reading.
     pub fn reads_stdin_without_script(&self) -> bool {
-        self.stdin_script || (!self.script && !self.inline_code && !self.exits_without_program)
+        self.stdin_script || (!self.done() && !self.inline_code && !self.exits_without_program)
     }
 
     /// Reads the next word.
@@ -320,7 +319,6 @@ impl Reader {
         if self.inline_code {
             return Word::Program;
         }
-        self.script = true;
         self.stdin_script = arg.is_empty() || (arg.len() == 1 && arg[0] == b'-');
         Word::Script(arg)
     }
