@@ -2,8 +2,10 @@
 //! from its argv alone: the [`Grammar`] the exec gate and user space read a `ruby` argv
 //! with, checked against the real binary by `tests/ruby_argv_differential.rs`.
 //!
-//! The grammar, as `ruby.c` reads it (2.6 to 3.4; what a version lacks it refuses as an
-//! invalid option, so reading the union of the versions is exact for each):
+//! The grammar, as `ruby.c` reads it (3.1 and 3.3 read in the source, 3.1 run by the test;
+//! the long flags only older or newer versions have, `--jit-*` of 2.6 to 3.0 and `--zjit`,
+//! taken by name). What a version lacks it refuses as an invalid option, so reading the union
+//! of the versions is exact for each:
 //!
 //! - Options are read while a word starts with `-` and is longer than `-`; the first other
 //!   word is the script operand, `-` and the empty word meaning standard input
@@ -28,6 +30,10 @@
 //!   word); `--debug[=…|-…]`, `--jit*`, `--mjit*`, `--rjit*`, `--yjit*`, `--zjit*`,
 //!   `--yydebug` take no next word; `--version`, `--copyright`, `--verbose`, `--help` make a
 //!   command line without a program exit without reading standard input. None takes code.
+//! - `-r debug/start`, `-r debug/open`, `-r debug/open_nonstop` start the debug gem's console,
+//!   which evaluates what standard input, the terminal or a socket's peer says: answered as
+//!   [`Grammar::interactive`]. `--disable=gems` (and `all`, or any prefix of them) skips
+//!   RubyGems and what it loads at start-up: [`Word::NoSite`] when asked to stop there.
 //!
 //! An option letter or long option no version knows makes ruby refuse to start: this reader
 //! answers [`Word::Unread`] there rather than guess how a newer ruby reads it (one that gave
