@@ -118,7 +118,7 @@ pub struct Reader {
     /// `-v`, `--verbose`, `--version`, `--copyright`, `-h` or `--help` was seen: without a
     /// script or `-e`, ruby exits rather than read its program from standard input.
     pub exits_without_program: bool,
-    /// `-r` named a debugger entry point ([`DEBUGGER_FEATURES`]).
+    /// `-r` named a debugger entry point (`debug/start`, `debug/open`, `debug/open_nonstop`).
     pub debugger: bool,
     /// How many option letters of one cluster are read.
     cluster_limit: usize,
