@@ -121,9 +121,10 @@ where
 {
     match dialect {
         Dialect::Python => crate::python_argv::parse(args),
+        Dialect::Ruby => crate::ruby_argv::parse(args),
         // No grammar yet: nothing is known, and a summary that says "no script" would make
         // the operand data. The exec gate refuses these command lines unread.
-        Dialect::Perl | Dialect::Ruby | Dialect::Node => crate::python_argv::Invocation {
+        Dialect::Perl | Dialect::Node => crate::python_argv::Invocation {
             truncated: true,
             ..Default::default()
         },

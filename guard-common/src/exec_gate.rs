@@ -560,7 +560,8 @@ where
         Dialect::Python => {
             ArgvJudge::<crate::python_argv::Reader>::judge_words(flags, modules, args)
         }
-        Dialect::Perl | Dialect::Ruby | Dialect::Node => Step::Refuse(Rule::FactsUnavailable),
+        Dialect::Ruby => ArgvJudge::<crate::ruby_argv::Reader>::judge_words(flags, modules, args),
+        Dialect::Perl | Dialect::Node => Step::Refuse(Rule::FactsUnavailable),
     }
 }
 

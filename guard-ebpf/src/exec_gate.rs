@@ -8,7 +8,6 @@ use aya_ebpf::{
 };
 use guard_common::argv::{Dialect, Grammar};
 use guard_common::lsm::Hook;
-use guard_common::python_argv;
 use guard_common::{
     Rule,
     exec_gate::{
@@ -17,6 +16,7 @@ use guard_common::{
         PERMISSIVE, SCRIPT_PREFIX, Step, env_entry_refused,
     },
 };
+use guard_common::{python_argv, ruby_argv};
 
 use crate::kernel::{LoopBody, bounded_loop, kread, read_user_str, read_user_words};
 use core::ops::ControlFlow;
@@ -61,11 +61,22 @@ macro_rules! gate_setting {
 }
 pub(crate) use gate_setting;
 
+/// CPython's command lines and the dynamic loaders'. Each other interpreter's grammar is a
+/// program of its own on the same tracepoint (below): each walk then has the verifier's
+/// million instructions to itself, and only the dialects a policy profiles are loaded.
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
     let bprm: *const u8 = ctx.arg(2);
     let _ = try_exec(bprm);
+    0
+}
+
+/// Ruby's command lines ([`ruby_argv`]).
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn ruby_exec(ctx: BtfTracePointContext) -> i32 {
+    let bprm: *const u8 = ctx.arg(2);
+    let _ = try_dialect::<ruby_argv::Reader>(bprm, Dialect::Ruby);
     0
 }
 
@@ -81,14 +92,44 @@ pub fn native_exec(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-fn try_exec(bprm: *const u8) -> Result<(), i32> {
+/// The executable an exec runs, and its entry in the gate's map (`None`: not watched).
+#[inline(always)]
+fn watched(bprm: *const u8) -> Result<Option<(InterpreterKey, u32)>, i32> {
     let file: *const u8 = kread(bprm, gate_setting!(offsets.bprm_file))?;
     let inode: *const u8 = kread(file, gate_setting!(offsets.file_inode))?;
     let ino: u64 = kread(inode, gate_setting!(offsets.inode_ino))?;
     let sb: *const u8 = kread(inode, gate_setting!(offsets.inode_sb))?;
     let dev: u32 = kread(sb, gate_setting!(offsets.sb_dev))?;
     let key = InterpreterKey { ino, dev, pad: 0 };
-    let Some(kind) = crate::maps::gate_exec_kind(&key) else {
+    Ok(crate::maps::gate_exec_kind(&key).map(|kind| (key, kind)))
+}
+
+/// An interpreter of `dialect` judged with its grammar `G`: its command line, then its
+/// environment.
+#[inline(always)]
+fn try_dialect<G: Grammar>(bprm: *const u8, dialect: Dialect) -> Result<(), i32> {
+    let Some((key, kind)) = watched(bprm)? else {
+        return Ok(());
+    };
+    if kind != dialect as u32 {
+        return Ok(());
+    }
+    let sp: u64 = kread(bprm, gate_setting!(offsets.bprm_p))?;
+    let argc: i32 = kread(bprm, gate_setting!(offsets.bprm_argc))?;
+    let envc: i32 = kread(bprm, gate_setting!(offsets.bprm_envc))?;
+    let flags = gate_setting!(flags);
+    let verdict = match judge_argv::<G>(sp, argc, flags) {
+        Step::Refuse(rule) => Some(rule),
+        _ => judge_env(sp, argc, envc),
+    };
+    if let Some(rule) = verdict {
+        refuse(Hook::BprmCredsForExec as u32, rule, flags, key.ino, key.dev);
+    }
+    Ok(())
+}
+
+fn try_exec(bprm: *const u8) -> Result<(), i32> {
+    let Some((key, kind)) = watched(bprm)? else {
         return Ok(());
     };
 
@@ -105,13 +146,14 @@ fn try_exec(bprm: *const u8) -> Result<(), i32> {
         }
         return Ok(());
     }
-    // Each interpreter's command line by its own grammar: one walk per dialect, each
-    // verified once.
+    // The other dialects are their own programs' (the agent loads one for each dialect
+    // its policy profiles, before it registers any executable of that dialect).
     let argv = match Dialect::from_u32(kind) {
         Some(Dialect::Python) => judge_argv::<python_argv::Reader>(sp, argc, flags),
-        // An executable registered under a kind this program does not know: nothing says
-        // how its command line reads.
-        _ => Step::Refuse(Rule::FactsUnavailable),
+        Some(_) => return Ok(()),
+        // An executable registered under a kind no program knows: nothing says how its
+        // command line reads.
+        None => Step::Refuse(Rule::FactsUnavailable),
     };
     let verdict = match argv {
         Step::Refuse(rule) => Some(rule),
