@@ -302,7 +302,11 @@ fn interpreter_layout(exe: &Path, language: Language) -> anyhow::Result<Interpre
     }
     let mut module_dirs: Vec<PathBuf> = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let path = PathBuf::from(line);
+        // A directory of the module path may be a link (Debian's perl has
+        // `/usr/share/perl/5.36 -> 5.36.0`): what the interpreter opens is under its target.
+        let Ok(path) = std::fs::canonicalize(line) else {
+            continue;
+        };
         if path.is_dir() && !module_dirs.iter().any(|d| path.starts_with(d)) {
             module_dirs.retain(|d| !d.starts_with(&path));
             module_dirs.push(path);
