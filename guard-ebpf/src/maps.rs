@@ -18,7 +18,8 @@ use guard_common::{
     lsm::{AgentState, InodeState, InodeVerdict, LsmEvent},
 };
 
-/// The profiled interpreters, by executable identity (the value is unused).
+/// The profiled interpreters, by executable identity; the value is the grammar of their
+/// command line (a `guard_common::argv::Dialect`).
 #[map]
 static LSM_INTERPRETERS: HashMap<InterpreterKey, u32> = HashMap::with_max_entries(64, 0);
 
@@ -109,7 +110,14 @@ impl<T> TaskStorage<T> {
     }
 }
 
-/// Whether `key` is a profiled interpreter's executable.
+/// The dialect of a profiled interpreter's executable; `None` for any other.
+#[inline(always)]
+pub fn interpreter_dialect(key: &InterpreterKey) -> Option<u32> {
+    // SAFETY: the value is a plain u32 copied out at once.
+    unsafe { LSM_INTERPRETERS.get(key) }.copied()
+}
+
+/// Whether `key` is a profiled interpreter.
 #[inline(always)]
 pub fn is_interpreter(key: &InterpreterKey) -> bool {
     // SAFETY: the value is only tested for presence, never read through.

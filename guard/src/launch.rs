@@ -15,7 +15,6 @@ use guard_common::exec_gate::{
     MODULE_STDIN_CODE, ModuleKey, ModuleSet, Step, env_entry_refused, env_entry_words, judge_argv,
     judge_env,
 };
-use guard_common::python_argv;
 
 use crate::engine::{Verdict, check};
 use crate::policy::{Permission, Policy, Profile};
@@ -118,8 +117,8 @@ pub fn decide_launch(policy: &Policy, profile: &Profile, launch: &Launch<'_>) ->
     // that rule's bit alone.
     let asks = |bit: u32, rule: Rule| judge(bit) == Step::Refuse(rule);
     // What the command line is, for the reasons only (the judge reads it with the same
-    // `python_argv::Reader`).
-    let invocation = python_argv::parse(launch.args.iter().copied());
+    // dialect's grammar).
+    let invocation = guard_common::argv::parse(profile.argv.dialect(), launch.args.iter().copied());
     let module = String::from_utf8_lossy(invocation.module.unwrap_or_default());
     let mut checks = Vec::with_capacity(5);
 
