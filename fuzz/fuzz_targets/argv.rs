@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
             "{part:?} is not in {args:?}"
         );
     }
-    let perl = guard_common::perl_argv::parse(args.iter().copied());
+    let perl = guard_common::perl_argv::read(args.iter().copied());
     let _ = perl.reads_stdin();
     if let Some(script) = perl.script {
         assert!(args.contains(&script), "{script:?} is not a word of {args:?}");

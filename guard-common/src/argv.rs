@@ -121,10 +121,11 @@ where
 {
     match dialect {
         Dialect::Python => crate::python_argv::parse(args),
+        Dialect::Perl => crate::perl_argv::parse(args),
         Dialect::Ruby => crate::ruby_argv::parse(args),
         // No grammar yet: nothing is known, and a summary that says "no script" would make
         // the operand data. The exec gate refuses these command lines unread.
-        Dialect::Perl | Dialect::Node => crate::python_argv::Invocation {
+        Dialect::Node => crate::python_argv::Invocation {
             truncated: true,
             ..Default::default()
         },

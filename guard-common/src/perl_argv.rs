@@ -15,8 +15,9 @@
 //! * `-e CODE`, `-E CODE`: the rest of the word, else the next word (whatever it is). Any
 //!   number of them; the options go on after them, and then the first other word is the
 //!   program's first argument, not a script.
-//! * `-I DIR`: the rest of the word, else the next word. `-x[DIR]`, `-M…`, `-m…`, `-d:…`,
-//!   `-V:…`, `-0xHEX`: the rest of the word.
+//! * `-I DIR`: the rest of the word, else the next word; `-M`/`-m` too since perl 5.40 (an
+//!   older perl refuses `-M` alone), read here as inline code with the next word its
+//!   argument. `-x[DIR]`, `-d:…`, `-V:…`, `-0xHEX`: the rest of the word.
 //! * `-0[OCT]` and `-l[OCT]`: at most three (`-0`: the `0` and three; `-l0…`: four) octal
 //!   digits; `-D…`: word characters; `-C…`, `-F…`, `-i…`: up to whitespace (`-C` letters
 //!   skip `\r` and `\n`). The cluster goes on after them.
@@ -58,7 +59,8 @@
 //! standard input), after the script: interactive. `-d:Foo` loads `Devel::Foo` instead,
 //! whatever the order of the two. `-S NAME` looks a name without `/` up on PATH, and perl
 //! reads a found `/dev/fd/N` from that descriptor without opening anything
-//! (`PATH=/dev/fd perl -S 0 < code`): such an operand is [`Word::Unread`].
+//! (`PATH=/dev/fd perl -S 0 < code`): an operand after `-S` is [`Word::Unread`] (with a `/`
+//! too: telling the two apart would scan the word, see below).
 //!
 //! # In the kernel
 //!
@@ -69,14 +71,16 @@
 //! (up to whitespace, word characters, octal digits…), with that mode kept in the reader's
 //! memory rather than in locals: the gate's reader lives in a map the verifier does not
 //! track, so it walks each byte once instead of once per mode, digit count, delimiter and
-//! flag, and no byte is read ahead of the one in hand (each read ahead narrows the word's
-//! length in another way: another state). A letter count beside the byte index would
-//! multiply the walk again: every cluster is read to its end, bounded by the word itself
-//! ([`crate::exec_gate::ARG_BUFFER`] bytes in the kernel). With it in place of CPython's
-//! reader, the exec gate's program verified in 645 000 instructions (CPython's: 450 000).
+//! flag. A letter count beside the byte index would multiply the walk again (and so do
+//! bounds beside the word's length: a scan that stops early, a second limit): every
+//! cluster is read to its end, bounded by the word itself
+//! ([`crate::exec_gate::ARG_BUFFER`] bytes in the kernel). The exec gate's `perl_exec`
+//! program verifies in 335 000 instructions (6.18; `ruby_exec` 198 000, CPython's
+//! `sched_process_exec` 312 000); scanning the operand for a `/` after `-S` alone had cost
+//! 310 000 more.
 
 use crate::argv::{Grammar, Word};
-use crate::python_argv::{bytes_eq, device_path, is_descriptor_link};
+use crate::python_argv::{Invocation, bytes_eq, device_path, is_descriptor_link};
 
 pub use crate::python_argv::cmdline_words;
 
@@ -84,7 +88,7 @@ pub use crate::python_argv::cmdline_words;
 enum Expect {
     #[default]
     Option,
-    /// The directory of `-I`.
+    /// The directory of `-I` (or the module of `-M`, `-m`).
     Argument,
     /// The code of `-e`/`-E`.
     InlineCode,
@@ -172,19 +176,6 @@ fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
-/// Whether `arg[from..to]` holds `byte`.
-#[inline(always)]
-fn holds(arg: &[u8], from: usize, to: usize, byte: u8) -> bool {
-    let mut i = from;
-    while i < to && i < arg.len() {
-        if arg[i] == byte {
-            return true;
-        }
-        i += 1;
-    }
-    false
-}
-
 /// Whether the word ends in a backslash: the preamble's `q\0…\0` (`-M`, `-m`) or
 /// `qw\0…\0` (`-V:`) quoting it then ends later, in the next item's text.
 #[inline(always)]
@@ -249,7 +240,7 @@ impl Reader {
         matches!(self.expect, Expect::Done)
     }
 
-    /// True when `-e` or `-I` came last without its argument: perl refuses to start.
+    /// True when `-e`, `-I` or `-M` came last without its argument: perl refuses to start.
     pub fn truncated(&self) -> bool {
         matches!(self.expect, Expect::Argument | Expect::InlineCode)
     }
@@ -398,6 +389,14 @@ impl Reader {
                     };
                 }
                 b'M' | b'm' => {
+                    if i >= len {
+                        // `-M Foo`: perl 5.40 reads the next word (older ones refuse to
+                        // start), judged unread as code: a walk of it of its own would
+                        // cost the verifier as much as a third of the rest.
+                        self.inline_code = true;
+                        self.expect = Expect::Argument;
+                        return Word::InlineCode;
+                    }
                     let carries = self.spec_carries_code(arg, i, false);
                     return self.ends(carries);
                 }
@@ -502,9 +501,12 @@ impl Reader {
         }
         let stdin = arg.is_empty() || bytes_eq(arg, b"-");
         self.script = !stdin;
-        if self.search && !holds(arg, 0, arg.len(), b'/') {
-            // Found on PATH, where an entry `/dev/fd` makes it a descriptor perl reads
-            // without opening: what it names is not in the command line.
+        if self.search {
+            // Looked up on PATH when it has no `/` (an entry `/dev/fd` makes it a descriptor
+            // perl reads without opening: what it names is not in the command line), else
+            // as given: refused unread either way rather than scanned for a `/` (each
+            // bound the verifier learns of the word's length on the way would be a state of
+            // its own), which only `perl -S ./x` pays for.
             return Word::Unread;
         }
         Word::Script(arg)
@@ -643,7 +645,7 @@ impl Grammar for Reader {
 
 /// What perl will run, as far as its switches say.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Invocation<'a> {
+pub struct Reading<'a> {
     /// Code from the command line: `-e`/`-E`, or code a switch carries.
     pub inline_code: bool,
     /// `-e`/`-E`: the program is on the command line.
@@ -660,7 +662,7 @@ pub struct Invocation<'a> {
     pub truncated: bool,
 }
 
-impl Invocation<'_> {
+impl Reading<'_> {
     /// True when perl reads its program from standard input.
     pub fn reads_stdin(&self) -> bool {
         if self.e_script || self.no_script {
@@ -684,18 +686,41 @@ impl Invocation<'_> {
 }
 
 /// Reads a command line as the kernel keeps it ([`cmdline_words`]), skipping `argv[0]`.
-pub fn parse_cmdline(cmdline: &[u8]) -> Invocation<'_> {
-    parse(cmdline_words(cmdline).skip(1))
+pub fn read_cmdline(cmdline: &[u8]) -> Reading<'_> {
+    read(cmdline_words(cmdline).skip(1))
 }
 
-/// Reads a perl argv (without `argv[0]`). Everything after the operand belongs to the
-/// program.
+/// Reads a perl argv (without `argv[0]`) in the terms every interpreter's reader answers
+/// in: the script operand (`-` for standard input, which the empty operand also is),
+/// inline code (`-e`, and code in other switches), the debugger as `inspect`. A command
+/// line without a program (`perl -v`, `perl -V`) still `reads_stdin()` there, and one
+/// whose operand is looked up on PATH (`-S`) is `truncated`: [`read`] and the [`Grammar`]
+/// know better.
 pub fn parse<'a, I>(args: I) -> Invocation<'a>
 where
     I: IntoIterator<Item = &'a [u8]>,
 {
+    let reading = read(args);
+    Invocation {
+        inline_code: reading.inline_code,
+        module: None,
+        script: reading
+            .script
+            .map(|script| if script.is_empty() { &b"-"[..] } else { script }),
+        inspect: reading.interactive,
+        no_site: false,
+        truncated: reading.truncated || (reading.search && reading.script.is_some()),
+    }
+}
+
+/// Reads a perl argv (without `argv[0]`). Everything after the operand belongs to the
+/// program.
+pub fn read<'a, I>(args: I) -> Reading<'a>
+where
+    I: IntoIterator<Item = &'a [u8]>,
+{
     let mut reader = Reader::new();
-    let mut invocation = Invocation::default();
+    let mut invocation = Reading::default();
     for arg in args {
         match reader.feed(arg) {
             Word::Script(script) => invocation.script = Some(script),
@@ -724,14 +749,14 @@ mod tests {
     use std::boxed::Box;
     use std::vec::Vec;
 
-    fn run(args: &[&str]) -> Invocation<'static> {
+    fn run(args: &[&str]) -> Reading<'static> {
         let owned: &'static [&'static [u8]] = Box::leak(
             args.iter()
                 .map(|a| &*Box::leak(a.as_bytes().to_vec().into_boxed_slice()))
                 .collect::<Vec<&'static [u8]>>()
                 .into_boxed_slice(),
         );
-        parse(owned.iter().copied())
+        read(owned.iter().copied())
     }
 
     fn script(args: &[&str]) -> Option<&'static [u8]> {
@@ -868,7 +893,6 @@ mod tests {
             "-M5.010",
             "-Mv5.36",
             "-M-",
-            "-M",
             "-MFoo:Bar",
             "-MFoo::",
             "-MFoo=x\\",
@@ -914,6 +938,12 @@ mod tests {
         ] {
             assert!(!run(&[word, "p"]).inline_code, "{word:?}");
         }
+        // `-M Foo` (5.40): the next word is the module, unread: inline code.
+        let inv = run(&["-M", "strict", "p"]);
+        assert!(inv.inline_code && inv.script == Some(&b"p"[..]));
+        let inv = run(&["-m", "Foo;system(1)", "p"]);
+        assert!(inv.inline_code && inv.script == Some(&b"p"[..]));
+        assert!(run(&["-M"]).truncated);
         let inv = run(&["-V:x\\", "p"]);
         assert!(inv.inline_code && inv.script.is_none());
         // After a delimited -F the cluster goes on.
@@ -942,9 +972,11 @@ mod tests {
         assert_eq!(reader.feed(b"0"), Word::Unread);
         assert!(reader.done());
         assert_eq!(script(&["-S", "0"]), Some(&b"0"[..]));
+        // With a `/` perl opens the operand as given, still refused unread.
         let mut reader = Reader::new();
         reader.feed(b"-wS");
-        assert_eq!(reader.feed(b"./p"), Word::Script(b"./p"));
+        assert_eq!(reader.feed(b"./p"), Word::Unread);
+        assert_eq!(script(&["-wS", "./p"]), Some(&b"./p"[..]));
         let mut reader = Reader::new();
         reader.feed(b"-S");
         reader.feed(b"-e1");
@@ -970,11 +1002,23 @@ mod tests {
         );
     }
 
+    fn parse_cmdline_words(cmdline: &'static [u8]) -> Invocation<'static> {
+        parse(cmdline_words(cmdline).skip(1))
+    }
+
     #[test]
     fn cmdline() {
-        let inv = parse_cmdline(b"perl\0-I\0\0p\0");
+        let inv = read_cmdline(b"perl\0-I\0\0p\0");
         assert_eq!(inv.script, Some(&b"p"[..]));
-        assert!(parse_cmdline(b"perl\0\0").reads_stdin());
-        assert_eq!(parse_cmdline(b"perl\0-e\0\0").script, None);
+        assert!(read_cmdline(b"perl\0\0").reads_stdin());
+        assert_eq!(read_cmdline(b"perl\0-e\0\0").script, None);
+        // In every reader's terms: the empty operand is `-`, a PATH lookup unknown.
+        let parsed = parse_cmdline_words(b"perl\0\0");
+        assert!(parsed.reads_stdin());
+        assert_eq!(parsed.script, Some(&b"-"[..]));
+        assert!(parse_cmdline_words(b"perl\0-S\0x\0").truncated);
+        let parsed = parse_cmdline_words(b"perl\0-d\0-MFoo;1\0p\0");
+        assert!(parsed.inspect && parsed.inline_code);
+        assert_eq!(parsed.script, Some(&b"p"[..]));
     }
 }

@@ -172,11 +172,11 @@ fn known_command_lines_agree() {
         (vec!["- "], "stdin"),
         (vec![""], "stdin"),
         (vec!["-w", ""], "stdin"),
-        // The vocabulary's files include one called `-e`.
-        (vec!["--", "-e"], "script"),
-        (vec!["-w-", "-e"], "script"),
-        (vec!["-- x", "-e"], "script"),
-        (vec!["--", "-nofile"], "missing script"),
+        // The operand after `--`, even `-e` (no file is called so).
+        (vec!["--", "-e"], "missing script"),
+        (vec!["-w-", "-e"], "missing script"),
+        (vec!["-- x", "-e"], "missing script"),
+        (vec!["-w --", "p"], "script"),
         (vec!["-x", "p"], "script"),
         (vec!["-x.", "p"], "script"),
         (vec!["-0xe", "p"], "script"),

@@ -16,7 +16,7 @@ use guard_common::{
         PERMISSIVE, SCRIPT_PREFIX, Step, env_entry_refused,
     },
 };
-use guard_common::{python_argv, ruby_argv};
+use guard_common::{perl_argv, python_argv, ruby_argv};
 
 use crate::kernel::{LoopBody, bounded_loop, kread, read_user_str, read_user_words};
 use core::ops::ControlFlow;
@@ -69,6 +69,14 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
     let bprm: *const u8 = ctx.arg(2);
     let _ = try_exec(bprm);
+    0
+}
+
+/// perl's command lines ([`perl_argv`]).
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn perl_exec(ctx: BtfTracePointContext) -> i32 {
+    let bprm: *const u8 = ctx.arg(2);
+    let _ = try_dialect::<perl_argv::Reader>(bprm, Dialect::Perl);
     0
 }
 

@@ -12,7 +12,7 @@ use guard_common::{
     argv::{Dialect, Grammar, Word},
     code_name::{CodeSuffix, MainScript, NAME_BUFFER, last_component_start, named_as_code},
     exec_gate::{ARG_BUFFER, MAX_ARGS, MAX_CLUSTER},
-    python_argv, ruby_argv,
+    perl_argv, python_argv, ruby_argv,
 };
 
 use crate::kernel::{
@@ -46,6 +46,7 @@ pub fn main_script_exec(ctx: BtfTracePointContext) -> i32 {
     // not know names no operand (its code suffixes still apply).
     let _ = match Dialect::from_u32(dialect) {
         Some(Dialect::Python) => record_operand::<python_argv::Reader>(bprm, script),
+        Some(Dialect::Perl) => record_operand::<perl_argv::Reader>(bprm, script),
         Some(Dialect::Ruby) => record_operand::<ruby_argv::Reader>(bprm, script),
         _ => Ok(()),
     };

@@ -34,8 +34,9 @@ const PROGRAM: &str = "sched_process_exec";
 fn dialect_program(dialect: Dialect) -> Option<&'static str> {
     match dialect {
         Dialect::Python => None,
+        Dialect::Perl => Some("perl_exec"),
         Dialect::Ruby => Some("ruby_exec"),
-        Dialect::Perl | Dialect::Node => None,
+        Dialect::Node => None,
     }
 }
 /// The native-code rule at exec, on the same tracepoint (see `guard-ebpf/src/exec_gate.rs`).

@@ -256,6 +256,16 @@ impl Attack {
     }
 }
 
+/// Perl's payload without whitespace: `-F` reads its pattern up to whitespace.
+fn tight(code: &str) -> String {
+    code.trim_end()
+        .replace("my $f", "my$f")
+        .replace(", ", ",")
+        .replace("; ", ";")
+        .replace("print $f ", "print{$f}")
+        .replace("close $f", "close$f")
+}
+
 /// The attacks on one interpreter: its payload `code` (creating the marker), the attacker's
 /// unsigned module `evil` beside the signed code, a data file, and links named as code.
 fn attacks(lab: &Lab, code: &str) -> Vec<Attack> {
@@ -334,6 +344,37 @@ fn attacks(lab: &Lab, code: &str) -> Vec<Attack> {
             attack("PERL5OPT loading a module", &["ok_main.x"], true).env("PERL5OPT", "-I. -Mevil"),
             attack("the debugger reading stdin", &["-d", "ok_main.x"], true)
                 .stdin(&format!("{}\nq\n", code.trim_end().trim_end_matches(';'))),
+            // Where the grammar hides code (perl_argv): a cluster going on after a space, an
+            // -e after another switch's digits, the empty word read as `-`, code after
+            // -d:MOD, a quote broken by a trailing backslash (the next -M's arguments are
+            // compiled), a delimited -F pattern pasted into the program.
+            attack(
+                "-e after a space in a cluster",
+                &[&format!("-w -e{code}")],
+                true,
+            ),
+            attack("-e after -0's digits", &[&format!("-0777e{code}")], true),
+            attack("the empty word as the script", &[""], true).stdin(code),
+            attack(
+                "code after -d:MOD",
+                &[&format!("-d:Peek;BEGIN{{{code}}}"), "ok_main.x"],
+                true,
+            ),
+            attack(
+                "-M arguments ending in a backslash",
+                &[
+                    "-Mlib=x\\",
+                    &format!("-Mlib=);BEGIN{{{code}}};#"),
+                    "ok_main.x",
+                ],
+                true,
+            ),
+            attack(
+                "a delimited -F pattern",
+                &[&format!("-F/x/);{};split(/x/", tight(code)), "ok_main.x"],
+                true,
+            )
+            .stdin("x\n"),
         ]),
         "ruby" => list.extend([
             attack("-e", &["-e", code], true),
@@ -438,7 +479,6 @@ fn interpreter_under_guard(language: &'static Language) {
 }
 
 #[test]
-#[ignore = "Perl's grammar (issue #23) is being merged"]
 fn perl_runs_only_signed_code() {
     interpreter_under_guard(&PERL);
 }

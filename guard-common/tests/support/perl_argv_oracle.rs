@@ -30,7 +30,7 @@ use guard_common::exec_gate::{
     ARG_BUFFER, DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE, DENY_STDIN_CODE,
     MAX_ARGS, MAX_CLUSTER, NoModules, Step, judge_argv,
 };
-use guard_common::perl_argv::{self, Invocation, Reader};
+use guard_common::perl_argv::{self, Reader, Reading};
 
 // ---------------------------------------------------------------------------------------
 // Choices
@@ -294,8 +294,14 @@ fn with_argument(src: &mut impl Source, mut word: Vec<u8>, words: &mut Vec<Vec<u
         }
         4 => {
             word.push(if src.chance(70) { b'M' } else { b'm' });
-            word.extend_from_slice(src.pick(MODULES).as_bytes());
-            words.push(word);
+            if src.chance(80) {
+                word.extend_from_slice(src.pick(MODULES).as_bytes());
+                words.push(word);
+            } else {
+                // `-M Foo`: perl 5.40 reads the next word, older ones refuse.
+                words.push(word);
+                words.push(src.pick(MODULES).as_bytes().to_vec());
+            }
         }
         5 => {
             word.push(b'd');
@@ -539,10 +545,13 @@ impl Sandbox {
         let vocabulary = ALL
             .iter()
             .flat_map(|list| list.iter())
-            .chain(["x", "e", "-e", "-d"].iter());
+            .chain(["x", "e"].iter());
         for word in vocabulary {
             let name = word.as_bytes();
-            if name.is_empty() || name == b"." || name.contains(&b'/') {
+            // No file is called `-e`: a script of that name would look like the -e program
+            // in perl's messages (`at -e line 0`); an operand after `--` is named in
+            // perl's "Can't open perl script" instead.
+            if name.is_empty() || name == b"." || name.contains(&b'/') || name[0] == b'-' {
                 continue;
             }
             let path = cwd.join(OsStr::from_bytes(name));
@@ -741,7 +750,7 @@ impl std::fmt::Display for Ran {
 }
 
 /// guard's reading, with the words as text.
-pub(crate) fn describe(inv: &Invocation) -> String {
+pub(crate) fn describe(inv: &Reading) -> String {
     format!(
         "inline_code {}, e_script {}, script {}, interactive {}, no_script {}, search {}, truncated {}",
         inv.inline_code,
@@ -927,14 +936,22 @@ fn fd_named(operand: &[u8], argv0: &[u8]) -> bool {
     digits > 0 && rest[digits..].strip_prefix(b"/") == Some(argv0)
 }
 
+/// `-S NAME`: perl ran `DIR/NAME`, found on PATH.
+fn found_on_path(operand: &[u8], path: &[u8]) -> bool {
+    !operand.contains(&b'/')
+        && path.len() > operand.len()
+        && path.ends_with(operand)
+        && path[path.len() - operand.len() - 1] == b'/'
+}
+
 /// Why guard's reading of `words` disagrees with what perl `ran`, if it does.
 pub(crate) fn disagreement(words: &[Vec<u8>], ran: &Ran) -> Option<String> {
-    let inv: Invocation = perl_argv::parse(words.iter().map(|w| w.as_slice()));
+    let inv: Reading = perl_argv::read(words.iter().map(|w| w.as_slice()));
     let joined = cmdline(words);
-    let from_proc = perl_argv::parse_cmdline(&joined);
+    let from_proc = perl_argv::read_cmdline(&joined);
     if from_proc != inv {
         return Some(format!(
-            "parse_cmdline reads {}, parse reads {}",
+            "read_cmdline reads {}, read reads {}",
             describe(&from_proc),
             describe(&inv)
         ));
@@ -947,7 +964,9 @@ pub(crate) fn disagreement(words: &[Vec<u8>], ran: &Ran) -> Option<String> {
             !inv.e_script
                 && !inv.no_script
                 && inv.script.is_some_and(|script| {
-                    script == operand.as_slice() || (*stdin && fd_named(script, operand))
+                    script == operand.as_slice()
+                        || (*stdin && fd_named(script, operand))
+                        || (inv.search && found_on_path(script, operand))
                 })
         }
         Program::MissingScript(name) => {
