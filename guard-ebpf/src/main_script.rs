@@ -112,18 +112,35 @@ struct OperandWalk<G> {
     buf: [u8; ARG_BUFFER],
 }
 
-/// The argv index of the script operand, by the grammar the exec gate reads.
+/// The argv index of the script operand, by the grammar the exec gate reads. The walk is in
+/// this CPU's scratch slot ([`crate::maps::operand_scratch`]), as the gate's is.
 #[inline(always)]
 fn operand_index<G: Grammar>(sp: u64, argc: i32) -> Option<u64> {
-    let mut walk = OperandWalk {
-        sp,
-        argc,
-        reader: G::with_cluster_limit(MAX_CLUSTER),
-        found: 0,
-        buf: [0; ARG_BUFFER],
+    let walk = crate::maps::operand_scratch::<OperandWalk<G>>()?;
+    // SAFETY: `walk` points to this CPU's slot, large and aligned enough for an OperandWalk
+    // (checked at compile time). Every field but the buffer is written before the reference
+    // is made, the buffer's bytes are plain `u8`s (whatever a previous walk left there is a
+    // valid value), and no other program uses the slot while this one runs to its end on
+    // this CPU.
+    let walk = unsafe {
+        core::ptr::addr_of_mut!((*walk).sp).write(sp);
+        core::ptr::addr_of_mut!((*walk).argc).write(argc);
+        core::ptr::addr_of_mut!((*walk).reader).write(G::with_cluster_limit(MAX_CLUSTER));
+        core::ptr::addr_of_mut!((*walk).found).write(0);
+        &mut *walk
     };
-    bounded_loop(MAX_ARGS, &mut walk);
+    bounded_loop(MAX_ARGS, &mut InScratch(&mut *walk));
     (walk.found != 0).then_some(walk.found)
+}
+
+/// What `bpf_loop` is handed: its context must be on the stack, the walk is not.
+struct InScratch<'a, G>(&'a mut OperandWalk<G>);
+
+impl<G: Grammar> LoopBody for InScratch<'_, G> {
+    #[inline(always)]
+    fn step(&mut self, index: u64) -> ControlFlow<()> {
+        self.0.step(index)
+    }
 }
 
 /// Word `index + 1` (argv[0] is no option).
