@@ -75,9 +75,10 @@
 //! bounds beside the word's length: a scan that stops early, a second limit): every
 //! cluster is read to its end, bounded by the word itself
 //! ([`crate::exec_gate::ARG_BUFFER`] bytes in the kernel). The exec gate's `perl_exec`
-//! program verifies in 335 000 instructions (6.18; `ruby_exec` 198 000, CPython's
+//! program verifies in 369 000 instructions (6.18; `ruby_exec` 198 000, CPython's
 //! `sched_process_exec` 312 000); scanning the operand for a `/` after `-S` alone had cost
-//! 310 000 more.
+//! 310 000 more. A walk that keeps the reader on the BPF stack (where the verifier tracks
+//! what it stores) goes past the million: the LSM layer's operand walk is in a map too.
 
 use crate::argv::{Grammar, Word};
 use crate::python_argv::{Invocation, bytes_eq, device_path, is_descriptor_link};
