@@ -579,7 +579,12 @@ impl Sandbox {
     pub(crate) fn run(&self, perl: &Path, words: &[Vec<u8>], slot: usize) -> Output {
         let mut output = self.run_once(perl, words, slot);
         for _ in 0..5 {
-            if output.timed_out || output.code.is_some() {
+            // A perl that is not the debugger's prompt looping at the end of its input and
+            // still ran out of time was starved by a loaded host (a VM beside the suite):
+            // asked again, as one killed by a signal is.
+            let starved = output.timed_out
+                && !String::from_utf8_lossy(&output.stderr).contains("Loading DB routines");
+            if !starved && (output.timed_out || output.code.is_some()) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(500));
