@@ -98,6 +98,28 @@ where
     }
 }
 
+/// How each interpreter spells what a launch rule refuses, for the reasons.
+struct Spelling {
+    inline_code: &'static str,
+    interactive: &'static str,
+}
+
+impl Spelling {
+    fn of(dialect: guard_common::argv::Dialect) -> Spelling {
+        use guard_common::argv::Dialect;
+        let (inline_code, interactive) = match dialect {
+            Dialect::Python => ("-c", "-i"),
+            Dialect::Perl => ("-e, -E, or code in -M, -d:, -F", "the debugger, -d"),
+            Dialect::Ruby => ("-e", "the debug gem's console, -r debug/…"),
+            Dialect::Node => ("-e, -p, --import data:", "-i, the inspector"),
+        };
+        Spelling {
+            inline_code,
+            interactive,
+        }
+    }
+}
+
 /// Decides an interpreter launch: `-c`, stdin, interactive use, environment, script operand,
 /// and `-m` of a module that is an interpreter itself (the profile's `inline_code_modules`
 /// count as `-c`, its `stdin_code_modules` as a bare interpreter reading stdin), each by the
@@ -120,6 +142,7 @@ pub fn decide_launch(policy: &Policy, profile: &Profile, launch: &Launch<'_>) ->
     // dialect's grammar).
     let invocation = guard_common::argv::parse(profile.argv.dialect(), launch.args.iter().copied());
     let module = String::from_utf8_lossy(invocation.module.unwrap_or_default());
+    let spelling = Spelling::of(profile.argv.dialect());
     let mut checks = Vec::with_capacity(5);
 
     // Where the gate stops reading is the same whatever it refuses: then nothing else is
@@ -142,7 +165,11 @@ pub fn decide_launch(policy: &Policy, profile: &Profile, launch: &Launch<'_>) ->
         checks.push(if !asks(DENY_INLINE_CODE, Rule::NoInlineCode) {
             check(Rule::NoInlineCode, true, "no inline code")
         } else if invocation.inline_code {
-            check(Rule::NoInlineCode, false, "inline code (-c) is refused")
+            check(
+                Rule::NoInlineCode,
+                false,
+                format!("inline code ({}) is refused", spelling.inline_code),
+            )
         } else {
             check(
                 Rule::NoInlineCode,
@@ -190,7 +217,10 @@ pub fn decide_launch(policy: &Policy, profile: &Profile, launch: &Launch<'_>) ->
         let inspect_env = launch.env_names.iter().any(|n| n == "PYTHONINSPECT");
         let console = reads_stdin && invocation.script.is_none() && terminal != Some(false);
         let reason = if asks(DENY_INTERACTIVE, Rule::NoInteractive) {
-            Some("interactive inspection (-i) is refused".to_string())
+            Some(format!(
+                "interactive use ({}) is refused",
+                spelling.interactive
+            ))
         } else if inspect_env {
             Some("interactive inspection (PYTHONINSPECT) is refused".to_string())
         } else if console && module_stdin {
