@@ -63,6 +63,11 @@ pub enum Word<'a> {
     Module(Option<&'a [u8]>),
     /// The script operand.
     Script(&'a [u8]),
+    /// A module the interpreter loads by the name given, before its program (`node -r
+    /// NAME`, `--import NAME`): a file opened as code whatever its name, judged by its
+    /// spelling as the script operand is (a descriptor or a device is refused). The name
+    /// is the option's value, attached to this word or the whole word.
+    Preload(&'a [u8]),
     /// After the program was found: belongs to the program.
     Program,
     /// An option cluster longer than the reader's limit, or an option whose effect the

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use crate::{run, workspace_root};
 
 /// Debian packages the tests and the test VM use: evmctl (the interop oracle), setfattr,
-/// the python3 the agent profiles, openssl for test keys, setpriv, man and systemd-analyze
+/// the python3 the agent profiles, the node the Node.js command-line test runs, openssl for test keys, setpriv, man and systemd-analyze
 /// for the package check, gcc for the attack tests' native library, and qemu, debootstrap,
 /// mkfs.ext4, xz and busybox for the VM (virtiofsd ships in qemu-system-common), gnupg to
 /// sign the VM's test apt repository (a fresh machine has gpgv only), lintian for the package
@@ -19,6 +19,7 @@ use crate::{run, workspace_root};
 /// where none runs).
 const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
+    "nodejs",
     "attr",
     "acl",
     "ima-evm-utils",
