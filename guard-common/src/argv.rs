@@ -64,10 +64,12 @@ pub enum Word<'a> {
     /// The script operand.
     Script(&'a [u8]),
     /// A module the interpreter loads by the name given, before its program (`node -r
-    /// NAME`, `--import NAME`): a file opened as code whatever its name, judged by its
-    /// spelling as the script operand is (a descriptor or a device is refused). The name
-    /// is the option's value, attached to this word or the whole word.
-    Preload(&'a [u8]),
+    /// NAME`, `--import NAME`): a file opened as code whatever its name. `name` is the
+    /// option's value (the rest of this word after `=`, or the whole word); `descriptor`
+    /// says whether the reader found it spelled as a descriptor or a device, by the rules
+    /// the exec gate reads a script operand by (`/dev/stdin`, `/proc/self/fd/0`,
+    /// `/dev/tty`), on what it saw of it.
+    Preload { name: &'a [u8], descriptor: bool },
     /// After the program was found: belongs to the program.
     Program,
     /// An option cluster longer than the reader's limit, or an option whose effect the
@@ -99,6 +101,22 @@ pub trait Grammar: Copy {
     #[inline(always)]
     fn feed<'a>(&mut self, arg: &'a [u8]) -> Word<'a> {
         self.feed_stopping_at_no_hook::<false>(arg)
+    }
+
+    /// [`Self::feed_stopping_at_no_hook`], with the word also given as `padded`: its first
+    /// `ARG_BUFFER - 1` bytes ([`crate::exec_gate::ARG_BUFFER`]), then zeros, which is what
+    /// the kernel's word buffer holds (cleared before each read). A reader that scans a
+    /// word's bytes scans them there, at fixed or masked offsets: the BPF verifier walks
+    /// such a scan once, where a loop bounded by a word's length multiplies what follows
+    /// it by every length. Slices in the answer are `arg`'s.
+    #[inline(always)]
+    fn feed_padded<'a, const STOP: bool>(
+        &mut self,
+        arg: &'a [u8],
+        padded: &[u8; crate::exec_gate::ARG_BUFFER],
+    ) -> Word<'a> {
+        let _ = padded;
+        self.feed_stopping_at_no_hook::<STOP>(arg)
     }
 
     /// True once the words that follow belong to the program: no later word can change what

@@ -388,13 +388,22 @@ impl<G: Grammar> ArgvJudge<G> {
     /// Reads one word. `whole` is false when the reader saw only a prefix of it (the word is
     /// longer than the kernel's buffer): a judgement that depends on the unseen rest refuses.
     /// The `-m` and script operands are kept for [`Self::judge_after_words`].
-    #[inline(always)]
     pub fn feed(&mut self, word: &[u8], whole: bool) -> Step {
+        let mut padded = [0u8; ARG_BUFFER];
+        let n = word.len().min(ARG_BUFFER - 1);
+        padded[..n].copy_from_slice(&word[..n]);
+        self.feed_padded(word, &padded, whole)
+    }
+
+    /// [`Self::feed`], with the word also in `padded` as the kernel's buffer holds it: its
+    /// first `ARG_BUFFER - 1` bytes, then zeros ([`Grammar::feed_padded`]).
+    #[inline(always)]
+    pub fn feed_padded(&mut self, word: &[u8], padded: &[u8; ARG_BUFFER], whole: bool) -> Step {
         self.words = self.words.wrapping_add(1);
         let read = if self.flags & DENY_NO_SITE != 0 {
-            self.reader.feed_stopping_at_no_hook::<true>(word)
+            self.reader.feed_padded::<true>(word, padded)
         } else {
-            self.reader.feed(word)
+            self.reader.feed_padded::<false>(word, padded)
         };
         match read {
             // `-S` among the options: the interpreter starts without site, whatever else
@@ -426,11 +435,11 @@ impl<G: Grammar> ArgvJudge<G> {
             Word::Unread => return Step::Refuse(Rule::FactsUnavailable),
             // A module loaded before the program, named by the command line: read as a
             // script would be, so a descriptor or a device is no more a module than a
-            // script (`node -r /dev/stdin`). Judged here, in the word loop: there may be
-            // several.
-            Word::Preload(name)
-                if self.flags & DENY_DESCRIPTOR_SCRIPT != 0 && names_descriptor(name, whole) =>
-            {
+            // script (`node -r /dev/stdin`). The reader judged its spelling, in the word
+            // loop: there may be several.
+            Word::Preload {
+                descriptor: true, ..
+            } if self.flags & DENY_DESCRIPTOR_SCRIPT != 0 => {
                 return Step::Refuse(Rule::ScriptIsFile);
             }
             Word::Script(script) => {
@@ -533,7 +542,10 @@ impl<G: Grammar> ArgvJudge<G> {
                 Some(arg) => {
                     let whole = arg.len() < ARG_BUFFER - 1;
                     let seen = if whole { arg } else { &arg[..ARG_BUFFER - 1] };
-                    let step = judge.feed(seen, whole);
+                    // As the kernel's buffer holds the word: what it read, then zeros.
+                    let mut padded = [0u8; ARG_BUFFER];
+                    padded[..seen.len()].copy_from_slice(seen);
+                    let step = judge.feed_padded(seen, &padded, whole);
                     if judge.script_index() == Some(judge.words - 1) {
                         script = arg;
                     }
@@ -651,18 +663,6 @@ impl LoaderJudge {
         }
         verdict
     }
-}
-
-/// Whether a name (a preload's, of which the judge saw `whole` or a prefix) names a
-/// descriptor (`/dev/fd/*`, `/dev/stdin`, `/proc/*/fd/*`) or, by its absolute spelling, a
-/// device; a prefix that could still go on to be one counts.
-#[inline(always)]
-fn names_descriptor(name: &[u8], whole: bool) -> bool {
-    if is_descriptor_link(name) || (!whole && is_proc_path(name)) {
-        return true;
-    }
-    let device = crate::python_argv::device_path(name);
-    device.device || (!whole && device.open)
 }
 
 fn is_proc_path(path: &[u8]) -> bool {

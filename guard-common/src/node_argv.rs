@@ -29,9 +29,11 @@
 //!
 //! So an option node 20 knows with a value, and node 18 does not know at all, is read by
 //! node 18 as a single word: `node18 --trace-turbo-path --disable-warning X app` runs `X`.
-//! One reader serves every node version, so such options (`VALUE_IN_SOME_VERSIONS`) are read
-//! only with their value attached (`--disable-warning=X`); given the next word, they are
-//! [`Word::Unread`].
+//! One reader serves every node version, so such options ([`Kind::ValueInSomeVersions`])
+//! are read only with their value attached (`--disable-warning=X`); given the next word,
+//! they are [`Word::Unread`]. A node major whose table has an option with a value that
+//! [`OPTIONS`] lacks is read wrongly: the differential test fails on it (and must pass
+//! before such a node is profiled).
 //!
 //! What node runs, in `StartExecution`'s order: the debugger client when the operand is the
 //! word `inspect`; the help; the tick processor (`--prof-process`); `--eval`/`--print`
@@ -45,18 +47,24 @@
 //! a package, whatever its name: `-r ./notes.txt` runs notes.txt), and `--import`,
 //! `--loader`/`--experimental-loader`, `--test-reporter` (ES module specifiers, where a
 //! `data:` URL is inline code and `http(s):` code from the network: [`specifier`]). Each
-//! module named is a [`Word::Preload`], judged by its spelling as the operand is:
-//! `-r /dev/stdin` reads standard input as a module.
-//! `--env-file` reads the environment, `NODE_OPTIONS` included, from a file
-//! ([`Word::CodeEnvironment`]). A heap snapshot (`--snapshot-blob` when not building one)
-//! holds compiled code and a main function node runs instead of any operand, and
-//! `--build-snapshot-config`/`--experimental-sea-config` name in a JSON file a script node
-//! runs: guard sees neither file as code by its name, so those are [`Word::Unread`].
+//! module named is a [`Word::Preload`], its spelling judged ([`names_descriptor`]):
+//! `-r /dev/stdin` reads standard input as a module. `--env-file` reads the environment,
+//! `NODE_OPTIONS` included, from a file ([`Word::CodeEnvironment`]). A heap snapshot
+//! (`--snapshot-blob` when not building one) holds compiled code and a main function node
+//! runs instead of any operand, and `--build-snapshot-config`/`--experimental-sea-config`
+//! name in a JSON file a script node runs: guard sees neither file as code by its name, so
+//! those are [`Word::Unread`].
 //!
-//! Written for the kernel exec gate, like `python_argv`: no allocation, nothing borrowed
-//! kept, bounded loops, only `arg[i]` with `i < arg.len()` indexed, no panics.
+//! Written for the kernel exec gate, which runs [`Reader::feed_padded`] on the word in its
+//! buffer, zeros after it: no allocation, nothing borrowed kept, no panics, and no loop
+//! bounded by a word's length whose exit position lives on (the verifier would walk what
+//! follows once per length). Names, specifiers and spellings are read eight bytes at a time
+//! with arithmetic ([`option_word_padded`], [`specifier_padded`], [`names_descriptor`]), the
+//! option table through a hash index with one test per probe. With Python's,
+//! the gate's program verifies in about 580,000 instructions (Python's alone: 420,000).
 
 use crate::argv::Word;
+use crate::exec_gate::ARG_BUFFER;
 
 /// Bytes of an option name the table holds (`--network-family-autoselection-attempt-timeout`
 /// has 46): a longer name is no option node has.
@@ -229,43 +237,91 @@ options! {
     "-v" => NoMain,
 }
 
-/// The kind of a packed name: a binary search, a fixed number of steps for the verifier.
+/// Slots of the name table's hash index (a power of two, about three times the names).
+const SLOTS: usize = 256;
+
+/// A packed name's slot: arithmetic only (multiply and xor), no branch.
+#[inline(always)]
+const fn hash(key: &Key) -> usize {
+    let mut h: u64 = 0;
+    let mut i = 0;
+    while i < NAME_WORDS {
+        h = (h ^ key[i]).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^= h >> 29;
+        i += 1;
+    }
+    // The top byte: below SLOTS.
+    (h >> 56) as usize
+}
+
+/// The hash index: slot -> one more than the name's place in [`KEYS`] (0: empty), names
+/// placed by linear probing; and the longest probe any name needs.
+const INDEX: ([u8; SLOTS], usize) = {
+    let mut slots = [0u8; SLOTS];
+    let mut longest = 0;
+    let mut n = 0;
+    while n < KEYS.len() {
+        let start = hash(&KEYS[n].0);
+        let mut probe = 0;
+        while slots[(start + probe) % SLOTS] != 0 {
+            probe += 1;
+        }
+        // Below 255: asserted after.
+        #[allow(clippy::cast_possible_truncation)]
+        let entry = (n + 1) as u8;
+        slots[(start + probe) % SLOTS] = entry;
+        if probe + 1 > longest {
+            longest = probe + 1;
+        }
+        n += 1;
+    }
+    (slots, longest)
+};
+const PROBES: usize = INDEX.1;
+const _: () = assert!(
+    KEYS.len() < 255 && PROBES <= 4,
+    "the name index needs few probes"
+);
+
+/// The kind of a packed name. Written for the BPF verifier: a slot from arithmetic, then at
+/// most [`PROBES`] entries, each compared with one test on the xor of all its words (a test
+/// per word, or a binary search, would refine the name differently on each path, and the
+/// verifier would walk every refinement: it refused the program).
 #[inline(always)]
 fn kind_of(name: &Key) -> Kind {
-    let mut low = 0usize;
-    let mut high = KEYS.len();
-    // 2^7 = 128 > KEYS.len(): seven halvings find any entry.
-    let mut step = 0;
-    while step < 8 && low < high {
-        let middle = low + (high - low) / 2;
-        if middle >= KEYS.len() {
-            break;
+    let start = hash(name);
+    let mut probe = 0;
+    while probe < PROBES {
+        let slot = INDEX.0[(start + probe) & (SLOTS - 1)] as usize;
+        // An empty slot (0) is no entry: the name is in none.
+        let Some(&(key, kind)) = KEYS.get(slot.wrapping_sub(1)) else {
+            return Kind::Word;
+        };
+        let mut differ = 0u64;
+        let mut i = 0;
+        while i < NAME_WORDS {
+            differ |= key[i] ^ name[i];
+            i += 1;
         }
-        let (key, kind) = KEYS[middle];
-        match compare(name, &key) {
-            core::cmp::Ordering::Equal => return kind,
-            core::cmp::Ordering::Less => high = middle,
-            core::cmp::Ordering::Greater => low = middle + 1,
+        if differ == 0 {
+            return kind;
         }
-        step += 1;
+        probe += 1;
     }
     Kind::Word
 }
 
-#[inline(always)]
-fn compare(a: &Key, b: &Key) -> core::cmp::Ordering {
-    let mut i = 0;
-    while i < NAME_WORDS {
-        if a[i] != b[i] {
-            return if a[i] < b[i] {
-                core::cmp::Ordering::Less
-            } else {
-                core::cmp::Ordering::Greater
-            };
-        }
-        i += 1;
-    }
-    core::cmp::Ordering::Equal
+/// Bytes of a word the reader scans: the kernel's word buffer, [`ARG_BUFFER`]
+/// (`crate::exec_gate::ARG_BUFFER`): at most that less one byte of the word, then zeros.
+pub type Padded = [u8; ARG_BUFFER];
+
+/// The first [`ARG_BUFFER`]` - 1` bytes of `word`, then zeros: what the kernel's word buffer
+/// holds (cleared before each read).
+pub fn pad(word: &[u8]) -> Padded {
+    let mut padded = [0u8; ARG_BUFFER];
+    let n = word.len().min(ARG_BUFFER - 1);
+    padded[..n].copy_from_slice(&word[..n]);
+    padded
 }
 
 /// An option word as node reads it (it starts with `-`, has two bytes or more, is not `--`).
@@ -274,56 +330,196 @@ pub struct OptionWord {
     pub kind: Kind,
     /// `--no-NAME`.
     pub negated: bool,
-    /// Where the `=` of a word starting with `--` is: the value is the rest.
-    pub equals: Option<usize>,
+    /// A word starting with `--` has an `=` in its first [`SCAN`] bytes: the value is the
+    /// rest. Further on, the name is longer than any in the table, and the word one word.
+    pub attached: bool,
+    /// Where the value starts when `attached`: after the first `=`.
+    pub value: usize,
+}
+
+/// 64-bit words of an option word read to find its name: the longest name in the table,
+/// a negation's `no-` and one byte more (a name reaching it is longer than any).
+const SCAN_WORDS: usize = NAME_WORDS + 1;
+/// Bytes of an option word read to find its name.
+pub const SCAN: usize = SCAN_WORDS * 8;
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// 0x80 in each byte of `x` that is zero, 0 in the others (exact: no carry crosses bytes).
+#[inline(always)]
+fn zero_bytes(x: u64) -> u64 {
+    !(((x & LOW7).wrapping_add(LOW7)) | x | LOW7)
+}
+
+/// All ones when `x` is not zero, else zero.
+#[inline(always)]
+fn nonzero_mask(x: u64) -> u64 {
+    ((x | x.wrapping_neg()) >> 63).wrapping_neg()
+}
+
+/// Every bit from the highest set one down.
+#[inline(always)]
+fn smear(mut x: u64) -> u64 {
+    x |= x >> 1;
+    x |= x >> 2;
+    x |= x >> 4;
+    x |= x >> 8;
+    x |= x >> 16;
+    x | (x >> 32)
 }
 
 /// Reads an option word's name as node does: up to the first `=` when the word starts with
 /// `--`; `_` from the third byte on read as `-`; a leading `--no-` taken off.
-#[inline(always)]
 pub fn option_word(word: &[u8]) -> OptionWord {
-    let len = word.len();
-    let at = |i: usize| if i < len { word[i] } else { 0 };
-    let long = at(0) == b'-' && at(1) == b'-';
-    let negated = long && at(2) == b'n' && at(3) == b'o' && (at(4) == b'-' || at(4) == b'_');
-    // Bytes 2..5 of a negation are not part of the name looked up.
-    let skip = if negated { 3 } else { 0 };
-    let mut key = [0u64; NAME_WORDS];
-    let mut in_name = true;
-    let mut equals = len;
-    let mut name_len = 0usize;
-    let mut i = 0;
-    while i < len {
-        let mut byte = word[i];
-        if long && byte == b'=' && in_name {
-            in_name = false;
-            equals = i;
-        }
-        if in_name {
-            if i >= 2 && byte == b'_' {
-                byte = b'-';
-            }
-            let dropped = negated && (2..5).contains(&i);
-            if !dropped {
-                let position = if i >= 5 { i - skip } else { i };
-                if position < NAME_MAX {
-                    key[position / 8] |= (byte as u64) << (56 - 8 * (position % 8));
-                }
-                name_len = position + 1;
-            }
-        }
-        i += 1;
+    option_word_padded(&pad(word))
+}
+
+/// [`option_word`] of a padded word ([`pad`]). Written for the BPF verifier: the name is
+/// read as eight-byte words at fixed offsets, and the `=`, the `_` and the negation are
+/// arithmetic on them, without a branch on a byte. A loop over the word's bytes that
+/// carried where the `=` was, or how long the name is, made the verifier walk every
+/// combination (over its million instructions).
+#[inline(always)]
+pub fn option_word_padded(padded: &Padded) -> OptionWord {
+    let mut raw = [0u64; SCAN_WORDS];
+    let mut j = 0;
+    while j < SCAN_WORDS {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&padded[8 * j..8 * j + 8]);
+        raw[j] = u64::from_be_bytes(bytes);
+        j += 1;
     }
-    let kind = if name_len > NAME_MAX {
+    // All ones when the word starts with `--`.
+    let long = !nonzero_mask((raw[0] >> 48) ^ 0x2d2d);
+    // The name: bytes up to the first `=` of a long word, `_` from the third byte on as `-`.
+    let mut name = [0u64; SCAN_WORDS];
+    let mut cut = 0u64;
+    let mut value = 0u64;
+    let mut j = 0;
+    while j < SCAN_WORDS {
+        let equals = zero_bytes(raw[j] ^ (b'=' as u64 * ONES)) & long;
+        let kept = raw[j] & !smear(equals) & !cut;
+        // The first `=`: its byte's high bit is the highest set one of `equals`.
+        let here = nonzero_mask(equals) & !cut;
+        value |= (8 * j as u64 + u64::from(equals.leading_zeros()) / 8 + 1) & here;
+        cut |= nonzero_mask(equals);
+        let mut underscores = zero_bytes(kept ^ (b'_' as u64 * ONES));
+        if j == 0 {
+            underscores &= 0x0000_ffff_ffff_ffff;
+        }
+        // `_` (0x5f) less 0x32 is `-` (0x2d), in each byte on its own.
+        name[j] = kept - (underscores >> 7) * (b'_' - b'-') as u64;
+        j += 1;
+    }
+    // All ones for `--no-`: bytes 2 to 4 of a long word. The name is then what follows,
+    // after `--`: every byte three places earlier.
+    let negated = !nonzero_mask(((name[0] >> 24) & 0xff_ffff) ^ 0x6e_6f2d) & long;
+    let mut key = [0u64; SCAN_WORDS];
+    let mut j = 0;
+    while j < SCAN_WORDS {
+        let next = if j + 1 < SCAN_WORDS {
+            name[j + 1] >> 40
+        } else {
+            0
+        };
+        let mut shifted = (name[j] << 24) | next;
+        if j == 0 {
+            shifted = (shifted & 0x0000_ffff_ffff_ffff) | (0x2d2d << 48);
+        }
+        key[j] = (shifted & negated) | (name[j] & !negated);
+        j += 1;
+    }
+    let mut table_key = [0u64; NAME_WORDS];
+    table_key.copy_from_slice(&key[..NAME_WORDS]);
+    // A nonzero byte past NAME_MAX: no name in the table is that long.
+    let kind = if key[NAME_WORDS] != 0 {
         Kind::Word
     } else {
-        kind_of(&key)
+        kind_of(&table_key)
     };
     OptionWord {
         kind,
-        negated,
-        equals: if equals < len { Some(equals) } else { None },
+        negated: negated != 0,
+        attached: cut != 0,
+        // At most SCAN.
+        #[allow(clippy::cast_possible_truncation)]
+        value: value as usize,
     }
+}
+
+/// The bytes of a padded word from `start` on: a padded value of its own, which ends at its
+/// first NUL (what follows it, the start of the word again, is never read as the value).
+/// Indices are masked, so the verifier sees each read in bounds; no byte is tested, so it
+/// walks the copy once.
+#[inline(always)]
+fn padded_from(padded: &Padded, start: usize) -> Padded {
+    let mut value = [0u8; ARG_BUFFER];
+    let mut k = 0;
+    while k < ARG_BUFFER {
+        value[k] = padded[(start + k) & (ARG_BUFFER - 1)];
+        k += 1;
+    }
+    value
+}
+
+#[inline(always)]
+fn starts(padded: &Padded, prefix: &[u8]) -> bool {
+    let mut i = 0;
+    while i < prefix.len() && i < ARG_BUFFER {
+        if padded[i] != prefix[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Whether a padded name (a module's) is spelled as a descriptor or a device: an absolute
+/// name whose first component, after a leading run of `/` and `.` (all of them stay at
+/// `/`), is `dev` or `proc`: `/dev/stdin`, `/dev/fd/3`, `/proc/self/fd/0`, `/dev/tty`,
+/// `//dev/./stdin`, `/./proc/…`; and a run of sixteen bytes or more, which no module's name
+/// has. Wider than the exec gate's reading of a script operand (all of `/dev` and `/proc`,
+/// `/dev/shm` included: a module has no business there), and as blind to `..` through
+/// another directory and to symlinks, which the kernel layer judges by what was opened.
+/// The name ends at its first NUL; all it looks at lies in its first 21 bytes, which the
+/// kernel always reads.
+///
+/// Written for the BPF verifier: the run's end comes from arithmetic on the first sixteen
+/// bytes, not from a loop, so the reads after it are one path (a loop's exit position,
+/// used after it, made every position a path of its own: half a million instructions).
+#[inline(always)]
+pub fn names_descriptor(name: &Padded) -> bool {
+    if name[0] != b'/' {
+        return false;
+    }
+    let word = |j: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&name[8 * j..8 * j + 8]);
+        u64::from_be_bytes(bytes)
+    };
+    // 0x80 in each byte that is neither `/` nor `.`.
+    let other = |w: u64| {
+        !(zero_bytes(w ^ (b'/' as u64 * ONES)) | zero_bytes(w ^ (b'.' as u64 * ONES))) & (ONES << 7)
+    };
+    let (first, second) = (other(word(0)), other(word(1)));
+    if first == 0 && second == 0 {
+        return true;
+    }
+    // Bytes in the run: before the first byte that is neither.
+    let run = if first != 0 {
+        first.leading_zeros() / 8
+    } else {
+        8 + second.leading_zeros() / 8
+    } as usize;
+    let at = |i: usize| name[i & (ARG_BUFFER - 1)];
+    // `/..dev` is the component `..dev`.
+    if at(run.wrapping_sub(1)) != b'/' {
+        return false;
+    }
+    let (a, b, c, d, e) = (at(run), at(run + 1), at(run + 2), at(run + 3), at(run + 4));
+    (a == b'd' && b == b'e' && c == b'v' && d == b'/')
+        || (a == b'p' && b == b'r' && c == b'o' && d == b'c' && e == b'/')
 }
 
 /// How node reads an ES module specifier given to `--import`, `--loader` or
@@ -347,54 +543,89 @@ pub enum Specifier {
     Unjudged,
 }
 
-/// Reads an ES module specifier as node resolves it (see [`Specifier`]). A `data:`,
-/// `http:` or `https:` scheme has its `:` within the first six bytes unless a byte the URL
-/// parser strips or removes comes first, so either byte there makes it [`Specifier::Code`];
-/// the rest of a name is scanned for bytes the parser rewrites.
-#[inline(always)]
+/// Reads an ES module specifier as node resolves it (see [`Specifier`]).
 pub fn specifier(value: &[u8]) -> Specifier {
-    let len = value.len();
-    let at = |i: usize| if i < len { value[i] } else { 0 };
-    let path = at(0) == b'/'
-        || (at(0) == b'.' && at(1) == b'/')
-        || (at(0) == b'.' && at(1) == b'.' && at(2) == b'/');
-    if !path {
-        if at(0) == b'n' && at(1) == b'o' && at(2) == b'd' && at(3) == b'e' && at(4) == b':' {
-            return Specifier::Builtin;
-        }
-        if at(0) == b'f' && at(1) == b'i' && at(2) == b'l' && at(3) == b'e' && at(4) == b':' {
-            return Specifier::Unjudged;
-        }
-        let mut i = 0;
-        while i < 6 && i < len {
-            let byte = value[i];
-            if byte == b':' || byte <= b' ' {
-                return Specifier::Code;
-            }
-            i += 1;
-        }
-    }
-    if len >= crate::exec_gate::ARG_BUFFER - 1 {
-        return Specifier::Unjudged;
-    }
-    let mut i = 0;
-    while i < len {
-        let byte = value[i];
-        if byte == b'%' || byte == b'\\' || byte <= b' ' || byte == 0x7f {
-            return Specifier::Unjudged;
-        }
-        i += 1;
-    }
-    Specifier::Name
+    specifier_padded(&pad(value), value.len() < ARG_BUFFER - 1)
 }
 
-/// The word a specifier is read as (`attached`: the option's own word).
+/// 0x80 in each byte of `x` below `n` (at most 0x80), 0 in the others: exact, as
+/// [`zero_bytes`].
 #[inline(always)]
-fn specifier_word<'a>(value: &'a [u8], attached: bool) -> Word<'a> {
-    match specifier(value) {
+fn bytes_below(x: u64, n: u8) -> u64 {
+    !((x | (ONES << 7)).wrapping_sub(n as u64 * ONES)) & !x & (ONES << 7)
+}
+
+/// 0x80 in each byte of `x` that is one the URL parser strips, removes or rewrites in a
+/// specifier: a C0 control or a space (but not a zero: the padding), `%`, `\`, DEL.
+#[inline(always)]
+fn rewritten_bytes(x: u64) -> u64 {
+    (bytes_below(x, 0x21) & !zero_bytes(x))
+        | zero_bytes(x ^ (b'%' as u64 * ONES))
+        | zero_bytes(x ^ (b'\\' as u64 * ONES))
+        | zero_bytes(x ^ (0x7f * ONES))
+}
+
+/// [`specifier`] of a padded value, `whole` when it was read to its end. A `data:`,
+/// `http:` or `https:` scheme has its `:` within the first six bytes unless a byte the URL
+/// parser strips or removes comes first, so either byte there makes it [`Specifier::Code`];
+/// the rest of a name is read for bytes the parser rewrites.
+///
+/// Written for the BPF verifier: arithmetic on eight bytes at a time, no loop that stops
+/// at the value's end (a path per length for the verifier, a quarter of a million
+/// instructions). Bytes after the value's end are zeros, or what a copy from within a word
+/// brings after them (the option's name), never bytes it looks for.
+#[inline(always)]
+pub fn specifier_padded(value: &Padded, whole: bool) -> Specifier {
+    let word = |j: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&value[8 * j..8 * j + 8]);
+        u64::from_be_bytes(bytes)
+    };
+    let first = word(0);
+    let path = value[0] == b'/' || starts(value, b"./") || starts(value, b"../");
+    if !path {
+        if starts(value, b"node:") {
+            return Specifier::Builtin;
+        }
+        if starts(value, b"file:") {
+            return Specifier::Unjudged;
+        }
+        // A `:`, a space or a control byte in the first six bytes, before the value's end.
+        let ended = smear(zero_bytes(first));
+        let scheme = (zero_bytes(first ^ (b':' as u64 * ONES)) | bytes_below(first, 0x21))
+            & !ended
+            & 0xffff_ffff_ffff_0000;
+        if scheme != 0 {
+            return Specifier::Code;
+        }
+    }
+    if !whole {
+        return Specifier::Unjudged;
+    }
+    let mut rewritten = 0u64;
+    let mut j = 0;
+    while j < ARG_BUFFER / 8 {
+        rewritten |= rewritten_bytes(word(j));
+        j += 1;
+    }
+    if rewritten != 0 {
+        Specifier::Unjudged
+    } else {
+        Specifier::Name
+    }
+}
+
+/// The word a specifier is read as: `name` is its slice of the word, `value` its padded
+/// copy; `attached`: the option's own word.
+#[inline(always)]
+fn specifier_word<'a>(name: &'a [u8], value: &Padded, whole: bool, attached: bool) -> Word<'a> {
+    match specifier_padded(value, whole) {
         Specifier::Code => Word::InlineCode,
         Specifier::Unjudged => Word::Unread,
-        Specifier::Name => Word::Preload(value),
+        Specifier::Name => Word::Preload {
+            name,
+            descriptor: names_descriptor(value),
+        },
         Specifier::Builtin if attached => Word::OptionsWithArgument,
         Specifier::Builtin => Word::Argument,
     }
@@ -514,46 +745,53 @@ impl Reader {
     }
 
     #[inline(always)]
-    fn operand<'a>(&mut self, word: &'a [u8]) -> Word<'a> {
+    fn operand<'a>(&mut self, word: &'a [u8], padded: &Padded) -> Word<'a> {
         self.expect = Expect::Done;
         let len = word.len();
-        let stdin = len == 0 || (len == 1 && word[0] == b'-');
-        let client = len == 7
-            && word[0] == b'i'
-            && word[1] == b'n'
-            && word[2] == b's'
-            && word[3] == b'p'
-            && word[4] == b'e'
-            && word[5] == b'c'
-            && word[6] == b't';
+        let stdin = len == 0 || (len == 1 && padded[0] == b'-');
+        let client = starts(padded, b"inspect\0");
         self.state |= OPERAND;
         self.state = set(self.state, STDIN_OPERAND, stdin);
         self.state = set(self.state, CLIENT, client);
         Word::Script(word)
     }
 
-    /// Reads the next word. Inlined: a BPF subprogram cannot return the word's slice.
-    #[inline(always)]
+    /// Reads the next word.
     pub fn feed<'a>(&mut self, word: &'a [u8]) -> Word<'a> {
+        self.feed_padded(word, &pad(word))
+    }
+
+    /// Reads the next word, given also padded ([`pad`]: the kernel's word buffer, cleared
+    /// before each read), where the reader scans its bytes at fixed or masked offsets: the
+    /// BPF verifier then walks each scan once. Every slice in the answer is one of `word`'s.
+    /// Inlined: a BPF subprogram cannot return the word's slice.
+    #[inline(always)]
+    pub fn feed_padded<'a>(&mut self, word: &'a [u8], padded: &Padded) -> Word<'a> {
+        // The kernel read the word to its end (as far as it can tell: one that fills the
+        // buffer may go on).
+        let whole = word.len() < ARG_BUFFER - 1;
         match self.expect {
             Expect::Done => return Word::Program,
-            Expect::Operand => return self.operand(word),
+            Expect::Operand => return self.operand(word, padded),
             Expect::Value => {
                 self.expect = Expect::Option;
                 return Word::Argument;
             }
             Expect::Require => {
                 self.expect = Expect::Option;
-                return Word::Preload(word);
+                return Word::Preload {
+                    name: word,
+                    descriptor: names_descriptor(padded),
+                };
             }
             Expect::Specifier => {
                 self.expect = Expect::Option;
-                return specifier_word(word, false);
+                return specifier_word(word, padded, whole, false);
             }
             Expect::PrintArgument => {
                 self.expect = Expect::Option;
                 // `--print WORD` is `--print --eval WORD`.
-                if !word.is_empty() && word[0] != b'-' {
+                if !word.is_empty() && padded[0] != b'-' {
                     self.state |= EVAL;
                     return Word::InlineCode;
                 }
@@ -561,16 +799,16 @@ impl Reader {
             Expect::Option => {}
         }
         let len = word.len();
-        if len < 2 || word[0] != b'-' {
-            return self.operand(word);
+        if len < 2 || padded[0] != b'-' {
+            return self.operand(word, padded);
         }
-        if len == 2 && word[1] == b'-' {
+        if len == 2 && padded[1] == b'-' {
             self.expect = Expect::Operand;
             return Word::Options;
         }
-        let option = option_word(word);
+        let option = option_word_padded(padded);
         let on = !option.negated;
-        let attached = option.equals.is_some();
+        let attached = option.attached;
         match option.kind {
             Kind::Word => Word::Options,
             Kind::Value => self.value(attached),
@@ -592,21 +830,32 @@ impl Reader {
                 self.expect = Expect::PrintArgument;
                 Word::Options
             }
-            Kind::Specifier => match option.equals {
-                // `equals < len`: the value is the rest, perhaps empty.
-                Some(equals) => specifier_word(word.get(equals + 1..).unwrap_or_default(), true),
-                None => {
+            Kind::Specifier => {
+                if attached {
+                    let value = padded_from(padded, option.value);
+                    specifier_word(
+                        word.get(option.value..).unwrap_or_default(),
+                        &value,
+                        whole,
+                        true,
+                    )
+                } else {
                     self.expect = Expect::Specifier;
                     Word::OptionsWithArgument
                 }
-            },
-            Kind::Require => match option.equals {
-                Some(equals) => Word::Preload(word.get(equals + 1..).unwrap_or_default()),
-                None => {
+            }
+            Kind::Require => {
+                if attached {
+                    let value = padded_from(padded, option.value);
+                    Word::Preload {
+                        name: word.get(option.value..).unwrap_or_default(),
+                        descriptor: names_descriptor(&value),
+                    }
+                } else {
                     self.expect = Expect::Require;
                     Word::OptionsWithArgument
                 }
-            },
+            }
             Kind::EnvFile => {
                 if attached {
                     Word::CodeEnvironment
@@ -676,6 +925,10 @@ impl crate::argv::Grammar for Reader {
     #[inline(always)]
     fn feed_stopping_at_no_hook<'a, const STOP: bool>(&mut self, arg: &'a [u8]) -> Word<'a> {
         self.feed(arg)
+    }
+    #[inline(always)]
+    fn feed_padded<'a, const STOP: bool>(&mut self, arg: &'a [u8], padded: &Padded) -> Word<'a> {
+        Reader::feed_padded(self, arg, padded)
     }
     #[inline(always)]
     fn done(&self) -> bool {
@@ -799,7 +1052,7 @@ impl<'a, I: Iterator<Item = &'a [u8]>> Iterator for Preloads<'a, I> {
                 self.pending
             };
             match read {
-                Word::Preload(name) => return Some((kind, name)),
+                Word::Preload { name, .. } => return Some((kind, name)),
                 Word::OptionsWithArgument if option => self.pending = kind,
                 _ => {}
             }
@@ -835,7 +1088,6 @@ mod tests {
             assert_eq!(KEYS[i].0, key(name));
             assert_eq!(option_word(name.as_bytes()).kind, *kind, "{name}");
         }
-        assert!(KEYS.len() < 128, "kind_of's halvings");
     }
 
     #[test]
@@ -862,8 +1114,32 @@ mod tests {
         assert_eq!(kind("--no-no-interactive"), Kind::Word);
         assert_eq!(kind("--expose-gc"), Kind::Word);
         assert_eq!(kind("--eval_"), Kind::Word);
-        assert_eq!(option_word(b"--title=a=b").equals, Some(7));
-        assert_eq!(option_word(b"-p=x").equals, None);
+        assert!(option_word(b"--title=a=b").attached);
+        assert_eq!(option_word(b"--title=a=b").value, 8);
+        assert_eq!(option_word(b"--no_title=").value, 11);
+        let at_end = std::format!("--{}=", "t".repeat(SCAN - 3));
+        assert_eq!(option_word(at_end.as_bytes()).value, SCAN);
+        assert!(!option_word(std::format!("--{}=", "t".repeat(SCAN - 2)).as_bytes()).attached);
+        assert!(!option_word(b"-p=x").attached);
+        assert!(!option_word(b"--title").attached);
+        assert_eq!(kind("--no_input-type=x"), Kind::Value);
+        assert!(option_word(b"--no_input-type=x").negated);
+        assert_eq!(kind("--no-=x"), Kind::Word);
+        assert_eq!(kind("--test_name_pattern"), Kind::Value);
+        assert_eq!(kind("-_p"), Kind::Word);
+        // The longest name, negated, and one byte longer.
+        let longest = "--network-family-autoselection-attempt-timeout";
+        assert_eq!(kind(longest), Kind::ValueInSomeVersions);
+        assert_eq!(
+            kind(&std::format!("--no-{}", &longest[2..])),
+            Kind::ValueInSomeVersions
+        );
+        assert_eq!(kind(&std::format!("{longest}x")), Kind::Word);
+        assert_eq!(
+            kind(&std::format!("{longest}=x")),
+            Kind::ValueInSomeVersions
+        );
+        assert_eq!(kind(&std::format!("--no-{}x", &longest[2..])), Kind::Word);
         let long = std::format!("--{}", "a".repeat(200));
         assert_eq!(kind(&long), Kind::Word);
         // A name that is a table name followed by more bytes past NAME_MAX.
@@ -1064,13 +1340,14 @@ mod tests {
 
     #[test]
     fn preloads_are_words_of_their_own() {
+        let preload = |name: &'static [u8], descriptor| Word::Preload { name, descriptor };
         let mut reader = Reader::new();
         assert_eq!(reader.feed(b"-r"), Word::OptionsWithArgument);
-        assert_eq!(reader.feed(b"/dev/stdin"), Word::Preload(b"/dev/stdin"));
-        assert_eq!(reader.feed(b"--require=./a"), Word::Preload(b"./a"));
+        assert_eq!(reader.feed(b"/dev/stdin"), preload(b"/dev/stdin", true));
+        assert_eq!(reader.feed(b"--require=./a"), preload(b"./a", false));
         assert_eq!(
             reader.feed(b"--import=/proc/self/fd/0"),
-            Word::Preload(b"/proc/self/fd/0")
+            preload(b"/proc/self/fd/0", true)
         );
         assert_eq!(reader.feed(b"--import"), Word::OptionsWithArgument);
         assert_eq!(reader.feed(b"/%64ev/stdin"), Word::Unread);
@@ -1078,8 +1355,70 @@ mod tests {
         assert_eq!(reader.feed(b"--loader"), Word::OptionsWithArgument);
         assert_eq!(reader.feed(b"node:fs"), Word::Argument);
         assert_eq!(reader.feed(b"--test-reporter=data:x"), Word::InlineCode);
+        assert_eq!(
+            reader.feed(b"--require=//dev/./tty"),
+            preload(b"//dev/./tty", true)
+        );
+        // Unlike a script operand, a module under /dev/shm counts too.
+        assert_eq!(
+            reader.feed(b"--require=/dev/shm/x.js"),
+            preload(b"/dev/shm/x.js", true)
+        );
+        assert_eq!(
+            reader.feed(b"--require=/dev/shm/../tty"),
+            preload(b"/dev/shm/../tty", true)
+        );
+        assert_eq!(
+            reader.feed(b"--require=/dev/shm/.."),
+            preload(b"/dev/shm/..", true)
+        );
+        assert_eq!(reader.feed(b"-r"), Word::OptionsWithArgument);
+        assert_eq!(
+            reader.feed(b"/opt/dev/x.js"),
+            preload(b"/opt/dev/x.js", false)
+        );
         assert_eq!(reader.feed(b"s.js"), Word::Script(b"s.js"));
         assert_eq!(reader.feed(b"-r"), Word::Program);
+        // Spellings of descriptors and devices.
+        for (name, descriptor) in [
+            ("/dev/fd/3", true),
+            ("/dev/stdin", true),
+            ("/dev/stdinx", true),
+            ("/proc/self/fd/0", true),
+            ("/proc/1/task/1/fd/3", true),
+            ("/proc/self/fdinfo/3", true),
+            ("/proc/cpuinfo", true),
+            ("/dev/tty", true),
+            ("/./dev/tty", true),
+            ("//dev/./stdin", true),
+            ("/../proc/self/fd/0", true),
+            ("/dev/shm/x.js", true),
+            ("/dev", false),
+            ("/devx/y", false),
+            ("/..dev/y", false),
+            ("/opt/dev/x.js", false),
+            ("/procx/y", false),
+            ("x.js", false),
+            ("./dev/tty", false),
+            ("/usr/lib/x.js", false),
+            ("/", false),
+        ] {
+            assert_eq!(
+                names_descriptor(&pad(name.as_bytes())),
+                descriptor,
+                "{name}"
+            );
+        }
+        let long_proc = std::format!("/proc/{}", "x".repeat(200));
+        assert!(names_descriptor(&pad(long_proc.as_bytes())));
+        let long_usr = std::format!("/usr/{}", "x".repeat(200));
+        assert!(!names_descriptor(&pad(long_usr.as_bytes())));
+        assert!(names_descriptor(&pad("/.".repeat(100).as_bytes())));
+        assert!(names_descriptor(&pad(b"/./././././././dev/tty")));
+        assert!(names_descriptor(&pad(b"/./././././././.dev/tty")));
+        assert!(names_descriptor(&pad(b"/././././././././dev/tty")));
+        assert!(!names_descriptor(&pad(b"/")));
+        assert!(!names_descriptor(&pad(b"/./x")));
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! `tp_btf/sched_process_exec`: refuses CPython invocations the policy forbids.
+//! `tp_btf/sched_process_exec`: refuses interpreter invocations the policy forbids, each
+//! command line read with its interpreter's grammar (the executable map's value is its
+//! [`Dialect`]).
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated},
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use guard_common::argv::Grammar;
+use guard_common::argv::{Dialect, Grammar};
 use guard_common::lsm::Hook;
 use guard_common::python_argv::Reader;
 use guard_common::{
@@ -90,6 +92,18 @@ fn try_exec(bprm: *const u8) -> Result<(), i32> {
     let Some(kind) = crate::maps::gate_exec_kind(&key) else {
         return Ok(());
     };
+    // An interpreter whose grammar this program does not have fails closed, as
+    // `exec_gate::judge_argv` does in user space.
+    if kind != KIND_LOADER && kind != Dialect::Python as u32 && kind != Dialect::Node as u32 {
+        refuse(
+            Hook::BprmCredsForExec as u32,
+            Rule::FactsUnavailable,
+            gate_setting!(flags),
+            key.ino,
+            key.dev,
+        );
+        return Ok(());
+    }
 
     // After create_elf_tables, bprm->p is the new user stack pointer: argc, then argv[],
     // NULL, envp[], NULL. Reading pointers from there needs no scan of the string area.
@@ -104,7 +118,13 @@ fn try_exec(bprm: *const u8) -> Result<(), i32> {
         }
         return Ok(());
     }
-    let verdict = match judge_argv(sp, argc, flags) {
+    // The executable's grammar.
+    let step = if kind == Dialect::Node as u32 {
+        judge_argv::<guard_common::node_argv::Reader>(sp, argc, flags)
+    } else {
+        judge_argv::<Reader>(sp, argc, flags)
+    };
+    let verdict = match step {
         Step::Refuse(rule) => Some(rule),
         _ => judge_env(sp, argc, envc),
     };
@@ -114,16 +134,17 @@ fn try_exec(bprm: *const u8) -> Result<(), i32> {
     Ok(())
 }
 
-/// A judge of an exec's command line, fed one word after `argv[0]` at a time.
+/// A judge of an exec's command line, fed one word after `argv[0]` at a time: `word` as
+/// read, `padded` the buffer it lies in (zeros after it).
 trait WordJudge {
-    fn word(&mut self, word: &[u8], whole: bool) -> Step;
+    fn word(&mut self, word: &[u8], padded: &[u8; ARG_BUFFER], whole: bool) -> Step;
     fn end(&mut self) -> Step;
 }
 
 impl<G: Grammar> WordJudge for ArgvJudge<G> {
     #[inline(always)]
-    fn word(&mut self, word: &[u8], whole: bool) -> Step {
-        self.feed(word, whole)
+    fn word(&mut self, word: &[u8], padded: &[u8; ARG_BUFFER], whole: bool) -> Step {
+        self.feed_padded(word, padded, whole)
     }
     #[inline(always)]
     fn end(&mut self) -> Step {
@@ -133,7 +154,7 @@ impl<G: Grammar> WordJudge for ArgvJudge<G> {
 
 impl WordJudge for LoaderJudge {
     #[inline(always)]
-    fn word(&mut self, word: &[u8], _whole: bool) -> Step {
+    fn word(&mut self, word: &[u8], _padded: &[u8; ARG_BUFFER], _whole: bool) -> Step {
         self.feed(word)
     }
     #[inline(always)]
@@ -160,13 +181,21 @@ impl<J: WordJudge> LoopBody for WordWalk<J> {
             self.verdict = self.judge.end();
             return ControlFlow::Break(());
         }
+        // Zeros after the word, not the bytes of a longer one before it: a grammar reads the
+        // buffer as the word padded ([`Grammar::feed_padded`]).
+        self.buf = [0; ARG_BUFFER];
         let Ok(word) = read_user_str(self.sp + 8 * (1 + i), &mut self.buf) else {
+            self.verdict = Step::Refuse(Rule::FactsUnavailable);
+            return ControlFlow::Break(());
+        };
+        let read = word.len();
+        let Some(word) = self.buf.get(..read) else {
             self.verdict = Step::Refuse(Rule::FactsUnavailable);
             return ControlFlow::Break(());
         };
         // A word that filled the buffer may go on beyond it.
         let whole = word.len() < ARG_BUFFER - 1;
-        match self.judge.word(word, whole) {
+        match self.judge.word(word, &self.buf, whole) {
             Step::More => ControlFlow::Continue(()),
             verdict => {
                 self.verdict = verdict;
@@ -207,8 +236,8 @@ fn scratch_walk<J: WordJudge>(sp: u64, argc: i32, judge: J) -> Option<&'static m
 // The verifier would walk an open-coded loop over words, each with a loop over its bytes,
 // once per word and combination of judge states: over its million-instruction budget.
 // A `bpf_loop` callback is verified once, whatever the number of words.
-fn judge_argv(sp: u64, argc: i32, flags: u32) -> Step {
-    let Some(walk) = scratch_walk(sp, argc, ArgvJudge::<Reader>::new(flags)) else {
+fn judge_argv<G: Grammar + 'static>(sp: u64, argc: i32, flags: u32) -> Step {
+    let Some(walk) = scratch_walk(sp, argc, ArgvJudge::<G>::new(flags)) else {
         return Step::Refuse(Rule::FactsUnavailable);
     };
     bounded_loop(MAX_ARGS, &mut InScratch(&mut *walk));
