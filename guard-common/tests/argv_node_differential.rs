@@ -222,6 +222,15 @@ fn known_command_lines_agree() {
             "code",
         ),
         (&["-r", node_oracle_data(), "p"], "nothing"),
+        // Standard input as a module: refused by its spelling, or unread.
+        (&["-r", "/dev/stdin", "p"], "code"),
+        (&["--require=//dev/./stdin", "p"], "code"),
+        (&["-r", "/proc/self/fd/0", "p"], "code"),
+        (&["--import", "/dev/stdin", "p"], "code"),
+        (&["--import=/%64ev/stdin", "p"], "code"),
+        (&["--import", "/dev\\stdin", "p"], "code"),
+        (&["--import", "file:///dev/stdin", "p"], "code"),
+        (&["--snapshot-blob", ".", "-"], "nothing"),
         // A syntax check runs nothing.
         (&["-c", "p"], "nothing"),
         (&["-c"], "nothing"),
@@ -505,5 +514,37 @@ fn option_table_matches_each_node() {
             table.options.len(),
             table.aliases.len()
         );
+    }
+}
+
+/// Writes the fuzz target's seeds (`fuzz/seeds/argv_node/`): the choices of generated
+/// command lines, which the target's byte source replays. Run by hand after changing the
+/// generator: `cargo test -p guard-common --test argv_node_differential -- --ignored`.
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/argv_node");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut kept = 0;
+    let mut case = 0;
+    while kept < 24 {
+        let mut recorder = oracle::Recorder {
+            inner: SplitMix::for_case(DEFAULT_SEED, case),
+            bytes: Vec::new(),
+        };
+        let words = node_oracle::generate(&mut recorder);
+        case += 1;
+        // Short lines: the fuzzer grows them.
+        if words.is_empty() || words.len() > 6 {
+            continue;
+        }
+        let replayed = node_oracle::generate(&mut oracle::Bytes::new(&recorder.bytes));
+        assert_eq!(
+            replayed, words,
+            "the byte source replays the recorded choices"
+        );
+        std::fs::write(dir.join(kept.to_string()), &recorder.bytes).unwrap();
+        eprintln!("{kept}: {}", node_oracle::shell_words(&words));
+        kept += 1;
     }
 }

@@ -11,7 +11,15 @@ use anyhow::{Context, Result, bail};
 
 use crate::workspace_root;
 
-pub(crate) const TARGETS: [&str; 6] = ["policy", "ima", "keys", "sniff", "argv", "argv_cpython"];
+pub(crate) const TARGETS: [&str; 7] = [
+    "policy",
+    "ima",
+    "keys",
+    "sniff",
+    "argv",
+    "argv_cpython",
+    "argv_node",
+];
 
 /// Executions and outcome of one target's run.
 pub(crate) struct Outcome {

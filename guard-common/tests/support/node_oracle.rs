@@ -613,9 +613,12 @@ impl Sandbox {
     }
 }
 
-/// node's own assertion failed (an invalid snapshot blob): it aborted, in 18's words or 20's.
+/// node's own assertion failed, or it could not allocate (an invalid snapshot blob): it
+/// aborted, in 18's words or 20's.
 fn node_aborted(stderr: &str) -> bool {
-    stderr.contains("Assertion failed") || stderr.contains("node::Abort()")
+    stderr.contains("Assertion failed")
+        || stderr.contains("node::Abort()")
+        || stderr.contains("terminate called after throwing")
 }
 
 fn listens(stderr: &str, stdout: &str) -> bool {
