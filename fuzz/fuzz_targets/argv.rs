@@ -1,5 +1,5 @@
-//! The CPython and Node.js command-line readers shared with the kernel exec gate. The input
-//! is split on NUL like /proc/PID/cmdline.
+//! The CPython, perl and Node.js command-line readers shared with the kernel exec gate. The
+//! input is split on NUL like /proc/PID/cmdline.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -15,6 +15,16 @@ fuzz_target!(|data: &[u8]| {
             args.iter().any(|a| a.ends_with(part)),
             "{part:?} is not in {args:?}"
         );
+    }
+    let perl = guard_common::perl_argv::read(args.iter().copied());
+    let _ = perl.reads_stdin();
+    if let Some(script) = perl.script {
+        assert!(args.contains(&script), "{script:?} is not a word of {args:?}");
+    }
+    // The kernel's reader, fed words as the kernel cuts them, never panics either.
+    let mut reader = guard_common::perl_argv::Reader::with_cluster_limit(15);
+    for arg in &args {
+        let _ = reader.feed(&arg[..arg.len().min(127)]);
     }
     // Node's reader, and the kernel's judge on it (words cut and padded as it reads them).
     let node = guard_common::node_argv::parse(args.iter().copied());

@@ -87,7 +87,7 @@ pub enum Word<'a> {
 
 /// An interpreter's command-line grammar: reads its argv (without `argv[0]`) one word at a
 /// time, exactly as the interpreter does.
-pub trait Grammar: Copy {
+pub trait Grammar: Copy + 'static {
     /// A reader at the start of a command line that reads at most `limit` option letters of
     /// one cluster, answering [`Word::Unread`] beyond (the kernel bounds its loops).
     fn with_cluster_limit(limit: usize) -> Self;
@@ -134,4 +134,31 @@ pub trait Grammar: Copy {
     /// from standard input (or run a console on a terminal): no script, no inline code, no
     /// module.
     fn reads_stdin_without_script(&self) -> bool;
+}
+
+/// What an interpreter's command line (without `argv[0]`) asks it to run, read with its
+/// dialect's grammar: user space's summary, the same reader the kernel walks.
+pub fn parse<'a, I>(dialect: Dialect, args: I) -> crate::python_argv::Invocation<'a>
+where
+    I: IntoIterator<Item = &'a [u8]>,
+{
+    match dialect {
+        Dialect::Python => crate::python_argv::parse(args),
+        Dialect::Perl => crate::perl_argv::parse(args),
+        Dialect::Ruby => crate::ruby_argv::parse(args),
+        Dialect::Node => {
+            let node = crate::node_argv::parse(args);
+            crate::python_argv::Invocation {
+                inline_code: node.inline_code,
+                module: None,
+                // The empty operand is standard input, as `-` is.
+                script: node
+                    .script
+                    .map(|s| if s.is_empty() { &b"-"[..] } else { s }),
+                inspect: node.interactive,
+                no_site: false,
+                truncated: node.truncated,
+            }
+        }
+    }
 }

@@ -16,8 +16,9 @@
 /// A path component's bytes as the kernel reads them (`NAME_MAX` is 255).
 pub const NAME_BUFFER: usize = 256;
 const _: () = assert!(NAME_BUFFER.is_power_of_two(), "indices are masked with it");
-/// How many code suffixes the kernel compares.
-pub const MAX_CODE_SUFFIXES: usize = 12;
+/// How many code suffixes the kernel compares (every profile's together: CPython's, Perl's,
+/// Ruby's and Node's fit). A policy with more is refused when it is loaded.
+pub const MAX_CODE_SUFFIXES: usize = 32;
 /// The longest code suffix the kernel compares, dot included.
 pub const CODE_SUFFIX_BYTES: usize = 8;
 
@@ -124,25 +125,7 @@ where
     I: IntoIterator<Item = &'a str>,
 {
     let mut count = 0;
-    for pattern in patterns {
-        let Some(suffix) = pattern.strip_prefix('*') else {
-            continue;
-        };
-        let bytes = suffix.as_bytes();
-        let literal = !bytes
-            .iter()
-            .any(|b| matches!(b, b'*' | b'?' | b'[' | b']' | b'\\' | b'/'));
-        if bytes.is_empty() || bytes.len() > CODE_SUFFIX_BYTES || !literal {
-            continue;
-        }
-        let Ok(len) = u32::try_from(bytes.len()) else {
-            continue;
-        };
-        let mut entry = CodeSuffix {
-            len,
-            bytes: [0; CODE_SUFFIX_BYTES],
-        };
-        entry.bytes[..bytes.len()].copy_from_slice(bytes);
+    for entry in patterns.into_iter().filter_map(code_suffix) {
         if out[..count].contains(&entry) || count == MAX_CODE_SUFFIXES {
             continue;
         }
@@ -150,6 +133,46 @@ where
         count += 1;
     }
     count
+}
+
+/// How many distinct code suffixes the patterns make (see [`code_suffixes`]): a policy
+/// whose profiles make more than [`MAX_CODE_SUFFIXES`] is refused, never cut short.
+pub fn distinct_code_suffixes<'a, I>(patterns: I) -> usize
+where
+    I: IntoIterator<Item = &'a str>,
+{
+    let mut seen: [CodeSuffix; MAX_CODE_SUFFIXES] = [CodeSuffix::default(); MAX_CODE_SUFFIXES];
+    let mut count = 0;
+    for entry in patterns.into_iter().filter_map(code_suffix) {
+        if seen[..count.min(MAX_CODE_SUFFIXES)].contains(&entry) {
+            continue;
+        }
+        if count < MAX_CODE_SUFFIXES {
+            seen[count] = entry;
+        }
+        count += 1;
+    }
+    count
+}
+
+/// The code suffix a pattern is, if it is `*` and a literal suffix of at most
+/// [`CODE_SUFFIX_BYTES`] bytes.
+fn code_suffix(pattern: &str) -> Option<CodeSuffix> {
+    let suffix = pattern.strip_prefix('*')?;
+    let bytes = suffix.as_bytes();
+    let literal = !bytes
+        .iter()
+        .any(|b| matches!(b, b'*' | b'?' | b'[' | b']' | b'\\' | b'/'));
+    if bytes.is_empty() || bytes.len() > CODE_SUFFIX_BYTES || !literal {
+        return None;
+    }
+    let len = u32::try_from(bytes.len()).ok()?;
+    let mut entry = CodeSuffix {
+        len,
+        bytes: [0; CODE_SUFFIX_BYTES],
+    };
+    entry.bytes[..bytes.len()].copy_from_slice(bytes);
+    Some(entry)
 }
 
 /// Where the last path component starts in `tail`, the last `tail_len` bytes of a path of

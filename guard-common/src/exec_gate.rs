@@ -36,7 +36,7 @@ pub const ARG_BUFFER: usize = 128;
 /// refused ([`Rule::FactsUnavailable`]).
 pub const MAX_CLUSTER: usize = 15;
 /// How many refused environment variable names the policy may hold.
-pub const MAX_ENV_NAMES: usize = 8;
+pub const MAX_ENV_NAMES: usize = 16;
 /// Longest refused name: the name, its `=` and the NUL the kernel's string read always
 /// writes fit in four 64-bit words.
 pub const MAX_ENV_NAME_LEN: usize = 30;
@@ -581,8 +581,9 @@ where
         Dialect::Python => {
             ArgvJudge::<crate::python_argv::Reader>::judge_words(flags, modules, args)
         }
+        Dialect::Perl => ArgvJudge::<crate::perl_argv::Reader>::judge_words(flags, modules, args),
+        Dialect::Ruby => ArgvJudge::<crate::ruby_argv::Reader>::judge_words(flags, modules, args),
         Dialect::Node => ArgvJudge::<crate::node_argv::Reader>::judge_words(flags, modules, args),
-        Dialect::Perl | Dialect::Ruby => Step::Refuse(Rule::FactsUnavailable),
     }
 }
 

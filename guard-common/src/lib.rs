@@ -11,7 +11,9 @@ pub mod exec_gate;
 pub mod loader_argv;
 pub mod lsm;
 pub mod node_argv;
+pub mod perl_argv;
 pub mod python_argv;
+pub mod ruby_argv;
 
 /// Every check the decision engine can make. The discriminants are part of the kernel ABI
 /// (the eBPF programs report them in events): never renumber, only append.

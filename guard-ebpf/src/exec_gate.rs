@@ -1,6 +1,5 @@
 //! `tp_btf/sched_process_exec`: refuses interpreter invocations the policy forbids, each
-//! command line read with its interpreter's grammar (the executable map's value is its
-//! [`Dialect`]).
+//! interpreter's command line read by its own grammar ([`guard_common::argv`]).
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_uid_gid, generated},
@@ -9,7 +8,6 @@ use aya_ebpf::{
 };
 use guard_common::argv::{Dialect, Grammar};
 use guard_common::lsm::Hook;
-use guard_common::python_argv::Reader;
 use guard_common::{
     Rule,
     exec_gate::{
@@ -18,6 +16,7 @@ use guard_common::{
         PERMISSIVE, SCRIPT_PREFIX, Step, env_entry_refused,
     },
 };
+use guard_common::{node_argv, perl_argv, python_argv, ruby_argv};
 
 use crate::kernel::{LoopBody, bounded_loop, kread, read_user_str, read_user_words};
 use core::ops::ControlFlow;
@@ -62,11 +61,38 @@ macro_rules! gate_setting {
 }
 pub(crate) use gate_setting;
 
+/// CPython's command lines and the dynamic loaders'. Each other interpreter's grammar is a
+/// program of its own on the same tracepoint (below): each walk then has the verifier's
+/// million instructions to itself, and only the dialects a policy profiles are loaded.
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
     let bprm: *const u8 = ctx.arg(2);
     let _ = try_exec(bprm);
+    0
+}
+
+/// perl's command lines ([`perl_argv`]).
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn perl_exec(ctx: BtfTracePointContext) -> i32 {
+    let bprm: *const u8 = ctx.arg(2);
+    let _ = try_dialect::<perl_argv::Reader>(bprm, Dialect::Perl);
+    0
+}
+
+/// Ruby's command lines ([`ruby_argv`]).
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn ruby_exec(ctx: BtfTracePointContext) -> i32 {
+    let bprm: *const u8 = ctx.arg(2);
+    let _ = try_dialect::<ruby_argv::Reader>(bprm, Dialect::Ruby);
+    0
+}
+
+/// Node.js's command lines ([`node_argv`]).
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn node_exec(ctx: BtfTracePointContext) -> i32 {
+    let bprm: *const u8 = ctx.arg(2);
+    let _ = try_dialect::<node_argv::Reader>(bprm, Dialect::Node);
     0
 }
 
@@ -82,28 +108,46 @@ pub fn native_exec(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-fn try_exec(bprm: *const u8) -> Result<(), i32> {
+/// The executable an exec runs, and its entry in the gate's map (`None`: not watched).
+#[inline(always)]
+fn watched(bprm: *const u8) -> Result<Option<(InterpreterKey, u32)>, i32> {
     let file: *const u8 = kread(bprm, gate_setting!(offsets.bprm_file))?;
     let inode: *const u8 = kread(file, gate_setting!(offsets.file_inode))?;
     let ino: u64 = kread(inode, gate_setting!(offsets.inode_ino))?;
     let sb: *const u8 = kread(inode, gate_setting!(offsets.inode_sb))?;
     let dev: u32 = kread(sb, gate_setting!(offsets.sb_dev))?;
     let key = InterpreterKey { ino, dev, pad: 0 };
-    let Some(kind) = crate::maps::gate_exec_kind(&key) else {
+    Ok(crate::maps::gate_exec_kind(&key).map(|kind| (key, kind)))
+}
+
+/// An interpreter of `dialect` judged with its grammar `G`: its command line, then its
+/// environment.
+#[inline(always)]
+fn try_dialect<G: Grammar>(bprm: *const u8, dialect: Dialect) -> Result<(), i32> {
+    let Some((key, kind)) = watched(bprm)? else {
         return Ok(());
     };
-    // An interpreter whose grammar this program does not have fails closed, as
-    // `exec_gate::judge_argv` does in user space.
-    if kind != KIND_LOADER && kind != Dialect::Python as u32 && kind != Dialect::Node as u32 {
-        refuse(
-            Hook::BprmCredsForExec as u32,
-            Rule::FactsUnavailable,
-            gate_setting!(flags),
-            key.ino,
-            key.dev,
-        );
+    if kind != dialect as u32 {
         return Ok(());
     }
+    let sp: u64 = kread(bprm, gate_setting!(offsets.bprm_p))?;
+    let argc: i32 = kread(bprm, gate_setting!(offsets.bprm_argc))?;
+    let envc: i32 = kread(bprm, gate_setting!(offsets.bprm_envc))?;
+    let flags = gate_setting!(flags);
+    let verdict = match judge_argv::<G>(sp, argc, flags) {
+        Step::Refuse(rule) => Some(rule),
+        _ => judge_env(sp, argc, envc),
+    };
+    if let Some(rule) = verdict {
+        refuse(Hook::BprmCredsForExec as u32, rule, flags, key.ino, key.dev);
+    }
+    Ok(())
+}
+
+fn try_exec(bprm: *const u8) -> Result<(), i32> {
+    let Some((key, kind)) = watched(bprm)? else {
+        return Ok(());
+    };
 
     // After create_elf_tables, bprm->p is the new user stack pointer: argc, then argv[],
     // NULL, envp[], NULL. Reading pointers from there needs no scan of the string area.
@@ -118,13 +162,16 @@ fn try_exec(bprm: *const u8) -> Result<(), i32> {
         }
         return Ok(());
     }
-    // The executable's grammar.
-    let step = if kind == Dialect::Node as u32 {
-        judge_argv::<guard_common::node_argv::Reader>(sp, argc, flags)
-    } else {
-        judge_argv::<Reader>(sp, argc, flags)
+    // The other dialects are their own programs' (the agent loads one for each dialect
+    // its policy profiles, before it registers any executable of that dialect).
+    let argv = match Dialect::from_u32(kind) {
+        Some(Dialect::Python) => judge_argv::<python_argv::Reader>(sp, argc, flags),
+        Some(_) => return Ok(()),
+        // An executable registered under a kind no program knows: nothing says how its
+        // command line reads.
+        None => Step::Refuse(Rule::FactsUnavailable),
     };
-    let verdict = match step {
+    let verdict = match argv {
         Step::Refuse(rule) => Some(rule),
         _ => judge_env(sp, argc, envc),
     };
@@ -236,7 +283,7 @@ fn scratch_walk<J: WordJudge>(sp: u64, argc: i32, judge: J) -> Option<&'static m
 // The verifier would walk an open-coded loop over words, each with a loop over its bytes,
 // once per word and combination of judge states: over its million-instruction budget.
 // A `bpf_loop` callback is verified once, whatever the number of words.
-fn judge_argv<G: Grammar + 'static>(sp: u64, argc: i32, flags: u32) -> Step {
+fn judge_argv<G: Grammar>(sp: u64, argc: i32, flags: u32) -> Step {
     let Some(walk) = scratch_walk(sp, argc, ArgvJudge::<G>::new(flags)) else {
         return Step::Refuse(Rule::FactsUnavailable);
     };
@@ -339,21 +386,42 @@ fn judge_env(sp: u64, argc: i32, envc: i32) -> Option<Rule> {
     if envc < 0 || envc as u32 > MAX_ENV {
         return Some(Rule::FactsUnavailable);
     }
-    let envp = sp + 8 * (1 + argc as u64 + 1);
-    let mut j: u32 = 0;
-    while j < MAX_ENV {
-        if j as i32 >= envc {
-            return None;
+    let mut walk = EnvWalk {
+        envp: sp + 8 * (1 + argc as u64 + 1),
+        envc: envc as u32,
+        count,
+        verdict: None,
+    };
+    // A bpf_loop: the callback is verified once, whatever the number of entries and names
+    // (an open-coded loop is walked once per entry and name).
+    bounded_loop(MAX_ENV, &mut walk);
+    walk.verdict
+}
+
+/// State of the search for a refused environment variable.
+struct EnvWalk {
+    envp: u64,
+    envc: u32,
+    count: u32,
+    verdict: Option<Rule>,
+}
+
+/// Environment entry `index` of an interpreter's exec.
+impl LoopBody for EnvWalk {
+    fn step(&mut self, index: u64) -> ControlFlow<()> {
+        if index >= self.envc as u64 {
+            return ControlFlow::Break(());
         }
-        let Ok(entry) = read_user_words(envp + 8 * j as u64) else {
-            return Some(Rule::FactsUnavailable);
+        let Ok(entry) = read_user_words(self.envp + 8 * index) else {
+            self.verdict = Some(Rule::FactsUnavailable);
+            return ControlFlow::Break(());
         };
-        if env_entry_refused(&KernelEnv { count }, &entry) {
-            return Some(Rule::NoCodeEnvironment);
+        if env_entry_refused(&KernelEnv { count: self.count }, &entry) {
+            self.verdict = Some(Rule::NoCodeEnvironment);
+            return ControlFlow::Break(());
         }
-        j += 1;
+        ControlFlow::Continue(())
     }
-    None
 }
 
 /// The judge's view of the gate's refused environment variables.

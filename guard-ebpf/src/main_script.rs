@@ -9,27 +9,32 @@
 
 use aya_ebpf::{helpers::generated, macros::btf_tracepoint, programs::BtfTracePointContext};
 use guard_common::{
+    argv::{Dialect, Grammar, Word},
     code_name::{CodeSuffix, MainScript, NAME_BUFFER, last_component_start, named_as_code},
     exec_gate::{ARG_BUFFER, MAX_ARGS, MAX_CLUSTER},
-    python_argv::{Reader, Word},
+    node_argv, perl_argv, python_argv, ruby_argv,
 };
 
 use crate::kernel::{
     LoopBody, bounded_loop, kread, read_kernel_name, read_user_name, read_user_str, read_user_u64,
 };
 use crate::lsm_common::{current_exe, setting};
-use crate::maps::{forget_main_script, is_interpreter};
+use crate::maps::{forget_main_script, interpreter_dialect};
 use core::ops::ControlFlow;
 
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn main_script_exec(ctx: BtfTracePointContext) -> i32 {
     // sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
     let bprm: *const u8 = ctx.arg(2);
-    if !matches!(current_exe(), Ok(Some(exe)) if is_interpreter(&exe)) {
+    let dialect = match current_exe() {
+        Ok(Some(exe)) => interpreter_dialect(&exe),
+        _ => None,
+    };
+    let Some(dialect) = dialect else {
         // What an earlier exec of this task recorded no longer applies.
         forget_main_script();
         return 0;
-    }
+    };
     let Some(script) = current_script() else {
         // No memory: `file_open` creates the record at the interpreter's first open, then
         // without the operand's name (the code suffixes still apply).
@@ -37,7 +42,15 @@ pub fn main_script_exec(ctx: BtfTracePointContext) -> i32 {
     };
     script.name_len = 0;
     script.code_link = 0;
-    let _ = record_operand(bprm, script);
+    // Each interpreter's command line by its own grammar; one of a kind this program does
+    // not know names no operand (its code suffixes still apply).
+    let _ = match Dialect::from_u32(dialect) {
+        Some(Dialect::Python) => record_operand::<python_argv::Reader>(bprm, script),
+        Some(Dialect::Perl) => record_operand::<perl_argv::Reader>(bprm, script),
+        Some(Dialect::Ruby) => record_operand::<ruby_argv::Reader>(bprm, script),
+        Some(Dialect::Node) => record_operand::<node_argv::Reader>(bprm, script),
+        _ => Ok(()),
+    };
     0
 }
 
@@ -47,10 +60,10 @@ pub fn current_script() -> Option<&'static mut MainScript> {
     crate::maps::main_script(true)
 }
 
-fn record_operand(bprm: *const u8, script: &mut MainScript) -> Result<(), i32> {
+fn record_operand<G: Grammar>(bprm: *const u8, script: &mut MainScript) -> Result<(), i32> {
     let sp: u64 = kread(bprm, setting!(offsets.bprm_p))?;
     let argc: i32 = kread(bprm, setting!(offsets.bprm_argc))?;
-    let Some(index) = operand_index(sp, argc) else {
+    let Some(index) = operand_index::<G>(sp, argc) else {
         return Ok(());
     };
     // The argv strings lie end to end, each with its NUL: a word ends where the next one
@@ -91,48 +104,74 @@ fn record_operand(bprm: *const u8, script: &mut MainScript) -> Result<(), i32> {
 }
 
 /// State of the argv walk, handed to each `bpf_loop` step.
-struct OperandWalk {
+struct OperandWalk<G> {
     sp: u64,
     argc: i32,
-    reader: Reader,
+    reader: G,
     /// The script operand's argv index, once found.
     found: u64,
     buf: [u8; ARG_BUFFER],
 }
 
-/// The argv index of the script operand, by the grammar the exec gate reads.
+/// The argv index of the script operand, by the grammar the exec gate reads. The walk is in
+/// this CPU's scratch slot ([`crate::maps::operand_scratch`]), as the gate's is.
 #[inline(always)]
-fn operand_index(sp: u64, argc: i32) -> Option<u64> {
-    let mut walk = OperandWalk {
-        sp,
-        argc,
-        reader: Reader::with_cluster_limit(MAX_CLUSTER),
-        found: 0,
-        buf: [0; ARG_BUFFER],
+fn operand_index<G: Grammar>(sp: u64, argc: i32) -> Option<u64> {
+    let walk = crate::maps::operand_scratch::<OperandWalk<G>>()?;
+    // SAFETY: `walk` points to this CPU's slot, large and aligned enough for an OperandWalk
+    // (checked at compile time). Every field but the buffer is written before the reference
+    // is made, the buffer's bytes are plain `u8`s (whatever a previous walk left there is a
+    // valid value), and no other program uses the slot while this one runs to its end on
+    // this CPU.
+    let walk = unsafe {
+        core::ptr::addr_of_mut!((*walk).sp).write(sp);
+        core::ptr::addr_of_mut!((*walk).argc).write(argc);
+        core::ptr::addr_of_mut!((*walk).reader).write(G::with_cluster_limit(MAX_CLUSTER));
+        core::ptr::addr_of_mut!((*walk).found).write(0);
+        &mut *walk
     };
-    bounded_loop(MAX_ARGS, &mut walk);
+    bounded_loop(MAX_ARGS, &mut InScratch(&mut *walk));
     (walk.found != 0).then_some(walk.found)
 }
 
+/// What `bpf_loop` is handed: its context must be on the stack, the walk is not.
+struct InScratch<'a, G>(&'a mut OperandWalk<G>);
+
+impl<G: Grammar> LoopBody for InScratch<'_, G> {
+    #[inline(always)]
+    fn step(&mut self, index: u64) -> ControlFlow<()> {
+        self.0.step(index)
+    }
+}
+
 /// Word `index + 1` (argv[0] is no option).
-impl LoopBody for OperandWalk {
+impl<G: Grammar> LoopBody for OperandWalk<G> {
     fn step(&mut self, index: u64) -> ControlFlow<()> {
         let i = index + 1;
         if i >= self.argc as u64 {
             return ControlFlow::Break(());
         }
+        // Zeros after the word, as the exec gate's walk reads it ([`Grammar::feed_padded`]).
+        self.buf = [0; ARG_BUFFER];
         let Ok(word) = read_user_str(self.sp + 8 * (1 + i), &mut self.buf) else {
             return ControlFlow::Break(());
         };
-        match self.reader.feed(word) {
+        let read = word.len();
+        let Some(word) = self.buf.get(..read) else {
+            return ControlFlow::Break(());
+        };
+        match self.reader.feed_padded::<false>(word, &self.buf) {
             Word::Script(_) => {
                 self.found = i;
                 ControlFlow::Break(())
             }
             // `-c`, `-m`, or options the kernel does not read: no script operand.
-            Word::InlineCode | Word::Module(_) | Word::Unread | Word::Program => {
-                ControlFlow::Break(())
-            }
+            Word::InlineCode
+            | Word::Module(_)
+            | Word::Unread
+            | Word::Program
+            | Word::NoSite
+            | Word::CodeEnvironment => ControlFlow::Break(()),
             _ => ControlFlow::Continue(()),
         }
     }

@@ -18,7 +18,8 @@ use guard_common::{
     lsm::{AgentState, InodeState, InodeVerdict, LsmEvent},
 };
 
-/// The profiled interpreters, by executable identity (the value is unused).
+/// The profiled interpreters, by executable identity; the value is the grammar of their
+/// command line (a `guard_common::argv::Dialect`).
 #[map]
 static LSM_INTERPRETERS: HashMap<InterpreterKey, u32> = HashMap::with_max_entries(64, 0);
 
@@ -109,7 +110,14 @@ impl<T> TaskStorage<T> {
     }
 }
 
-/// Whether `key` is a profiled interpreter's executable.
+/// The dialect of a profiled interpreter's executable; `None` for any other.
+#[inline(always)]
+pub fn interpreter_dialect(key: &InterpreterKey) -> Option<u32> {
+    // SAFETY: the value is a plain u32 copied out at once.
+    unsafe { LSM_INTERPRETERS.get(key) }.copied()
+}
+
+/// Whether `key` is a profiled interpreter.
 #[inline(always)]
 pub fn is_interpreter(key: &InterpreterKey) -> bool {
     // SAFETY: the value is only tested for presence, never read through.
@@ -334,6 +342,27 @@ pub fn gate_scratch<T>() -> Option<*mut T> {
         assert!(core::mem::align_of::<T>() <= 8);
     }
     LSM_GATE_SCRATCH.get_ptr_mut(0).map(|slot| slot.cast::<T>())
+}
+
+/// Room for the LSM layer's walk over an exec's command line (`main_script_exec`), one slot
+/// per CPU: the walk's reader then lives in a map, whose contents the verifier does not
+/// track, rather than on the stack, where it tracks every byte a reader keeps (perl's
+/// reader keeps its cluster's state in memory for the exec gate's sake: on the stack its
+/// walk went past the verifier's million instructions).
+#[map]
+static LSM_OPERAND_SCRATCH: PerCpuArray<GateScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's slot for the operand walk, for a `T` the caller writes whole before reading
+/// any of it.
+#[inline(always)]
+pub fn operand_scratch<T>() -> Option<*mut T> {
+    const {
+        assert!(core::mem::size_of::<T>() <= GATE_SCRATCH);
+        assert!(core::mem::align_of::<T>() <= 8);
+    }
+    LSM_OPERAND_SCRATCH
+        .get_ptr_mut(0)
+        .map(|slot| slot.cast::<T>())
 }
 
 /// `KIND_INTERPRETER` or `KIND_LOADER` for an executable the gate watches.

@@ -28,6 +28,29 @@ pub(crate) fn decode<T: aya::Pod>(item: &[u8]) -> Option<T> {
     Some(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<T>()) })
 }
 
+/// A profiled interpreter as the kernel layers know it: its executable's identity, and the
+/// grammar its command line is read with (the value their maps hold for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Interpreter {
+    pub identity: Identity,
+    pub dialect: guard_common::argv::Dialect,
+}
+
+impl Interpreter {
+    /// A CPython interpreter.
+    pub fn python(identity: Identity) -> Interpreter {
+        Interpreter {
+            identity,
+            dialect: guard_common::argv::Dialect::Python,
+        }
+    }
+
+    /// The value of the kernel maps' entry for it.
+    pub(crate) fn kind(self) -> u32 {
+        self.dialect as u32
+    }
+}
+
 /// An executable's identity as `stat(2)` reports it (`st_dev` in user-space encoding).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Identity {

@@ -495,6 +495,9 @@ fn main_module_checks(policy: &Policy, profile: usize, module: &str, checks: &mu
     let Some(profile) = policy.interpreters.get(profile) else {
         return;
     };
+    if module.starts_with('/') {
+        return main_gadget_script_checks(profile, module, checks);
+    }
     let kinds = module_kinds(module.as_bytes(), true, &ProfileModules(profile));
     // A module another profile lists is not one for this interpreter: nothing to add.
     if profile.inline_code == Permission::Deny && kinds & MODULE_INLINE_CODE != 0 {
@@ -516,6 +519,37 @@ fn main_module_checks(policy: &Policy, profile: usize, module: &str, checks: &mu
                 "the main script is the file of module {module}, which reads Python from \
                  standard input (stdin_code_modules): refused like -m {module}, like code on \
                  stdin"
+            ),
+        ));
+    }
+}
+
+/// A script of the distribution that is an interpreter itself, run as the main script
+/// (`ruby /usr/bin/irb`): refused by the rule of what it runs, by the subject's profile's
+/// lists (`inline_code_scripts`, `stdin_code_scripts`, matched against its real path).
+fn main_gadget_script_checks(
+    profile: &crate::policy::Profile,
+    script: &str,
+    checks: &mut Vec<Check>,
+) {
+    let listed = |patterns: &[glob::Pattern]| patterns.iter().any(|p| p.matches(script));
+    if profile.inline_code == Permission::Deny && listed(&profile.inline_code_scripts) {
+        checks.push(check(
+            Rule::NoInlineCode,
+            false,
+            format!(
+                "the main script is {script}, which runs code from its command line or a file \
+                 it reads as data (inline_code_scripts): refused like inline code"
+            ),
+        ));
+    }
+    if profile.stdin == Permission::Deny && listed(&profile.stdin_code_scripts) {
+        checks.push(check(
+            Rule::NoStdinCode,
+            false,
+            format!(
+                "the main script is {script}, which reads code from standard input \
+                 (stdin_code_scripts): refused like code on stdin"
             ),
         ));
     }
@@ -1158,6 +1192,37 @@ deny_env = ["PYTHONSTARTUP", "PYTHONINSPECT"]
         let v = decide_open(&policy, &runner(), &object);
         assert!(v.allow && !v.policy_allows && !v.enforced);
         assert_eq!(v.rule, Rule::ValidSignature);
+    }
+
+    #[test]
+    fn a_gadget_script_as_main_script_is_refused_by_what_it_runs() {
+        let policy = Policy::parse(
+            "[[interpreter]]\nname = \"ruby\"\nexecutables = []\nargv = \"ruby\"\n\
+             inline_code_scripts = [\"/usr/bin/erb*\"]\nstdin_code_scripts = [\"/usr/bin/irb*\"]\n",
+            "p",
+            Path::new("/"),
+        )
+        .unwrap();
+        let as_main = |script: &str| {
+            let mut object = good_file();
+            object.code = CodeKind::MainScript;
+            object.main_module = Some(script.to_string());
+            decide_open(&policy, &runner(), &object)
+        };
+        let v = as_main("/usr/bin/irb3.1");
+        assert_eq!((v.allow, v.rule), (false, Rule::NoStdinCode), "{v:?}");
+        assert!(v.reason().contains("/usr/bin/irb3.1"), "{}", v.reason());
+        assert_eq!(as_main("/usr/bin/erb").rule, Rule::NoInlineCode);
+        assert!(as_main("/usr/bin/rake").allow);
+        let e = match Policy::parse(
+            "[[interpreter]]\nname = \"r\"\nexecutables = []\nstdin_code_scripts = [\"irb\"]\n",
+            "p",
+            Path::new("/"),
+        ) {
+            Ok(_) => panic!("a relative script pattern was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains("not an absolute path"), "{e}");
     }
 
     #[test]

@@ -16,18 +16,29 @@ use aya::maps::{HashMap, MapData, MapError, RingBuf};
 use aya::programs::{BtfTracePoint, ProgramError, TracePoint};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use guard_common::Rule;
+use guard_common::argv::Dialect;
 use guard_common::exec_gate::{
     DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE, DENY_NO_SITE, DENY_STDIN_CODE,
-    EnvPattern, GateSettings, InterpreterKey, KIND_INTERPRETER, KIND_LOADER, MAX_ENV_NAME_LEN,
-    MAX_ENV_NAMES, MAX_EVAL_MODULES, MODULE_INLINE_CODE, MODULE_NAME_LEN, MODULE_STDIN_CODE,
-    ModuleKey, PERMISSIVE,
+    EnvPattern, GateSettings, InterpreterKey, KIND_LOADER, MAX_ENV_NAME_LEN, MAX_ENV_NAMES,
+    MAX_EVAL_MODULES, MODULE_INLINE_CODE, MODULE_NAME_LEN, MODULE_STDIN_CODE, ModuleKey,
+    PERMISSIVE,
 };
 use guard_common::lsm::{LsmOffsets, Trust};
 
 use crate::btf::{Btf, BtfError};
-use crate::ebpf_object::Identity;
+use crate::ebpf_object::{Identity, Interpreter};
 
 const PROGRAM: &str = "sched_process_exec";
+/// The other interpreters' command lines, each a program of its own on the same tracepoint
+/// (see `guard-ebpf/src/exec_gate.rs`), loaded for the dialects the policy profiles.
+fn dialect_program(dialect: Dialect) -> Option<&'static str> {
+    match dialect {
+        Dialect::Python => None,
+        Dialect::Perl => Some("perl_exec"),
+        Dialect::Ruby => Some("ruby_exec"),
+        Dialect::Node => Some("node_exec"),
+    }
+}
 /// The native-code rule at exec, on the same tracepoint (see `guard-ebpf/src/exec_gate.rs`).
 const NATIVE_EXEC_PROGRAM: &str = "native_exec";
 /// The native-code rule's syscall tracepoints (category `syscalls`), attached when the
@@ -90,8 +101,12 @@ pub enum ExecGateError {
 /// What the gate refuses, and for which executables.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecGateConfig {
-    /// The profiled interpreters. Other executables are never touched.
-    pub interpreters: Vec<Identity>,
+    /// The profiled interpreters, each read with its dialect's grammar. Other executables
+    /// are never touched.
+    pub interpreters: Vec<Interpreter>,
+    /// The dialects of every profile: their programs are loaded even before an executable
+    /// of theirs is found (one adopted later is judged from its first exec).
+    pub dialects: Vec<Dialect>,
     /// Dynamic loaders (`ld.so`): exec'd directly, they may not launch a program (only
     /// their modes that run nothing, as `ldd` uses them). An identity in both lists is
     /// judged as a loader.
@@ -130,7 +145,8 @@ impl ExecGateConfig {
     /// CPython run extra code or load code from elsewhere.
     pub fn strict(interpreters: Vec<Identity>) -> ExecGateConfig {
         ExecGateConfig {
-            interpreters,
+            interpreters: interpreters.into_iter().map(Interpreter::python).collect(),
+            dialects: vec![Dialect::Python],
             loaders: Vec::new(),
             deny_inline_code: true,
             deny_stdin_code: true,
@@ -318,8 +334,8 @@ impl ExecGate {
         )?;
         // Loaders last: should an identity be in both lists, the stricter loader judgement
         // wins (an interpreter's argv grammar says nothing about a loader's).
-        for identity in &config.interpreters {
-            interpreters.insert(identity.kernel_key(), KIND_INTERPRETER, 0)?;
+        for interpreter in &config.interpreters {
+            interpreters.insert(interpreter.identity.kernel_key(), interpreter.kind(), 0)?;
         }
         for identity in &config.loaders {
             interpreters.insert(identity.kernel_key(), KIND_LOADER, 0)?;
@@ -347,6 +363,31 @@ impl ExecGate {
         if let Some(dir) = &config.pin_dir {
             // Attached first, then the old pin replaced: no exec goes unjudged.
             pinned.push(pin(dir, PROGRAM, program.take_link(id)?.into())?);
+        }
+        let mut dialects: Vec<Dialect> = config.dialects.clone();
+        dialects.extend(config.interpreters.iter().map(|i| i.dialect));
+        dialects.sort();
+        dialects.dedup();
+        let loaded: Vec<&str> = dialects.into_iter().filter_map(dialect_program).collect();
+        if let Some(dir) = &config.pin_dir {
+            // A dialect an earlier policy profiled and this one does not: its pinned program
+            // would go on judging with that policy's map.
+            for name in Dialect::ALL.into_iter().filter_map(dialect_program) {
+                if !loaded.contains(&name) {
+                    let _ = std::fs::remove_file(dir.join(format!("link_{name}")));
+                }
+            }
+        }
+        for name in loaded {
+            let program: &mut BtfTracePoint = ebpf
+                .program_mut(name)
+                .ok_or(ExecGateError::Missing(name))?
+                .try_into()?;
+            program.load("sched_process_exec", &btf)?;
+            let id = program.attach()?;
+            if let Some(dir) = &config.pin_dir {
+                pinned.push(pin(dir, name, program.take_link(id)?.into())?);
+            }
         }
         if config.native != crate::policy::NativeCode::Any {
             let program: &mut BtfTracePoint = ebpf
@@ -489,10 +530,10 @@ mod tests {
             config.settings(LsmOffsets::default()),
             Err(ExecGateError::EnvName(_))
         ));
-        config.refused_env = (0..9).map(|i| format!("V{i}")).collect();
+        config.refused_env = (0..=MAX_ENV_NAMES).map(|i| format!("V{i}")).collect();
         assert!(matches!(
             config.settings(LsmOffsets::default()),
-            Err(ExecGateError::TooManyEnvNames(9))
+            Err(ExecGateError::TooManyEnvNames(n)) if n == MAX_ENV_NAMES + 1
         ));
     }
 

@@ -15,7 +15,6 @@ use guard_common::exec_gate::{
     MODULE_STDIN_CODE, ModuleKey, ModuleSet, Step, env_entry_refused, env_entry_words, judge_argv,
     judge_env,
 };
-use guard_common::python_argv;
 
 use crate::engine::{Verdict, check};
 use crate::policy::{Permission, Policy, Profile};
@@ -99,6 +98,28 @@ where
     }
 }
 
+/// How each interpreter spells what a launch rule refuses, for the reasons.
+struct Spelling {
+    inline_code: &'static str,
+    interactive: &'static str,
+}
+
+impl Spelling {
+    fn of(dialect: guard_common::argv::Dialect) -> Spelling {
+        use guard_common::argv::Dialect;
+        let (inline_code, interactive) = match dialect {
+            Dialect::Python => ("-c", "-i"),
+            Dialect::Perl => ("-e, -E, or code in -M, -d:, -F", "the debugger, -d"),
+            Dialect::Ruby => ("-e", "the debug gem's console, -r debug/…"),
+            Dialect::Node => ("-e, -p, --import data:", "-i, the inspector"),
+        };
+        Spelling {
+            inline_code,
+            interactive,
+        }
+    }
+}
+
 /// Decides an interpreter launch: `-c`, stdin, interactive use, environment, script operand,
 /// and `-m` of a module that is an interpreter itself (the profile's `inline_code_modules`
 /// count as `-c`, its `stdin_code_modules` as a bare interpreter reading stdin), each by the
@@ -118,9 +139,10 @@ pub fn decide_launch(policy: &Policy, profile: &Profile, launch: &Launch<'_>) ->
     // that rule's bit alone.
     let asks = |bit: u32, rule: Rule| judge(bit) == Step::Refuse(rule);
     // What the command line is, for the reasons only (the judge reads it with the same
-    // `python_argv::Reader`).
-    let invocation = python_argv::parse(launch.args.iter().copied());
+    // dialect's grammar).
+    let invocation = guard_common::argv::parse(profile.argv.dialect(), launch.args.iter().copied());
     let module = String::from_utf8_lossy(invocation.module.unwrap_or_default());
+    let spelling = Spelling::of(profile.argv.dialect());
     let mut checks = Vec::with_capacity(5);
 
     // Where the gate stops reading is the same whatever it refuses: then nothing else is
@@ -143,7 +165,11 @@ pub fn decide_launch(policy: &Policy, profile: &Profile, launch: &Launch<'_>) ->
         checks.push(if !asks(DENY_INLINE_CODE, Rule::NoInlineCode) {
             check(Rule::NoInlineCode, true, "no inline code")
         } else if invocation.inline_code {
-            check(Rule::NoInlineCode, false, "inline code (-c) is refused")
+            check(
+                Rule::NoInlineCode,
+                false,
+                format!("inline code ({}) is refused", spelling.inline_code),
+            )
         } else {
             check(
                 Rule::NoInlineCode,
@@ -191,7 +217,10 @@ pub fn decide_launch(policy: &Policy, profile: &Profile, launch: &Launch<'_>) ->
         let inspect_env = launch.env_names.iter().any(|n| n == "PYTHONINSPECT");
         let console = reads_stdin && invocation.script.is_none() && terminal != Some(false);
         let reason = if asks(DENY_INTERACTIVE, Rule::NoInteractive) {
-            Some("interactive inspection (-i) is refused".to_string())
+            Some(format!(
+                "interactive use ({}) is refused",
+                spelling.interactive
+            ))
         } else if inspect_env {
             Some("interactive inspection (PYTHONINSPECT) is refused".to_string())
         } else if console && module_stdin {

@@ -33,7 +33,8 @@ const MAX_PACKAGE_DEPTH: usize = 6;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModuleFile {
     /// The dotted module name the file is, as `-m` would name it (`timeit`,
-    /// `asyncio.__main__`, `idlelib.pyshell`).
+    /// `asyncio.__main__`, `idlelib.pyshell`); for a script a profile lists
+    /// (`inline_code_scripts`), its real path.
     pub module: String,
     /// For a package's `__main__` (source or bytecode): the package directory, which run
     /// as the main script (`python3 .../asyncio`) runs this file.
@@ -101,6 +102,19 @@ impl ModuleFiles {
     pub fn resolve(policy: &Policy) -> ModuleFiles {
         let mut found = ModuleFiles::default();
         for profile in &policy.interpreters {
+            // The distribution's scripts that are interpreters themselves, each under its
+            // real path (what the engine matches the profile's globs against).
+            for pattern in profile
+                .inline_code_scripts
+                .iter()
+                .chain(&profile.stdin_code_scripts)
+            {
+                for path in glob::glob(pattern.as_str()).into_iter().flatten().flatten() {
+                    if let Ok(real) = std::fs::canonicalize(&path) {
+                        found.add(&path, real.display().to_string(), None);
+                    }
+                }
+            }
             let names: Vec<&String> = profile
                 .inline_code_modules
                 .iter()

@@ -151,6 +151,9 @@ impl fmt::Display for NativeCode {
 #[serde(rename_all = "lowercase")]
 pub enum ArgvDialect {
     Python,
+    Perl,
+    Ruby,
+    Node,
 }
 
 impl ArgvDialect {
@@ -158,6 +161,9 @@ impl ArgvDialect {
     pub fn dialect(self) -> guard_common::argv::Dialect {
         match self {
             ArgvDialect::Python => guard_common::argv::Dialect::Python,
+            ArgvDialect::Perl => guard_common::argv::Dialect::Perl,
+            ArgvDialect::Ruby => guard_common::argv::Dialect::Ruby,
+            ArgvDialect::Node => guard_common::argv::Dialect::Node,
         }
     }
 
@@ -167,6 +173,8 @@ impl ArgvDialect {
     pub fn search_path_env(self) -> &'static [&'static str] {
         match self {
             ArgvDialect::Python => &["PYTHONPATH"],
+            // Their search paths hold directories whose files are code by name.
+            ArgvDialect::Perl | ArgvDialect::Ruby | ArgvDialect::Node => &[],
         }
     }
 }
@@ -260,11 +268,15 @@ struct RawProfile {
     #[serde(default)]
     stdin_code_modules: Option<Vec<Spanned<String>>>,
     #[serde(default)]
+    inline_code_scripts: Vec<Spanned<String>>,
+    #[serde(default)]
+    stdin_code_scripts: Vec<Spanned<String>>,
+    #[serde(default)]
     loaders: Vec<String>,
     #[serde(default = "deny")]
     loader_launch: Permission,
     #[serde(default)]
-    dynamic_code: DynamicCode,
+    dynamic_code: Option<DynamicCode>,
     #[serde(default)]
     dynamic_code_callers: Option<Vec<RawCaller>>,
     #[serde(default)]
@@ -402,6 +414,13 @@ pub struct Profile {
     /// Interpreter modules refused as code on standard input: `-m NAME` (or a submodule)
     /// reads Python from stdin ([`DEFAULT_STDIN_CODE_MODULES`] when absent).
     pub stdin_code_modules: Vec<String>,
+    /// Scripts of the distribution that are interpreters themselves, run as the main script
+    /// (`ruby /usr/bin/erb`, its `#!` line's spelling): they run code from their command line
+    /// or a data file, refused as inline code. Absolute path globs, resolved to identities.
+    pub inline_code_scripts: Vec<glob::Pattern>,
+    /// As [`Self::inline_code_scripts`], for scripts that read code from standard input (a
+    /// REPL: `irb`, the CPAN shell), refused as code on stdin.
+    pub stdin_code_scripts: Vec<glob::Pattern>,
     /// Path globs of dynamic loaders besides the executables' own `PT_INTERP` loaders;
     /// resolved to identities like `executables`.
     pub loaders: Vec<String>,
@@ -736,6 +755,43 @@ impl Policy {
         let mut interpreters = Vec::new();
         let mut deny_env_names: Vec<String> = Vec::new();
         for profile in raw.interpreters {
+            // CPython alone has interpreter modules (`-m`) and guard's audit hook: a setting
+            // of theirs in another interpreter's profile would be silently void.
+            let python = profile.argv == ArgvDialect::Python;
+            if !python {
+                let dialect = profile.argv.dialect().name();
+                for (set, setting) in [
+                    (profile.inline_code_modules.is_some(), "inline_code_modules"),
+                    (profile.stdin_code_modules.is_some(), "stdin_code_modules"),
+                    (
+                        profile.dynamic_code_callers.is_some(),
+                        "dynamic_code_callers",
+                    ),
+                    (profile.require_audit_hook.is_some(), "require_audit_hook"),
+                    (
+                        profile
+                            .dynamic_code
+                            .is_some_and(|d| d != DynamicCode::Allow),
+                        "dynamic_code (other than \"allow\")",
+                    ),
+                ] {
+                    if set {
+                        return Err(at(
+                            None,
+                            format!(
+                                "interpreter {:?}: {setting} is CPython's (its `-m` modules and \
+                                 guard's audit hook); argv = {dialect:?} has none",
+                                profile.name
+                            ),
+                        ));
+                    }
+                }
+            }
+            let dynamic_code = profile.dynamic_code.unwrap_or(if python {
+                DynamicCode::Audit
+            } else {
+                DynamicCode::Allow
+            });
             let mut code_patterns = Vec::new();
             for pattern in &profile.code_patterns {
                 code_patterns.push(
@@ -744,6 +800,7 @@ impl Policy {
                 );
             }
             let dynamic_code_callers = match &profile.dynamic_code_callers {
+                None if !python => Vec::new(),
                 None => DEFAULT_DYNAMIC_CODE_CALLERS
                     .iter()
                     .map(|(file, function)| Caller {
@@ -772,6 +829,7 @@ impl Policy {
                     .collect::<Result<Vec<_>, _>>()?,
             };
             let module_list = |names: &Option<Vec<Spanned<String>>>, default: &[&str]| match names {
+                None if !python => Ok(Vec::new()),
                 None => Ok(default.iter().map(|n| n.to_string()).collect()),
                 Some(names) => {
                     if names.len() > guard_common::exec_gate::MAX_EVAL_MODULES {
@@ -808,7 +866,7 @@ impl Policy {
             };
             let require_audit_hook = profile
                 .require_audit_hook
-                .unwrap_or(profile.dynamic_code == DynamicCode::Deny);
+                .unwrap_or(dynamic_code == DynamicCode::Deny);
             let mut deny_env = profile.deny_env;
             if require_audit_hook {
                 // The hook comes from the site directories of the interpreter's prefix. What
@@ -859,6 +917,27 @@ impl Policy {
                 module_list(&profile.inline_code_modules, DEFAULT_INLINE_CODE_MODULES)?;
             let stdin_code_modules =
                 module_list(&profile.stdin_code_modules, DEFAULT_STDIN_CODE_MODULES)?;
+            let script_list = |patterns: &[Spanned<String>], setting: &str| {
+                patterns
+                    .iter()
+                    .map(|pattern| {
+                        let text = pattern.get_ref();
+                        if !text.starts_with('/') {
+                            return Err(at(
+                                Some(pattern.span()),
+                                format!("{setting}: {text:?} is not an absolute path"),
+                            ));
+                        }
+                        glob::Pattern::new(text).map_err(|e| {
+                            at(Some(pattern.span()), format!("{setting}: bad pattern: {e}"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            let inline_code_scripts =
+                script_list(&profile.inline_code_scripts, "inline_code_scripts")?;
+            let stdin_code_scripts =
+                script_list(&profile.stdin_code_scripts, "stdin_code_scripts")?;
             interpreters.push(Profile {
                 name: profile.name,
                 executables: profile.executables,
@@ -872,12 +951,32 @@ impl Policy {
                 deny_env,
                 inline_code_modules,
                 stdin_code_modules,
+                inline_code_scripts,
+                stdin_code_scripts,
                 loaders: profile.loaders,
                 loader_launch: profile.loader_launch,
-                dynamic_code: profile.dynamic_code,
+                dynamic_code,
                 dynamic_code_callers,
                 require_audit_hook,
             });
+        }
+
+        // The BPF LSM layer compares every profile's code suffixes in the kernel, from a
+        // table of MAX_CODE_SUFFIXES: one it cannot hold would go unchecked there.
+        let suffixes = guard_common::code_name::distinct_code_suffixes(
+            interpreters
+                .iter()
+                .flat_map(|p: &Profile| p.code_patterns.iter().map(glob::Pattern::as_str)),
+        );
+        if suffixes > guard_common::code_name::MAX_CODE_SUFFIXES {
+            return Err(at(
+                None,
+                format!(
+                    "code_patterns: {suffixes} distinct code suffixes (`*.ext`) in all profiles, \
+                     the kernel layer compares at most {}",
+                    guard_common::code_name::MAX_CODE_SUFFIXES
+                ),
+            ));
         }
 
         let max_file_size = match &raw.audit.max_file_size {
@@ -1148,6 +1247,55 @@ mod tests {
             Ok(_) => panic!("policy should be refused:\n{text}"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn code_suffixes_beyond_the_kernel_table_are_refused_not_cut() {
+        let profile = |name: &str, suffixes: std::ops::Range<usize>| {
+            let patterns: Vec<String> = suffixes.map(|i| format!("\"*.x{i}\"")).collect();
+            format!(
+                "[[interpreter]]\nname = \"{name}\"\nexecutables = []\nargv = \"perl\"\n\
+                 code_patterns = [{}]\n",
+                patterns.join(", ")
+            )
+        };
+        // Two profiles sharing some: the union is what the kernel holds.
+        assert!(parse(&(profile("a", 0..20) + &profile("b", 12..32))).is_ok());
+        let e = error_of(&(profile("a", 0..20) + &profile("b", 12..33)));
+        assert!(e.contains("33 distinct code suffixes"), "{e}");
+    }
+
+    #[test]
+    fn settings_of_cpython_alone_are_refused_in_other_profiles() {
+        for setting in [
+            "dynamic_code = \"deny\"",
+            "dynamic_code = \"audit\"",
+            "require_audit_hook = false",
+            "inline_code_modules = []",
+            "stdin_code_modules = [\"x\"]",
+            "dynamic_code_callers = []",
+        ] {
+            let e = error_of(&format!(
+                "[[interpreter]]\nname = \"perl\"\nexecutables = []\nargv = \"perl\"\n{setting}\n"
+            ));
+            assert!(e.contains("CPython's"), "{setting}: {e}");
+        }
+        let policy =
+            parse("[[interpreter]]\nname = \"ruby\"\nexecutables = []\nargv = \"ruby\"\n").unwrap();
+        let ruby = &policy.interpreters[0];
+        assert_eq!(ruby.dynamic_code, DynamicCode::Allow);
+        assert!(ruby.inline_code_modules.is_empty() && ruby.dynamic_code_callers.is_empty());
+        assert!(!ruby.require_audit_hook);
+        let policy =
+            parse("[[interpreter]]\nname = \"node\"\nexecutables = []\nargv = \"node\"\n").unwrap();
+        assert_eq!(
+            policy.interpreters[0].argv.dialect(),
+            guard_common::argv::Dialect::Node
+        );
+        let e = error_of(
+            "[[interpreter]]\nname = \"node\"\nexecutables = []\nargv = \"node\"\nrequire_audit_hook = true\n",
+        );
+        assert!(e.contains("CPython's"), "{e}");
     }
 
     #[test]

@@ -204,6 +204,83 @@ fn explain_judges_command_lines_as_the_exec_gate_does() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
 
+/// Perl's and Ruby's command lines by their own grammars, with the kernel's verdict beside
+/// the engine's, worded in each interpreter's spelling.
+#[test]
+fn explain_judges_perl_and_ruby_command_lines_by_their_grammars() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[interpreter]]\nname = \"perl\"\nexecutables = [\"/usr/bin/perl\"]\nargv = \"perl\"\n\
+         code_patterns = [\"*.pl\", \"*.pm\"]\n\
+         [[interpreter]]\nname = \"ruby\"\nexecutables = [\"/usr/bin/ruby\"]\nargv = \"ruby\"\n\
+         code_patterns = [\"*.rb\"]\n",
+    )
+    .unwrap();
+    let launch = |interpreter: &str, args: &[&str]| {
+        let out = run_with_timeout(
+            Command::new(guard_bin())
+                .arg("explain")
+                .arg("--policy")
+                .arg(&policy)
+                .args(["--interpreter", interpreter, "--"])
+                .args(args),
+            Duration::from_secs(30),
+        );
+        assert_no_panic(&out);
+        out
+    };
+    for (interpreter, args, rule, reason) in [
+        (
+            "/usr/bin/perl",
+            &["-e", "1"][..],
+            "no-inline-code",
+            "(-e, -E",
+        ),
+        (
+            "/usr/bin/perl",
+            &["-Mstrict;print(1)", "x.pl"],
+            "no-inline-code",
+            "(-e, -E",
+        ),
+        (
+            "/usr/bin/perl",
+            &["-d", "x.pl"],
+            "no-interactive",
+            "the debugger, -d",
+        ),
+        ("/usr/bin/perl", &["-"], "no-stdin-code", "standard input"),
+        ("/usr/bin/ruby", &["-W2e", "1"], "no-inline-code", "(-e)"),
+        (
+            "/usr/bin/ruby",
+            &["-r", "debug/start", "x.rb"],
+            "no-interactive",
+            "debug gem",
+        ),
+    ] {
+        let out = launch(interpreter, args);
+        assert_verdict(&out, 1, &format!("DENY by rule {rule}"), reason);
+        assert!(
+            text(&out.stdout).contains(&format!("exec gate:   kill by rule {rule}")),
+            "{interpreter} {args:?}: {}",
+            text(&out.stdout)
+        );
+    }
+    // Options that take their argument inside the cluster are no `-e`.
+    for (interpreter, args) in [
+        ("/usr/bin/perl", &["-w", "-Mstrict", "x.pl"][..]),
+        ("/usr/bin/ruby", &["-ie", "x.rb"]),
+    ] {
+        let out = launch(interpreter, args);
+        assert!(
+            text(&out.stdout).contains("exec gate:   allow"),
+            "{interpreter} {args:?}: {}",
+            text(&out.stdout)
+        );
+    }
+}
+
 /// `[native] code` as the kernel layer judges it, beside the script verdict.
 #[test]
 fn explain_reports_the_native_code_rules() {

@@ -48,6 +48,26 @@ fn distribution_policies_validate() {
     }
     let rhel = std::fs::read_to_string(packaging("policies/rhel.toml")).unwrap();
     assert!(rhel.contains("/usr/libexec/platform-python*") && rhel.contains("/usr/lib64/python3"));
+    // The opt-in profiles of the other interpreters: valid once their `#| ` is removed.
+    for name in ["debian", "rhel"] {
+        let text = std::fs::read_to_string(packaging(&format!("policies/{name}.toml"))).unwrap();
+        let enabled: String = text
+            .lines()
+            .map(|l| l.strip_prefix("#| ").or(l.strip_prefix("#|")).unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(enabled.contains("argv = \"perl\"") && enabled.contains("argv = \"ruby\""));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, &enabled).unwrap();
+        let out = guard(&[&"policy", &"check", &path]);
+        assert!(
+            out.status.success(),
+            "{name}.toml with the other interpreters: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
     let debian = std::fs::read_to_string(packaging("policies/debian.toml")).unwrap();
     assert!(debian.contains("/usr/lib/python3/dist-packages"));
     // apt's verified packages on Debian; RPM ships IMA signatures itself (rpm-plugin-ima).

@@ -21,10 +21,11 @@ command -v guard > /dev/null && guard debug lsm-unpin > /dev/null 2>&1
 user=(setpriv --reuid=65534 --regid=65534 --clear-groups)
 # Waits (up to 60 s) until `guard debug lsm`, process $2 writing to log $1, says it is
 # active; fails at once if it exits first.
-# wait_agent PID LOG: until the agent started as PID answers `guard status`; prints LOG and
-# fails if it exits first or takes a minute.
+# wait_agent PID LOG [SECONDS]: until the agent started as PID answers `guard status`;
+# prints LOG and fails if it exits first or takes SECONDS (a minute by default: each more
+# interpreter grammar is one more program the verifier walks, slowly under TCG).
 wait_agent() {
-    for _ in $(seq 1 300); do
+    for _ in $(seq 1 $((${3:-60} * 5))); do
         guard status > /dev/null 2>&1 && return 0
         kill -0 "$1" 2> /dev/null || break
         sleep 0.2

@@ -11,13 +11,14 @@ use anyhow::{Context, Result, bail};
 
 use crate::workspace_root;
 
-pub(crate) const TARGETS: [&str; 7] = [
+pub(crate) const TARGETS: [&str; 8] = [
     "policy",
     "ima",
     "keys",
     "sniff",
     "argv",
     "argv_cpython",
+    "argv_perl",
     "argv_node",
 ];
 

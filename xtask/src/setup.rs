@@ -9,8 +9,10 @@ use anyhow::{Context, Result, bail};
 use crate::{run, workspace_root};
 
 /// Debian packages the tests and the test VM use: evmctl (the interop oracle), setfattr,
-/// the python3 the agent profiles, the node the Node.js command-line test runs, openssl for test keys, setpriv, man and systemd-analyze
-/// for the package check, gcc for the attack tests' native library, and qemu, debootstrap,
+/// the python3 the agent profiles, perl, ruby and nodejs (the other interpreters: their
+/// command-line differential tests and attack tests), openssl for
+/// test keys, setpriv, man and systemd-analyze for the package check, gcc for the attack
+/// tests' native library, and qemu, debootstrap,
 /// mkfs.ext4, xz and busybox for the VM (virtiofsd ships in qemu-system-common), gnupg to
 /// sign the VM's test apt repository (a fresh machine has gpgv only), lintian for the package
 /// check (`cargo xtask package` fails on any tag it reports that no override explains),
@@ -19,6 +21,8 @@ use crate::{run, workspace_root};
 /// where none runs).
 const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
+    "perl",
+    "ruby",
     "nodejs",
     "attr",
     "acl",

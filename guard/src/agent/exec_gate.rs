@@ -53,6 +53,11 @@ pub fn gate_config(loaded: &Loaded) -> ExecGateConfig {
     };
     ExecGateConfig {
         interpreters: loaded.interpreter_identities(),
+        dialects: policy
+            .interpreters
+            .iter()
+            .map(|p| p.argv.dialect())
+            .collect(),
         loaders: loaded
             .loaders
             .iter()

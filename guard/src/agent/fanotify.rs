@@ -986,7 +986,7 @@ fn evaluate_interpreter(
     if named.code.is_none() || module_file.is_some() {
         // CPython opens its main script by the operand's own path (made absolute): the
         // path it asks for ends with the operand, whatever the file behind it is called.
-        let main = process::main_operand(tid);
+        let main = process::main_operand(tid, profile.argv.dialect());
         if let Err(e) = &main {
             named.missing = Some(format!("the interpreter's command line: {e}"));
         }
@@ -996,6 +996,20 @@ fn evaluate_interpreter(
         };
         if let (Some(operand), Some(asked)) = (operand, &named.asked_path) {
             is_main_script = opener::opens_operand(asked, operand);
+        }
+        // Node resolves its operand itself (extensions, `index.js`) and opens the real path
+        // behind it: the name it asks for is the link's target (`node link.js` opens
+        // `data.txt`). Its main script is what the operand resolves to, by identity.
+        if let Some(operand) = operand
+            && !is_main_script
+            && profile.argv.dialect() == guard_common::argv::Dialect::Node
+        {
+            match process::node_main_within(tid, operand, process::WALK_DEADLINE) {
+                Ok(files) => is_main_script = files.contains(&id),
+                Err(e) => {
+                    named.missing = Some(format!("what the node operand resolves to: {e}"));
+                }
+            }
         }
         // The file of an interpreter module is refused when it is the main script, and
         // only then: `import timeit` from a signed script opens the same file. What cannot

@@ -19,10 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aya::maps::{HashMap, Map, MapData};
-use guard_common::exec_gate::{InterpreterKey, KIND_INTERPRETER, KIND_LOADER};
+use guard_common::argv::Dialect;
+use guard_common::exec_gate::{InterpreterKey, KIND_LOADER};
 
 use super::{Loaded, State};
-use crate::ebpf_object::Identity;
+use crate::ebpf_object::{Identity, Interpreter};
 use crate::engine::FileId;
 
 /// The kernel maps an adopted identity goes into.
@@ -105,18 +106,27 @@ fn adopt(state: &State, id: FileId, role: Role, path: &Path) -> Result<Arc<Loade
         return Ok(current);
     }
     let identity = Identity::from(id);
-    let kind = match role {
-        Role::Interpreter(_) => KIND_INTERPRETER,
-        Role::Loader => KIND_LOADER,
+    // An interpreter's entry says which grammar reads its command line.
+    let interpreter = match role {
+        Role::Interpreter(profile) => Some(Interpreter {
+            identity,
+            dialect: current
+                .policy
+                .interpreters
+                .get(profile)
+                .map_or(Dialect::Python, |p| p.argv.dialect()),
+        }),
+        Role::Loader => None,
     };
+    let kind = interpreter.map_or(KIND_LOADER, Interpreter::kind);
     if let Some(gate) = kernel.gate.as_mut() {
         gate.insert(identity.kernel_key(), kind, 0)
             .map_err(|e| format!("the exec gate's map refused {}: {e}", path.display()))?;
     }
-    if let Role::Interpreter(_) = role
+    if let Some(interpreter) = interpreter
         && state.kernel_verdicts().is_some()
     {
-        insert_lsm(&[identity])
+        insert_lsm(&[interpreter])
             .map_err(|e| format!("the BPF LSM layer's map refused {}: {e}", path.display()))?;
     }
     let mut next = (*current).clone();
@@ -160,8 +170,8 @@ pub fn install_gate_map(
     kernel.gate = map;
     let loaded = state.loaded();
     if let Some(gate) = kernel.gate.as_mut() {
-        for (id, _) in &loaded.interpreters {
-            gate.insert(Identity::from(*id).kernel_key(), KIND_INTERPRETER, 0)?;
+        for interpreter in loaded.interpreter_identities() {
+            gate.insert(interpreter.identity.kernel_key(), interpreter.kind(), 0)?;
         }
         for id in &loaded.loaders {
             gate.insert(Identity::from(*id).kernel_key(), KIND_LOADER, 0)?;
@@ -181,12 +191,12 @@ pub fn resync_lsm(state: &State) -> Result<(), aya::maps::MapError> {
 }
 
 /// Into the layer's pinned interpreter map, opened afresh: a reload replaces the pin.
-fn insert_lsm(identities: &[Identity]) -> Result<(), aya::maps::MapError> {
+fn insert_lsm(interpreters: &[Interpreter]) -> Result<(), aya::maps::MapError> {
     let pin = PathBuf::from(crate::lsm::DEFAULT_PIN_DIR).join("map_LSM_INTERPRETERS");
     let data = MapData::from_pin(&pin)?;
     let mut map: HashMap<MapData, InterpreterKey, u32> = HashMap::try_from(Map::HashMap(data))?;
-    for identity in identities {
-        map.insert(identity.kernel_key(), 0, 0)?;
+    for interpreter in interpreters {
+        map.insert(interpreter.identity.kernel_key(), interpreter.kind(), 0)?;
     }
     Ok(())
 }

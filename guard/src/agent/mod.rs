@@ -152,10 +152,15 @@ pub struct Loaded {
 
 impl Loaded {
     /// The profiled interpreters' identities, as the kernel layers key them.
-    pub fn interpreter_identities(&self) -> Vec<crate::ebpf_object::Identity> {
+    pub fn interpreter_identities(&self) -> Vec<crate::ebpf_object::Interpreter> {
         self.interpreters
             .iter()
-            .map(|(id, _)| (*id).into())
+            .filter_map(|(id, profile)| {
+                Some(crate::ebpf_object::Interpreter {
+                    identity: (*id).into(),
+                    dialect: self.policy.interpreters.get(*profile)?.argv.dialect(),
+                })
+            })
             .collect()
     }
 }

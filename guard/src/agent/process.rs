@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
+use guard_common::argv::Dialect;
 use guard_common::python_argv;
 
 use crate::engine::FileId;
@@ -53,8 +54,8 @@ fn parse_credentials(status: &str) -> Option<(u32, Vec<u32>)> {
     Some((uid?, gids))
 }
 
-/// What the interpreter runs as `__main__`, from its command line as the kernel keeps it
-/// and read as CPython reads it.
+/// What the interpreter runs as its main program, from its command line as the kernel keeps
+/// it and read with its dialect's grammar.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MainOperand {
     /// A script operand: a file, a directory or a zip.
@@ -66,9 +67,10 @@ pub enum MainOperand {
 }
 
 /// The interpreter's main operand (see [`MainOperand`]).
-pub fn main_operand(pid: i32) -> io::Result<MainOperand> {
+pub fn main_operand(pid: i32, dialect: Dialect) -> io::Result<MainOperand> {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
-    let invocation = python_argv::parse_cmdline(&cmdline);
+    let invocation =
+        guard_common::argv::parse(dialect, python_argv::cmdline_words(&cmdline).skip(1));
     Ok(match (invocation.script, invocation.module) {
         (Some(script), _) if script != b"-" => MainOperand::Script(script.to_vec()),
         (_, Some(module)) if invocation.script.is_none() => MainOperand::Module(module.to_vec()),
@@ -188,6 +190,44 @@ pub fn resolve_operand_within(
     let operand = operand.to_vec();
     super::deadline::run_within(&STUCK_WALKS, deadline, move || {
         resolve_operand(pid, &operand)
+    })
+}
+
+/// The files Node may run for its operand, by identity: the operand as a file, with each
+/// extension its loader tries, or as a directory's `index` (Node's own order,
+/// `Module._findPath`), each resolved through its links as Node's `realpath` does. Those
+/// that do not exist are none; any other error is a fact missing.
+pub fn node_main_within(
+    pid: i32,
+    operand: &[u8],
+    deadline: std::time::Duration,
+) -> io::Result<Vec<FileId>> {
+    let operand = operand.to_vec();
+    super::deadline::run_within(&STUCK_WALKS, deadline, move || {
+        let mut files = Vec::new();
+        for suffix in [
+            &b""[..],
+            b".js",
+            b".json",
+            b".node",
+            b".mjs",
+            b".cjs",
+            b"/index.js",
+            b"/index.json",
+            b"/index.node",
+        ] {
+            let candidate = [operand.as_slice(), suffix].concat();
+            match resolve_operand(pid, &candidate) {
+                Ok(id) => files.push(id),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(files)
     })
 }
 

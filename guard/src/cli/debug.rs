@@ -162,7 +162,12 @@ fn lsm(args: LsmArgs) -> anyhow::Result<ExitCode> {
     let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .context("signalfd")?;
 
-    let mut config = LsmConfig::new(identities(&args.interpreters)?);
+    // `guard debug lsm` is CPython's: its interpreters are read with CPython's grammar.
+    let interpreters = identities(&args.interpreters)?
+        .into_iter()
+        .map(guard::ebpf_object::Interpreter::python)
+        .collect();
+    let mut config = LsmConfig::new(interpreters);
     config.signers = identities(&args.signers)?;
     config.protect_signatures = !args.signers.is_empty();
     config.exec_check = args.exec_check;

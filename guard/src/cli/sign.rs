@@ -34,11 +34,25 @@ pub(crate) struct Args {
     /// it or its extension modules load (per ldd). Run it before enforcing.
     #[arg(long, value_name = "EXE")]
     python: Vec<PathBuf>,
+    /// Sign everything this Perl runs: every directory of its @INC (with the XS objects
+    /// under `auto/`) and the shared libraries they and the interpreter load.
+    #[arg(long, value_name = "EXE")]
+    perl: Vec<PathBuf>,
+    /// Sign everything this Ruby runs: its $LOAD_PATH and gem directories (with their
+    /// extension objects) and the shared libraries they and the interpreter load.
+    #[arg(long, value_name = "EXE")]
+    ruby: Vec<PathBuf>,
+    /// Sign everything this Node.js runs from disk: its global module directories (the
+    /// distribution's `/usr/share/nodejs`, `/usr/lib/nodejs`…, with their `.node` addons)
+    /// and the shared libraries they and the interpreter load. Its own library is inside
+    /// the binary.
+    #[arg(long, value_name = "EXE")]
+    node: Vec<PathBuf>,
     /// Print the files that would be signed, one per line, and sign nothing.
     #[arg(long)]
     list: bool,
     /// Files (or, with -r, directories) to sign.
-    #[arg(required_unless_present = "python", value_name = "PATH")]
+    #[arg(required_unless_present_any = ["python", "perl", "ruby", "node"], value_name = "PATH")]
     paths: Vec<PathBuf>,
 }
 
@@ -56,8 +70,12 @@ pub(super) fn run(args: Args) -> anyhow::Result<ExitCode> {
     for path in &args.paths {
         collect(path, args.recursive, &mut items);
     }
-    for exe in &args.python {
-        let layout = python_layout(exe)?;
+    let interpreters = (args.python.iter().map(|exe| (exe, Language::Python)))
+        .chain(args.perl.iter().map(|exe| (exe, Language::Perl)))
+        .chain(args.ruby.iter().map(|exe| (exe, Language::Ruby)))
+        .chain(args.node.iter().map(|exe| (exe, Language::Node)));
+    for (exe, language) in interpreters {
+        let layout = interpreter_layout(exe, language)?;
         for dir in &layout.module_dirs {
             collect(dir, true, &mut items);
         }
@@ -228,17 +246,51 @@ fn sign_file(path: &Path, signer: &Signer, algo: HashAlgo) -> Result<(), String>
         .map_err(|e| format!("cannot write {XATTR_NAME}: {e}"))
 }
 
-/// What an installed Python runs: its module path and the shared libraries it maps.
-struct PythonLayout {
+/// An interpreter `guard sign` can ask for its module path.
+#[derive(Clone, Copy, Debug)]
+enum Language {
+    Python,
+    Perl,
+    Ruby,
+    Node,
+}
+
+impl Language {
+    /// The interpreter's own answer, one directory a line: its module path as it starts
+    /// without the caller's environment (`-I` for CPython; the environment is cleared).
+    fn module_path_query(self) -> &'static [&'static str] {
+        match self {
+            Language::Python => &["-I", "-c", "import sys\nfor p in sys.path: print(p)"],
+            Language::Perl => &["-e", "print \"$_\\n\" for grep { !ref } @INC"],
+            Language::Ruby => &["-e", "puts $LOAD_PATH; puts Gem.path if defined?(Gem)"],
+            Language::Node => &[
+                "-e",
+                "for (const p of require('module').globalPaths) console.log(p)",
+            ],
+        }
+    }
+
+    /// Whether a file under the module path is native code the interpreter maps.
+    fn is_native(self, name: &str) -> bool {
+        name.ends_with(".so")
+            || name.contains(".so.")
+            || matches!(self, Language::Node) && name.ends_with(".node")
+    }
+}
+
+/// What an installed interpreter runs: its module path and the shared libraries it maps.
+struct InterpreterLayout {
     module_dirs: Vec<PathBuf>,
     libraries: Vec<PathBuf>,
 }
 
-/// Asks the interpreter itself for its module path (`-I`: no user site, no environment),
-/// then follows ldd from the binary and every extension module under that path.
-fn python_layout(exe: &Path) -> anyhow::Result<PythonLayout> {
+/// Asks the interpreter itself for its module path (no user site, no environment), then
+/// follows ldd from the binary and every extension object under that path.
+fn interpreter_layout(exe: &Path, language: Language) -> anyhow::Result<InterpreterLayout> {
     let out = std::process::Command::new(exe)
-        .args(["-I", "-c", "import sys\nfor p in sys.path: print(p)"])
+        .args(language.module_path_query())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
         .output()
         .with_context(|| format!("{}: cannot run", exe.display()))?;
     if !out.status.success() {
@@ -250,7 +302,11 @@ fn python_layout(exe: &Path) -> anyhow::Result<PythonLayout> {
     }
     let mut module_dirs: Vec<PathBuf> = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let path = PathBuf::from(line);
+        // A directory of the module path may be a link (Debian's perl has
+        // `/usr/share/perl/5.36 -> 5.36.0`): what the interpreter opens is under its target.
+        let Ok(path) = std::fs::canonicalize(line) else {
+            continue;
+        };
         if path.is_dir() && !module_dirs.iter().any(|d| path.starts_with(d)) {
             module_dirs.retain(|d| !d.starts_with(&path));
             module_dirs.push(path);
@@ -262,7 +318,7 @@ fn python_layout(exe: &Path) -> anyhow::Result<PythonLayout> {
         for entry in WalkDir::new(dir).follow_links(false).into_iter().flatten() {
             let name = entry.file_name().to_string_lossy();
             let kind = entry.file_type();
-            if kind.is_file() && (name.ends_with(".so") || name.contains(".so.")) {
+            if kind.is_file() && language.is_native(&name) {
                 objects.push(entry.into_path());
             } else if kind.is_symlink() {
                 // The interpreter follows links in its own tree (Debian's sitecustomize.py
@@ -289,7 +345,7 @@ fn python_layout(exe: &Path) -> anyhow::Result<PythonLayout> {
         }
     }
     libraries.sort();
-    Ok(PythonLayout {
+    Ok(InterpreterLayout {
         module_dirs,
         libraries,
     })

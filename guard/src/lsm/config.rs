@@ -69,7 +69,7 @@ fn all_programs() -> impl Iterator<Item = &'static str> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LsmConfig {
     /// The profiled interpreters (at most [`MAX_INTERPRETERS`]).
-    pub interpreters: Vec<Identity>,
+    pub interpreters: Vec<crate::ebpf_object::Interpreter>,
     /// `file_open`: refuse interpreters' reads of non-regular and unlinked files.
     pub file_open: bool,
     /// `mmap_file`/`file_mprotect`: refuse interpreters' executable mappings of
@@ -123,7 +123,7 @@ pub struct LsmConfig {
 
 impl LsmConfig {
     /// `file_open` enforced for these interpreters; the other hooks off.
-    pub fn new(interpreters: Vec<Identity>) -> LsmConfig {
+    pub fn new(interpreters: Vec<crate::ebpf_object::Interpreter>) -> LsmConfig {
         LsmConfig {
             interpreters,
             file_open: true,

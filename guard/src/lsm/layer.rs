@@ -59,7 +59,7 @@ impl LsmLayer {
             .load(EBPF_OBJECT)?;
 
         // Maps first, attach last: no program may run with a half-filled map.
-        fill(&mut ebpf, INTERPRETERS_MAP, &config.interpreters)?;
+        fill_interpreters(&mut ebpf, &config.interpreters)?;
         fill(&mut ebpf, SIGNERS_MAP, &config.signers)?;
         fill(&mut ebpf, CONTROLLERS_MAP, &config.controllers)?;
         if config.protect_agent {
@@ -388,6 +388,22 @@ pub(super) fn pin(
             .map_err(|e| err(&e))?;
     }
     Ok(pinned)
+}
+
+/// The interpreter map: each profiled interpreter with its dialect (the grammar
+/// `main_script_exec` reads its command line with).
+fn fill_interpreters(
+    ebpf: &mut Ebpf,
+    interpreters: &[crate::ebpf_object::Interpreter],
+) -> Result<(), LsmError> {
+    let mut map: HashMap<_, InterpreterKey, u32> = HashMap::try_from(
+        ebpf.map_mut(INTERPRETERS_MAP)
+            .ok_or(LsmError::Missing(INTERPRETERS_MAP))?,
+    )?;
+    for interpreter in interpreters {
+        map.insert(interpreter.identity.kernel_key(), interpreter.kind(), 0)?;
+    }
+    Ok(())
 }
 
 pub(super) fn fill(

@@ -441,10 +441,26 @@ fn setup(work: &Path, root: &Path, guard: &Path, options: &Options) -> Result<La
              inline_code = \"deny\"\n\
              stdin = \"deny\"\n\
              interactive = \"deny\"\n\
-             deny_env = [\"PYTHONSTARTUP\", \"PYTHONINSPECT\", \"PYTHONPYCACHEPREFIX\"]\n\n\
+             deny_env = [\"PYTHONSTARTUP\", \"PYTHONINSPECT\", \"PYTHONPYCACHEPREFIX\"]\n\
+             # The default expected makers of dynamic code (#20), where this stdlib lives:\n\
+             # as a host whose Python is not under /usr/lib lists them.\n\
+             dynamic_code_callers = [{makers}]\n\n\
              [audit]\n\
              log_allows = false\n",
-            keys.join("guard.crt").display().to_string()
+            keys.join("guard.crt").display().to_string(),
+            makers = [
+                ("collections/__init__.py", "namedtuple"),
+                ("dataclasses.py", "_create_fn"),
+                ("types.py", "coroutine"),
+                ("ast.py", "parse"),
+            ]
+            .iter()
+            .map(|(file, function)| format!(
+                "{{ file = {:?}, function = {function:?} }}",
+                layout.stdlib.join(file).display().to_string()
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
         ),
     )?;
     must(

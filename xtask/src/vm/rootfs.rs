@@ -31,7 +31,7 @@ const PACKAGES: &[&str] = &[
 ];
 
 /// Bump when the image contents change in a way the inputs below do not show.
-const IMAGE_LAYOUT: &str = "3";
+const IMAGE_LAYOUT: &str = "4";
 
 /// Free space in the guest root on top of what the tree needs.
 const IMAGE_SLACK: u64 = 1 << 30;
@@ -218,7 +218,7 @@ pub(super) fn ensure_image(
     ));
     customise(tree, keys, kernels)?;
     if let Some(guard) = signer {
-        sign_python(tree, guard)?;
+        sign_interpreters(tree, guard)?;
     }
     let size = dir_size(tree)? * 5 / 4 + IMAGE_SLACK;
     let tmp = image.with_extension("tmp");
@@ -256,11 +256,14 @@ pub(super) fn ensure_image(
     Ok(image)
 }
 
-/// Signs everything the guest's python3 runs (stdlib, extension modules, the libraries
-/// they load) with the VM key, so the agent's embedded default policy can enforce on a
-/// real Debian userland. Runs guard inside the tree so the layout is the guest's.
-fn sign_python(tree: &Path, guard: &Path) -> Result<()> {
-    step("signing the guest's python3 with the VM key (guard sign --python)");
+/// Signs everything the guest's interpreters run (python3, perl, ruby and node: their
+/// libraries, extension objects and the shared libraries they load) with the VM key, so
+/// the agent can enforce on a real Debian userland. Runs guard inside the tree so the
+/// layout is the guest's.
+fn sign_interpreters(tree: &Path, guard: &Path) -> Result<()> {
+    step(
+        "signing the guest's interpreters with the VM key (guard sign --python --perl --ruby --node)",
+    );
     let inside = "tmp/guard-sign";
     let copy = tree.join(inside);
     fs::copy(guard, &copy).with_context(|| format!("copying {}", guard.display()))?;
@@ -268,20 +271,49 @@ fn sign_python(tree: &Path, guard: &Path) -> Result<()> {
         Command::new("chroot")
             .arg(tree)
             .arg(format!("/{inside}"))
-            .args(["sign", "--python", "/usr/bin/python3", "--key", GUEST_KEY]),
+            .args([
+                "sign",
+                "--python",
+                "/usr/bin/python3",
+                "--perl",
+                "/usr/bin/perl",
+                "--ruby",
+                "/usr/bin/ruby",
+                "--node",
+                "/usr/bin/nodejs",
+                "--key",
+                GUEST_KEY,
+            ]),
     );
     let _ = fs::remove_file(&copy);
     result
 }
 
-/// Debian's auditd, for tests/vm/kernel_audit.sh (refusals in the kernel audit log), from
-/// the tree's own suite. Installed, not started: the test starts it with a log of its own,
-/// and no other test runs with auditing on.
-fn install_auditd(tree: &Path) -> Result<()> {
-    if tree.join("usr/sbin/auditd").exists() {
+/// Packages the tests need beyond debootstrap's, from the tree's own suite, each with a file
+/// that shows it is there. auditd for tests/vm/kernel_audit.sh (refusals in the kernel audit
+/// log): installed, not started (the test starts it with a log of its own, no other test
+/// runs with auditing on). perl (beyond perl-base: its debugger and modules), ruby and
+/// nodejs for the other interpreters' tests (tests/vm/interpreters.sh).
+const GUEST_PACKAGES: &[(&str, &str)] = &[
+    ("auditd", "usr/sbin/auditd"),
+    ("perl", "usr/bin/cpan"),
+    ("ruby", "usr/bin/ruby"),
+    ("nodejs", "usr/bin/nodejs"),
+];
+
+fn install_packages(tree: &Path) -> Result<()> {
+    let missing: Vec<&str> = GUEST_PACKAGES
+        .iter()
+        .filter(|(_, file)| !tree.join(file).exists())
+        .map(|(package, _)| *package)
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
-    step("installing auditd into the guest tree (first time only)");
+    step(&format!(
+        "installing {} into the guest tree (first time only)",
+        missing.join(", ")
+    ));
     // No `apt-get clean`: the test apt repository repacks the python3.11 .debs debootstrap
     // left in the tree's archive cache (apt_repo.rs).
     // Maintainer scripts must not start the daemon in the chroot.
@@ -291,8 +323,11 @@ fn install_auditd(tree: &Path) -> Result<()> {
     let result = crate::run(Command::new("chroot").arg(tree).args([
         "sh",
         "-c",
-        "apt-get -q update && DEBIAN_FRONTEND=noninteractive apt-get -q install -y \
-         --no-install-recommends auditd && rm -rf /var/lib/apt/lists/*",
+        &format!(
+            "apt-get -q update && DEBIAN_FRONTEND=noninteractive apt-get -q install -y \
+             --no-install-recommends {} && rm -rf /var/lib/apt/lists/*",
+            missing.join(" ")
+        ),
     ]));
     let _ = fs::remove_file(&policy);
     result?;
@@ -321,7 +356,7 @@ fn customise(tree: &Path, keys: &Keys, kernels: &[Kernel]) -> Result<()> {
         fs::create_dir_all(tree.join(d))?;
     }
     write_atomic(&tree.join("etc/hostname"), b"guard-vm\n")?;
-    install_auditd(tree)?;
+    install_packages(tree)?;
     let modules = tree.join("usr/lib/modules");
     let _ = fs::remove_dir_all(&modules);
     fs::create_dir_all(&modules)?;

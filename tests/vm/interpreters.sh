@@ -1,0 +1,173 @@
+#!/bin/bash
+# Perl and Ruby under `guard run --backend auto` (BPF LSM, exec gate and fanotify), profiled
+# with their own grammars beside the embedded default's python: the VM's own /usr/bin/perl
+# and ruby, their libraries signed with the VM key when the image was built (guard sign
+# --perl --ruby). Node.js joins when its grammar is in the exec gate (issue #23). Each attack runs first without guard, where its
+# payload must run (otherwise it proves nothing), then under the agent, where it must not;
+# the signed baseline (a signed program using a signed module) runs after each. Every run
+# is as nobody, bounded by a timeout; a payload that ran leaves a file in $out.
+# shellcheck disable=SC2016
+# shellcheck source=lib.bash
+. "$(dirname "$0")/lib.bash"
+[ -e /dev/stdin ] || ln -s /proc/self/fd/0 /dev/stdin
+
+d=$(mktemp -d /tmp/interpreters.XXXXXX)
+chmod 755 "$d"
+out=$d/out
+mkdir -m 1777 "$out"
+marker=$out/ran
+sign() { evmctl ima_sign --hashalgo sha256 --key "$GUARD_KEY" "$1" > /dev/null; }
+agent_log=/var/log/guard/agent-interpreters.log
+mkdir -p /var/log/guard
+
+policy=/etc/guard/interpreters.toml
+{
+    guard policy show | grep -v '^#'
+    cat << 'EOF'
+
+[[interpreter]]
+name = "perl"
+executables = ["/usr/bin/perl", "/usr/bin/perl5*"]
+argv = "perl"
+code_patterns = ["*.pl", "*.pm", "*.pmc", "*.al", "*.ix", "*.ph", "*.so"]
+deny_env = ["PERL5OPT", "PERL5DB", "PERLDB_OPTS"]
+stdin_code_scripts = ["/usr/bin/json_pp"]
+
+[[interpreter]]
+name = "ruby"
+executables = ["/usr/bin/ruby", "/usr/bin/ruby3*"]
+argv = "ruby"
+code_patterns = ["*.rb", "*.so", "*.gemspec"]
+deny_env = ["RUBYOPT"]
+inline_code_scripts = ["/usr/bin/erb*"]
+
+EOF
+} > "$policy"
+check "policy valid" guard policy check "$policy"
+
+limit=30
+# nb LANG-DIR ARGS…: the interpreter $exe run as nobody in the lab, clean environment plus
+# $ENVS (NAME=VALUE words), standard input from $INPUT (a file) or /dev/null.
+nb() {
+    (cd "$lab" && exec timeout -k 5 "$limit" "${user[@]}" -- env -i PATH=/usr/bin:/bin \
+        HOME=/nonexistent LANG=C.UTF-8 ${ENVS:-} "$exe" "$@" < "${INPUT:-/dev/null}")
+}
+ran() { [ -e "$marker" ] && rm -f "$marker"; }
+not_ran() { ! ran; }
+runs_baseline() { nb ok_main.x 2>&1 | grep -q "signed main"; }
+
+# lab LANG SUFFIX PAYLOAD LOAD_FMT PRINT_FMT: the lab of one interpreter.
+setup_lab() {
+    local name=$1 suffix=$2 payload=$3 load=$4 print=$5
+    lab=$d/$name
+    mkdir -m 755 "$lab"
+    # shellcheck disable=SC2059
+    {
+        printf "$print" "signed module" > "$lab/ok_module.$suffix"
+        printf "$load" "ok_module.$suffix" > "$lab/ok_main.x"
+        printf "$print" "signed main" >> "$lab/ok_main.x"
+        printf "$load" "evil.$suffix" > "$lab/loads_evil.x"
+        printf "$load" "link.$suffix" > "$lab/loads_link.x"
+    }
+    printf '%s\n' "$payload" > "$lab/evil.$suffix"
+    printf '%s\n' "$payload" > "$lab/data.txt"
+    printf '%s\n' "$payload" > "$lab/code.in"
+    ln -s data.txt "$lab/link.$suffix"
+    chmod 644 "$lab"/*.x "$lab"/*."$suffix" "$lab/data.txt" "$lab/code.in" 2> /dev/null
+    for f in "$lab/ok_module.$suffix" "$lab"/*.x; do sign "$f"; done
+}
+
+# attacks NAME: one line per attack, "DESCRIPTION|ENVS|INPUT|ARGS…" (ARGS split on spaces
+# unless quoted by the caller's eval), each with the payload in $payload.
+perl_attacks() {
+    cat << 'EOF'
+the program on stdin||code.in|
+`-` and the program on stdin||code.in|-
+/dev/stdin as the script||code.in|/dev/stdin
+a data file as the script|||data.txt
+a link named as code to a data file|||link.pm
+an unsigned module beside signed code|||loads_evil.x
+a link named as code loaded by signed code|||loads_link.x
+-e|||-e "$payload"
+-E|||-E "$payload"
+-e in a cluster|||-we "$payload"
+-M with code|||"-Mstrict;$payload" -e1
+-M of an unsigned module|||-I. -Mevil ok_main.x
+json_pp -f eval (a gadget script) reading stdin||code.in|/usr/bin/json_pp -f eval
+PERL5OPT loading a module|PERL5OPT=-Mevil PERL5LIB=.||ok_main.x
+the debugger reading stdin||debugger.in|-d ok_main.x
+EOF
+}
+ruby_attacks() {
+    cat << 'EOF'
+the program on stdin||code.in|
+`-` and the program on stdin||code.in|-
+/dev/stdin as the script||code.in|/dev/stdin
+a data file as the script|||data.txt
+a link named as code to a data file|||link.rb
+an unsigned module beside signed code|||loads_evil.x
+a link named as code loaded by signed code|||loads_link.x
+-e|||-e "$payload"
+-e in a cluster|||-we "$payload"
+-r of an unsigned library|||-r./evil ok_main.x
+erb (a gadget script) on a template|||/usr/bin/erb template.erb
+RUBYOPT requiring a library|RUBYOPT=-r./evil||ok_main.x
+EOF
+}
+# run_attacks NAME PHASE: every attack of NAME; PHASE "bare" (payload must run) or
+# "guarded" (it must not, and the baseline still runs).
+run_attacks() {
+    local name=$1 phase=$2 line what envs input args
+    while IFS='|' read -r what envs input args; do
+        rm -f "$marker"
+        ENVS=$envs INPUT=${input:+$lab/$input} eval "nb $args" > /dev/null 2>&1
+        if [ "$phase" = bare ]; then
+            check "$name without guard: $what runs" ran
+        else
+            check "$name under guard: $what refused" not_ran
+            check "$name under guard: the baseline runs after $what" runs_baseline
+        fi
+    done < <("${name}_attacks")
+}
+
+setup_lab perl pm "open(my \$f, '>', '$marker'); print \$f 'ran'; close \$f;" \
+    "require './%s';\n" 'print "%s\\n";\n'
+# The debugger evaluates each line it reads as Perl.
+printf "open(my \$f, '>', '%s'); print \$f 'ran'; close \$f\nq\n" "$marker" > "$d/perl/debugger.in"
+chmod 644 "$d/perl/debugger.in"
+setup_lab ruby rb "File.write('$marker', 'ran')" "require_relative './%s'\n" "puts '%s'\n"
+
+# The gadget scripts, signed like the rest of the distribution: refused for what they run.
+sign /usr/bin/json_pp
+sign "$(readlink -f /usr/bin/erb)"
+printf "<%% File.write('%s', 'ran') %%>\n" "$marker" > "$d/ruby/template.erb"
+chmod 644 "$d/ruby/template.erb"
+
+declare -A exes=([perl]=/usr/bin/perl [ruby]=/usr/bin/ruby)
+declare -A payloads=(
+    [perl]="open(my \$f, '>', '$marker'); print \$f 'ran'; close \$f;"
+    [ruby]="File.write('$marker', 'ran')"
+)
+for name in perl ruby; do
+    exe=${exes[$name]} lab=$d/$name payload=${payloads[$name]}
+    echo "### $name without guard ($exe)"
+    check "$name: the signed baseline runs" runs_baseline
+    run_attacks "$name" bare
+done
+
+guard run --backend auto --policy "$policy" --key "$GUARD_CERT" \
+    --controller /usr/bin/kill >> "$agent_log" 2>&1 &
+agent=$!
+# Three grammars' programs to verify (CPython's, Perl's, Ruby's), and the LSM layer's.
+check "agent starts" wait_agent "$agent" "$agent_log" 300
+for name in perl ruby; do
+    exe=${exes[$name]} lab=$d/$name payload=${payloads[$name]}
+    echo "### $name under guard"
+    check "$name: the signed baseline runs under guard" runs_baseline
+    run_attacks "$name" guarded
+done
+/usr/bin/kill "$agent"
+wait "$agent" 2> /dev/null
+guard debug lsm-unpin > /dev/null 2>&1
+[ "$fail" = 0 ] || tail -n 40 "$agent_log"
+exit "$fail"
