@@ -60,8 +60,8 @@
 //! bounded by a word's length whose exit position lives on (the verifier would walk what
 //! follows once per length). Names, specifiers and spellings are read eight bytes at a time
 //! with arithmetic ([`option_word_padded`], [`specifier_padded`], [`names_descriptor`]), the
-//! option table through a hash index with one test per probe. With Python's,
-//! the gate's program verifies in about 580,000 instructions (Python's alone: 420,000).
+//! option table through a hash index with one test per probe. The gate's `node_exec`
+//! verifies in about 160,000 instructions (6.18).
 
 use crate::argv::Word;
 use crate::exec_gate::ARG_BUFFER;
