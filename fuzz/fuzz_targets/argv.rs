@@ -1,5 +1,5 @@
-//! The CPython and perl command-line readers shared with the kernel exec gate. The input is
-//! split on NUL like /proc/PID/cmdline.
+//! The CPython, perl and Node.js command-line readers shared with the kernel exec gate. The
+//! input is split on NUL like /proc/PID/cmdline.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -26,4 +26,19 @@ fuzz_target!(|data: &[u8]| {
     for arg in &args {
         let _ = reader.feed(&arg[..arg.len().min(127)]);
     }
+    // Node's reader, and the kernel's judge on it (words cut and padded as it reads them).
+    let node = guard_common::node_argv::parse(args.iter().copied());
+    let preloads = guard_common::node_argv::preloads(args.iter().copied()).map(|(_, name)| name);
+    for part in node.script.into_iter().chain(preloads) {
+        assert!(
+            args.iter().any(|a| a.ends_with(part)),
+            "{part:?} is not in {args:?}"
+        );
+    }
+    let _ = guard_common::exec_gate::judge_argv(
+        guard_common::argv::Dialect::Node,
+        u32::MAX >> 1,
+        &guard_common::exec_gate::NoModules,
+        args.iter().copied(),
+    );
 });

@@ -63,6 +63,13 @@ pub enum Word<'a> {
     Module(Option<&'a [u8]>),
     /// The script operand.
     Script(&'a [u8]),
+    /// A module the interpreter loads by the name given, before its program (`node -r
+    /// NAME`, `--import NAME`): a file opened as code whatever its name. `name` is the
+    /// option's value (the rest of this word after `=`, or the whole word); `descriptor`
+    /// says whether the reader found it spelled as a descriptor or a device, by the rules
+    /// the exec gate reads a script operand by (`/dev/stdin`, `/proc/self/fd/0`,
+    /// `/dev/tty`), on what it saw of it.
+    Preload { name: &'a [u8], descriptor: bool },
     /// After the program was found: belongs to the program.
     Program,
     /// An option cluster longer than the reader's limit, or an option whose effect the
@@ -96,6 +103,22 @@ pub trait Grammar: Copy + 'static {
         self.feed_stopping_at_no_hook::<false>(arg)
     }
 
+    /// [`Self::feed_stopping_at_no_hook`], with the word also given as `padded`: its first
+    /// `ARG_BUFFER - 1` bytes ([`crate::exec_gate::ARG_BUFFER`]), then zeros, which is what
+    /// the kernel's word buffer holds (cleared before each read). A reader that scans a
+    /// word's bytes scans them there, at fixed or masked offsets: the BPF verifier walks
+    /// such a scan once, where a loop bounded by a word's length multiplies what follows
+    /// it by every length. Slices in the answer are `arg`'s.
+    #[inline(always)]
+    fn feed_padded<'a, const STOP: bool>(
+        &mut self,
+        arg: &'a [u8],
+        padded: &[u8; crate::exec_gate::ARG_BUFFER],
+    ) -> Word<'a> {
+        let _ = padded;
+        self.feed_stopping_at_no_hook::<STOP>(arg)
+    }
+
     /// True once the words that follow belong to the program: no later word can change what
     /// the interpreter runs.
     fn done(&self) -> bool;
@@ -123,11 +146,19 @@ where
         Dialect::Python => crate::python_argv::parse(args),
         Dialect::Perl => crate::perl_argv::parse(args),
         Dialect::Ruby => crate::ruby_argv::parse(args),
-        // No grammar yet: nothing is known, and a summary that says "no script" would make
-        // the operand data. The exec gate refuses these command lines unread.
-        Dialect::Node => crate::python_argv::Invocation {
-            truncated: true,
-            ..Default::default()
-        },
+        Dialect::Node => {
+            let node = crate::node_argv::parse(args);
+            crate::python_argv::Invocation {
+                inline_code: node.inline_code,
+                module: None,
+                // The empty operand is standard input, as `-` is.
+                script: node
+                    .script
+                    .map(|s| if s.is_empty() { &b"-"[..] } else { s }),
+                inspect: node.interactive,
+                no_site: false,
+                truncated: node.truncated,
+            }
+        }
     }
 }

@@ -388,13 +388,22 @@ impl<G: Grammar> ArgvJudge<G> {
     /// Reads one word. `whole` is false when the reader saw only a prefix of it (the word is
     /// longer than the kernel's buffer): a judgement that depends on the unseen rest refuses.
     /// The `-m` and script operands are kept for [`Self::judge_after_words`].
-    #[inline(always)]
     pub fn feed(&mut self, word: &[u8], whole: bool) -> Step {
+        let mut padded = [0u8; ARG_BUFFER];
+        let n = word.len().min(ARG_BUFFER - 1);
+        padded[..n].copy_from_slice(&word[..n]);
+        self.feed_padded(word, &padded, whole)
+    }
+
+    /// [`Self::feed`], with the word also in `padded` as the kernel's buffer holds it: its
+    /// first `ARG_BUFFER - 1` bytes, then zeros ([`Grammar::feed_padded`]).
+    #[inline(always)]
+    pub fn feed_padded(&mut self, word: &[u8], padded: &[u8; ARG_BUFFER], whole: bool) -> Step {
         self.words = self.words.wrapping_add(1);
         let read = if self.flags & DENY_NO_SITE != 0 {
-            self.reader.feed_stopping_at_no_hook::<true>(word)
+            self.reader.feed_padded::<true>(word, padded)
         } else {
-            self.reader.feed(word)
+            self.reader.feed_padded::<false>(word, padded)
         };
         match read {
             // `-S` among the options: the interpreter starts without site, whatever else
@@ -424,6 +433,15 @@ impl<G: Grammar> ArgvJudge<G> {
             }
             Word::Options if !whole => return Step::Refuse(Rule::FactsUnavailable),
             Word::Unread => return Step::Refuse(Rule::FactsUnavailable),
+            // A module loaded before the program, named by the command line: read as a
+            // script would be, so a descriptor or a device is no more a module than a
+            // script (`node -r /dev/stdin`). The reader judged its spelling, in the word
+            // loop: there may be several.
+            Word::Preload {
+                descriptor: true, ..
+            } if self.flags & DENY_DESCRIPTOR_SCRIPT != 0 => {
+                return Step::Refuse(Rule::ScriptIsFile);
+            }
             Word::Script(script) => {
                 if script.len() == 1 && script[0] == b'-' && self.flags & DENY_STDIN_CODE != 0 {
                     return Step::Refuse(Rule::NoStdinCode);
@@ -524,7 +542,10 @@ impl<G: Grammar> ArgvJudge<G> {
                 Some(arg) => {
                     let whole = arg.len() < ARG_BUFFER - 1;
                     let seen = if whole { arg } else { &arg[..ARG_BUFFER - 1] };
-                    let step = judge.feed(seen, whole);
+                    // As the kernel's buffer holds the word: what it read, then zeros.
+                    let mut padded = [0u8; ARG_BUFFER];
+                    padded[..seen.len()].copy_from_slice(seen);
+                    let step = judge.feed_padded(seen, &padded, whole);
                     if judge.script_index() == Some(judge.words - 1) {
                         script = arg;
                     }
@@ -562,7 +583,7 @@ where
         }
         Dialect::Perl => ArgvJudge::<crate::perl_argv::Reader>::judge_words(flags, modules, args),
         Dialect::Ruby => ArgvJudge::<crate::ruby_argv::Reader>::judge_words(flags, modules, args),
-        Dialect::Node => Step::Refuse(Rule::FactsUnavailable),
+        Dialect::Node => ArgvJudge::<crate::node_argv::Reader>::judge_words(flags, modules, args),
     }
 }
 
@@ -967,6 +988,126 @@ mod tests {
             judge_argv(Dialect::Python, 0, &NoModules, [b"-".as_slice()]),
             Step::Allow
         );
+    }
+
+    fn judge_node(flags: u32, args: &[&str]) -> Step {
+        judge_argv(
+            Dialect::Node,
+            flags,
+            &NoModules,
+            args.iter().map(|a| a.as_bytes()),
+        )
+    }
+
+    #[test]
+    fn node_command_lines() {
+        let refused = |args: &[&str], rule| {
+            assert_eq!(judge_node(ALL, args), Step::Refuse(rule), "{args:?}");
+        };
+        refused(&["-e", "x"], Rule::NoInlineCode);
+        refused(&["--eval=x", "s.js"], Rule::NoInlineCode);
+        refused(&["-p", "s.js"], Rule::NoInlineCode);
+        refused(&["-pe", "x"], Rule::NoInlineCode);
+        refused(
+            &["--import", "data:text/javascript,x", "s.js"],
+            Rule::NoInlineCode,
+        );
+        refused(
+            &["--import= DATA:text/javascript,x", "s.js"],
+            Rule::NoInlineCode,
+        );
+        refused(&[], Rule::NoStdinCode);
+        refused(&["-"], Rule::NoStdinCode);
+        refused(&[""], Rule::NoStdinCode);
+        refused(&["--", ""], Rule::NoStdinCode);
+        refused(&["-p", ""], Rule::NoStdinCode);
+        refused(&["-r", "./pre.js"], Rule::NoStdinCode);
+        refused(&["-i"], Rule::NoInteractive);
+        refused(&["-i", "-"], Rule::NoStdinCode);
+        refused(&["--inspect", "s.js"], Rule::NoInteractive);
+        refused(&["--inspect-brk=0", "s.js"], Rule::NoInteractive);
+        refused(&["inspect", "s.js"], Rule::NoInteractive);
+        refused(&["--", "inspect"], Rule::NoInteractive);
+        refused(&["/dev/stdin"], Rule::ScriptIsFile);
+        refused(&["--", "/proc/self/fd/0"], Rule::ScriptIsFile);
+        refused(&["/dev/tty"], Rule::ScriptIsFile);
+        // A module loaded first is read as the operand is.
+        refused(&["-r", "/dev/stdin", "s.js"], Rule::ScriptIsFile);
+        refused(&["--require=/proc/self/fd/0", "s.js"], Rule::ScriptIsFile);
+        refused(&["--import", "/dev/fd/3", "s.js"], Rule::ScriptIsFile);
+        refused(&["--loader=/dev/./tty", "s.js"], Rule::ScriptIsFile);
+        refused(
+            &["-r", &format!("/proc/{}", "x".repeat(200)), "s.js"],
+            Rule::ScriptIsFile,
+        );
+        refused(
+            &["--import", "/%64ev/stdin", "s.js"],
+            Rule::FactsUnavailable,
+        );
+        refused(
+            &["--import=file:///dev/stdin", "s.js"],
+            Rule::FactsUnavailable,
+        );
+        refused(&["--env-file=.env", "s.js"], Rule::NoCodeEnvironment);
+        refused(&["--env-file", ".env", "s.js"], Rule::FactsUnavailable);
+        refused(&["--snapshot-blob", "b", "s.js"], Rule::FactsUnavailable);
+        refused(&["--disable-warning", "X", "s.js"], Rule::FactsUnavailable);
+        let padded: [&str; 40] =
+            core::array::from_fn(|i| if i == 39 { "s.js" } else { "--expose-gc" });
+        refused(&padded, Rule::FactsUnavailable);
+        // A long option word the kernel saw only part of.
+        refused(
+            &[&format!("--{}", "x".repeat(200)), "s.js"],
+            Rule::FactsUnavailable,
+        );
+        let allowed = |args: &[&str]| assert_eq!(judge_node(ALL, args), Step::Allow, "{args:?}");
+        allowed(&["s.js"]);
+        allowed(&["s.js", "-e", "x", "-i"]);
+        allowed(&["-i", "s.js"]);
+        allowed(&["--", "-e"]);
+        allowed(&["--title", "-x", "s.js"]);
+        allowed(&["--title", "t", "s.js"]);
+        allowed(&[
+            "-r",
+            "./pre.txt",
+            "--import",
+            "./pre.mjs",
+            "--import=node:fs",
+            "s.js",
+        ]);
+        allowed(&["-r", "dotenv/config", "s.js"]);
+        allowed(&["--max-old-space-size=4096", "--expose-gc", "s.js"]);
+        allowed(&["--inspect-port", "0", "s.js"]);
+        allowed(&["--version"]);
+        allowed(&["-v"]);
+        allowed(&["--help"]);
+        allowed(&["-c", "s.js"]);
+        allowed(&["--check"]);
+        allowed(&["--test"]);
+        allowed(&["--test", "a.test.js", "b.test.js"]);
+        allowed(&["--build-snapshot", "--snapshot-blob", "b", "entry.js"]);
+        allowed(&["--disable-warning=ExperimentalWarning", "s.js"]);
+        allowed(&[&format!("--title={}", "x".repeat(200)), "s.js"]);
+        allowed(&[&format!("/opt/{}/s.js", "x".repeat(200))]);
+        // Each kind only where its rule is on.
+        assert_eq!(
+            judge_node(ALL & !DENY_INLINE_CODE, &["-e", "x"]),
+            Step::Allow
+        );
+        assert_eq!(
+            judge_node(ALL & !DENY_INLINE_CODE, &["--env-file=.env", "s.js"]),
+            Step::Allow
+        );
+        assert_eq!(
+            judge_node(ALL & !DENY_DESCRIPTOR_SCRIPT, &["-r", "/dev/stdin", "s.js"]),
+            Step::Allow
+        );
+        assert_eq!(
+            judge_node(ALL & !DENY_INTERACTIVE, &["--inspect", "s.js"]),
+            Step::Allow
+        );
+        assert_eq!(judge_node(ALL & !DENY_STDIN_CODE, &[]), Step::Allow);
+        assert_eq!(judge_node(0, &["-i"]), Step::Allow);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod code_name;
 pub mod exec_gate;
 pub mod loader_argv;
 pub mod lsm;
+pub mod node_argv;
 pub mod perl_argv;
 pub mod python_argv;
 pub mod ruby_argv;
@@ -39,7 +40,8 @@ pub enum Rule {
     NoInteractive = 9,
     /// Environment variables that make the interpreter run or find extra code are refused.
     NoCodeEnvironment = 10,
-    /// The main script operand must name a file, not a file-descriptor link.
+    /// The main script operand (and a module the command line names to load first, such
+    /// as `node -r NAME`) must name a file, not a file-descriptor link.
     ScriptIsFile = 11,
     /// A policy exception allowed the access.
     Exception = 12,

@@ -16,7 +16,7 @@ use guard_common::{
         PERMISSIVE, SCRIPT_PREFIX, Step, env_entry_refused,
     },
 };
-use guard_common::{perl_argv, python_argv, ruby_argv};
+use guard_common::{node_argv, perl_argv, python_argv, ruby_argv};
 
 use crate::kernel::{LoopBody, bounded_loop, kread, read_user_str, read_user_words};
 use core::ops::ControlFlow;
@@ -85,6 +85,14 @@ pub fn perl_exec(ctx: BtfTracePointContext) -> i32 {
 pub fn ruby_exec(ctx: BtfTracePointContext) -> i32 {
     let bprm: *const u8 = ctx.arg(2);
     let _ = try_dialect::<ruby_argv::Reader>(bprm, Dialect::Ruby);
+    0
+}
+
+/// Node.js's command lines ([`node_argv`]).
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn node_exec(ctx: BtfTracePointContext) -> i32 {
+    let bprm: *const u8 = ctx.arg(2);
+    let _ = try_dialect::<node_argv::Reader>(bprm, Dialect::Node);
     0
 }
 
@@ -173,16 +181,17 @@ fn try_exec(bprm: *const u8) -> Result<(), i32> {
     Ok(())
 }
 
-/// A judge of an exec's command line, fed one word after `argv[0]` at a time.
+/// A judge of an exec's command line, fed one word after `argv[0]` at a time: `word` as
+/// read, `padded` the buffer it lies in (zeros after it).
 trait WordJudge {
-    fn word(&mut self, word: &[u8], whole: bool) -> Step;
+    fn word(&mut self, word: &[u8], padded: &[u8; ARG_BUFFER], whole: bool) -> Step;
     fn end(&mut self) -> Step;
 }
 
 impl<G: Grammar> WordJudge for ArgvJudge<G> {
     #[inline(always)]
-    fn word(&mut self, word: &[u8], whole: bool) -> Step {
-        self.feed(word, whole)
+    fn word(&mut self, word: &[u8], padded: &[u8; ARG_BUFFER], whole: bool) -> Step {
+        self.feed_padded(word, padded, whole)
     }
     #[inline(always)]
     fn end(&mut self) -> Step {
@@ -192,7 +201,7 @@ impl<G: Grammar> WordJudge for ArgvJudge<G> {
 
 impl WordJudge for LoaderJudge {
     #[inline(always)]
-    fn word(&mut self, word: &[u8], _whole: bool) -> Step {
+    fn word(&mut self, word: &[u8], _padded: &[u8; ARG_BUFFER], _whole: bool) -> Step {
         self.feed(word)
     }
     #[inline(always)]
@@ -219,13 +228,21 @@ impl<J: WordJudge> LoopBody for WordWalk<J> {
             self.verdict = self.judge.end();
             return ControlFlow::Break(());
         }
+        // Zeros after the word, not the bytes of a longer one before it: a grammar reads the
+        // buffer as the word padded ([`Grammar::feed_padded`]).
+        self.buf = [0; ARG_BUFFER];
         let Ok(word) = read_user_str(self.sp + 8 * (1 + i), &mut self.buf) else {
+            self.verdict = Step::Refuse(Rule::FactsUnavailable);
+            return ControlFlow::Break(());
+        };
+        let read = word.len();
+        let Some(word) = self.buf.get(..read) else {
             self.verdict = Step::Refuse(Rule::FactsUnavailable);
             return ControlFlow::Break(());
         };
         // A word that filled the buffer may go on beyond it.
         let whole = word.len() < ARG_BUFFER - 1;
-        match self.judge.word(word, whole) {
+        match self.judge.word(word, &self.buf, whole) {
             Step::More => ControlFlow::Continue(()),
             verdict => {
                 self.verdict = verdict;

@@ -12,7 +12,7 @@ use guard_common::{
     argv::{Dialect, Grammar, Word},
     code_name::{CodeSuffix, MainScript, NAME_BUFFER, last_component_start, named_as_code},
     exec_gate::{ARG_BUFFER, MAX_ARGS, MAX_CLUSTER},
-    perl_argv, python_argv, ruby_argv,
+    node_argv, perl_argv, python_argv, ruby_argv,
 };
 
 use crate::kernel::{
@@ -48,6 +48,7 @@ pub fn main_script_exec(ctx: BtfTracePointContext) -> i32 {
         Some(Dialect::Python) => record_operand::<python_argv::Reader>(bprm, script),
         Some(Dialect::Perl) => record_operand::<perl_argv::Reader>(bprm, script),
         Some(Dialect::Ruby) => record_operand::<ruby_argv::Reader>(bprm, script),
+        Some(Dialect::Node) => record_operand::<node_argv::Reader>(bprm, script),
         _ => Ok(()),
     };
     0
@@ -150,10 +151,16 @@ impl<G: Grammar> LoopBody for OperandWalk<G> {
         if i >= self.argc as u64 {
             return ControlFlow::Break(());
         }
+        // Zeros after the word, as the exec gate's walk reads it ([`Grammar::feed_padded`]).
+        self.buf = [0; ARG_BUFFER];
         let Ok(word) = read_user_str(self.sp + 8 * (1 + i), &mut self.buf) else {
             return ControlFlow::Break(());
         };
-        match self.reader.feed(word) {
+        let read = word.len();
+        let Some(word) = self.buf.get(..read) else {
+            return ControlFlow::Break(());
+        };
+        match self.reader.feed_padded::<false>(word, &self.buf) {
             Word::Script(_) => {
                 self.found = i;
                 ControlFlow::Break(())

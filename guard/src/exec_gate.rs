@@ -36,7 +36,7 @@ fn dialect_program(dialect: Dialect) -> Option<&'static str> {
         Dialect::Python => None,
         Dialect::Perl => Some("perl_exec"),
         Dialect::Ruby => Some("ruby_exec"),
-        Dialect::Node => None,
+        Dialect::Node => Some("node_exec"),
     }
 }
 /// The native-code rule at exec, on the same tracepoint (see `guard-ebpf/src/exec_gate.rs`).

@@ -757,18 +757,6 @@ impl Policy {
         for profile in raw.interpreters {
             // CPython alone has interpreter modules (`-m`) and guard's audit hook: a setting
             // of theirs in another interpreter's profile would be silently void.
-            // Node's grammar is not in the exec gate yet: a profile of it would leave its
-            // command lines unjudged at exec, a gap no setting of the profile would show.
-            if profile.argv == ArgvDialect::Node {
-                return Err(at(
-                    None,
-                    format!(
-                        "interpreter {:?}: argv = \"node\" is not supported yet (Node.js's \
-                         command line is not judged by the exec gate)",
-                        profile.name
-                    ),
-                ));
-            }
             let python = profile.argv == ArgvDialect::Python;
             if !python {
                 let dialect = profile.argv.dialect().name();
@@ -1298,8 +1286,16 @@ mod tests {
         assert_eq!(ruby.dynamic_code, DynamicCode::Allow);
         assert!(ruby.inline_code_modules.is_empty() && ruby.dynamic_code_callers.is_empty());
         assert!(!ruby.require_audit_hook);
-        let e = error_of("[[interpreter]]\nname = \"node\"\nexecutables = []\nargv = \"node\"\n");
-        assert!(e.contains("not supported yet"), "{e}");
+        let policy =
+            parse("[[interpreter]]\nname = \"node\"\nexecutables = []\nargv = \"node\"\n").unwrap();
+        assert_eq!(
+            policy.interpreters[0].argv.dialect(),
+            guard_common::argv::Dialect::Node
+        );
+        let e = error_of(
+            "[[interpreter]]\nname = \"node\"\nexecutables = []\nargv = \"node\"\nrequire_audit_hook = true\n",
+        );
+        assert!(e.contains("CPython's"), "{e}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::workspace_root;
 
-pub(crate) const TARGETS: [&str; 7] = [
+pub(crate) const TARGETS: [&str; 8] = [
     "policy",
     "ima",
     "keys",
@@ -19,6 +19,7 @@ pub(crate) const TARGETS: [&str; 7] = [
     "argv",
     "argv_cpython",
     "argv_perl",
+    "argv_node",
 ];
 
 /// Executions and outcome of one target's run.
