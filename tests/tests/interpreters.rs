@@ -286,6 +286,17 @@ fn tight(code: &str) -> String {
         .replace("close $f", "close$f")
 }
 
+/// A directory `pkg` whose `package.json` names a data file holding `code` as its main:
+/// `node pkg` runs it.
+fn node_package(lab: &Lab, code: &str) -> String {
+    lab.fs.write(
+        "lab/pkg/package.json",
+        r#"{"name": "pkg", "main": "notes.txt"}"#,
+    );
+    lab.fs.write("lab/pkg/notes.txt", code);
+    "pkg".into()
+}
+
 /// The attacks on one interpreter: its payload `code` (creating the marker), the attacker's
 /// unsigned module `evil` beside the signed code, a data file, and links named as code.
 fn attacks(lab: &Lab, code: &str) -> Vec<Attack> {
@@ -416,6 +427,22 @@ fn attacks(lab: &Lab, code: &str) -> Vec<Attack> {
             attack("RUBYOPT requiring a library", &["ok_main.x"], true).env("RUBYOPT", "-r./evil"),
         ]),
         "node" => list.extend([
+            // Node compiles what its loader opens for a path whatever the file is called.
+            attack(
+                "-r of a data file (any name is compiled)",
+                &["-r", "./data.txt", "ok_main.x"],
+                false,
+            ),
+            attack(
+                "a package directory whose main is a data file",
+                &[&node_package(lab, code)],
+                false,
+            ),
+            attack(
+                "-r of a package directory whose main is a data file",
+                &["-r", &format!("./{}", node_package(lab, code)), "ok_main.x"],
+                false,
+            ),
             attack("-e", &["-e", code], true),
             attack("--eval=", &[&format!("--eval={code}")], true),
             attack("-p", &["-p", code], true),
@@ -463,9 +490,7 @@ fn attacks(lab: &Lab, code: &str) -> Vec<Attack> {
         // Node opens the real path behind a module's name: `link.js -> data.txt` opens
         // `data.txt`, a name that is no code (docs/threat-model.md, Node.js).
         for a in &mut list {
-            if a.name == "a link named as code, loaded by signed code"
-                || a.name == "--require= of a link named as code"
-            {
+            if a.name == "a link named as code, loaded by signed code" {
                 a.open = Some("node opens a link's target by its own name");
             }
         }

@@ -997,17 +997,15 @@ fn evaluate_interpreter(
         if let (Some(operand), Some(asked)) = (operand, &named.asked_path) {
             is_main_script = opener::opens_operand(asked, operand);
         }
-        // Node resolves its operand itself (extensions, `index.js`) and opens the real path
-        // behind it: the name it asks for is the link's target (`node link.js` opens
-        // `data.txt`). Its main script is what the operand resolves to, by identity.
-        if let Some(operand) = operand
-            && !is_main_script
-            && profile.argv.dialect() == guard_common::argv::Dialect::Node
-        {
-            match process::node_main_within(tid, operand, process::WALK_DEADLINE) {
+        // Node resolves its operand and path preloads itself (extensions, a package's
+        // `main`, `index.js`) and opens the real path behind them: the name it asks for is
+        // the link's target (`node link.js` opens `data.txt`), and any name is compiled
+        // (`node -r ./notes.txt app.js`). What the command line names is code by identity.
+        if !is_main_script && profile.argv.dialect() == guard_common::argv::Dialect::Node {
+            match process::node_named_code_within(tid, process::WALK_DEADLINE) {
                 Ok(files) => is_main_script = files.contains(&id),
                 Err(e) => {
-                    named.missing = Some(format!("what the node operand resolves to: {e}"));
+                    named.missing = Some(format!("what the node command line names: {e}"));
                 }
             }
         }

@@ -193,51 +193,150 @@ pub fn resolve_operand_within(
     })
 }
 
-/// The files Node may run for its operand, by identity: the operand as a file, with each
-/// extension its loader tries, or as a directory's `index` (Node's own order,
-/// `Module._findPath`), each resolved through its links as Node's `realpath` does. Those
-/// that do not exist are none; any other error is a fact missing.
-pub fn node_main_within(
-    pid: i32,
-    operand: &[u8],
-    deadline: std::time::Duration,
-) -> io::Result<Vec<FileId>> {
-    let operand = operand.to_vec();
+/// The files a node command line names as code, by identity: what its script operand and
+/// each preload given as a path (`-r ./notes.txt`, `--import /x.mjs`) resolve to, as Node
+/// resolves them ([`node_request_files`]). Node compiles what its loader opens for them
+/// whatever the file is called, and opens the real path behind a link, so no name says
+/// code. A preload named as a package (`-r dotenv/config`) is found by Node's package
+/// search like any `require` of signed code and is not listed.
+pub fn node_named_code_within(pid: i32, deadline: std::time::Duration) -> io::Result<Vec<FileId>> {
     super::deadline::run_within(&STUCK_WALKS, deadline, move || {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
+        let words = || python_argv::cmdline_words(&cmdline).skip(1);
+        let invocation = guard_common::node_argv::parse(words());
+        let requests = invocation
+            .script
+            .filter(|script| !script.is_empty() && *script != b"-")
+            .into_iter()
+            .chain(
+                guard_common::node_argv::preloads(words())
+                    .map(|(_, name)| name)
+                    .filter(|name| node_names_a_path(name)),
+            );
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))?;
+        let cwd = cwd.as_os_str().as_bytes();
+        if cwd.ends_with(b" (deleted)") {
+            return Err(io::Error::other("its working directory is deleted"));
+        }
         let mut files = Vec::new();
-        for suffix in [
-            &b""[..],
-            b".js",
-            b".json",
-            b".node",
-            b".mjs",
-            b".cjs",
-            b"/index.js",
-            b"/index.json",
-            b"/index.node",
-        ] {
-            let candidate = [operand.as_slice(), suffix].concat();
-            match resolve_operand(pid, &candidate) {
-                Ok(id) => files.push(id),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-                    ) => {}
-                Err(e) => return Err(e),
-            }
+        for request in requests {
+            files.extend(node_request_files(pid, &node_path_resolve(cwd, request))?);
         }
         Ok(files)
     })
 }
 
-pub fn resolve_operand(pid: i32, operand: &[u8]) -> io::Result<FileId> {
-    let operand = std::path::Path::new(std::ffi::OsStr::from_bytes(operand));
-    let path: PathBuf = match operand.strip_prefix("/") {
-        Ok(relative) => PathBuf::from(format!("/proc/{pid}/root")).join(relative),
-        Err(_) => PathBuf::from(format!("/proc/{pid}/cwd")).join(operand),
+/// Whether node reads a module request as a path rather than a package name
+/// (`Module._findPath` for a relative or absolute request; ES module specifiers the URL
+/// parser would rewrite never come here: the grammar leaves them unread).
+fn node_names_a_path(request: &[u8]) -> bool {
+    request.starts_with(b"/")
+        || request.starts_with(b"./")
+        || request.starts_with(b"../")
+        || request == b"."
+        || request == b".."
+}
+
+/// `request` made absolute as Node's `path.resolve` does, from `cwd`: lexically, so `a/..`
+/// is the directory holding `a` whatever `a` links to, and `..` at the root is the root.
+fn node_path_resolve(cwd: &[u8], request: &[u8]) -> Vec<u8> {
+    let mut stack: Vec<&[u8]> = Vec::new();
+    let start: &[u8] = if request.starts_with(b"/") { b"" } else { cwd };
+    for component in start
+        .split(|&b| b == b'/')
+        .chain(request.split(|&b| b == b'/'))
+    {
+        match component {
+            b"" | b"." => {}
+            b".." => {
+                stack.pop();
+            }
+            _ => stack.push(component),
+        }
+    }
+    let mut path = Vec::new();
+    for component in stack {
+        path.push(b'/');
+        path.extend_from_slice(component);
+    }
+    if path.is_empty() {
+        path.push(b'/');
+    }
+    path
+}
+
+/// The files Node may run for an absolute path request, by identity: the request as a file, with each
+/// extension its loader tries, or as a directory: its `package.json`'s `"main"` (as a file,
+/// with the extensions, or its `index`), then its `index` (Node's own order,
+/// `Module._findPath`, `tryPackage`), each resolved through its links as Node's `realpath`
+/// does. Those that do not exist are none; any other error (a `package.json` that cannot be
+/// read) is a fact missing.
+fn node_request_files(pid: i32, request: &[u8]) -> io::Result<Vec<FileId>> {
+    const AS_FILE: [&[u8]; 6] = [b"", b".js", b".json", b".node", b".mjs", b".cjs"];
+    const AS_INDEX: [&[u8]; 3] = [b"/index.js", b"/index.json", b"/index.node"];
+    let mut files = Vec::new();
+    let mut try_each = |base: &[u8], suffixes: &[&[u8]]| -> io::Result<()> {
+        for suffix in suffixes {
+            match resolve_operand(pid, &[base, suffix].concat()) {
+                Ok(id) => files.push(id),
+                Err(e) if absent(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     };
-    let meta = std::fs::metadata(path)?;
+    try_each(request, &AS_FILE)?;
+    if let Some(main) = node_package_main(pid, request)? {
+        let main = node_path_resolve(request, &main);
+        try_each(&main, &AS_FILE)?;
+        try_each(&main, &AS_INDEX)?;
+    }
+    try_each(request, &AS_INDEX)?;
+    Ok(files)
+}
+
+fn absent(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
+}
+
+/// The `"main"` of the `package.json` in directory `request` (a string; Node ignores any
+/// other value). No file: none. A file Node could read but guard cannot parse is no
+/// answer; one Node cannot parse either stops node before it runs anything.
+fn node_package_main(pid: i32, request: &[u8]) -> io::Result<Option<Vec<u8>>> {
+    let manifest = [request, b"/package.json"].concat();
+    let text = match std::fs::read(within(pid, &manifest)) {
+        Ok(text) => text,
+        Err(e) if absent(&e) || e.raw_os_error() == Some(libc::EISDIR) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let text = text.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&text);
+    let value: serde_json::Value = serde_json::from_slice(text).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", String::from_utf8_lossy(&manifest)),
+        )
+    })?;
+    Ok(value
+        .get("main")
+        .and_then(serde_json::Value::as_str)
+        .filter(|main| !main.is_empty())
+        .map(|main| main.as_bytes().to_vec()))
+}
+
+/// `path` as process `pid` names it: relative to its cwd, absolute within its root.
+fn within(pid: i32, path: &[u8]) -> PathBuf {
+    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path));
+    match path.strip_prefix("/") {
+        Ok(relative) => PathBuf::from(format!("/proc/{pid}/root")).join(relative),
+        Err(_) => PathBuf::from(format!("/proc/{pid}/cwd")).join(path),
+    }
+}
+
+pub fn resolve_operand(pid: i32, operand: &[u8]) -> io::Result<FileId> {
+    let meta = std::fs::metadata(within(pid, operand))?;
     Ok(FileId {
         dev: meta.dev(),
         ino: meta.ino(),
@@ -247,6 +346,27 @@ pub fn resolve_operand(pid: i32, operand: &[u8]) -> io::Result<FileId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_requests_resolve_lexically_from_the_working_directory() {
+        for (cwd, request, want) in [
+            (&b"/srv/app"[..], &b"./a.js"[..], &b"/srv/app/a.js"[..]),
+            (b"/srv/app", b"../lib/../b.txt", b"/srv/b.txt"),
+            (b"/srv/app", b"/etc//x/./y", b"/etc/x/y"),
+            (b"/srv/app", b".", b"/srv/app"),
+            (b"/srv/app", b"..", b"/srv"),
+            (b"/", b"../../x", b"/x"),
+            (b"/srv/app", b"dir/", b"/srv/app/dir"),
+        ] {
+            assert_eq!(node_path_resolve(cwd, request), want, "{request:?}");
+        }
+        for path in [&b"/x"[..], b"./x", b"../x", b".", b".."] {
+            assert!(node_names_a_path(path), "{path:?}");
+        }
+        for package in [&b"x"[..], b"dotenv/config", b".x", b"..x", b"@scope/x"] {
+            assert!(!node_names_a_path(package), "{package:?}");
+        }
+    }
 
     #[test]
     fn warning_filters_naming_a_main_are_seen_where_cpython_reads_them() {
