@@ -1,8 +1,8 @@
 #!/bin/bash
-# Perl and Ruby under `guard run --backend auto` (BPF LSM, exec gate and fanotify), profiled
-# with their own grammars beside the embedded default's python: the VM's own /usr/bin/perl
-# and ruby, their libraries signed with the VM key when the image was built (guard sign
-# --perl --ruby). Node.js joins when its grammar is in the exec gate (issue #23). Each attack runs first without guard, where its
+# Perl, Ruby and Node.js under `guard run --backend auto` (BPF LSM, exec gate and fanotify),
+# profiled with their own grammars beside the embedded default's python: the VM's own
+# /usr/bin/perl, ruby and node, their libraries signed with the VM key when the image was
+# built (guard sign --perl --ruby --node). Each attack runs first without guard, where its
 # payload must run (otherwise it proves nothing), then under the agent, where it must not;
 # the signed baseline (a signed program using a signed module) runs after each. Every run
 # is as nobody, bounded by a timeout; a payload that ran leaves a file in $out.
@@ -40,6 +40,13 @@ argv = "ruby"
 code_patterns = ["*.rb", "*.so", "*.gemspec"]
 deny_env = ["RUBYOPT"]
 inline_code_scripts = ["/usr/bin/erb*"]
+
+[[interpreter]]
+name = "node"
+executables = ["/usr/bin/node", "/usr/bin/nodejs"]
+argv = "node"
+code_patterns = ["*.js", "*.mjs", "*.cjs", "*.node", "*.wasm"]
+deny_env = ["NODE_OPTIONS", "NODE_REPL_EXTERNAL_MODULE"]
 
 EOF
 } > "$policy"
@@ -114,6 +121,25 @@ erb (a gadget script) on a template|||/usr/bin/erb template.erb
 RUBYOPT requiring a library|RUBYOPT=-r./evil||ok_main.x
 EOF
 }
+node_attacks() {
+    cat << 'EOF'
+the program on stdin||code.in|
+`-` and the program on stdin||code.in|-
+/dev/stdin as the script||code.in|/dev/stdin
+a data file as the script|||data.txt
+a link named as code to a data file|||link.js
+an unsigned module beside signed code|||loads_evil.x
+a link named as code loaded by signed code|||loads_link.x
+-e|||-e "$payload"
+-p|||-p "$payload"
+the REPL reading stdin||code.in|-i
+-r of an unsigned module|||-r ./evil.js ok_main.x
+-r of a data file (node compiles any name)|||-r ./data.txt ok_main.x
+a package directory whose main is a data file|||pkg
+-r of standard input||code.in|-r /dev/stdin ok_main.x
+NODE_OPTIONS requiring a module|NODE_OPTIONS=--require=./evil.js||ok_main.x
+EOF
+}
 # run_attacks NAME PHASE: every attack of NAME; PHASE "bare" (payload must run) or
 # "guarded" (it must not, and the baseline still runs).
 run_attacks() {
@@ -136,6 +162,13 @@ setup_lab perl pm "open(my \$f, '>', '$marker'); print \$f 'ran'; close \$f;" \
 printf "open(my \$f, '>', '%s'); print \$f 'ran'; close \$f\nq\n" "$marker" > "$d/perl/debugger.in"
 chmod 644 "$d/perl/debugger.in"
 setup_lab ruby rb "File.write('$marker', 'ran')" "require_relative './%s'\n" "puts '%s'\n"
+setup_lab node js "require('fs').writeFileSync('$marker', 'ran');" "require('./%s');\n" \
+    "console.log('%s');\n"
+# A package directory: `node pkg` runs the file its package.json names, whatever its name.
+mkdir -m 755 "$d/node/pkg"
+printf '{"name": "pkg", "main": "notes.txt"}\n' > "$d/node/pkg/package.json"
+cp "$d/node/data.txt" "$d/node/pkg/notes.txt"
+chmod 644 "$d/node/pkg/package.json" "$d/node/pkg/notes.txt"
 
 # The gadget scripts, signed like the rest of the distribution: refused for what they run.
 sign /usr/bin/json_pp
@@ -143,12 +176,13 @@ sign "$(readlink -f /usr/bin/erb)"
 printf "<%% File.write('%s', 'ran') %%>\n" "$marker" > "$d/ruby/template.erb"
 chmod 644 "$d/ruby/template.erb"
 
-declare -A exes=([perl]=/usr/bin/perl [ruby]=/usr/bin/ruby)
+declare -A exes=([perl]=/usr/bin/perl [ruby]=/usr/bin/ruby [node]=/usr/bin/node)
 declare -A payloads=(
     [perl]="open(my \$f, '>', '$marker'); print \$f 'ran'; close \$f;"
     [ruby]="File.write('$marker', 'ran')"
+    [node]="require('fs').writeFileSync('$marker', 'ran');"
 )
-for name in perl ruby; do
+for name in perl ruby node; do
     exe=${exes[$name]} lab=$d/$name payload=${payloads[$name]}
     echo "### $name without guard ($exe)"
     check "$name: the signed baseline runs" runs_baseline
@@ -158,9 +192,9 @@ done
 guard run --backend auto --policy "$policy" --key "$GUARD_CERT" \
     --controller /usr/bin/kill >> "$agent_log" 2>&1 &
 agent=$!
-# Three grammars' programs to verify (CPython's, Perl's, Ruby's), and the LSM layer's.
-check "agent starts" wait_agent "$agent" "$agent_log" 300
-for name in perl ruby; do
+# Four grammars' programs to verify (CPython's, Perl's, Ruby's, Node's), and the LSM layer's.
+check "agent starts" wait_agent "$agent" "$agent_log" 400
+for name in perl ruby node; do
     exe=${exes[$name]} lab=$d/$name payload=${payloads[$name]}
     echo "### $name under guard"
     check "$name: the signed baseline runs under guard" runs_baseline
