@@ -67,7 +67,7 @@ const RUBY: Language = Language {
 const NODE: Language = Language {
     name: "node",
     binary: "/usr/bin/node",
-    code_patterns: &["*.js", "*.mjs", "*.cjs", "*.node", "*.wasm"],
+    code_patterns: &["*.js", "*.mjs", "*.cjs", "*.node", "*.wasm", "package.json"],
     deny_env: &["NODE_OPTIONS"],
     payload: |m| format!("require('fs').writeFileSync('{}', 'ran');\n", m.display()),
     load: |name| format!("require('./{name}');\n"),
@@ -297,6 +297,19 @@ fn node_package(lab: &Lab, code: &str) -> String {
     "pkg".into()
 }
 
+/// A signed program requiring the package `planted`, which the attacker put in
+/// `node_modules` beside it with a data file as its main.
+fn loads_package(lab: &Lab, code: &str) -> String {
+    lab.fs.write(
+        "lab/node_modules/planted/package.json",
+        r#"{"name": "planted", "main": "notes.txt"}"#,
+    );
+    lab.fs.write("lab/node_modules/planted/notes.txt", code);
+    lab.fs
+        .signed("lab/loads_planted.x", "require('planted');\n");
+    "loads_planted.x".into()
+}
+
 /// The attacks on one interpreter: its payload `code` (creating the marker), the attacker's
 /// unsigned module `evil` beside the signed code, a data file, and links named as code.
 fn attacks(lab: &Lab, code: &str) -> Vec<Attack> {
@@ -441,6 +454,13 @@ fn attacks(lab: &Lab, code: &str) -> Vec<Attack> {
             attack(
                 "-r of a package directory whose main is a data file",
                 &["-r", &format!("./{}", node_package(lab, code)), "ok_main.x"],
+                false,
+            ),
+            // Found by name in a directory node searches (beside the program, or the user's
+            // `~/.node_modules`): its package.json decides what runs, so it is code.
+            attack(
+                "a package found by name whose main is a data file, loaded by signed code",
+                &[&loads_package(lab, code)],
                 false,
             ),
             attack("-e", &["-e", code], true),
