@@ -45,7 +45,7 @@ inline_code_scripts = ["/usr/bin/erb*"]
 name = "node"
 executables = ["/usr/bin/node", "/usr/bin/nodejs"]
 argv = "node"
-code_patterns = ["*.js", "*.mjs", "*.cjs", "*.node", "*.wasm"]
+code_patterns = ["*.js", "*.mjs", "*.cjs", "*.node", "*.wasm", "package.json"]
 deny_env = ["NODE_OPTIONS", "NODE_REPL_EXTERNAL_MODULE"]
 
 EOF
@@ -136,6 +136,7 @@ the REPL reading stdin||code.in|-i
 -r of an unsigned module|||-r ./evil.js ok_main.x
 -r of a data file (node compiles any name)|||-r ./data.txt ok_main.x
 a package directory whose main is a data file|||pkg
+a package found by name whose main is a data file|||loads_planted.x
 -r of standard input||code.in|-r /dev/stdin ok_main.x
 NODE_OPTIONS requiring a module|NODE_OPTIONS=--require=./evil.js||ok_main.x
 EOF
@@ -169,6 +170,14 @@ mkdir -m 755 "$d/node/pkg"
 printf '{"name": "pkg", "main": "notes.txt"}\n' > "$d/node/pkg/package.json"
 cp "$d/node/data.txt" "$d/node/pkg/notes.txt"
 chmod 644 "$d/node/pkg/package.json" "$d/node/pkg/notes.txt"
+# A package the attacker planted where node searches for a name signed code requires.
+mkdir -p -m 755 "$d/node/node_modules/planted"
+printf '{"name": "planted", "main": "notes.txt"}\n' > "$d/node/node_modules/planted/package.json"
+cp "$d/node/data.txt" "$d/node/node_modules/planted/notes.txt"
+chmod 644 "$d/node/node_modules/planted/"*
+printf "require('planted');\n" > "$d/node/loads_planted.x"
+chmod 644 "$d/node/loads_planted.x"
+sign "$d/node/loads_planted.x"
 
 # The gadget scripts, signed like the rest of the distribution: refused for what they run.
 sign /usr/bin/json_pp
