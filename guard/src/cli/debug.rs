@@ -94,23 +94,37 @@ pub(super) fn run(command: DebugCommand) -> anyhow::Result<ExitCode> {
         DebugCommand::LsmUnpin { pin } => {
             let removed = LsmLayer::unpin(&pin)?;
             println!("lsm: removed {removed} pins from {}", pin.display());
-            // The kernel releases unpinned programs from a workqueue: wait, so that what
-            // runs next does not meet hooks on their way out.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            // The kernel releases unpinned programs from a workqueue, after an RCU grace
+            // period (RCU tasks for trampolines): wait, so that what runs next does not meet
+            // hooks on their way out. 30 s was once too short in CI's emulated VM.
+            let started = std::time::Instant::now();
+            let mut told = false;
             loop {
                 let left = LsmLayer::loaded_programs()?;
                 if left.is_empty() {
                     return Ok(ExitCode::SUCCESS);
                 }
-                if std::time::Instant::now() > deadline {
-                    eprintln!("lsm: still loaded after 30 s: {}", left.join(" "));
+                let waited = started.elapsed();
+                if waited > UNPIN_RELEASE_WAIT {
+                    eprintln!(
+                        "lsm: pins removed, but still loaded after {} s: {}",
+                        waited.as_secs(),
+                        left.join(" ")
+                    );
                     return Ok(ExitCode::FAILURE);
+                }
+                if !told && waited > std::time::Duration::from_secs(10) {
+                    eprintln!("lsm: waiting for the kernel to release {}", left.join(" "));
+                    told = true;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(100));
             }
         }
     }
 }
+
+/// How long `lsm-unpin` waits for the kernel to release the unpinned programs.
+const UNPIN_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 fn hook_costs(command: &[String]) -> anyhow::Result<ExitCode> {
     // Statistics stay on while this descriptor is open.

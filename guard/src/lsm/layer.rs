@@ -174,8 +174,8 @@ impl LsmLayer {
     /// [`Self::unpin`] the kernel releases them from a workqueue, a little later.
     pub fn loaded_programs() -> Result<Vec<String>, LsmError> {
         let mut found = Vec::new();
-        for info in aya::programs::loaded_programs() {
-            let info = info.map_err(|e| LsmError::Program("(listing)", e))?;
+        for info in programs_now() {
+            let info = info?;
             if let Some(name) = info.name_as_str()
                 && is_ours(name)
             {
@@ -189,8 +189,8 @@ impl LsmLayer {
     /// name (kept by the kernel while BPF statistics are on).
     pub fn program_stats() -> Result<std::collections::BTreeMap<String, (u64, u64)>, LsmError> {
         let mut stats = std::collections::BTreeMap::new();
-        for info in aya::programs::loaded_programs() {
-            let info = info.map_err(|e| LsmError::Program("(listing)", e))?;
+        for info in programs_now() {
+            let info = info?;
             if let Some(name) = info.name_as_str()
                 && is_ours(name)
             {
@@ -340,6 +340,19 @@ pub(super) fn pinned_controllers(
         }
         Err(e) => Err(LsmError::Pin(path, e.to_string())),
     }
+}
+
+/// The programs loaded in the kernel. One released between the listing of its id and the
+/// open of that id (what unpinning sets off) is gone, not an error.
+fn programs_now() -> impl Iterator<Item = Result<aya::programs::ProgramInfo, LsmError>> {
+    aya::programs::loaded_programs().filter_map(|info| match info {
+        Err(aya::programs::ProgramError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            None
+        }
+        other => Some(other.map_err(|e| LsmError::Program("(listing)", e))),
+    })
 }
 
 /// The pin files (`link_*`, `map_*`) in `dir`; none when it does not exist.
