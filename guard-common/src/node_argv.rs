@@ -120,6 +120,10 @@ pub enum Kind {
     /// `--require`/`-r`: a CommonJS module node loads before the main one, a path or a
     /// package name ([`Word::Preload`]).
     Require = 17,
+    /// `--title`: node writes the title over its argv before it loads any module, so the
+    /// command line the agent reads in `/proc/PID/cmdline` (to know what the operand and
+    /// the preloads name) is gone: refused unread.
+    Title = 18,
 }
 
 /// Packs a name at compile time (the table) or panics at compile time when it is too long.
@@ -214,7 +218,7 @@ options! {
     "--test-reporter-destination" => Value,
     "--test-shard" => Value,
     "--test-timeout" => ValueInSomeVersions,
-    "--title" => Value,
+    "--title" => Title,
     "--tls-cipher-list" => Value,
     "--tls-keylog" => Value,
     "--trace-event-categories" => Value,
@@ -864,6 +868,12 @@ impl Reader {
                 }
             }
             Kind::CodeFile => Word::Unread,
+            Kind::Title => {
+                if !attached {
+                    self.expect = Expect::Value;
+                }
+                Word::Unread
+            }
             Kind::SnapshotBlob => {
                 if self.has(BUILD) {
                     self.value(attached)
@@ -1265,6 +1275,11 @@ mod tests {
     fn code_files_and_environment() {
         assert!(run(&["--env-file=.env", "s.js"]).code_environment);
         assert!(run(&["--env-file", ".env", "s.js"]).unread);
+        // A title written over argv hides the command line from the agent.
+        assert!(run(&["--title=x", "s.js"]).unread);
+        assert!(run(&["--title", "x", "s.js"]).unread);
+        assert!(run(&["s.js", "--title=x"]).script == Some(&b"s.js"[..]));
+        assert!(!run(&["s.js", "--title=x"]).unread);
         assert!(run(&["--snapshot-blob", "b", "s.js"]).unread);
         assert!(run(&["--snapshot-blob=b"]).unread);
         assert!(!run(&["--build-snapshot", "--snapshot-blob", "b", "s.js"]).unread);

@@ -348,6 +348,7 @@ fn takes_next_word(kind: Kind) -> bool {
             | Kind::Specifier
             | Kind::Require
             | Kind::SnapshotBlob
+            | Kind::Title
     )
 }
 

@@ -463,6 +463,13 @@ fn attacks(lab: &Lab, code: &str) -> Vec<Attack> {
                 &[&loads_package(lab, code)],
                 false,
             ),
+            // Node writes a title over its argv before it loads a module: the agent would
+            // read no operand in /proc/PID/cmdline.
+            attack(
+                "--title hiding the data file it runs",
+                &["--title=x", "data.txt"],
+                true,
+            ),
             attack("-e", &["-e", code], true),
             attack("--eval=", &[&format!("--eval={code}")], true),
             attack("-p", &["-p", code], true),

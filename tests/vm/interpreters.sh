@@ -137,6 +137,7 @@ the REPL reading stdin||code.in|-i
 -r of a data file (node compiles any name)|||-r ./data.txt ok_main.x
 a package directory whose main is a data file|||pkg
 a package found by name whose main is a data file|||loads_planted.x
+--title hiding the data file it runs|||--title=x data.txt
 -r of standard input||code.in|-r /dev/stdin ok_main.x
 NODE_OPTIONS requiring a module|NODE_OPTIONS=--require=./evil.js||ok_main.x
 EOF
