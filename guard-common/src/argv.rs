@@ -158,6 +158,7 @@ where
                 inspect: node.interactive,
                 no_site: false,
                 truncated: node.truncated,
+                unread: node.unread,
             }
         }
     }

@@ -711,6 +711,7 @@ where
         inspect: reading.interactive,
         no_site: false,
         truncated: reading.truncated || (reading.search && reading.script.is_some()),
+        unread: reading.search && reading.script.is_some(),
     }
 }
 

@@ -18,6 +18,9 @@ pub struct Invocation<'a> {
     pub no_site: bool,
     /// An option that needs an argument came last with none: CPython refuses to start.
     pub truncated: bool,
+    /// An option whose effect the grammar does not read from the command line (the exec
+    /// gate refuses it unread): none in CPython's; `perl -S`, node's `--title`…
+    pub unread: bool,
 }
 
 impl Invocation<'_> {

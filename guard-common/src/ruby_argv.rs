@@ -547,6 +547,7 @@ where
         inspect: reading.debugger,
         no_site: reading.no_gems,
         truncated: reading.truncated || reading.unread,
+        unread: reading.unread,
     }
 }
 

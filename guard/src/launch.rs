@@ -102,20 +102,37 @@ where
 struct Spelling {
     inline_code: &'static str,
     interactive: &'static str,
+    /// The options the grammar refuses unread, and why.
+    unread: &'static str,
 }
 
 impl Spelling {
     fn of(dialect: guard_common::argv::Dialect) -> Spelling {
         use guard_common::argv::Dialect;
-        let (inline_code, interactive) = match dialect {
-            Dialect::Python => ("-c", "-i"),
-            Dialect::Perl => ("-e, -E, or code in -M, -d:, -F", "the debugger, -d"),
-            Dialect::Ruby => ("-e", "the debug gem's console, -r debug/…"),
-            Dialect::Node => ("-e, -p, --import data:", "-i, the inspector"),
+        let (inline_code, interactive, unread) = match dialect {
+            Dialect::Python => ("-c", "-i", "an option guard does not read"),
+            Dialect::Perl => (
+                "-e, -E, or code in -M, -d:, -F",
+                "the debugger, -d",
+                "-S NAME (perl runs the NAME it finds on PATH, which a descriptor may be)",
+            ),
+            Dialect::Ruby => (
+                "-e",
+                "the debug gem's console, -r debug/…",
+                "an option whose value or effect guard does not read",
+            ),
+            Dialect::Node => (
+                "-e, -p, --import data:",
+                "-i, the inspector",
+                "an option guard does not read: --title (node writes it over the command line \
+                 the agent reads), a snapshot blob, a configuration naming a script, an ES \
+                 module specifier the URL parser rewrites, an option of another node version",
+            ),
         };
         Spelling {
             inline_code,
             interactive,
+            unread,
         }
     }
 }
@@ -148,16 +165,17 @@ pub fn decide_launch(policy: &Policy, profile: &Profile, launch: &Launch<'_>) ->
     // Where the gate stops reading is the same whatever it refuses: then nothing else is
     // judged.
     if judge(gate_flags(profile)) == Step::Refuse(Rule::FactsUnavailable) {
-        checks.push(check(
-            Rule::FactsUnavailable,
-            false,
+        let why = if invocation.unread {
+            format!("{}: refused unread", spelling.unread)
+        } else {
             format!(
                 "the exec gate reads {MAX_ARGS} words after argv[0], {MAX_CLUSTER} letters of \
                  an option cluster and {} bytes of an option word: this command line goes past \
                  that and is refused unread",
                 ARG_BUFFER - 1
-            ),
-        ));
+            )
+        };
+        checks.push(check(Rule::FactsUnavailable, false, why));
         return Verdict::from_checks(policy, checks, Rule::NotCode);
     }
 

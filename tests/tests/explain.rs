@@ -204,10 +204,10 @@ fn explain_judges_command_lines_as_the_exec_gate_does() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
 
-/// Perl's and Ruby's command lines by their own grammars, with the kernel's verdict beside
-/// the engine's, worded in each interpreter's spelling.
+/// Perl's, Ruby's and Node's command lines by their own grammars, with the kernel's verdict
+/// beside the engine's, worded in each interpreter's spelling.
 #[test]
-fn explain_judges_perl_and_ruby_command_lines_by_their_grammars() {
+fn explain_judges_perl_ruby_and_node_command_lines_by_their_grammars() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.toml");
     std::fs::write(
@@ -215,7 +215,9 @@ fn explain_judges_perl_and_ruby_command_lines_by_their_grammars() {
         "[[interpreter]]\nname = \"perl\"\nexecutables = [\"/usr/bin/perl\"]\nargv = \"perl\"\n\
          code_patterns = [\"*.pl\", \"*.pm\"]\n\
          [[interpreter]]\nname = \"ruby\"\nexecutables = [\"/usr/bin/ruby\"]\nargv = \"ruby\"\n\
-         code_patterns = [\"*.rb\"]\n",
+         code_patterns = [\"*.rb\"]\n\
+         [[interpreter]]\nname = \"node\"\nexecutables = [\"/usr/bin/node\"]\nargv = \"node\"\n\
+         code_patterns = [\"*.js\"]\n",
     )
     .unwrap();
     let launch = |interpreter: &str, args: &[&str]| {
@@ -258,6 +260,26 @@ fn explain_judges_perl_and_ruby_command_lines_by_their_grammars() {
             "no-interactive",
             "debug gem",
         ),
+        ("/usr/bin/node", &["-p", "1"], "no-inline-code", "(-e, -p"),
+        (
+            "/usr/bin/node",
+            &["--inspect", "x.js"],
+            "no-interactive",
+            "the inspector",
+        ),
+        // Unread for what it does, not for the gate's limits.
+        (
+            "/usr/bin/perl",
+            &["-S", "x.pl"],
+            "facts-unavailable",
+            "-S NAME",
+        ),
+        (
+            "/usr/bin/node",
+            &["--title=x", "x.js"],
+            "facts-unavailable",
+            "--title (node writes it",
+        ),
     ] {
         let out = launch(interpreter, args);
         assert_verdict(&out, 1, &format!("DENY by rule {rule}"), reason);
@@ -271,6 +293,7 @@ fn explain_judges_perl_and_ruby_command_lines_by_their_grammars() {
     for (interpreter, args) in [
         ("/usr/bin/perl", &["-w", "-Mstrict", "x.pl"][..]),
         ("/usr/bin/ruby", &["-ie", "x.rb"]),
+        ("/usr/bin/node", &["x.js", "--title=x"]),
     ] {
         let out = launch(interpreter, args);
         assert!(
