@@ -1065,8 +1065,11 @@ mod tests {
         allowed(&["s.js", "-e", "x", "-i"]);
         allowed(&["-i", "s.js"]);
         allowed(&["--", "-e"]);
-        allowed(&["--title", "-x", "s.js"]);
-        allowed(&["--title", "t", "s.js"]);
+        allowed(&["--conditions", "-x", "s.js"]);
+        allowed(&["--conditions", "t", "s.js"]);
+        // node writes a title over the command line the agent reads.
+        refused(&["--title", "t", "s.js"], Rule::FactsUnavailable);
+        refused(&["--title=t", "s.js"], Rule::FactsUnavailable);
         allowed(&[
             "-r",
             "./pre.txt",
@@ -1087,7 +1090,7 @@ mod tests {
         allowed(&["--test", "a.test.js", "b.test.js"]);
         allowed(&["--build-snapshot", "--snapshot-blob", "b", "entry.js"]);
         allowed(&["--disable-warning=ExperimentalWarning", "s.js"]);
-        allowed(&[&format!("--title={}", "x".repeat(200)), "s.js"]);
+        allowed(&[&format!("--conditions={}", "x".repeat(200)), "s.js"]);
         allowed(&[&format!("/opt/{}/s.js", "x".repeat(200))]);
         // Each kind only where its rule is on.
         assert_eq!(
