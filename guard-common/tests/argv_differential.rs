@@ -8,6 +8,8 @@
 //! `GUARD_ARGV_SEED` picks another seed (decimal or 0x-hex), `GUARD_ARGV_CASES` another
 //! number of command lines per interpreter.
 
+#[path = "support/differential.rs"]
+mod differential;
 #[path = "support/argv_oracle.rs"]
 mod oracle;
 
@@ -20,30 +22,10 @@ use std::time::{Duration, Instant};
 use oracle::{Program, Sandbox, SplitMix};
 
 const DEFAULT_SEED: u64 = 0x6775_6172_6461_7267;
-const DEFAULT_CASES: usize = 2000;
 /// Per run: CPython starts in tens of milliseconds; one that hangs is killed.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// How many disagreements are printed in full.
 const SHOWN: usize = 15;
-
-fn seed() -> u64 {
-    let Ok(text) = std::env::var("GUARD_ARGV_SEED") else {
-        return DEFAULT_SEED;
-    };
-    let text = text.trim();
-    let parsed = match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => text.parse(),
-    };
-    parsed.unwrap_or_else(|_| panic!("GUARD_ARGV_SEED={text:?} is not a number"))
-}
-
-fn cases() -> usize {
-    std::env::var("GUARD_ARGV_CASES")
-        .ok()
-        .map(|n| n.parse().expect("GUARD_ARGV_CASES is a number"))
-        .unwrap_or(DEFAULT_CASES)
-}
 
 fn kind(program: &Program) -> &'static str {
     match program {
@@ -110,8 +92,8 @@ fn guard_reads_generated_command_lines_as_cpython_does() {
         !pythons.is_empty(),
         "no profiled CPython (ELF /usr/bin/python3*, /usr/local/bin/python3*): `cargo xtask setup` installs python3"
     );
-    let seed = seed();
-    let cases = cases();
+    let seed = differential::seed(DEFAULT_SEED);
+    let cases = differential::cases();
     eprintln!(
         "argv differential: seed {seed:#x} (GUARD_ARGV_SEED), {cases} command lines (GUARD_ARGV_CASES) on each of {pythons:?}"
     );

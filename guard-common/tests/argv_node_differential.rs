@@ -9,6 +9,8 @@
 //! number of command lines per interpreter, `GUARD_ARGV_NODE` other node executables
 //! (`:`-separated; Debian's node 18 beside a NodeSource node 20, say, in a mount namespace).
 
+#[path = "support/differential.rs"]
+mod differential;
 #[path = "support/node_oracle.rs"]
 mod node_oracle;
 #[path = "support/argv_oracle.rs"]
@@ -28,29 +30,9 @@ use node_oracle::{Agreement, Ran, Sandbox};
 use oracle::SplitMix;
 
 const DEFAULT_SEED: u64 = 0x6e6f_6465_6172_6776;
-const DEFAULT_CASES: usize = 2000;
 /// Per run: node starts in tens of milliseconds; one that hangs is killed.
 const TIMEOUT: Duration = Duration::from_secs(10);
 const SHOWN: usize = 15;
-
-fn seed() -> u64 {
-    let Ok(text) = std::env::var("GUARD_ARGV_SEED") else {
-        return DEFAULT_SEED;
-    };
-    let text = text.trim();
-    let parsed = match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => text.parse(),
-    };
-    parsed.unwrap_or_else(|_| panic!("GUARD_ARGV_SEED={text:?} is not a number"))
-}
-
-fn cases() -> usize {
-    std::env::var("GUARD_ARGV_CASES")
-        .ok()
-        .map(|n| n.parse().expect("GUARD_ARGV_CASES is a number"))
-        .unwrap_or(DEFAULT_CASES)
-}
 
 fn nodes() -> Vec<std::path::PathBuf> {
     let nodes = node_oracle::node_interpreters();
@@ -122,8 +104,8 @@ fn run_all(
 #[test]
 fn guard_reads_generated_command_lines_as_node_does() {
     let nodes = nodes();
-    let seed = seed();
-    let cases = cases();
+    let seed = differential::seed(DEFAULT_SEED);
+    let cases = differential::cases();
     eprintln!(
         "node argv differential: seed {seed:#x} (GUARD_ARGV_SEED), {cases} command lines (GUARD_ARGV_CASES) on each of {nodes:?}"
     );

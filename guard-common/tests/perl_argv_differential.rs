@@ -9,6 +9,8 @@
 //! `GUARD_ARGV_SEED` picks another seed (decimal or 0x-hex), `GUARD_ARGV_CASES` another
 //! number of command lines per interpreter.
 
+#[path = "support/differential.rs"]
+mod differential;
 #[path = "support/perl_argv_oracle.rs"]
 mod oracle;
 
@@ -21,30 +23,10 @@ use std::time::{Duration, Instant};
 use oracle::{Program, Sandbox, SplitMix};
 
 const DEFAULT_SEED: u64 = 0x6775_6172_6470_6572;
-const DEFAULT_CASES: usize = 2000;
 /// Per run: perl starts in milliseconds, its debugger in a tenth of a second.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// How many disagreements are printed in full.
 const SHOWN: usize = 15;
-
-fn seed() -> u64 {
-    let Ok(text) = std::env::var("GUARD_ARGV_SEED") else {
-        return DEFAULT_SEED;
-    };
-    let text = text.trim();
-    let parsed = match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => text.parse(),
-    };
-    parsed.unwrap_or_else(|_| panic!("GUARD_ARGV_SEED={text:?} is not a number"))
-}
-
-fn cases() -> usize {
-    std::env::var("GUARD_ARGV_CASES")
-        .ok()
-        .map(|n| n.parse().expect("GUARD_ARGV_CASES is a number"))
-        .unwrap_or(DEFAULT_CASES)
-}
 
 fn kind(ran: &oracle::Ran) -> String {
     let program = match &ran.program {
@@ -114,8 +96,8 @@ fn guard_reads_generated_command_lines_as_perl_does() {
         !perls.is_empty(),
         "no perl (ELF /usr/bin/perl*, /usr/local/bin/perl*): Debian's perl-base has one"
     );
-    let seed = seed();
-    let cases = cases();
+    let seed = differential::seed(DEFAULT_SEED);
+    let cases = differential::cases();
     eprintln!(
         "perl argv differential: seed {seed:#x} (GUARD_ARGV_SEED), {cases} command lines (GUARD_ARGV_CASES) on each of {perls:?}"
     );

@@ -7,6 +7,8 @@
 
 #[path = "support/argv_oracle.rs"]
 mod argv_oracle;
+#[path = "support/differential.rs"]
+mod differential;
 #[path = "support/ruby_argv_oracle.rs"]
 mod oracle;
 
@@ -22,30 +24,10 @@ use guard_common::exec_gate::Step;
 use oracle::{Program, Sandbox};
 
 const DEFAULT_SEED: u64 = 0x7275_6279_6172_6776;
-const DEFAULT_CASES: usize = 2000;
 /// Per run: ruby starts in tens of milliseconds; one that hangs is killed.
 const TIMEOUT: Duration = Duration::from_secs(20);
 /// How many disagreements are printed in full.
 const SHOWN: usize = 15;
-
-fn seed() -> u64 {
-    let Ok(text) = std::env::var("GUARD_ARGV_SEED") else {
-        return DEFAULT_SEED;
-    };
-    let text = text.trim();
-    let parsed = match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => text.parse(),
-    };
-    parsed.unwrap_or_else(|_| panic!("GUARD_ARGV_SEED={text:?} is not a number"))
-}
-
-fn cases() -> usize {
-    std::env::var("GUARD_ARGV_CASES")
-        .ok()
-        .map(|n| n.parse().expect("GUARD_ARGV_CASES is a number"))
-        .unwrap_or(DEFAULT_CASES)
-}
 
 fn kind(program: &Program) -> &'static str {
     match program {
@@ -136,8 +118,8 @@ fn guard_reads_generated_command_lines_as_ruby_does() {
         !rubies.is_empty(),
         "no ruby (/usr/bin/ruby*, /usr/local/bin/ruby*): `cargo xtask setup` installs it"
     );
-    let seed = seed();
-    let cases = cases();
+    let seed = differential::seed(DEFAULT_SEED);
+    let cases = differential::cases();
     eprintln!(
         "ruby argv differential: seed {seed:#x} (GUARD_ARGV_SEED), {cases} command lines (GUARD_ARGV_CASES) on each of {rubies:?}"
     );

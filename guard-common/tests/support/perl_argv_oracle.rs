@@ -429,36 +429,7 @@ pub(crate) fn generate(src: &mut impl Source) -> Vec<Vec<u8>> {
 
 /// The command line as a shell would take it, to paste into one.
 pub(crate) fn shell_words(words: &[Vec<u8>]) -> String {
-    let mut line = String::from("perl");
-    for word in words {
-        let text = String::from_utf8_lossy(word);
-        let plain = !text.is_empty()
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,".contains(&b));
-        line.push(' ');
-        if plain {
-            line.push_str(&text);
-        } else if text.bytes().any(|b| b.is_ascii_control()) {
-            line.push_str("$'");
-            for c in text.chars() {
-                match c {
-                    '\r' => line.push_str("\\r"),
-                    '\t' => line.push_str("\\t"),
-                    '\n' => line.push_str("\\n"),
-                    '\'' => line.push_str("\\'"),
-                    '\\' => line.push_str("\\\\"),
-                    c => line.push(c),
-                }
-            }
-            line.push('\'');
-        } else {
-            line.push('\'');
-            line.push_str(&text.replace('\'', "'\\''"));
-            line.push('\'');
-        }
-    }
-    line
+    crate::differential::shell_line("perl", words)
 }
 
 // ---------------------------------------------------------------------------------------

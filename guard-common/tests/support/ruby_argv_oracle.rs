@@ -347,23 +347,7 @@ pub(crate) fn generate(src: &mut impl Source) -> Vec<Vec<u8>> {
 
 /// The command line as a shell would take it, to paste into one.
 pub(crate) fn shell_words(words: &[Vec<u8>]) -> String {
-    let mut line = String::from("ruby");
-    for word in words {
-        let text = String::from_utf8_lossy(word);
-        let plain = !text.is_empty()
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_./=:".contains(&b));
-        line.push(' ');
-        if plain {
-            line.push_str(&text);
-        } else {
-            line.push('\'');
-            line.push_str(&text.replace('\'', "'\\''"));
-            line.push('\'');
-        }
-    }
-    line
+    crate::differential::shell_line("ruby", words)
 }
 
 // ---------------------------------------------------------------------------------------
