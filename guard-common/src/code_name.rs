@@ -10,8 +10,13 @@
 //! last component, a symbolic link of that name followed on the way (`x.py -> /proc/…`, the
 //! `/proc/self/fd/N` magic links), or a file mount over a mount point of that name. Data
 //! reads of `/proc` and `/sys` (psutil, `os.cpu_count`) keep working: their names are
-//! neither. Everything here is written for the BPF verifier: bounded loops, explicit
-//! indices, no slice comparisons.
+//! neither. An interpreter that resolves a link itself before opening its target (node's
+//! `realpath`) reaches the target under the target's own name, so a link named as code must
+//! point to a name that is code too ([`judge_readlink`], by the suffixes alone). Everything
+//! here is written for the BPF verifier: bounded loops, explicit indices, no slice
+//! comparisons.
+
+use crate::Rule;
 
 /// A path component's bytes as the kernel reads them (`NAME_MAX` is 255).
 pub const NAME_BUFFER: usize = 256;
@@ -222,6 +227,76 @@ pub fn named_as_code<S: Fn(usize) -> CodeSuffix>(
         || (script.name_len == len && same_bytes(name, &script.name, len as usize))
 }
 
+/// Whether the first `len` bytes of `name` end with one of the first `suffix_count` code
+/// suffixes: what a name says of itself, whoever reads it (the operand's name is one task's
+/// alone). The test [`judge_readlink`] applies to a link's name and its target's.
+#[inline(always)]
+pub fn suffix_named_as_code<S: Fn(usize) -> CodeSuffix>(
+    name: &[u8; NAME_BUFFER],
+    len: u32,
+    suffixes: S,
+    suffix_count: u32,
+) -> bool {
+    if len == 0 || len as usize > NAME_BUFFER {
+        return false;
+    }
+    has_suffix(name, len as usize, suffixes, suffix_count)
+}
+
+/// Whether a symbolic link's target, the first `len` bytes of `target` (a path as the link
+/// holds it, below [`NAME_BUFFER`] bytes), names a file as code by
+/// [`suffix_named_as_code`]: its last component, the name of the file the walk through it
+/// ends at, which an interpreter resolving the link opens. A target ending in `/`, `.` or
+/// `..` ends at a directory (node then loads its `package.json`'s `"main"` or an
+/// `index.js`, not a file this name describes); an empty one at nothing. None is code.
+#[inline(always)]
+pub fn link_target_named_as_code<S: Fn(usize) -> CodeSuffix>(
+    target: &[u8; NAME_BUFFER],
+    len: usize,
+    suffixes: S,
+    suffix_count: u32,
+) -> bool {
+    if len == 0 || len >= NAME_BUFFER {
+        return false;
+    }
+    // No walk to the last `/`: a suffix holds no `/`, so the last component ends with one
+    // exactly when the path does and the byte before it is no `/` (`has_suffix`). A walk
+    // would hand the verifier one state per position it stops at, each judged on.
+    // Opaque indices: knowing `len` is below the buffer's length, the compiler would drop
+    // the masks the verifier needs to see them in bounds.
+    let at = |i: usize| target[opaque(i) & (NAME_BUFFER - 1)];
+    if at(len - 1) == b'.' {
+        if len == 1 || at(len - 2) == b'/' {
+            return false;
+        }
+        if at(len - 2) == b'.' && (len == 2 || at(len - 3) == b'/') {
+            return false;
+        }
+    }
+    has_suffix(target, len, suffixes, suffix_count)
+}
+
+/// The rule an interpreter's `readlink` of a symbolic link breaks, if any:
+/// `link_named_as_code` by its own name ([`suffix_named_as_code`]), `target_named_as_code`
+/// by its target's ([`link_target_named_as_code`]), `None` when the target could not be
+/// read. An interpreter that resolves a link before opening (node's `realpath`) opens the
+/// target by the target's name: a code name that points at a data name would load data
+/// as code unchecked. A target that cannot be read is no evidence it is code: refused.
+#[inline(always)]
+pub fn judge_readlink(
+    link_named_as_code: bool,
+    target_named_as_code: Option<bool>,
+) -> Option<Rule> {
+    if !link_named_as_code {
+        return None;
+    }
+    match target_named_as_code {
+        Some(true) => None,
+        Some(false) => Some(Rule::CodeNamedLink),
+        None => Some(Rule::FactsUnavailable),
+    }
+}
+
 #[inline(always)]
 fn same_bytes(a: &[u8; NAME_BUFFER], b: &[u8; NAME_BUFFER], len: usize) -> bool {
     // Bounded by `len` itself, as in `last_component_start`. The verifier needs to see the
@@ -249,6 +324,7 @@ fn opaque(value: usize) -> usize {
 }
 
 #[inline(always)]
+/// Whether the name (or path) in the first `len` bytes of `name` ends with a code suffix.
 fn has_suffix<S: Fn(usize) -> CodeSuffix>(
     name: &[u8; NAME_BUFFER],
     len: usize,
@@ -259,8 +335,13 @@ fn has_suffix<S: Fn(usize) -> CodeSuffix>(
     while s < MAX_CODE_SUFFIXES {
         let suffix = suffixes(s);
         let suffix_len = suffix.len as usize;
-        // A name that is only the suffix (".py") is a hidden file, not code by its name.
-        if s < count as usize && suffix_len > 0 && suffix_len < len {
+        // A name that is only the suffix (".py", "dir/.py") is a hidden file, not code by
+        // its name. A dentry's name holds no `/`; a link's target may.
+        if s < count as usize
+            && suffix_len > 0
+            && suffix_len < len
+            && name[opaque(len - suffix_len - 1) & (NAME_BUFFER - 1)] != b'/'
+        {
             let start = len - suffix_len;
             let mut j = 0;
             while j < CODE_SUFFIX_BYTES {
@@ -388,6 +469,78 @@ mod tests {
         assert!(!code(b"x.pyx", b"tool"));
         assert!(!code(b".py", b"tool"));
         assert!(!code(b"", b""));
+    }
+
+    fn node_suffixes() -> ([CodeSuffix; MAX_CODE_SUFFIXES], u32) {
+        let mut out = [CodeSuffix::default(); MAX_CODE_SUFFIXES];
+        let count = code_suffixes(["*.js", "*.mjs", "*.cjs", "*.node", "*.py"], &mut out);
+        (out, count as u32)
+    }
+
+    fn link_name_is_code(name: &[u8]) -> bool {
+        let (suffixes, count) = node_suffixes();
+        suffix_named_as_code(&buffer(name), name.len() as u32, |i| suffixes[i], count)
+    }
+
+    fn target_is_code(target: &[u8]) -> bool {
+        let (suffixes, count) = node_suffixes();
+        link_target_named_as_code(&buffer(target), target.len(), |i| suffixes[i], count)
+    }
+
+    #[test]
+    fn a_link_names_code_by_its_suffix_alone() {
+        assert!(link_name_is_code(b"link.js"));
+        assert!(link_name_is_code(b"addon.node"));
+        assert!(!link_name_is_code(b"data.txt"));
+        // The operand's name is one task's, not what a name says of itself.
+        assert!(!link_name_is_code(b"tool"));
+        assert!(!link_name_is_code(b".js"));
+        assert!(!link_name_is_code(b"js"));
+        assert!(!link_name_is_code(b""));
+    }
+
+    #[test]
+    fn a_link_target_is_code_by_the_file_the_walk_ends_at() {
+        assert!(target_is_code(b"real.js"));
+        assert!(target_is_code(b"../lib/real.js"));
+        assert!(target_is_code(b"/usr/share/nodejs/x/index.cjs"));
+        assert!(target_is_code(b"dir.txt/real.mjs"));
+        // What node would open is named as data, or is a directory (whose package.json's
+        // "main" or index.js runs), or nothing.
+        assert!(!target_is_code(b"data.txt"));
+        assert!(!target_is_code(b"code.js/data.txt"));
+        assert!(!target_is_code(b"lib.js/"));
+        assert!(!target_is_code(b"lib.js/."));
+        assert!(!target_is_code(b"lib.js/.."));
+        assert!(!target_is_code(b"."));
+        assert!(!target_is_code(b".."));
+        assert!(!target_is_code(b"/"));
+        assert!(!target_is_code(b""));
+        assert!(!target_is_code(b"dir/.js"));
+        assert!(!target_is_code(b"/proc/self/fd/3"));
+        // A name that only starts with dots is still a name.
+        assert!(target_is_code(b"..x.js"));
+        assert!(target_is_code(b"a/.x.js"));
+        // The longest target the kernel reads whole is one byte short of the buffer.
+        let mut long = b"d/".repeat(124);
+        long.extend_from_slice(b"a.js");
+        assert_eq!(long.len(), NAME_BUFFER - 4);
+        assert!(target_is_code(&long));
+        let mut full = b"d/".repeat(126);
+        full.extend_from_slice(b"a.js");
+        assert_eq!(full.len(), NAME_BUFFER);
+        assert!(!target_is_code(&full));
+    }
+
+    #[test]
+    fn a_code_named_link_must_name_code_or_is_refused() {
+        assert_eq!(judge_readlink(true, Some(true)), None);
+        assert_eq!(judge_readlink(true, Some(false)), Some(Rule::CodeNamedLink));
+        // A target the kernel could not read (a slow link, a procfs link, overlayfs).
+        assert_eq!(judge_readlink(true, None), Some(Rule::FactsUnavailable));
+        // Links that do not say code are none of the rule's business.
+        assert_eq!(judge_readlink(false, Some(false)), None);
+        assert_eq!(judge_readlink(false, None), None);
     }
 
     #[test]

@@ -81,10 +81,15 @@ pub enum Rule {
     /// A program started from Python (`os.system`, `subprocess`, `os.exec*`, `os.spawn*`,
     /// `os.posix_spawn`).
     ProcessLaunch = 25,
+    /// A symbolic link named as code must point to a name that is code too: an interpreter
+    /// that resolves the link itself (node's `realpath` before `require` opens) opens the
+    /// target by the target's name, so a data name would carry code past every check of
+    /// code by name.
+    CodeNamedLink = 26,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 25] = [
+    pub const ALL: [Rule; 26] = [
         Rule::RegularFile,
         Rule::NotDeleted,
         Rule::TrustedOwner,
@@ -110,6 +115,7 @@ impl Rule {
         Rule::Unpickle,
         Rule::AuditHookAdded,
         Rule::ProcessLaunch,
+        Rule::CodeNamedLink,
     ];
 
     /// Stable identifier used in logs, the audit trail and `guard explain`.
@@ -140,6 +146,7 @@ impl Rule {
             Rule::Unpickle => "unpickle",
             Rule::AuditHookAdded => "audit-hook-added",
             Rule::ProcessLaunch => "process-launch",
+            Rule::CodeNamedLink => "code-named-link",
         }
     }
 

@@ -68,10 +68,11 @@ pub enum Hook {
     PinUnlink = 14,
     PinRename = 15,
     SbUmount = 16,
+    InodeReadlink = 17,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 16] = [
+    pub const ALL: [Hook; 17] = [
         Hook::FileOpen,
         Hook::BprmCredsForExec,
         Hook::InodeSetxattr,
@@ -88,6 +89,7 @@ impl Hook {
         Hook::PinUnlink,
         Hook::PinRename,
         Hook::SbUmount,
+        Hook::InodeReadlink,
     ];
 
     pub const fn from_u32(value: u32) -> Option<Hook> {
@@ -120,6 +122,7 @@ impl Hook {
             Hook::PinUnlink => "inode_unlink",
             Hook::PinRename => "inode_rename",
             Hook::SbUmount => "sb_umount",
+            Hook::InodeReadlink => "inode_readlink",
         }
     }
 }
@@ -188,6 +191,11 @@ pub struct LsmOffsets {
     /// `task_struct.personality`: with `READ_IMPLIES_EXEC` the kernel maps readable memory
     /// executable whatever `prot` says.
     pub task_personality: u32,
+    /// `inode.i_link`: a symbolic link's target when the filesystem keeps it in memory
+    /// (tmpfs, ext4's fast links); null otherwise. In a union: read only for a symlink.
+    pub inode_link: u32,
+    /// Keeps the struct whole words (`aya::Pod`: no implicit padding in the settings).
+    pub pad: u32,
 }
 
 impl LsmOffsets {
@@ -233,6 +241,8 @@ impl LsmOffsets {
         fdt_fd: 0,
         fdt_max_fds: 0,
         task_personality: 0,
+        inode_link: 0,
+        pad: 0,
     };
 }
 
@@ -634,11 +644,11 @@ mod tests {
             assert_eq!(
                 *hook as usize,
                 i + 1,
-                "{hook:?}: values are 1..=16, in order"
+                "{hook:?}: values are 1..=17, in order"
             );
         }
         assert_eq!(Hook::from_u32(0), None);
-        assert_eq!(Hook::from_u32(Hook::SbUmount as u32 + 1), None);
+        assert_eq!(Hook::from_u32(Hook::InodeReadlink as u32 + 1), None);
         // The exec gate's and the LSM layer's flags share the permissive bit, and no other.
         use crate::exec_gate::{
             DENY_DESCRIPTOR_SCRIPT, DENY_INLINE_CODE, DENY_INTERACTIVE, DENY_STDIN_CODE,

@@ -109,6 +109,26 @@ pub fn read_kernel_name(name: *const u8, buf: &mut [u8; NAME_BUFFER], len: u32) 
     if ret == 0 { Ok(()) } else { Err(ret as i32) }
 }
 
+/// Reads the NUL-terminated kernel string at `text` (a symlink's target) into `buf`, at
+/// most `buf.len() - 1` bytes and its NUL: the bytes read with the NUL.
+#[inline(always)]
+pub fn read_kernel_str(text: *const u8, buf: &mut [u8; NAME_BUFFER]) -> Result<usize, i32> {
+    // SAFETY: writes at most NAME_BUFFER bytes into `buf`, which is that long; a bad address
+    // is an error.
+    let ret = unsafe {
+        generated::bpf_probe_read_kernel_str(
+            buf.as_mut_ptr().cast(),
+            NAME_BUFFER as u32,
+            text.cast(),
+        )
+    };
+    if ret < 0 {
+        Err(ret as i32)
+    } else {
+        Ok(ret as usize)
+    }
+}
+
 /// `len`, known to be 1 to [`NAME_BUFFER`], in a form the verifier can bound: the
 /// compiler folds range checks into wrapping arithmetic the verifier cannot follow.
 #[inline(always)]

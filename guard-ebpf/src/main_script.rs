@@ -180,12 +180,7 @@ impl<G: Grammar> LoopBody for OperandWalk<G> {
 /// Whether `dentry`'s name is named as code for this interpreter task.
 #[inline(always)]
 pub fn dentry_named_as_code(dentry: *const u8, script: &mut MainScript) -> Result<bool, i32> {
-    let len: u32 = kread(dentry, setting!(offsets.dentry_name_len))?;
-    let name: *const u8 = kread(dentry, setting!(offsets.dentry_name))?;
-    if len == 0 || len as usize > NAME_BUFFER {
-        return Ok(false);
-    }
-    read_kernel_name(name, &mut script.scratch, len)?;
+    let len = read_dentry_name(dentry, &mut script.scratch)?;
     Ok(named_as_code(
         &script.scratch,
         len,
@@ -195,9 +190,22 @@ pub fn dentry_named_as_code(dentry: *const u8, script: &mut MainScript) -> Resul
     ))
 }
 
+/// Reads `dentry`'s name into `buf`: its length, 0 for a name no file can have (empty, or
+/// longer than `NAME_MAX`), which is named as nothing.
+#[inline(always)]
+pub fn read_dentry_name(dentry: *const u8, buf: &mut [u8; NAME_BUFFER]) -> Result<u32, i32> {
+    let len: u32 = kread(dentry, setting!(offsets.dentry_name_len))?;
+    let name: *const u8 = kread(dentry, setting!(offsets.dentry_name))?;
+    if len == 0 || len as usize > NAME_BUFFER {
+        return Ok(0);
+    }
+    read_kernel_name(name, buf, len)?;
+    Ok(len)
+}
+
 /// The loader's code suffix `index` (below `MAX_CODE_SUFFIXES`).
 #[inline(always)]
-fn code_suffix(index: usize) -> CodeSuffix {
+pub fn code_suffix(index: usize) -> CodeSuffix {
     let first = (&raw const crate::lsm_common::LSM_SETTINGS.code_suffixes).cast::<CodeSuffix>();
     // SAFETY: `index` is below the array's length (the only caller loops to it); volatile
     // so the compiler does not fold in the zeroes the global was compiled with.

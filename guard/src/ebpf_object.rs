@@ -150,5 +150,7 @@ pub(crate) fn kernel_offsets(btf: &Btf) -> Result<LsmOffsets, BtfError> {
         fdt_fd: btf.member_offset("fdtable", "fd", 8)?,
         fdt_max_fds: btf.member_offset("fdtable", "max_fds", 4)?,
         task_personality: btf.member_offset("task_struct", "personality", 4)?,
+        inode_link: btf.member_offset("inode", "i_link", 8)?,
+        pad: 0,
     })
 }

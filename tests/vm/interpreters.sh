@@ -186,6 +186,73 @@ sign "$(readlink -f /usr/bin/erb)"
 printf "<%% File.write('%s', 'ran') %%>\n" "$marker" > "$d/ruby/template.erb"
 chmod 644 "$d/ruby/template.erb"
 
+# Node opens a module by its real path: `require('./link.js')` with `link.js -> data.txt`
+# reads the link (fs.realpathSync's walk) and opens data.txt, a name that is not code. The
+# kernel refuses an interpreter's readlink of a link named as code to a name that is not
+# (`code-named-link`), or whose target it cannot read (`facts-unavailable`: here a target of
+# about 200 bytes, which neither tmpfs nor ext4 keep in the inode).
+node_lab=$d/node-links
+mkdir -m 755 "$node_lab"
+node_payload="require('fs').writeFileSync('$marker', 'ran');"
+far=$(printf './%.0s' $(seq 1 95))real.js
+{
+    printf "console.log('signed module');\n" > "$node_lab/ok_module.js"
+    printf "require('./ok_module.js');\nconsole.log('signed main');\n" > "$node_lab/main.js"
+    printf "require('./link.js');\n" > "$node_lab/loads_link.js"
+    printf "console.log('signed through a link');\n" > "$node_lab/real.js"
+    printf "require('./good.js');\n" > "$node_lab/loads_good.js"
+    printf "require('./far.js');\n" > "$node_lab/loads_far.js"
+    printf "console.log(require('fs').readlinkSync('plain'));\n" > "$node_lab/reads_plain.js"
+    printf "import os\nprint(os.readlink('link.py'))\n" > "$node_lab/reads_link.py"
+}
+printf '%s\n' "$node_payload" > "$node_lab/data.txt"
+ln -s data.txt "$node_lab/link.js"
+ln -s real.js "$node_lab/good.js"
+ln -s "$far" "$node_lab/far.js"
+ln -s data.txt "$node_lab/plain"
+ln -s data.txt "$node_lab/link.py"
+chmod 644 "$node_lab"/*.js "$node_lab"/*.py "$node_lab/data.txt" 2> /dev/null
+for f in ok_module.js main.js loads_link.js real.js loads_good.js loads_far.js reads_plain.js \
+    reads_link.py; do
+    sign "$node_lab/$f"
+done
+# node_checks PHASE: "bare" (every payload runs, every link resolves) or "guarded".
+node_checks() {
+    local phase=$1 lab=$node_lab exe=/usr/bin/node
+    says() { nb "$1" 2>&1 | grep -qx "$2"; }
+    says_not() { ! says "$@"; }
+    check "node $phase: the signed baseline runs" says main.js "signed main"
+    rm -f "$marker"
+    nb loads_link.js > /dev/null 2>&1
+    if [ "$phase" = bare ]; then
+        check "node without guard: a link named as code to a data file, required by signed code, runs" ran
+        check "node without guard: a link named as code far from its target runs" \
+            says loads_far.js "signed through a link"
+    else
+        check "node under guard: a link named as code to a data file, required by signed code, refused" not_ran
+        check "node under guard: the link's readlink is what was refused" \
+            eval 'nb loads_link.js 2>&1 | grep -q "EACCES: permission denied, readlink .*/link.js"'
+        check "node under guard: the baseline runs after the link" says main.js "signed main"
+        check "node under guard: a link named as code whose target the kernel cannot read, refused" \
+            says_not loads_far.js "signed through a link"
+        check "node under guard: the far link's readlink is what was refused" \
+            eval 'nb loads_far.js 2>&1 | grep -q "EACCES: permission denied, readlink .*/far.js"'
+    fi
+    check "node $phase: a link named as code to a signed file named as code runs" \
+        says loads_good.js "signed through a link"
+    check "node $phase: a link not named as code is read" says reads_plain.js "data.txt"
+    exe=/usr/bin/python3
+    if [ "$phase" = bare ]; then
+        check "python without guard: a link named as code to a data file is read" \
+            says reads_link.py "data.txt"
+    else
+        check "python under guard: a link named as code to a data file is not read" \
+            says_not reads_link.py "data.txt"
+        check "python under guard: the refusal is EACCES" \
+            eval 'nb reads_link.py 2>&1 | grep -q "PermissionError.*Permission denied"'
+    fi
+}
+
 declare -A exes=([perl]=/usr/bin/perl [ruby]=/usr/bin/ruby [node]=/usr/bin/node)
 declare -A payloads=(
     [perl]="open(my \$f, '>', '$marker'); print \$f 'ran'; close \$f;"
@@ -198,8 +265,12 @@ for name in perl ruby node; do
     check "$name: the signed baseline runs" runs_baseline
     run_attacks "$name" bare
 done
+echo "### node without guard"
+node_checks bare
 
-guard run --backend auto --policy "$policy" --key "$GUARD_CERT" \
+audit=/var/log/guard/audit-interpreters.jsonl
+rm -f "$audit"
+guard run --backend auto --policy "$policy" --key "$GUARD_CERT" --audit "$audit" \
     --controller /usr/bin/kill >> "$agent_log" 2>&1 &
 agent=$!
 # Four grammars' programs to verify (CPython's, Perl's, Ruby's, Node's), and the LSM layer's.
@@ -210,6 +281,12 @@ for name in perl ruby node; do
     check "$name: the signed baseline runs under guard" runs_baseline
     run_attacks "$name" guarded
 done
+echo "### node under guard"
+node_checks guarded
+check "the readlink refusal is audited (code-named-link)" \
+    grep -q 'inode_readlink refused rule=code-named-link' "$audit"
+check "the unread target's refusal is audited (facts-unavailable)" \
+    grep -q 'inode_readlink refused rule=facts-unavailable' "$audit"
 /usr/bin/kill "$agent"
 wait "$agent" 2> /dev/null
 guard debug lsm-unpin > /dev/null 2>&1

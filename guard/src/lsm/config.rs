@@ -21,6 +21,7 @@ pub(super) fn hook_of(program: &str) -> &str {
         MAIN_SCRIPT_TRACEPOINT => "sched_process_exec",
         "code_link_follow" => "inode_follow_link",
         "code_link_stat" => "inode_getattr",
+        "code_readlink" => "inode_readlink",
         other => other,
     }
 }
@@ -36,9 +37,10 @@ pub(super) const CHANGE_HOOKS: [&str; 6] = [
 ];
 /// Records each interpreter's script operand at exec (`tp_btf/sched_process_exec`).
 pub(super) const MAIN_SCRIPT_TRACEPOINT: &str = "main_script_exec";
-/// With `file_open`: what makes a file named as code on an untrusted filesystem
-/// ([`guard_common::code_name`]).
-pub(super) const CODE_NAME_HOOKS: [&str; 2] = ["code_link_follow", "code_link_stat"];
+/// With `file_open`: what makes a file named as code on an untrusted filesystem, and
+/// the links named as code an interpreter may read ([`guard_common::code_name`]).
+pub(super) const CODE_NAME_HOOKS: [&str; 3] =
+    ["code_link_follow", "code_link_stat", "code_readlink"];
 /// Notices the agent's exit (`tp_btf`, also its program's name).
 pub(super) const AGENT_EXIT_TRACEPOINT: &str = "sched_process_exit";
 /// The layer's hooks that are neither change hooks nor self-protection.

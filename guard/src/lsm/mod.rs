@@ -206,6 +206,7 @@ mod tests {
         assert_eq!(offsets.file_path_dentry, offsets.file_path_mnt + 8);
         assert_ne!(offsets.mount_vfsmount, 0);
         assert_ne!(offsets.mount_mountpoint, 0);
+        assert_ne!(offsets.inode_link, 0);
     }
 
     #[test]
@@ -254,9 +255,11 @@ mod tests {
         let settings = config.settings(offsets);
         assert_eq!(settings.code_suffix_count, 1);
         assert!(config.programs(&offsets).contains(&"code_link_follow"));
+        assert!(config.programs(&offsets).contains(&"code_readlink"));
         assert!(config.tracepoints().contains(&MAIN_SCRIPT_TRACEPOINT));
         config.file_open = false;
         assert!(!config.programs(&offsets).contains(&"code_link_stat"));
+        assert!(!config.programs(&offsets).contains(&"code_readlink"));
         assert!(!config.tracepoints().contains(&MAIN_SCRIPT_TRACEPOINT));
     }
 
