@@ -4,6 +4,10 @@
 //! Slow by nature (a process per input); its worth is in the inputs the fuzzer steers.
 #![no_main]
 
+// The oracles reproduce a case with it; a fuzz target draws no seed of its own.
+#[allow(dead_code)]
+#[path = "../../guard-common/tests/support/differential.rs"]
+mod differential;
 #[path = "../../guard-common/tests/support/argv_oracle.rs"]
 mod oracle;
 #[path = "../../guard-common/tests/support/node_oracle.rs"]

@@ -5,6 +5,10 @@
 //! steers.
 #![no_main]
 
+// The oracles reproduce a case with it; a fuzz target draws no seed of its own.
+#[allow(dead_code)]
+#[path = "../../guard-common/tests/support/differential.rs"]
+mod differential;
 #[path = "../../guard-common/tests/support/perl_argv_oracle.rs"]
 mod oracle;
 

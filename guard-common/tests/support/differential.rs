@@ -1,5 +1,6 @@
 //! What every differential test of a command-line grammar shares: its seed and case count
-//! from the environment, and the shell line that reproduces a case.
+//! from the environment, and the shell line that reproduces a case (the fuzz targets, which
+//! include the oracles by path, include this too).
 
 /// `GUARD_ARGV_SEED` (decimal or 0x-hex), or `default`.
 pub(crate) fn seed(default: u64) -> u64 {
