@@ -214,13 +214,11 @@ pub fn node_named_code_within(pid: i32, deadline: std::time::Duration) -> io::Re
                     .filter(|name| node_names_a_path(name)),
             );
         let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))?;
-        let cwd = cwd.as_os_str().as_bytes();
-        if cwd.ends_with(b" (deleted)") {
-            return Err(io::Error::other("its working directory is deleted"));
-        }
+        let root = std::fs::read_link(format!("/proc/{pid}/root"))?;
+        let cwd = process_view(cwd.as_os_str().as_bytes(), root.as_os_str().as_bytes())?;
         let mut files = Vec::new();
         for request in requests {
-            files.extend(node_request_files(pid, &node_path_resolve(cwd, request))?);
+            files.extend(node_request_files(pid, &node_path_resolve(&cwd, request))?);
         }
         Ok(files)
     })
@@ -235,6 +233,25 @@ fn node_names_a_path(request: &[u8]) -> bool {
         || request.starts_with(b"../")
         || request == b"."
         || request == b".."
+}
+
+/// The working directory as process `pid` names it (what `process.cwd()` returns), from the
+/// agent's readings of its `cwd` and `root` links: a chrooted process's cwd without its
+/// root's prefix. One outside its root, or deleted, cannot be named: no answer.
+fn process_view(cwd: &[u8], root: &[u8]) -> io::Result<Vec<u8>> {
+    if cwd.ends_with(b" (deleted)") || root.ends_with(b" (deleted)") {
+        return Err(io::Error::other("its working directory or root is deleted"));
+    }
+    if root == b"/" {
+        return Ok(cwd.to_vec());
+    }
+    match cwd.strip_prefix(root) {
+        Some(b"") => Ok(b"/".to_vec()),
+        Some(rest) if rest.starts_with(b"/") => Ok(rest.to_vec()),
+        _ => Err(io::Error::other(
+            "its working directory is outside its root",
+        )),
+    }
 }
 
 /// `request` made absolute as Node's `path.resolve` does, from `cwd`: lexically, so `a/..`
@@ -366,6 +383,13 @@ mod tests {
         for package in [&b"x"[..], b"dotenv/config", b".x", b"..x", b"@scope/x"] {
             assert!(!node_names_a_path(package), "{package:?}");
         }
+        // A chrooted process names its cwd from its own root.
+        assert_eq!(process_view(b"/srv/app", b"/").unwrap(), b"/srv/app");
+        assert_eq!(process_view(b"/jail/app", b"/jail").unwrap(), b"/app");
+        assert_eq!(process_view(b"/jail", b"/jail").unwrap(), b"/");
+        assert!(process_view(b"/jailbreak", b"/jail").is_err());
+        assert!(process_view(b"/elsewhere", b"/jail").is_err());
+        assert!(process_view(b"/srv/app (deleted)", b"/").is_err());
     }
 
     #[test]
