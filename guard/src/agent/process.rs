@@ -323,25 +323,54 @@ fn absent(e: &io::Error) -> bool {
 /// other value). No file: none. A file Node could read but guard cannot parse is no
 /// answer; one Node cannot parse either stops node before it runs anything.
 fn node_package_main(pid: i32, request: &[u8]) -> io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let manifest = [request, b"/package.json"].concat();
-    let text = match std::fs::read(within(pid, &manifest)) {
-        Ok(text) => text,
-        Err(e) if absent(&e) || e.raw_os_error() == Some(libc::EISDIR) => return Ok(None),
+    let named = || String::from_utf8_lossy(&manifest).into_owned();
+    // The user chose this file: a FIFO would hold the agent's worker in its open, a huge
+    // file its memory. Neither is read; either is no answer.
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(within(pid, &manifest))
+    {
+        Ok(file) => file,
+        Err(e) if absent(&e) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let text = text.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&text);
-    let value: serde_json::Value = serde_json::from_slice(text).map_err(|e| {
-        io::Error::new(
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        return Ok(None);
+    }
+    if !meta.is_file() || meta.len() > PACKAGE_JSON_MAX {
+        return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("{}: {e}", String::from_utf8_lossy(&manifest)),
-        )
-    })?;
+            format!(
+                "{}: not a regular file of at most {PACKAGE_JSON_MAX} bytes",
+                named()
+            ),
+        ));
+    }
+    let mut text = Vec::new();
+    file.take(PACKAGE_JSON_MAX + 1).read_to_end(&mut text)?;
+    if text.len() as u64 > PACKAGE_JSON_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: grew past {PACKAGE_JSON_MAX} bytes", named()),
+        ));
+    }
+    let text = text.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&text);
+    let value: serde_json::Value = serde_json::from_slice(text)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", named())))?;
     Ok(value
         .get("main")
         .and_then(serde_json::Value::as_str)
         .filter(|main| !main.is_empty())
         .map(|main| main.as_bytes().to_vec()))
 }
+
+/// The largest `package.json` the agent reads (npm's own are a few kilobytes).
+const PACKAGE_JSON_MAX: u64 = 1 << 20;
 
 /// `path` as process `pid` names it: relative to its cwd, absolute within its root.
 fn within(pid: i32, path: &[u8]) -> PathBuf {
@@ -390,6 +419,40 @@ mod tests {
         assert!(process_view(b"/jailbreak", b"/jail").is_err());
         assert!(process_view(b"/elsewhere", b"/jail").is_err());
         assert!(process_view(b"/srv/app (deleted)", b"/").is_err());
+    }
+
+    #[test]
+    fn a_package_json_is_read_only_when_it_is_a_small_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = std::process::id() as i32;
+        let at = |name: &str| {
+            let pkg = dir.path().join(name);
+            std::fs::create_dir(&pkg).unwrap();
+            pkg
+        };
+        let main_of = |pkg: &std::path::Path| node_package_main(me, pkg.as_os_str().as_bytes());
+        let plain = at("plain");
+        std::fs::write(
+            plain.join("package.json"),
+            "\u{feff}{\"main\": \"notes.txt\"}",
+        )
+        .unwrap();
+        assert_eq!(main_of(&plain).unwrap(), Some(b"notes.txt".to_vec()));
+        assert_eq!(main_of(&at("none")).unwrap(), None);
+        // A FIFO is refused at once, not waited on.
+        let fifo = at("fifo");
+        nix::unistd::mkfifo(&fifo.join("package.json"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(main_of(&fifo).is_err());
+        let huge = at("huge");
+        std::fs::File::create(huge.join("package.json"))
+            .unwrap()
+            .set_len(PACKAGE_JSON_MAX + 1)
+            .unwrap();
+        assert!(main_of(&huge).is_err());
+        let broken = at("broken");
+        std::fs::write(broken.join("package.json"), "{").unwrap();
+        let e = main_of(&broken).unwrap_err().to_string();
+        assert!(e.contains("broken/package.json"), "{e}");
     }
 
     #[test]
