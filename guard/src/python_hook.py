@@ -362,8 +362,9 @@ def _guard_install():
         me = get_ident()
         if me in asking or state["sock"] is None:
             # Re-entered while this thread waits for an answer (a signal handler), or no
-            # agent to ask: the fallback decides.
-            reply = b"a" if fallback_listed(caller, function) else b"d"
+            # agent to ask: the fallback decides, this time only (the agent may be asked
+            # next time).
+            return (None if fallback_listed(caller, function) else b"d"), where
         else:
             asking.add(me)
             try:
@@ -382,14 +383,16 @@ def _guard_install():
     lookup = watched.get
 
     def hook(event, args):
+        # True: allowed, and so is this event from the same calling code from now on
+        # (`answers` holds b"a" for it), which the native front then need not ask again.
         reported = lookup(event)
         if reported is None:
-            return
+            return False
         if not reported:
             starting[0] = False
             if event == "cpython.run_file":
                 main["file"] = args[0]
-            return
+            return False
         try:
             answer, where = examine(event, args)
         except exception:
@@ -397,6 +400,7 @@ def _guard_install():
             answer, where = (b"d" if deny else None), event
         if answer == b"d" and event in makes_code:
             raise permission_error("guard: dynamic code refused (%s): rule dynamic-code" % where)
+        return answer == b"a"
 
     def flush():
         # What could not be sent is counted by the agent, never lost without a count.
@@ -421,7 +425,46 @@ def _guard_install():
 
     atexit.register(flush)
     os.register_at_fork(after_in_child=after_fork)
-    sys.addaudithook(hook)
+
+    def native_front():
+        # guard's extension module, written beside this file: a hook the interpreter
+        # calls without running Python for the events this one ignores and for the import
+        # system's own `exec` and `marshal.loads`, which it decides by the identities
+        # `from_a_code_file` checks, nor for an event from calling code `hook` settled
+        # (returned True for); everything else it hands to `hook`. Loaded from this
+        # file's directory by path, never searched for. Where it cannot load (an
+        # interpreter older than 3.9, a file guard refuses), `hook` alone decides the same
+        # events, more slowly.
+        name = "guard_audit_fast"
+        path = __file__.rpartition("/")[0] + "/" + name + ".abi3.so"
+        try:
+            loader = external.ExtensionFileLoader(name, path)
+            module = loader.create_module(bootstrap.spec_from_loader(name, loader, origin=path))
+            loader.exec_module(module)
+        except (ImportError, OSError):
+            return None
+        # 1: exec, 2: marshal.loads, 3: watched, for `hook` to decide.
+        kinds = dict.fromkeys(events, 3)
+        kinds.update(dict.fromkeys(main_program, 3))
+        kinds["exec"] = 1
+        kinds["marshal.loads"] = 2
+        return module.hook_for(
+            hook,
+            kinds,
+            {},
+            frozen_exec,
+            frames_removed,
+            exec_module,
+            compile_bytecode,
+            source_get_code,
+            sourceless_get_code,
+            stock_get_data,
+            "self",
+            "bytecode_path",
+            "path",
+        )
+
+    sys.addaudithook(native_front() or hook)
 
 
 _guard_install()

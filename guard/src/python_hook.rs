@@ -23,6 +23,11 @@ pub const SOCKET_NAME: &str = "python-hook.sock";
 
 const SOURCE: &str = include_str!("python_hook.py");
 
+/// The hook's native front (`guard-pyhook`, a CPython stable-ABI extension module), which
+/// the hook module loads from its own directory by this name.
+pub const EXTENSION_NAME: &str = "guard_audit_fast.abi3.so";
+const EXTENSION: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guard_audit_fast.abi3.so"));
+
 #[derive(Debug, Error)]
 pub enum HookError {
     #[error(
@@ -120,22 +125,25 @@ pub fn pth() -> String {
     format!("import {MODULE_NAME}\n")
 }
 
-/// Writes the hook module and its `.pth` file into the site directory `site` (each
-/// replaced whole: a reader sees the old file or the new one), mode 0644. Returns the
-/// files written, to be signed.
+/// Writes the hook module, its native front and its `.pth` file into the site directory
+/// `site` (each replaced whole: a reader sees the old file or the new one), mode 0644.
+/// Returns the files written, to be signed.
 pub fn install(
     site: &Path,
     socket: &Path,
     unreachable: Unreachable,
 ) -> Result<Vec<PathBuf>, HookError> {
     let module = render(socket, unreachable)?;
+    let pth = pth();
+    // The front first: a hook module that finds no front runs without it.
     let files = [
-        (site.join(format!("{MODULE_NAME}.py")), module),
-        (site.join(PTH_NAME), pth()),
+        (site.join(EXTENSION_NAME), EXTENSION),
+        (site.join(format!("{MODULE_NAME}.py")), module.as_bytes()),
+        (site.join(PTH_NAME), pth.as_bytes()),
     ];
     let mut written = Vec::new();
     for (path, content) in files {
-        write_whole(&path, content.as_bytes()).map_err(|source| HookError::Io {
+        write_whole(&path, content).map_err(|source| HookError::Io {
             path: path.clone(),
             source,
         })?;
@@ -199,7 +207,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let socket = Path::new("/nonexistent/python-hook.sock");
             let files = install(dir.path(), socket, unreachable).unwrap();
-            assert_eq!(files.len(), 2);
+            assert_eq!(files.len(), 3);
             let out = std::process::Command::new("/usr/bin/python3")
                 .arg("-c")
                 .arg(format!(
@@ -219,6 +227,66 @@ mod tests {
                 assert_eq!(String::from_utf8_lossy(&out.stdout), "42\n");
             }
         }
+    }
+
+    /// The native front, driven directly with a Python hook that counts what reaches it:
+    /// the import system's own `exec` and `marshal.loads` never do, any other `exec` and
+    /// `marshal.loads` do, and an event the hook settled (returned True for) stops reaching
+    /// it from that calling code only.
+    #[test]
+    fn the_native_front_hands_on_all_but_the_import_systems_own_events() {
+        let dir = tempfile::tempdir().unwrap();
+        install(
+            dir.path(),
+            Path::new("/nonexistent/python-hook.sock"),
+            Unreachable::Allow,
+        )
+        .unwrap();
+        let front = dir.path().join(EXTENSION_NAME);
+        let script = format!(
+            "import sys, marshal, collections\n\
+             b = sys.modules['_frozen_importlib']\n\
+             e = sys.modules['_frozen_importlib_external']\n\
+             loader = e.ExtensionFileLoader('guard_audit_fast', {front:?})\n\
+             front = loader.create_module(b.spec_from_loader('guard_audit_fast', loader))\n\
+             loader.exec_module(front)\n\
+             seen = collections.Counter()\n\
+             def python_hook(event, args):\n\
+             \x20   # Code from files, the unmarshalled, the compiles to settle.\n\
+             \x20   if event == 'exec' and args[0].co_filename != '<string>' or \\\n\
+             \x20           event == 'marshal.loads' or \\\n\
+             \x20           event == 'compile' and args[1] == 'settled':\n\
+             \x20       seen[event] += 1\n\
+             \x20   return event == 'compile' and args[1] == 'settled'\n\
+             kinds = {{'exec': 1, 'marshal.loads': 2, 'compile': 3}}\n\
+             sys.addaudithook(front.hook_for(python_hook, kinds, {{}},\n\
+             \x20   b.FrozenImporter.exec_module.__code__,\n\
+             \x20   b._call_with_frames_removed.__code__, e._LoaderBasics.exec_module.__code__,\n\
+             \x20   e._compile_bytecode.__code__, e.SourceLoader.get_code.__code__,\n\
+             \x20   e.SourcelessFileLoader.get_code.__code__, e.FileLoader.get_data,\n\
+             \x20   'self', 'bytecode_path', 'path'))\n\
+             import json, email.parser, zipfile, decimal, fractions, statistics\n\
+             print(seen['exec'], seen['marshal.loads'])\n\
+             exec(marshal.loads(marshal.dumps(compile('x = 1', 'c', 'exec'))))\n\
+             print(seen['exec'], seen['marshal.loads'])\n\
+             def make(): compile('y = 1', 'settled', 'exec')\n\
+             def other(): compile('y = 1', 'settled', 'exec')\n\
+             make(); make(); other(); other()\n\
+             print(seen['compile'])\n"
+        );
+        let out = std::process::Command::new("/usr/bin/python3")
+            .args(["-I", "-S", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Six modules and what they import, from the stdlib's bytecode: none of their
+        // modules' exec or unmarshalling reached the Python hook; the program's own did;
+        // the settled `compile`, once per calling function.
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "0 0\n1 1\n2\n");
     }
 
     /// The import system's frames are exempt only for what its own loaders read from files:
@@ -245,7 +313,20 @@ mod tests {
             ),
         )
         .unwrap();
+        // The payload as bytecode, made without the hook.
+        let bytecode = dir.path().join("data.bin");
+        let made = std::process::Command::new("/usr/bin/python3")
+            .arg("-c")
+            .arg(format!(
+                "import marshal; open({:?}, 'wb').write(marshal.dumps(compile(open({:?}).read(), 'm', 'exec')))",
+                bytecode.to_str().unwrap(),
+                data.to_str().unwrap()
+            ))
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
         let data = format!("{:?}", data.to_str().unwrap());
+        let bytecode = format!("{:?}", bytecode.to_str().unwrap());
         let modules = [
             (
                 "baseline",
@@ -301,55 +382,87 @@ mod tests {
                      importlib.machinery.SourceFileLoader('m', {data}).load_module()\n"
                 ),
             ),
+            // Bytecode: a stock get_code whose loader reads with its own get_data, and the
+            // import system's unmarshalling step called directly.
+            (
+                "bytecode_loader_subclass",
+                format!(
+                    "import importlib.machinery, importlib.util\n\
+                     pyc = importlib.util.MAGIC_NUMBER + bytes(12) + open({bytecode}, 'rb').read()\n\
+                     class L(importlib.machinery.SourcelessFileLoader):\n\
+                     \x20   def get_data(self, path):\n\
+                     \x20       return pyc\n\
+                     L('m', '/nonexistent/m.pyc').load_module()\n"
+                ),
+            ),
+            (
+                "compile_bytecode",
+                format!(
+                    "import importlib._bootstrap_external as external\n\
+                     exec(external._compile_bytecode(open({bytecode}, 'rb').read()))\n"
+                ),
+            ),
         ];
         for (name, body) in &modules {
             std::fs::write(dir.path().join(format!("{name}.py")), body).unwrap();
         }
-        let run = |name: &str, hooked: bool| {
-            let hook_line = if hooked {
-                format!(
-                    "sys.path.insert(0, {:?}); import {MODULE_NAME}; ",
-                    hook.to_str().unwrap()
-                )
-            } else {
-                String::new()
+        // With the native front (as installed), then without (the hook alone, as where the
+        // front cannot load): each must refuse every spelling.
+        for front in [true, false] {
+            if !front {
+                std::fs::remove_file(hook.join(EXTENSION_NAME)).unwrap();
+            }
+            let run = |name: &str, hooked: bool| {
+                let hook_line = if hooked {
+                    format!(
+                        "sys.path.insert(0, {:?}); import {MODULE_NAME}; \
+                         assert ('guard_audit_fast' in sys.modules) == {}; ",
+                        hook.to_str().unwrap(),
+                        if front { "True" } else { "False" }
+                    )
+                } else {
+                    String::new()
+                };
+                std::process::Command::new("/usr/bin/python3")
+                    .arg("-B")
+                    .arg("-c")
+                    .arg(format!(
+                        "import sys, importlib; {hook_line}sys.path.insert(0, {:?}); \
+                         importlib.import_module({name:?})",
+                        dir.path().to_str().unwrap()
+                    ))
+                    .output()
+                    .unwrap()
             };
-            std::process::Command::new("/usr/bin/python3")
-                .arg("-B")
-                .arg("-c")
-                .arg(format!(
-                    "import sys, importlib; {hook_line}sys.path.insert(0, {:?}); \
-                     importlib.import_module({name:?})",
-                    dir.path().to_str().unwrap()
-                ))
-                .output()
-                .unwrap()
-        };
-        let out = run("baseline", true);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "baseline ok\n");
-        for (name, _) in &modules[1..] {
-            let out = run(name, false);
+            let out = run("baseline", true);
             assert!(
                 out.status.success(),
-                "{name}: {}",
+                "front {front}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            assert!(
-                std::fs::remove_file(&marker).is_ok(),
-                "{name} ran nothing unhooked"
-            );
-            let out = run(name, true);
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(
-                stderr.contains("guard: dynamic code refused"),
-                "{name}: {stderr}"
-            );
-            assert!(!marker.exists(), "{name} ran its payload with the hook");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "baseline ok\n");
+            for (name, _) in &modules[1..] {
+                let out = run(name, false);
+                assert!(
+                    out.status.success(),
+                    "{name}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert!(
+                    std::fs::remove_file(&marker).is_ok(),
+                    "{name} ran nothing unhooked"
+                );
+                let out = run(name, true);
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    stderr.contains("guard: dynamic code refused"),
+                    "front {front}, {name}: {stderr}"
+                );
+                assert!(
+                    !marker.exists(),
+                    "front {front}: {name} ran its payload with the hook"
+                );
+            }
         }
     }
 }
