@@ -135,23 +135,25 @@ mod bound {
     pub(crate) const SETTLED: isize = 2;
     /// `_bootstrap.FrozenImporter.exec_module.__code__`.
     pub(crate) const FROZEN_EXEC: isize = 3;
+    /// The code of the function `_bootstrap.FrozenImporter.get_code` wraps.
+    pub(crate) const FROZEN_GET_CODE: isize = 4;
     /// `_bootstrap._call_with_frames_removed.__code__`.
-    pub(crate) const FRAMES_REMOVED: isize = 4;
+    pub(crate) const FRAMES_REMOVED: isize = 5;
     /// `_bootstrap_external._LoaderBasics.exec_module.__code__`.
-    pub(crate) const EXEC_MODULE: isize = 5;
+    pub(crate) const EXEC_MODULE: isize = 6;
     /// `_bootstrap_external._compile_bytecode.__code__`.
-    pub(crate) const COMPILE_BYTECODE: isize = 6;
+    pub(crate) const COMPILE_BYTECODE: isize = 7;
     /// `_bootstrap_external.SourceLoader.get_code.__code__`.
-    pub(crate) const SOURCE_GET_CODE: isize = 7;
+    pub(crate) const SOURCE_GET_CODE: isize = 8;
     /// `_bootstrap_external.SourcelessFileLoader.get_code.__code__`.
-    pub(crate) const SOURCELESS_GET_CODE: isize = 8;
+    pub(crate) const SOURCELESS_GET_CODE: isize = 9;
     /// `_bootstrap_external.FileLoader.get_data` (the function).
-    pub(crate) const STOCK_GET_DATA: isize = 9;
+    pub(crate) const STOCK_GET_DATA: isize = 10;
     /// The strings `"self"`, `"bytecode_path"`, `"path"` (the locals read).
-    pub(crate) const SELF_NAME: isize = 10;
-    pub(crate) const BYTECODE_PATH_NAME: isize = 11;
-    pub(crate) const PATH_NAME: isize = 12;
-    pub(crate) const LEN: isize = 13;
+    pub(crate) const SELF_NAME: isize = 11;
+    pub(crate) const BYTECODE_PATH_NAME: isize = 12;
+    pub(crate) const PATH_NAME: isize = 13;
+    pub(crate) const LEN: isize = 14;
 }
 
 /// What an event is to this module, as the hook module's `{event: kind}` says.
@@ -246,9 +248,11 @@ unsafe fn stock_exec(bound: *mut PyObject) -> bool {
     }
 }
 
-/// The Python hook's `from_a_code_file` for a `marshal.loads`: run by `_compile_bytecode`,
-/// called by a stock `get_code` whose loader reads with the stock `get_data` from a path
-/// that is a plain `str` (the hook's `stock_read`).
+/// The Python hook's `from_a_code_file` for a `marshal.loads`: a frozen module's code,
+/// unmarshalled from the interpreter's own table by `FrozenImporter.get_code` or (through
+/// `_call_with_frames_removed`) its `exec_module`, as 3.13 reports it; or bytecode
+/// unmarshalled by `_compile_bytecode`, called by a stock `get_code` whose loader reads
+/// with the stock `get_data` from a path that is a plain `str` (the hook's `stock_read`).
 ///
 /// # Safety
 /// As [`item`].
@@ -257,7 +261,15 @@ unsafe fn stock_bytecode(bound: *mut PyObject) -> bool {
     // owned for as long as it is used, and every failed call's exception is cleared.
     unsafe {
         let frame = PyEval_GetFrame();
-        if frame.is_null() || code_of(frame).get() != Some(item(bound, bound::COMPILE_BYTECODE)) {
+        if frame.is_null() {
+            return false;
+        }
+        let code = code_of(frame);
+        if code.get() == Some(item(bound, bound::FROZEN_GET_CODE)) {
+            return true;
+        }
+        let frozen = code.get() == Some(item(bound, bound::FRAMES_REMOVED));
+        if !frozen && code.get() != Some(item(bound, bound::COMPILE_BYTECODE)) {
             return false;
         }
         let caller = back_of(frame);
@@ -265,6 +277,9 @@ unsafe fn stock_bytecode(bound: *mut PyObject) -> bool {
             return false;
         };
         let code = code_of(caller);
+        if frozen {
+            return code.get() == Some(item(bound, bound::FROZEN_EXEC));
+        }
         let path_name = if code.get() == Some(item(bound, bound::SOURCE_GET_CODE)) {
             item(bound, bound::BYTECODE_PATH_NAME)
         } else if code.get() == Some(item(bound, bound::SOURCELESS_GET_CODE)) {
@@ -465,7 +480,7 @@ unsafe extern "C" fn hook_for(_module: *mut PyObject, args: *mut PyObject) -> *m
         if PyTuple_Size(args) != bound::LEN {
             PyErr_SetString(
                 PyExc_TypeError,
-                c"hook_for takes the 13 objects guard's hook module passes".as_ptr(),
+                c"hook_for takes the 14 objects guard's hook module passes".as_ptr(),
             );
             return null_mut();
         }

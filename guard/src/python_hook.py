@@ -149,6 +149,18 @@ def _guard_install():
     source_suffixes = tuple_(external.SOURCE_SUFFIXES)
     frames_removed = bootstrap._call_with_frames_removed.__code__
     frozen_exec = bootstrap.FrozenImporter.exec_module.__code__
+
+    def wrapped(method):
+        # `_requires_frozen` wraps FrozenImporter.get_code; the function it wraps, whose
+        # frame makes the call, is in the wrapper's closure.
+        function = getattr_(method, "__func__", method)
+        for cell in function.__closure__ or ():
+            inner = cell.cell_contents
+            if type_(inner) is type_(function):
+                return inner.__code__
+        return function.__code__
+
+    frozen_get_code = wrapped(bootstrap.FrozenImporter.get_code)
     source_to_code = external.SourceLoader.source_to_code.__code__
     compile_bytecode = external._compile_bytecode.__code__
     exec_module = external._LoaderBasics.exec_module.__code__
@@ -189,9 +201,15 @@ def _guard_install():
         if code is frozen_exec:
             # A module frozen into the interpreter itself.
             return event == "exec"
+        if code is frozen_get_code:
+            # Its code, unmarshalled from the interpreter's own table (3.13 raises the
+            # event for it).
+            return event == "marshal.loads"
         if code is frames_removed and caller is not None:
             if event == "exec":
                 return caller.f_code is exec_module
+            if event == "marshal.loads":
+                return caller.f_code is frozen_exec
             if event == "compile" and caller.f_code is source_to_code:
                 # What a stock loader read, under a code name guard judged at the open:
                 # a loader pointed at `data.txt` makes dynamic code.
@@ -453,6 +471,7 @@ def _guard_install():
             kinds,
             {},
             frozen_exec,
+            frozen_get_code,
             frames_removed,
             exec_module,
             compile_bytecode,

@@ -261,6 +261,7 @@ mod tests {
              kinds = {{'exec': 1, 'marshal.loads': 2, 'compile': 3}}\n\
              sys.addaudithook(front.hook_for(python_hook, kinds, {{}},\n\
              \x20   b.FrozenImporter.exec_module.__code__,\n\
+             \x20   b.FrozenImporter.get_code.__func__.__closure__[0].cell_contents.__code__,\n\
              \x20   b._call_with_frames_removed.__code__, e._LoaderBasics.exec_module.__code__,\n\
              \x20   e._compile_bytecode.__code__, e.SourceLoader.get_code.__code__,\n\
              \x20   e.SourcelessFileLoader.get_code.__code__, e.FileLoader.get_data,\n\

@@ -5,9 +5,9 @@
 //! where it is required, and a flood of events blocks neither side.
 //!
 //! The hook is installed as a deployment installs it (`guard python-hook install` writes
-//! the module and its `.pth` file into a site directory, then both are signed), into the
-//! site directory of a virtual environment on the test's own tmpfs whose python is the
-//! host's /usr/bin/python3.
+//! the module, its native front and its `.pth` file into a site directory, then all are
+//! signed), into the site directory of a virtual environment on the test's own tmpfs
+//! whose python is the host's /usr/bin/python3.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -271,6 +271,22 @@ const SPELLINGS: &[(&str, &str)] = &[
         "marshal_data.py",
         "import marshal\nexec(marshal.loads(open(DATA + '.bin', 'rb').read()))\n",
     ),
+    // Bytecode through the import system's own steps: a stock get_code whose loader reads
+    // with its own get_data, and the unmarshalling step called directly.
+    (
+        "bytecode_loader_subclass.py",
+        "import importlib.machinery, importlib.util\n\
+         pyc = importlib.util.MAGIC_NUMBER + bytes(12) + open(DATA + '.bin', 'rb').read()\n\
+         class L(importlib.machinery.SourcelessFileLoader):\n\
+         \x20   def get_data(self, path):\n\
+         \x20       return pyc\n\
+         L('m', '/nonexistent/m.pyc').load_module()\n",
+    ),
+    (
+        "compile_bytecode.py",
+        "import importlib._bootstrap_external as external\n\
+         exec(external._compile_bytecode(open(DATA + '.bin', 'rb').read()))\n",
+    ),
 ];
 
 #[test]
@@ -296,14 +312,14 @@ fn deny_refuses_dynamic_code_and_the_stdlib_keeps_working() {
     let baseline = lab.fs.signed(
         "app/baseline.py",
         "from __future__ import annotations\n\
-         import collections, dataclasses, enum, json, logging, argparse, typing, types\n\
+         import collections, dataclasses, enum, json, logging, argparse, typing, types, sys\n\
          P = collections.namedtuple('P', 'a b')\n\
          @dataclasses.dataclass(frozen=True, order=True)\n\
          class D:\n    a: int = 1\n    b: str = 'x'\n\
          class E(enum.Enum):\n    A = 1\n\
          @types.coroutine\ndef c(): yield\n\
          argparse.ArgumentParser().parse_args([])\n\
-         print(json.dumps([P(1, 2), D().a, E.A.value]))\n",
+         print(json.dumps([P(1, 2), D().a, E.A.value]), 'guard_audit_fast' in sys.modules)\n",
     );
 
     // Without guard, every spelling runs the data file (the marshal one runs bytecode).
@@ -333,7 +349,8 @@ fn deny_refuses_dynamic_code_and_the_stdlib_keeps_working() {
         text(&out.stderr),
         agent.log_text()
     );
-    assert_eq!(text(&out.stdout), "[[1, 2], 1, 1]\n");
+    // The hook's native front loaded (signed beside it), as a deployment's would.
+    assert_eq!(text(&out.stdout), "[[1, 2], 1, 1] True\n");
 
     for (name, script) in &scripts {
         // Refused where it was asked for: the program may catch the exception (`site`
