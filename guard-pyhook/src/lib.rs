@@ -103,7 +103,6 @@ unsafe extern "C" {
     static PyExc_TypeError: *mut PyObject;
     static PyUnicode_Type: PyObject;
     static _Py_NoneStruct: PyObject;
-    static _Py_TrueStruct: PyObject;
 }
 
 /// A reference this code owns (a "new reference"), released when dropped; null is none.
@@ -131,7 +130,7 @@ mod bound {
     /// `{event: kind}` for every event the Python hook watches (see [`super::Kind`]).
     pub(crate) const KINDS: isize = 1;
     /// An empty dict this module fills: `{event: {id(code): code}}`, the calling code each
-    /// event is settled for (the Python hook returned True).
+    /// event is settled for (the Python hook returned that code object).
     pub(crate) const SETTLED: isize = 2;
     /// `_bootstrap.FrozenImporter.exec_module.__code__`.
     pub(crate) const FROZEN_EXEC: isize = 3;
@@ -345,12 +344,13 @@ unsafe fn settled(bound: *mut PyObject, event: *mut PyObject, frame: *mut PyObje
     }
 }
 
-/// Records that the Python hook settled `event` for the code `frame` runs. Nothing is
-/// recorded when that cannot be done (the hook is then asked again).
+/// Records that the Python hook settled `event` for the code object `code` (what it
+/// returned: the code of the frame it judged). Nothing is recorded when that cannot be
+/// done (the hook is then asked again).
 ///
 /// # Safety
-/// As [`settled`].
-unsafe fn settle(bound: *mut PyObject, event: *mut PyObject, frame: *mut PyObject) {
+/// As [`item`]; `event` a str, `code` an object.
+unsafe fn settle(bound: *mut PyObject, event: *mut PyObject, code: *mut PyObject) {
     // SAFETY: GIL held; every reference made here is owned and released, and every failed
     // call's exception cleared.
     unsafe {
@@ -374,10 +374,6 @@ unsafe fn settle(bound: *mut PyObject, event: *mut PyObject, frame: *mut PyObjec
         if PyDict_Size(codes) >= SETTLED_MAX {
             return;
         }
-        let code = code_of(frame);
-        let Some(code) = code.get() else {
-            return;
-        };
         let id = Owned(PyLong_FromVoidPtr(code.cast()));
         let Some(id) = id.get() else {
             PyErr_Clear();
@@ -422,7 +418,12 @@ unsafe extern "C" fn hook(
             // Not an event the hook watches (an import raises several).
             return none();
         }
-        let decided = match Kind::from_number(PyLong_AsLong(kind)) {
+        let number = PyLong_AsLong(kind);
+        if number == -1 {
+            // Not a number this module gave out: the Python hook decides.
+            PyErr_Clear();
+        }
+        let decided = match Kind::from_number(number) {
             Kind::Exec => stock_exec(bound),
             Kind::MarshalLoads => stock_bytecode(bound),
             Kind::Other => false,
@@ -454,8 +455,8 @@ unsafe extern "C" fn hook(
             // Refused (or failed): the exception set is the event's answer.
             return null_mut();
         };
-        if answer == (&raw const _Py_TrueStruct).cast_mut() && !frame.is_null() {
-            settle(bound, event, frame);
+        if answer != (&raw const _Py_NoneStruct).cast_mut() {
+            settle(bound, event, answer);
         }
         none()
     }

@@ -308,7 +308,8 @@ def _guard_install():
             reconnect()
 
     def examine(event, args):
-        # (answer, where): b"d" refused, anything else allowed.
+        # (answer, where, code): b"d" refused, anything else allowed; b"a" allowed for good
+        # for this event from `code`, the code object of the frame that raised it.
         try:
             frame = getframe(2)
         except valueerror:
@@ -320,7 +321,7 @@ def _guard_install():
             # sub-interpreter's string) is made by nobody the policy can list.
             if event == "compile" and not main["compiled"] and args[1] == main["file"]:
                 main["compiled"] = True
-                return None, ""
+                return None, "", None
             if (
                 event == "exec"
                 and not main["executed"]
@@ -328,11 +329,11 @@ def _guard_install():
                 and getattr_(args[0], "co_filename", None) == main["file"]
             ):
                 main["executed"] = True
-                return None, ""
-            caller, function, line = "<no frame>", "", 0
+                return None, "", None
+            caller, function, line, code = "<no frame>", "", 0, None
         else:
             if from_a_code_file(event, args, frame):
-                return None, ""
+                return None, "", None
             code = frame.f_code
             # co_qualname from 3.11 on; before, the function's own name.
             function = getattr_(code, "co_qualname", code.co_name)
@@ -341,12 +342,12 @@ def _guard_install():
         key = (event, caller, function)
         answer = answers.get(key)
         if answer == b"a":
-            return answer, where
+            return answer, where, code
         if answer is None and listed(caller, function, expected):
             # An expected maker's event: not refused, not recorded one by one; the agent
             # need not hear of it (each message wakes it).
             answers[key] = b"a"
-            return b"a", where
+            return b"a", where, code
         ask = deny and answer is None and event in makes_code
         detail, payload = describe(event, args)
         size = len_(payload)
@@ -376,13 +377,13 @@ def _guard_install():
         )
         if not ask:
             report(message)
-            return answer, where
+            return answer, where, code
         me = get_ident()
         if me in asking or state["sock"] is None:
             # Re-entered while this thread waits for an answer (a signal handler), or no
             # agent to ask: the fallback decides, this time only (the agent may be asked
             # next time).
-            return (None if fallback_listed(caller, function) else b"d"), where
+            return (None if fallback_listed(caller, function) else b"d"), where, code
         else:
             asking.add(me)
             try:
@@ -392,7 +393,7 @@ def _guard_install():
             if reply is None:
                 reply = b"a" if fallback_listed(caller, function) else b"d"
             answers[key] = reply
-        return reply, where
+        return reply, where, code
 
     # One lookup for every event the interpreter raises (an import raises several): None
     # for the many the hook ignores.
@@ -401,24 +402,24 @@ def _guard_install():
     lookup = watched.get
 
     def hook(event, args):
-        # True: allowed, and so is this event from the same calling code from now on
-        # (`answers` holds b"a" for it), which the native front then need not ask again.
+        # A code object: the event is allowed, and so is this event from that code from now
+        # on (`answers` holds b"a" for it); the native front then need not ask again.
         reported = lookup(event)
         if reported is None:
-            return False
+            return None
         if not reported:
             starting[0] = False
             if event == "cpython.run_file":
                 main["file"] = args[0]
-            return False
+            return None
         try:
-            answer, where = examine(event, args)
+            answer, where, code = examine(event, args)
         except exception:
             # The hook itself failed: under deny, what it could not look at is refused.
-            answer, where = (b"d" if deny else None), event
+            answer, where, code = (b"d" if deny else None), event, None
         if answer == b"d" and event in makes_code:
             raise permission_error("guard: dynamic code refused (%s): rule dynamic-code" % where)
-        return answer == b"a"
+        return code if answer == b"a" else None
 
     def flush():
         # What could not be sent is counted by the agent, never lost without a count.
@@ -449,7 +450,7 @@ def _guard_install():
         # calls without running Python for the events this one ignores and for the import
         # system's own `exec` and `marshal.loads`, which it decides by the identities
         # `from_a_code_file` checks, nor for an event from calling code `hook` settled
-        # (returned True for); everything else it hands to `hook`. Loaded from this
+        # (returned that code for); everything else it hands to `hook`. Loaded from this
         # file's directory by path, never searched for. Where it cannot load (an
         # interpreter older than 3.9, a file guard refuses), `hook` alone decides the same
         # events, more slowly.

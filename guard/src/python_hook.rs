@@ -231,7 +231,7 @@ mod tests {
 
     /// The native front, driven directly with a Python hook that counts what reaches it:
     /// the import system's own `exec` and `marshal.loads` never do, any other `exec` and
-    /// `marshal.loads` do, and an event the hook settled (returned True for) stops reaching
+    /// `marshal.loads` do, and an event the hook settled (returned the calling code for) stops reaching
     /// it from that calling code only.
     #[test]
     fn the_native_front_hands_on_all_but_the_import_systems_own_events() {
@@ -257,7 +257,8 @@ mod tests {
              \x20           event == 'marshal.loads' or \\\n\
              \x20           event == 'compile' and args[1] == 'settled':\n\
              \x20       seen[event] += 1\n\
-             \x20   return event == 'compile' and args[1] == 'settled'\n\
+             \x20   if event == 'compile' and args[1] == 'settled':\n\
+             \x20       return sys._getframe(1).f_code\n\
              kinds = {{'exec': 1, 'marshal.loads': 2, 'compile': 3}}\n\
              sys.addaudithook(front.hook_for(python_hook, kinds, {{}},\n\
              \x20   b.FrozenImporter.exec_module.__code__,\n\

@@ -26,7 +26,8 @@ class D:
     a: int = 1
 @types.coroutine
 def c(): yield
-print("baseline", json.dumps([P(1, 2), D().a]))
+import sys
+print("baseline", json.dumps([P(1, 2), D().a]), "native" if "guard_audit_fast" in sys.modules else "python-only")
 EOF
 chmod 644 "$d"/*.py "$d/data.txt"
 for f in "$d"/*.py; do sign "$f"; done
@@ -51,7 +52,7 @@ check "without guard: a bare venv runs it" ran
 site=/usr/lib/python3/dist-packages
 mkdir -p "$site"
 # Whatever happens, the tests after this one find the interpreter as it was.
-trap 'rm -f "$site/guard_audit_hook.py" "$site/00-guard-audit-hook.pth"' EXIT
+trap 'rm -f "$site/guard_audit_hook.py" "$site/guard_audit_fast.abi3.so" "$site/00-guard-audit-hook.pth"' EXIT
 guard python-hook install --site "$site" > "$d/hook.files"
 check "hook installed" test -s "$d/hook.files"
 while read -r f; do sign "$f"; done < "$d/hook.files"
@@ -94,6 +95,8 @@ echo "### dynamic_code = \"audit\" (the default)"
 start
 sum=$(sha256sum "$d/data.txt" | cut -d' ' -f1)
 check "audit: signed baseline runs" bash -c "${user[*]} -- python3 $d/baseline.py | grep -q baseline"
+# The hook's native front (signed beside it) is mapped as a library the LSM layer judges.
+check "audit: the hook's native front loads" bash -c "${user[*]} -- python3 $d/baseline.py | grep -q ' native$'"
 "${user[@]}" -- python3 "$d/run.py"
 check "audit: the exec runs" ran
 check "audit: recorded with the digest, caller and line" \

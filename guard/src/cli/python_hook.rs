@@ -8,9 +8,11 @@ use clap::Subcommand;
 
 #[derive(Subcommand)]
 pub(crate) enum PythonHookCommand {
-    /// Write the audit hook module and the `.pth` file that loads it at start-up into a
-    /// site directory (a directory `site` reads `.pth` files from). Sign both, like the rest
-    /// of the interpreter's library: the interpreter may load them only signed.
+    /// Write the audit hook module, its native front (an extension module that answers
+    /// the import system's own events without running Python) and the `.pth` file that
+    /// loads the hook at start-up into a site directory (a directory `site` reads `.pth`
+    /// files from). Prints the files written. Sign them, like the rest of the
+    /// interpreter's library: the interpreter may load them only signed.
     Install {
         /// The site directory.
         #[arg(

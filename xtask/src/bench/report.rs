@@ -288,30 +288,31 @@ pub(super) fn build(inputs: Inputs<'_>) -> Results {
     // read as the median of the ratios within each pair of runs (P1 and P1h alternate),
     // judged by that median's 95 % confidence interval: the runs' own spread on a busy
     // 2-core host is far wider than 2 %, the uncertainty of a median of many pairs is not.
-    let pairs = paired_ratios(
-        inputs.samples.get(&("P1", Kind::Guard)).map(Vec::as_slice),
-        inputs.samples.get(&("P1h", Kind::Guard)).map(Vec::as_slice),
-    );
-    let hook = (!pairs.is_empty()).then(|| (median(&pairs), median_interval(&pairs)));
-    targets.push(Target {
-        what: "P1h / P1 under guard, paired runs (the audit hook's cost, #20)".into(),
-        target: "<= 1.02".into(),
-        value: hook.map_or("not measured".into(), |(v, (low, high))| {
-            format!(
-                "{v:.3} (95 % interval of the median {low:.3}–{high:.3}, {} pairs)",
-                pairs.len()
-            )
-        }),
-        met: hook.map_or("not measured".into(), |(_, (low, high))| {
-            if high <= 1.02 {
-                "yes".to_string()
-            } else if low > 1.02 {
-                "**no**".to_string()
-            } else {
-                format!("inconclusive (interval {low:.3}–{high:.3})")
-            }
-        }),
-    });
+    // Read twice: in wall time, and in the interpreter's CPU time, which a busy host's
+    // scheduling waits do not enter.
+    for (without, with, what) in [
+        (
+            "P1",
+            "P1h",
+            "P1h / P1 under guard, paired runs, wall time (the audit hook's cost, #20)",
+        ),
+        (
+            "P1cpu",
+            "P1hcpu",
+            "P1h / P1 under guard, paired runs, CPU time (the audit hook's cost, #20)",
+        ),
+    ] {
+        targets.push(hook_target(
+            what,
+            &paired_ratios(
+                inputs
+                    .samples
+                    .get(&(without, Kind::Guard))
+                    .map(Vec::as_slice),
+                inputs.samples.get(&(with, Kind::Guard)).map(Vec::as_slice),
+            ),
+        ));
+    }
     // Issue #19's targets, in its order. P4u is shown beside P4 but is not one of them.
     for (id, limit, vs_fapolicyd) in [
         ("P1", 1.03, true),
@@ -629,6 +630,31 @@ fn judge_time(value: f64, limit: f64, n: f64) -> String {
 }
 
 /// The ratio within each pair of runs: the i-th sample of `with` over the i-th of `without`.
+/// The hook's target (#20): at most 1.02, judged by the paired ratios' median and its
+/// 95 % interval.
+fn hook_target(what: &str, pairs: &[f64]) -> Target {
+    let hook = (!pairs.is_empty()).then(|| (median(pairs), median_interval(pairs)));
+    Target {
+        what: what.into(),
+        target: "<= 1.02".into(),
+        value: hook.map_or("not measured".into(), |(v, (low, high))| {
+            format!(
+                "{v:.3} (95 % interval of the median {low:.3}–{high:.3}, {} pairs)",
+                pairs.len()
+            )
+        }),
+        met: hook.map_or("not measured".into(), |(_, (low, high))| {
+            if high <= 1.02 {
+                "yes".to_string()
+            } else if low > 1.02 {
+                "**no**".to_string()
+            } else {
+                format!("inconclusive (interval {low:.3}–{high:.3})")
+            }
+        }),
+    }
+}
+
 fn paired_ratios(without: Option<&[f64]>, with: Option<&[f64]>) -> Vec<f64> {
     match (without, with) {
         (Some(without), Some(with)) => without

@@ -41,7 +41,24 @@ pub(super) fn check_interrupted() -> Result<()> {
 /// What a bounded run produced.
 pub(super) struct Ran {
     pub elapsed: Duration,
+    /// User and system time of the children reaped during the run: the workload's own, as
+    /// nothing else is reaped meanwhile (the bench runs one workload at a time).
+    pub cpu: Duration,
     pub output: Output,
+}
+
+/// User and system time of every child reaped so far.
+fn children_cpu() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_CHILDREN).map_or(Duration::ZERO, |usage| {
+        let time = |t: nix::sys::time::TimeVal| {
+            Duration::new(
+                u64::try_from(t.tv_sec()).unwrap_or(0),
+                u32::try_from(t.tv_usec()).unwrap_or(0) * 1000,
+            )
+        };
+        time(usage.user_time()) + time(usage.system_time())
+    })
 }
 
 impl Ran {
@@ -61,6 +78,7 @@ pub(super) fn run_timed(cmd: &mut Command, limit: Duration, discard_stdout: bool
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let cpu_before = children_cpu();
     let start = Instant::now();
     let mut child = cmd
         .spawn()
@@ -90,6 +108,7 @@ pub(super) fn run_timed(cmd: &mut Command, limit: Duration, discard_stdout: bool
     let elapsed = start.elapsed();
     Ok(Ran {
         elapsed,
+        cpu: children_cpu().saturating_sub(cpu_before),
         output: Output {
             status,
             stdout: out.join().unwrap_or_default(),
