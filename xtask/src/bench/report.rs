@@ -156,6 +156,10 @@ const WORKLOADS: &[(&str, &str)] = &[
         "P1h",
         "import storm, warm, guard's audit hook loaded first (#20)",
     ),
+    (
+        "P1e",
+        "import storm, warm, under an audit hook that does nothing (the interpreter's own cost of any hook)",
+    ),
     ("P2", "import storm, cold"),
     ("P4", "tar of the signed stdlib tree (non-Python)"),
     ("P4u", "tar of an unsigned copy of the tree (non-Python)"),
@@ -313,6 +317,38 @@ pub(super) fn build(inputs: Inputs<'_>) -> Results {
             ),
         ));
     }
+    // The floor under it: what CPython itself pays once any audit hook is installed.
+    let floor = paired_ratios(
+        inputs
+            .samples
+            .get(&("P1cpu", Kind::Guard))
+            .map(Vec::as_slice),
+        inputs
+            .samples
+            .get(&("P1ecpu", Kind::Guard))
+            .map(Vec::as_slice),
+    );
+    targets.push(Target {
+        what: "P1e / P1 under guard, paired runs, CPU time (an audit hook that does nothing: \
+               the interpreter's own share of P1h's cost)"
+            .into(),
+        target: "measured, as a ratio".into(),
+        value: if floor.is_empty() {
+            "not measured".into()
+        } else {
+            let (low, high) = median_interval(&floor);
+            format!(
+                "{:.3} (95 % interval of the median {low:.3}–{high:.3}, {} pairs)",
+                median(&floor),
+                floor.len()
+            )
+        },
+        met: if floor.is_empty() {
+            "not measured".into()
+        } else {
+            "measured".into()
+        },
+    });
     // Issue #19's targets, in its order. P4u is shown beside P4 but is not one of them.
     for (id, limit, vs_fapolicyd) in [
         ("P1", 1.03, true),
