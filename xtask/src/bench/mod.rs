@@ -386,6 +386,13 @@ fn setup(work: &Path, root: &Path, guard: &Path, options: &Options) -> Result<La
         layout.app.join("storm_hooked.py"),
         format!("import guard_audit_hook\n{storm}"),
     )?;
+    // P1e: the same storm under an audit hook that does nothing: what the interpreter
+    // itself pays once any hook is installed (it builds every event's arguments; for
+    // `marshal.loads`, a copy of each module's bytecode), the floor under P1h.
+    std::fs::write(
+        layout.app.join("storm_empty_hook.py"),
+        format!("import sys\nsys.addaudithook(lambda event, args: None)\n{storm}"),
+    )?;
     std::fs::write(
         layout.app.join("planted_main.py"),
         "import planted\nprint('planted module ran')\n",
@@ -538,19 +545,20 @@ fn one_round(
     )?;
     samples.entry(("P2", kind)).or_default().push(cold);
 
-    // P1 and P1h (the same storm with the audit hook), warm: one untimed run of each
-    // first, then in pairs, alternating which goes first, so the hook's cost is read as
-    // the ratio within each pair and the host's drift over a round cancels.
+    // P1, P1h (the same storm with the audit hook) and P1e (with an empty hook), warm: one
+    // untimed run of each first, then in threes, each in turn first, so the hook's cost is
+    // read as the ratio within each three and the host's drift over a round cancels.
     for (script, what) in [
         ("storm.py", "warm-up"),
         ("storm_hooked.py", "warm-up with the hook"),
+        ("storm_empty_hook.py", "warm-up with an empty hook"),
     ] {
         timed_ok(run_timed(&mut layout.python(script), limit, false)?, what)?;
     }
-    // Each run's CPU time too (P1cpu, P1hcpu): what the hook adds is work in the
+    // Each run's CPU time too (P1cpu, P1hcpu, P1ecpu): what the hook adds is work in the
     // interpreter, and CPU time does not count the waits a busy host adds to wall time.
     for run in 0..options.hook_pairs {
-        let mut pair = [
+        let mut runs = [
             ("P1", "P1cpu", "storm.py", "warm import storm"),
             (
                 "P1h",
@@ -558,11 +566,15 @@ fn one_round(
                 "storm_hooked.py",
                 "warm import storm with the hook",
             ),
+            (
+                "P1e",
+                "P1ecpu",
+                "storm_empty_hook.py",
+                "warm import storm with an empty hook",
+            ),
         ];
-        if run % 2 == 1 {
-            pair.reverse();
-        }
-        for (id, cpu_id, script, what) in pair {
+        runs.rotate_left(run % 3);
+        for (id, cpu_id, script, what) in runs {
             let ran = run_timed(&mut layout.python(script), limit, false)?;
             let cpu = ran.cpu.as_secs_f64() * 1000.0;
             let ms = timed_ok(ran, what)?;
