@@ -17,8 +17,8 @@ use crate::{run, workspace_root};
 /// sign the VM's test apt repository (a fresh machine has gpgv only), lintian for the package
 /// check (`cargo xtask package` fails on any tag it reports that no override explains),
 /// prometheus_client's parser to read `guard status --format openmetrics` as a scraper
-/// would, and auditd for auditctl and ausearch (the kernel audit test starts its own daemon
-/// where none runs).
+/// would, auditd for auditctl and ausearch (the kernel audit test starts its own daemon
+/// where none runs), and valgrind for the bench's instruction counts.
 const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     "perl",
@@ -38,6 +38,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "e2fsprogs",
     "xz-utils",
     "busybox-static",
+    "valgrind",
     "gnupg",
     "lintian",
     "python3-prometheus-client",

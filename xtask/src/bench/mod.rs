@@ -8,6 +8,7 @@
 
 mod contender;
 mod host;
+mod instructions;
 mod report;
 mod util;
 
@@ -56,6 +57,15 @@ pub(crate) struct Options {
 /// About how long `--vm` takes (both kernels side by side, TCG on 2 host cores: measured
 /// 2 min for bench_lsm_overhead.sh and 2.5 min for two rounds of bench_workloads.sh).
 const VM_MINUTES: u32 = 8;
+
+/// The default expected makers of dynamic code (#20), as (file under the standard
+/// library, function).
+const MAKERS: [(&str, &str); 4] = [
+    ("collections/__init__.py", "namedtuple"),
+    ("dataclasses.py", "_create_fn"),
+    ("types.py", "coroutine"),
+    ("ast.py", "parse"),
+];
 
 /// The unprivileged identity every workload runs as: root with a trusted executable is
 /// allowed everything by fapolicyd's 20-dracut rule, which would measure nothing.
@@ -162,6 +172,10 @@ pub(crate) fn run(workspace: &Path, options: &Options) -> Result<()> {
         options.p6_files
     );
     let memory = p6_memory(&layout, options)?;
+    eprintln!("bench: P1, P1h and P1e in instructions executed (callgrind)");
+    let storm = std::fs::read_to_string(layout.app.join("storm.py"))?;
+    let instructions =
+        instructions::measure(&work, &guard, &storm, &MAKERS).map_err(|e| format!("{e:#}"));
 
     let stdlib_files = layout.stdlib_files();
     let load_after = host::loadavg();
@@ -192,6 +206,7 @@ pub(crate) fn run(workspace: &Path, options: &Options) -> Result<()> {
         ),
         samples: &samples,
         fapolicyd_unavailable: fapolicyd_unavailable.as_deref(),
+        instructions,
         latency_rounds: &latency_rounds,
         signing,
         memory,
@@ -461,19 +476,14 @@ fn setup(work: &Path, root: &Path, guard: &Path, options: &Options) -> Result<La
              [audit]\n\
              log_allows = false\n",
             keys.join("guard.crt").display().to_string(),
-            makers = [
-                ("collections/__init__.py", "namedtuple"),
-                ("dataclasses.py", "_create_fn"),
-                ("types.py", "coroutine"),
-                ("ast.py", "parse"),
-            ]
-            .iter()
-            .map(|(file, function)| format!(
-                "{{ file = {:?}, function = {function:?} }}",
-                layout.stdlib.join(file).display().to_string()
-            ))
-            .collect::<Vec<_>>()
-            .join(", "),
+            makers = MAKERS
+                .iter()
+                .map(|(file, function)| format!(
+                    "{{ file = {:?}, function = {function:?} }}",
+                    layout.stdlib.join(file).display().to_string()
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
         ),
     )?;
     must(

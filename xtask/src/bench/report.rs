@@ -139,6 +139,8 @@ pub(super) struct Inputs<'a> {
     pub options: String,
     pub samples: &'a BTreeMap<(&'a str, Kind), Vec<f64>>,
     pub fapolicyd_unavailable: Option<&'a str>,
+    /// P1, P1h and P1e in instructions executed, or why they were not counted.
+    pub instructions: Result<super::instructions::Counts, String>,
     pub latency_rounds: &'a [Latency],
     pub signing: Signing,
     pub memory: Memory,
@@ -317,6 +319,29 @@ pub(super) fn build(inputs: Inputs<'_>) -> Results {
             ),
         ));
     }
+    // And in instructions executed (callgrind): no noise to see through.
+    #[allow(clippy::cast_precision_loss)]
+    let instructions = inputs.instructions.as_ref().map(|counts| {
+        (
+            counts.p1h as f64 / counts.p1 as f64,
+            counts.p1e as f64 / counts.p1 as f64,
+        )
+    });
+    targets.push(Target {
+        what: "P1h / P1, instructions executed (callgrind, the host's python3; a stand-in \
+               answers for the agent; the audit hook's cost, #20)"
+            .into(),
+        target: "<= 1.02".into(),
+        value: match &instructions {
+            Ok((hook, empty)) => format!("{hook:.4} (an empty hook: {empty:.4})"),
+            Err(e) => format!("not measured: {e}"),
+        },
+        met: match &instructions {
+            Ok((hook, _)) if *hook <= 1.02 => "yes".into(),
+            Ok(_) => "**no**".into(),
+            Err(_) => "not measured".into(),
+        },
+    });
     // The floor under it: what CPython itself pays once any audit hook is installed.
     let floor = paired_ratios(
         inputs
