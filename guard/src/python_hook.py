@@ -456,33 +456,36 @@ def _guard_install():
         # events, more slowly.
         name = "guard_audit_fast"
         path = __file__.rpartition("/")[0] + "/" + name + ".abi3.so"
-        try:
-            loader = external.ExtensionFileLoader(name, path)
-            module = loader.create_module(bootstrap.spec_from_loader(name, loader, origin=path))
-            loader.exec_module(module)
-        except (ImportError, OSError):
-            return None
         # 1: exec, 2: marshal.loads, 3: watched, for `hook` to decide.
         kinds = dict.fromkeys(events, 3)
         kinds.update(dict.fromkeys(main_program, 3))
         kinds["exec"] = 1
         kinds["marshal.loads"] = 2
-        return module.hook_for(
-            hook,
-            kinds,
-            {},
-            frozen_exec,
-            frozen_get_code,
-            frames_removed,
-            exec_module,
-            compile_bytecode,
-            source_get_code,
-            sourceless_get_code,
-            stock_get_data,
-            "self",
-            "bytecode_path",
-            "path",
-        )
+        try:
+            loader = external.ExtensionFileLoader(name, path)
+            module = loader.create_module(bootstrap.spec_from_loader(name, loader, origin=path))
+            loader.exec_module(module)
+            return module.hook_for(
+                hook,
+                kinds,
+                {},
+                frozen_exec,
+                frozen_get_code,
+                frames_removed,
+                exec_module,
+                compile_bytecode,
+                source_get_code,
+                sourceless_get_code,
+                stock_get_data,
+                "self",
+                "bytecode_path",
+                "path",
+            )
+        except exception:
+            # Whatever keeps the front from standing (a file guard refuses, an interpreter
+            # older than 3.9, a front from another release of guard): never the process
+            # without a hook; `hook` stands alone.
+            return None
 
     sys.addaudithook(native_front() or hook)
 
