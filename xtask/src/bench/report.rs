@@ -358,16 +358,7 @@ pub(super) fn build(inputs: Inputs<'_>) -> Results {
                the interpreter's own share of P1h's cost)"
             .into(),
         target: "measured, as a ratio".into(),
-        value: if floor.is_empty() {
-            "not measured".into()
-        } else {
-            let (low, high) = median_interval(&floor);
-            format!(
-                "{:.3} (95 % interval of the median {low:.3}–{high:.3}, {} pairs)",
-                median(&floor),
-                floor.len()
-            )
-        },
+        value: paired_median(&floor),
         met: if floor.is_empty() {
             "not measured".into()
         } else {
@@ -694,17 +685,14 @@ fn judge_time(value: f64, limit: f64, n: f64) -> String {
 /// The hook's target (#20): at most 1.02, judged by the paired ratios' median and its
 /// 95 % interval.
 fn hook_target(what: &str, pairs: &[f64]) -> Target {
-    let hook = (!pairs.is_empty()).then(|| (median(pairs), median_interval(pairs)));
     Target {
         what: what.into(),
         target: "<= 1.02".into(),
-        value: hook.map_or("not measured".into(), |(v, (low, high))| {
-            format!(
-                "{v:.3} (95 % interval of the median {low:.3}–{high:.3}, {} pairs)",
-                pairs.len()
-            )
-        }),
-        met: hook.map_or("not measured".into(), |(_, (low, high))| {
+        value: paired_median(pairs),
+        met: if pairs.is_empty() {
+            "not measured".into()
+        } else {
+            let (low, high) = median_interval(pairs);
             if high <= 1.02 {
                 "yes".to_string()
             } else if low > 1.02 {
@@ -712,8 +700,21 @@ fn hook_target(what: &str, pairs: &[f64]) -> Target {
             } else {
                 format!("inconclusive (interval {low:.3}–{high:.3})")
             }
-        }),
+        },
     }
+}
+
+/// Paired ratios as the report shows them: their median, its 95 % interval, how many.
+fn paired_median(pairs: &[f64]) -> String {
+    if pairs.is_empty() {
+        return "not measured".into();
+    }
+    let (low, high) = median_interval(pairs);
+    format!(
+        "{:.3} (95 % interval of the median {low:.3}–{high:.3}, {} pairs)",
+        median(pairs),
+        pairs.len()
+    )
 }
 
 fn paired_ratios(without: Option<&[f64]>, with: Option<&[f64]>) -> Vec<f64> {
